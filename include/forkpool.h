@@ -1,0 +1,275 @@
+/*
+ * forkpool: run CPU-bound C functions in a pool of long-lived worker
+ * processes, with futures, crash isolation and restart.
+ *
+ * The whole public API is in this header; every name starts with fp_ or FP_.
+ * Every function is documented in its own man page (man 3 fp_submit, ...);
+ * forkpool(7) is the overview.
+ *
+ * Conventions, once for all:
+ *   - Functions return 0 (or a count) on success and a negative FP_E* code
+ *     on failure.  System failures are returned as -errno.  fp_strerror()
+ *     turns any of them into text.
+ *   - If a *_create or submit call fails, nothing was created and there is
+ *     nothing to clean up.  If it succeeds, the caller owns the result and
+ *     must release or destroy it.
+ *   - "Borrowed" means the library does not keep the pointer past the call;
+ *     "owned by X" means X frees it.
+ *
+ * Lines marked "since 0.1" have been in every release.
+ */
+#ifndef FORKPOOL_H
+#define FORKPOOL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && defined(FP_BUILDING)
+#define FP_EXTERN __attribute__((visibility("default")))
+#else
+#define FP_EXTERN
+#endif
+
+#if defined(__GNUC__)
+#define FP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define FP_PRINTF(fmt, args)
+#endif
+
+/* --- Errors -------------------------------------------------------------- */
+
+/*
+ * XX(name, value, message).  Codes that mean the same as a system errno are
+ * that errno, negated; codes of forkpool's own live from -4000 down.
+ */
+#define FP_ERRNO_MAP(XX)                                                      \
+  XX(EINVAL, -EINVAL, "invalid argument")                                     \
+  XX(ENOMEM, -ENOMEM, "out of memory")                                        \
+  XX(ETIMEDOUT, -ETIMEDOUT, "timed out")                                      \
+  XX(ECANCELLED, -ECANCELED, "cancelled")                                     \
+  XX(EBUSY, -EBUSY, "already running or done")                                \
+  XX(EPROTO, -EPROTO, "protocol error: malformed message from a worker")      \
+  XX(EMSGSIZE, -EMSGSIZE, "message larger than max_message")                  \
+  XX(EMFILE, -EMFILE, "too many open files")                                  \
+  XX(EAGAIN, -EAGAIN, "resource temporarily unavailable")                     \
+  XX(ENOSYS, -ENOSYS, "not supported on this system")                         \
+  XX(ETASK, -4001, "task failed")                                             \
+  XX(EWORKER, -4002, "worker process died")                                   \
+  XX(EBROKEN, -4003, "pool is broken")                                        \
+  XX(ENOTASK, -4004, "no task registered under that name")                    \
+  XX(ESHUTDOWN, -4005, "pool is shut down")                                   \
+  XX(ETYPE, -4006, "value does not match the format")
+
+typedef enum fp_errno {
+#define FP__ERR_ENUM(name, value, msg) FP_##name = (value),
+  FP_ERRNO_MAP(FP__ERR_ENUM)
+#undef FP__ERR_ENUM
+  FP__ERR_PAD = -4999 /* keeps the enum signed; not an error code */
+} fp_errno;
+
+/* A static string for any code (forkpool's, -errno, or unknown). */
+FP_EXTERN const char *fp_strerror(int err);
+/* "FP_EINVAL" and so on; "UNKNOWN" for codes not in FP_ERRNO_MAP. */
+FP_EXTERN const char *fp_err_name(int err);
+/* "0.1.0": the version of the library actually linked. */
+FP_EXTERN const char *fp_version(void);
+
+/* --- Tasks (run inside workers) ------------------------------------------ */
+
+typedef struct fp_pool fp_pool;
+typedef struct fp_future fp_future;
+typedef struct fp_call fp_call;
+
+/*
+ * A task runs in a worker.  args is the one msgpack object the caller
+ * submitted (borrowed, valid during the call).  The task packs exactly one
+ * result object into out and returns 0.  To fail, return fp_call_fail(...).
+ * Any other non-zero return fails the future with kind "TaskError"; packing
+ * zero or several objects fails it with kind "ResultError".
+ */
+typedef int (*fp_task_fn)(fp_call *call, const msgpack_object *args,
+                          msgpack_packer *out);
+
+/* One row of a task table; a table ends with a row whose name is NULL. */
+typedef struct fp_task {
+  const char *name; /* borrowed; at most 255 bytes */
+  fp_task_fn fn;
+} fp_task;
+
+/*
+ * Adds name to the process-wide task table that pools created afterwards
+ * copy.  Thread-safe.  FP_EINVAL for a NULL, empty or over-long name, or a
+ * name already registered with another function.  A pool's own table
+ * (fp_pool_options.tasks) needs no global state and is preferred in libraries.
+ */
+FP_EXTERN int fp_task_register(const char *name, fp_task_fn fn);
+
+/*
+ * Called from a task: records the failure the future will report as
+ * "kind: message" with FP_ETASK.  kind and fmt are borrowed.  Returns
+ * FP_ETASK so that a task can `return fp_call_fail(...)`.
+ */
+FP_EXTERN int fp_call_fail(fp_call *call, const char *kind, const char *fmt,
+                           ...) FP_PRINTF(3, 4);
+
+/* --- Pool ---------------------------------------------------------------- */
+
+typedef void (*fp_log_fn)(void *arg, int level, const char *message);
+
+enum fp_log_level { FP_LOG_ERROR = 0, FP_LOG_WARN = 1, FP_LOG_INFO = 2 };
+
+/*
+ * Options for fp_pool_create.  Always start from FP_POOL_OPTIONS_INIT: it
+ * records sizeof the struct your program was compiled with, so that later
+ * versions can add fields at the end without breaking your binary.
+ */
+typedef struct fp_pool_options {
+  size_t size;                /* sizeof(fp_pool_options); set by _INIT */
+  unsigned workers;           /* 0: one per online CPU */
+  size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
+  unsigned restart_limit;     /* more restarts than this within the window */
+  unsigned restart_window_ms; /*   mark the pool broken; limit 0: never */
+  unsigned max_inflight;      /* tasks handed to one worker ahead; 0: 2 */
+  const fp_task *tasks;       /* borrowed during create; NULL-name ended */
+  fp_log_fn log;              /* NULL: no diagnostics */
+  void *log_arg;              /* passed to log */
+} fp_pool_options;
+
+#define FP_POOL_OPTIONS_INIT                                                  \
+  { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL }
+
+/*
+ * Starts a fork server and the workers, and waits until every worker is
+ * ready.  opts may be NULL for all defaults; it is borrowed.  On success
+ * *out owns a pool the caller must pass to fp_pool_destroy.
+ */
+FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts);
+
+enum fp_shutdown_flags {
+  FP_SHUTDOWN_WAIT = 1u << 0,           /* block until all work and workers end */
+  FP_SHUTDOWN_CANCEL_PENDING = 1u << 1, /* cancel tasks no worker has started */
+};
+
+/*
+ * Stops accepting submits (they get FP_ESHUTDOWN).  With WAIT, runs the
+ * dispatcher until every task is done and every worker and the fork server
+ * have exited.  Calling it again is allowed.
+ */
+FP_EXTERN int fp_pool_shutdown(fp_pool *pool, unsigned flags);
+
+/*
+ * Shuts down with WAIT | CANCEL_PENDING and frees the pool.  Futures stay
+ * valid, final and readable until released.  NULL is a no-op.  No other
+ * thread may be using the pool or its futures during the call.
+ */
+FP_EXTERN void fp_pool_destroy(fp_pool *pool);
+
+/*
+ * Runs the dispatcher for up to timeout_ms (0: no wait, -1: until something
+ * happens).  Returns the number of futures that became done (>= 0), or a
+ * negative code.
+ */
+FP_EXTERN int fp_pool_dispatch(fp_pool *pool, int timeout_ms);
+
+/*
+ * A descriptor that polls readable when fp_pool_dispatch(pool, 0) has work.
+ * Owned by the pool: do not read it or close it.  FP_ENOSYS without epoll.
+ */
+FP_EXTERN int fp_pool_fd(fp_pool *pool);
+
+/* --- Submitting ---------------------------------------------------------- */
+
+/*
+ * Submits the task called name with args, a buffer holding exactly one
+ * msgpack object (FP_EINVAL otherwise).  args is copied: it is borrowed.
+ * On success *out is a future owned by the caller (fp_future_release).
+ * May run the dispatcher when the workers' pipes are full.
+ */
+FP_EXTERN int fp_submit(fp_pool *pool, const char *name, const void *args,
+                        size_t len, fp_future **out);
+
+/* As fp_submit, with args packed from fmt as by fp_pack. */
+FP_EXTERN int fp_submitf(fp_pool *pool, const char *name, fp_future **out,
+                         const char *fmt, ...);
+
+/*
+ * Packs the values in fmt into pk:
+ *   n nil          b bool (int)      i int            I int64_t
+ *   u unsigned     U uint64_t        f double         s string (NUL-ended)
+ *   s# string (const char *, size_t) y bin (const void *, size_t)
+ *   O a msgpack object (const msgpack_object *)
+ *   [ ... ] array  { ... } map (key, value, key, value ...)
+ * Spaces, ',' and ':' are ignored.  The whole format and every pointer is
+ * checked before anything is written: on error pk is unchanged.
+ */
+FP_EXTERN int fp_pack(msgpack_packer *pk, const char *fmt, ...);
+FP_EXTERN int fp_vpack(msgpack_packer *pk, const char *fmt, va_list ap);
+
+/*
+ * Reads obj by fmt into pointers (the same letters as fp_pack):
+ *   n nil          b int *           i int *          I int64_t *
+ *   u unsigned *   U uint64_t *      f double *       o const msgpack_object **
+ *   s const char **, size_t *  (not NUL-terminated; points into obj)
+ *   y const void **, size_t *  (points into obj)
+ *   [ ... ] an array of exactly that many items
+ *   { s: ... } a map: each key is a const char * argument, each value a spec
+ * Returns FP_ETYPE on a mismatch (a number out of range included),
+ * FP_EINVAL on a bad format.  Outputs may be partly written on error.
+ */
+FP_EXTERN int fp_unpack(const msgpack_object *obj, const char *fmt, ...);
+FP_EXTERN int fp_vunpack(const msgpack_object *obj, const char *fmt,
+                         va_list ap);
+
+/* --- Futures ------------------------------------------------------------- */
+
+typedef enum fp_state {
+  FP_PENDING = 0,   /* queued in the parent */
+  FP_RUNNING = 1,   /* handed to a worker */
+  FP_FINISHED = 2,  /* has a result */
+  FP_FAILED = 3,    /* has an error code and message */
+  FP_CANCELLED = 4, /* cancelled before a worker took it */
+} fp_state;
+
+/* The state now, after a dispatcher pass with no wait. */
+FP_EXTERN fp_state fp_future_state(fp_future *f);
+
+/* 0 once done (finished, failed or cancelled), FP_ETIMEDOUT otherwise. */
+FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms);
+
+/*
+ * Waits up to timeout_ms (-1: forever) and returns 0 with *out pointing to
+ * the result object, owned by the future and valid until it is released.
+ * Otherwise FP_ETIMEDOUT, FP_ETASK, FP_ENOTASK, FP_EMSGSIZE, FP_EWORKER,
+ * FP_EPROTO, FP_EBROKEN or FP_ECANCELLED, with *out set to NULL.
+ */
+FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
+                               const msgpack_object **out);
+
+/*
+ * The failure as text ("kind: message" for a task's fp_call_fail, the pid
+ * and signal for a dead worker), owned by the future; NULL unless failed.
+ */
+FP_EXTERN const char *fp_future_error(fp_future *f);
+
+/*
+ * Cancels a future no worker has taken.  0 if it is now cancelled (or
+ * already was), FP_EBUSY if it is running or done.
+ */
+FP_EXTERN int fp_future_cancel(fp_future *f);
+
+/* Reference counting: each retain needs one release.  Thread-safe. */
+FP_EXTERN fp_future *fp_future_retain(fp_future *f);
+FP_EXTERN void fp_future_release(fp_future *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FORKPOOL_H */

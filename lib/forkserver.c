@@ -1,0 +1,370 @@
+/*
+ * The fork server: a small single-threaded process forked from the caller
+ * when a pool is created.  It forks every worker, the first ones and every
+ * replacement, so each starts from the same image and no fork ever happens
+ * in a multi-threaded parent.  It hands each worker's pipe ends to the
+ * dispatcher over a SOCK_SEQPACKET socket (SCM_RIGHTS), reaps its workers
+ * and reports each exit.  At end of file on that socket it kills what is
+ * left, reaps it and exits.
+ *
+ * It is detached with a double fork, so the caller's process never has it as
+ * a child: a caller's own waitpid(-1) loop or SIGCHLD handler sees nothing of
+ * ours after fp_pool_create returns.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
+#ifdef HAVE_SYS_PIDFD_H
+#include <sys/pidfd.h>
+#endif
+#ifdef HAVE_STDIO_EXT_H
+#include <stdio_ext.h>
+#endif
+
+#define FS_CTL_FD 3 /* the fork server's end of the control socket */
+
+typedef struct fs_slot {
+  pid_t pid;             /* 0: no live worker */
+  int pidfd;             /* -1 without pidfds */
+} fs_slot;
+
+typedef struct fs_state {
+  const fp__worker_cfg *cfg;
+  fs_slot *slots;        /* cfg->nslots of them */
+  int use_pidfd;         /* pidfd_open works on this kernel */
+  int sigchld_pipe[2];   /* without pidfds: SIGCHLD handler -> loop */
+  struct sigaction caller_chld; /* restored in workers */
+  sigset_t caller_mask;  /* restored in workers */
+} fs_state;
+
+static int sigchld_write_fd = -1;
+
+static void on_sigchld(int sig)
+{
+  (void)sig;
+  int saved = errno;
+  (void)!write(sigchld_write_fd, "", 1);
+  errno = saved;
+}
+
+int fp__ctl_send(int fd, const fp__ctl *m)
+{
+  for (;;) {
+    if (send(fd, m, sizeof *m, MSG_NOSIGNAL) == (ssize_t)sizeof *m)
+      return 0;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    /* The fork server answers at most two messages per slot: this is short. */
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, -1) < 0 && errno != EINTR)
+      return -errno;
+  }
+}
+
+/* Sends a message with two descriptors attached. */
+static int ctl_send_fds(int fd, const fp__ctl *m, const int fds[2])
+{
+  union {
+    char buf[CMSG_SPACE(2 * sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct iovec iov = {(void *)m, sizeof *m};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                       .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  memset(u.buf, 0, sizeof u.buf);
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
+  while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0)
+    if (errno != EINTR)
+      return -errno;
+  return 0;
+}
+
+int fp__ctl_recv(int fd, fp__ctl *m, int fds[2])
+{
+  union {
+    char buf[CMSG_SPACE(2 * sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct iovec iov = {m, sizeof *m};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
+                       .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n;
+  fds[0] = fds[1] = -1;
+  while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+    ;
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  if (n == 0)
+    return FP__IO_EOF;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len == CMSG_LEN(2 * sizeof(int)))
+      memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+  int want_fds = n == (ssize_t)sizeof *m && m->op == FP__CTL_SPAWNED;
+  if (n != (ssize_t)sizeof *m || (msg.msg_flags & MSG_CTRUNC) ||
+      want_fds != (fds[0] >= 0)) {
+    if (fds[0] >= 0) {
+      close(fds[0]);
+      close(fds[1]);
+    }
+    return FP_EPROTO;
+  }
+  return 1;
+}
+
+/* In the new worker: become the caller's image again, then run the loop. */
+static void worker_child(fs_state *fs, int in_fd, int out_fd)
+{
+#ifdef PR_SET_PDEATHSIG
+  /* The fork server is single-threaded, so this follows its death. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+  if (getppid() == 1)
+    _exit(1);
+  sigaction(SIGCHLD, &fs->caller_chld, NULL);
+  int in = fcntl(in_fd, F_DUPFD, 10), out = fcntl(out_fd, F_DUPFD, 10);
+  if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0)
+    _exit(1);
+  fp__close_from(5);
+  sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
+  fp__worker_main(fs->cfg, 3, 4);
+}
+
+static void spawn(fs_state *fs, uint32_t slot)
+{
+  fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .slot = slot};
+  int in[2] = {-1, -1}, out[2] = {-1, -1};
+  int rc = fp__pipe(in);
+  if (rc == 0)
+    rc = fp__pipe(out);
+  pid_t pid = rc == 0 ? fork() : -1;
+  if (rc == 0 && pid < 0)
+    rc = -errno;
+  if (pid == 0)
+    worker_child(fs, in[0], out[1]);
+  if (rc == 0) {
+    fp__grow_pipe(in[1]);
+    fp__grow_pipe(out[0]);
+    fs->slots[slot].pid = pid;
+#ifdef HAVE_PIDFD_OPEN
+    if (fs->use_pidfd)
+      fs->slots[slot].pidfd = pidfd_open(pid, 0);
+#endif
+    m.op = FP__CTL_SPAWNED;
+    m.pid = pid;
+    int fds[2] = {in[1], out[0]};
+    rc = ctl_send_fds(FS_CTL_FD, &m, fds);
+  } else {
+    m.value = rc;
+    rc = fp__ctl_send(FS_CTL_FD, &m);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (in[i] >= 0)
+      close(in[i]);
+    if (out[i] >= 0)
+      close(out[i]);
+  }
+  if (rc != 0 && pid > 0)
+    kill(pid, SIGKILL); /* the parent is gone; the reaper finds it */
+}
+
+/* Reaps what has exited and reports it; with block, waits for all. */
+static void reap(fs_state *fs, int block)
+{
+  for (uint32_t i = 0; i < fs->cfg->nslots; i++) {
+    fs_slot *s = &fs->slots[i];
+    int st;
+    if (s->pid == 0)
+      continue;
+    pid_t r;
+    while ((r = waitpid(s->pid, &st, block ? 0 : WNOHANG)) < 0 &&
+           errno == EINTR)
+      ;
+    if (r == 0)
+      continue;
+    fp__ctl m = {.op = FP__CTL_EXITED, .slot = i, .pid = s->pid,
+                 .value = r > 0 ? st : 0};
+    s->pid = 0;
+    if (s->pidfd >= 0)
+      close(s->pidfd);
+    s->pidfd = -1;
+    if (!block)
+      (void)fp__ctl_send(FS_CTL_FD, &m);
+  }
+}
+
+static void handle_ctl(fs_state *fs, const fp__ctl *m)
+{
+  if (m->slot >= fs->cfg->nslots)
+    return;
+  fs_slot *s = &fs->slots[m->slot];
+  if (m->op == FP__CTL_SPAWN && s->pid == 0)
+    spawn(fs, m->slot);
+  /* Only a pid not yet reaped is ours to signal: no pid-reuse race. */
+  else if (m->op == FP__CTL_KILL && s->pid != 0 && s->pid == m->pid)
+    kill(s->pid, m->value);
+}
+
+static void serve(fs_state *fs)
+{
+  unsigned n = fs->cfg->nslots;
+  struct pollfd *p = calloc(n + 2, sizeof *p);
+  if (p == NULL)
+    return;
+  for (;;) {
+    int np = 0;
+    p[np++] = (struct pollfd){.fd = FS_CTL_FD, .events = POLLIN};
+    if (!fs->use_pidfd)
+      p[np++] = (struct pollfd){.fd = fs->sigchld_pipe[0], .events = POLLIN};
+    for (unsigned i = 0; fs->use_pidfd && i < n; i++)
+      if (fs->slots[i].pidfd >= 0)
+        p[np++] = (struct pollfd){.fd = fs->slots[i].pidfd, .events = POLLIN};
+    if (poll(p, (nfds_t)np, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (!fs->use_pidfd && (p[1].revents & POLLIN)) {
+      char drain[64];
+      while (read(fs->sigchld_pipe[0], drain, sizeof drain) > 0)
+        ;
+    }
+    reap(fs, 0);
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      fp__ctl m;
+      int fds[2];
+      int rc = fp__ctl_recv(FS_CTL_FD, &m, fds);
+      if (rc < 0 || rc == FP__IO_EOF)
+        break;
+      if (rc == 1)
+        handle_ctl(fs, &m);
+    }
+  }
+  free(p);
+}
+
+/* The fork server's life; never returns. */
+static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
+                            const sigset_t *caller_mask)
+{
+  fs_state fs = {.cfg = cfg, .use_pidfd = 0, .sigchld_pipe = {-1, -1}};
+  fs.caller_mask = *caller_mask;
+  if (ctl != FS_CTL_FD && (dup2(ctl, FS_CTL_FD) < 0 || close(ctl) < 0))
+    _exit(1);
+  fcntl(FS_CTL_FD, F_SETFL, 0); /* blocking: nothing else to do */
+  fp__close_from(FS_CTL_FD + 1);
+  /* Terminal signals go to the caller; we follow it through the socket. */
+  setpgid(0, 0);
+#ifdef HAVE___FPURGE
+  /* Output the caller had not flushed is the caller's, not ours to repeat. */
+  __fpurge(stdout);
+  __fpurge(stderr);
+#endif
+
+  fs.slots = calloc(cfg->nslots ? cfg->nslots : 1, sizeof *fs.slots);
+  if (fs.slots == NULL)
+    _exit(1);
+  for (unsigned i = 0; i < cfg->nslots; i++)
+    fs.slots[i].pidfd = -1;
+
+  sigaction(SIGCHLD, NULL, &fs.caller_chld);
+  struct sigaction sa = {.sa_handler = SIG_DFL};
+  sigemptyset(&sa.sa_mask);
+#ifdef HAVE_PIDFD_OPEN
+  int probe = pidfd_open(getpid(), 0);
+  if (probe >= 0) {
+    fs.use_pidfd = 1;
+    close(probe);
+  }
+#endif
+  if (!fs.use_pidfd) {
+    if (fp__pipe(fs.sigchld_pipe) != 0 ||
+        fp__set_nonblock(fs.sigchld_pipe[0]) != 0 ||
+        fp__set_nonblock(fs.sigchld_pipe[1]) != 0)
+      _exit(1);
+    sigchld_write_fd = fs.sigchld_pipe[1];
+    sa.sa_handler = on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  }
+  sigaction(SIGCHLD, &sa, NULL); /* never the caller's handler, never IGN */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
+  fp__ctl hello = {.op = FP__CTL_READY, .pid = getpid()};
+  if (fp__ctl_send(FS_CTL_FD, &hello) == 0)
+    serve(&fs);
+
+  for (unsigned i = 0; i < cfg->nslots; i++)
+    if (fs.slots[i].pid != 0)
+      kill(fs.slots[i].pid, SIGKILL);
+  reap(&fs, 1);
+  _exit(0);
+}
+
+int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
+                         pid_t *fs_pid)
+{
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return -errno;
+
+  /* Block signals across the forks so no caller handler runs in our
+   * children before they have set up their own. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t mid = fork();
+  if (mid == 0) {
+    pid_t fs = fork();
+    if (fs == 0)
+      forkserver_main(cfg, sv[1], &old);
+    _exit(fs < 0 ? 1 : 0);
+  }
+  int rc = mid < 0 ? -errno : 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    return rc;
+  }
+  /* Our own child, by pid; ECHILD if the caller's handler took it first. */
+  while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+    ;
+
+  fp__ctl m;
+  int fds[2];
+  struct pollfd p = {.fd = sv[0], .events = POLLIN};
+  while ((rc = poll(&p, 1, -1)) < 0 && errno == EINTR)
+    ;
+  rc = rc < 0 ? -errno : fp__ctl_recv(sv[0], &m, fds);
+  if (rc == 1 && m.op == FP__CTL_READY) {
+    rc = fp__set_nonblock(sv[0]);
+    if (rc == 0) {
+      *ctl_fd = sv[0];
+      *fs_pid = m.pid;
+      return 0;
+    }
+  } else if (rc >= 0) {
+    rc = FP_EBROKEN; /* it died before saying hello */
+  }
+  close(sv[0]);
+  return rc;
+}

@@ -1,0 +1,152 @@
+/*
+ * Framing on a descriptor: a 32-bit little-endian body length, then the
+ * body.  EINTR and EAGAIN are handled here, once; callers see a frame, "try
+ * again later", end of file, or an error.  A length is checked against the
+ * maximum before anything is allocated.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FP__CHUNK (64 * 1024) /* read-ahead: many small frames per read() */
+
+void fp__frame_seal(char *buf, size_t body_len)
+{
+  uint32_t n = (uint32_t)body_len;
+  unsigned char *p = (unsigned char *)buf;
+  p[0] = n & 0xff;
+  p[1] = (n >> 8) & 0xff;
+  p[2] = (n >> 16) & 0xff;
+  p[3] = (n >> 24) & 0xff;
+}
+
+uint32_t fp__frame_body_len(const char *hdr)
+{
+  const unsigned char *p = (const unsigned char *)hdr;
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+
+void fp__reader_init(fp__reader *r)
+{
+  memset(r, 0, sizeof *r);
+}
+
+void fp__reader_free(fp__reader *r)
+{
+  free(r->body);
+  free(r->chunk);
+  fp__reader_init(r);
+}
+
+/* read() that retries EINTR: > 0 bytes, 0 EOF, FP_EAGAIN, or -errno. */
+static ssize_t read_some(int fd, void *buf, size_t len)
+{
+  for (;;) {
+    ssize_t n = read(fd, buf, len);
+    if (n >= 0)
+      return n;
+    if (errno == EINTR)
+      continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? FP_EAGAIN : -errno;
+  }
+}
+
+/* Refills the read-ahead chunk: > 0, 0 at EOF, FP_EAGAIN or -errno. */
+static ssize_t refill(fp__reader *r, int fd)
+{
+  if (r->chunk == NULL && (r->chunk = malloc(FP__CHUNK)) == NULL)
+    return FP_ENOMEM;
+  ssize_t n = read_some(fd, r->chunk, FP__CHUNK);
+  r->chunk_off = 0;
+  r->chunk_len = n > 0 ? (size_t)n : 0;
+  return n;
+}
+
+static size_t take(fp__reader *r, char *dst, size_t want)
+{
+  size_t have = r->chunk_len - r->chunk_off;
+  size_t n = want < have ? want : have;
+  memcpy(dst, r->chunk + r->chunk_off, n);
+  r->chunk_off += n;
+  return n;
+}
+
+static int io_result(ssize_t n)
+{
+  if (n == 0)
+    return FP__IO_EOF;
+  return n == FP_EAGAIN ? FP__IO_AGAIN : (int)n;
+}
+
+int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
+                    size_t *len)
+{
+  while (r->hdr_have < FP__HDR) {
+    if (r->chunk_off == r->chunk_len) {
+      ssize_t n = refill(r, fd);
+      if (n <= 0)
+        return io_result(n);
+    }
+    r->hdr_have += take(r, r->hdr + r->hdr_have, FP__HDR - r->hdr_have);
+    if (r->hdr_have < FP__HDR)
+      continue;
+    r->body_len = fp__frame_body_len(r->hdr);
+    if (r->body_len > max)
+      return FP_EPROTO;
+    /* One spare byte so an empty body still gets a real allocation. */
+    if ((r->body = malloc(r->body_len + 1)) == NULL)
+      return FP_ENOMEM;
+    r->body_have = 0;
+  }
+  r->body_have += take(r, r->body + r->body_have, r->body_len - r->body_have);
+  while (r->body_have < r->body_len) {
+    /* Large bodies are read straight into place, never through the chunk. */
+    ssize_t n = read_some(fd, r->body + r->body_have,
+                          r->body_len - r->body_have);
+    if (n <= 0)
+      return io_result(n);
+    r->body_have += (size_t)n;
+  }
+  *body = r->body;
+  *len = r->body_len;
+  r->body = NULL;
+  r->hdr_have = 0;
+  return FP__IO_FRAME;
+}
+
+int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,
+                            size_t *len)
+{
+  int rc = fp__reader_next(r, fd, max, body, len);
+  if (rc == FP__IO_FRAME)
+    return 1;
+  if (rc == FP__IO_EOF)
+    return 0;
+  return rc == FP__IO_AGAIN ? FP_EAGAIN : rc;
+}
+
+int fp__write_all(int fd, struct iovec *iov, int iovcnt)
+{
+  while (iovcnt > 0) {
+    ssize_t n = writev(fd, iov, iovcnt);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = (char *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
+  }
+  return 0;
+}

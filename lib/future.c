@@ -1,0 +1,155 @@
+/*
+ * Futures: states, waiting, results and their lifetime.  A future is shared
+ * by the caller and, until it is final, the pool; each holds a reference.
+ * Once final (done == 1) it never changes again, so reading it needs no
+ * lock and no pool.
+ */
+#include "forkpool-private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+fp_future *fp__future_new(fp_pool *pool)
+{
+  fp_future *f = calloc(1, sizeof *f);
+  if (f == NULL)
+    return NULL;
+  atomic_init(&f->refs, 2); /* the caller's and the pool's */
+  atomic_init(&f->done, 0);
+  f->pool = pool;
+  f->state = FP_PENDING;
+  f->slot = -1;
+  return f;
+}
+
+static void make_final(fp_future *f, fp_state state, int err)
+{
+  free(f->frame); /* kept until now so a task can be sent again */
+  f->frame = NULL;
+  f->state = state;
+  f->err = err;
+  f->next = f->prev = NULL; /* f->pool stays: a racing reader may use it */
+  atomic_store_explicit(&f->done, 1, memory_order_release);
+}
+
+void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
+{
+  /* The result's strings and bins point into body, which the future keeps. */
+  size_t chunk = len - off < 4096 ? 256 : 4096;
+  f->zone = msgpack_zone_new(chunk);
+  msgpack_unpack_return rc = MSGPACK_UNPACK_NOMEM_ERROR;
+  if (f->zone != NULL)
+    rc = msgpack_unpack(body, len, &off, f->zone, &f->result);
+  if (rc == MSGPACK_UNPACK_SUCCESS) {
+    f->result_buf = body;
+    make_final(f, FP_FINISHED, 0);
+    return;
+  }
+  free(body);
+  if (rc == MSGPACK_UNPACK_NOMEM_ERROR)
+    fp__future_fail(f, FP_ENOMEM, "out of memory reading the result");
+  else
+    fp__future_fail(f, FP_EPROTO, "the worker sent a malformed result");
+}
+
+void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  free(f->error);
+  if (vasprintf(&f->error, fmt, ap) < 0)
+    f->error = NULL; /* fp_future_error falls back to fp_strerror */
+  va_end(ap);
+  make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
+}
+
+static int is_done(const fp_future *f)
+{
+  return atomic_load_explicit(&f->done, memory_order_acquire);
+}
+
+FP_EXTERN fp_state fp_future_state(fp_future *f)
+{
+  if (f == NULL)
+    return FP_FAILED;
+  if (is_done(f))
+    return f->state;
+  fp_pool *p = f->pool;
+  fp__pool_lock(p);
+  (void)fp__pool_wait_future(p, f, 0); /* one pass, no wait */
+  fp_state s = f->state;
+  fp__pool_unlock(p);
+  return s;
+}
+
+FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
+{
+  int64_t deadline;
+  if (f == NULL || fp__deadline(timeout_ms, &deadline) != 0)
+    return FP_EINVAL;
+  if (is_done(f))
+    return 0;
+  fp_pool *p = f->pool;
+  fp__pool_lock(p);
+  int rc = fp__pool_wait_future(p, f, deadline);
+  fp__pool_unlock(p);
+  return rc;
+}
+
+FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
+                               const msgpack_object **out)
+{
+  if (out != NULL)
+    *out = NULL;
+  if (out == NULL)
+    return FP_EINVAL;
+  int rc = fp_future_wait(f, timeout_ms);
+  if (rc != 0)
+    return rc;
+  if (f->state != FP_FINISHED)
+    return f->err;
+  *out = &f->result;
+  return 0;
+}
+
+FP_EXTERN const char *fp_future_error(fp_future *f)
+{
+  if (f == NULL || !is_done(f) || f->state == FP_FINISHED)
+    return NULL;
+  return f->error ? f->error : fp_strerror(f->err);
+}
+
+FP_EXTERN int fp_future_cancel(fp_future *f)
+{
+  if (f == NULL)
+    return FP_EINVAL;
+  if (is_done(f))
+    return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
+  fp_pool *p = f->pool;
+  fp__pool_lock(p);
+  int rc = fp__pool_cancel(p, f);
+  fp__pool_unlock(p);
+  return rc;
+}
+
+FP_EXTERN fp_future *fp_future_retain(fp_future *f)
+{
+  if (f != NULL)
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  return f;
+}
+
+FP_EXTERN void fp_future_release(fp_future *f)
+{
+  if (f == NULL ||
+      atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  free(f->frame);
+  free(f->error);
+  free(f->result_buf);
+  if (f->zone != NULL)
+    msgpack_zone_free(f->zone);
+  free(f);
+}

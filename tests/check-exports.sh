@@ -1,0 +1,17 @@
+#!/bin/sh
+# Every symbol the shared library exports is declared in the public header,
+# and every function the header declares is exported (jansson's check-exports).
+set -eu
+lib=${top_builddir:-.}/lib/.libs/libforkpool.so
+hdr=${top_srcdir:-.}/include/forkpool.h
+[ -f "$lib" ] || { echo "no $lib (static-only build?)"; exit 77; }
+tmp=${TMPDIR:-/tmp}/fp-exports.$$
+trap 'rm -f "$tmp".*' EXIT
+nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBR]$/ {print $3}' | sort -u > "$tmp.lib"
+grep -oE 'FP_EXTERN[^;]*[^a-z_0-9](fp_[a-z0-9_]+)\(' "$hdr" |
+  sed -E 's/.*[^a-z_0-9](fp_[a-z0-9_]+)\($/\1/' | sort -u > "$tmp.hdr"
+if ! diff -u "$tmp.hdr" "$tmp.lib"; then
+  echo "exports differ from the header (- header only, + library only)"
+  exit 1
+fi
+echo "exports: $(wc -l < "$tmp.lib") symbols match the header"
