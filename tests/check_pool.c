@@ -1,0 +1,583 @@
+/* The core executor with real workers: results, errors, bad input,
+ * cancellation, timeouts, shutdown, threads, event loops, signals. */
+#define _GNU_SOURCE
+#include "fpt.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+START_TEST(happy_path)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)7), 0);
+  ck_assert_int_eq(fpt_i64(f), 49);
+  ck_assert_int_eq(fp_future_state(f), FP_FINISHED);
+  ck_assert_ptr_null(fp_future_error(f));
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(ten_thousand_tasks)
+{
+  enum { N = 10000 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future **f = calloc(N, sizeof *f);
+  for (int64_t i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", i), 0);
+  for (int64_t i = 0; i < N; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), i * i);
+    fp_future_release(f[i]);
+  }
+  free(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(unknown_task_is_refused_at_submit)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f = (fp_future *)&s;
+  ck_assert_int_eq(fp_submitf(p, "no-such-task", &f, "[]"), FP_ENOTASK);
+  ck_assert_ptr_null(f);
+  char long_name[300];
+  memset(long_name, 'a', sizeof long_name - 1);
+  long_name[sizeof long_name - 1] = '\0';
+  ck_assert_int_eq(fp_submitf(p, long_name, &f, "[]"), FP_EINVAL);
+  ck_assert_int_eq(fp_submitf(p, "", &f, "[]"), FP_EINVAL);
+  ck_assert_int_eq(fp_submitf(p, NULL, &f, "[]"), FP_EINVAL);
+  /* The pool still works. */
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fpt_i64(f), 9);
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(malformed_args_are_refused)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  static const char truncated[] = {(char)0x92, 0x01}; /* array of 2, 1 item */
+  static const char two[] = {0x01, 0x02};             /* two objects */
+  static const char reserved[] = {(char)0xc1};        /* never used byte */
+  ck_assert_int_eq(fp_submit(p, "echo", truncated, sizeof truncated, &f),
+                   FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", two, sizeof two, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", reserved, 1, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", "", 0, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", NULL, 3, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", two, 1, NULL), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(NULL, "echo", two, 1, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submitf(p, "echo", &f, "[I", (int64_t)1), FP_EINVAL);
+  ck_assert_int_eq(fp_submitf(p, "echo", &f, "s", NULL), FP_EINVAL);
+  /* A task that gets arguments of the wrong shape says so. */
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[s]", "x"), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_ETASK);
+  ck_assert_ptr_null(r);
+  ck_assert_str_eq(fp_future_error(f), "TypeError: square takes one integer");
+  fp_future_release(f);
+  /* One valid object goes through untouched. */
+  ck_assert_int_eq(fp_submit(p, "echo", two, 1, &f), 0);
+  ck_assert_int_eq(fpt_i64(f), 1);
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+static void expect_task_error(fp_pool *p, const char *task, const char *kind)
+{
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, task, &f, "[]"), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_ETASK);
+  ck_assert_int_eq(fp_future_state(f), FP_FAILED);
+  ck_assert_msg(strncmp(fp_future_error(f), kind, strlen(kind)) == 0,
+                "%s: %s", task, fp_future_error(f));
+  fp_future_release(f);
+}
+
+START_TEST(task_failures_are_clear)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  expect_task_error(p, "fail", "ValueError: bad value 42");
+  expect_task_error(p, "none", "ResultError: task 'none' packed 0 results");
+  expect_task_error(p, "two", "ResultError: task 'two' packed 2 results");
+  expect_task_error(p, "badrc", "TaskError: task 'badrc' returned -7");
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(cancel_pending_not_running)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *run, *queued;
+  ck_assert_int_eq(fp_submitf(p, "gate", &run, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submitf(p, "square", &queued, "[I]", (int64_t)2), 0);
+  ck_assert_int_eq(fp_future_state(run), FP_RUNNING);
+  ck_assert_int_eq(fp_future_state(queued), FP_PENDING);
+  ck_assert_int_eq(fp_future_cancel(run), FP_EBUSY);
+  ck_assert_int_eq(fp_future_cancel(queued), 0);
+  ck_assert_int_eq(fp_future_cancel(queued), 0); /* again: still cancelled */
+  ck_assert_int_eq(fp_future_state(queued), FP_CANCELLED);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(queued, 0, &r), FP_ECANCELLED);
+  fpt_gate_open(gate);
+  ck_assert_int_gt(fpt_i64(run), 0);
+  ck_assert_int_eq(fp_future_cancel(run), FP_EBUSY); /* done */
+  ck_assert_int_eq(fp_future_cancel(NULL), FP_EINVAL);
+  fp_future_release(run);
+  fp_future_release(queued);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(result_timeout)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  const msgpack_object *r = (const msgpack_object *)&s;
+  ck_assert_int_eq(fp_submitf(p, "gate", &f, "[s]", gate), 0);
+  ck_assert_int_eq(fp_future_result(f, 0, &r), FP_ETIMEDOUT);
+  ck_assert_ptr_null(r);
+  ck_assert_int_eq(fp_future_result(f, 30, &r), FP_ETIMEDOUT);
+  ck_assert_int_eq(fp_future_wait(f, 10), FP_ETIMEDOUT);
+  ck_assert_int_eq(fp_future_wait(f, -5), FP_EINVAL);
+  ck_assert_int_eq(fp_future_result(f, 0, NULL), FP_EINVAL);
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fp_future_result(f, -1, &r), 0);
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(shutdown_wait_runs_everything)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f[50], *late = (fp_future *)&s;
+  for (int i = 0; i < 50; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+  ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
+                   FP_ESHUTDOWN);
+  ck_assert_ptr_null(late);
+  for (int i = 0; i < 50; i++) {
+    ck_assert_int_eq(fp_future_state(f[i]), FP_FINISHED);
+    ck_assert_int_eq(fpt_i64(f[i]), i * i);
+    fp_future_release(f[i]);
+  }
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0); /* again */
+  ck_assert_int_eq(fp_pool_shutdown(p, 1u << 7), FP_EINVAL);
+  ck_assert_int_eq(fp_pool_shutdown(NULL, 0), FP_EINVAL);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(shutdown_cancel_pending)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *run, *f[10];
+  ck_assert_int_eq(fp_submitf(p, "gate", &run, "[s]", gate), 0);
+  for (int i = 0; i < 10; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  ck_assert_int_eq(fp_future_state(run), FP_RUNNING);
+  /* Without WAIT it returns at once; the running task goes on. */
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_CANCEL_PENDING), 0);
+  for (int i = 0; i < 10; i++) {
+    ck_assert_int_eq(fp_future_state(f[i]), FP_CANCELLED);
+    fp_future_release(f[i]);
+  }
+  fpt_gate_open(gate);
+  ck_assert_int_gt(fpt_i64(run), 0);
+  fp_future_release(run);
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(destroy_with_outstanding_futures)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *f[200];
+  for (int i = 0; i < 200; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  fp_pool_destroy(p);
+  int finished = 0, cancelled = 0;
+  for (int i = 0; i < 200; i++) {
+    const msgpack_object *r;
+    int rc = fp_future_result(f[i], 0, &r);
+    if (rc == 0) {
+      ck_assert_int_eq(r->via.i64, i * i);
+      finished++;
+    } else {
+      ck_assert_int_eq(rc, FP_ECANCELLED);
+      ck_assert_int_eq(fp_future_state(f[i]), FP_CANCELLED);
+      cancelled++;
+    }
+    fp_future_release(f[i]);
+  }
+  ck_assert_int_eq(finished + cancelled, 200);
+  ck_assert_int_gt(cancelled, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(future_outlives_pool_and_retain)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)5), 0);
+  ck_assert_ptr_eq(fp_future_retain(f), f);
+  ck_assert_int_eq(fpt_i64(f), 25);
+  fp_pool_destroy(p);
+  fp_future_release(f);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, 0, &r), 0); /* one reference left */
+  ck_assert_int_eq(r->via.i64, 25);
+  fp_future_release(f);
+  fp_future_release(NULL);
+  fp_pool_destroy(NULL);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(busy_loop_on_state_makes_progress)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)9), 0);
+  while (fp_future_state(f) != FP_FINISHED)
+    ; /* no other call: the state query itself runs the dispatcher */
+  ck_assert_int_eq(fpt_i64(f), 81);
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(big_payloads_cross)
+{
+  enum { MIB = 1 << 20 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  size_t n = 64 * (size_t)MIB;
+  char *arg = malloc(n);
+  for (size_t i = 0; i < n; i++)
+    arg[i] = (char)(i * 13);
+  fp_future *echo, *made;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(fp_pack(&pk, "y", arg, n), 0);
+  /* 64 MiB out and 64 MiB back at the same time, twice over. */
+  ck_assert_int_eq(fp_submit(p, "echo", sb.data, sb.size, &echo), 0);
+  ck_assert_int_eq(fp_submitf(p, "bytes", &made, "[I]", (int64_t)n), 0);
+  msgpack_sbuffer_destroy(&sb);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(echo, FPT_LIMIT_MS, &r), 0);
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_BIN);
+  ck_assert_uint_eq(r->via.bin.size, n);
+  ck_assert(memcmp(r->via.bin.ptr, arg, n) == 0);
+  ck_assert_int_eq(fp_future_result(made, FPT_LIMIT_MS, &r), 0);
+  ck_assert_uint_eq(r->via.bin.size, n);
+  ck_assert_int_eq(r->via.bin.ptr[n - 1], (char)((n - 1) * 7));
+  free(arg);
+  fp_future_release(echo);
+  fp_future_release(made);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(max_message_both_ways)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = fpt_tasks;
+  o.max_message = 4096;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  char big[8192] = {0};
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "echo", &f, "y", big, sizeof big),
+                   FP_EMSGSIZE);
+  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)8192), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EMSGSIZE);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(f), "max_message"));
+  fp_future_release(f);
+  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)100), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+  fp_future_release(f);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(bad_options)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = (fp_pool *)&s;
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.size = 3;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_ptr_null(p);
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.size = sizeof o + 8; /* a newer header than this library */
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.max_message = (size_t)1 << 33;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.restart_window_ms = 0;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 100000;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  static const fp_task clash[] = {{"square", (fp_task_fn)1}, {NULL, NULL}};
+  o.tasks = clash;
+  ck_assert_int_eq(fp_task_register("square", fpt_tasks[0].fn), 0);
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL); /* two meanings */
+  ck_assert_int_eq(fp_pool_create(NULL, NULL), FP_EINVAL);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(global_registry)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ck_assert_int_eq(fp_task_register("g-square", fpt_tasks[0].fn), 0);
+  ck_assert_int_eq(fp_task_register("g-square", fpt_tasks[0].fn), 0);
+  ck_assert_int_eq(fp_task_register("g-square", fpt_tasks[1].fn), FP_EINVAL);
+  ck_assert_int_eq(fp_task_register(NULL, fpt_tasks[1].fn), FP_EINVAL);
+  ck_assert_int_eq(fp_task_register("x", NULL), FP_EINVAL);
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, NULL), 0); /* defaults: one per CPU */
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "g-square", &f, "[I]", (int64_t)-4), 0);
+  ck_assert_int_eq(fpt_i64(f), 16);
+  fp_future_release(f);
+  /* Registered after the pool started: not in it. */
+  ck_assert_int_eq(fp_task_register("g-late", fpt_tasks[0].fn), 0);
+  ck_assert_int_eq(fp_submitf(p, "g-late", &f, "[I]", (int64_t)1),
+                   FP_ENOTASK);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+typedef struct thread_arg {
+  fp_pool *pool;
+  int base;
+  int ok;
+} thread_arg;
+
+static void *submit_and_wait(void *arg)
+{
+  thread_arg *t = arg;
+  enum { N = 500 };
+  fp_future *f[N];
+  t->ok = 1;
+  for (int i = 0; i < N; i++)
+    if (fp_submitf(t->pool, "square", &f[i], "[I]", (int64_t)(t->base + i)))
+      t->ok = 0;
+  for (int i = N - 1; i >= 0; i--) { /* waits out of order on purpose */
+    const msgpack_object *r;
+    if (fp_future_result(f[i], FPT_LIMIT_MS, &r) != 0 ||
+        r->via.i64 != (int64_t)(t->base + i) * (t->base + i))
+      t->ok = 0;
+    fp_future_release(f[i]);
+  }
+  return NULL;
+}
+
+START_TEST(four_threads_submit_and_wait)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  pthread_t th[4];
+  thread_arg a[4];
+  for (int i = 0; i < 4; i++) {
+    a[i] = (thread_arg){p, i * 1000, 0};
+    ck_assert_int_eq(pthread_create(&th[i], NULL, submit_and_wait, &a[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    ck_assert_msg(a[i].ok, "thread %d saw a wrong result", i);
+  }
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(event_loop_fd)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  int fd = fp_pool_fd(p);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(fp_pool_fd(p), fd);
+  ck_assert_int_eq(fp_pool_fd(NULL), FP_EINVAL);
+  fp_future *f[20];
+  for (int i = 0; i < 20; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  for (int rounds = 0;; rounds++) {
+    int pending = 0;
+    for (int i = 0; i < 20; i++)
+      pending += fp_future_wait(f[i], 0) != 0;
+    if (pending == 0)
+      break;
+    /* Work is outstanding, so the descriptor must wake us. */
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pf, 1, FPT_LIMIT_MS), 1);
+    ck_assert_int_ge(fp_pool_dispatch(p, 0), 0);
+    ck_assert_int_lt(rounds, 100000);
+  }
+  for (int i = 0; i < 20; i++) {
+    ck_assert_int_eq(fp_future_state(f[i]), FP_FINISHED);
+    fp_future_release(f[i]);
+  }
+  ck_assert_int_eq(fp_pool_dispatch(p, -7), FP_EINVAL);
+  ck_assert_int_eq(fp_pool_dispatch(p, 0), 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A program with its own SIGCHLD handler that reaps every child. */
+static volatile sig_atomic_t reaped_own;
+static pid_t own_child;
+
+static void reap_all(int sig)
+{
+  (void)sig;
+  int saved = errno;
+  pid_t pid;
+  while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+    if (pid == own_child)
+      reaped_own = 1;
+  errno = saved;
+}
+
+START_TEST(caller_reaps_with_waitpid_minus_one)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  struct sigaction sa = {.sa_handler = reap_all, .sa_flags = SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  ck_assert_int_eq(sigaction(SIGCHLD, &sa, NULL), 0);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f[100];
+  for (int i = 0; i < 100; i++)
+    ck_assert_int_eq(fp_submitf(p, i == 50 ? "segv" : "square", &f[i], "[I]",
+                                (int64_t)i), 0);
+  own_child = fork();
+  if (own_child == 0)
+    _exit(0);
+  for (int i = 0; i < 100; i++) {
+    if (i == 50) {
+      const msgpack_object *r;
+      ck_assert_int_eq(fp_future_result(f[i], FPT_LIMIT_MS, &r), FP_EWORKER);
+    } else {
+      ck_assert_int_eq(fpt_i64(f[i]), i * i);
+    }
+    fp_future_release(f[i]);
+  }
+  fp_pool_destroy(p);
+  sigset_t none;
+  sigemptyset(&none);
+  for (int waited = 0; !reaped_own; waited++) {
+    ck_assert_int_lt(waited, FPT_LIMIT_MS);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  signal(SIGCHLD, SIG_DFL);
+  fpt_end(&s);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("pool");
+  TCase *tc = tcase_create("core");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, happy_path);
+  tcase_add_test(tc, ten_thousand_tasks);
+  tcase_add_test(tc, unknown_task_is_refused_at_submit);
+  tcase_add_test(tc, malformed_args_are_refused);
+  tcase_add_test(tc, task_failures_are_clear);
+  tcase_add_test(tc, cancel_pending_not_running);
+  tcase_add_test(tc, result_timeout);
+  tcase_add_test(tc, shutdown_wait_runs_everything);
+  tcase_add_test(tc, shutdown_cancel_pending);
+  tcase_add_test(tc, destroy_with_outstanding_futures);
+  tcase_add_test(tc, future_outlives_pool_and_retain);
+  tcase_add_test(tc, busy_loop_on_state_makes_progress);
+  tcase_add_test(tc, big_payloads_cross);
+  tcase_add_test(tc, max_message_both_ways);
+  tcase_add_test(tc, bad_options);
+  tcase_add_test(tc, global_registry);
+  tcase_add_test(tc, four_threads_submit_and_wait);
+  tcase_add_test(tc, event_loop_fd);
+  tcase_add_test(tc, caller_reaps_with_waitpid_minus_one);
+  suite_add_tcase(s, tc);
+  fpt_run_suite(s);
+}

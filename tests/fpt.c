@@ -1,0 +1,306 @@
+#define _GNU_SOURCE
+#include "fpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* --- Tasks (run in workers) --- */
+
+static int t_square(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "square takes one integer");
+  return msgpack_pack_int64(o, x * x);
+}
+
+static int t_echo(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  return msgpack_pack_object(o, *a);
+}
+
+static int t_fail(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  (void)o;
+  return fp_call_fail(c, "ValueError", "bad value %d", 42);
+}
+
+static int t_none(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  return 0;
+}
+
+static int t_two(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  msgpack_pack_int(o, 1);
+  return msgpack_pack_int(o, 2);
+}
+
+static int t_badrc(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  return -7;
+}
+
+static int t_pid(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  return msgpack_pack_int64(o, getpid());
+}
+
+static int t_segv(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  volatile int *null = NULL;
+  *null = 1;
+  return 0;
+}
+
+static int t_abort(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  abort();
+}
+
+static int t_exit3(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  _exit(3);
+}
+
+static int t_sigkill(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Writes a frame header claiming 4 GiB-1 to the parent: garbage. */
+static int t_corrupt(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  static const char junk[8] = {-1, -1, -1, -1, 1, 2, 3, 4};
+  if (write(4, junk, sizeof junk) < 0)
+    return -1;
+  return msgpack_pack_nil(o);
+}
+
+/* [path]: blocks until the test writes a byte into the FIFO at path. */
+static int t_gate(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  char path[256], b;
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "gate takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  int fd = open(path, O_RDONLY);
+  if (fd < 0 || read(fd, &b, 1) != 1)
+    return fp_call_fail(c, "OSError", "gate %s: %s", path, strerror(errno));
+  close(fd);
+  return msgpack_pack_int64(o, getpid());
+}
+
+/* [n]: returns n bytes of a pattern, as bin. */
+static int t_bytes(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t n;
+  if (fp_unpack(a, "[I]", &n) != 0 || n < 0)
+    return fp_call_fail(c, "TypeError", "bytes takes a size");
+  char *buf = malloc((size_t)n + 1);
+  if (buf == NULL)
+    return fp_call_fail(c, "MemoryError", "no memory");
+  for (int64_t i = 0; i < n; i++)
+    buf[i] = (char)(i * 7);
+  int rc = msgpack_pack_bin_with_body(o, buf, (size_t)n);
+  free(buf);
+  return rc;
+}
+
+const fp_task fpt_tasks[] = {
+    {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
+    {"none", t_none},     {"two", t_two},         {"badrc", t_badrc},
+    {"pid", t_pid},       {"segv", t_segv},       {"abort", t_abort},
+    {"exit3", t_exit3},   {"sigkill", t_sigkill}, {"corrupt", t_corrupt},
+    {"gate", t_gate},     {"bytes", t_bytes},     {NULL, NULL}};
+
+/* --- Processes and descriptors --- */
+
+int fpt_count_fds(void)
+{
+  DIR *d = opendir("/proc/self/fd");
+  int n = 0;
+  struct dirent *e;
+  ck_assert_ptr_nonnull(d);
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the DIR's own */
+}
+
+/* Calls fn for each child of this process; stops at the first non-zero. */
+static pid_t each_child(void)
+{
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  pid_t me = getpid(), found = 0;
+  ck_assert_ptr_nonnull(d);
+  while (!found && (e = readdir(d)) != NULL) {
+    char path[300], buf[512];
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    int ppid;
+    char st;
+    if (rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == me)
+      found = atoi(e->d_name);
+  }
+  closedir(d);
+  return found;
+}
+
+pid_t fpt_first_child(void)
+{
+  return each_child();
+}
+
+int fpt_count_children(void)
+{
+  return each_child() != 0;
+}
+
+int fpt_process_gone(pid_t pid)
+{
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return 1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *rp = strrchr(buf, ')');
+  return rp != NULL && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+static void nap(void)
+{
+  struct timespec ts = {0, 2 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+void fpt_begin(fpt_snapshot *s)
+{
+  ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  s->fds = fpt_count_fds();
+}
+
+void fpt_end(const fpt_snapshot *s)
+{
+  /* Descendants that outlive the pool become our children (subreaper):
+   * reap them, and wait for none to be left. */
+  for (int waited = 0; fpt_count_children(); waited += 2) {
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+      ;
+    ck_assert_msg(waited < FPT_LIMIT_MS, "a child process was left behind");
+    nap();
+  }
+  ck_assert_int_eq(fpt_count_fds(), s->fds);
+}
+
+fp_pool *fpt_pool(unsigned workers, unsigned max_inflight)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = workers;
+  o.max_inflight = max_inflight;
+  o.tasks = fpt_tasks;
+  int rc = fp_pool_create(&p, &o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+void fpt_gate_make(char *path, size_t len)
+{
+  static int seq;
+  snprintf(path, len, "%s/fpt-gate-%d-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+           (int)getpid(), seq++);
+  unlink(path);
+  ck_assert_int_eq(mkfifo(path, 0600), 0);
+}
+
+void fpt_gate_open(const char *path)
+{
+  /* The task opens the FIFO when it runs: wait for a reader to appear. */
+  int fd, waited = 0;
+  while ((fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+    ck_assert_int_eq(errno, ENXIO);
+    ck_assert_msg(waited < FPT_LIMIT_MS, "the gate task never ran");
+    nap();
+    waited += 2;
+  }
+  ck_assert_int_eq(write(fd, "x", 1), 1);
+  close(fd);
+}
+
+void fpt_gate_remove(const char *path)
+{
+  unlink(path);
+}
+
+int64_t fpt_i64(fp_future *f)
+{
+  const msgpack_object *r;
+  int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  ck_assert_msg(rc == 0, "result: %s (%s)", fp_strerror(rc),
+                fp_future_error(f) ? fp_future_error(f) : "");
+  ck_assert(r->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            r->type == MSGPACK_OBJECT_NEGATIVE_INTEGER);
+  return r->via.i64;
+}
+
+void fpt_run_suite(Suite *s)
+{
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);
+}
