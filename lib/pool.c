@@ -65,6 +65,7 @@ struct fp_pool {
   fp__worker_cfg wcfg;    /* what the fork server's workers run */
   fp__slot *slots;
   unsigned nslots;
+  unsigned rr;            /* where the next scheduling scan starts */
   struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
   int *pfd_who;           /* slot * 2 (+1 for the write end); -1 others */
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
@@ -257,18 +258,22 @@ static void requeue(fp_pool *p, fp__slot *s)
   s->inflight = 0;
 }
 
-/* 1 if this restart makes more than restart_limit within the window. */
+/*
+ * Records a restart; 1 if it makes more than restart_limit within the window.
+ * The ring holds the last limit+1 restart times; after this one is written,
+ * the next slot holds the oldest of them.
+ */
 static int crash_loop(fp_pool *p)
 {
   unsigned limit = p->opts.restart_limit;
   if (limit == 0)
     return 0;
-  int64_t now = fp__now_ms();
   unsigned n = limit + 1;
-  int64_t oldest = p->restarts[p->nrestarts % n];
+  int64_t now = fp__now_ms();
   p->restarts[p->nrestarts % n] = now;
   p->nrestarts++;
-  return p->nrestarts > limit &&
+  int64_t oldest = p->restarts[p->nrestarts % n];
+  return p->nrestarts >= n &&
          now - oldest < (int64_t)p->opts.restart_window_ms;
 }
 
@@ -506,7 +511,9 @@ static void schedule(fp_pool *p)
   unsigned max = p->opts.max_inflight;
   while (p->qhead != NULL) {
     int best = -1;
-    for (unsigned i = 0; i < p->nslots; i++) {
+    /* Ties go round-robin, so idle workers take turns. */
+    for (unsigned k = 0; k < p->nslots; k++) {
+      unsigned i = (p->rr + k) % p->nslots;
       fp__slot *s = &p->slots[i];
       if (s->state == SLOT_LIVE && s->in_fd >= 0 && s->inflight < max &&
           (best < 0 || s->inflight < p->slots[best].inflight))
@@ -515,6 +522,7 @@ static void schedule(fp_pool *p)
     if (best < 0)
       break;
     fp__slot *s = &p->slots[best];
+    p->rr = (unsigned)best + 1;
     fp_future *f = p->qhead;
     list_unlink(&p->qhead, &p->qtail, f);
     list_push(&s->head, &s->tail, f);
