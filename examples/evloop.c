@@ -65,7 +65,7 @@ static void ask(fp_pool *pool, char *line)
   long long n = strtoll(line, &end, 10);
   if (end == line || *end != '\0' || errno != 0) {
     if (*line != '\0')
-      fprintf(stderr, "evloop: not a number: '%s'\n", line);
+      fprintf(stderr, "evloop: not a number: '%.40s'\n", line);
     return;
   }
   if (ndue == cap) {
@@ -84,9 +84,14 @@ static void ask(fp_pool *pool, char *line)
   due[ndue++].n = n;
 }
 
-/* Prints and forgets every question whose answer is in. */
-static void answer(void)
+/*
+ * Prints and forgets every question whose answer is in; returns how many.
+ * fp_future_wait(f, 0) on a future not done yet makes one dispatcher pass,
+ * which may finish futures this loop has already looked at.
+ */
+static int answer(void)
 {
+  int printed = 0;
   for (size_t i = 0; i < ndue;) {
     fp_future *f = due[i].f;
     const msgpack_object *r;
@@ -100,10 +105,12 @@ static void answer(void)
     else
       printf("primes below %lld: %s (%s)\n", due[i].n, fp_strerror(rc),
              fp_future_error(f));
-    fflush(stdout); /* a pipe's reader wants answers as they come */
     fp_future_release(f);
-    due[i] = due[--ndue];
+    memmove(&due[i], &due[i + 1], (--ndue - i) * sizeof *due);
+    printed++;
   }
+  fflush(stdout); /* whoever reads our pipe wants answers as they come */
+  return printed;
 }
 
 int main(void)
@@ -126,42 +133,45 @@ int main(void)
   /* stdin is read with read(), not stdio: poll() knows nothing of what
    * stdio has buffered, so fgets() could sit on lines poll() never sees. */
   char buf[4096];
-  size_t len = 0;
+  size_t len = 0; /* bytes in buf: the start of a line */
   int eof = 0;
   while (!eof || ndue > 0) {
     struct pollfd pfd[2] = {{.fd = eof ? -1 : STDIN_FILENO, .events = POLLIN},
                             {.fd = pool_fd, .events = POLLIN}};
-    if (poll(pfd, 2, -1) < 0) {
-      if (errno == EINTR)
-        continue;
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
       perror("poll");
       break;
     }
     if (pfd[0].revents) {
       ssize_t n = read(STDIN_FILENO, buf + len, sizeof buf - 1 - len);
-      if (n < 0 && errno != EINTR && errno != EAGAIN) {
-        perror("read");
-        eof = 1;
-      } else if (n == 0 || len + (size_t)(n > 0 ? n : 0) == sizeof buf - 1) {
-        eof = n == 0; /* a last line without '\n', or one too long */
-        buf[len + (size_t)(n > 0 ? n : 0)] = '\n';
-        n = n > 0 ? n + 1 : 1;
-      }
-      len += (size_t)(n > 0 ? n : 0);
-      char *nl;
-      while ((nl = memchr(buf, '\n', len)) != NULL) {
-        *nl = '\0';
+      if (n > 0) {
+        len += (size_t)n;
+        char *nl;
+        while ((nl = memchr(buf, '\n', len)) != NULL) {
+          *nl = '\0';
+          ask(pool, buf);
+          len -= (size_t)(nl + 1 - buf);
+          memmove(buf, nl + 1, len);
+        }
+        if (len == sizeof buf - 1) {
+          fprintf(stderr, "evloop: line too long, skipped\n");
+          len = 0;
+        }
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        if (n < 0)
+          perror("read");
+        buf[len] = '\0'; /* a last line without a newline */
         ask(pool, buf);
-        len -= (size_t)(nl + 1 - buf);
-        memmove(buf, nl + 1, len);
+        eof = 1;
       }
     }
-    if (pfd[1].revents) {
-      rc = fp_pool_dispatch(pool, 0);
-      if (rc < 0)
-        fprintf(stderr, "fp_pool_dispatch: %s\n", fp_strerror(rc));
-    }
-    answer();
+    if (pfd[1].revents && (rc = fp_pool_dispatch(pool, 0)) < 0)
+      fprintf(stderr, "fp_pool_dispatch: %s\n", fp_strerror(rc));
+    /* Not only after fp_pool_dispatch: a submit can run the dispatcher too
+     * (when the workers are busy), and the results it read will not make
+     * pool_fd readable again.  Look until a pass finds nothing new. */
+    while (answer() > 0)
+      ;
   }
 
   fp_pool_destroy(pool);

@@ -42,6 +42,7 @@ typedef struct fs_slot {
 typedef struct fs_state {
   const fp__worker_cfg *cfg;
   fs_slot *slots;        /* cfg->nslots of them */
+  struct pollfd *pfd;    /* the poll set: ctl, SIGCHLD pipe or pidfds */
   int use_pidfd;         /* pidfd_open works on this kernel */
   int sigchld_pipe[2];   /* without pidfds: SIGCHLD handler -> loop */
   struct sigaction caller_chld; /* restored in workers */
@@ -139,6 +140,8 @@ static void worker_child(fs_state *fs, int in_fd, int out_fd)
   if (getppid() == 1)
     _exit(1);
   sigaction(SIGCHLD, &fs->caller_chld, NULL);
+  free(fs->pfd); /* the fork server's, not the worker's */
+  free(fs->slots);
   int in = fcntl(in_fd, F_DUPFD, 10), out = fcntl(out_fd, F_DUPFD, 10);
   if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0)
     _exit(1);
@@ -225,7 +228,7 @@ static void handle_ctl(fs_state *fs, const fp__ctl *m)
 static void serve(fs_state *fs)
 {
   unsigned n = fs->cfg->nslots;
-  struct pollfd *p = calloc(n + 2, sizeof *p);
+  struct pollfd *p = fs->pfd = calloc(n + 2, sizeof *p);
   if (p == NULL)
     return;
   for (;;) {
@@ -258,6 +261,7 @@ static void serve(fs_state *fs)
     }
   }
   free(p);
+  fs->pfd = NULL;
 }
 
 /* The fork server's life; never returns. */

@@ -2,6 +2,8 @@
 #include <forkpool.h>
 #include <forkpool.h> /* and twice */
 
+#include "config.h" /* after: only to compare the version */
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>

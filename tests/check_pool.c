@@ -575,9 +575,13 @@ int main(void)
   tcase_add_test(tc, max_message_both_ways);
   tcase_add_test(tc, bad_options);
   tcase_add_test(tc, global_registry);
-  tcase_add_test(tc, four_threads_submit_and_wait);
   tcase_add_test(tc, event_loop_fd);
   tcase_add_test(tc, caller_reaps_with_waitpid_minus_one);
   suite_add_tcase(s, tc);
+  /* Its own case, so CI can run it alone under ThreadSanitizer. */
+  TCase *threads = tcase_create("threads");
+  tcase_set_timeout(threads, 300);
+  tcase_add_test(threads, four_threads_submit_and_wait);
+  suite_add_tcase(s, threads);
   fpt_run_suite(s);
 }
