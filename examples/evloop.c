@@ -35,7 +35,7 @@ static int count_primes(fp_call *call, const msgpack_object *args,
                         (long long)n, MAX_N);
   char *composite = calloc((size_t)n + 1, 1);
   if (composite == NULL)
-    return fp_call_fail(call, "MemoryError", "no memory for %lld", (long long)n);
+    return fp_call_fail(call, "MemoryError", "no memory for a sieve");
   for (int64_t i = 2; i < n; i++) {
     if (composite[i])
       continue;
@@ -84,11 +84,7 @@ static void ask(fp_pool *pool, char *line)
   due[ndue++].n = n;
 }
 
-/*
- * Prints and forgets every question whose answer is in; returns how many.
- * fp_future_wait(f, 0) on a future not done yet makes one dispatcher pass,
- * which may finish futures this loop has already looked at.
- */
+/* Prints and forgets every question whose answer is in; returns how many. */
 static int answer(void)
 {
   int printed = 0;
@@ -133,7 +129,7 @@ int main(void)
   /* stdin is read with read(), not stdio: poll() knows nothing of what
    * stdio has buffered, so fgets() could sit on lines poll() never sees. */
   char buf[4096];
-  size_t len = 0; /* bytes in buf: the start of a line */
+  size_t len = 0; /* bytes in buf: a line not complete yet */
   int eof = 0;
   while (!eof || ndue > 0) {
     struct pollfd pfd[2] = {{.fd = eof ? -1 : STDIN_FILENO, .events = POLLIN},
@@ -167,9 +163,11 @@ int main(void)
     }
     if (pfd[1].revents && (rc = fp_pool_dispatch(pool, 0)) < 0)
       fprintf(stderr, "fp_pool_dispatch: %s\n", fp_strerror(rc));
-    /* Not only after fp_pool_dispatch: a submit can run the dispatcher too
-     * (when the workers are busy), and the results it read will not make
-     * pool_fd readable again.  Look until a pass finds nothing new. */
+    /* Look after every turn, not only after fp_pool_dispatch: any call that
+     * runs the dispatcher may read results (a submit when the workers are
+     * busy, fp_future_wait(f, 0) on a future not done), and results already
+     * read do not make pool_fd readable again.  answer() makes such calls
+     * itself, hence the repeat until it finds nothing new. */
     while (answer() > 0)
       ;
   }

@@ -67,10 +67,10 @@ static double now(void)
 {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec / 1e9;
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* Writes an 8-bit paletted PNG: black inside the set, blue to gold outside. */
+/* Writes an 8-bit paletted PNG: black inside the set, a gradient outside. */
 static int write_png(const char *path, const unsigned char *px, int width,
                      int height)
 {

@@ -1,0 +1,78 @@
+#!/bin/sh
+# Runs the example programs and checks what they print.  For make check:
+# top_builddir (default ".") is where the examples were built.  The output
+# goes to files in top_builddir, removed by make clean.  Exits 0 or 1.
+
+top_builddir=${top_builddir:-.}
+ex=$top_builddir/examples
+out=$top_builddir/check-examples.out
+in=$top_builddir/check-examples.in
+png=$top_builddir/check-examples.png
+status=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  sed 's/^/  | /' "$out" >&2
+  status=1
+}
+
+# run PROGRAM [ARG...]: runs it under timeout 120, stdin as given, stdout and
+# stderr into $out, then a last line "exit status N".  Workers and the fork
+# server inherit the output pipe, so cat sees its end only when every process
+# the example started is gone: one left behind fails the run at 125 s.
+run() {
+  { timeout 120 "$@" 2>&1; echo "exit status $?"; } | timeout 125 cat >"$out"
+  if [ $? -ne 0 ]; then
+    fail "$*: a process it started outlived it by 5 s or more"
+    return 1
+  fi
+  if ! grep -q '^exit status 0$' "$out"; then
+    fail "$*: did not exit with status 0"
+    return 1
+  fi
+  echo "ran: $*"
+}
+
+# expect WHAT LINE...: each LINE (a fixed string) is in $out.
+expect() {
+  what=$1
+  shift
+  for line in "$@"; do
+    grep -qF -- "$line" "$out" || { fail "$what: no line '$line'"; return 1; }
+  done
+}
+
+run "$ex/squares" </dev/null &&
+  expect squares "square(10) = 100" "TypeError: square takes one integer"
+
+# Crashes of every kind; the pool finishes all the rest.
+run "$ex/crashy" </dev/null &&
+  expect crashy "13 finished, 7 failed" "not done after 100 ms: timed out" \
+    "killed by signal 11" "killed by signal 6" "exited with status 3" \
+    "task failed (ValueError: I refuse, politely)"
+
+# Input from a file, not a pipe: a function at the end of a pipeline may run
+# in a subshell, which would lose what fail() sets.
+printf '10\n1000\nseven\n100000\n-1\n' >"$in"
+run "$ex/evloop" <"$in" &&
+  expect evloop "primes below 10: 4" "primes below 1000: 168" \
+    "primes below 100000: 9592" "not a number: 'seven'" \
+    "primes below -1: task failed (ValueError"
+
+# Many small questions at once: every one is answered, none is lost.
+awk 'BEGIN { for (i = 1; i <= 500; i++) print i }' >"$in"
+run "$ex/evloop" <"$in" &&
+  { n=$(grep -c '^primes below' "$out")
+    [ "$n" -eq 500 ] || fail "evloop: $n answers to 500 questions"; }
+
+if [ -x "$ex/mandelbrot" ]; then
+  rm -f "$png"
+  run "$ex/mandelbrot" "$png" 300 200 500 </dev/null &&
+    expect mandelbrot "speedup:" &&
+    { sig=$(od -An -tx1 -N8 "$png" | tr -d ' \n')
+      [ "$sig" = 89504e470d0a1a0a ] || fail "mandelbrot: $png is not a PNG"; }
+else
+  echo "skip: examples/mandelbrot (not built: configure found no libpng)"
+fi
+
+exit $status
