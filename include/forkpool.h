@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <msgpack.h>
 
@@ -66,7 +67,8 @@ extern "C" {
   XX(EBROKEN, -4003, "pool is broken")                                        \
   XX(ENOTASK, -4004, "no task registered under that name")                    \
   XX(ESHUTDOWN, -4005, "pool is shut down")                                   \
-  XX(ETYPE, -4006, "value does not match the format")
+  XX(ETYPE, -4006, "value does not match the format")                         \
+  XX(EDEADLINE, -4007, "task ran past its deadline")
 
 typedef enum fp_errno {
 #define FP__ERR_ENUM(name, value, msg) FP_##name = (value),
@@ -120,6 +122,20 @@ FP_EXTERN int fp_task_register(const char *name, fp_task_fn fn);
 FP_EXTERN int fp_call_fail(fp_call *call, const char *kind, const char *fmt,
                            ...) FP_PRINTF(3, 4);
 
+/*
+ * Called from a task: the state the pool's init function left in this
+ * worker (fp_pool_options.init), or NULL.
+ */
+FP_EXTERN void *fp_call_state(fp_call *call);
+
+/*
+ * Runs once in each worker before its first task.  It may set *state for
+ * the tasks (fp_call_state).  It returns 0, or fails with fp_call_fail or any
+ * non-zero value: the pool then becomes broken with that message, since a
+ * replacement worker would fail the same way.
+ */
+typedef int (*fp_init_fn)(void **state, void *arg, fp_call *call);
+
 /* --- Pool ---------------------------------------------------------------- */
 
 typedef void (*fp_log_fn)(void *arg, int level, const char *message);
@@ -139,12 +155,16 @@ typedef struct fp_pool_options {
   unsigned restart_window_ms; /*   mark the pool broken; limit 0: never */
   unsigned max_inflight;      /* tasks handed to one worker ahead; 0: 2 */
   const fp_task *tasks;       /* borrowed during create; NULL-name ended */
-  fp_log_fn log;              /* NULL: no diagnostics */
-  void *log_arg;              /* passed to log */
+  fp_log_fn log;              /* NULL: no diagnostics; called with the */
+  void *log_arg;              /*   pool locked: it must not call forkpool */
+  fp_init_fn init;            /* NULL: none; runs in each worker */
+  void *init_arg;             /* passed to init, in the worker's memory */
+  unsigned max_tasks_per_worker; /* replace a worker after so many; 0: never */
 } fp_pool_options;
 
 #define FP_POOL_OPTIONS_INIT                                                  \
-  { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL }
+  { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
+    NULL, NULL, 0 }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is
@@ -173,6 +193,50 @@ FP_EXTERN int fp_pool_shutdown(fp_pool *pool, unsigned flags);
 FP_EXTERN void fp_pool_destroy(fp_pool *pool);
 
 /*
+ * Stops every worker now, with SIGTERM (terminate) or SIGKILL (kill), and
+ * shuts the pool down: tasks not started are cancelled, running ones fail
+ * with FP_ECANCELLED.  No worker is restarted.  fp_pool_destroy still frees.
+ */
+FP_EXTERN int fp_pool_terminate(fp_pool *pool);
+FP_EXTERN int fp_pool_kill(fp_pool *pool);
+
+typedef struct fp_worker_stats {
+  pid_t pid;                  /* 0: no live worker in this slot */
+  uint64_t tasks;             /* tasks this worker has answered */
+} fp_worker_stats;
+
+/*
+ * Counters since the pool was created.  Every task submitted is in exactly
+ * one of queued, running, finished, failed or cancelled (map items count one
+ * by one).  Start from FP_POOL_STATS_INIT so fields can be added later.
+ */
+typedef struct fp_pool_stats {
+  size_t size;                /* sizeof(fp_pool_stats); set by _INIT */
+  uint64_t submitted;
+  uint64_t queued;            /* now: in the parent's queue */
+  uint64_t running;           /* now: handed to a worker */
+  uint64_t finished;
+  uint64_t failed;            /* any failure, deadline kills included */
+  uint64_t cancelled;
+  uint64_t deadline_kills;    /* workers killed for a task's deadline */
+  uint64_t worker_deaths;     /* workers that died unasked */
+  uint64_t worker_restarts;   /* replacements forked after a death or kill */
+  uint64_t worker_recycles;   /* replaced after max_tasks_per_worker */
+  unsigned workers;           /* slots; also entries fp_pool_stats fills */
+  unsigned workers_live;      /* slots with a live worker now */
+} fp_pool_stats;
+
+#define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
+                             0, 0, 0, 0 }
+
+/*
+ * Fills *st and, when workers is not NULL, up to n per-worker entries (one
+ * per slot).  Both are borrowed.  Does not run the dispatcher.
+ */
+FP_EXTERN int fp_pool_stats_get(fp_pool *pool, fp_pool_stats *st,
+                                fp_worker_stats *workers, size_t n);
+
+/*
  * Runs the dispatcher for up to timeout_ms (0: no wait, -1: until something
  * happens).  Returns the number of futures that became done (>= 0), or a
  * negative code.
@@ -195,6 +259,22 @@ FP_EXTERN int fp_pool_fd(fp_pool *pool);
  */
 FP_EXTERN int fp_submit(fp_pool *pool, const char *name, const void *args,
                         size_t len, fp_future **out);
+
+/* Per-task options for fp_submit_ex; start from FP_SUBMIT_OPTIONS_INIT. */
+typedef struct fp_submit_options {
+  size_t size;                /* sizeof(fp_submit_options); set by _INIT */
+  int deadline_ms;            /* > 0: kill the worker if the task runs longer
+                                 and fail it with FP_EDEADLINE; 0: none */
+  unsigned retries;           /* run again, up to this many times, when its
+                                 worker dies under it; then FP_EWORKER */
+} fp_submit_options;
+
+#define FP_SUBMIT_OPTIONS_INIT { sizeof(fp_submit_options), 0, 0 }
+
+/* As fp_submit, with options (NULL: the defaults). */
+FP_EXTERN int fp_submit_ex(fp_pool *pool, const char *name, const void *args,
+                           size_t len, const fp_submit_options *opts,
+                           fp_future **out);
 
 /* As fp_submit, with args packed from fmt as by fp_pack. */
 FP_EXTERN int fp_submitf(fp_pool *pool, const char *name, fp_future **out,
@@ -259,11 +339,113 @@ FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
  */
 FP_EXTERN const char *fp_future_error(fp_future *f);
 
+enum fp_cancel_flags {
+  /* Also stop a running task: its worker is killed and replaced, and the
+   * tasks queued behind it are handed out again.  A task already in a
+   * worker's pipe but not started still runs there; its answer is dropped. */
+  FP_CANCEL_RUNNING = 1u << 0,
+};
+
 /*
- * Cancels a future no worker has taken.  0 if it is now cancelled (or
- * already was), FP_EBUSY if it is running or done.
+ * Cancels a future no worker has taken (flags 0), or any future not done
+ * (FP_CANCEL_RUNNING).  0 if it is now cancelled (or already was), FP_EBUSY
+ * if it is running (without the flag) or done.
  */
-FP_EXTERN int fp_future_cancel(fp_future *f);
+FP_EXTERN int fp_future_cancel(fp_future *f, unsigned flags);
+
+/*
+ * Calls cb(f, arg) once when f is done, in the thread that runs the
+ * dispatcher and without any lock held, so cb may submit and wait; right
+ * away, in this thread, if f is done already.  Several callbacks run in the
+ * order they were added.
+ */
+typedef void (*fp_done_fn)(fp_future *f, void *arg);
+FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn cb, void *arg);
+
+/* --- Waiting on many ----------------------------------------------------- */
+
+typedef enum fp_wait_mode {
+  FP_FIRST_COMPLETED = 0,     /* any one done */
+  FP_FIRST_EXCEPTION = 1,     /* any one failed, or all done */
+  FP_ALL_COMPLETED = 2,       /* all done */
+} fp_wait_mode;
+
+/*
+ * Waits up to timeout_ms until mode is met for the n futures fs (borrowed,
+ * all of one pool).  0 when met, FP_ETIMEDOUT otherwise; either way
+ * *n_done, if not NULL, is how many are done.  Which ones: fp_future_state,
+ * which does not run the dispatcher for a done future.
+ */
+FP_EXTERN int fp_wait(fp_future *const *fs, size_t n, fp_wait_mode mode,
+                      int timeout_ms, size_t *n_done);
+
+/*
+ * Yields the futures fs as they become done, each once, within one overall
+ * timeout (-1: none) counted from create.  fs is copied; the futures are
+ * retained until destroy.  next returns 1 with *f (borrowed), 0 once every
+ * future was yielded, or FP_ETIMEDOUT.
+ */
+typedef struct fp_as_completed fp_as_completed;
+FP_EXTERN int fp_as_completed_create(fp_as_completed **out,
+                                     fp_future *const *fs, size_t n,
+                                     int timeout_ms);
+FP_EXTERN int fp_as_completed_next(fp_as_completed *it, fp_future **f);
+FP_EXTERN void fp_as_completed_destroy(fp_as_completed *it);
+
+/* --- map ------------------------------------------------------------------- */
+
+/*
+ * Produces a map's items one at a time: packs the next argument object into
+ * pk and returns 1, returns 0 at the end, or a negative code to stop the map
+ * with that error.  Runs in the caller's thread during fp_map_next.
+ */
+typedef int (*fp_map_input_fn)(void *arg, msgpack_packer *pk);
+
+/* One of the two: a msgpack array of argument objects, or a callback. */
+typedef struct fp_map_input {
+  const void *array;          /* borrowed during fp_map / fp_map_unordered */
+  size_t len;
+  fp_map_input_fn next;       /* lazy: called as room frees up */
+  void *arg;
+} fp_map_input;
+
+typedef void (*fp_progress_fn)(void *arg, size_t done, size_t total);
+
+typedef struct fp_map_options {
+  size_t size;                /* sizeof(fp_map_options); set by _INIT */
+  size_t chunksize;           /* items per message; 0: automatic */
+  size_t buffersize;          /* items in flight at most; 0: automatic */
+  int deadline_ms;            /* per chunk, as fp_submit_options; 0: none */
+  fp_progress_fn progress;    /* NULL: none; total 0 while unknown */
+  void *progress_arg;
+} fp_map_options;
+
+#define FP_MAP_OPTIONS_INIT { sizeof(fp_map_options), 0, 0, 0, NULL, NULL }
+
+/* One result of a map: valid until the next fp_map_next or destroy. */
+typedef struct fp_map_item {
+  size_t index;               /* position in the input */
+  int err;                    /* 0, or the item's FP_E* code */
+  const msgpack_object *result; /* when err == 0 */
+  const char *error;          /* when err != 0 */
+} fp_map_item;
+
+typedef struct fp_map_iter fp_map_iter;
+
+/*
+ * Runs the task name over every item of in: fp_map yields results in input
+ * order, fp_map_unordered as they finish.  One failing item fails only
+ * itself.  On success *out owns the map (fp_map_destroy).
+ */
+FP_EXTERN int fp_map(fp_pool *pool, const char *name, const fp_map_input *in,
+                     const fp_map_options *opts, fp_map_iter **out);
+FP_EXTERN int fp_map_unordered(fp_pool *pool, const char *name,
+                               const fp_map_input *in,
+                               const fp_map_options *opts, fp_map_iter **out);
+/* 1 with *item filled, 0 at the end, FP_ETIMEDOUT, or the input's error. */
+FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item);
+/* Cancels what has not run and frees the map.  NULL is a no-op. */
+FP_EXTERN void fp_map_destroy(fp_map_iter *m);
 
 /* Reference counting: each retain needs one release.  Thread-safe. */
 FP_EXTERN fp_future *fp_future_retain(fp_future *f);

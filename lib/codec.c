@@ -25,15 +25,17 @@ static int fixed_write(void *data, const char *buf, size_t len)
   return 0;
 }
 
-int fp__encode_task(uint64_t id, const char *name, const void *args,
-                    size_t args_len, char **frame, size_t *frame_len)
+int fp__encode_task(uint64_t id, const char *name, unsigned n,
+                    const void *args, size_t args_len, char **frame,
+                    size_t *frame_len)
 {
   fixed_buf head = {.len = 0};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &head, fixed_write);
   size_t name_len = strlen(name);
   if (msgpack_pack_int(&pk, FP__MSG_TASK) || msgpack_pack_uint64(&pk, id) ||
-      msgpack_pack_str_with_body(&pk, name, name_len))
+      msgpack_pack_str_with_body(&pk, name, name_len) ||
+      msgpack_pack_unsigned_int(&pk, n))
     return FP_EINVAL;
 
   size_t body = head.len + args_len;
@@ -78,7 +80,7 @@ static int decode_head(const char *body, size_t len, size_t *off,
 
 int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
                     uint64_t *id, const char **name, size_t *name_len,
-                    msgpack_object *args)
+                    unsigned *n, const char **args, size_t *args_len)
 {
   size_t off = 0;
   msgpack_object o;
@@ -91,9 +93,15 @@ int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
     return FP_EPROTO;
   *name = o.via.str.ptr;
   *name_len = o.via.str.size;
-  if ((rc = next_object(body, len, &off, z, args)) != 0)
+  if ((rc = next_object(body, len, &off, z, &o)) != 0)
     return rc;
-  return off == len ? 0 : FP_EPROTO;
+  if (o.type != MSGPACK_OBJECT_POSITIVE_INTEGER || o.via.u64 == 0 ||
+      o.via.u64 > UINT32_MAX)
+    return FP_EPROTO;
+  *n = (unsigned)o.via.u64;
+  *args = body + off;
+  *args_len = len - off;
+  return off < len ? 0 : FP_EPROTO;
 }
 
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code)

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <poll.h>
 #include <sys/uio.h>
 
 #define FP__DEFAULT_MAX_MESSAGE ((size_t)1 << 30)
@@ -87,15 +88,21 @@ int fp__write_all(int fd, struct iovec *iov, int iovcnt);
 enum fp__msg_type { FP__MSG_TASK = 0, FP__MSG_RESULT = 1 };
 
 /*
- * TASK body:   0, id, name, args            (a stream of msgpack objects)
- * RESULT body: 1, id, 0, result             (success)
- *              1, id, code, kind, message   (failure; code is an FP_E*)
+ * TASK body:   0, id, name, n, args...        (a stream of msgpack objects;
+ *                                              n > 1 for a map chunk)
+ * RESULT body: 1, id, 0, result               (success; for a chunk, an
+ *                                              array of [0, result] or
+ *                                              [code, kind, message])
+ *              1, id, code, kind, message     (failure; code is an FP_E*)
+ * id 0 is the worker's READY (code 0) or its init failure.
  */
-int fp__encode_task(uint64_t id, const char *name, const void *args,
-                    size_t args_len, char **frame, size_t *frame_len);
+int fp__encode_task(uint64_t id, const char *name, unsigned n,
+                    const void *args, size_t args_len, char **frame,
+                    size_t *frame_len);
+/* args points at the first of n objects; *args_len covers all of them. */
 int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
                     uint64_t *id, const char **name, size_t *name_len,
-                    msgpack_object *args);
+                    unsigned *n, const char **args, size_t *args_len);
 /* Writes the RESULT prefix for id and code into sb (header space first). */
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code);
 int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
@@ -121,6 +128,9 @@ typedef struct fp__worker_cfg {
   const fp__tasks *tasks;
   size_t max_message;
   unsigned nslots;       /* slots the fork server accepts: 0 .. nslots-1 */
+  fp_init_fn init;       /* run before the first task; NULL: none */
+  void *init_arg;
+  uint64_t max_tasks;    /* exit after answering so many; 0: never */
 } fp__worker_cfg;
 
 /* Runs tasks from in_fd, answers on out_fd, exits the process on EOF. */
@@ -158,8 +168,14 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[2]);
 
 /* --- future.c -------------------------------------------------------------- */
 
+typedef struct fp__callback {
+  fp_done_fn fn;
+  void *arg;
+  struct fp__callback *next;
+} fp__callback;
+
 struct fp_future {
-  atomic_int refs;           /* the caller's and the pool's */
+  atomic_int refs;           /* the caller's and, until final, the pool's */
   atomic_int done;           /* 1 once final; then immutable */
   fp_pool *pool;             /* not used once final */
   fp_future *next, *prev;    /* in the pool queue or a worker's list */
@@ -167,27 +183,129 @@ struct fp_future {
   fp_state state;
   int err;                   /* FP_E* when failed or cancelled */
   int slot;                  /* worker slot while running */
-  char *frame;               /* TASK frame until written, owned */
+  unsigned nitems;           /* 1, or the items of a map chunk */
+  int deadline_ms;           /* 0: none */
+  unsigned retries;          /* reruns left when its worker dies */
+  char *frame;               /* TASK frame, kept to resend until final */
   size_t frame_len;
   char *error;               /* failure text, owned */
   char *result_buf;          /* RESULT body the result points into, owned */
   msgpack_zone *zone;        /* result's containers, owned */
   msgpack_object result;
+  fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
+  fp_future *cb_next;        /* in the pool's queue of callbacks to run */
+  int cb_queued;             /* in that queue, or its callbacks running */
 };
 
 fp_future *fp__future_new(fp_pool *pool);
-/* Makes f final; called with the pool lock held. */
+/* Make f final; called with the pool lock held.  finish takes body. */
 void fp__future_finish(fp_future *f, char *body, size_t off, size_t len);
 void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
+/* 1 once f is final (then it never changes); no lock needed. */
+int fp__future_is_done(const fp_future *f);
+/* Runs and frees a list of f's callbacks; no lock held. */
+void fp__callbacks_run(fp_future *f, fp__callback *list);
 
-/* --- pool.c ---------------------------------------------------------------- */
+/* --- dispatch.c: slots, queue, poll loop, restarts ------------------------- */
 
-/* Runs the dispatcher until f is done or the deadline; lock held. */
+enum fp__slot_state {
+  SLOT_OFF = 0,          /* no worker, none wanted */
+  SLOT_SPAWNING,         /* SPAWN sent, SPAWNED not yet read */
+  SLOT_STARTING,         /* pipes open, its READY (after init) not yet read */
+  SLOT_LIVE,             /* a worker taking tasks */
+  SLOT_DYING,            /* killed or gone; waiting for its EXITED report */
+};
+
+typedef struct fp__slot {
+  enum fp__slot_state state;
+  pid_t pid;
+  int in_fd;              /* tasks to the worker; -1 once closed */
+  int out_fd;             /* results from it; -1 once closed */
+  fp__reader rd;          /* partial result frame */
+  fp_future *head, *tail; /* handed to it, oldest (the running one) first;
+                             a final future here is a cancelled placeholder */
+  fp_future *send;        /* first frame not fully written; NULL: none */
+  size_t send_off;        /* bytes of send's frame already written */
+  unsigned inflight;      /* length of the head..tail list */
+  uint64_t assigned;      /* tasks handed to this worker, ever */
+  uint64_t answered;      /* results it sent */
+  int64_t head_since;     /* when head became the running task (ms) */
+  int killed;             /* the signal already sent; 0: none */
+  int asked;              /* we stopped it on purpose: not a death */
+  int fail_err;           /* why we killed it (FP_EPROTO, ...); 0: it died */
+  char fail_msg[160];     /* the message for fail_err */
+  uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */
+} fp__slot;
+
+struct fp_pool {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;    /* broadcast after every dispatcher pass */
+  int polling;            /* a thread is inside poll() without the lock */
+  int wake[2];            /* lets a thread interrupt that poll() */
+  int wake_pending;       /* a byte is in wake[] already */
+  int ctl_fd;             /* control socket to the fork server; -1 closed */
+  pid_t fs_pid;           /* the fork server, for messages only */
+  pid_t owner;            /* the process that created the pool */
+  fp_pool_options opts;   /* the caller's, with defaults filled in */
+  fp__tasks tasks;        /* names the pool accepts */
+  fp__worker_cfg wcfg;    /* what the fork server's workers run */
+  fp__slot *slots;
+  unsigned nslots;
+  unsigned rr;            /* where the next scheduling scan starts */
+  struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
+  int *pfd_who;           /* slot * 2 (+1 for the write end); < 0 others */
+  fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
+  fp_future *cbq;         /* final futures whose callbacks must run */
+  atomic_uint_fast64_t next_id;
+  uint64_t ndone;         /* futures made final, for fp_pool_dispatch */
+  fp_pool_stats st;       /* counters; queued, running, workers computed */
+  int closed;             /* no more submits */
+  int stopping;           /* workers are being let go */
+  int err;                /* FP_EBROKEN or a start-up error once broken */
+  char err_msg[256];      /* why */
+  int64_t *restarts;      /* ring of the last restart_limit+1 restart times */
+  unsigned nrestarts;     /* restarts ever */
+  int epfd;               /* for fp_pool_fd; -1 until asked for */
+};
+
+/*
+ * Runs the dispatcher, or waits for the thread that runs it, until pred is
+ * true (0) or the deadline passes (FP_ETIMEDOUT).  A deadline in the past
+ * still makes one pass without waiting; -1 means none.  The lock is held on
+ * entry and on return, but released while waiting and while done-callbacks
+ * run, so pred must re-read everything it looks at.
+ */
+typedef int (*fp__pool_pred)(fp_pool *pool, void *arg);
+int fp__pool_run_until(fp_pool *pool, fp__pool_pred pred, void *arg,
+                       int64_t deadline);
 int fp__pool_wait_future(fp_pool *pool, fp_future *f, int64_t deadline);
 void fp__pool_lock(fp_pool *pool);
+/* Runs the callbacks of futures made final, then unlocks. */
 void fp__pool_unlock(fp_pool *pool);
-int fp__pool_cancel(fp_pool *pool, fp_future *f);
+int fp__poll_once(fp_pool *pool, int timeout_ms);
+void fp__schedule(fp_pool *pool);
+void fp__wake_poller(fp_pool *pool);
+void fp__ep_sync(fp_pool *pool);
+void fp__spawn(fp_pool *pool, unsigned slot);
+void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
+void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
+void fp__slot_close_fd(fp_pool *pool, fp__slot *s, int *fd);
+void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
+    FP_PRINTF(3, 4);
+/* Makes f final as failed or cancelled and drops the pool's reference. */
+void fp__pool_fail(fp_pool *pool, fp_future *f, int err, const char *msg);
+void fp__list_push(fp_future **head, fp_future **tail, fp_future *f);
+void fp__list_unlink(fp_future **head, fp_future **tail, fp_future *f);
+void fp__forkserver_stop(fp_pool *pool);
 void fp__log(fp_pool *pool, int level, const char *fmt, ...) FP_PRINTF(3, 4);
+
+/* --- submit.c ---------------------------------------------------------------- */
+
+/* Queues a task (or a map chunk of nitems items packed one after another). */
+int fp__pool_cancel(fp_pool *pool, fp_future *f, unsigned flags);
+int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
+               unsigned nitems, int deadline_ms, unsigned retries,
+               fp_future **out);
 
 #endif

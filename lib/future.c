@@ -17,6 +17,7 @@ fp_future *fp__future_new(fp_pool *pool)
   if (f == NULL)
     return NULL;
   atomic_init(&f->refs, 2); /* the caller's and the pool's */
+  f->nitems = 1;
   atomic_init(&f->done, 0);
   f->pool = pool;
   f->state = FP_PENDING;
@@ -30,7 +31,8 @@ static void make_final(fp_future *f, fp_state state, int err)
   f->frame = NULL;
   f->state = state;
   f->err = err;
-  f->next = f->prev = NULL; /* f->pool stays: a racing reader may use it */
+  /* f->pool stays: a racing reader may still use it.  The lists' links are
+   * the pool's to clear. */
   atomic_store_explicit(&f->done, 1, memory_order_release);
 }
 
@@ -65,9 +67,51 @@ void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
   make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
 }
 
-static int is_done(const fp_future *f)
+int fp__future_is_done(const fp_future *f)
 {
   return atomic_load_explicit(&f->done, memory_order_acquire);
+}
+
+#define is_done fp__future_is_done
+
+void fp__callbacks_run(fp_future *f, fp__callback *cb)
+{
+  while (cb != NULL) {
+    fp__callback *next = cb->next;
+    cb->fn(f, cb->arg);
+    free(cb);
+    cb = next;
+  }
+}
+
+FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
+{
+  if (f == NULL || fn == NULL)
+    return FP_EINVAL;
+  if (is_done(f)) {
+    fn(f, arg);
+    return 0;
+  }
+  fp__callback *cb = malloc(sizeof *cb);
+  if (cb == NULL)
+    return FP_ENOMEM;
+  *cb = (fp__callback){fn, arg, NULL};
+  fp_pool *p = f->pool;
+  fp__pool_lock(p);
+  int now = is_done(f) && !f->cb_queued;
+  if (!now) {
+    /* If f is final, its queued run has not finished and will see this. */
+    fp__callback **tail = &f->callbacks;
+    while (*tail)
+      tail = &(*tail)->next;
+    *tail = cb;
+  }
+  fp__pool_unlock(p);
+  if (now) {
+    fn(f, arg);
+    free(cb);
+  }
+  return 0;
 }
 
 FP_EXTERN fp_state fp_future_state(fp_future *f)
@@ -121,15 +165,15 @@ FP_EXTERN const char *fp_future_error(fp_future *f)
   return f->error ? f->error : fp_strerror(f->err);
 }
 
-FP_EXTERN int fp_future_cancel(fp_future *f)
+FP_EXTERN int fp_future_cancel(fp_future *f, unsigned flags)
 {
-  if (f == NULL)
+  if (f == NULL || (flags & ~(unsigned)FP_CANCEL_RUNNING))
     return FP_EINVAL;
   if (is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
   fp_pool *p = f->pool;
   fp__pool_lock(p);
-  int rc = fp__pool_cancel(p, f);
+  int rc = fp__pool_cancel(p, f, flags);
   fp__pool_unlock(p);
   return rc;
 }
@@ -149,6 +193,11 @@ FP_EXTERN void fp_future_release(fp_future *f)
   free(f->frame);
   free(f->error);
   free(f->result_buf);
+  while (f->callbacks != NULL) { /* never ran: the future never became final */
+    fp__callback *next = f->callbacks->next;
+    free(f->callbacks);
+    f->callbacks = next;
+  }
   if (f->zone != NULL)
     msgpack_zone_free(f->zone);
   free(f);

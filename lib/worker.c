@@ -1,8 +1,10 @@
 /*
- * The worker's loop: read a TASK frame, run the task it names, answer with
- * one RESULT frame, repeat; exit at end of file.  It runs in a process of its
- * own and never returns into the caller's stack.  Its descriptors are
- * blocking: it has nothing else to do while it waits.
+ * The worker's loop: run the pool's init function, say READY, then read a
+ * TASK frame, run the task it names (once, or once per item of a map chunk),
+ * answer with one RESULT frame, repeat; exit at end of file, or after
+ * max_tasks answers.  It runs in a process of its own and never returns into
+ * the caller's stack.  Its descriptors are blocking: it has nothing else to
+ * do while it waits.
  */
 #include "forkpool-private.h"
 
@@ -13,9 +15,11 @@
 #include <unistd.h>
 
 #define FP__EXIT_PROTO 70 /* the parent sent bytes that are not a frame */
+#define FP__EXIT_INIT 71  /* the init function failed */
 
 struct fp_call {
   const char *task;      /* the running task's name, NUL-ended copy */
+  void *state;           /* what init left for the tasks */
   int failed;            /* fp_call_fail was called */
   char kind[64];         /* its kind, truncated */
   char *message;         /* its message, owned */
@@ -40,73 +44,115 @@ FP_EXTERN int fp_call_fail(fp_call *call, const char *kind, const char *fmt,
   return FP_ETASK;
 }
 
-/* Packs the failure part of a RESULT: kind and message. */
-static int pack_error(msgpack_sbuffer *sb, uint64_t id, int code,
-                      const char *kind, const char *msg)
+FP_EXTERN void *fp_call_state(fp_call *call)
+{
+  return call ? call->state : NULL;
+}
+
+/* How one task call ended: code 0 and one object in the result buffer, or
+ * an FP_E* code with a kind and a message. */
+typedef struct outcome {
+  int code;
+  char kind[64];
+  char text[512];
+} outcome;
+
+static void set_failure(outcome *o, int code, const char *kind,
+                        const char *fmt, ...) FP_PRINTF(4, 5);
+static void set_failure(outcome *o, int code, const char *kind,
+                        const char *fmt, ...)
+{
+  va_list ap;
+  o->code = code;
+  snprintf(o->kind, sizeof o->kind, "%s", kind);
+  va_start(ap, fmt);
+  vsnprintf(o->text, sizeof o->text, fmt, ap);
+  va_end(ap);
+}
+
+/* Calls fn once; on success result holds exactly one object. */
+static void run_one(const fp__worker_cfg *cfg, void *state, const char *task,
+                    fp_task_fn fn, const msgpack_object *args,
+                    msgpack_sbuffer *result, outcome *o)
+{
+  fp_call call = {.task = task, .state = state};
+  msgpack_packer out;
+  size_t n = 0;
+  int count_rc = 0;
+  msgpack_sbuffer_clear(result);
+  msgpack_packer_init(&out, result, msgpack_sbuffer_write);
+  int rc = fn(&call, args, &out);
+  o->code = 0;
+  if (call.failed)
+    set_failure(o, FP_ETASK, call.kind, "%s",
+                call.message ? call.message : "");
+  else if (rc != 0)
+    set_failure(o, FP_ETASK, "TaskError",
+                "task '%s' returned %d without fp_call_fail", task, rc);
+  else if ((count_rc = fp__count_objects(result->data, result->size, &n)) ||
+           n != 1)
+    set_failure(o, FP_ETASK, "ResultError",
+                "task '%s' packed %zu%s results; a task packs exactly one",
+                task, n, count_rc ? " or more (invalid msgpack)" : "");
+  else if (result->size > cfg->max_message - 64)
+    set_failure(o, FP_EMSGSIZE, "ResultTooLarge",
+                "task '%s' result of %zu bytes exceeds max_message (%zu)",
+                task, result->size, cfg->max_message);
+  free(call.message);
+  if (o->code != 0)
+    msgpack_sbuffer_clear(result);
+}
+
+static int pack_str(msgpack_packer *pk, const char *s)
+{
+  return msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+/* The failure answer for a whole message. */
+static int answer_failure(msgpack_sbuffer *head, msgpack_sbuffer *result,
+                          uint64_t id, const outcome *o)
 {
   msgpack_packer pk;
-  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-  msgpack_sbuffer_clear(sb);
-  if (fp__encode_result_head(sb, id, code) ||
-      msgpack_pack_str_with_body(&pk, kind, strlen(kind)) ||
-      msgpack_pack_str_with_body(&pk, msg, strlen(msg)))
+  msgpack_packer_init(&pk, head, msgpack_sbuffer_write);
+  msgpack_sbuffer_clear(head);
+  msgpack_sbuffer_clear(result);
+  if (fp__encode_result_head(head, id, o->code) || pack_str(&pk, o->kind) ||
+      pack_str(&pk, o->text))
     return FP_ENOMEM;
   return 0;
 }
 
 /*
- * Runs one task and fills head (and result, on success) with the answer.
- * Returns 0, or a negative code when not even an error answer fits in memory.
+ * A map chunk: n argument objects in args, answered with one array of
+ * [0, result] or [code, kind, message], one entry per item.
  */
-static int run_task(const fp__worker_cfg *cfg, uint64_t id, const char *name,
-                    size_t name_len, const msgpack_object *args,
-                    msgpack_sbuffer *head, msgpack_sbuffer *result)
+static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
+                     fp_task_fn fn, unsigned n, const char *args,
+                     size_t args_len, msgpack_zone *zone,
+                     msgpack_sbuffer *item, msgpack_sbuffer *result)
 {
-  char task[FP__MAX_NAME + 1];
-  char text[512];
-  memcpy(task, name, name_len);
-  task[name_len] = '\0';
-
-  fp_task_fn fn = fp__tasks_find(cfg->tasks, name, name_len);
-  if (fn == NULL) {
-    snprintf(text, sizeof text, "no task named '%s' in this worker", task);
-    return pack_error(head, id, FP_ENOTASK, "NoTask", text);
-  }
-
-  fp_call call = {.task = task};
-  msgpack_packer out;
+  msgpack_packer pk;
+  size_t off = 0;
   msgpack_sbuffer_clear(result);
-  msgpack_packer_init(&out, result, msgpack_sbuffer_write);
-  int rc = fn(&call, args, &out);
-
-  size_t n = 0;
-  int count_rc = 0, ok = 0;
-  if (call.failed) {
-    rc = pack_error(head, id, FP_ETASK, call.kind,
-                    call.message ? call.message : "");
-  } else if (rc != 0) {
-    snprintf(text, sizeof text, "task '%s' returned %d without fp_call_fail",
-             task, rc);
-    rc = pack_error(head, id, FP_ETASK, "TaskError", text);
-  } else if ((count_rc = fp__count_objects(result->data, result->size, &n)) ||
-             n != 1) {
-    snprintf(text, sizeof text,
-             "task '%s' packed %zu%s results; a task packs exactly one", task,
-             n, count_rc ? " or more (invalid msgpack)" : "");
-    rc = pack_error(head, id, FP_ETASK, "ResultError", text);
-  } else if (result->size > cfg->max_message - 32) {
-    snprintf(text, sizeof text, "task '%s' result of %zu bytes exceeds "
-             "max_message (%zu)", task, result->size, cfg->max_message);
-    rc = pack_error(head, id, FP_EMSGSIZE, "ResultTooLarge", text);
-  } else {
-    msgpack_sbuffer_clear(head);
-    rc = fp__encode_result_head(head, id, 0);
-    ok = 1;
+  msgpack_packer_init(&pk, result, msgpack_sbuffer_write);
+  if (msgpack_pack_array(&pk, n))
+    return FP_ENOMEM;
+  for (unsigned i = 0; i < n; i++) {
+    msgpack_object a;
+    outcome o;
+    if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
+      return FP_EPROTO;
+    run_one(cfg, state, task, fn, &a, item, &o);
+    int rc = o.code == 0
+                 ? msgpack_pack_array(&pk, 2) || msgpack_pack_int(&pk, 0) ||
+                       msgpack_sbuffer_write(result, item->data, item->size)
+                 : msgpack_pack_array(&pk, 3) ||
+                       msgpack_pack_int(&pk, o.code) || pack_str(&pk, o.kind) ||
+                       pack_str(&pk, o.text);
+    if (rc)
+      return FP_ENOMEM;
   }
-  if (!ok)
-    msgpack_sbuffer_clear(result); /* an error answer carries no result */
-  free(call.message);
-  return rc;
+  return off == args_len ? 0 : FP_EPROTO;
 }
 
 /* Keeps a worker's memory small after a large result. */
@@ -118,45 +164,111 @@ static void shrink(msgpack_sbuffer *sb)
   }
 }
 
+static int send_answer(int fd, msgpack_sbuffer *head, msgpack_sbuffer *result)
+{
+  fp__frame_seal(head->data, head->size - FP__HDR + result->size);
+  struct iovec iov[2] = {{head->data, head->size},
+                         {result->data, result->size}};
+  return fp__write_all(fd, iov, result->size ? 2 : 1);
+}
+
+/* Runs init and sends READY (id 0, code 0) or the failure; 0 to go on. */
+static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
+                 msgpack_sbuffer *head, msgpack_sbuffer *result)
+{
+  outcome o = {.code = 0};
+  if (cfg->init != NULL) {
+    fp_call call = {.task = "init"};
+    int rc = cfg->init(state, cfg->init_arg, &call);
+    if (call.failed)
+      set_failure(&o, FP_ETASK, call.kind, "%s",
+                  call.message ? call.message : "");
+    else if (rc != 0)
+      set_failure(&o, FP_ETASK, "InitError", "init returned %d", rc);
+    free(call.message);
+  }
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, result, msgpack_sbuffer_write);
+  int rc = o.code ? answer_failure(head, result, 0, &o)
+                  : fp__encode_result_head(head, 0, 0) || msgpack_pack_nil(&pk);
+  if (rc == 0)
+    rc = send_answer(out_fd, head, result);
+  return rc != 0 ? rc : o.code;
+}
+
 void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
 {
   fp__reader r;
   msgpack_zone zone;
-  msgpack_sbuffer head, result;
+  msgpack_sbuffer head, result, item;
+  void *state = NULL;
   int status = 0;
+  uint64_t answered = 0;
 
   fp__reader_init(&r);
   msgpack_sbuffer_init(&head);
   msgpack_sbuffer_init(&result);
+  msgpack_sbuffer_init(&item);
   if (!msgpack_zone_init(&zone, 4096))
     _exit(FP__EXIT_PROTO);
+  if (start(cfg, out_fd, &state, &head, &result) != 0)
+    _exit(FP__EXIT_INIT);
 
-  for (;;) {
+  while (cfg->max_tasks == 0 || answered < cfg->max_tasks) {
     char *body;
-    size_t len;
+    size_t len, name_len, args_len;
+    const char *name, *args;
+    uint64_t id;
+    unsigned n;
     int rc = fp__read_frame_blocking(in_fd, &r, cfg->max_message, &body, &len);
     if (rc <= 0) {
       status = rc == 0 ? 0 : FP__EXIT_PROTO;
       break;
     }
-    uint64_t id;
-    const char *name;
-    size_t name_len;
-    msgpack_object args;
-    rc = fp__decode_task(body, len, &zone, &id, &name, &name_len, &args);
-    if (rc == 0)
-      rc = run_task(cfg, id, name, name_len, &args, &head, &result);
+    rc = fp__decode_task(body, len, &zone, &id, &name, &name_len, &n, &args,
+                         &args_len);
+    char task[FP__MAX_NAME + 1];
+    fp_task_fn fn = NULL;
+    if (rc == 0) {
+      memcpy(task, name, name_len);
+      task[name_len] = '\0';
+      fn = fp__tasks_find(cfg->tasks, name, name_len);
+    }
+    msgpack_object a;
+    size_t off = 0;
+    outcome o = {.code = 0};
+    if (rc != 0) {
+      /* not even an id to answer to */
+    } else if (fn == NULL) {
+      set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
+                  task);
+      rc = answer_failure(&head, &result, id, &o);
+    } else if (n > 1) {
+      rc = run_chunk(cfg, state, task, fn, n, args, args_len, &zone, &item,
+                     &result);
+      if (rc == 0) {
+        msgpack_sbuffer_clear(&head);
+        rc = fp__encode_result_head(&head, id, 0);
+      }
+      shrink(&item);
+    } else if (msgpack_unpack(args, args_len, &off, &zone, &a) <= 0 ||
+               off != args_len) {
+      rc = FP_EPROTO;
+    } else {
+      run_one(cfg, state, task, fn, &a, &result, &o);
+      msgpack_sbuffer_clear(&head);
+      rc = o.code ? answer_failure(&head, &result, id, &o)
+                  : fp__encode_result_head(&head, id, 0);
+    }
+    free(body);
+    msgpack_zone_clear(&zone);
     if (rc != 0) {
       status = FP__EXIT_PROTO;
       break;
     }
-    fp__frame_seal(head.data, head.size - FP__HDR + result.size);
-    struct iovec iov[2] = {{head.data, head.size},
-                           {result.data, result.size}};
-    free(body);
-    msgpack_zone_clear(&zone);
-    if (fp__write_all(out_fd, iov, result.size ? 2 : 1) != 0)
+    if (send_answer(out_fd, &head, &result) != 0)
       break; /* the parent is gone */
+    answered++;
     shrink(&result);
   }
   /* Tasks' own output; the fork server emptied what it inherited. */

@@ -142,16 +142,16 @@ START_TEST(cancel_pending_not_running)
   ck_assert_int_eq(fp_submitf(p, "square", &queued, "[I]", (int64_t)2), 0);
   ck_assert_int_eq(fp_future_state(run), FP_RUNNING);
   ck_assert_int_eq(fp_future_state(queued), FP_PENDING);
-  ck_assert_int_eq(fp_future_cancel(run), FP_EBUSY);
-  ck_assert_int_eq(fp_future_cancel(queued), 0);
-  ck_assert_int_eq(fp_future_cancel(queued), 0); /* again: still cancelled */
+  ck_assert_int_eq(fp_future_cancel(run, 0), FP_EBUSY);
+  ck_assert_int_eq(fp_future_cancel(queued, 0), 0);
+  ck_assert_int_eq(fp_future_cancel(queued, 0), 0); /* again: still cancelled */
   ck_assert_int_eq(fp_future_state(queued), FP_CANCELLED);
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(queued, 0, &r), FP_ECANCELLED);
   fpt_gate_open(gate);
   ck_assert_int_gt(fpt_i64(run), 0);
-  ck_assert_int_eq(fp_future_cancel(run), FP_EBUSY); /* done */
-  ck_assert_int_eq(fp_future_cancel(NULL), FP_EINVAL);
+  ck_assert_int_eq(fp_future_cancel(run, 0), FP_EBUSY); /* done */
+  ck_assert_int_eq(fp_future_cancel(NULL, 0), FP_EINVAL);
   fp_future_release(run);
   fp_future_release(queued);
   fp_pool_destroy(p);

@@ -1,0 +1,830 @@
+/*
+ * The dispatcher: worker slots, the queue of pending tasks, the poll loop,
+ * deadlines, restarts.  There is no thread of its own: it runs inside the
+ * caller's calls, one thread at a time in poll(), the others waiting on a
+ * condition variable.  Every field of the pool is guarded by its lock.
+ *
+ * A task's life: submit puts it on the queue (PENDING); schedule hands it to
+ * the least busy live worker (RUNNING) and writes its frame when the pipe
+ * takes it; the worker answers in order, so the oldest task of a worker is
+ * the one it runs.  When a worker dies, that oldest task fails (or runs
+ * again, if it has retries left) and the ones behind it go back to the front
+ * of the queue.  A future made final while still in a worker's list (a
+ * cancelled running task) stays there as a placeholder until its answer or
+ * its worker's exit comes back, so the order stays true.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
+
+#define FP__IOV_BATCH 64 /* frames per writev */
+
+static void handle_readable(fp_pool *p, unsigned i);
+
+void fp__log(fp_pool *p, int level, const char *fmt, ...)
+{
+  if (p->opts.log == NULL)
+    return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  p->opts.log(p->opts.log_arg, level, msg);
+}
+
+/* --- Locking and done-callbacks ---------------------------------------------- */
+
+void fp__pool_lock(fp_pool *p)
+{
+  pthread_mutex_lock(&p->lock);
+}
+
+/* Runs the callbacks of futures made final, each list without the lock. */
+static void run_callbacks(fp_pool *p)
+{
+  while (p->cbq != NULL) {
+    fp_future *f = p->cbq;
+    p->cbq = f->cb_next;
+    f->cb_next = NULL;
+    fp__callback *list;
+    while ((list = f->callbacks) != NULL) {
+      f->callbacks = NULL;
+      pthread_mutex_unlock(&p->lock);
+      fp__callbacks_run(f, list);
+      pthread_mutex_lock(&p->lock);
+    }
+    f->cb_queued = 0;
+    fp_future_release(f);
+  }
+}
+
+void fp__pool_unlock(fp_pool *p)
+{
+  run_callbacks(p);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* --- Lists and final states ----------------------------------------------------- */
+
+void fp__list_push(fp_future **head, fp_future **tail, fp_future *f)
+{
+  f->next = NULL;
+  f->prev = *tail;
+  if (*tail)
+    (*tail)->next = f;
+  else
+    *head = f;
+  *tail = f;
+}
+
+void fp__list_unlink(fp_future **head, fp_future **tail, fp_future *f)
+{
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    *head = f->next;
+  if (f->next)
+    f->next->prev = f->prev;
+  else
+    *tail = f->prev;
+  f->next = f->prev = NULL;
+}
+
+/* Counts a map chunk's items by outcome: entries are [0, result] or not. */
+static void account_chunk(fp_pool *p, const fp_future *f)
+{
+  const msgpack_object *r = &f->result;
+  uint32_t ok = 0, n = r->type == MSGPACK_OBJECT_ARRAY ? r->via.array.size : 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const msgpack_object *e = &r->via.array.ptr[i];
+    ok += e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2;
+  }
+  p->st.finished += ok;
+  p->st.failed += f->nitems - ok;
+}
+
+/*
+ * Bookkeeping for a future that just became final: counters, callbacks,
+ * and the pool's reference unless it stays behind as a placeholder.
+ */
+static void finalized(fp_pool *p, fp_future *f, int keep_ref)
+{
+  p->ndone++;
+  if (f->state == FP_FINISHED && f->nitems > 1)
+    account_chunk(p, f);
+  else if (f->state == FP_FINISHED)
+    p->st.finished++;
+  else if (f->state == FP_CANCELLED)
+    p->st.cancelled += f->nitems;
+  else
+    p->st.failed += f->nitems;
+  if (f->callbacks != NULL) {
+    fp_future_retain(f);
+    f->cb_queued = 1;
+    f->cb_next = p->cbq;
+    p->cbq = f;
+  }
+  if (!keep_ref)
+    fp_future_release(f);
+}
+
+void fp__pool_fail(fp_pool *p, fp_future *f, int err, const char *msg)
+{
+  fp__future_fail(f, err, "%s", msg);
+  finalized(p, f, 0);
+}
+
+/* Takes a future off a worker's list: fails it, or drops a placeholder. */
+static void slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
+                     const char *msg)
+{
+  fp__list_unlink(&s->head, &s->tail, f);
+  s->inflight--;
+  if (s->send == f)
+    s->send = f->next;
+  if (fp__future_is_done(f))
+    fp_future_release(f); /* the reference a placeholder kept */
+  else
+    fp__pool_fail(p, f, err, msg);
+}
+
+/* --- Waking the thread in poll() -------------------------------------------- */
+
+void fp__wake_poller(fp_pool *p)
+{
+  if (!p->polling || p->wake_pending)
+    return;
+  p->wake_pending = 1;
+  (void)!write(p->wake[1], "", 1);
+}
+
+/* --- Worker slots ------------------------------------------------------------ */
+
+static int ctl_send(fp_pool *p, uint32_t op, unsigned slot, pid_t pid,
+                    int value)
+{
+  if (p->ctl_fd < 0)
+    return FP_EBROKEN;
+  fp__ctl m = {.op = op, .slot = slot, .pid = pid, .value = value};
+  return fp__ctl_send(p->ctl_fd, &m);
+}
+
+void fp__slot_close_fd(fp_pool *p, fp__slot *s, int *fd)
+{
+  if (*fd < 0)
+    return;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->epfd >= 0 && ((fd == &s->in_fd && s->ep_in) ||
+                       (fd == &s->out_fd && s->ep_out)))
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
+#endif
+  if (fd == &s->in_fd)
+    s->ep_in = 0;
+  else
+    s->ep_out = 0;
+  close(*fd);
+  *fd = -1;
+}
+
+/*
+ * Asks the fork server to signal the slot's worker (SIGKILL unless the pool
+ * is terminating it) and stops writing to it.  err and msg, when given,
+ * become the failure of the task it was running.
+ */
+static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
+                        const char *msg)
+{
+  fp__slot *s = &p->slots[i];
+  if (err != 0 && s->fail_err == 0) {
+    s->fail_err = err;
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+  }
+  if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
+    (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
+  if (s->killed != SIGKILL)
+    s->killed = sig;
+  fp__slot_close_fd(p, s, &s->in_fd);
+  if (err == FP_EPROTO)
+    fp__slot_close_fd(p, s, &s->out_fd); /* what follows garbage is garbage */
+  s->send = NULL;
+  if (s->state == SLOT_LIVE || s->state == SLOT_STARTING)
+    s->state = SLOT_DYING;
+}
+
+void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
+{
+  slot_signal(p, i, SIGKILL, err, msg);
+}
+
+void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, sig, 0, NULL);
+}
+
+void fp__spawn(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  memset(s, 0, sizeof *s);
+  s->in_fd = s->out_fd = -1;
+  fp__reader_init(&s->rd);
+  s->state = SLOT_SPAWNING;
+  if (ctl_send(p, FP__CTL_SPAWN, i, 0, 0) != 0)
+    s->state = SLOT_OFF;
+}
+
+static void fail_queue(fp_pool *p, int err, const char *msg)
+{
+  while (p->qhead) {
+    fp_future *f = p->qhead;
+    fp__list_unlink(&p->qhead, &p->qtail, f);
+    fp__pool_fail(p, f, err, msg);
+  }
+}
+
+void fp__pool_break(fp_pool *p, int err, const char *fmt, ...)
+{
+  if (p->err != 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(p->err_msg, sizeof p->err_msg, fmt, ap);
+  va_end(ap);
+  p->err = err;
+  p->closed = 1;
+  p->stopping = 1;
+  fp__log(p, FP_LOG_ERROR, "pool broken: %s", p->err_msg);
+  char msg[300];
+  snprintf(msg, sizeof msg, "pool broken: %s", p->err_msg);
+  fail_queue(p, FP_EBROKEN, msg);
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    while (s->head)
+      slot_pop(p, s, s->head, FP_EBROKEN, msg);
+    fp__slot_close_fd(p, s, &s->in_fd); /* a worker exits at end of file */
+  }
+}
+
+/* Puts a dead worker's unstarted tasks back at the front of the queue. */
+static void requeue(fp_pool *p, fp__slot *s)
+{
+  while (s->tail) {
+    fp_future *f = s->tail;
+    fp__list_unlink(&s->head, &s->tail, f);
+    if (fp__future_is_done(f)) {
+      fp_future_release(f);
+      continue;
+    }
+    f->state = FP_PENDING;
+    f->slot = -1;
+    f->next = p->qhead;
+    f->prev = NULL;
+    if (p->qhead)
+      p->qhead->prev = f;
+    else
+      p->qtail = f;
+    p->qhead = f;
+  }
+  s->send = NULL;
+  s->inflight = 0;
+}
+
+/*
+ * Records a death; 1 if it makes more than restart_limit within the window.
+ * The ring holds the last limit+1 times; after this one is written, the next
+ * entry holds the oldest of them.
+ */
+static int crash_loop(fp_pool *p)
+{
+  unsigned limit = p->opts.restart_limit;
+  if (limit == 0)
+    return 0;
+  unsigned n = limit + 1;
+  int64_t now = fp__now_ms();
+  p->restarts[p->nrestarts % n] = now;
+  p->nrestarts++;
+  int64_t oldest = p->restarts[p->nrestarts % n];
+  return p->nrestarts >= n &&
+         now - oldest < (int64_t)p->opts.restart_window_ms;
+}
+
+static void describe_exit(char *buf, size_t len, pid_t pid, int status)
+{
+  if (WIFSIGNALED(status))
+    snprintf(buf, len, "worker %d was killed by signal %d (%s)", (int)pid,
+             WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else
+    snprintf(buf, len, "worker %d exited with status %d", (int)pid,
+             WEXITSTATUS(status));
+}
+
+/* The fork server reaped the slot's worker. */
+static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->pid != pid || s->state == SLOT_OFF || s->state == SLOT_SPAWNING)
+    return;
+  if (s->out_fd >= 0)
+    handle_readable(p, i); /* answers it wrote before it died still count */
+  fp__slot_close_fd(p, s, &s->in_fd);
+  fp__slot_close_fd(p, s, &s->out_fd);
+  fp__reader_free(&s->rd);
+
+  char why[200];
+  describe_exit(why, sizeof why, pid, status);
+  int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && s->head == NULL;
+  int recycled = clean && p->wcfg.max_tasks != 0 &&
+                 s->answered >= p->wcfg.max_tasks;
+  int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
+  int died = !recycled && !asked && !(clean && p->stopping);
+  if (died) {
+    p->st.worker_deaths++;
+    fp__log(p, FP_LOG_WARN, "%s", why);
+  }
+
+  fp_future *f = s->head;
+  if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
+      f->retries > 0 && !p->stopping) {
+    f->retries--; /* requeue() below hands it out again, first */
+    fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
+            (unsigned long long)f->id, why);
+  } else if (f != NULL) {
+    slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
+             s->fail_err ? s->fail_msg : why);
+  }
+  requeue(p, s);
+  s->state = SLOT_OFF;
+  s->pid = 0;
+  if (p->stopping)
+    return;
+  if (died && crash_loop(p)) {
+    fp__pool_break(p, FP_EBROKEN,
+                   "crash loop: more than %u worker deaths within %u ms "
+                   "(last: %s)",
+                   p->opts.restart_limit, p->opts.restart_window_ms, why);
+    return;
+  }
+  if (recycled)
+    p->st.worker_recycles++;
+  else
+    p->st.worker_restarts++;
+  fp__spawn(p, i);
+}
+
+static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[2])
+{
+  fp__slot *s = &p->slots[m->slot];
+  if (s->state != SLOT_SPAWNING) {
+    if (fds[0] >= 0) {
+      close(fds[0]);
+      close(fds[1]);
+    }
+    return;
+  }
+  s->pid = m->pid;
+  s->state = SLOT_STARTING;
+  if (fds[0] < 0) {
+    /* The kernel dropped the descriptors: we are out of them. */
+    fp__slot_kill(p, m->slot, 0, NULL);
+    fp__pool_break(p, FP_EMFILE, "could not receive worker %d's pipes (too "
+                   "many open files)", (int)m->pid);
+    return;
+  }
+  s->in_fd = fds[0];
+  s->out_fd = fds[1];
+  if (fp__set_nonblock(s->in_fd) != 0 || fp__set_nonblock(s->out_fd) != 0)
+    fp__slot_kill(p, m->slot, 0, NULL);
+  if (p->stopping)
+    fp__slot_close_fd(p, s, &s->in_fd);
+}
+
+static void forkserver_died(fp_pool *p)
+{
+  close(p->ctl_fd);
+  p->ctl_fd = -1;
+  fp__pool_break(p, FP_EBROKEN, "the fork server (pid %d) died",
+                 (int)p->fs_pid);
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    /* Its workers die with it (PR_SET_PDEATHSIG and end of file). */
+    fp__slot_close_fd(p, s, &s->out_fd);
+    fp__reader_free(&s->rd);
+    s->state = SLOT_OFF;
+  }
+}
+
+/* Reads every message the fork server has sent. */
+static void handle_ctl(fp_pool *p)
+{
+  while (p->ctl_fd >= 0) {
+    fp__ctl m;
+    int fds[2];
+    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
+    if (rc == 0)
+      return;
+    if (rc < 0 || rc == FP__IO_EOF) {
+      forkserver_died(p);
+      return;
+    }
+    if (m.slot >= p->nslots) {
+      if (fds[0] >= 0) {
+        close(fds[0]);
+        close(fds[1]);
+      }
+      continue;
+    }
+    if (m.op == FP__CTL_SPAWNED) {
+      slot_spawned(p, &m, fds);
+    } else if (m.op == FP__CTL_SPAWN_FAILED) {
+      p->slots[m.slot].state = SLOT_OFF;
+      fp__pool_break(p, m.value, "could not start a worker: %s",
+                     fp_strerror(m.value));
+    } else if (m.op == FP__CTL_EXITED) {
+      slot_exited(p, m.slot, m.pid, m.value);
+    }
+  }
+}
+
+/* --- Results ----------------------------------------------------------------- */
+
+/* Reads kind and message after a failure's code: "kind: message". */
+static void fail_from_body(fp_pool *p, fp_future *f, int code, char *body,
+                           size_t len, size_t off, int keep_ref)
+{
+  msgpack_zone z;
+  msgpack_object kind, msg;
+  int zone_ok = msgpack_zone_init(&z, 64);
+  int ok = zone_ok &&
+           msgpack_unpack(body, len, &off, &z, &kind) > 0 &&
+         msgpack_unpack(body, len, &off, &z, &msg) > 0 &&
+         kind.type == MSGPACK_OBJECT_STR && msg.type == MSGPACK_OBJECT_STR;
+  if (ok)
+    fp__future_fail(f, code, "%.*s: %.*s", (int)kind.via.str.size,
+                    kind.via.str.ptr, (int)msg.via.str.size, msg.via.str.ptr);
+  else
+    fp__future_fail(f, FP_EPROTO, "protocol error: malformed failure");
+  if (zone_ok)
+    msgpack_zone_destroy(&z);
+  if (p != NULL)
+    finalized(p, f, keep_ref);
+}
+
+/* The worker's READY, or the failure of its init function. */
+static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
+                         size_t len, size_t off)
+{
+  fp__slot *s = &p->slots[i];
+  if (code == 0 && s->state == SLOT_STARTING) {
+    s->state = SLOT_LIVE;
+    s->head_since = fp__now_ms();
+  } else if (code != 0) {
+    fp_future tmp;
+    memset(&tmp, 0, sizeof tmp);
+    fail_from_body(NULL, &tmp, code, body, len, off, 0);
+    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s",
+                   tmp.error ? tmp.error : "?");
+    free(tmp.error);
+  }
+  free(body);
+}
+
+/* A RESULT frame from slot i; takes body. */
+static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
+{
+  fp__slot *s = &p->slots[i];
+  uint64_t id;
+  int code;
+  size_t off;
+  if (fp__decode_result_head(body, len, &id, &code, &off) == 0 && id == 0) {
+    handle_ready(p, i, code, body, len, off);
+    return;
+  }
+  fp_future *f = s->head;
+  if (f == NULL || f->id != id || f == s->send || s->state != SLOT_LIVE) {
+    free(body);
+    fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
+                  "message that is not a result for its task");
+    return;
+  }
+  fp__list_unlink(&s->head, &s->tail, f);
+  s->inflight--;
+  s->answered++;
+  s->head_since = fp__now_ms(); /* the next one starts now */
+  if (fp__future_is_done(f)) {
+    free(body); /* a cancelled task's answer */
+    fp_future_release(f);
+  } else if (code == 0) {
+    fp__future_finish(f, body, off, len);
+    finalized(p, f, 0);
+  } else {
+    fail_from_body(p, f, code, body, len, off, 0);
+    free(body);
+  }
+}
+
+static void handle_readable(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  while (s->out_fd >= 0) {
+    char *body;
+    size_t len;
+    int rc = fp__reader_next(&s->rd, s->out_fd, p->opts.max_message, &body,
+                             &len);
+    if (rc == FP__IO_FRAME) {
+      handle_frame(p, i, body, len);
+    } else if (rc == FP__IO_AGAIN) {
+      return;
+    } else if (rc == FP__IO_EOF) {
+      /* It closed its end: dead or dying.  The EXITED report says which. */
+      fp__slot_close_fd(p, s, &s->out_fd);
+      if (s->state != SLOT_DYING)
+        fp__slot_kill(p, i, 0, NULL);
+    } else {
+      fp__slot_kill(p, i, rc == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,
+                    rc == FP_ENOMEM ? "out of memory reading a result"
+                                    : "protocol error: the worker sent a "
+                                      "frame longer than max_message");
+    }
+  }
+}
+
+/* --- Sending ------------------------------------------------------------------- */
+
+/* Writes what the slot's pipe takes. */
+static void flush(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  while (s->send != NULL && s->in_fd >= 0) {
+    struct iovec iov[FP__IOV_BATCH];
+    int n = 0;
+    size_t off = s->send_off;
+    for (fp_future *f = s->send; f && n < FP__IOV_BATCH; f = f->next) {
+      iov[n].iov_base = f->frame + off;
+      iov[n].iov_len = f->frame_len - off;
+      off = 0;
+      n++;
+    }
+    ssize_t w = fp__writev_nosigpipe(s->in_fd, iov, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        fp__slot_kill(p, i, 0, NULL); /* EPIPE: it is gone */
+      return;
+    }
+    size_t left = (size_t)w;
+    while (left > 0) {
+      size_t rest = s->send->frame_len - s->send_off;
+      if (left < rest) {
+        s->send_off += left;
+        break;
+      }
+      left -= rest;
+      s->send_off = 0;
+      s->send = s->send->next;
+    }
+  }
+}
+
+static int slot_takes_work(const fp_pool *p, const fp__slot *s)
+{
+  return (s->state == SLOT_LIVE || s->state == SLOT_STARTING) &&
+         s->in_fd >= 0 && s->inflight < p->opts.max_inflight &&
+         (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
+}
+
+void fp__schedule(fp_pool *p)
+{
+  while (p->qhead != NULL) {
+    int best = -1;
+    /* Ties go round-robin, so idle workers take turns. */
+    for (unsigned k = 0; k < p->nslots; k++) {
+      unsigned i = (p->rr + k) % p->nslots;
+      fp__slot *s = &p->slots[i];
+      if (slot_takes_work(p, s) &&
+          (best < 0 || s->inflight < p->slots[best].inflight))
+        best = (int)i;
+    }
+    if (best < 0)
+      break;
+    fp__slot *s = &p->slots[best];
+    p->rr = (unsigned)best + 1;
+    fp_future *f = p->qhead;
+    fp__list_unlink(&p->qhead, &p->qtail, f);
+    if (s->head == NULL)
+      s->head_since = fp__now_ms();
+    fp__list_push(&s->head, &s->tail, f);
+    f->state = FP_RUNNING;
+    f->slot = best;
+    s->inflight++;
+    s->assigned++;
+    if (s->send == NULL) {
+      s->send = f;
+      s->send_off = 0;
+    }
+  }
+  for (unsigned i = 0; i < p->nslots; i++)
+    if (p->slots[i].send != NULL)
+      flush(p, i);
+}
+
+/* Kills workers whose running task passed its deadline; returns the ms to
+ * the next deadline, or -1. */
+static int check_deadlines(fp_pool *p)
+{
+  int64_t now = fp__now_ms(), next = -1;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    fp_future *f = s->head;
+    if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
+        fp__future_is_done(f))
+      continue;
+    int64_t end = s->head_since + (int64_t)f->deadline_ms * f->nitems;
+    if (now >= end) {
+      char msg[120];
+      snprintf(msg, sizeof msg, "task ran past its deadline of %d ms",
+               f->deadline_ms * (int)f->nitems);
+      p->st.deadline_kills++;
+      fp__slot_kill(p, i, FP_EDEADLINE, msg);
+    } else if (next < 0 || end - now < next) {
+      next = end - now;
+    }
+  }
+  return (int)next;
+}
+
+/* --- The poll loop ---------------------------------------------------------------- */
+
+void fp__ep_sync(fp_pool *p)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->epfd < 0)
+    return;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    uint32_t want_out = s->out_fd >= 0 ? EPOLLIN : 0;
+    uint32_t want_in = s->in_fd >= 0 && s->send ? EPOLLOUT : 0;
+    struct epoll_event ev = {.events = want_out, .data.u32 = i};
+    if (want_out != s->ep_out)
+      epoll_ctl(p->epfd, s->ep_out ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->out_fd,
+                &ev);
+    s->ep_out = want_out;
+    ev.events = want_in;
+    if (want_in != s->ep_in && want_in)
+      epoll_ctl(p->epfd, s->ep_in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->in_fd,
+                &ev);
+    else if (want_in != s->ep_in)
+      epoll_ctl(p->epfd, EPOLL_CTL_DEL, s->in_fd, NULL);
+    s->ep_in = want_in;
+  }
+#else
+  (void)p;
+#endif
+}
+
+static int build_pollset(fp_pool *p)
+{
+  int n = 0;
+  if (p->ctl_fd >= 0) {
+    p->pfd[n] = (struct pollfd){.fd = p->ctl_fd, .events = POLLIN};
+    p->pfd_who[n++] = -1;
+  }
+  p->pfd[n] = (struct pollfd){.fd = p->wake[0], .events = POLLIN};
+  p->pfd_who[n++] = -2;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    if (s->out_fd >= 0) {
+      p->pfd[n] = (struct pollfd){.fd = s->out_fd, .events = POLLIN};
+      p->pfd_who[n++] = (int)i * 2;
+    }
+    if (s->in_fd >= 0 && s->send != NULL) {
+      p->pfd[n] = (struct pollfd){.fd = s->in_fd, .events = POLLOUT};
+      p->pfd_who[n++] = (int)i * 2 + 1;
+    }
+  }
+  return n;
+}
+
+static void handle_events(fp_pool *p, int n)
+{
+  int ctl_ready = 0;
+  for (int k = 0; k < n; k++) {
+    short ev = p->pfd[k].revents;
+    int who = p->pfd_who[k];
+    if (ev == 0)
+      continue;
+    if (who == -1) {
+      ctl_ready = 1;
+    } else if (who == -2) {
+      char drain[64];
+      while (read(p->wake[0], drain, sizeof drain) > 0)
+        ;
+      p->wake_pending = 0;
+    } else if (who % 2 == 0) {
+      if (p->slots[who / 2].out_fd == p->pfd[k].fd)
+        handle_readable(p, (unsigned)who / 2);
+    } else if (p->slots[who / 2].in_fd == p->pfd[k].fd) {
+      if (ev & (POLLERR | POLLHUP))
+        fp__slot_kill(p, (unsigned)who / 2, 0, NULL);
+      else
+        flush(p, (unsigned)who / 2);
+    }
+  }
+  /* Last: its messages may close and reopen slots' descriptors. */
+  if (ctl_ready)
+    handle_ctl(p);
+}
+
+/*
+ * One dispatcher pass: poll for up to timeout_ms (less if a deadline falls
+ * sooner) without the lock, handle what is ready, hand out work, run
+ * callbacks.  Called with the lock held.
+ */
+int fp__poll_once(fp_pool *p, int timeout_ms)
+{
+  int next = check_deadlines(p);
+  if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+    timeout_ms = next;
+  int n = build_pollset(p);
+  p->polling = 1;
+  pthread_mutex_unlock(&p->lock);
+  int r = poll(p->pfd, (nfds_t)n, timeout_ms);
+  int saved = errno;
+  pthread_mutex_lock(&p->lock);
+  p->polling = 0;
+  if (r < 0 && saved != EINTR)
+    return -saved;
+  if (r > 0)
+    handle_events(p, n);
+  check_deadlines(p);
+  fp__schedule(p);
+  fp__ep_sync(p);
+  pthread_cond_broadcast(&p->cond);
+  run_callbacks(p);
+  return 0;
+}
+
+static void cond_wait_until(fp_pool *p, int64_t deadline)
+{
+  if (deadline < 0) {
+    pthread_cond_wait(&p->cond, &p->lock);
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t left = deadline - fp__now_ms();
+  if (left < 0)
+    left = 0;
+  ts.tv_sec += left / 1000;
+  ts.tv_nsec += (left % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+}
+
+int fp__pool_run_until(fp_pool *p, fp__pool_pred pred, void *arg,
+                       int64_t deadline)
+{
+  if (p->owner != getpid())
+    return FP_EINVAL; /* a copy of the pool in a forked child */
+  for (;;) {
+    if (pred(p, arg))
+      return 0;
+    int ms = fp__remaining_ms(deadline);
+    if (!p->polling) {
+      int rc = fp__poll_once(p, ms);
+      if (rc != 0)
+        return rc;
+      if (pred(p, arg))
+        return 0;
+    } else if (ms != 0) {
+      cond_wait_until(p, deadline);
+      continue;
+    }
+    if (ms == 0)
+      return FP_ETIMEDOUT;
+  }
+}
+
+static int future_done(fp_pool *p, void *arg)
+{
+  (void)p;
+  return fp__future_is_done(arg);
+}
+
+int fp__pool_wait_future(fp_pool *p, fp_future *f, int64_t deadline)
+{
+  return fp__pool_run_until(p, future_done, f, deadline);
+}

@@ -1,0 +1,134 @@
+/* Submitting tasks and cancelling them. */
+#include "forkpool-private.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
+               unsigned nitems, int deadline_ms, unsigned retries,
+               fp_future **out)
+{
+  if (len > p->opts.max_message - FP__MAX_NAME - 32)
+    return FP_EMSGSIZE;
+  if (fp__tasks_find(&p->tasks, name, strlen(name)) == NULL)
+    return FP_ENOTASK;
+  fp_future *f = fp__future_new(p);
+  if (f == NULL)
+    return FP_ENOMEM;
+  f->id = atomic_fetch_add(&p->next_id, 1);
+  f->nitems = nitems;
+  f->deadline_ms = deadline_ms;
+  f->retries = retries;
+  int rc = fp__encode_task(f->id, name, nitems, args, len, &f->frame,
+                           &f->frame_len);
+  if (rc != 0) {
+    free(f);
+    return rc;
+  }
+
+  fp__pool_lock(p);
+  if (p->owner != getpid())
+    rc = FP_EINVAL;
+  else if (p->err != 0)
+    rc = FP_EBROKEN;
+  else if (p->closed)
+    rc = FP_ESHUTDOWN;
+  if (rc != 0) {
+    fp__pool_unlock(p);
+    free(f->frame);
+    free(f);
+    return rc;
+  }
+  p->st.submitted += nitems;
+  fp__list_push(&p->qhead, &p->qtail, f);
+  fp__schedule(p);
+  /* Pipes full: let the workers' answers out so they can go on. */
+  int waiting = p->qhead != NULL;
+  for (unsigned i = 0; !waiting && i < p->nslots; i++)
+    waiting = p->slots[i].send != NULL;
+  if (waiting && !p->polling)
+    (void)fp__poll_once(p, 0);
+  else if (waiting)
+    fp__wake_poller(p);
+  fp__ep_sync(p);
+  fp__pool_unlock(p);
+  *out = f;
+  return 0;
+}
+
+FP_EXTERN int fp_submit_ex(fp_pool *p, const char *name, const void *args,
+                           size_t len, const fp_submit_options *opts,
+                           fp_future **out)
+{
+  fp_submit_options o = FP_SUBMIT_OPTIONS_INIT;
+  if (out != NULL)
+    *out = NULL;
+  if (p == NULL || out == NULL || !fp__task_name_ok(name) ||
+      (args == NULL && len > 0))
+    return FP_EINVAL;
+  if (opts != NULL) {
+    if (opts->size < sizeof(size_t) || opts->size > sizeof o)
+      return FP_EINVAL;
+    memcpy(&o, opts, opts->size);
+  }
+  if (o.deadline_ms < 0)
+    return FP_EINVAL;
+  size_t nobj;
+  int rc = fp__count_objects(args, len, &nobj);
+  if (rc != 0)
+    return rc;
+  if (nobj != 1)
+    return FP_EINVAL;
+  return fp__submit(p, name, args, len, 1, o.deadline_ms, o.retries, out);
+}
+
+FP_EXTERN int fp_submit(fp_pool *p, const char *name, const void *args,
+                        size_t len, fp_future **out)
+{
+  return fp_submit_ex(p, name, args, len, NULL, out);
+}
+
+FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
+                         const char *fmt, ...)
+{
+  if (out != NULL)
+    *out = NULL;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = fp_vpack(&pk, fmt, ap);
+  va_end(ap);
+  if (rc == 0)
+    rc = fp_submit(p, name, sb.data, sb.size, out);
+  msgpack_sbuffer_destroy(&sb);
+  return rc;
+}
+
+/*
+ * A pending task leaves the queue.  A running one, with FP_CANCEL_RUNNING,
+ * is made final now and stays in its worker's list as a placeholder; if it
+ * is the one the worker runs, the worker is killed and replaced.
+ */
+int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
+{
+  if (fp__future_is_done(f))
+    return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
+  if (f->state == FP_PENDING) {
+    fp__list_unlink(&p->qhead, &p->qtail, f);
+    fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
+  } else if (flags & FP_CANCEL_RUNNING) {
+    unsigned i = (unsigned)f->slot;
+    fp_future_retain(f); /* the placeholder's reference */
+    fp__pool_fail(p, f, FP_ECANCELLED, "cancelled while running");
+    if (p->slots[i].head == f)
+      fp__slot_terminate(p, i, SIGKILL);
+  } else {
+    return FP_EBUSY;
+  }
+  pthread_cond_broadcast(&p->cond);
+  return 0;
+}
