@@ -133,7 +133,8 @@ int main(void)
    * restart_window_ms mark the pool broken.  Every task not done then fails
    * with FP_EBROKEN and submits are refused, instead of forking workers
    * forever when, say, every task crashes.  This program kills six workers
-   * within a few milliseconds on purpose, so it allows 20 per second. */
+   * within a few milliseconds on purpose, so it allows 20 per second (with
+   * 5, the sixth crash breaks the pool: try it). */
   opts.restart_limit = 20;
   opts.restart_window_ms = 1000;
 
@@ -152,14 +153,13 @@ int main(void)
       return 1;
     }
 
-  /* Tasks cannot have deadlines yet, but waits can.  A running task cannot
-   * be cancelled either (only a pending one can), so we leave "spin" running
-   * on one worker, collect the others from the other worker, and come back
-   * for it at the end. */
+  /* A wait can give up; the task goes on.  Tasks have no deadline here, so
+   * we leave "spin" running on one worker, collect the others from the
+   * other worker, and come back for it at the end. */
   const msgpack_object *r;
   rc = fp_future_result(f[0], 100, &r);
-  printf("task  0 spin   not done after 100 ms: %s; cancel: %s\n",
-         fp_strerror(rc), fp_strerror(fp_future_cancel(f[0])));
+  printf("task  0 spin   not done after 100 ms: %s (%s)\n", fp_strerror(rc),
+         fp_err_name(rc));
 
   unsigned finished = 0, failed = 0;
   for (unsigned i = 1; i <= NJOBS; i++) {

@@ -269,9 +269,12 @@ void fp__pool_break(fp_pool *p, int err, const char *fmt, ...)
   fail_queue(p, FP_EBROKEN, msg);
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
+    int busy = s->head != NULL;
     while (s->head)
       slot_pop(p, s, s->head, FP_EBROKEN, msg);
-    fp__slot_close_fd(p, s, &s->in_fd); /* a worker exits at end of file */
+    fp__slot_close_fd(p, s, &s->in_fd); /* an idle worker exits at EOF */
+    if (busy && s->pid > 0 && s->state != SLOT_OFF)
+      fp__slot_terminate(p, i, SIGKILL); /* a busy one would make us wait */
   }
 }
 
@@ -486,7 +489,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
     s->state = SLOT_LIVE;
-    s->head_since = fp__now_ms();
+    s->head_since = fp__now_ns();
   } else if (code != 0) {
     fp_future tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -519,7 +522,9 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
   s->answered++;
-  s->head_since = fp__now_ms(); /* the next one starts now */
+  int64_t now = fp__now_ns();
+  f->run_ns = now - s->head_since;
+  s->head_since = now; /* the next one starts now */
   if (fp__future_is_done(f)) {
     free(body); /* a cancelled task's answer */
     fp_future_release(f);
@@ -622,7 +627,7 @@ void fp__schedule(fp_pool *p)
     fp_future *f = p->qhead;
     fp__list_unlink(&p->qhead, &p->qtail, f);
     if (s->head == NULL)
-      s->head_since = fp__now_ms();
+      s->head_since = fp__now_ns();
     fp__list_push(&s->head, &s->tail, f);
     f->state = FP_RUNNING;
     f->slot = best;
@@ -642,25 +647,26 @@ void fp__schedule(fp_pool *p)
  * the next deadline, or -1. */
 static int check_deadlines(fp_pool *p)
 {
-  int64_t now = fp__now_ms(), next = -1;
+  int64_t now = fp__now_ns(), next = -1;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
     fp_future *f = s->head;
     if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
         fp__future_is_done(f))
       continue;
-    int64_t end = s->head_since + (int64_t)f->deadline_ms * f->nitems;
+    int64_t limit_ms = (int64_t)f->deadline_ms * f->nitems;
+    int64_t end = s->head_since + limit_ms * 1000000;
     if (now >= end) {
       char msg[120];
-      snprintf(msg, sizeof msg, "task ran past its deadline of %d ms",
-               f->deadline_ms * (int)f->nitems);
+      snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
+               (long long)limit_ms);
       p->st.deadline_kills++;
       fp__slot_kill(p, i, FP_EDEADLINE, msg);
     } else if (next < 0 || end - now < next) {
       next = end - now;
     }
   }
-  return (int)next;
+  return next < 0 ? -1 : (int)((next + 999999) / 1000000);
 }
 
 /* --- The poll loop ---------------------------------------------------------------- */
@@ -769,9 +775,24 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
   check_deadlines(p);
   fp__schedule(p);
   fp__ep_sync(p);
+  fp__signal_done(p);
   pthread_cond_broadcast(&p->cond);
   run_callbacks(p);
   return 0;
+}
+
+/*
+ * An event loop waits on fp_pool_fd, then calls fp_pool_dispatch.  Futures
+ * made final in any other call (a submit, a state query) must wake it too:
+ * keep a pipe in the epoll set (never in our own poll set) readable while
+ * some are unreported.
+ */
+void fp__signal_done(fp_pool *p)
+{
+  if (p->epfd < 0 || p->ndone == p->ndone_reported || p->notify_pending)
+    return;
+  p->notify_pending = 1;
+  (void)!write(p->notify[1], "", 1);
 }
 
 static void cond_wait_until(fp_pool *p, int64_t deadline)

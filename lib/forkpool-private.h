@@ -29,6 +29,7 @@ int fp__pipe(int fds[2]);                      /* close-on-exec, blocking */
 int fp__set_nonblock(int fd);
 int fp__close_from(int lowfd);                 /* close every fd >= lowfd */
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
+int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */
@@ -186,6 +187,7 @@ struct fp_future {
   unsigned nitems;           /* 1, or the items of a map chunk */
   int deadline_ms;           /* 0: none */
   unsigned retries;          /* reruns left when its worker dies */
+  int64_t run_ns;            /* how long its worker took, about */
   char *frame;               /* TASK frame, kept to resend until final */
   size_t frame_len;
   char *error;               /* failure text, owned */
@@ -230,7 +232,7 @@ typedef struct fp__slot {
   unsigned inflight;      /* length of the head..tail list */
   uint64_t assigned;      /* tasks handed to this worker, ever */
   uint64_t answered;      /* results it sent */
-  int64_t head_since;     /* when head became the running task (ms) */
+  int64_t head_since;     /* when head became the running task (ns) */
   int killed;             /* the signal already sent; 0: none */
   int asked;              /* we stopped it on purpose: not a death */
   int fail_err;           /* why we killed it (FP_EPROTO, ...); 0: it died */
@@ -244,6 +246,8 @@ struct fp_pool {
   int polling;            /* a thread is inside poll() without the lock */
   int wake[2];            /* lets a thread interrupt that poll() */
   int wake_pending;       /* a byte is in wake[] already */
+  int notify[2];          /* in fp_pool_fd's set: futures done, unreported */
+  int notify_pending;     /* a byte is in notify[] already */
   int ctl_fd;             /* control socket to the fork server; -1 closed */
   pid_t fs_pid;           /* the fork server, for messages only */
   pid_t owner;            /* the process that created the pool */
@@ -258,7 +262,8 @@ struct fp_pool {
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
   fp_future *cbq;         /* final futures whose callbacks must run */
   atomic_uint_fast64_t next_id;
-  uint64_t ndone;         /* futures made final, for fp_pool_dispatch */
+  uint64_t ndone;         /* futures made final */
+  uint64_t ndone_reported; /* of those, counted by fp_pool_dispatch */
   fp_pool_stats st;       /* counters; queued, running, workers computed */
   int closed;             /* no more submits */
   int stopping;           /* workers are being let go */
@@ -286,6 +291,7 @@ void fp__pool_unlock(fp_pool *pool);
 int fp__poll_once(fp_pool *pool, int timeout_ms);
 void fp__schedule(fp_pool *pool);
 void fp__wake_poller(fp_pool *pool);
+void fp__signal_done(fp_pool *pool);
 void fp__ep_sync(fp_pool *pool);
 void fp__spawn(fp_pool *pool, unsigned slot);
 void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);

@@ -73,6 +73,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
     return FP_ENOMEM;
   p->opts = o;
   p->ctl_fd = p->epfd = p->wake[0] = p->wake[1] = -1;
+  p->notify[0] = p->notify[1] = -1;
   p->owner = getpid();
   p->nslots = o.workers;
   atomic_init(&p->next_id, 1);
@@ -291,6 +292,9 @@ static void pool_free(fp_pool *p)
     close(p->wake[0]);
   if (p->wake[1] >= 0)
     close(p->wake[1]);
+  for (int i = 0; i < 2; i++)
+    if (p->notify[i] >= 0)
+      close(p->notify[i]);
   fp__tasks_free(&p->tasks);
   free(p->slots);
   free(p->pfd);
@@ -330,22 +334,32 @@ FP_EXTERN void fp_pool_destroy(fp_pool *p)
 
 /* --- Asking the pool ---------------------------------------------------------------------- */
 
+/* Returns the futures made final since the last call, in any call. */
 FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
 {
   int64_t deadline;
   if (p == NULL || fp__deadline(timeout_ms, &deadline) != 0)
     return FP_EINVAL;
   fp__pool_lock(p);
-  uint64_t before = p->ndone;
   int rc = 0;
   if (p->owner != getpid())
     rc = FP_EINVAL;
   else if (!p->polling)
-    rc = fp__poll_once(p, fp__remaining_ms(deadline));
+    rc = fp__poll_once(p, p->ndone != p->ndone_reported
+                              ? 0 : fp__remaining_ms(deadline));
   else if (timeout_ms != 0)
     pthread_cond_wait(&p->cond, &p->lock); /* the poller broadcasts */
-  if (rc == 0)
-    rc = (int)(p->ndone - before);
+  if (rc == 0) {
+    uint64_t n = p->ndone - p->ndone_reported;
+    p->ndone_reported = p->ndone;
+    if (p->notify_pending) {
+      char drain[64];
+      while (read(p->notify[0], drain, sizeof drain) > 0)
+        ;
+      p->notify_pending = 0;
+    }
+    rc = n > INT32_MAX ? INT32_MAX : (int)n;
+  }
   fp__pool_unlock(p);
   return rc;
 }
@@ -357,7 +371,9 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
 #ifdef HAVE_SYS_EPOLL_H
   fp__pool_lock(p);
   int rc = p->epfd;
-  if (rc < 0) {
+  if (rc < 0 && (rc = fp__pipe(p->notify)) == 0 &&
+      (rc = fp__set_nonblock(p->notify[0])) == 0 &&
+      (rc = fp__set_nonblock(p->notify[1])) == 0) {
     rc = epoll_create1(EPOLL_CLOEXEC);
     if (rc < 0) {
       rc = -errno;
@@ -365,10 +381,18 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
       struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
       p->epfd = rc;
       epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake[0], &ev);
+      epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->notify[0], &ev);
       if (p->ctl_fd >= 0)
         epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->ctl_fd, &ev);
       fp__ep_sync(p);
+      fp__signal_done(p);
     }
+  }
+  if (rc < 0 && p->epfd < 0) {
+    for (int i = 0; i < 2; i++)
+      if (p->notify[i] >= 0)
+        close(p->notify[i]);
+    p->notify[0] = p->notify[1] = -1;
   }
   fp__pool_unlock(p);
   return rc;

@@ -52,6 +52,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   else if (waiting)
     fp__wake_poller(p);
   fp__ep_sync(p);
+  fp__signal_done(p);
   fp__pool_unlock(p);
   *out = f;
   return 0;

@@ -69,6 +69,13 @@ int fp__close_from(int lowfd)
   return 0;
 }
 
+int64_t fp__now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t fp__now_ms(void)
 {
   struct timespec ts;

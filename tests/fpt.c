@@ -149,12 +149,84 @@ static int t_bytes(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return rc;
 }
 
+/* Loops until killed: for deadlines and cancellation. */
+static int t_forever(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  for (volatile int spin = 0;; spin++)
+    ;
+  return 0;
+}
+
+/* Returns what the pool's init left in this worker, as an integer. */
+static int t_state(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  int *st = fp_call_state(c);
+  return msgpack_pack_int64(o, st ? *st : -1);
+}
+
+/* [path]: segfaults the first time (creating path), succeeds after. */
+static int t_crash_once(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  char path[256];
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "crash_once takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0600);
+  if (fd >= 0) {
+    close(fd);
+    raise(SIGSEGV);
+  }
+  return msgpack_pack_int(o, 1);
+}
+
+/* [x]: x*x, except that 3 and 7 fail and 5 segfaults when asked to. */
+static int t_sq_or_fail(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "takes one integer");
+  if (x == 3 || x == 7)
+    return fp_call_fail(c, "ValueError", "item %lld fails", (long long)x);
+  return msgpack_pack_int64(o, x * x);
+}
+
+static int t_sq_or_segv(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "takes one integer");
+  if (x == 5)
+    raise(SIGSEGV);
+  if (x == 6)
+    for (volatile int spin = 0;; spin++)
+      ;
+  return msgpack_pack_int64(o, x * x);
+}
+
+/* x (a bare integer, not an array): x*x; the tiny task of the map tests. */
+static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return fp_call_fail(c, "TypeError", "takes an integer");
+  return msgpack_pack_uint64(o, a->via.u64 * a->via.u64);
+}
+
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
     {"none", t_none},     {"two", t_two},         {"badrc", t_badrc},
     {"pid", t_pid},       {"segv", t_segv},       {"abort", t_abort},
     {"exit3", t_exit3},   {"sigkill", t_sigkill}, {"corrupt", t_corrupt},
-    {"gate", t_gate},     {"bytes", t_bytes},     {NULL, NULL}};
+    {"gate", t_gate},     {"bytes", t_bytes},     {"forever", t_forever},
+    {"state", t_state},   {"crash_once", t_crash_once},
+    {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
+    {"sq", t_sq},         {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 

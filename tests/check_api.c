@@ -1,0 +1,2 @@
+#include "fpt.h"
+int main(void){return 0;}

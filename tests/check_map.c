@@ -1,0 +1,404 @@
+/* fp_map and fp_map_unordered with real workers: order, failures, crashes,
+ * deadlines, lazy input in bounded memory, chunking, progress, bad input. */
+#define _GNU_SOURCE
+#include "fpt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A msgpack array of [i] for i in 0..n-1, or of bare i when bare. */
+static void make_items(msgpack_sbuffer *sb, size_t n, int bare)
+{
+  msgpack_packer pk;
+  msgpack_sbuffer_init(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, (uint32_t)n);
+  for (size_t i = 0; i < n; i++) {
+    if (!bare)
+      msgpack_pack_array(&pk, 1);
+    msgpack_pack_uint64(&pk, i);
+  }
+}
+
+static void run_ordered(size_t chunksize)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 1000, 0);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = chunksize;
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "square", &in, &o, &m), 0);
+  fp_map_item it;
+  size_t n = 0;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_uint_eq(it.index, n);
+    ck_assert_int_eq(it.err, 0);
+    ck_assert_int_eq(it.result->via.i64, (int64_t)(n * n));
+    n++;
+  }
+  ck_assert_int_eq(rc, 0);
+  ck_assert_uint_eq(n, 1000);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), 0); /* stays at the end */
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+
+START_TEST(ordered_automatic)
+{
+  run_ordered(0);
+}
+END_TEST
+
+START_TEST(ordered_chunks_of_1_and_100)
+{
+  run_ordered(1);
+  run_ordered(100);
+}
+END_TEST
+
+START_TEST(unordered_yields_each_once)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 1000, 0);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 7;
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map_unordered(p, "square", &in, &o, &m), 0);
+  char seen[1000] = {0};
+  fp_map_item it;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_uint_lt(it.index, 1000);
+    ck_assert(!seen[it.index]);
+    seen[it.index] = 1;
+    ck_assert_int_eq(it.result->via.i64, (int64_t)(it.index * it.index));
+  }
+  ck_assert_int_eq(rc, 0);
+  for (int i = 0; i < 1000; i++)
+    ck_assert(seen[i]);
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(items_3_and_7_fail_alone)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 20, 0);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 4; /* 3 shares its chunk with 0, 1 and 2 */
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "sq_or_fail", &in, &o, &m), 0);
+  fp_map_item it;
+  for (size_t i = 0; i < 20; i++) {
+    ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+    ck_assert_uint_eq(it.index, i);
+    if (i == 3 || i == 7) {
+      char want[64];
+      snprintf(want, sizeof want, "ValueError: item %zu fails", i);
+      ck_assert_int_eq(it.err, FP_ETASK);
+      ck_assert_str_eq(it.error, want);
+      ck_assert_ptr_null(it.result);
+    } else {
+      ck_assert_int_eq(it.err, 0);
+      ck_assert_int_eq(it.result->via.i64, (int64_t)(i * i));
+    }
+  }
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 0);
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(a_crash_fails_only_its_item)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 6, 0); /* 0..5: 5 segfaults */
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 6; /* all in one chunk: the split isolates item 5 */
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "sq_or_segv", &in, &o, &m), 0);
+  fp_map_item it;
+  for (size_t i = 0; i < 6; i++) {
+    ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+    ck_assert_uint_eq(it.index, i);
+    if (i == 5) {
+      ck_assert_int_eq(it.err, FP_EWORKER);
+      ck_assert_ptr_nonnull(strstr(it.error, "signal 11"));
+    } else {
+      ck_assert_int_eq(it.err, 0);
+      ck_assert_int_eq(it.result->via.i64, (int64_t)(i * i));
+    }
+  }
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(deadline_per_item)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 10, 0); /* 6 loops forever, 5 segfaults */
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.deadline_ms = 300;
+  o.chunksize = 3;
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "sq_or_segv", &in, &o, &m), 0);
+  fp_map_item it;
+  for (size_t i = 0; i < 10; i++) {
+    ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+    ck_assert_uint_eq(it.index, i);
+    if (i == 6)
+      ck_assert_int_eq(it.err, FP_EDEADLINE);
+    else if (i == 5)
+      ck_assert_int_eq(it.err, FP_EWORKER);
+    else
+      ck_assert_int_eq(it.result->via.i64, (int64_t)(i * i));
+  }
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+typedef struct counter {
+  uint64_t next, end;
+  int fail_at;   /* return this error at item fail_at; 0: never */
+  int two_at;    /* pack two objects at this item; 0: never */
+} counter;
+
+static int count_items(void *arg, msgpack_packer *pk)
+{
+  counter *c = arg;
+  if (c->next == c->end)
+    return 0;
+  if (c->fail_at && c->next == (uint64_t)c->fail_at)
+    return FP_ENOMEM;
+  if (c->two_at && c->next == (uint64_t)c->two_at)
+    msgpack_pack_nil(pk);
+  msgpack_pack_uint64(pk, c->next++);
+  return 1;
+}
+
+static long peak_rss_kib(void)
+{
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld", &kib) == 1)
+      break;
+  if (f)
+    fclose(f);
+  return kib;
+}
+
+/* A million tiny items through the lazy input: the parent's peak RSS grows
+ * by less than 64 MiB, although the items alone would take 8 MiB packed and
+ * their futures far more. */
+START_TEST(lazy_million_in_bounded_memory)
+{
+  enum { N = 1000000 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  long before = peak_rss_kib();
+  counter c = {0, N, 0, 0};
+  fp_map_input in = {.next = count_items, .arg = &c};
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "sq", &in, NULL, &m), 0);
+  fp_map_item it;
+  uint64_t n = 0;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_uint_eq(it.index, n);
+    ck_assert_uint_eq(it.result->via.u64, n * n);
+    n++;
+  }
+  ck_assert_int_eq(rc, 0);
+  ck_assert_uint_eq(n, N);
+  long grew = peak_rss_kib() - before;
+  ck_assert_msg(grew < 64 * 1024, "peak RSS grew by %ld KiB", grew);
+  fp_map_destroy(m);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+typedef struct progress {
+  size_t calls, last_done, last_total;
+  int backwards;
+} progress;
+
+static void on_progress(void *arg, size_t done, size_t total)
+{
+  progress *pr = arg;
+  pr->backwards |= done < pr->last_done;
+  pr->calls++;
+  pr->last_done = done;
+  pr->last_total = total;
+}
+
+START_TEST(progress_reaches_total)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 500, 1);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  progress pr = {0, 0, 0, 0};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 10;
+  o.progress = on_progress;
+  o.progress_arg = &pr;
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map_unordered(p, "sq", &in, &o, &m), 0);
+  fp_map_item it;
+  while (fp_map_next(m, FPT_LIMIT_MS, &it) == 1)
+    ;
+  ck_assert_uint_eq(pr.calls, 50);
+  ck_assert_uint_eq(pr.last_done, 500);
+  ck_assert_uint_eq(pr.last_total, 500);
+  ck_assert(!pr.backwards);
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(bad_input)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, 3, 1);
+  fp_map_iter *m = (fp_map_iter *)&s;
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_input both = {.array = sb.data, .len = sb.size, .next = count_items};
+  fp_map_input none = {NULL, 0, NULL, NULL};
+  static const char not_array[] = {0x05};
+  fp_map_input scalar = {.array = not_array, .len = 1};
+  fp_map_input truncated = {.array = sb.data, .len = sb.size - 1};
+  ck_assert_int_eq(fp_map(NULL, "sq", &in, NULL, &m), FP_EINVAL);
+  ck_assert_ptr_null(m);
+  ck_assert_int_eq(fp_map(p, "sq", &in, NULL, NULL), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "", &in, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "sq", NULL, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "sq", &both, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "sq", &none, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "sq", &scalar, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "sq", &truncated, NULL, &m), FP_EINVAL);
+  ck_assert_int_eq(fp_map(p, "nope", &in, NULL, &m), FP_ENOTASK);
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.size = 1;
+  ck_assert_int_eq(fp_map(p, "sq", &in, &o, &m), FP_EINVAL);
+  o = (fp_map_options)FP_MAP_OPTIONS_INIT;
+  o.deadline_ms = -1;
+  ck_assert_int_eq(fp_map(p, "sq", &in, &o, &m), FP_EINVAL);
+
+  /* A lazy input that packs two objects, or fails: next says so. */
+  fp_map_item it;
+  counter two = {0, 10, 0, 4};
+  fp_map_input lazy_two = {.next = count_items, .arg = &two};
+  o = (fp_map_options)FP_MAP_OPTIONS_INIT;
+  o.chunksize = 1;
+  ck_assert_int_eq(fp_map(p, "sq", &lazy_two, &o, &m), 0);
+  int rc, items = 0;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1)
+    items++;
+  ck_assert_int_eq(rc, FP_EINVAL);
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it) >= 0, 1); /* drains */
+  fp_map_destroy(m);
+  counter failing = {0, 10, 6, 0};
+  fp_map_input lazy_fail = {.next = count_items, .arg = &failing};
+  ck_assert_int_eq(fp_map(p, "sq", &lazy_fail, &o, &m), 0);
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1)
+    ;
+  ck_assert_int_eq(rc, FP_ENOMEM);
+  ck_assert_int_eq(fp_map_next(NULL, 0, &it), FP_EINVAL);
+  ck_assert_int_eq(fp_map_next(m, -2, &it), FP_EINVAL);
+  fp_map_destroy(m);
+  fp_map_destroy(NULL);
+
+  /* Empty input: done at once. */
+  static const char empty[] = {(char)0x90};
+  fp_map_input none_items = {.array = empty, .len = 1};
+  ck_assert_int_eq(fp_map(p, "sq", &none_items, NULL, &m), 0);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), 0);
+  fp_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(destroy_midway)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  counter c = {0, 100000, 0, 0};
+  fp_map_input in = {.next = count_items, .arg = &c};
+  fp_map_iter *m;
+  ck_assert_int_eq(fp_map(p, "sq", &in, NULL, &m), 0);
+  fp_map_item it;
+  for (int i = 0; i < 10; i++)
+    ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+  fp_map_destroy(m);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("map");
+  TCase *tc = tcase_create("map");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, ordered_automatic);
+  tcase_add_test(tc, ordered_chunks_of_1_and_100);
+  tcase_add_test(tc, unordered_yields_each_once);
+  tcase_add_test(tc, items_3_and_7_fail_alone);
+  tcase_add_test(tc, a_crash_fails_only_its_item);
+  tcase_add_test(tc, deadline_per_item);
+  tcase_add_test(tc, lazy_million_in_bounded_memory);
+  tcase_add_test(tc, progress_reaches_total);
+  tcase_add_test(tc, bad_input);
+  tcase_add_test(tc, destroy_midway);
+  suite_add_tcase(s, tc);
+  fpt_run_suite(s);
+}
