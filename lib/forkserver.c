@@ -288,6 +288,11 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
   for (unsigned i = 0; i < cfg->nslots; i++)
     fs.slots[i].pidfd = -1;
 
+  /* SIGTERM must end the fork server and its workers (fp_pool_terminate),
+   * whatever handler the caller had; other dispositions stay the caller's. */
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGHUP, SIG_DFL);
   sigaction(SIGCHLD, NULL, &fs.caller_chld);
   struct sigaction sa = {.sa_handler = SIG_DFL};
   sigemptyset(&sa.sa_mask);

@@ -1,2 +1,411 @@
+/* The rest of the executor API with real workers: deadlines, cancelling a
+ * running task, init, recycling, retries, callbacks, terminate and kill,
+ * stats that add up. */
+#define _GNU_SOURCE
 #include "fpt.h"
-int main(void){return 0;}
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static fp_pool *pool_with(fp_pool_options *o, unsigned workers)
+{
+  fp_pool *p;
+  o->workers = workers;
+  o->tasks = fpt_tasks;
+  int rc = fp_pool_create(&p, o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+static fp_pool_stats stats(fp_pool *p)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  return st;
+}
+
+static void submit_opts(fp_pool *p, const char *task, int deadline,
+                        unsigned retries, fp_future **f, const char *arg)
+{
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = deadline;
+  so.retries = retries;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  if (arg)
+    ck_assert_int_eq(fp_pack(&pk, "[s]", arg), 0);
+  else
+    ck_assert_int_eq(fp_pack(&pk, "[]"), 0);
+  ck_assert_int_eq(fp_submit_ex(p, task, sb.data, sb.size, &so, f), 0);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+START_TEST(deadline_kills_an_infinite_loop)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *hung, *ok;
+  submit_opts(p, "forever", 200, 0, &hung, NULL);
+  ck_assert_int_eq(fp_submitf(p, "square", &ok, "[I]", (int64_t)4), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(hung, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(hung), "deadline of 200 ms"));
+  ck_assert_int_eq(fpt_i64(ok), 16);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  ck_assert_uint_eq(st.worker_deaths, 0); /* a kill we asked for */
+  fp_future_release(hung);
+  fp_future_release(ok);
+  /* The pool kept its size and goes on. */
+  fp_future *after;
+  ck_assert_int_eq(fp_submitf(p, "square", &after, "[I]", (int64_t)5), 0);
+  ck_assert_int_eq(fpt_i64(after), 25);
+  fp_future_release(after);
+  ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x01", 2,
+                                &(fp_submit_options){sizeof(fp_submit_options),
+                                                     -1, 0},
+                                &after),
+                   FP_EINVAL);
+  ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x01", 2,
+                                &(fp_submit_options){3, 0, 0}, &after),
+                   FP_EINVAL);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(cancel_a_running_task)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 2);
+  fp_future *run, *behind;
+  ck_assert_int_eq(fp_submitf(p, "forever", &run, "[]"), 0);
+  ck_assert_int_eq(fp_submitf(p, "square", &behind, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fp_future_state(run), FP_RUNNING);
+  ck_assert_int_eq(fp_future_cancel(run, 0), FP_EBUSY);
+  ck_assert_int_eq(fp_future_cancel(run, 7), FP_EINVAL);
+  ck_assert_int_eq(fp_future_cancel(run, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(run), FP_CANCELLED);
+  /* The task queued behind it in the same worker runs on the replacement. */
+  ck_assert_int_eq(fpt_i64(behind), 9);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.cancelled, 1);
+  ck_assert_uint_eq(st.worker_restarts, 1);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  fp_future_release(run);
+  fp_future_release(behind);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+static int init_ok(void **state, void *arg, fp_call *call)
+{
+  (void)call;
+  static int value;
+  value = *(int *)arg;
+  *state = &value;
+  return 0;
+}
+
+static int init_fails(void **state, void *arg, fp_call *call)
+{
+  (void)state;
+  (void)arg;
+  return fp_call_fail(call, "OSError", "no table here");
+}
+
+static char logged[512];
+static void keep_log(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  if (level == FP_LOG_ERROR)
+    snprintf(logged, sizeof logged, "%s", msg);
+}
+
+START_TEST(initializer)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int value = 1234;
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.init = init_ok;
+  o.init_arg = &value;
+  fp_pool *p = pool_with(&o, 2);
+  for (int i = 0; i < 4; i++) {
+    fp_future *f;
+    ck_assert_int_eq(fp_submitf(p, "state", &f, "[]"), 0);
+    ck_assert_int_eq(fpt_i64(f), 1234);
+    fp_future_release(f);
+  }
+  fp_pool_destroy(p);
+
+  /* An initializer that fails breaks the pool instead of restart-looping. */
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 2;
+  o.tasks = fpt_tasks;
+  o.init = init_fails;
+  o.log = keep_log;
+  fp_pool *q = (fp_pool *)&s;
+  ck_assert_int_eq(fp_pool_create(&q, &o), FP_EBROKEN);
+  ck_assert_ptr_null(q);
+  ck_assert_ptr_nonnull(strstr(logged, "initializer failed: OSError: no table"));
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(recycle_every_5_tasks)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.max_tasks_per_worker = 5;
+  o.restart_limit = 3; /* recycling is not a crash loop */
+  fp_pool *p = pool_with(&o, 2);
+  fp_future *f[100];
+  for (int i = 0; i < 100; i++)
+    ck_assert_int_eq(fp_submitf(p, "pid", &f[i], "[]"), 0);
+  pid_t pids[100];
+  for (int i = 0; i < 100; i++) {
+    pids[i] = (pid_t)fpt_i64(f[i]);
+    fp_future_release(f[i]);
+  }
+  /* No worker ran more than 5, so at least 20 different ones ran. */
+  int distinct = 0;
+  for (int i = 0; i < 100; i++) {
+    int count = 0, first = 1;
+    for (int j = 0; j < 100; j++) {
+      count += pids[j] == pids[i];
+      if (j < i && pids[j] == pids[i])
+        first = 0;
+    }
+    ck_assert_int_le(count, 5);
+    distinct += first;
+  }
+  ck_assert_int_ge(distinct, 20);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_ge(st.worker_recycles, 18);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  ck_assert_uint_eq(st.finished, 100);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(retries_after_a_crash)
+{
+  fpt_snapshot s;
+  char mark[256];
+  fpt_begin(&s);
+  snprintf(mark, sizeof mark, "%s/fpt-once-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+           (int)getpid());
+  unlink(mark);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f;
+  submit_opts(p, "crash_once", 0, 1, &f, mark);
+  ck_assert_int_eq(fpt_i64(f), 1);
+  fp_future_release(f);
+  unlink(mark);
+  submit_opts(p, "crash_once", 0, 0, &f, mark); /* no retries: it fails */
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EWORKER);
+  fp_future_release(f);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.worker_deaths, 2);
+  ck_assert_uint_eq(st.finished, 1);
+  ck_assert_uint_eq(st.failed, 1);
+  unlink(mark);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+typedef struct chain {
+  fp_pool *pool;
+  int stop;
+  int calls;
+  int64_t last;
+  fp_future *next;
+} chain;
+
+/* Runs in the dispatcher's thread: submits the next square. */
+static void on_done(fp_future *f, void *arg)
+{
+  chain *c = arg;
+  const msgpack_object *r;
+  c->calls++;
+  if (fp_future_result(f, 0, &r) != 0)
+    return;
+  c->last = r->via.i64;
+  if (c->last < 1000 && !c->stop) {
+    ck_assert_int_eq(fp_submitf(c->pool, "square", &c->next, "[I]", c->last), 0);
+    ck_assert_int_eq(fp_future_on_done(c->next, on_done, c), 0);
+  }
+}
+
+START_TEST(callbacks_that_submit)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  chain c = {p, 0, 0, 0, NULL};
+  fp_future *first;
+  ck_assert_int_eq(fp_submitf(p, "square", &first, "[I]", (int64_t)2), 0);
+  ck_assert_int_eq(fp_future_on_done(first, on_done, &c), 0);
+  /* square(2) = 4 -> 16 -> 256 -> 65536: four futures, four callbacks,
+   * the first three of which submit the next square. */
+  fp_future *futures[4] = {first};
+  for (int i = 1; i <= 4; i++) {
+    for (int waited = 0; c.calls < i; waited++) {
+      ck_assert_int_lt(waited, 1000000);
+      ck_assert_int_ge(fp_pool_dispatch(p, 100), 0);
+    }
+    if (i < 4)
+      futures[i] = c.next;
+  }
+  ck_assert_int_eq(c.calls, 4);
+  ck_assert_int_eq(c.last, 65536);
+  ck_assert_int_eq(fpt_i64(futures[3]), 65536);
+  /* On a future already done: right away, in this thread. */
+  int before = c.calls;
+  c.stop = 1;
+  ck_assert_int_eq(fp_future_on_done(first, on_done, &c), 0);
+  ck_assert_int_eq(c.calls, before + 1);
+  ck_assert_int_eq(fp_future_on_done(first, NULL, &c), FP_EINVAL);
+  for (int i = 0; i < 4; i++)
+    fp_future_release(futures[i]);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+static void stop_all(int use_kill)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(2, 1);
+  fp_future *run[2], *queued[3];
+  for (int i = 0; i < 2; i++)
+    ck_assert_int_eq(fp_submitf(p, "gate", &run[i], "[s]", gate), 0);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &queued[i], "[I]", (int64_t)i), 0);
+  ck_assert_int_eq(fp_future_state(run[0]), FP_RUNNING);
+  ck_assert_int_eq(use_kill ? fp_pool_kill(p) : fp_pool_terminate(p), 0);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(fp_future_state(run[i]), FP_CANCELLED);
+    fp_future_release(run[i]);
+  }
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(fp_future_state(queued[i]), FP_CANCELLED);
+    fp_future_release(queued[i]);
+  }
+  fp_future *late;
+  ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
+                   FP_ESHUTDOWN);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.cancelled, 5);
+  ck_assert_uint_eq(st.submitted, 5);
+  fp_pool_destroy(p); /* returns: the workers are gone, not waited on */
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+
+START_TEST(terminate_)
+{
+  stop_all(0);
+}
+END_TEST
+
+START_TEST(kill_)
+{
+  stop_all(1);
+  ck_assert_int_eq(fp_pool_kill(NULL), FP_EINVAL);
+  ck_assert_int_eq(fp_pool_terminate(NULL), FP_EINVAL);
+}
+END_TEST
+
+START_TEST(stats_add_up)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.restart_limit = 0; /* crashes on purpose: never break */
+  fp_pool *p = pool_with(&o, 2);
+  enum { N = 400 };
+  fp_future *f[N];
+  const char *kinds[] = {"square", "fail", "segv", "square", "none"};
+  for (int i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, kinds[i % 5], &f[i], "[I]", (int64_t)i), 0);
+  int cancelled = 0;
+  for (int i = N - 1; i >= N - 50; i--)
+    cancelled += fp_future_cancel(f[i], 0) == 0;
+  int fin = 0, failed = 0, canc = 0;
+  for (int i = 0; i < N; i++) {
+    ck_assert_int_eq(fp_future_wait(f[i], FPT_LIMIT_MS), 0);
+    fp_state st = fp_future_state(f[i]);
+    fin += st == FP_FINISHED;
+    failed += st == FP_FAILED;
+    canc += st == FP_CANCELLED;
+    fp_future_release(f[i]);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats ws[2];
+  /* The last replacement may still be starting: let the dispatcher run. */
+  for (int waited = 0;; waited++) {
+    ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 2), 0);
+    if (st.workers_live == 2)
+      break;
+    ck_assert_int_lt(waited, 100000);
+    ck_assert_int_ge(fp_pool_dispatch(p, 10), 0);
+  }
+  ck_assert_uint_eq(st.submitted, N);
+  ck_assert_uint_eq(st.queued + st.running, 0);
+  ck_assert_uint_eq(st.finished, (uint64_t)fin);
+  ck_assert_uint_eq(st.failed, (uint64_t)failed);
+  ck_assert_uint_eq(st.cancelled, (uint64_t)canc);
+  ck_assert_int_eq(canc, cancelled);
+  ck_assert_uint_eq(st.finished + st.failed + st.cancelled, N);
+  ck_assert_uint_eq(st.worker_deaths, st.worker_restarts);
+  ck_assert_uint_gt(st.worker_deaths, 0);
+  ck_assert_uint_eq(st.workers, 2);
+  ck_assert_uint_eq(st.workers_live, 2);
+  ck_assert_int_gt(ws[0].pid, 0);
+  ck_assert_int_gt(ws[1].pid, 0);
+  /* Bad input. */
+  st.size = 3;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), FP_EINVAL);
+  st.size = sizeof st;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 5), FP_EINVAL);
+  ck_assert_int_eq(fp_pool_stats_get(NULL, &st, NULL, 0), FP_EINVAL);
+  ck_assert_int_eq(fp_pool_stats_get(p, NULL, NULL, 0), FP_EINVAL);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("api");
+  TCase *tc = tcase_create("api");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, deadline_kills_an_infinite_loop);
+  tcase_add_test(tc, cancel_a_running_task);
+  tcase_add_test(tc, initializer);
+  tcase_add_test(tc, recycle_every_5_tasks);
+  tcase_add_test(tc, retries_after_a_crash);
+  tcase_add_test(tc, callbacks_that_submit);
+  tcase_add_test(tc, terminate_);
+  tcase_add_test(tc, kill_);
+  tcase_add_test(tc, stats_add_up);
+  suite_add_tcase(s, tc);
+  fpt_run_suite(s);
+}
