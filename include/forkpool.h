@@ -77,7 +77,7 @@ typedef enum fp_errno {
   FP__ERR_PAD = -4999 /* keeps the enum signed; not an error code */
 } fp_errno;
 
-/* A static string for any code (forkpool's, -errno, or unknown). */
+/* Text for any code: forkpool's, -errno (strerror's text), or unknown. */
 FP_EXTERN const char *fp_strerror(int err);
 /* "FP_EINVAL" and so on; "UNKNOWN" for codes not in FP_ERRNO_MAP. */
 FP_EXTERN const char *fp_err_name(int err);
@@ -287,8 +287,9 @@ FP_EXTERN int fp_submitf(fp_pool *pool, const char *name, fp_future **out,
  *   s# string (const char *, size_t) y bin (const void *, size_t)
  *   O a msgpack object (const msgpack_object *)
  *   [ ... ] array  { ... } map (key, value, key, value ...)
- * Spaces, ',' and ':' are ignored.  The whole format and every pointer is
- * checked before anything is written: on error pk is unchanged.
+ * The space character, ',' and ':' are ignored; brackets nest at most 64
+ * deep.  The whole format and every pointer is checked before anything is
+ * written: on FP_EINVAL pk is unchanged (on FP_ENOMEM it may hold a part).
  */
 FP_EXTERN int fp_pack(msgpack_packer *pk, const char *fmt, ...);
 FP_EXTERN int fp_vpack(msgpack_packer *pk, const char *fmt, va_list ap);
@@ -327,15 +328,19 @@ FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms);
 /*
  * Waits up to timeout_ms (-1: forever) and returns 0 with *out pointing to
  * the result object, owned by the future and valid until it is released.
- * Otherwise FP_ETIMEDOUT, FP_ETASK, FP_ENOTASK, FP_EMSGSIZE, FP_EWORKER,
- * FP_EPROTO, FP_EBROKEN or FP_ECANCELLED, with *out set to NULL.
+ * Otherwise *out is NULL and the code is FP_ETIMEDOUT (not done yet), the
+ * future's failure (FP_ETASK, FP_ENOTASK, FP_EMSGSIZE, FP_EWORKER,
+ * FP_EDEADLINE, FP_EPROTO, FP_ENOMEM, FP_EBROKEN, FP_ECANCELLED), FP_EINVAL
+ * for bad arguments or a pool used in a forked child, or -errno if poll()
+ * itself failed.
  */
 FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
                                const msgpack_object **out);
 
 /*
  * The failure as text ("kind: message" for a task's fp_call_fail, the pid
- * and signal for a dead worker), owned by the future; NULL unless failed.
+ * and signal for a dead worker), owned by the future; NULL unless failed or
+ * cancelled.
  */
 FP_EXTERN const char *fp_future_error(fp_future *f);
 
@@ -397,13 +402,14 @@ FP_EXTERN void fp_as_completed_destroy(fp_as_completed *it);
 /*
  * Produces a map's items one at a time: packs the next argument object into
  * pk and returns 1, returns 0 at the end, or a negative code to stop the map
- * with that error.  Runs in the caller's thread during fp_map_next.
+ * with that error (it is not called again after 0 or an error).  Runs in the
+ * caller's thread, during fp_map, fp_map_unordered and fp_map_next.
  */
 typedef int (*fp_map_input_fn)(void *arg, msgpack_packer *pk);
 
 /* One of the two: a msgpack array of argument objects, or a callback. */
 typedef struct fp_map_input {
-  const void *array;          /* borrowed during fp_map / fp_map_unordered */
+  const void *array;          /* borrowed until fp_map_destroy */
   size_t len;
   fp_map_input_fn next;       /* lazy: called as room frees up */
   void *arg;
@@ -435,7 +441,9 @@ typedef struct fp_map_iter fp_map_iter;
 /*
  * Runs the task name over every item of in: fp_map yields results in input
  * order, fp_map_unordered as they finish.  One failing item fails only
- * itself.  On success *out owns the map (fp_map_destroy).
+ * itself: a chunk whose worker dies, runs past its deadline or whose answer
+ * is too large is split and its items sent one by one.  Stats count the
+ * split items again as submitted.  On success *out owns the map.
  */
 FP_EXTERN int fp_map(fp_pool *pool, const char *name, const fp_map_input *in,
                      const fp_map_options *opts, fp_map_iter **out);

@@ -71,6 +71,7 @@ static void run_callbacks(fp_pool *p)
 void fp__pool_unlock(fp_pool *p)
 {
   run_callbacks(p);
+  fp__signal_done(p);
   pthread_mutex_unlock(&p->lock);
 }
 
@@ -513,7 +514,9 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
     return;
   }
   fp_future *f = s->head;
-  if (f == NULL || f->id != id || f == s->send || s->state != SLOT_LIVE) {
+  /* A dying worker's answers written before it died still count. */
+  if (f == NULL || f->id != id || f == s->send ||
+      (s->state != SLOT_LIVE && s->state != SLOT_DYING)) {
     free(body);
     fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
                   "message that is not a result for its task");
@@ -795,7 +798,7 @@ void fp__signal_done(fp_pool *p)
   (void)!write(p->notify[1], "", 1);
 }
 
-static void cond_wait_until(fp_pool *p, int64_t deadline)
+void fp__cond_wait_until(fp_pool *p, int64_t deadline)
 {
   if (deadline < 0) {
     pthread_cond_wait(&p->cond, &p->lock);
@@ -831,7 +834,7 @@ int fp__pool_run_until(fp_pool *p, fp__pool_pred pred, void *arg,
       if (pred(p, arg))
         return 0;
     } else if (ms != 0) {
-      cond_wait_until(p, deadline);
+      fp__cond_wait_until(p, deadline);
       continue;
     }
     if (ms == 0)

@@ -291,6 +291,8 @@ void fp__pool_unlock(fp_pool *pool);
 int fp__poll_once(fp_pool *pool, int timeout_ms);
 void fp__schedule(fp_pool *pool);
 void fp__wake_poller(fp_pool *pool);
+/* Waits on the pool's condition until broadcast or deadline (-1: none). */
+void fp__cond_wait_until(fp_pool *pool, int64_t deadline);
 void fp__signal_done(fp_pool *pool);
 void fp__ep_sync(fp_pool *pool);
 void fp__spawn(fp_pool *pool, unsigned slot);

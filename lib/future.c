@@ -97,6 +97,10 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_ENOMEM;
   *cb = (fp__callback){fn, arg, NULL};
   fp_pool *p = f->pool;
+  if (p->owner != getpid()) {
+    free(cb);
+    return FP_EINVAL;
+  }
   fp__pool_lock(p);
   int now = is_done(f) && !f->cb_queued;
   if (!now) {

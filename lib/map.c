@@ -98,10 +98,8 @@ static int take_item(fp_map_iter *m)
   msgpack_packer pk;
   msgpack_packer_init(&pk, &m->sb, msgpack_sbuffer_write);
   int rc = m->in.next(m->in.arg, &pk);
-  if (rc == 0) {
+  if (rc == 0)
     m->input_done = 1;
-    m->total = m->taken;
-  }
   if (rc == 1 && (fp__count_objects(m->sb.data + before, m->sb.size - before,
                                     &n) != 0 || n != 1))
     rc = FP_EINVAL; /* the callback must pack exactly one object */
@@ -126,19 +124,36 @@ static size_t chunk_goal(fp_map_iter *m)
   return goal < room ? goal : room;
 }
 
+/* A future that failed before it was sent, so its items still report. */
+static fp_future *failed_future(fp_map_iter *m, int err)
+{
+  fp_future *f = fp__future_new(m->pool);
+  if (f == NULL)
+    return NULL;
+  atomic_store(&f->refs, 1); /* the pool never saw it */
+  fp__future_fail(f, err, "could not submit: %s", fp_strerror(err));
+  return f;
+}
+
 /* Packs and submits one chunk; 1 if one went out, 0 if none, or < 0. */
 static int send_chunk(fp_map_iter *m)
 {
   size_t goal = chunk_goal(m);
   if (goal == 0 || m->input_done)
     return 0;
+  /* Items are packed whole; a chunk stops well short of max_message so
+   * that its answer has room too. */
+  size_t bytes = m->pool->opts.max_message / 4;
   msgpack_sbuffer_clear(&m->sb);
   unsigned n = 0;
   int rc = 1;
-  while (n < goal && (rc = take_item(m)) == 1)
+  while (n < goal && (n == 0 || m->sb.size < bytes) &&
+         (rc = take_item(m)) == 1)
     n++;
-  if (rc < 0)
-    m->input_err = rc;
+  if (rc < 0) {
+    m->input_err = rc; /* returned once by fp_map_next, after this chunk */
+    m->input_done = 1;
+  }
   if (n == 0)
     return rc < 0 ? rc : 0;
   chunk *c = calloc(1, sizeof *c);
@@ -149,12 +164,18 @@ static int send_chunk(fp_map_iter *m)
   c->args_len = m->sb.size;
   c->args = msgpack_sbuffer_release(&m->sb);
   m->taken += n;
+  if (m->input_done && m->in.next != NULL)
+    m->total = m->taken;
   rc = fp__submit(m->pool, m->name, c->args, c->args_len, n, m->o.deadline_ms,
                   0, &c->f);
-  if (rc != 0) {
+  if (rc != 0 && rc != FP_ENOMEM && n == 1)
+    c->f = failed_future(m, rc); /* this item fails; the map goes on */
+  else if (rc != 0 && rc != FP_ENOMEM)
+    c->f = failed_future(m, rc); /* FP_EMSGSIZE: split into singles */
+  if (c->f == NULL) {
     free(c->args);
     free(c);
-    return rc;
+    return rc ? rc : FP_ENOMEM;
   }
   if (m->tail)
     m->tail->next = c;
@@ -162,7 +183,7 @@ static int send_chunk(fp_map_iter *m)
     m->head = c;
   m->tail = c;
   m->inflight += n;
-  return 1;
+  return rc == 0 || n == 1 ? 1 : 0;
 }
 
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
@@ -224,10 +245,12 @@ static int split(fp_map_iter *m, chunk *c)
     one->n = 1;
     int rc = fp__submit(m->pool, m->name, one->args, one->args_len, 1,
                         m->o.deadline_ms, 0, &one->f);
-    if (rc != 0) {
+    if (rc != 0 && rc != FP_ENOMEM)
+      one->f = failed_future(m, rc);
+    if (one->f == NULL) {
       free(one->args);
       free(one);
-      return rc;
+      return rc ? rc : FP_ENOMEM;
     }
     if (prev != NULL)
       prev->next = one;
@@ -248,7 +271,8 @@ static int splittable(const chunk *c)
 {
   int err = c->f->err;
   return c->n > 1 && c->f->state == FP_FAILED &&
-         (err == FP_EWORKER || err == FP_EDEADLINE || err == FP_EPROTO);
+         (err == FP_EWORKER || err == FP_EDEADLINE || err == FP_EPROTO ||
+          err == FP_EMSGSIZE);
 }
 
 /* Learns the time per item from a finished chunk (automatic mode). */

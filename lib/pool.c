@@ -348,7 +348,7 @@ FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
     rc = fp__poll_once(p, p->ndone != p->ndone_reported
                               ? 0 : fp__remaining_ms(deadline));
   else if (timeout_ms != 0)
-    pthread_cond_wait(&p->cond, &p->lock); /* the poller broadcasts */
+    fp__cond_wait_until(p, deadline); /* the poller broadcasts */
   if (rc == 0) {
     uint64_t n = p->ndone - p->ndone_reported;
     p->ndone_reported = p->ndone;
@@ -369,6 +369,8 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
   if (p == NULL)
     return FP_EINVAL;
 #ifdef HAVE_SYS_EPOLL_H
+  if (p->owner != getpid())
+    return FP_EINVAL;
   fp__pool_lock(p);
   int rc = p->epfd;
   if (rc < 0 && (rc = fp__pipe(p->notify)) == 0 &&
@@ -405,7 +407,8 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
                                 fp_worker_stats *workers, size_t n)
 {
   if (p == NULL || st == NULL || st->size < offsetof(fp_pool_stats, workers) ||
-      st->size > sizeof *st || (workers == NULL && n > 0))
+      st->size > sizeof *st || (workers == NULL && n > 0) ||
+      p->owner != getpid())
     return FP_EINVAL;
   fp__pool_lock(p);
   fp_pool_stats s = p->st;

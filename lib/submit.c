@@ -116,6 +116,8 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
  */
 int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
 {
+  if (p->owner != getpid())
+    return FP_EINVAL; /* a copy of the pool in a forked child */
   if (fp__future_is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
   if (f->state == FP_PENDING) {

@@ -246,7 +246,13 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     } else if (n > 1) {
       rc = run_chunk(cfg, state, task, fn, n, args, args_len, &zone, &item,
                      &result);
-      if (rc == 0) {
+      if (rc == 0 && result.size > cfg->max_message - 64) {
+        /* The dispatcher splits the chunk and sends its items one by one. */
+        set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
+                    "a chunk of %u results is %zu bytes, over max_message",
+                    n, result.size);
+        rc = answer_failure(&head, &result, id, &o);
+      } else if (rc == 0) {
         msgpack_sbuffer_clear(&head);
         rc = fp__encode_result_head(&head, id, 0);
       }

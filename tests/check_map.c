@@ -194,6 +194,7 @@ END_TEST
 
 typedef struct counter {
   uint64_t next, end;
+  int calls_after_error;
   int fail_at;   /* return this error at item fail_at; 0: never */
   int two_at;    /* pack two objects at this item; 0: never */
 } counter;
@@ -203,8 +204,10 @@ static int count_items(void *arg, msgpack_packer *pk)
   counter *c = arg;
   if (c->next == c->end)
     return 0;
-  if (c->fail_at && c->next == (uint64_t)c->fail_at)
+  if (c->fail_at && c->next == (uint64_t)c->fail_at) {
+    c->calls_after_error++;
     return FP_ENOMEM;
+  }
   if (c->two_at && c->next == (uint64_t)c->two_at)
     msgpack_pack_nil(pk);
   msgpack_pack_uint64(pk, c->next++);
@@ -234,7 +237,7 @@ START_TEST(lazy_million_in_bounded_memory)
   fpt_begin(&s);
   fp_pool *p = fpt_pool(2, 0);
   long before = peak_rss_kib();
-  counter c = {0, N, 0, 0};
+  counter c = {0, N, 0, 0, 0};
   fp_map_input in = {.next = count_items, .arg = &c};
   fp_map_iter *m;
   ck_assert_int_eq(fp_map(p, "sq", &in, NULL, &m), 0);
@@ -332,7 +335,7 @@ START_TEST(bad_input)
 
   /* A lazy input that packs two objects, or fails: next says so. */
   fp_map_item it;
-  counter two = {0, 10, 0, 4};
+  counter two = {0, 10, 0, 0, 4};
   fp_map_input lazy_two = {.next = count_items, .arg = &two};
   o = (fp_map_options)FP_MAP_OPTIONS_INIT;
   o.chunksize = 1;
@@ -343,12 +346,13 @@ START_TEST(bad_input)
   ck_assert_int_eq(rc, FP_EINVAL);
   ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it) >= 0, 1); /* drains */
   fp_map_destroy(m);
-  counter failing = {0, 10, 6, 0};
+  counter failing = {0, 10, 0, 6, 0};
   fp_map_input lazy_fail = {.next = count_items, .arg = &failing};
   ck_assert_int_eq(fp_map(p, "sq", &lazy_fail, &o, &m), 0);
   while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1)
     ;
   ck_assert_int_eq(rc, FP_ENOMEM);
+  ck_assert_int_eq(failing.calls_after_error, 1); /* never asked again */
   ck_assert_int_eq(fp_map_next(NULL, 0, &it), FP_EINVAL);
   ck_assert_int_eq(fp_map_next(m, -2, &it), FP_EINVAL);
   fp_map_destroy(m);
@@ -366,12 +370,68 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* Items so big that chunks must stay small, and answers that would not fit
+ * in one message: every item still gets its result. */
+START_TEST(big_items_never_lost)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options po = FP_POOL_OPTIONS_INIT;
+  po.workers = 2;
+  po.tasks = fpt_tasks;
+  po.max_message = 8192;
+  po.restart_limit = 3; /* a protocol error per chunk would trip this */
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &po), 0);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  char blob[1000];
+  memset(blob, 'x', sizeof blob);
+  msgpack_pack_array(&pk, 2001);
+  for (int i = 0; i < 2000; i++)
+    msgpack_pack_bin_with_body(&pk, blob, sizeof blob);
+  char huge[9000] = {0}; /* one item over max_message: fails alone */
+  msgpack_pack_bin_with_body(&pk, huge, sizeof huge);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  for (int chunk = 0; chunk <= 50; chunk += 50) {
+    fp_map_options o = FP_MAP_OPTIONS_INIT;
+    o.chunksize = (size_t)chunk;
+    fp_map_iter *m;
+    ck_assert_int_eq(fp_map(p, "echo", &in, &o, &m), 0);
+    fp_map_item it;
+    size_t n = 0;
+    int rc;
+    while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+      ck_assert_uint_eq(it.index, n);
+      if (n == 2000) {
+        ck_assert_int_eq(it.err, FP_EMSGSIZE);
+      } else {
+        ck_assert_msg(it.err == 0, "%zu: %s", n, it.error);
+        ck_assert_uint_eq(it.result->via.bin.size, sizeof blob);
+      }
+      n++;
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(n, 2001);
+    fp_map_destroy(m);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(destroy_midway)
 {
   fpt_snapshot s;
   fpt_begin(&s);
   fp_pool *p = fpt_pool(2, 0);
-  counter c = {0, 100000, 0, 0};
+  counter c = {0, 100000, 0, 0, 0};
   fp_map_input in = {.next = count_items, .arg = &c};
   fp_map_iter *m;
   ck_assert_int_eq(fp_map(p, "sq", &in, NULL, &m), 0);
@@ -399,6 +459,7 @@ int main(void)
   tcase_add_test(tc, progress_reaches_total);
   tcase_add_test(tc, bad_input);
   tcase_add_test(tc, destroy_midway);
+  tcase_add_test(tc, big_items_never_lost);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
