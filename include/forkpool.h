@@ -238,14 +238,16 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *pool, fp_pool_stats *st,
 
 /*
  * Runs the dispatcher for up to timeout_ms (0: no wait, -1: until something
- * happens).  Returns the number of futures that became done (>= 0), or a
- * negative code.
+ * happens; it does not wait if futures became done since the last call).
+ * Returns how many futures became done since the last call, in this call or
+ * in any other (>= 0), or a negative code.
  */
 FP_EXTERN int fp_pool_dispatch(fp_pool *pool, int timeout_ms);
 
 /*
- * A descriptor that polls readable when fp_pool_dispatch(pool, 0) has work.
- * Owned by the pool: do not read it or close it.  FP_ENOSYS without epoll.
+ * A descriptor that polls readable when fp_pool_dispatch(pool, 0) has work
+ * or futures became done since its last call.  Owned by the pool: do not
+ * read it or close it.  FP_ENOSYS without epoll.
  */
 FP_EXTERN int fp_pool_fd(fp_pool *pool);
 

@@ -252,7 +252,11 @@ START_TEST(lazy_million_in_bounded_memory)
   ck_assert_int_eq(rc, 0);
   ck_assert_uint_eq(n, N);
   long grew = peak_rss_kib() - before;
+#if defined(__SANITIZE_ADDRESS__)
+  (void)grew; /* AddressSanitizer's quarantine keeps freed memory resident */
+#else
   ck_assert_msg(grew < 64 * 1024, "peak RSS grew by %ld KiB", grew);
+#endif
   fp_map_destroy(m);
   fp_pool_destroy(p);
   fpt_end(&s);

@@ -155,7 +155,7 @@ static int t_forever(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   (void)c;
   (void)a;
   (void)o;
-  for (volatile int spin = 0;; spin++)
+  for (volatile unsigned spin = 0;; spin++)
     ;
   return 0;
 }
@@ -205,7 +205,7 @@ static int t_sq_or_segv(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   if (x == 5)
     raise(SIGSEGV);
   if (x == 6)
-    for (volatile int spin = 0;; spin++)
+    for (volatile unsigned spin = 0;; spin++)
       ;
   return msgpack_pack_int64(o, x * x);
 }
