@@ -199,6 +199,41 @@ START_TEST(fork_server_killed)
 }
 END_TEST
 
+/* Writing to a worker that died before the dispatcher noticed raises
+ * SIGPIPE; with the default disposition it would kill this process. */
+START_TEST(sigpipe_never_reaches_caller)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  signal(SIGPIPE, SIG_DFL);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 2);
+  fp_future *f, *g, *late;
+  ck_assert_int_eq(fp_submitf(p, "pid", &f, "[]"), 0);
+  pid_t worker = (pid_t)fpt_i64(f);
+  fp_future_release(f);
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  ck_assert_int_eq(fp_future_state(g), FP_RUNNING);
+  ck_assert_int_eq(kill(worker, SIGKILL), 0);
+  for (int waited = 0; !fpt_process_gone(worker); waited++)
+    ck_assert_int_lt(waited, 10000000); /* its pipes close as it exits */
+  /* No library call ran since: this submit writes into the dead pipe. */
+  ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)6), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), FP_EWORKER);
+  ck_assert_int_eq(fpt_i64(late), 36);
+  sigset_t pending;
+  sigpending(&pending);
+  ck_assert(!sigismember(&pending, SIGPIPE));
+  fp_future_release(g);
+  fp_future_release(late);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* A parent killed with SIGKILL leaves no fork server and no worker. */
 START_TEST(parent_sigkilled_leaves_nothing)
 {
@@ -255,6 +290,7 @@ int main(void)
   tcase_add_test(tc, garbage_from_a_worker);
   tcase_add_test(tc, fork_server_killed);
   tcase_add_test(tc, parent_sigkilled_leaves_nothing);
+  tcase_add_test(tc, sigpipe_never_reaches_caller);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
