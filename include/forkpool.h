@@ -151,8 +151,8 @@ typedef struct fp_pool_options {
   size_t size;                /* sizeof(fp_pool_options); set by _INIT */
   unsigned workers;           /* 0: one per online CPU */
   size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
-  unsigned restart_limit;     /* more restarts than this within the window */
-  unsigned restart_window_ms; /*   mark the pool broken; limit 0: never */
+  unsigned restart_limit;     /* more worker deaths than this within the */
+  unsigned restart_window_ms; /*   window break the pool; limit 0: never */
   unsigned max_inflight;      /* tasks handed to one worker ahead; 0: 2 */
   const fp_task *tasks;       /* borrowed during create; NULL-name ended */
   fp_log_fn log;              /* NULL: no diagnostics; called with the */
@@ -194,8 +194,8 @@ FP_EXTERN void fp_pool_destroy(fp_pool *pool);
 
 /*
  * Stops every worker now, with SIGTERM (terminate) or SIGKILL (kill), and
- * shuts the pool down: tasks not started are cancelled, running ones fail
- * with FP_ECANCELLED.  No worker is restarted.  fp_pool_destroy still frees.
+ * shuts the pool down: every task not done ends FP_CANCELLED (its result
+ * is FP_ECANCELLED).  No worker is restarted.  fp_pool_destroy still frees.
  */
 FP_EXTERN int fp_pool_terminate(fp_pool *pool);
 FP_EXTERN int fp_pool_kill(fp_pool *pool);

@@ -154,6 +154,8 @@ static int send_chunk(fp_map_iter *m)
     m->input_err = rc; /* returned once by fp_map_next, after this chunk */
     m->input_done = 1;
   }
+  if (m->input_done && m->in.next != NULL)
+    m->total = m->taken + n;
   if (n == 0)
     return rc < 0 ? rc : 0;
   chunk *c = calloc(1, sizeof *c);
@@ -164,8 +166,6 @@ static int send_chunk(fp_map_iter *m)
   c->args_len = m->sb.size;
   c->args = msgpack_sbuffer_release(&m->sb);
   m->taken += n;
-  if (m->input_done && m->in.next != NULL)
-    m->total = m->taken;
   rc = fp__submit(m->pool, m->name, c->args, c->args_len, n, m->o.deadline_ms,
                   0, &c->f);
   if (rc != 0 && rc != FP_ENOMEM && n == 1)

@@ -45,12 +45,20 @@ expect() {
 run "$ex/squares" </dev/null &&
   expect squares "square(10) = 100" "TypeError: square takes one integer"
 
-# Crashes of every kind; the pool finishes all the rest.
+# Crashes of every kind and an endless loop stopped by its deadline; the
+# pool finishes all the rest.
 run "$ex/crashy" </dev/null &&
-  expect crashy "13 finished, 7 failed" \
+  expect crashy "12 finished, 8 failed" \
     "not done after 100 ms: timed out (FP_ETIMEDOUT)" \
     "killed by signal 11" "killed by signal 6" "exited with status 3" \
-    "task failed (ValueError: I refuse, politely)"
+    "task failed (ValueError: I refuse, politely)" \
+    "hang   failed: task ran past its deadline (task ran past its deadline of 500 ms)" \
+    "worker deaths 6, deadline kills 1"
+
+# fp_map over a lazy input: the count is right, the progress bar (stderr, not
+# a terminal here: a line per quarter) reaches every item.
+run "$ex/primes" 100000 </dev/null &&
+  expect primes "primes below 100000: 9592" "100% 100/100 ranges"
 
 # Input from a file, not a pipe: a function at the end of a pipeline may run
 # in a subshell, which would lose what fail() sets.

@@ -531,9 +531,15 @@ START_TEST(caller_reaps_with_waitpid_minus_one)
   for (int i = 0; i < 100; i++)
     ck_assert_int_eq(fp_submitf(p, i == 50 ? "segv" : "square", &f[i], "[I]",
                                 (int64_t)i), 0);
+  /* Blocked until own_child is set, or the handler could reap it first. */
+  sigset_t chld, old;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, &old);
   own_child = fork();
   if (own_child == 0)
     _exit(0);
+  sigprocmask(SIG_SETMASK, &old, NULL);
   for (int i = 0; i < 100; i++) {
     if (i == 50) {
       const msgpack_object *r;

@@ -1,0 +1,433 @@
+/*
+ * forkpool-bench: measures forkpool against hand-written fork-and-pipe
+ * baselines on the machine it runs on (issue 6).  Every workload runs its
+ * physical baseline in the same run, interleaved repetition by repetition,
+ * so that a busy neighbour slows both alike; each figure is the median of
+ * its repetitions.
+ *
+ *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,mem]
+ *                  [--markdown FILE]
+ *
+ * One line per figure goes to stdout:
+ *   NAME: median UNIT (min–max, n) ratio X.XX vs baseline
+ * and, with --markdown, the table of figures and targets to FILE.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FIGURES 96
+
+static figure figures[MAX_FIGURES];
+static int nfigures;
+
+/* --- Samples and figures ----------------------------------------------------- */
+
+void series_add(series *s, double x)
+{
+  if (s->n < BENCH_MAX_SAMPLES)
+    s->v[s->n++] = x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+double series_median(const series *s)
+{
+  if (s->n == 0)
+    return NAN;
+  double v[BENCH_MAX_SAMPLES];
+  memcpy(v, s->v, sizeof(double) * (size_t)s->n);
+  qsort(v, (size_t)s->n, sizeof v[0], cmp_double);
+  return s->n % 2 ? v[s->n / 2] : (v[s->n / 2 - 1] + v[s->n / 2]) / 2;
+}
+
+/* A number with 3 or 4 significant digits, without exponent when sane. */
+static void fmt_num(char *buf, size_t len, double x)
+{
+  double a = fabs(x);
+  if (isnan(x))
+    snprintf(buf, len, "n/a");
+  else if (a >= 1e9)
+    snprintf(buf, len, "%.3g", x);
+  else if (a >= 1000)
+    snprintf(buf, len, "%.0f", x);
+  else if (a >= 100)
+    snprintf(buf, len, "%.1f", x);
+  else if (a >= 10)
+    snprintf(buf, len, "%.2f", x);
+  else
+    snprintf(buf, len, "%.3f", x);
+}
+
+figure *figure_add(const char *name, const char *unit, const series *s,
+                   const figure *base, const char *note)
+{
+  if (nfigures == MAX_FIGURES)
+    die("too many figures", 0);
+  figure *f = &figures[nfigures++];
+  memset(f, 0, sizeof *f);
+  snprintf(f->name, sizeof f->name, "%s", name);
+  snprintf(f->unit, sizeof f->unit, "%s", unit);
+  snprintf(f->note, sizeof f->note, "%s", note ? note : "");
+  f->n = s->n;
+  f->med = series_median(s);
+  f->min = f->max = s->n ? s->v[0] : NAN;
+  for (int i = 1; i < s->n; i++) {
+    f->min = s->v[i] < f->min ? s->v[i] : f->min;
+    f->max = s->v[i] > f->max ? s->v[i] : f->max;
+  }
+  f->base = base;
+  f->ratio = base && base->med != 0 ? f->med / base->med : NAN;
+  f->met = -1;
+
+  char med[32], lo[32], hi[32];
+  fmt_num(med, sizeof med, f->med);
+  fmt_num(lo, sizeof lo, f->min);
+  fmt_num(hi, sizeof hi, f->max);
+  printf("%s: %s %s (%s\xe2\x80\x93%s, %d)", f->name, med, f->unit, lo, hi,
+         f->n);
+  if (base != NULL)
+    printf(" ratio %.2f vs baseline (%s)", f->ratio, base->name);
+  printf("\n");
+  fflush(stdout);
+  return f;
+}
+
+void figure_target(figure *f, int met, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(f->target, sizeof f->target, fmt, ap);
+  va_end(ap);
+  f->met = met;
+}
+
+void bench_log(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  printf("# ");
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  fflush(stdout);
+}
+
+void die(const char *what, int err)
+{
+  fprintf(stderr, "forkpool-bench: %s%s%s\n", what, err ? ": " : "",
+          err ? fp_strerror(err) : "");
+  exit(1);
+}
+
+/* --- Clocks, /proc and pipes --------------------------------------------------- */
+
+double now_s(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+long proc_kb(pid_t pid, const char *file, const char *field)
+{
+  char path[64], line[256];
+  if (pid > 0)
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+  else
+    snprintf(path, sizeof path, "/proc/self/%s", file);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return -1;
+  size_t flen = strlen(field);
+  long kb = -1;
+  while (fgets(line, sizeof line, fp) != NULL)
+    if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
+      kb = strtol(line + flen + 1, NULL, 10);
+      break;
+    }
+  fclose(fp);
+  return kb;
+}
+
+long private_kb(pid_t pid)
+{
+  long c = proc_kb(pid, "smaps_rollup", "Private_Clean");
+  long d = proc_kb(pid, "smaps_rollup", "Private_Dirty");
+  return c < 0 || d < 0 ? -1 : c + d;
+}
+
+int reset_peak_rss(void)
+{
+  int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  int rc = write(fd, "5", 1) == 1 ? 0 : -1;
+  close(fd);
+  return rc;
+}
+
+int write_all_fd(int fd, const void *buf, size_t len)
+{
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int read_all_fd(int fd, void *buf, size_t len)
+{
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* --- The Markdown table ----------------------------------------------------------- */
+
+static void cpu_model(char *buf, size_t len)
+{
+  char line[256];
+  snprintf(buf, len, "unknown CPU");
+  FILE *fp = fopen("/proc/cpuinfo", "r");
+  if (fp == NULL)
+    return;
+  while (fgets(line, sizeof line, fp) != NULL) {
+    char *colon = strchr(line, ':');
+    if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+      colon += 1 + (colon[1] == ' ');
+      colon[strcspn(colon, "\n")] = '\0';
+      snprintf(buf, len, "%s", colon);
+      break;
+    }
+  }
+  fclose(fp);
+}
+
+static void machine(char *buf, size_t len)
+{
+  struct utsname u;
+  char cpu[128];
+  double load[3] = {0, 0, 0};
+  cpu_model(cpu, sizeof cpu);
+  if (uname(&u) != 0)
+    memset(&u, 0, sizeof u);
+  if (getloadavg(load, 3) < 0)
+    load[0] = NAN;
+  snprintf(buf, len, "%s %s %s, %s, %ld online CPUs, load %.2f at start",
+           u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN),
+           load[0]);
+}
+
+static void md_cell(FILE *fp, double x, const char *unit)
+{
+  char b[32];
+  fmt_num(b, sizeof b, x);
+  fprintf(fp, " %s %s |", b, unit);
+}
+
+static int write_markdown(const char *path, const bench_cfg *c,
+                          const char *mach, double secs)
+{
+  FILE *fp = fopen(path, "w");
+  if (fp == NULL)
+    return -1;
+  time_t t = time(NULL);
+  char date[64];
+  strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
+  fprintf(fp, "# forkpool benchmark\n\n");
+  fprintf(fp, "forkpool %s, `forkpool-bench%s`, %s, %.0f s.  \n",
+          fp_version(), c->quick ? " --quick" : "", date, secs);
+  fprintf(fp, "Machine: %s.  \n", mach);
+  fprintf(fp, "Medians of n repetitions (%d for most workloads, %d for the "
+          "slow ones); each baseline is measured in the same run, "
+          "interleaved with its workload.  Ratio = median / baseline's "
+          "median.\n\n", c->reps, c->reps_slow);
+  fprintf(fp, "| Figure | Median | Min–max (n) | Baseline | Baseline median "
+          "| Ratio | Target | Met |\n");
+  fprintf(fp, "|---|---:|---:|---|---:|---:|---|:-:|\n");
+  for (int i = 0; i < nfigures; i++) {
+    const figure *f = &figures[i];
+    char lo[32], hi[32];
+    fmt_num(lo, sizeof lo, f->min);
+    fmt_num(hi, sizeof hi, f->max);
+    fprintf(fp, "| %s |", f->name);
+    md_cell(fp, f->med, f->unit);
+    fprintf(fp, " %s–%s (%d) |", lo, hi, f->n);
+    if (f->base != NULL) {
+      fprintf(fp, " %s |", f->base->name);
+      md_cell(fp, f->base->med, f->base->unit);
+      fprintf(fp, " %.2f |", f->ratio);
+    } else {
+      fprintf(fp, " – | – | – |");
+    }
+    fprintf(fp, " %s | %s |\n", f->target[0] ? f->target : "–",
+            f->met < 0 ? "–" : f->met ? "yes" : "**no**");
+  }
+  int notes = 0;
+  for (int i = 0; i < nfigures; i++)
+    notes += figures[i].note[0] != '\0';
+  if (notes > 0) {
+    fprintf(fp, "\nHow each figure is measured:\n\n");
+    for (int i = 0; i < nfigures; i++)
+      if (figures[i].note[0] != '\0')
+        fprintf(fp, "- %s: %s\n", figures[i].name, figures[i].note);
+  }
+  return fclose(fp) == 0 ? 0 : -1;
+}
+
+/* --- Options and main ------------------------------------------------------------------ */
+
+static void cfg_full(bench_cfg *c)
+{
+  *c = (bench_cfg){
+      .reps = 5, .reps_slow = 3,
+      .w1_tasks = 100000, .w2_items = 1000000, .w3_trips = 10000,
+      .w4_limit = 3000000, .w4_ranges = 64,
+      .w5_bytes = 1 << 20, .w5_trips = 200,
+      .w6_reps = 20, .w7_reps = 20,
+      .mem_pending = 1000000,
+      .mem_lazy_small = 1000000, .mem_lazy_large = 10000000,
+  };
+}
+
+static void cfg_quick(bench_cfg *c)
+{
+  *c = (bench_cfg){
+      .quick = 1, .reps = 2, .reps_slow = 1,
+      .w1_tasks = 2000, .w2_items = 20000, .w3_trips = 500,
+      .w4_limit = 200000, .w4_ranges = 64,
+      .w5_bytes = 1 << 20, .w5_trips = 10,
+      .w6_reps = 3, .w7_reps = 3,
+      .mem_pending = 20000,
+      .mem_lazy_small = 20000, .mem_lazy_large = 200000,
+  };
+}
+
+static void usage(FILE *fp)
+{
+  fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
+              "[--only w1,w2,w3,w4,w5,w6,w7,mem] [--markdown FILE]\n"
+              "       [--max-inflight N]  (experiments: the default is the "
+              "library's)\n");
+}
+
+static int wanted(const char *only, const char *name)
+{
+  if (only == NULL)
+    return 1;
+  size_t n = strlen(name);
+  for (const char *p = only; *p; p += strcspn(p, ","), p += *p == ',')
+    if (strncmp(p, name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+      return 1;
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  bench_cfg c;
+  const char *only = NULL, *markdown = NULL;
+  int reps = 0, inflight = 0;
+  cfg_full(&c);
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--quick") == 0) {
+      cfg_quick(&c);
+    } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+      reps = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--max-inflight") == 0 && i + 1 < argc) {
+      inflight = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
+    } else if (strcmp(argv[i], "--markdown") == 0 && i + 1 < argc) {
+      markdown = argv[++i];
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  c.max_inflight = inflight > 0 ? (unsigned)inflight : 0;
+  pool_tuning(c.max_inflight);
+  if (reps > 0)
+    c.reps = c.reps_slow = reps > BENCH_MAX_SAMPLES ? BENCH_MAX_SAMPLES : reps;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+
+  char mach[400];
+  machine(mach, sizeof mach);
+  bench_log("forkpool %s on %s", fp_version(), mach);
+  bench_log("%s: %d repetitions (%d for W2 chunksize 1 and W4)%s",
+            c.quick ? "quick smoke run, tiny counts" : "full run", c.reps,
+            c.reps_slow,
+            c.quick ? "; figures are not meaningful" : "");
+  double t0 = now_s();
+#define RUN(tag, fn)                                                          \
+  do {                                                                        \
+    if (wanted(only, tag)) {                                                  \
+      malloc_trim(0); /* each workload starts from a small heap */           \
+      bench_log("%s: parent VmRSS %ld KiB, VmHWM %ld KiB", tag,              \
+                proc_kb(0, "status", "VmRSS"), proc_kb(0, "status", "VmHWM")); \
+      fn(&c);                                                                 \
+    }                                                                         \
+  } while (0)
+  /* Memory last: it leaves the heap larger, which slows fork() a little. */
+  RUN("w7", run_w7);
+  RUN("w3", run_w3);
+  RUN("w1", run_w1);
+  RUN("w2", run_w2);
+  RUN("w4", run_w4);
+  RUN("w5", run_w5);
+  RUN("w6", run_w6);
+  RUN("mem", run_memory);
+  double secs = now_s() - t0;
+
+  int missed = 0, met = 0;
+  printf("\nTargets:\n");
+  for (int i = 0; i < nfigures; i++) {
+    const figure *f = &figures[i];
+    if (f->met < 0)
+      continue;
+    printf("  %-4s %s: %s\n", f->met ? "met" : "MISS", f->name, f->target);
+    missed += !f->met;
+    met += f->met;
+  }
+  printf("%d met, %d missed; %.0f s\n", met, missed, secs);
+  if (markdown != NULL) {
+    if (write_markdown(markdown, &c, mach, secs) != 0) {
+      fprintf(stderr, "forkpool-bench: cannot write %s: %s\n", markdown,
+              strerror(errno));
+      return 1;
+    }
+    printf("wrote %s\n", markdown);
+  }
+  return 0; /* a missed target is a finding, not a failure */
+}

@@ -1,0 +1,137 @@
+/*
+ * forkpool-bench: shared declarations.  bench.c runs the workloads and
+ * reports; workloads.c measures forkpool; baseline.c measures the same work
+ * done by hand with fork() and pipes; primes.c is the CPU-bound kernel of W4
+ * (serial and OpenMP).
+ */
+#ifndef FORKPOOL_BENCH_H
+#define FORKPOOL_BENCH_H
+
+/* First: config.h turns on _GNU_SOURCE (F_SETPIPE_SZ, close_range). */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <forkpool.h>
+
+#define BENCH_MAX_SAMPLES 64
+
+/* What one run measures; --quick shrinks every count. */
+typedef struct bench_cfg {
+  int quick;
+  int reps;                /* repetitions of the fast workloads */
+  int reps_slow;           /* repetitions of the slow ones (W2 chunk 1, W4) */
+  size_t w1_tasks;         /* W1: individual submits */
+  size_t w2_items;         /* W2: items mapped */
+  size_t w3_trips;         /* W3: sequential round trips */
+  uint32_t w4_limit;       /* W4: count primes below this */
+  unsigned w4_ranges;      /* W4: ranges (tasks) */
+  size_t w5_bytes;         /* W5: payload size */
+  size_t w5_trips;         /* W5: round trips */
+  int w6_reps;             /* W6: crashes per pool */
+  int w7_reps;             /* W7: pools created and destroyed */
+  size_t mem_pending;      /* Memory: pending futures */
+  size_t mem_lazy_small;   /* Memory: lazy map, short */
+  size_t mem_lazy_large;   /* Memory: lazy map, long */
+  unsigned max_inflight;   /* fp_pool_options.max_inflight; 0: default */
+} bench_cfg;
+
+/* Samples of one figure. */
+typedef struct series {
+  double v[BENCH_MAX_SAMPLES];
+  int n;
+} series;
+
+void series_add(series *s, double x);
+double series_median(const series *s);
+
+/*
+ * One reported figure.  ratio is median / the baseline's median (NAN
+ * without a baseline); a target, when set, says whether it was met.
+ */
+typedef struct figure {
+  char name[80];
+  char unit[16];
+  double med, min, max;
+  int n;
+  const struct figure *base; /* borrowed; NULL for a baseline */
+  double ratio;
+  char target[120];          /* "" when this figure has no target */
+  int met;                   /* 1 met, 0 missed, -1 no target */
+  char note[160];            /* how it was measured, for the table */
+} figure;
+
+/* Records and prints "NAME: median UNIT (min–max, n) ratio X.XX vs ...". */
+figure *figure_add(const char *name, const char *unit, const series *s,
+                   const figure *base, const char *note);
+/* Records the verdict of a target for f. */
+void figure_target(figure *f, int met, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prints a line that is not a figure (progress, setup). */
+void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --- Clocks and /proc ------------------------------------------------------ */
+
+double now_s(void);                      /* CLOCK_MONOTONIC, seconds */
+/* A field of /proc/<pid>/status or smaps_rollup in kB; -1 if absent. */
+long proc_kb(pid_t pid, const char *file, const char *field);
+/* Private_Clean + Private_Dirty of pid in kB; -1 if unreadable. */
+long private_kb(pid_t pid);
+/* Resets this process's VmHWM to its VmRSS (clear_refs 5); 0 or -1. */
+int reset_peak_rss(void);
+
+/* --- Pipes ------------------------------------------------------------------ */
+
+int write_all_fd(int fd, const void *buf, size_t len);
+int read_all_fd(int fd, void *buf, size_t len);
+
+/* --- Tasks (workloads.c), run in forkpool's workers -------------------------- */
+
+extern const fp_task bench_tasks[];
+
+/* --- W4 kernel (primes.c) ---------------------------------------------------- */
+
+uint64_t primes_in(uint32_t lo, uint32_t hi); /* trial division, [lo, hi) */
+int have_openmp(void);
+/* Seconds for the 2-thread OpenMP count over ranges; *count gets the count.
+ * Runs in a forked child so this process never becomes multi-threaded. */
+double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count);
+
+/* --- Baselines (baseline.c): each returns its figure's sample ---------------- */
+
+/* Per-item (batch 1) or batched messages through 2 pre-forked workers that
+ * square 64-bit integers; items per second. */
+double base_stream(size_t items, size_t batch, uint64_t *sum);
+/* Mean round trip of a 16-byte ping-pong with poll() before each read, µs. */
+double base_pingpong(size_t trips);
+/* MiB/s of payload bytes (both ways) echoed through a child. */
+double base_echo(size_t bytes, size_t trips);
+/* Fork n children, read a ready byte from each, one 16-byte round trip:
+ * *start and *stop (close and reap) in seconds; *priv_kb, if not NULL, the
+ * private memory of the first child after its round trip. */
+void base_startup(unsigned n, double *start, double *stop, long *priv_kb);
+/* A child crashes (SIGSEGV): *detect is until EOF and reap, *next until a
+ * round trip with a freshly forked child (respawn) or the surviving one. */
+void base_crash(int respawn, double *detect, double *next);
+
+/* --- Workloads (workloads.c) --------------------------------------------------- */
+
+/* Pools the workloads create use this max_inflight (0: the default). */
+void pool_tuning(unsigned max_inflight);
+void run_w1(const bench_cfg *c);
+void run_w2(const bench_cfg *c);
+void run_w3(const bench_cfg *c);
+void run_w4(const bench_cfg *c);
+void run_w5(const bench_cfg *c);
+void run_w6(const bench_cfg *c);
+void run_w7(const bench_cfg *c);
+void run_memory(const bench_cfg *c);
+
+/* Dies with a message: a benchmark that failed has nothing to report. */
+void die(const char *what, int err) __attribute__((noreturn));
+
+#endif

@@ -1,0 +1,726 @@
+/*
+ * The workloads of issue 6, measured through forkpool's public API, each
+ * next to its baseline (baseline.c) in the same run: the two alternate
+ * repetition by repetition.
+ */
+#include "bench.h"
+
+#include <malloc.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define WAIT_MS 120000 /* a result that takes longer is a hang: give up */
+
+/* --- Tasks ------------------------------------------------------------------ */
+
+/* x*x, read straight from the object: the pool's cost is what we measure. */
+static int t_square(fp_call *call, const msgpack_object *args,
+                    msgpack_packer *out)
+{
+  (void)call;
+  uint64_t x = args->via.u64; /* i64 shares the bits for negative ints */
+  return msgpack_pack_uint64(out, x * x);
+}
+
+/* [lo, hi]: the primes in [lo, hi). */
+static int t_primes(fp_call *call, const msgpack_object *args,
+                    msgpack_packer *out)
+{
+  uint64_t lo, hi;
+  if (fp_unpack(args, "[UU]", &lo, &hi) != 0 || hi > UINT32_MAX)
+    return fp_call_fail(call, "TypeError", "primes takes [lo, hi]");
+  return msgpack_pack_uint64(out, primes_in((uint32_t)lo, (uint32_t)hi));
+}
+
+/* Echoes a bin argument back. */
+static int t_echo(fp_call *call, const msgpack_object *args,
+                  msgpack_packer *out)
+{
+  if (args->type != MSGPACK_OBJECT_BIN)
+    return fp_call_fail(call, "TypeError", "echo takes bytes");
+  return msgpack_pack_bin(out, args->via.bin.size) ||
+         msgpack_pack_bin_body(out, args->via.bin.ptr, args->via.bin.size);
+}
+
+static int t_crash(fp_call *call, const msgpack_object *args,
+                   msgpack_packer *out)
+{
+  (void)call;
+  (void)args;
+  (void)out;
+  struct rlimit no_core = {0, 0}; /* a core dump would be timed too */
+  setrlimit(RLIMIT_CORE, &no_core);
+  raise(SIGSEGV);
+  return 1;
+}
+
+/* Holds its worker (the Memory workload's pending futures stay pending). */
+static int t_sleep(fp_call *call, const msgpack_object *args,
+                   msgpack_packer *out)
+{
+  (void)call;
+  sleep((unsigned)args->via.u64);
+  return msgpack_pack_nil(out);
+}
+
+const fp_task bench_tasks[] = {
+    {"square", t_square}, {"primes", t_primes}, {"echo", t_echo},
+    {"crash", t_crash},   {"sleep", t_sleep},   {NULL, NULL},
+};
+
+/* --- Helpers ---------------------------------------------------------------- */
+
+/* A msgpack buffer of one small object, packed without allocating. */
+typedef struct small_buf {
+  char data[64];
+  size_t len;
+} small_buf;
+
+static int small_write(void *data, const char *buf, size_t len)
+{
+  small_buf *b = data;
+  if (len > sizeof b->data - b->len)
+    return -1;
+  memcpy(b->data + b->len, buf, len);
+  b->len += len;
+  return 0;
+}
+
+static void pack_uint(small_buf *b, uint64_t x)
+{
+  msgpack_packer pk;
+  b->len = 0;
+  msgpack_packer_init(&pk, b, small_write);
+  msgpack_pack_uint64(&pk, x);
+}
+
+static unsigned tuned_inflight;
+
+void pool_tuning(unsigned max_inflight)
+{
+  tuned_inflight = max_inflight;
+}
+
+static fp_pool *pool_new(unsigned workers, unsigned restart_limit)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = workers;
+  o.max_inflight = tuned_inflight;
+  o.tasks = bench_tasks;
+  o.restart_limit = restart_limit;
+  fp_pool *p;
+  int rc = fp_pool_create(&p, &o);
+  if (rc != 0)
+    die("fp_pool_create", rc);
+  return p;
+}
+
+static fp_future *submit_uint(fp_pool *p, const char *task, uint64_t x)
+{
+  small_buf b;
+  fp_future *f;
+  pack_uint(&b, x);
+  int rc = fp_submit(p, task, b.data, b.len, &f);
+  if (rc != 0)
+    die("fp_submit", rc);
+  return f;
+}
+
+/* The result of f as an unsigned integer; releases f. */
+static uint64_t take_uint(fp_future *f)
+{
+  const msgpack_object *r;
+  int rc = fp_future_result(f, WAIT_MS, &r);
+  if (rc != 0)
+    die(fp_future_error(f) ? fp_future_error(f) : "fp_future_result", rc);
+  uint64_t v = r->via.u64;
+  fp_future_release(f);
+  return v;
+}
+
+static void warm(fp_pool *p, unsigned n)
+{
+  for (unsigned i = 0; i < n; i++)
+    (void)take_uint(submit_uint(p, "square", i));
+}
+
+static uint64_t sum_squares(size_t n)
+{
+  uint64_t s = 0;
+  for (uint64_t i = 0; i < n; i++)
+    s += i * i;
+  return s;
+}
+
+static void check_sum(const char *what, uint64_t got, uint64_t want)
+{
+  if (got != want) {
+    fprintf(stderr, "forkpool-bench: %s: wrong sum %llu, want %llu\n", what,
+            (unsigned long long)got, (unsigned long long)want);
+    exit(1);
+  }
+}
+
+/* --- W1: submit throughput ------------------------------------------------------- */
+
+void run_w1(const bench_cfg *c)
+{
+  size_t n = c->w1_tasks;
+  fp_pool *p = pool_new(2, 10);
+  fp_future **fs = malloc(n * sizeof *fs);
+  if (fs == NULL)
+    die("malloc", FP_ENOMEM);
+  warm(p, 1000);
+  uint64_t want = sum_squares(n);
+  series base = {0}, fp = {0}, sub = {0};
+  for (int r = 0; r < c->reps; r++) {
+    uint64_t bsum;
+    series_add(&base, base_stream(n, 1, &bsum));
+    check_sum("W1 baseline", bsum, want);
+
+    uint64_t sum = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++)
+      fs[i] = submit_uint(p, "square", i);
+    double t1 = now_s();
+    for (size_t i = 0; i < n; i++)
+      sum += take_uint(fs[i]);
+    double t = now_s() - t0;
+    check_sum("W1", sum, want);
+    series_add(&fp, (double)n / t);
+    series_add(&sub, (t1 - t0) / (double)n * 1e6);
+  }
+  fp_pool_destroy(p);
+  free(fs);
+  char note[160];
+  snprintf(note, sizeof note, "%zu x*x tasks, 2 workers, one write per item "
+           "each way, reads buffered", n);
+  figure *b = figure_add("W1 baseline: pipes, per-item writes", "tasks/s",
+                         &base, NULL, note);
+  snprintf(note, sizeof note, "%zu fp_submit of x*x, then fp_future_result "
+           "of each in order; 2 workers, max_inflight 2", n);
+  figure *f = figure_add("W1 submit throughput", "tasks/s", &fp, b, note);
+  figure_target(f, f->med >= 1e6 && f->ratio >= 0.5,
+                ">= 1,000,000 tasks/s and >= 0.50 of baseline");
+  figure_add("W1 time inside fp_submit", "us/task", &sub, NULL,
+             "the submit loop's time per task (dispatching included)");
+}
+
+/* --- W2: map throughput ------------------------------------------------------------ */
+
+static double map_once(fp_pool *p, const fp_map_input *in, size_t chunksize,
+                       size_t n, uint64_t want)
+{
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = chunksize;
+  fp_map_iter *m;
+  fp_map_item it;
+  uint64_t sum = 0;
+  size_t got = 0;
+  int rc;
+  double t0 = now_s();
+  if ((rc = fp_map(p, "square", in, &o, &m)) != 0)
+    die("fp_map", rc);
+  while ((rc = fp_map_next(m, WAIT_MS, &it)) == 1) {
+    if (it.err != 0)
+      die(it.error, it.err);
+    sum += it.result->via.u64;
+    got++;
+  }
+  if (rc != 0)
+    die("fp_map_next", rc);
+  fp_map_destroy(m);
+  double t = now_s() - t0;
+  if (got != n)
+    die("fp_map: items missing", 0);
+  if (want != 0)
+    check_sum("W2", sum, want);
+  return (double)n / t;
+}
+
+void run_w2(const bench_cfg *c)
+{
+  static const size_t sizes[] = {1, 100, 1000, 10000, 0};
+  enum { NS = sizeof sizes / sizeof sizes[0] };
+  size_t n = c->w2_items;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, (uint32_t)n);
+  for (size_t i = 0; i < n; i++)
+    msgpack_pack_uint64(&pk, i);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  uint64_t want = sum_squares(n);
+
+  fp_pool *p = pool_new(2, 10);
+  warm(p, 1000);
+  series base = {0}, fp[NS];
+  memset(fp, 0, sizeof fp);
+  for (int r = 0; r < c->reps; r++) {
+    uint64_t bsum;
+    series_add(&base, base_stream(n, 8192, &bsum));
+    check_sum("W2 baseline", bsum, want);
+    for (int k = 0; k < NS; k++)
+      if (sizes[k] != 1 || r < c->reps_slow)
+        series_add(&fp[k], map_once(p, &in, sizes[k], n, want));
+  }
+  fp_pool_destroy(p);
+  msgpack_sbuffer_destroy(&sb);
+
+  char note[160], name[80];
+  snprintf(note, sizeof note, "%zu items, 2 workers, 64 KiB writes each way",
+           n);
+  figure *b = figure_add("W2 baseline: pipes, batched", "items/s", &base,
+                         NULL, note);
+  figure *best = NULL, *fig[NS];
+  for (int k = 0; k < NS; k++) {
+    if (sizes[k])
+      snprintf(name, sizeof name, "W2 map chunksize %zu", sizes[k]);
+    else
+      snprintf(name, sizeof name, "W2 map chunksize automatic");
+    snprintf(note, sizeof note, "fp_map of x*x over a msgpack array of %zu "
+             "integers, ordered, buffersize automatic", n);
+    fig[k] = figure_add(name, "items/s", &fp[k], b, note);
+    if (sizes[k] && (best == NULL || fig[k]->med > best->med))
+      best = fig[k];
+  }
+  figure *a = fig[NS - 1];
+  double of_best = a->med / best->med;
+  figure_target(a, of_best >= 0.9 && a->med >= 1e7,
+                ">= 0.90 of best fixed (%s: %.2f) and >= 10,000,000 items/s",
+                best->name + strlen("W2 map "), of_best);
+}
+
+/* --- W3: round-trip latency ------------------------------------------------------- */
+
+void run_w3(const bench_cfg *c)
+{
+  size_t n = c->w3_trips;
+  fp_pool *p = pool_new(1, 10);
+  warm(p, 200);
+  series base = {0}, fp = {0};
+  for (int r = 0; r < c->reps; r++) {
+    series_add(&base, base_pingpong(n));
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++)
+      if (take_uint(submit_uint(p, "square", i)) != i * i)
+        die("W3: wrong result", 0);
+    series_add(&fp, (now_s() - t0) / (double)n * 1e6);
+  }
+  fp_pool_destroy(p);
+  char note[160];
+  snprintf(note, sizeof note, "mean of %zu 16-byte round trips, poll() "
+           "before each read", n);
+  figure *b = figure_add("W3 baseline: pipe ping-pong", "us", &base, NULL,
+                         note);
+  snprintf(note, sizeof note, "mean of %zu sequential fp_submit + "
+           "fp_future_result + release, 1 worker", n);
+  figure *f = figure_add("W3 round trip", "us", &fp, b, note);
+  figure_target(f, f->ratio <= 1.5, "<= 1.50x baseline");
+}
+
+/* --- W4: CPU-bound scaling ---------------------------------------------------------- */
+
+static double primes_forkpool(fp_pool *p, uint32_t limit, unsigned ranges,
+                              uint64_t *count)
+{
+  fp_future *fs[1024];
+  uint64_t total = 0;
+  double t0 = now_s();
+  for (unsigned r = 0; r < ranges && r < 1024; r++) {
+    uint64_t lo = (uint64_t)limit * r / ranges;
+    uint64_t hi = (uint64_t)limit * (r + 1) / ranges;
+    int rc = fp_submitf(p, "primes", &fs[r], "[UU]", lo, hi);
+    if (rc != 0)
+      die("fp_submitf", rc);
+  }
+  for (unsigned r = 0; r < ranges && r < 1024; r++)
+    total += take_uint(fs[r]);
+  *count = total;
+  return now_s() - t0;
+}
+
+void run_w4(const bench_cfg *c)
+{
+  uint32_t limit = c->w4_limit;
+  unsigned ranges = c->w4_ranges;
+  fp_pool *p = pool_new(2, 10);
+  warm(p, 100);
+  series serial = {0}, omp = {0}, fpsp = {0}, fpt = {0}, ompt = {0};
+  uint64_t want = 0;
+  for (int r = 0; r < c->reps_slow; r++) {
+    double t0 = now_s();
+    uint64_t n = 0;
+    for (unsigned k = 0; k < ranges; k++)
+      n += primes_in((uint32_t)((uint64_t)limit * k / ranges),
+                     (uint32_t)((uint64_t)limit * (k + 1) / ranges));
+    double ts = now_s() - t0;
+    want = n;
+    series_add(&serial, ts);
+    if (have_openmp()) {
+      double to = primes_openmp(limit, ranges, &n);
+      if (n != want)
+        die("W4: OpenMP counted differently", 0);
+      series_add(&omp, ts / to);
+      series_add(&ompt, to);
+    }
+    double tf = primes_forkpool(p, limit, ranges, &n);
+    if (n != want)
+      die("W4: forkpool counted differently", 0);
+    series_add(&fpsp, ts / tf);
+    series_add(&fpt, tf);
+  }
+  fp_pool_destroy(p);
+  char note[160];
+  snprintf(note, sizeof note, "%llu primes below %u by trial division, %u "
+           "ranges, one thread", (unsigned long long)want, limit, ranges);
+  figure_add("W4 serial", "s", &serial, NULL, note);
+  figure *o = NULL;
+  if (have_openmp()) {
+    figure_add("W4 OpenMP 2 threads", "s", &ompt, NULL,
+               "parallel for, schedule(dynamic, 1), in a forked child");
+    o = figure_add("W4 OpenMP speedup", "x", &omp, NULL,
+                   "serial time / OpenMP time, same repetition");
+  } else {
+    bench_log("W4: the compiler has no OpenMP: the OpenMP row is skipped");
+  }
+  figure_add("W4 forkpool 2 workers", "s", &fpt, NULL,
+             "64 fp_submitf of [lo, hi], then every result");
+  figure *f = figure_add("W4 forkpool speedup", "x", &fpsp, o,
+                         "serial time / forkpool time, same repetition");
+  if (o != NULL)
+    figure_target(f, f->ratio >= 0.98, ">= 0.98x OpenMP's speedup");
+}
+
+/* --- W5: payload bandwidth ------------------------------------------------------------ */
+
+void run_w5(const bench_cfg *c)
+{
+  size_t bytes = c->w5_bytes, n = c->w5_trips;
+  char *payload = malloc(bytes);
+  if (payload == NULL)
+    die("malloc", FP_ENOMEM);
+  memset(payload, 0x5a, bytes);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_bin(&pk, bytes);
+  msgpack_pack_bin_body(&pk, payload, bytes);
+
+  fp_pool *p = pool_new(1, 10);
+  series base = {0}, fp = {0};
+  for (int r = -1; r < c->reps; r++) { /* r == -1: warm-up */
+    if (r >= 0)
+      series_add(&base, base_echo(bytes, n));
+    double t0 = now_s();
+    for (size_t i = 0; i < (r < 0 ? 3 : n); i++) {
+      fp_future *f;
+      const msgpack_object *res;
+      int rc = fp_submit(p, "echo", sb.data, sb.size, &f);
+      if (rc != 0 || (rc = fp_future_result(f, WAIT_MS, &res)) != 0)
+        die("W5 echo", rc);
+      if (res->type != MSGPACK_OBJECT_BIN || res->via.bin.size != bytes)
+        die("W5: wrong echo", 0);
+      fp_future_release(f);
+    }
+    if (r >= 0)
+      series_add(&fp, 2.0 * (double)bytes * (double)n / (now_s() - t0) /
+                          (1 << 20));
+  }
+  fp_pool_destroy(p);
+  msgpack_sbuffer_destroy(&sb);
+  free(payload);
+  char note[160];
+  snprintf(note, sizeof note, "%zu round trips of %zu bytes each way, 1 MiB "
+           "pipes; MiB/s counts both directions", n, bytes);
+  figure *b = figure_add("W5 baseline: pipe echo", "MiB/s", &base, NULL,
+                         note);
+  snprintf(note, sizeof note, "%zu sequential fp_submit of a %zu-byte bin "
+           "echoed back, 1 worker", n, bytes);
+  figure *f = figure_add("W5 payload bandwidth", "MiB/s", &fp, b, note);
+  figure_target(f, f->ratio >= 0.9, ">= 0.90 of baseline");
+}
+
+/* --- W6: crash recovery ---------------------------------------------------------------- */
+
+static void wait_all_live(fp_pool *p)
+{
+  double t0 = now_s();
+  for (;;) {
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_pool_stats_get(p, &st, NULL, 0);
+    if (st.workers_live == st.workers)
+      return;
+    if (now_s() - t0 > 10)
+      die("W6: the pool did not replace its worker", 0);
+    (void)fp_pool_dispatch(p, 5);
+  }
+}
+
+static void crash_case(const bench_cfg *c, unsigned workers)
+{
+  fp_pool *p = pool_new(workers, 0); /* restart_limit 0: never broken */
+  warm(p, 100);
+  series bdet = {0}, bnext = {0}, det = {0}, next = {0};
+  for (int r = 0; r < c->w6_reps; r++) {
+    double d, nx;
+    base_crash(workers == 1, &d, &nx);
+    series_add(&bdet, d * 1e6);
+    series_add(&bnext, nx * 1e6);
+
+    wait_all_live(p);
+    fp_future *f;
+    const msgpack_object *res;
+    double t0 = now_s();
+    int rc = fp_submit(p, "crash", "\xc0", 1, &f);
+    if (rc != 0)
+      die("fp_submit crash", rc);
+    rc = fp_future_result(f, WAIT_MS, &res);
+    double t1 = now_s();
+    if (rc != FP_EWORKER)
+      die("W6: the crash was not reported as FP_EWORKER", rc);
+    fp_future_release(f);
+    if (take_uint(submit_uint(p, "square", 3)) != 9)
+      die("W6: wrong result", 0);
+    double t2 = now_s();
+    series_add(&det, (t1 - t0) * 1e6);
+    series_add(&next, (t2 - t1) * 1e6);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_pool_stats_get(p, &st, NULL, 0);
+  if (st.worker_deaths != (uint64_t)c->w6_reps)
+    die("W6: deaths were not counted", 0);
+  fp_pool_destroy(p);
+
+  char name[80], bname[80], note[200];
+  const char *w = workers == 1 ? "1 worker" : "2 workers";
+  snprintf(bname, sizeof bname, "W6 baseline: child crash seen (%s)", w);
+  figure *bd = figure_add(bname, "us", &bdet, NULL,
+                          "SIGSEGV in a child until EOF on its pipe and "
+                          "waitpid");
+  snprintf(name, sizeof name, "W6 crash reported (%s)", w);
+  figure_add(name, "us", &det, bd, "fp_submit of a SIGSEGV task until "
+             "fp_future_result returns FP_EWORKER");
+  snprintf(bname, sizeof bname, "W6 baseline: next round trip (%s)", w);
+  figure *bn = figure_add(bname, "us", &bnext, NULL, workers == 1
+                          ? "fork a new child, ready byte, one round trip"
+                          : "one round trip with the surviving child");
+  snprintf(name, sizeof name, "W6 next result after the crash (%s)", w);
+  snprintf(note, sizeof note, "from FP_EWORKER to a trivial task's result "
+           "on the same pool%s", workers == 1 ? " (a replacement worker "
+           "must start)" : " (the other worker is live)");
+  figure *f = figure_add(name, "us", &next, bn, note);
+  figure_target(f, f->med <= 1000, "<= 1 ms");
+}
+
+void run_w6(const bench_cfg *c)
+{
+  crash_case(c, 2);
+  crash_case(c, 1);
+}
+
+/* --- W7: start-up ------------------------------------------------------------------------ */
+
+void run_w7(const bench_cfg *c)
+{
+  series bstart = {0}, bstop = {0}, first = {0}, stop = {0};
+  for (int r = -1; r < c->w7_reps; r++) { /* r == -1: warm-up */
+    double s, st;
+    base_startup(2, &s, &st, NULL);
+    double t0 = now_s();
+    fp_pool *p = pool_new(2, 10);
+    uint64_t v = take_uint(submit_uint(p, "square", 7));
+    double t1 = now_s();
+    fp_pool_destroy(p);
+    double t2 = now_s();
+    if (v != 49)
+      die("W7: wrong result", 0);
+    if (r < 0)
+      continue;
+    series_add(&bstart, s * 1e3);
+    series_add(&bstop, st * 1e3);
+    series_add(&first, (t1 - t0) * 1e3);
+    series_add(&stop, (t2 - t1) * 1e3);
+  }
+  figure *b = figure_add("W7 baseline: fork 2 + round trip", "ms", &bstart,
+                         NULL, "fork 2 children with pipes, a ready byte "
+                         "from each, one 16-byte round trip");
+  figure *f = figure_add("W7 create to first result", "ms", &first, b,
+                         "fp_pool_create (2 workers) + fp_submit + "
+                         "fp_future_result");
+  figure_target(f, f->med <= 1.0, "<= 1 ms");
+  b = figure_add("W7 baseline: close + reap 2", "ms", &bstop, NULL,
+                 "close both children's pipes, waitpid both");
+  figure_add("W7 destroy", "ms", &stop, b, "fp_pool_destroy of the idle "
+             "pool: workers and fork server gone");
+}
+
+/* --- Memory ----------------------------------------------------------------------------------- */
+
+static long rss_kb(void)
+{
+  return proc_kb(0, "status", "VmRSS");
+}
+
+static long hwm_kb(void)
+{
+  return proc_kb(0, "status", "VmHWM");
+}
+
+/* n futures queued behind workers that sleep: bytes per pending task. */
+static double pending_futures(size_t n, double *base_bytes, double *args)
+{
+  fp_future **fs = malloc(n * sizeof *fs);
+  if (fs == NULL)
+    die("malloc", FP_ENOMEM);
+  memset(fs, 0, n * sizeof *fs); /* the caller's array is not the pool's */
+
+  /* Baseline: each task's argument bytes in an allocation of its own. */
+  double asum = 0;
+  malloc_trim(0);
+  long r0 = rss_kb();
+  for (size_t i = 0; i < n; i++) {
+    small_buf b;
+    pack_uint(&b, i);
+    asum += (double)b.len;
+    char *a = malloc(b.len);
+    if (a == NULL)
+      die("malloc", FP_ENOMEM);
+    memcpy(a, b.data, b.len);
+    fs[i] = (fp_future *)a;
+  }
+  *base_bytes = (double)(rss_kb() - r0) * 1024 / (double)n;
+  *args = asum / (double)n;
+  for (size_t i = 0; i < n; i++)
+    free(fs[i]);
+  malloc_trim(0);
+
+  fp_pool *p = pool_new(2, 10);
+  fp_future *sleepers[4];
+  for (int k = 0; k < 4; k++) /* 2 workers x max_inflight 2 */
+    sleepers[k] = submit_uint(p, "sleep", 600);
+  malloc_trim(0);
+  long f0 = rss_kb();
+  for (size_t i = 0; i < n; i++)
+    fs[i] = submit_uint(p, "square", i);
+  long f1 = rss_kb();
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_pool_stats_get(p, &st, NULL, 0);
+  if (st.queued != n)
+    bench_log("Memory: %llu of %zu futures queued, not all",
+              (unsigned long long)st.queued, n);
+  fp_pool_kill(p);
+  for (int k = 0; k < 4; k++)
+    fp_future_release(sleepers[k]);
+  for (size_t i = 0; i < n; i++)
+    fp_future_release(fs[i]);
+  fp_pool_destroy(p);
+  free(fs);
+  malloc_trim(0);
+  return (double)(f1 - f0) * 1024 / (double)n;
+}
+
+typedef struct counter {
+  uint64_t i, n;
+} counter;
+
+static int next_uint(void *arg, msgpack_packer *pk)
+{
+  counter *c = arg;
+  if (c->i == c->n)
+    return 0;
+  return msgpack_pack_uint64(pk, c->i++) ? FP_ENOMEM : 1;
+}
+
+/* A lazy map of n items: its peak RSS over the start, in kB; *rate items/s. */
+static long lazy_map_peak(fp_pool *p, size_t n, double *rate)
+{
+  counter ctr = {0, n};
+  fp_map_input in = {.next = next_uint, .arg = &ctr};
+  malloc_trim(0);
+  if (reset_peak_rss() != 0)
+    bench_log("Memory: cannot reset VmHWM; the lazy-map peaks include "
+              "earlier ones");
+  long r0 = rss_kb();
+  *rate = map_once(p, &in, 0, n, sum_squares(n));
+  return hwm_kb() - r0;
+}
+
+void run_memory(const bench_cfg *c)
+{
+  char note[200], name[80];
+  /* Worker private memory right after start, and a forked child's. */
+  series wpriv = {0}, bpriv = {0};
+  for (int r = 0; r < 3; r++) {
+    double s, st;
+    long kb;
+    base_startup(1, &s, &st, &kb);
+    series_add(&bpriv, (double)kb);
+    fp_pool *p = pool_new(2, 10);
+    fp_worker_stats ws[2];
+    fp_pool_stats pst = FP_POOL_STATS_INIT;
+    fp_pool_stats_get(p, &pst, ws, 2);
+    for (int k = 0; k < 2; k++)
+      if (ws[k].pid > 0)
+        series_add(&wpriv, (double)private_kb(ws[k].pid));
+    fp_pool_destroy(p);
+  }
+  figure *b = figure_add("Memory baseline: forked child, private", "KiB",
+                         &bpriv, NULL, "Private_Clean + Private_Dirty of a "
+                         "child forked by this program, after a round trip");
+  figure_add("Memory worker private RSS after start", "KiB", &wpriv, b,
+             "smaps_rollup Private_* of each worker of a new 2-worker "
+             "pool (pids from fp_pool_stats_get)");
+
+  /* Pending futures. */
+  size_t n = c->mem_pending;
+  double base_bytes, args;
+  series fp = {0}, base = {0}, extra = {0};
+  double per = pending_futures(n, &base_bytes, &args);
+  series_add(&fp, per);
+  series_add(&base, base_bytes);
+  series_add(&extra, per - base_bytes);
+  snprintf(note, sizeof note, "VmRSS growth over %zu argument buffers "
+           "(%.1f bytes of msgpack each) malloc'd one by one", n, args);
+  b = figure_add("Memory baseline: arguments alone", "B/task", &base, NULL,
+                 note);
+  snprintf(note, sizeof note, "VmRSS growth over %zu fp_submit queued "
+           "behind 2 busy workers, / %zu", n, n);
+  snprintf(name, sizeof name, "Memory parent per pending task");
+  figure_add(name, "B/task", &fp, b, note);
+  figure *f = figure_add("Memory per pending task beyond its arguments",
+                         "B/task", &extra, NULL,
+                         "the line above minus the baseline's");
+  figure_target(f, f->med <= 256, "<= 256 B");
+
+  /* Lazy maps: peak RSS must not grow with the length. */
+  fp_pool *p = pool_new(2, 10);
+  warm(p, 100);
+  double rs, rl;
+  series small = {0}, large = {0}, rate = {0};
+  series_add(&small, (double)lazy_map_peak(p, c->mem_lazy_small, &rs));
+  series_add(&large, (double)lazy_map_peak(p, c->mem_lazy_large, &rl));
+  series_add(&rate, rl);
+  fp_pool_destroy(p);
+  snprintf(name, sizeof name, "Memory lazy map %zu items, peak growth",
+           c->mem_lazy_small);
+  snprintf(note, sizeof note, "VmHWM after the map (reset by clear_refs 5) "
+           "- VmRSS before; fp_map with a next() callback, automatic "
+           "chunks");
+  b = figure_add(name, "KiB", &small, NULL, note);
+  snprintf(name, sizeof name, "Memory lazy map %zu items, peak growth",
+           c->mem_lazy_large);
+  f = figure_add(name, "KiB", &large, b, note);
+  figure_target(f, f->med <= b->med * 1.1 + 1024,
+                "flat: <= 1.1x the short map's + 1 MiB");
+  snprintf(name, sizeof name, "Memory lazy map %zu items, rate",
+           c->mem_lazy_large);
+  figure_add(name, "items/s", &rate, NULL, "the same map's throughput");
+}

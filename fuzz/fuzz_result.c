@@ -1,0 +1,246 @@
+/*
+ * The parent side of a worker's pipe: everything from the bytes a worker
+ * writes to what the caller is told.  The harness includes dispatch.c,
+ * map.c and frame.c so that it can drive their static functions on a pool
+ * of its own making: one slot, no fork server, no workers, its out_fd the
+ * read end of a pipe the fuzzer's bytes go into.
+ *
+ *   handle_readable -> fp__reader_next -> handle_frame ->
+ *     fp__decode_result_head, handle_ready, fp__future_finish,
+ *     fail_from_body, account_chunk; then slot_exited for the worker's
+ *     death; then, as fp_map_next does, chunk_answer_ok and yield.
+ *
+ * Input: three control bytes, then the bytes the worker writes.
+ *   0  bits 0-1  futures handed to the worker: 1, 2, 3, 3 (ids 1, 2, 3)
+ *      bit 2     the slot is STARTING (its READY not read yet), else LIVE
+ *      bit 3     the last future's TASK frame is not fully written yet
+ *      bit 4     the worker closes its end before it exits
+ *      bit 5     it exits killed by SIGKILL, else with status 0
+ *      bits 6-7  map chunks: none; future 1 has 2 items; all have 2;
+ *                future 1 has 3
+ *   1  bit 0     max_message 1024, else 1 MiB
+ *      bits 1-7  how the bytes are cut into writes (0: all at once)
+ *   2  the frame reader's Nth allocation fails (0: none)
+ *
+ * Checks, beyond the sanitizers: every future ends final; a finished one
+ * was answered by a well-formed RESULT with its id and code 0; a failed one
+ * carries either the code of a well-formed RESULT with its id or one the
+ * pool itself gives (FP_EPROTO, FP_EWORKER, FP_ENOMEM, FP_EBROKEN,
+ * FP_ECANCELLED); every item fp_map_next would yield is a result or an
+ * error code with text; the pool's counters add up to the items, and
+ * count as finished exactly the items the caller sees succeed.
+ */
+#include "../lib/dispatch.c"
+#include "../lib/map.c"
+
+static unsigned fz_alloc_n, fz_alloc_fail_at;
+
+/* frame.c's malloc: fails the fz_alloc_fail_at'th call of an input. */
+static void *fz_malloc(size_t n)
+{
+  if (++fz_alloc_n == fz_alloc_fail_at)
+    return NULL;
+  return malloc(n);
+}
+
+#define malloc fz_malloc
+#include "../lib/frame.c"
+#undef malloc
+
+#include "fuzz.h"
+
+#define FZ_PID 0x7fffffff /* above pid_max: never a real process */
+#define FZ_MAXF 3
+
+/* A RESULT frame the bytes hold, read the plain way, for comparing. */
+typedef struct answer {
+  uint64_t id;
+  int code;
+} answer;
+
+typedef struct answers {
+  answer a[64];
+  size_t n;
+} answers;
+
+/* Every well-formed RESULT head among the complete frames in buf. */
+static void find_answers(const uint8_t *buf, size_t len, size_t max,
+                         answers *out)
+{
+  size_t off = 0;
+  out->n = 0;
+  while (len - off >= FP__HDR && out->n < 64) {
+    uint32_t n = fp__frame_body_len((const char *)buf + off);
+    if (n > max || len - off - FP__HDR < n)
+      break;
+    uint64_t id;
+    int code;
+    size_t at;
+    if (fp__decode_result_head((const char *)buf + off + FP__HDR, n, &id,
+                               &code, &at) == 0)
+      out->a[out->n++] = (answer){id, code};
+    off += FP__HDR + n;
+  }
+}
+
+static int answered(const answers *as, uint64_t id, int code)
+{
+  for (size_t i = 0; i < as->n; i++)
+    if (as->a[i].id == id && as->a[i].code == code)
+      return 1;
+  return 0;
+}
+
+/* What the pool may fail a task with on its own, whatever the worker says. */
+static int pool_code(int err)
+{
+  return err == FP_EPROTO || err == FP_EWORKER || err == FP_ENOMEM ||
+         err == FP_EBROKEN || err == FP_ECANCELLED;
+}
+
+static fp_pool *pool_new(size_t max_message)
+{
+  fp_pool *p = calloc(1, sizeof *p);
+  FZ_CHECK(p != NULL);
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->cond, NULL);
+  p->ctl_fd = p->epfd = -1; /* so no message, and no signal, leaves */
+  p->wake[0] = p->wake[1] = p->notify[0] = p->notify[1] = -1;
+  p->owner = getpid();
+  p->opts.max_message = max_message;
+  p->opts.max_inflight = FZ_MAXF;
+  p->nslots = 1;
+  p->slots = calloc(1, sizeof *p->slots);
+  FZ_CHECK(p->slots != NULL);
+  return p;
+}
+
+static void fz_pool_free(fp_pool *p)
+{
+  fp__reader_free(&p->slots[0].rd);
+  free(p->slots);
+  pthread_cond_destroy(&p->cond);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/*
+ * What fp_map_next does with a final chunk future: 1 for each item it
+ * yields as a result.  Checks each item it yields.
+ */
+static unsigned map_items(fp_future *f)
+{
+  chunk c = {.f = f, .n = f->nitems};
+  fp_map_iter m;
+  unsigned ok = 0;
+
+  if (splittable(&c))
+    return 0; /* sent again item by item: these count as failed */
+  if (!chunk_answer_ok(&c)) {
+    c.f->state = FP_FAILED;
+    c.f->err = FP_EPROTO;
+  }
+  memset(&m, 0, sizeof m);
+  m.cur = &c;
+  for (unsigned i = 0; i < c.n; i++) {
+    fp_map_item item;
+    yield(&m, &item);
+    FZ_CHECK(item.index == i);
+    if (item.result != NULL) {
+      FZ_CHECK(item.err == 0);
+      ok++;
+    } else {
+      FZ_CHECK(item.err < 0 && item.err > -5000);
+      FZ_CHECK(item.error != NULL);
+    }
+  }
+  return ok;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  fz z = {data, size};
+  uint8_t c0 = fz_u8(&z), c1 = fz_u8(&z);
+  static const unsigned nfut[] = {1, 2, 3, 3};
+  unsigned n = nfut[c0 & 3], chunks = c0 >> 6, items = 0;
+  size_t max = c1 & 1 ? 1024 : (size_t)1 << 20;
+  fp_future *fs[FZ_MAXF];
+  answers as;
+  int fds[2];
+
+  fz_alloc_n = 0;
+  fz_alloc_fail_at = fz_u8(&z);
+  find_answers(z.p, z.n, max, &as);
+
+  fp_pool *p = pool_new(max);
+  fp__slot *s = &p->slots[0];
+  fz_pipe(fds);
+  fp__reader_init(&s->rd);
+  s->state = c0 & 4 ? SLOT_STARTING : SLOT_LIVE;
+  s->pid = FZ_PID;
+  s->in_fd = -1;
+  s->out_fd = fds[0];
+  for (unsigned i = 0; i < n; i++) {
+    fp_future *f = fs[i] = fp__future_new(p);
+    FZ_CHECK(f != NULL);
+    f->id = i + 1;
+    f->state = FP_RUNNING;
+    f->slot = 0;
+    if ((chunks == 1 && i == 0) || chunks == 2)
+      f->nitems = 2;
+    else if (chunks == 3 && i == 0)
+      f->nitems = 3;
+    items += f->nitems;
+    fp__list_push(&s->head, &s->tail, f);
+    s->inflight++;
+    s->assigned++;
+  }
+  if (c0 & 8)
+    s->send = s->tail;
+
+  /* The worker writes; the dispatcher reads whenever poll() would say so. */
+  size_t off = 0;
+  for (unsigned k = 0; off < z.n && s->out_fd >= 0; k++) {
+    fz_write_some(fds[1], z.p, z.n, &off, fz_piece(c1 >> 1, k));
+    handle_readable(p, 0);
+  }
+  if (c0 & 16) {
+    close(fds[1]);
+    fds[1] = -1;
+    if (s->out_fd >= 0)
+      handle_readable(p, 0);
+  }
+  /* The fork server reports its exit; the pool lets go of the rest. */
+  p->stopping = 1;
+  slot_exited(p, 0, FZ_PID, c0 & 32 ? SIGKILL : 0);
+  fail_queue(p, FP_ECANCELLED, "harness: the pool is shutting down");
+  if (fds[1] >= 0)
+    close(fds[1]);
+  FZ_CHECK(s->out_fd < 0 && s->in_fd < 0 && s->head == NULL);
+
+  unsigned seen_ok = 0;
+  for (unsigned i = 0; i < n; i++) {
+    fp_future *f = fs[i];
+    FZ_CHECK(fp__future_is_done(f));
+    if (f->state == FP_FINISHED) {
+      FZ_CHECK(f->err == 0 && f->result_buf != NULL);
+      FZ_CHECK(answered(&as, f->id, 0));
+    } else {
+      FZ_CHECK(f->state == (f->err == FP_ECANCELLED ? FP_CANCELLED
+                                                    : FP_FAILED));
+      FZ_CHECK(f->err < 0 && f->err > -5000);
+      FZ_CHECK(pool_code(f->err) || answered(&as, f->id, f->err));
+      FZ_CHECK(fp_future_error(f) != NULL);
+    }
+    seen_ok += map_items(f);
+  }
+  FZ_CHECK(p->st.finished + p->st.failed + p->st.cancelled == items);
+  FZ_CHECK(p->st.finished == seen_ok);
+
+  for (unsigned i = 0; i < n; i++)
+    fp_future_release(fs[i]);
+  fz_pool_free(p);
+  return 0;
+}
