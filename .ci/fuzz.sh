@@ -7,6 +7,11 @@
 # exits non-zero on any crash, leak, sanitizer report or failed check, and
 # then keeps the crashing inputs and logs in a directory it names.
 #
+#   FUZZ_SECONDS  time per target (default 20)
+#   FUZZ_JOBS     targets built and fuzzed at once (default 2)
+#   FUZZ_WORK     a directory to work in and keep (binaries in bin/, grown
+#                 corpora in corpus/, crashes in art/); default a scratch one
+#
 # Needs clang and libclang-rt-14-dev (libFuzzer), msgpack, and a configure
 # script (autoreconf -fi) or a tree configured in place.  See fuzz/README.
 set -eu
@@ -16,17 +21,25 @@ secs=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-2}
 cc=${FUZZ_CC:-clang}
 
-work=$(mktemp -d)
 keep=0
+if [ -n "${FUZZ_WORK:-}" ]; then
+  work=$FUZZ_WORK
+  keep=1
+  mkdir -p "$work"
+  (cd "$work" && rm -rf cfg obj bin seeds corpus art ./*.log ./*.status)
+else
+  work=$(mktemp -d)
+fi
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
 
 # config.h as configure writes it on this machine: the tree's own when it is
-# configured in place, else from a configure run in the scratch directory.
+# configured in place, else from configure run in the scratch directory.
 if [ -f config.h ]; then
   cfg=$top
 elif [ -x configure ]; then
   mkdir "$work/cfg"
-  (cd "$work/cfg" && "$top/configure" -q >/dev/null)
+  (cd "$work/cfg" && "$top/configure" -q --no-create >/dev/null &&
+   ./config.status -q config.h)
   cfg=$work/cfg
 else
   echo "fuzz.sh: no configure script: run autoreconf -fi first" >&2
@@ -44,52 +57,65 @@ cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
   -Wall -Wno-unused-function"
 export cc cflags work
 mkdir "$work/obj" "$work/bin"
-ls lib/*.c | xargs -P "$jobs" -I{} sh -c \
+printf '%s\n' lib/*.c | xargs -P "$jobs" -I{} sh -c \
   '$cc $cflags -fsanitize=fuzzer-no-link -c {} -o "$work/obj/$(basename {} .c).o"'
 
-# A harness may #include a lib/*.c file to reach its static functions; that
-# file's object is then left out of its link.
+# The objects to link with a harness: all of lib/ but the files it includes
+# (#include "../lib/x.c", to reach their static functions).
 objects_for() {
-  local src=$1 o skip
-  skip=$(sed -n 's|^#include "\.\./lib/\([a-z_]*\)\.c".*|\1|p' "$src")
+  local skip o
+  skip=" $(sed -n 's|^#include "\.\./lib/\([a-z_]*\)\.c".*|\1|p' "$1" | tr '\n' ' ') "
   for o in "$work"/obj/*.o; do
-    case " $(echo $skip) " in *" $(basename "$o" .o) "*) continue ;; esac
-    echo "$o"
+    case $skip in *" $(basename "$o" .o) "*) ;; *) echo "$o" ;; esac
   done
 }
 
+build_one() {
+  $cc $cflags ${2:-} "$1" $(objects_for "$1") $mp_libs \
+    -o "$work/bin/$(basename "$1" .c)"
+}
 targets=""
 for src in fuzz/fuzz_*.c; do
-  t=$(basename "$src" .c)
-  targets="$targets $t"
-  # shellcheck disable=SC2046
-  $cc $cflags -fsanitize=fuzzer "$src" $(objects_for "$src") $mp_libs \
-    -o "$work/bin/$t"
+  targets="$targets $(basename "$src" .c)"
+  build_one "$src" -fsanitize=fuzzer &
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+done
+wait
+for t in $targets; do
+  [ -x "$work/bin/$t" ] || { echo "fuzz.sh: $t did not build" >&2; exit 1; }
 done
 # The seed generator must keep building and running against the encoders.
-# shellcheck disable=SC2046
-$cc $cflags fuzz/make_seeds.c $(objects_for fuzz/make_seeds.c) $mp_libs \
-  -o "$work/bin/make_seeds"
+build_one fuzz/make_seeds.c
 "$work/bin/make_seeds" "$work/seeds" >/dev/null
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+# msgpack-c allocates a container's items from the count in its header,
+# before it reads them: five bytes can ask for 64 GiB.  Such an allocation
+# fails here, as it would in a process with a memory limit, and the code
+# under test must cope (FP_ENOMEM or FP_EPROTO) rather than stop the run.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:max_allocation_size_mb=64}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+flags="-rss_limit_mb=2048 -timeout=10"
 
-# Replays the target's regressions, then fuzzes it; writes "$t.status".
+# Replays the target's regressions one by one, then fuzzes it; writes
+# "<exit> <regressions> <corpus before> <after>" or "replay <files>" to
+# $t.status.
 run_target() {
-  local t=$1 bin=$work/bin/$1 reg=fuzz/regressions/$1 n=0 rc=0
+  local t=$1 bin=$work/bin/$1 n=0 rc=0 bad="" f before
   mkdir -p "$work/art/$t" "$work/corpus/$t"
-  if [ -d "$reg" ] && [ -n "$(ls -A "$reg")" ]; then
-    n=$(ls "$reg" | wc -l)
-    "$bin" -rss_limit_mb=2048 -timeout=10 "$reg"/* >"$work/$t.replay.log" 2>&1 ||
-      { echo "replay $?" >"$work/$t.status"; return 0; }
+  for f in fuzz/regressions/"$t"/*; do
+    [ -f "$f" ] || continue
+    n=$((n + 1))
+    "$bin" $flags "$f" >>"$work/$t.replay.log" 2>&1 || bad="$bad $f"
+  done
+  if [ -n "$bad" ]; then
+    echo "replay$bad" >"$work/$t.status"
+    return 0
   fi
   [ -d "fuzz/corpus/$t" ] && cp -R "fuzz/corpus/$t/." "$work/corpus/$t/"
-  local before
   before=$(ls "$work/corpus/$t" | wc -l)
-  "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
-    -print_final_stats=1 -artifact_prefix="$work/art/$t/" \
-    "$work/corpus/$t" >"$work/$t.log" 2>&1 || rc=$?
+  "$bin" $flags -max_total_time="$secs" -print_final_stats=1 \
+    -artifact_prefix="$work/art/$t/" "$work/corpus/$t" >"$work/$t.log" 2>&1 ||
+    rc=$?
   echo "$rc $n $before $(ls "$work/corpus/$t" | wc -l)" >"$work/$t.status"
 }
 
@@ -99,29 +125,38 @@ for t in $targets; do
 done
 wait
 
+# A number from libFuzzer's -print_final_stats.
+fstat() { sed -n "s/^stat::$2: *//p" "$work/$1.log" | tail -1; }
+
 failed=0
 for t in $targets; do
-  read -r rc n before after <"$work/$t.status" || rc="missing"
+  read -r rc rest <"$work/$t.status"
   if [ "$rc" = replay ]; then
-    echo "$t: FAILED replaying fuzz/regressions/$t (exit $n)"
-    grep -E "Running:|ERROR|SUMMARY|check failed" "$work/$t.replay.log" | tail -20
     failed=1
+    for f in $rest; do
+      echo "$t: FAILED on $f"
+      "$work/bin/$t" $flags "$f" 2>&1 |
+        grep -E "check failed|runtime error|ERROR: [A-Za-z]*Sanitizer|SUMMARY" |
+        head -3 | sed 's/^/  /'
+    done
     continue
   fi
-  fstat() { sed -n "s/^stat::$1: *//p" "$work/$t.log" | tail -1; }
-  runs=$(fstat number_of_executed_units)
-  eps=$(fstat average_exec_per_sec)
+  read -r n before after <<<"$rest"
+  runs=$(fstat "$t" number_of_executed_units)
+  eps=$(fstat "$t" average_exec_per_sec)
   if [ "$rc" != 0 ]; then
-    echo "$t: FAILED after ${runs:-?} runs (exit $rc)"
-    grep -E "ERROR|SUMMARY|check failed|Test unit written" "$work/$t.log" | tail -20
     failed=1
+    echo "$t: FAILED after ${runs:-?} runs (exit $rc)"
+    grep -E "check failed|runtime error|ERROR: |SUMMARY|Test unit written" \
+      "$work/$t.log" | head -8 | sed 's/^/  /'
     continue
   fi
-  echo "$t: ok, ${runs:-?} runs in ${secs}s (${eps:-?}/s), corpus $before -> $after, $n regressions replayed"
+  echo "$t: ok, $runs runs in ${secs}s ($eps/s), corpus $before -> $after," \
+    "$n regressions replayed"
 done
 if [ "$failed" != 0 ]; then
   keep=1
-  echo "fuzz.sh: crashing inputs and logs kept in $work (art/<target>/);" \
-    "copy a crash into fuzz/regressions/<target>/ once it is fixed" >&2
+  echo "fuzz.sh: inputs and logs kept in $work (crashes in art/<target>/);" \
+    "see fuzz/README, 'When it finds a crash'" >&2
   exit 1
 fi

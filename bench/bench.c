@@ -9,8 +9,14 @@
  *                  [--markdown FILE]
  *
  * One line per figure goes to stdout:
- *   NAME: median UNIT (min–max, n) ratio X.XX vs baseline
- * and, with --markdown, the table of figures and targets to FILE.
+ *   NAME: median UNIT (min–max, n) ratio X.XX vs baseline (ITS NAME)
+ * then the verdict of each target; with --markdown, the table of figures and
+ * targets goes to FILE.  --quick runs every workload with tiny counts in a
+ * second or two: a smoke test, not a measurement.  For profiling (see
+ * bench/NOTES.md): --no-baseline runs forkpool alone, --chunksize N runs W2
+ * at one chunk size, --max-inflight N and --lazy-items N change the pools'
+ * pipelining depth and the long lazy map's length.  A missed target is a
+ * finding, not a failure: the exit status is 0 unless a measurement failed.
  */
 #include "bench.h"
 
@@ -43,6 +49,14 @@ static int cmp_double(const void *a, const void *b)
 {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+double series_min(const series *s)
+{
+  double m = s->n ? s->v[0] : NAN;
+  for (int i = 1; i < s->n; i++)
+    m = s->v[i] < m ? s->v[i] : m;
+  return m;
 }
 
 double series_median(const series *s)
@@ -90,6 +104,8 @@ figure *figure_add(const char *name, const char *unit, const series *s,
     f->min = s->v[i] < f->min ? s->v[i] : f->min;
     f->max = s->v[i] > f->max ? s->v[i] : f->max;
   }
+  if (base != NULL && base->n == 0)
+    base = NULL; /* --no-baseline */
   f->base = base;
   f->ratio = base && base->med != 0 ? f->med / base->med : NAN;
   f->met = -1;
@@ -213,6 +229,28 @@ int read_all_fd(int fd, void *buf, size_t len)
 
 /* --- The Markdown table ----------------------------------------------------------- */
 
+/*
+ * Other processes on the machine: the share of the last 10 s in which some
+ * runnable task waited for a CPU (PSI).  Parallel figures (W4) mean little
+ * when it is high.
+ */
+static const char *cpu_pressure(char *buf, size_t len)
+{
+  char line[256];
+  double avg10 = -1;
+  FILE *fp = fopen("/proc/pressure/cpu", "r");
+  if (fp != NULL) {
+    if (fgets(line, sizeof line, fp) != NULL)
+      (void)sscanf(line, "some avg10=%lf", &avg10);
+    fclose(fp);
+  }
+  if (avg10 < 0)
+    snprintf(buf, len, "CPU pressure unknown");
+  else
+    snprintf(buf, len, "CPU pressure %.0f%% (some, avg10)", avg10);
+  return buf;
+}
+
 static void cpu_model(char *buf, size_t len)
 {
   char line[256];
@@ -242,9 +280,11 @@ static void machine(char *buf, size_t len)
     memset(&u, 0, sizeof u);
   if (getloadavg(load, 3) < 0)
     load[0] = NAN;
-  snprintf(buf, len, "%s %s %s, %s, %ld online CPUs, load %.2f at start",
-           u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN),
-           load[0]);
+  char pressure[48];
+  snprintf(buf, len, "%s %s %s, %s, %ld online CPUs, load %.2f and %s at "
+           "start", u.sysname, u.release, u.machine, cpu,
+           sysconf(_SC_NPROCESSORS_ONLN), load[0],
+           cpu_pressure(pressure, sizeof pressure));
 }
 
 static void md_cell(FILE *fp, double x, const char *unit)
@@ -267,10 +307,11 @@ static int write_markdown(const char *path, const bench_cfg *c,
   fprintf(fp, "forkpool %s, `forkpool-bench%s`, %s, %.0f s.  \n",
           fp_version(), c->quick ? " --quick" : "", date, secs);
   fprintf(fp, "Machine: %s.  \n", mach);
-  fprintf(fp, "Medians of n repetitions (%d for most workloads, %d for the "
-          "slow ones); each baseline is measured in the same run, "
-          "interleaved with its workload.  Ratio = median / baseline's "
-          "median.\n\n", c->reps, c->reps_slow);
+  fprintf(fp, "Medians of n repetitions (column n); each baseline is "
+          "measured in the same run, interleaved with its workload.  Ratio = "
+          "median / the baseline's median.  2 workers unless a row says "
+          "otherwise; library defaults (max_inflight %s).\n\n",
+          c->max_inflight ? "set by --max-inflight" : "2");
   fprintf(fp, "| Figure | Median | Min–max (n) | Baseline | Baseline median "
           "| Ratio | Target | Met |\n");
   fprintf(fp, "|---|---:|---:|---|---:|---:|---|:-:|\n");
@@ -309,11 +350,11 @@ static int write_markdown(const char *path, const bench_cfg *c,
 static void cfg_full(bench_cfg *c)
 {
   *c = (bench_cfg){
-      .reps = 5, .reps_slow = 3,
+      .reps = 7, .reps_slow = 3,
       .w1_tasks = 100000, .w2_items = 1000000, .w3_trips = 10000,
       .w4_limit = 3000000, .w4_ranges = 64,
       .w5_bytes = 1 << 20, .w5_trips = 200,
-      .w6_reps = 20, .w7_reps = 20,
+      .w6_reps = 30, .w7_reps = 30,
       .mem_pending = 1000000,
       .mem_lazy_small = 1000000, .mem_lazy_large = 10000000,
   };
@@ -336,8 +377,8 @@ static void usage(FILE *fp)
 {
   fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
               "[--only w1,w2,w3,w4,w5,w6,w7,mem] [--markdown FILE]\n"
-              "       [--max-inflight N]  (experiments: the default is the "
-              "library's)\n");
+              "  for profiling: [--no-baseline] [--max-inflight N] "
+              "[--chunksize N (W2)] [--lazy-items N (Memory)]\n");
 }
 
 static int wanted(const char *only, const char *name)
@@ -355,13 +396,19 @@ int main(int argc, char **argv)
 {
   bench_cfg c;
   const char *only = NULL, *markdown = NULL;
-  int reps = 0, inflight = 0;
-  cfg_full(&c);
+  int reps = 0, inflight = 0, quick = 0, no_baseline = 0;
+  long chunk = -1, lazy = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
-      cfg_quick(&c);
+      quick = 1;
     } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
       reps = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--lazy-items") == 0 && i + 1 < argc) {
+      lazy = atol(argv[++i]);
+    } else if (strcmp(argv[i], "--chunksize") == 0 && i + 1 < argc) {
+      chunk = atol(argv[++i]);
+    } else if (strcmp(argv[i], "--no-baseline") == 0) {
+      no_baseline = 1;
     } else if (strcmp(argv[i], "--max-inflight") == 0 && i + 1 < argc) {
       inflight = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
@@ -376,19 +423,29 @@ int main(int argc, char **argv)
       return 2;
     }
   }
+  if (quick)
+    cfg_quick(&c);
+  else
+    cfg_full(&c);
+  c.no_baseline = no_baseline;
+  c.w2_chunksize = chunk;
+  if (lazy > 0)
+    c.mem_lazy_large = (size_t)lazy;
   c.max_inflight = inflight > 0 ? (unsigned)inflight : 0;
   pool_tuning(c.max_inflight);
   if (reps > 0)
     c.reps = c.reps_slow = reps > BENCH_MAX_SAMPLES ? BENCH_MAX_SAMPLES : reps;
   setvbuf(stdout, NULL, _IOLBF, 0);
 
-  char mach[400];
+  char mach[768];
   machine(mach, sizeof mach);
   bench_log("forkpool %s on %s", fp_version(), mach);
-  bench_log("%s: %d repetitions (%d for W2 chunksize 1 and W4)%s",
-            c.quick ? "quick smoke run, tiny counts" : "full run", c.reps,
-            c.reps_slow,
+  bench_log("%s: %d repetitions (W2 chunksize 1: %d; W6, W7: %d; Memory: "
+            "1)%s", c.quick ? "quick smoke run, tiny counts" : "full run",
+            c.reps, c.reps_slow, c.w7_reps,
             c.quick ? "; figures are not meaningful" : "");
+  /* A watchdog: the default action of SIGALRM ends a hung run. */
+  alarm(c.quick ? 120 : 900);
   double t0 = now_s();
 #define RUN(tag, fn)                                                          \
   do {                                                                        \

@@ -24,7 +24,7 @@
 typedef struct bench_cfg {
   int quick;
   int reps;                /* repetitions of the fast workloads */
-  int reps_slow;           /* repetitions of the slow ones (W2 chunk 1, W4) */
+  int reps_slow;           /* repetitions of the slowest: W2 chunksize 1 */
   size_t w1_tasks;         /* W1: individual submits */
   size_t w2_items;         /* W2: items mapped */
   size_t w3_trips;         /* W3: sequential round trips */
@@ -38,6 +38,8 @@ typedef struct bench_cfg {
   size_t mem_lazy_small;   /* Memory: lazy map, short */
   size_t mem_lazy_large;   /* Memory: lazy map, long */
   unsigned max_inflight;   /* fp_pool_options.max_inflight; 0: default */
+  int no_baseline;         /* profiling forkpool alone: skip baselines */
+  long w2_chunksize;       /* profiling W2: only this chunksize; -1: all */
 } bench_cfg;
 
 /* Samples of one figure. */
@@ -48,6 +50,7 @@ typedef struct series {
 
 void series_add(series *s, double x);
 double series_median(const series *s);
+double series_min(const series *s);
 
 /*
  * One reported figure.  ratio is median / the baseline's median (NAN

@@ -59,8 +59,9 @@ typedef struct answer {
 } answer;
 
 typedef struct answers {
-  answer a[64];
+  answer a[256];
   size_t n;
+  int overflow;          /* more than a[] holds: answered() stops checking */
 } answers;
 
 /* Every well-formed RESULT head among the complete frames in buf. */
@@ -69,7 +70,8 @@ static void find_answers(const uint8_t *buf, size_t len, size_t max,
 {
   size_t off = 0;
   out->n = 0;
-  while (len - off >= FP__HDR && out->n < 64) {
+  out->overflow = 0;
+  while (len - off >= FP__HDR) {
     uint32_t n = fp__frame_body_len((const char *)buf + off);
     if (n > max || len - off - FP__HDR < n)
       break;
@@ -77,14 +79,20 @@ static void find_answers(const uint8_t *buf, size_t len, size_t max,
     int code;
     size_t at;
     if (fp__decode_result_head((const char *)buf + off + FP__HDR, n, &id,
-                               &code, &at) == 0)
+                               &code, &at) != 0)
+      ;
+    else if (out->n < sizeof out->a / sizeof *out->a)
       out->a[out->n++] = (answer){id, code};
+    else
+      out->overflow = 1;
     off += FP__HDR + n;
   }
 }
 
 static int answered(const answers *as, uint64_t id, int code)
 {
+  if (as->overflow)
+    return 1;
   for (size_t i = 0; i < as->n; i++)
     if (as->a[i].id == id && as->a[i].code == code)
       return 1;

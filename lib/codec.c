@@ -89,7 +89,9 @@ int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
     return rc;
   if ((rc = next_object(body, len, &off, z, &o)) != 0)
     return rc;
-  if (o.type != MSGPACK_OBJECT_STR || o.via.str.size > FP__MAX_NAME)
+  /* As fp__task_name_ok: msgpack gives an empty str a NULL pointer. */
+  if (o.type != MSGPACK_OBJECT_STR || o.via.str.size == 0 ||
+      o.via.str.size > FP__MAX_NAME)
     return FP_EPROTO;
   *name = o.via.str.ptr;
   *name_len = o.via.str.size;

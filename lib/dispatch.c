@@ -509,7 +509,17 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   uint64_t id;
   int code;
   size_t off;
-  if (fp__decode_result_head(body, len, &id, &code, &off) == 0 && id == 0) {
+  int rc = fp__decode_result_head(body, len, &id, &code, &off);
+  if (rc != 0) {
+    free(body);
+    fp__slot_kill(p, i, rc == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,
+                  rc == FP_ENOMEM ? "out of memory reading a result"
+                                  : "protocol error: the worker sent a "
+                                    "malformed result");
+    fp__slot_close_fd(p, s, &s->out_fd); /* the stream is out of step */
+    return;
+  }
+  if (id == 0) {
     handle_ready(p, i, code, body, len, off);
     return;
   }
@@ -562,6 +572,13 @@ static void handle_readable(fp_pool *p, unsigned i)
                     rc == FP_ENOMEM ? "out of memory reading a result"
                                     : "protocol error: the worker sent a "
                                       "frame longer than max_message");
+      /* The reader cannot go on from a frame it could not take. */
+      fp__slot_close_fd(p, s, &s->out_fd);
+      fp__reader_free(&s->rd);
+      if (rc == FP_ENOMEM && s->state == SLOT_DYING && s->head == NULL &&
+          s->answered == 0)
+        fp__pool_break(p, FP_ENOMEM, "out of memory reading a new worker's "
+                       "first message");
     }
   }
 }

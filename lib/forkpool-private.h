@@ -65,6 +65,7 @@ typedef struct fp__reader {
   size_t body_have;
   char *chunk;           /* read-ahead for small frames, owned */
   size_t chunk_len, chunk_off;
+  int err;               /* the error that ended the stream; 0: none */
 } fp__reader;
 
 enum { FP__IO_AGAIN = 0, FP__IO_FRAME = 1, FP__IO_EOF = 2 };

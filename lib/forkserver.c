@@ -114,11 +114,21 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[2])
     return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
   if (n == 0)
     return FP__IO_EOF;
+  int got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(2 * sizeof(int)))
-      memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+        c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      memcpy(fds, CMSG_DATA(c), (got > 2 ? 2 : got) * sizeof(int));
+    }
   int want_fds = n == (ssize_t)sizeof *m && m->op == FP__CTL_SPAWNED;
+  if (want_fds && (msg.msg_flags & MSG_CTRUNC) && got < 2) {
+    /* Out of descriptors: the kernel dropped what did not fit. */
+    if (got == 1)
+      close(fds[0]);
+    fds[0] = fds[1] = -1;
+    return 1;
+  }
   if (n != (ssize_t)sizeof *m || (msg.msg_flags & MSG_CTRUNC) ||
       want_fds != (fds[0] >= 0)) {
     if (fds[0] >= 0) {

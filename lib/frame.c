@@ -82,12 +82,23 @@ static int io_result(ssize_t n)
   return n == FP_EAGAIN ? FP__IO_AGAIN : (int)n;
 }
 
+/* After an error the stream is out of step for good: say so again. */
+static int fail(fp__reader *r, int err)
+{
+  r->err = err;
+  return err;
+}
+
 int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
                     size_t *len)
 {
+  if (r->err != 0)
+    return r->err;
   while (r->hdr_have < FP__HDR) {
     if (r->chunk_off == r->chunk_len) {
       ssize_t n = refill(r, fd);
+      if (n < 0 && n != FP_EAGAIN)
+        return fail(r, (int)n);
       if (n <= 0)
         return io_result(n);
     }
@@ -96,10 +107,10 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
       continue;
     r->body_len = fp__frame_body_len(r->hdr);
     if (r->body_len > max)
-      return FP_EPROTO;
+      return fail(r, FP_EPROTO);
     /* One spare byte so an empty body still gets a real allocation. */
     if ((r->body = malloc(r->body_len + 1)) == NULL)
-      return FP_ENOMEM;
+      return fail(r, FP_ENOMEM);
     r->body_have = 0;
   }
   r->body_have += take(r, r->body + r->body_have, r->body_len - r->body_have);
@@ -107,6 +118,8 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
     /* Large bodies are read straight into place, never through the chunk. */
     ssize_t n = read_some(fd, r->body + r->body_have,
                           r->body_len - r->body_have);
+    if (n < 0 && n != FP_EAGAIN)
+      return fail(r, (int)n);
     if (n <= 0)
       return io_result(n);
     r->body_have += (size_t)n;

@@ -36,6 +36,31 @@ static void make_final(fp_future *f, fp_state state, int err)
   atomic_store_explicit(&f->done, 1, memory_order_release);
 }
 
+/*
+ * A map chunk's answer: one entry per item, each [0, result] or
+ * [code, kind, message] with code an FP_E* (so it fits an int).
+ */
+static int chunk_answer_ok(const msgpack_object *r, unsigned n)
+{
+  if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != n)
+    return 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const msgpack_object *e = &r->via.array.ptr[i];
+    if (e->type != MSGPACK_OBJECT_ARRAY)
+      return 0;
+    const msgpack_object *v = e->via.array.ptr;
+    int ok2 = e->via.array.size == 2 &&
+              v[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && v[0].via.u64 == 0;
+    int ok3 = e->via.array.size == 3 &&
+              v[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+              v[0].via.i64 > -5000 && v[1].type == MSGPACK_OBJECT_STR &&
+              v[2].type == MSGPACK_OBJECT_STR;
+    if (!ok2 && !ok3)
+      return 0;
+  }
+  return 1;
+}
+
 void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
 {
   /* The result's strings and bins point into body, which the future keeps. */
@@ -44,6 +69,9 @@ void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
   msgpack_unpack_return rc = MSGPACK_UNPACK_NOMEM_ERROR;
   if (f->zone != NULL)
     rc = msgpack_unpack(body, len, &off, f->zone, &f->result);
+  if (rc == MSGPACK_UNPACK_SUCCESS && f->nitems > 1 &&
+      !chunk_answer_ok(&f->result, f->nitems))
+    rc = MSGPACK_UNPACK_PARSE_ERROR;
   if (rc == MSGPACK_UNPACK_SUCCESS) {
     f->result_buf = body;
     make_final(f, FP_FINISHED, 0);

@@ -83,15 +83,20 @@ static int take_item(fp_map_iter *m)
       m->input_done = 1;
       return 0;
     }
-    size_t start = m->arr_off;
+    size_t start = m->arr_off, end = start;
     msgpack_object o;
     msgpack_zone_clear(&m->zone);
-    if (msgpack_unpack(m->in.array, m->in.len, &m->arr_off, &m->zone, &o) <= 0)
-      return FP_EINVAL; /* checked at start: cannot happen */
-    m->arr_left--;
-    if (msgpack_sbuffer_write(&m->sb, (const char *)m->in.array + start,
-                              m->arr_off - start))
+    int urc = msgpack_unpack(m->in.array, m->in.len, &end, &m->zone, &o);
+    if (urc == MSGPACK_UNPACK_NOMEM_ERROR)
       return FP_ENOMEM;
+    if (urc <= 0)
+      return FP_EINVAL; /* checked at start: cannot happen */
+    /* Taken only once copied: a shortage loses nothing. */
+    if (msgpack_sbuffer_write(&m->sb, (const char *)m->in.array + start,
+                              end - start))
+      return FP_ENOMEM;
+    m->arr_off = end;
+    m->arr_left--;
     return 1;
   }
   size_t before = m->sb.size, n = 0;
@@ -144,23 +149,26 @@ static int send_chunk(fp_map_iter *m)
   /* Items are packed whole; a chunk stops well short of max_message so
    * that its answer has room too. */
   size_t bytes = m->pool->opts.max_message / 4;
+  chunk *c = calloc(1, sizeof *c); /* before any item is taken */
+  if (c == NULL)
+    return FP_ENOMEM;
   msgpack_sbuffer_clear(&m->sb);
   unsigned n = 0;
   int rc = 1;
   while (n < goal && (n == 0 || m->sb.size < bytes) &&
          (rc = take_item(m)) == 1)
     n++;
-  if (rc < 0) {
+  int short_of_memory = rc == FP_ENOMEM && m->in.next == NULL;
+  if (rc < 0 && !short_of_memory) {
     m->input_err = rc; /* returned once by fp_map_next, after this chunk */
     m->input_done = 1;
   }
   if (m->input_done && m->in.next != NULL)
     m->total = m->taken + n;
-  if (n == 0)
+  if (n == 0) {
+    free(c);
     return rc < 0 ? rc : 0;
-  chunk *c = calloc(1, sizeof *c);
-  if (c == NULL)
-    return FP_ENOMEM;
+  }
   c->first = m->taken;
   c->n = n;
   c->args_len = m->sb.size;
@@ -168,22 +176,48 @@ static int send_chunk(fp_map_iter *m)
   m->taken += n;
   rc = fp__submit(m->pool, m->name, c->args, c->args_len, n, m->o.deadline_ms,
                   0, &c->f);
-  if (rc != 0 && rc != FP_ENOMEM && n == 1)
-    c->f = failed_future(m, rc); /* this item fails; the map goes on */
-  else if (rc != 0 && rc != FP_ENOMEM)
-    c->f = failed_future(m, rc); /* FP_EMSGSIZE: split into singles */
-  if (c->f == NULL) {
-    free(c->args);
-    free(c);
-    return rc ? rc : FP_ENOMEM;
-  }
+  if (rc != 0 && rc != FP_ENOMEM)
+    c->f = failed_future(m, rc); /* n == 1: it fails; else FP_EMSGSIZE:
+                                    split into singles */
+  if (c->f == NULL)
+    rc = FP_ENOMEM; /* kept unsent: resubmit() tries again */
   if (m->tail)
     m->tail->next = c;
   else
     m->head = c;
   m->tail = c;
   m->inflight += n;
+  if (rc == FP_ENOMEM || short_of_memory)
+    return FP_ENOMEM;
   return rc == 0 || n == 1 ? 1 : 0;
+}
+
+/* Submits the chunks a shortage of memory left unsent, in order. */
+static int resubmit(fp_map_iter *m)
+{
+  for (chunk *c = m->head; c; c = c->next) {
+    if (c->f != NULL)
+      continue;
+    int rc = fp__submit(m->pool, m->name, c->args, c->args_len, c->n,
+                        m->o.deadline_ms, 0, &c->f);
+    if (rc != 0 && rc != FP_ENOMEM)
+      c->f = failed_future(m, rc);
+    if (c->f == NULL)
+      return FP_ENOMEM;
+  }
+  return 0;
+}
+
+/* 1 if waiting can make a chunk ready: one it waits on was sent. */
+static int waitable(const fp_map_iter *m)
+{
+  for (const chunk *c = m->head; c; c = c->next) {
+    if (c->f != NULL)
+      return 1;
+    if (m->ordered)
+      return 0;
+  }
+  return 0;
 }
 
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
@@ -223,7 +257,9 @@ static void unlink_chunk(fp_map_iter *m, chunk *c)
   m->inflight -= c->n;
 }
 
-/* Replaces a chunk whose worker died by its items, one message each. */
+/* Replaces a chunk whose worker died by its items, one message each.  All
+ * of them are made before any is sent, so a shortage leaves c as it was;
+ * singles a shortage keeps from being sent, resubmit() sends later. */
 static int split(fp_map_iter *m, chunk *c)
 {
   size_t off = 0;
@@ -232,26 +268,23 @@ static int split(fp_map_iter *m, chunk *c)
     size_t start = off;
     msgpack_object o;
     msgpack_zone_clear(&m->zone);
-    if (msgpack_unpack(c->args, c->args_len, &off, &m->zone, &o) <= 0)
-      return FP_EPROTO;
-    chunk *one = calloc(1, sizeof *one);
+    int urc = msgpack_unpack(c->args, c->args_len, &off, &m->zone, &o);
+    chunk *one = urc > 0 ? calloc(1, sizeof *one) : NULL;
     if (one == NULL || (one->args = malloc(off - start)) == NULL) {
       free(one);
-      return FP_ENOMEM;
+      while (first != NULL) {
+        chunk *next = first->next;
+        free(first->args);
+        free(first);
+        first = next;
+      }
+      return urc > 0 || urc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM
+                                                         : FP_EPROTO;
     }
     memcpy(one->args, c->args + start, off - start);
     one->args_len = off - start;
     one->first = c->first + i;
     one->n = 1;
-    int rc = fp__submit(m->pool, m->name, one->args, one->args_len, 1,
-                        m->o.deadline_ms, 0, &one->f);
-    if (rc != 0 && rc != FP_ENOMEM)
-      one->f = failed_future(m, rc);
-    if (one->f == NULL) {
-      free(one->args);
-      free(one);
-      return rc ? rc : FP_ENOMEM;
-    }
     if (prev != NULL)
       prev->next = one;
     prev = one;
@@ -264,11 +297,14 @@ static int split(fp_map_iter *m, chunk *c)
   if (m->tail == c)
     m->tail = prev;
   chunk_free(c);
+  (void)resubmit(m);
   return 0;
 }
 
 static int splittable(const chunk *c)
 {
+  if (c->f == NULL)
+    return 0;
   int err = c->f->err;
   return c->n > 1 && c->f->state == FP_FAILED &&
          (err == FP_EWORKER || err == FP_EDEADLINE || err == FP_EPROTO ||
@@ -294,7 +330,7 @@ static void learn(fp_map_iter *m, const chunk *c)
 static chunk *ready_chunk(fp_map_iter *m)
 {
   for (chunk *c = m->head; c; c = c->next) {
-    if (fp__future_is_done(c->f))
+    if (c->f != NULL && fp__future_is_done(c->f))
       return c;
     if (m->ordered)
       return NULL;
@@ -383,7 +419,10 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       return rc;
     if (m->head == NULL)
       return 0;
+    int rs = resubmit(m);
     chunk *c = ready_chunk(m);
+    if (c == NULL && !waitable(m))
+      return rs < 0 ? rs : FP_ENOMEM; /* call again: nothing was lost */
     if (c == NULL) {
       fp__pool_lock(m->pool);
       rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
@@ -432,9 +471,11 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
     return FP_EINVAL;
   size_t n_items = 0, off = 0, nobj;
   if (in->array != NULL) {
-    if (array_header(in->array, in->len, &n_items, &off) != 0 ||
-        fp__count_objects(in->array, in->len, &nobj) != 0 || nobj != 1)
+    if (array_header(in->array, in->len, &n_items, &off) != 0)
       return FP_EINVAL;
+    int rc = fp__count_objects(in->array, in->len, &nobj);
+    if (rc != 0 || nobj != 1)
+      return rc == FP_ENOMEM ? FP_ENOMEM : FP_EINVAL;
   }
   if (fp__tasks_find(&pool->tasks, name, strlen(name)) == NULL)
     return FP_ENOTASK;

@@ -85,6 +85,8 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   pthread_condattr_destroy(&ca);
 
   p->slots = calloc(p->nslots, sizeof *p->slots);
+  for (unsigned i = 0; p->slots != NULL && i < p->nslots; i++)
+    p->slots[i].in_fd = p->slots[i].out_fd = -1;
   p->pfd = calloc(2 + 2 * p->nslots, sizeof *p->pfd);
   p->pfd_who = calloc(2 + 2 * p->nslots, sizeof *p->pfd_who);
   p->restarts = calloc(o.restart_limit + 1, sizeof *p->restarts);
@@ -92,8 +94,6 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
     rc = FP_ENOMEM;
     goto fail;
   }
-  for (unsigned i = 0; i < p->nslots; i++)
-    p->slots[i].in_fd = p->slots[i].out_fd = -1;
   if ((rc = fp__tasks_build(&p->tasks, o.tasks)) != 0 ||
       (rc = fp__pipe(p->wake)) != 0 ||
       (rc = fp__set_nonblock(p->wake[0])) != 0 ||

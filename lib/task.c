@@ -21,8 +21,8 @@ static fp_task_fn find(const fp_task *rows, size_t n, const char *name,
                        size_t len)
 {
   for (size_t i = 0; i < n; i++)
-    if (strncmp(rows[i].name, name, len) == 0 && rows[i].name[len] == '\0')
-      return rows[i].fn;
+    if (strlen(rows[i].name) == len && memcmp(rows[i].name, name, len) == 0)
+      return rows[i].fn; /* name may hold a NUL: it came off the wire */
   return NULL;
 }
 

@@ -1,11 +1,14 @@
 /*
  * Allocation failure on demand, for the fault-injection tests.  failmalloc.c
- * defines malloc, calloc, realloc and free in the test program itself (glibc
- * lets a program interpose them), so the library, msgpack-c and libc's own
- * strdup and vasprintf all allocate through it.  Once armed, the Nth
- * allocation of the armed process fails (and, when persistent, every one
- * after it); other processes, such as the fork server and the workers forked
- * from the armed one, never see a failure.
+ * defines malloc, calloc, realloc, free, the aligned allocators, strdup and
+ * strndup in the test program itself (glibc lets a program interpose them),
+ * so the library, msgpack-c and libc's vasprintf all allocate through it.
+ * Once armed, the Nth allocation of the armed process fails (and, when
+ * persistent, every one after it); other processes, such as the fork server
+ * and the workers forked from the armed one, never see a failure.
+ *
+ * Under valgrind, pass --soname-synonyms=somalloc=nouserintercepts, or
+ * valgrind replaces these functions and nothing fails.
  */
 #ifndef FAILMALLOC_H
 #define FAILMALLOC_H
@@ -16,8 +19,9 @@ void fm_disarm(void);
 /* Allocations attempted, and failures injected, since the last fm_arm. */
 unsigned long fm_calls(void);
 unsigned long fm_failures(void);
-/* Bytes the allocator has handed out and not had back (mallinfo2); 0 when
- * another allocator (a sanitizer, valgrind) is underneath. */
+/* Bytes handed out through these functions and not given back, by
+ * malloc_usable_size: exact, unlike mallinfo, which counts the blocks in
+ * glibc's per-thread cache as in use. */
 long fm_heap_in_use(void);
 
 #endif

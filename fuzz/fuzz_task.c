@@ -1,0 +1,248 @@
+/*
+ * The worker side: a TASK body as fp__worker_main gets it from its frame
+ * reader, decoded by fp__decode_task and run the way the worker runs it,
+ * single items through run_one and map chunks through run_chunk (both
+ * reached by including worker.c).  Then the answer the worker would write
+ * is read back with the parent's decoders: whatever the parent sent, a
+ * worker either exits (a protocol error) or answers with a frame the
+ * parent accepts, no longer than max_message, for the same id, holding
+ * exactly what handle_frame and fp_map_next expect.
+ *
+ * Input: one control byte, then the TASK body.
+ *   bit 0  max_message 1024, else 1 MiB
+ *
+ * The tasks, by name: "echo" packs its argument back; "fail" fails with
+ * fp_call_fail; "rc" returns 7; "none" packs nothing; "two" packs two
+ * values; "bad" packs bytes that are not msgpack; "big" packs a bin as long
+ * as its argument says (up to 64 KiB); "unpack" reads [i s] with fp_unpack.
+ */
+#include "../lib/worker.c"
+
+#include "fuzz.h"
+
+static int t_echo(fp_call *call, const msgpack_object *args,
+                  msgpack_packer *out)
+{
+  (void)call;
+  return msgpack_pack_object(out, *args) ? FP_ENOMEM : 0;
+}
+
+static int t_fail(fp_call *call, const msgpack_object *args,
+                  msgpack_packer *out)
+{
+  (void)out;
+  return fp_call_fail(call, args->type == MSGPACK_OBJECT_NIL ? NULL : "Boom",
+                      "argument of type %d", (int)args->type);
+}
+
+static int t_rc(fp_call *call, const msgpack_object *args, msgpack_packer *out)
+{
+  (void)call, (void)args, (void)out;
+  return 7;
+}
+
+static int t_none(fp_call *call, const msgpack_object *args,
+                  msgpack_packer *out)
+{
+  (void)call, (void)args, (void)out;
+  return 0;
+}
+
+static int t_two(fp_call *call, const msgpack_object *args,
+                 msgpack_packer *out)
+{
+  (void)call, (void)args;
+  return msgpack_pack_nil(out) || msgpack_pack_nil(out) ? FP_ENOMEM : 0;
+}
+
+static int t_bad(fp_call *call, const msgpack_object *args,
+                 msgpack_packer *out)
+{
+  (void)call;
+  /* 0xc1 is never msgpack; a lone array header is an unfinished object. */
+  if (args->type == MSGPACK_OBJECT_NIL)
+    return out->callback(out->data, "\xc1", 1);
+  return msgpack_pack_array(out, 3);
+}
+
+static int t_big(fp_call *call, const msgpack_object *args,
+                 msgpack_packer *out)
+{
+  static const char zeros[1 << 16];
+  uint64_t n = 0;
+  if (fp_unpack(args, "U", &n) != 0 || n > sizeof zeros)
+    return fp_call_fail(call, "TypeError", "big takes a size up to 64 KiB");
+  return fp_pack(out, "y", zeros, (size_t)n);
+}
+
+static int t_unpack(fp_call *call, const msgpack_object *args,
+                    msgpack_packer *out)
+{
+  int i;
+  const char *s;
+  size_t len;
+  if (fp_unpack(args, "[i s]", &i, &s, &len) != 0)
+    return fp_call_fail(call, "TypeError", "unpack takes [int, str]");
+  return fp_pack(out, "[i s#]", i, s, len);
+}
+
+static const fp_task task_rows[] = {
+    {"echo", t_echo}, {"fail", t_fail}, {"rc", t_rc},
+    {"none", t_none}, {"two", t_two},   {"bad", t_bad},
+    {"big", t_big},   {"unpack", t_unpack}, {NULL, NULL}};
+
+/*
+ * What fp__worker_main does with one frame's body, from fp__decode_task to
+ * the answer in head and result; keep it in step with the loop there.
+ * Returns 0 with an answer for *id, or the code the worker exits on.
+ */
+static int run_task(const fp__worker_cfg *cfg, char *body, size_t len,
+                    msgpack_zone *zone, msgpack_sbuffer *head,
+                    msgpack_sbuffer *result, msgpack_sbuffer *item,
+                    uint64_t *id, unsigned *n)
+{
+  size_t name_len, args_len;
+  const char *name, *args;
+  int rc = fp__decode_task(body, len, zone, id, &name, &name_len, n, &args,
+                           &args_len);
+  char task[FP__MAX_NAME + 1];
+  fp_task_fn fn = NULL;
+  if (rc == 0) {
+    memcpy(task, name, name_len);
+    task[name_len] = '\0';
+    fn = fp__tasks_find(cfg->tasks, name, name_len);
+  }
+  msgpack_object a;
+  size_t off = 0;
+  outcome o = {.code = 0};
+  if (rc != 0) {
+    /* not even an id to answer to */
+  } else if (fn == NULL) {
+    set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
+                task);
+    rc = answer_failure(head, result, *id, &o);
+  } else if (*n > 1) {
+    rc = run_chunk(cfg, NULL, task, fn, *n, args, args_len, zone, item,
+                   result);
+    if (rc == 0 && result->size > cfg->max_message - 64) {
+      set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
+                  "a chunk of %u results is %zu bytes, over max_message", *n,
+                  result->size);
+      rc = answer_failure(head, result, *id, &o);
+    } else if (rc == 0) {
+      msgpack_sbuffer_clear(head);
+      rc = fp__encode_result_head(head, *id, 0);
+    }
+    shrink(item);
+  } else if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 ||
+             off != args_len) {
+    rc = FP_EPROTO;
+  } else {
+    run_one(cfg, NULL, task, fn, &a, result, &o);
+    msgpack_sbuffer_clear(head);
+    rc = o.code ? answer_failure(head, result, *id, &o)
+                : fp__encode_result_head(head, *id, 0);
+  }
+  return rc;
+}
+
+/* One entry of a chunk's answer, as fp_map_next's yield reads it. */
+static void check_entry(const msgpack_object *e)
+{
+  FZ_CHECK(e->type == MSGPACK_OBJECT_ARRAY);
+  const msgpack_object *v = e->via.array.ptr;
+  if (e->via.array.size == 2) {
+    FZ_CHECK(v[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && v[0].via.u64 == 0);
+  } else {
+    FZ_CHECK(e->via.array.size == 3);
+    FZ_CHECK(v[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER);
+    FZ_CHECK(v[0].via.i64 > -5000);
+    FZ_CHECK(v[1].type == MSGPACK_OBJECT_STR && v[2].type == MSGPACK_OBJECT_STR);
+  }
+}
+
+/* Reads the answer back the way the parent does. */
+static void check_answer(const fp__worker_cfg *cfg, const msgpack_sbuffer *head,
+                         const msgpack_sbuffer *result, uint64_t id,
+                         unsigned n)
+{
+  size_t len = head->size - FP__HDR + result->size;
+  FZ_CHECK(head->size > FP__HDR);
+  FZ_CHECK(len <= cfg->max_message); /* else the parent kills the worker */
+  char *body = malloc(len);
+  FZ_CHECK(body != NULL);
+  memcpy(body, head->data + FP__HDR, head->size - FP__HDR);
+  if (result->size > 0)
+    memcpy(body + head->size - FP__HDR, result->data, result->size);
+
+  uint64_t got_id;
+  int code;
+  size_t off;
+  FZ_CHECK(fp__decode_result_head(body, len, &got_id, &code, &off) == 0);
+  FZ_CHECK(got_id == id);
+  msgpack_zone z;
+  msgpack_object o;
+  FZ_CHECK(msgpack_zone_init(&z, 1024));
+  size_t count;
+  if (code == 0 && n > 1 && fp__count_objects(body + off, len - off, &count)) {
+    /* A chunk whose results nest over 30 deep: msgpack-c's unpacker stops
+     * at 32 levels and the answer adds two.  The parent fails the chunk
+     * with FP_EPROTO and fp_map_next sends its items again one by one. */
+  } else if (code == 0) {
+    FZ_CHECK(fp__count_objects(body + off, len - off, &count) == 0);
+    FZ_CHECK(count == 1);
+    FZ_CHECK(msgpack_unpack(body, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS);
+    if (n > 1) {
+      FZ_CHECK(o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == n);
+      for (unsigned i = 0; i < n; i++)
+        check_entry(&o.via.array.ptr[i]);
+    }
+  } else {
+    /* What fail_from_body reads: "kind: message". */
+    FZ_CHECK(code < 0 && code > -5000);
+    FZ_CHECK(msgpack_unpack(body, len, &off, &z, &o) > 0);
+    FZ_CHECK(o.type == MSGPACK_OBJECT_STR);
+    FZ_CHECK(msgpack_unpack(body, len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS);
+    FZ_CHECK(o.type == MSGPACK_OBJECT_STR);
+  }
+  msgpack_zone_destroy(&z);
+  free(body);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+  static fp__tasks tasks;
+  if (tasks.rows == NULL)
+    FZ_CHECK(fp__tasks_build(&tasks, task_rows) == 0);
+  fz z = {data, size};
+  uint8_t ctl = fz_u8(&z);
+  fp__worker_cfg cfg = {.tasks = &tasks, .nslots = 1,
+                        .max_message = ctl & 1 ? 1024 : (size_t)1 << 20};
+  /* The body exactly as the frame reader hands it over: its own buffer. */
+  char *body = malloc(z.n + 1);
+  FZ_CHECK(body != NULL);
+  if (z.n > 0)
+    memcpy(body, z.p, z.n);
+
+  msgpack_zone zone;
+  msgpack_sbuffer head, result, item;
+  FZ_CHECK(msgpack_zone_init(&zone, 4096));
+  msgpack_sbuffer_init(&head);
+  msgpack_sbuffer_init(&result);
+  msgpack_sbuffer_init(&item);
+  uint64_t id = 0;
+  unsigned n = 0;
+  int rc = run_task(&cfg, body, z.n, &zone, &head, &result, &item, &id, &n);
+  if (rc == 0)
+    check_answer(&cfg, &head, &result, id, n);
+  else
+    FZ_CHECK(rc == FP_EPROTO || rc == FP_ENOMEM); /* it exits, not answers */
+  free(body);
+  msgpack_zone_destroy(&zone);
+  msgpack_sbuffer_destroy(&head);
+  msgpack_sbuffer_destroy(&result);
+  msgpack_sbuffer_destroy(&item);
+  return 0;
+}
