@@ -351,6 +351,13 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
                  s->answered >= p->wcfg.max_tasks;
   int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
   int died = !recycled && !asked && !(clean && p->stopping);
+  if (!s->ready && WIFEXITED(status) &&
+      WEXITSTATUS(status) == FP__EXIT_SETUP) {
+    /* Respawning cannot help: the descriptor limit is the same. */
+    fp__pool_break(p, FP_EMFILE, "a new worker could not place its pipes "
+                   "(too many open files)");
+    died = 0;
+  }
   if (died) {
     p->st.worker_deaths++;
     fp__log(p, FP_LOG_WARN, "%s", why);
@@ -490,6 +497,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
     s->state = SLOT_LIVE;
+    s->ready = 1;
     s->head_since = fp__now_ns();
   } else if (code != 0) {
     fp_future tmp;

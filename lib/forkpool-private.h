@@ -22,6 +22,7 @@
 #define FP__DEFAULT_MAX_MESSAGE ((size_t)1 << 30)
 #define FP__MAX_NAME 255
 #define FP__HDR 4 /* frame header: body length, 32-bit little-endian */
+#define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
 
 /* --- sys.c: small OS helpers ---------------------------------------------- */
 
@@ -236,6 +237,7 @@ typedef struct fp__slot {
   int64_t head_since;     /* when head became the running task (ns) */
   int killed;             /* the signal already sent; 0: none */
   int asked;              /* we stopped it on purpose: not a death */
+  int ready;              /* it said READY: user code may have run */
   int fail_err;           /* why we killed it (FP_EPROTO, ...); 0: it died */
   char fail_msg[160];     /* the message for fail_err */
   uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */

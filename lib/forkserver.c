@@ -152,9 +152,10 @@ static void worker_child(fs_state *fs, int in_fd, int out_fd)
   sigaction(SIGCHLD, &fs->caller_chld, NULL);
   free(fs->pfd); /* the fork server's, not the worker's */
   free(fs->slots);
-  int in = fcntl(in_fd, F_DUPFD, 10), out = fcntl(out_fd, F_DUPFD, 10);
+  /* Above 4 first, so that moving one onto 3 or 4 cannot clobber the other. */
+  int in = fcntl(in_fd, F_DUPFD, 5), out = fcntl(out_fd, F_DUPFD, 5);
   if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0)
-    _exit(1);
+    _exit(FP__EXIT_SETUP);
   fp__close_from(5);
   sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
   fp__worker_main(fs->cfg, 3, 4);
