@@ -6,6 +6,7 @@
  */
 #include "forkpool-private.h"
 
+#include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,20 +142,103 @@ int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
   return rc;
 }
 
+/* Reads an n-byte big-endian length at *i. */
+static int load_be(const unsigned char *p, size_t len, size_t *i, unsigned n,
+                   uint64_t *v)
+{
+  if (len - *i < n)
+    return FP_EPROTO;
+  uint64_t x = 0;
+  for (unsigned k = 0; k < n; k++)
+    x = x << 8 | p[*i + k];
+  *i += n;
+  *v = x;
+  return 0;
+}
+
+/*
+ * msgpack is self-delimiting, so finding where an object ends needs no
+ * zone and no msgpack_object: a byte or two per scalar.  It accepts exactly
+ * what msgpack_unpack accepts, nesting limit included.
+ */
+int fp__skip_object(const char *buf, size_t len, size_t *off)
+{
+  const unsigned char *p = (const unsigned char *)buf;
+  uint64_t left[MSGPACK_EMBED_STACK_SIZE]; /* items due in each open one */
+  unsigned top = 0;
+  size_t i = *off;
+  for (;;) {
+    if (i >= len)
+      return FP_EPROTO;
+    unsigned c = p[i++];
+    uint64_t skip = 0, items = 0, v = 0;
+    int container = 0, rc = 0;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+      /* fixint, nil, bool: the byte itself */
+    } else if (c <= 0x8f) {
+      items = 2 * (uint64_t)(c & 0x0f), container = 1;
+    } else if (c <= 0x9f) {
+      items = c & 0x0f, container = 1;
+    } else if (c <= 0xbf) {
+      skip = c & 0x1f;
+    } else {
+      switch (c) {
+      case 0xc4: case 0xd9: rc = load_be(p, len, &i, 1, &skip); break;
+      case 0xc5: case 0xda: rc = load_be(p, len, &i, 2, &skip); break;
+      case 0xc6: case 0xdb: rc = load_be(p, len, &i, 4, &skip); break;
+      case 0xc7: rc = load_be(p, len, &i, 1, &v), skip = v + 1; break;
+      case 0xc8: rc = load_be(p, len, &i, 2, &v), skip = v + 1; break;
+      case 0xc9: rc = load_be(p, len, &i, 4, &v), skip = v + 1; break;
+      case 0xcc: case 0xd0: skip = 1; break;
+      case 0xcd: case 0xd1: skip = 2; break;
+      case 0xca: case 0xce: case 0xd2: skip = 4; break;
+      case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+      case 0xd4: skip = 2; break;
+      case 0xd5: skip = 3; break;
+      case 0xd6: skip = 5; break;
+      case 0xd7: skip = 9; break;
+      case 0xd8: skip = 17; break;
+      case 0xdc: rc = load_be(p, len, &i, 2, &items), container = 1; break;
+      case 0xdd: rc = load_be(p, len, &i, 4, &items), container = 1; break;
+      case 0xde: rc = load_be(p, len, &i, 2, &v), items = 2 * v, container = 1;
+        break;
+      case 0xdf: rc = load_be(p, len, &i, 4, &v), items = 2 * v, container = 1;
+        break;
+      default: return FP_EPROTO; /* 0xc1, never used */
+      }
+      if (rc != 0)
+        return rc;
+    }
+    if (skip > len - i)
+      return FP_EPROTO;
+    i += skip;
+    if (container) {
+      /* msgpack-c refuses even an empty container this deep. */
+      if (top >= MSGPACK_EMBED_STACK_SIZE || items > len - i)
+        return FP_EPROTO;
+      if (items > 0) {
+        left[top++] = items;
+        continue;
+      }
+    }
+    /* An object ended: close every container it completes. */
+    while (top > 0 && --left[top - 1] == 0)
+      top--;
+    if (top == 0) {
+      *off = i;
+      return 0;
+    }
+  }
+}
+
 int fp__count_objects(const char *buf, size_t len, size_t *n)
 {
-  msgpack_zone z;
-  msgpack_object o;
   size_t off = 0;
-  int rc = 0;
-  if (!msgpack_zone_init(&z, 1024))
-    return FP_ENOMEM;
   *n = 0;
-  while (off < len && rc == 0) {
-    rc = next_object(buf, len, &off, &z, &o);
-    if (rc == 0)
-      ++*n;
+  while (off < len) {
+    if (fp__skip_object(buf, len, &off) != 0)
+      return FP_EINVAL;
+    ++*n;
   }
-  msgpack_zone_destroy(&z);
-  return rc == FP_EPROTO ? FP_EINVAL : rc;
+  return 0;
 }

@@ -496,6 +496,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
 {
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
+    p->oom_starts = 0;
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
@@ -583,8 +584,9 @@ static void handle_readable(fp_pool *p, unsigned i)
       /* The reader cannot go on from a frame it could not take. */
       fp__slot_close_fd(p, s, &s->out_fd);
       fp__reader_free(&s->rd);
+      /* A replacement is tried once; twice in a row would loop for ever. */
       if (rc == FP_ENOMEM && s->state == SLOT_DYING && s->head == NULL &&
-          s->answered == 0)
+          s->answered == 0 && ++p->oom_starts >= 2)
         fp__pool_break(p, FP_ENOMEM, "out of memory reading a new worker's "
                        "first message");
     }

@@ -110,8 +110,12 @@ int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code);
 int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
                            int *code, size_t *off);
-/* 0 if [off, len) holds exactly one msgpack object; FP_EINVAL otherwise. */
+/* Counts the msgpack objects in [buf, buf+len): 0, or FP_EINVAL if the
+ * bytes are not a whole number of valid objects. */
 int fp__count_objects(const char *buf, size_t len, size_t *n);
+/* Moves *off past one object; FP_EPROTO if it is malformed or cut short.
+ * Accepts what msgpack_unpack accepts, without a zone. */
+int fp__skip_object(const char *buf, size_t len, size_t *off);
 
 /* --- task.c: the task table ------------------------------------------------ */
 
@@ -274,6 +278,8 @@ struct fp_pool {
   char err_msg[256];      /* why */
   int64_t *restarts;      /* ring of the last restart_limit+1 restart times */
   unsigned nrestarts;     /* restarts ever */
+  unsigned oom_starts;    /* new workers in a row whose READY we could not
+                             read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
 };
 
