@@ -199,7 +199,9 @@ struct fp_future {
   char *error;               /* failure text, owned */
   char *result_buf;          /* RESULT body the result points into, owned */
   msgpack_zone *zone;        /* result's containers, owned */
-  msgpack_object result;
+  msgpack_object result;      /* NIL for a map chunk: see result_off */
+  size_t result_off;         /* chunk: its answer array in result_buf */
+  unsigned chunk_ok;         /* chunk: entries that are [0, result] */
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */
   int cb_queued;             /* in that queue, or its callbacks running */
