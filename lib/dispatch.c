@@ -26,7 +26,8 @@
 #include <sys/epoll.h>
 #endif
 
-#define FP__IOV_BATCH 64 /* frames per writev */
+#define FP__PIPELINE_NS (1000 * 1000)
+#define FP__PIPELINE_MAX 256
 
 static void handle_readable(fp_pool *p, unsigned i);
 
@@ -151,8 +152,11 @@ static void slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
 {
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
-  if (s->send == f)
+  if (s->send == f) {
     s->send = f->next;
+    s->send_off = 0;
+    s->unsent--;
+  }
   if (fp__future_is_done(f))
     fp_future_release(f); /* the reference a placeholder kept */
   else
@@ -189,10 +193,14 @@ void fp__slot_close_fd(fp_pool *p, fp__slot *s, int *fd)
                        (fd == &s->out_fd && s->ep_out)))
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
 #endif
-  if (fd == &s->in_fd)
+  if (fd == &s->in_fd) {
     s->ep_in = 0;
-  else
+    if (s->hold_fd >= 0)
+      close(s->hold_fd); /* with in_fd: no write can follow */
+    s->hold_fd = -1;
+  } else {
     s->ep_out = 0;
+  }
   close(*fd);
   *fd = -1;
 }
@@ -218,6 +226,7 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
   if (err == FP_EPROTO)
     fp__slot_close_fd(p, s, &s->out_fd); /* what follows garbage is garbage */
   s->send = NULL;
+  s->unsent = 0;
   if (s->state == SLOT_LIVE || s->state == SLOT_STARTING)
     s->state = SLOT_DYING;
 }
@@ -237,7 +246,7 @@ void fp__spawn(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
   memset(s, 0, sizeof *s);
-  s->in_fd = s->out_fd = -1;
+  s->in_fd = s->out_fd = s->hold_fd = -1;
   fp__reader_init(&s->rd);
   s->state = SLOT_SPAWNING;
   if (ctl_send(p, FP__CTL_SPAWN, i, 0, 0) != 0)
@@ -300,6 +309,7 @@ static void requeue(fp_pool *p, fp__slot *s)
     p->qhead = f;
   }
   s->send = NULL;
+  s->unsent = 0;
   s->inflight = 0;
 }
 
@@ -392,14 +402,18 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   fp__spawn(p, i);
 }
 
-static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[2])
+static void close_fds(int fds[FP__CTL_NFDS])
+{
+  for (int k = 0; k < FP__CTL_NFDS; k++)
+    if (fds[k] >= 0)
+      close(fds[k]);
+}
+
+static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
 {
   fp__slot *s = &p->slots[m->slot];
   if (s->state != SLOT_SPAWNING) {
-    if (fds[0] >= 0) {
-      close(fds[0]);
-      close(fds[1]);
-    }
+    close_fds(fds);
     return;
   }
   s->pid = m->pid;
@@ -413,6 +427,7 @@ static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[2])
   }
   s->in_fd = fds[0];
   s->out_fd = fds[1];
+  s->hold_fd = fds[2];
   if (fp__set_nonblock(s->in_fd) != 0 || fp__set_nonblock(s->out_fd) != 0)
     fp__slot_kill(p, m->slot, 0, NULL);
   if (p->stopping)
@@ -439,7 +454,7 @@ static void handle_ctl(fp_pool *p)
 {
   while (p->ctl_fd >= 0) {
     fp__ctl m;
-    int fds[2];
+    int fds[FP__CTL_NFDS];
     int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
     if (rc == 0)
       return;
@@ -448,10 +463,7 @@ static void handle_ctl(fp_pool *p)
       return;
     }
     if (m.slot >= p->nslots) {
-      if (fds[0] >= 0) {
-        close(fds[0]);
-        close(fds[1]);
-      }
+      close_fds(fds);
       continue;
     }
     if (m.op == FP__CTL_SPAWNED) {
@@ -547,6 +559,8 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   int64_t now = fp__now_ns();
   f->run_ns = now - s->head_since;
   s->head_since = now; /* the next one starts now */
+  /* A running mean over about the last 16 answers sizes the pipelines. */
+  p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
   if (fp__future_is_done(f)) {
     free(body); /* a cancelled task's answer */
     fp_future_release(f);
@@ -609,12 +623,15 @@ static void flush(fp_pool *p, unsigned i)
       off = 0;
       n++;
     }
-    ssize_t w = fp__writev_nosigpipe(s->in_fd, iov, n);
+    /* No SIGPIPE: we hold the pipe's read end (hold_fd) ourselves. */
+    ssize_t w = writev(s->in_fd, iov, n);
     if (w < 0) {
       if (errno == EINTR)
         continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        fp__slot_kill(p, i, 0, NULL); /* EPIPE: it is gone */
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        s->blocked = 1; /* poll() says when it takes more */
+      else
+        fp__slot_kill(p, i, 0, NULL);
       return;
     }
     size_t left = (size_t)w;
@@ -627,26 +644,56 @@ static void flush(fp_pool *p, unsigned i)
       left -= rest;
       s->send_off = 0;
       s->send = s->send->next;
+      s->unsent--;
     }
   }
+  s->blocked = 0;
 }
 
-static int slot_takes_work(const fp_pool *p, const fp__slot *s)
+/*
+ * How many tasks one worker is handed ahead.  Automatic: enough to cover
+ * about FP__PIPELINE_NS of work, so that short tasks travel in batches and
+ * long ones stay at 2, where an idle worker never waits behind a busy one
+ * for more than one task.
+ */
+static unsigned window(const fp_pool *p)
+{
+  if (p->opts.max_inflight != 0)
+    return p->opts.max_inflight;
+  if (p->avg_run_ns <= 0)
+    return 2;
+  int64_t w = FP__PIPELINE_NS / p->avg_run_ns;
+  return w < 2 ? 2 : w > FP__PIPELINE_MAX ? FP__PIPELINE_MAX : (unsigned)w;
+}
+
+/*
+ * Whether to write a slot's new frames now or let them gather: now if the
+ * worker may soon run dry (fewer than 2 written and unanswered), or a
+ * writev's worth is waiting.  Every pass of the dispatcher writes all.
+ */
+static int flush_now(const fp__slot *s)
+{
+  return !s->blocked &&
+         (s->inflight - s->unsent < 2 || s->unsent >= FP__IOV_BATCH);
+}
+
+static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
 {
   return (s->state == SLOT_LIVE || s->state == SLOT_STARTING) &&
-         s->in_fd >= 0 && s->inflight < p->opts.max_inflight &&
+         s->in_fd >= 0 && s->inflight < w &&
          (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
 }
 
-void fp__schedule(fp_pool *p)
+void fp__schedule(fp_pool *p, int all)
 {
+  unsigned w = window(p);
   while (p->qhead != NULL) {
     int best = -1;
     /* Ties go round-robin, so idle workers take turns. */
     for (unsigned k = 0; k < p->nslots; k++) {
       unsigned i = (p->rr + k) % p->nslots;
       fp__slot *s = &p->slots[i];
-      if (slot_takes_work(p, s) &&
+      if (slot_takes_work(p, s, w) &&
           (best < 0 || s->inflight < p->slots[best].inflight))
         best = (int)i;
     }
@@ -663,13 +710,14 @@ void fp__schedule(fp_pool *p)
     f->slot = best;
     s->inflight++;
     s->assigned++;
+    s->unsent++;
     if (s->send == NULL) {
       s->send = f;
       s->send_off = 0;
     }
   }
   for (unsigned i = 0; i < p->nslots; i++)
-    if (p->slots[i].send != NULL)
+    if (p->slots[i].send != NULL && (all || flush_now(&p->slots[i])))
       flush(p, i);
 }
 
@@ -803,7 +851,8 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
   if (r > 0)
     handle_events(p, n);
   check_deadlines(p);
-  fp__schedule(p);
+  p->since_pass = 0;
+  fp__schedule(p, 1);
   fp__ep_sync(p);
   fp__signal_done(p);
   pthread_cond_broadcast(&p->cond);
@@ -848,7 +897,7 @@ void fp__cond_wait_until(fp_pool *p, int64_t deadline)
 int fp__pool_run_until(fp_pool *p, fp__pool_pred pred, void *arg,
                        int64_t deadline)
 {
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     return FP_EINVAL; /* a copy of the pool in a forked child */
   for (;;) {
     if (pred(p, arg))

@@ -18,10 +18,12 @@
 #include <sys/types.h>
 #include <poll.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define FP__DEFAULT_MAX_MESSAGE ((size_t)1 << 30)
 #define FP__MAX_NAME 255
 #define FP__HDR 4 /* frame header: body length, 32-bit little-endian */
+#define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
 #define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
 
 /* --- sys.c: small OS helpers ---------------------------------------------- */
@@ -34,12 +36,6 @@ int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */
-
-/*
- * Writes to a pipe without letting SIGPIPE reach the process: the signal is
- * blocked in this thread for the call and a SIGPIPE it raised is consumed.
- */
-ssize_t fp__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
 
 /* --- frame.c: length-prefixed frames on a descriptor ---------------------- */
 
@@ -170,8 +166,12 @@ typedef struct fp__ctl {
 int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
                          pid_t *fs_pid);
 int fp__ctl_send(int fd, const fp__ctl *m);
-/* 1 message (fds[] filled for SPAWNED), 0 nothing yet, FP__IO_EOF, or < 0. */
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[2]);
+/* SPAWNED carries the task pipe's write end, the result pipe's read end and
+ * the task pipe's read end (held only so writes never raise SIGPIPE). */
+#define FP__CTL_NFDS 3
+/* 1 message (fds[] filled for SPAWNED, or all -1 if the kernel dropped
+ * them for want of descriptors), 0 nothing yet, FP__IO_EOF, or < 0. */
+int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS]);
 
 /* --- future.c -------------------------------------------------------------- */
 
@@ -232,11 +232,14 @@ typedef struct fp__slot {
   pid_t pid;
   int in_fd;              /* tasks to the worker; -1 once closed */
   int out_fd;             /* results from it; -1 once closed */
+  int hold_fd;            /* the task pipe's read end, closed with in_fd */
   fp__reader rd;          /* partial result frame */
   fp_future *head, *tail; /* handed to it, oldest (the running one) first;
                              a final future here is a cancelled placeholder */
   fp_future *send;        /* first frame not fully written; NULL: none */
   size_t send_off;        /* bytes of send's frame already written */
+  unsigned unsent;        /* frames from send on: not fully written */
+  int blocked;            /* the last write found the pipe full */
   unsigned inflight;      /* length of the head..tail list */
   uint64_t assigned;      /* tasks handed to this worker, ever */
   uint64_t answered;      /* results it sent */
@@ -260,6 +263,8 @@ struct fp_pool {
   int ctl_fd;             /* control socket to the fork server; -1 closed */
   pid_t fs_pid;           /* the fork server, for messages only */
   pid_t owner;            /* the process that created the pool */
+  volatile unsigned char *fork_guard; /* 1, but 0 in a forked child (a
+                             MADV_WIPEONFORK page); NULL: compare owner */
   fp_pool_options opts;   /* the caller's, with defaults filled in */
   fp__tasks tasks;        /* names the pool accepts */
   fp__worker_cfg wcfg;    /* what the fork server's workers run */
@@ -280,10 +285,21 @@ struct fp_pool {
   char err_msg[256];      /* why */
   int64_t *restarts;      /* ring of the last restart_limit+1 restart times */
   unsigned nrestarts;     /* restarts ever */
+  int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
+  unsigned since_pass;    /* submits since the last dispatcher pass */
   unsigned oom_starts;    /* new workers in a row whose READY we could not
                              read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
 };
+
+/* 1 in the process that created the pool; a forked child's copy of the
+ * pool must not touch the workers' pipes.  No system call where the kernel
+ * can wipe a page on fork. */
+static inline int fp__pool_owned(const fp_pool *pool)
+{
+  return pool->fork_guard != NULL ? *pool->fork_guard != 0
+                                  : pool->owner == getpid();
+}
 
 /*
  * Runs the dispatcher, or waits for the thread that runs it, until pred is
@@ -300,7 +316,9 @@ void fp__pool_lock(fp_pool *pool);
 /* Runs the callbacks of futures made final, then unlocks. */
 void fp__pool_unlock(fp_pool *pool);
 int fp__poll_once(fp_pool *pool, int timeout_ms);
-void fp__schedule(fp_pool *pool);
+/* Hands queued tasks to workers; writes all frames, or (all == 0, on
+ * submit) only where a worker may run dry or a batch has gathered. */
+void fp__schedule(fp_pool *pool, int all);
 void fp__wake_poller(fp_pool *pool);
 /* Waits on the pool's condition until broadcast or deadline (-1: none). */
 void fp__cond_wait_until(fp_pool *pool, int64_t deadline);

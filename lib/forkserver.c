@@ -75,11 +75,11 @@ int fp__ctl_send(int fd, const fp__ctl *m)
   }
 }
 
-/* Sends a message with two descriptors attached. */
-static int ctl_send_fds(int fd, const fp__ctl *m, const int fds[2])
+/* Sends a message with a worker's descriptors attached. */
+static int ctl_send_fds(int fd, const fp__ctl *m, const int fds[FP__CTL_NFDS])
 {
   union {
-    char buf[CMSG_SPACE(2 * sizeof(int))];
+    char buf[CMSG_SPACE(FP__CTL_NFDS * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct iovec iov = {(void *)m, sizeof *m};
@@ -89,25 +89,35 @@ static int ctl_send_fds(int fd, const fp__ctl *m, const int fds[2])
   struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
+  c->cmsg_len = CMSG_LEN(FP__CTL_NFDS * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, FP__CTL_NFDS * sizeof(int));
   while (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0)
     if (errno != EINTR)
       return -errno;
   return 0;
 }
 
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[2])
+static void close_fds(int fds[FP__CTL_NFDS])
+{
+  for (int i = 0; i < FP__CTL_NFDS; i++) {
+    if (fds[i] >= 0)
+      close(fds[i]);
+    fds[i] = -1;
+  }
+}
+
+int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
 {
   union {
-    char buf[CMSG_SPACE(2 * sizeof(int))];
+    char buf[CMSG_SPACE(FP__CTL_NFDS * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct iovec iov = {m, sizeof *m};
   struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
                        .msg_control = u.buf, .msg_controllen = sizeof u.buf};
   ssize_t n;
-  fds[0] = fds[1] = -1;
+  for (int i = 0; i < FP__CTL_NFDS; i++)
+    fds[i] = -1;
   while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
     ;
   if (n < 0)
@@ -119,22 +129,18 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[2])
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
         c->cmsg_len >= CMSG_LEN(sizeof(int))) {
       got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      memcpy(fds, CMSG_DATA(c), (got > 2 ? 2 : got) * sizeof(int));
+      memcpy(fds, CMSG_DATA(c),
+             (got > FP__CTL_NFDS ? FP__CTL_NFDS : got) * sizeof(int));
     }
   int want_fds = n == (ssize_t)sizeof *m && m->op == FP__CTL_SPAWNED;
-  if (want_fds && (msg.msg_flags & MSG_CTRUNC) && got < 2) {
+  if (want_fds && (msg.msg_flags & MSG_CTRUNC) && got < FP__CTL_NFDS) {
     /* Out of descriptors: the kernel dropped what did not fit. */
-    if (got == 1)
-      close(fds[0]);
-    fds[0] = fds[1] = -1;
+    close_fds(fds);
     return 1;
   }
   if (n != (ssize_t)sizeof *m || (msg.msg_flags & MSG_CTRUNC) ||
-      want_fds != (fds[0] >= 0)) {
-    if (fds[0] >= 0) {
-      close(fds[0]);
-      close(fds[1]);
-    }
+      want_fds != (got == FP__CTL_NFDS) || (!want_fds && got != 0)) {
+    close_fds(fds);
     return FP_EPROTO;
   }
   return 1;
@@ -183,7 +189,9 @@ static void spawn(fs_state *fs, uint32_t slot)
 #endif
     m.op = FP__CTL_SPAWNED;
     m.pid = pid;
-    int fds[2] = {in[1], out[0]};
+    /* The dispatcher keeps in[0] open too, so that writing to a dead
+     * worker fills the pipe instead of raising SIGPIPE. */
+    int fds[FP__CTL_NFDS] = {in[1], out[0], in[0]};
     rc = ctl_send_fds(FS_CTL_FD, &m, fds);
   } else {
     m.value = rc;
@@ -263,7 +271,7 @@ static void serve(fs_state *fs)
     reap(fs, 0);
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       fp__ctl m;
-      int fds[2];
+      int fds[FP__CTL_NFDS];
       int rc = fp__ctl_recv(FS_CTL_FD, &m, fds);
       if (rc < 0 || rc == FP__IO_EOF)
         break;
@@ -370,7 +378,7 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
     ;
 
   fp__ctl m;
-  int fds[2];
+  int fds[FP__CTL_NFDS];
   struct pollfd p = {.fd = sv[0], .events = POLLIN};
   while ((rc = poll(&p, 1, -1)) < 0 && errno == EINTR)
     ;

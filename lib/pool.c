@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_EPOLL_H
@@ -35,8 +36,6 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   }
   if (o->max_message == 0)
     o->max_message = FP__DEFAULT_MAX_MESSAGE;
-  if (o->max_inflight == 0)
-    o->max_inflight = 2;
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
@@ -58,6 +57,27 @@ static int all_started(fp_pool *p, void *arg)
 
 static void pool_free(fp_pool *p);
 
+/* A page that reads 1 here and 0 in any forked child: the ownership check
+ * on every call costs a load instead of getpid(). */
+static volatile unsigned char *fork_guard_new(void)
+{
+#if HAVE_DECL_MADV_WIPEONFORK
+  size_t len = (size_t)sysconf(_SC_PAGESIZE);
+  unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    return NULL;
+  if (madvise(m, len, MADV_WIPEONFORK) != 0) {
+    munmap(m, len);
+    return NULL; /* an older kernel: fall back to getpid() */
+  }
+  *m = 1;
+  return m;
+#else
+  return NULL;
+#endif
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
   if (out == NULL)
@@ -75,6 +95,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->ctl_fd = p->epfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
   p->owner = getpid();
+  p->fork_guard = fork_guard_new();
   p->nslots = o.workers;
   atomic_init(&p->next_id, 1);
   pthread_mutex_init(&p->lock, NULL);
@@ -86,7 +107,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 
   p->slots = calloc(p->nslots, sizeof *p->slots);
   for (unsigned i = 0; p->slots != NULL && i < p->nslots; i++)
-    p->slots[i].in_fd = p->slots[i].out_fd = -1;
+    p->slots[i].in_fd = p->slots[i].out_fd = p->slots[i].hold_fd = -1;
   p->pfd = calloc(2 + 2 * p->nslots, sizeof *p->pfd);
   p->pfd_who = calloc(2 + 2 * p->nslots, sizeof *p->pfd_who);
   p->restarts = calloc(o.restart_limit + 1, sizeof *p->restarts);
@@ -161,15 +182,14 @@ void fp__forkserver_stop(fp_pool *p)
   shutdown(p->ctl_fd, SHUT_WR);
   for (;;) {
     fp__ctl m;
-    int fds[2];
+    int fds[FP__CTL_NFDS];
     struct pollfd pf = {.fd = p->ctl_fd, .events = POLLIN};
     if (poll(&pf, 1, -1) < 0 && errno != EINTR)
       break;
     int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
-    if (fds[0] >= 0) {
-      close(fds[0]);
-      close(fds[1]);
-    }
+    for (int k = 0; k < FP__CTL_NFDS; k++)
+      if (fds[k] >= 0)
+        close(fds[k]);
     if (rc < 0 || rc == FP__IO_EOF)
       break;
   }
@@ -216,7 +236,7 @@ FP_EXTERN int fp_pool_shutdown(fp_pool *p, unsigned flags)
       (flags & ~(unsigned)(FP_SHUTDOWN_WAIT | FP_SHUTDOWN_CANCEL_PENDING)))
     return FP_EINVAL;
   fp__pool_lock(p);
-  int rc = p->owner == getpid() ? 0 : FP_EINVAL;
+  int rc = fp__pool_owned(p) ? 0 : FP_EINVAL;
   if (rc == 0) {
     p->closed = 1;
     if (flags & FP_SHUTDOWN_CANCEL_PENDING)
@@ -237,7 +257,7 @@ static int terminate(fp_pool *p, int sig)
   if (p == NULL)
     return FP_EINVAL;
   fp__pool_lock(p);
-  int rc = p->owner == getpid() ? 0 : FP_EINVAL;
+  int rc = fp__pool_owned(p) ? 0 : FP_EINVAL;
   if (rc == 0) {
     p->closed = 1;
     p->stopping = 1;
@@ -302,6 +322,8 @@ static void pool_free(fp_pool *p)
   free(p->restarts);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->cond);
+  if (p->fork_guard != NULL)
+    munmap((void *)p->fork_guard, (size_t)sysconf(_SC_PAGESIZE));
   free(p);
 }
 
@@ -325,7 +347,7 @@ FP_EXTERN void fp_pool_destroy(fp_pool *p)
 {
   if (p == NULL)
     return;
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     pool_forget(p);
   else
     (void)fp_pool_shutdown(p, FP_SHUTDOWN_WAIT | FP_SHUTDOWN_CANCEL_PENDING);
@@ -342,7 +364,7 @@ FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
     return FP_EINVAL;
   fp__pool_lock(p);
   int rc = 0;
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     rc = FP_EINVAL;
   else if (!p->polling)
     rc = fp__poll_once(p, p->ndone != p->ndone_reported
@@ -369,7 +391,7 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
   if (p == NULL)
     return FP_EINVAL;
 #ifdef HAVE_SYS_EPOLL_H
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     return FP_EINVAL;
   fp__pool_lock(p);
   int rc = p->epfd;
@@ -408,7 +430,7 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
 {
   if (p == NULL || st == NULL || st->size < offsetof(fp_pool_stats, workers) ||
       st->size > sizeof *st || (workers == NULL && n > 0) ||
-      p->owner != getpid())
+      !fp__pool_owned(p))
     return FP_EINVAL;
   fp__pool_lock(p);
   fp_pool_stats s = p->st;

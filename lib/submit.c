@@ -28,7 +28,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   }
 
   fp__pool_lock(p);
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     rc = FP_EINVAL;
   else if (p->err != 0)
     rc = FP_EBROKEN;
@@ -42,15 +42,18 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   }
   p->st.submitted += nitems;
   fp__list_push(&p->qhead, &p->qtail, f);
-  fp__schedule(p);
-  /* Pipes full: let the workers' answers out so they can go on. */
-  int waiting = p->qhead != NULL;
-  for (unsigned i = 0; !waiting && i < p->nslots; i++)
-    waiting = p->slots[i].send != NULL;
-  if (waiting && !p->polling)
-    (void)fp__poll_once(p, 0);
-  else if (waiting)
+  fp__schedule(p, 0);
+  /* Workers full or a pipe full: every so often a pass without waiting
+   * reads their answers so they can go on. */
+  int behind = p->qhead != NULL, gathering = 0;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    behind |= p->slots[i].blocked;
+    gathering |= p->slots[i].send != NULL;
+  }
+  if (p->polling && (behind || gathering))
     fp__wake_poller(p);
+  else if (behind && ++p->since_pass >= FP__IOV_BATCH)
+    (void)fp__poll_once(p, 0);
   fp__ep_sync(p);
   fp__signal_done(p);
   fp__pool_unlock(p);
@@ -116,7 +119,7 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
  */
 int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
 {
-  if (p->owner != getpid())
+  if (!fp__pool_owned(p))
     return FP_EINVAL; /* a copy of the pool in a forked child */
   if (fp__future_is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;

@@ -100,26 +100,3 @@ int fp__remaining_ms(int64_t deadline)
     return 0;
   return left > 1000000 ? 1000000 : (int)left;
 }
-
-ssize_t fp__writev_nosigpipe(int fd, const struct iovec *iov, int iovcnt)
-{
-  sigset_t pipe_set, old, pending;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  sigpending(&pending);
-  int was_pending = sigismember(&pending, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-
-  ssize_t n = writev(fd, iov, iovcnt);
-  int saved = errno;
-
-  /* Consume the SIGPIPE this write raised, never one that was already due. */
-  if (n < 0 && saved == EPIPE && !was_pending) {
-    struct timespec zero = {0, 0};
-    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-      ;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  errno = saved;
-  return n;
-}
