@@ -311,7 +311,7 @@ static int write_markdown(const char *path, const bench_cfg *c,
           "measured in the same run, interleaved with its workload.  Ratio = "
           "median / the baseline's median.  2 workers unless a row says "
           "otherwise; library defaults (max_inflight %s).\n\n",
-          c->max_inflight ? "set by --max-inflight" : "2");
+          c->max_inflight ? "set by --max-inflight" : "automatic");
   fprintf(fp, "| Figure | Median | Min–max (n) | Baseline | Baseline median "
           "| Ratio | Target | Met |\n");
   fprintf(fp, "|---|---:|---:|---|---:|---:|---|:-:|\n");

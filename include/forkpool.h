@@ -153,7 +153,7 @@ typedef struct fp_pool_options {
   size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
   unsigned restart_limit;     /* more worker deaths than this within the */
   unsigned restart_window_ms; /*   window break the pool; limit 0: never */
-  unsigned max_inflight;      /* tasks handed to one worker ahead; 0: 2 */
+  unsigned max_inflight;      /* tasks handed to one worker ahead; 0: auto */
   const fp_task *tasks;       /* borrowed during create; NULL-name ended */
   fp_log_fn log;              /* NULL: no diagnostics; called with the */
   void *log_arg;              /*   pool locked: it must not call forkpool */
