@@ -32,20 +32,7 @@ else
 fi
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
 
-# config.h as configure writes it on this machine: the tree's own when it is
-# configured in place, else from configure run in the scratch directory.
-if [ -f config.h ]; then
-  cfg=$top
-elif [ -x configure ]; then
-  mkdir "$work/cfg"
-  (cd "$work/cfg" && "$top/configure" -q --no-create >/dev/null &&
-   ./config.status -q config.h)
-  cfg=$work/cfg
-else
-  echo "fuzz.sh: no configure script: run autoreconf -fi first" >&2
-  exit 1
-fi
-msgpack=$(pkg-config --exists msgpack && echo msgpack || echo msgpack-c)
+. .ci/config-h.sh # sets cfg and msgpack
 mp_cflags=$(pkg-config --cflags "$msgpack")
 mp_libs=$(pkg-config --libs "$msgpack")
 

@@ -29,19 +29,7 @@ clang-tidy:cert-err34-c|lib/sys.c|int fd = atoi(e->d_name);
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# config.h as configure writes it here (see .ci/fuzz.sh).
-if [ -f config.h ]; then
-  cfg=$top
-elif [ -x configure ]; then
-  mkdir "$work/cfg"
-  (cd "$work/cfg" && "$top/configure" -q --no-create >/dev/null &&
-   ./config.status -q config.h)
-  cfg=$work/cfg
-else
-  echo "static.sh: no configure script: run autoreconf -fi first" >&2
-  exit 1
-fi
-msgpack=$(pkg-config --exists msgpack && echo msgpack || echo msgpack-c)
+. .ci/config-h.sh # sets cfg and msgpack
 # As lib/Makefile.am compiles the library, warnings included.
 cflags="-DHAVE_CONFIG_H -DFP_BUILDING -I$cfg -Iinclude -Ilib -pthread
   $(pkg-config --cflags "$msgpack") -Wall -Wextra -Wshadow -Wstrict-prototypes

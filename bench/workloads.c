@@ -207,7 +207,7 @@ void run_w1(const bench_cfg *c)
   figure *b = figure_add("W1 baseline: pipes, per-item writes", "tasks/s",
                          &base, NULL, note);
   snprintf(note, sizeof note, "%zu fp_submit of x*x, then fp_future_result "
-           "of each in order; 2 workers, max_inflight 2", n);
+           "of each in order; 2 workers, automatic max_inflight", n);
   figure *f = figure_add("W1 submit throughput", "tasks/s", &fp, b, note);
   figure_target(f, f->med >= 1e6 && f->ratio >= 0.5,
                 ">= 1,000,000 tasks/s and >= 0.50 of baseline");

@@ -26,7 +26,7 @@
 #include <sys/epoll.h>
 #endif
 
-#define FP__PIPELINE_NS (1000 * 1000)
+#define FP__PIPELINE_NS ((int64_t)1000 * 1000)
 #define FP__PIPELINE_MAX 256
 
 static void handle_readable(fp_pool *p, unsigned i);
