@@ -1,12 +1,11 @@
 /*
  * The worker side: a TASK body as fp__worker_main gets it from its frame
- * reader, decoded by fp__decode_task and run the way the worker runs it,
- * single items through run_one and map chunks through run_chunk (both
- * reached by including worker.c).  Then the answer the worker would write
- * is read back with the parent's decoders: whatever the parent sent, a
- * worker either exits (a protocol error) or answers with a frame the
- * parent accepts, no longer than max_message, for the same id, holding
- * exactly what handle_frame and fp_map_next expect.
+ * reader, run by fp__worker_handle, the worker's own code from
+ * fp__decode_task to the sealed answer.  Then the answer is read back with
+ * the parent's decoders: whatever the parent sent, a worker either exits (a
+ * protocol error) or answers with a frame the parent accepts, no longer than
+ * max_message, for the same id, holding exactly what handle_frame and
+ * fp_map_next expect.
  *
  * Input: one control byte, then the TASK body.
  *   bit 0  max_message 1024, else 1 MiB
@@ -16,7 +15,7 @@
  * values; "bad" packs bytes that are not msgpack; "big" packs a bin as long
  * as its argument says (up to 64 KiB); "unpack" reads [i s] with fp_unpack.
  */
-#include "../lib/worker.c"
+#include "forkpool-private.h"
 
 #include "fuzz.h"
 
@@ -91,61 +90,6 @@ static const fp_task task_rows[] = {
     {"none", t_none}, {"two", t_two},   {"bad", t_bad},
     {"big", t_big},   {"unpack", t_unpack}, {NULL, NULL}};
 
-/*
- * What fp__worker_main does with one frame's body, from fp__decode_task to
- * the answer in head and result; keep it in step with the loop there.
- * Returns 0 with an answer for *id, or the code the worker exits on.
- */
-static int run_task(const fp__worker_cfg *cfg, char *body, size_t len,
-                    msgpack_zone *zone, msgpack_sbuffer *head,
-                    msgpack_sbuffer *result, msgpack_sbuffer *item,
-                    uint64_t *id, unsigned *n)
-{
-  size_t name_len, args_len;
-  const char *name, *args;
-  int rc = fp__decode_task(body, len, zone, id, &name, &name_len, n, &args,
-                           &args_len);
-  char task[FP__MAX_NAME + 1];
-  fp_task_fn fn = NULL;
-  if (rc == 0) {
-    memcpy(task, name, name_len);
-    task[name_len] = '\0';
-    fn = fp__tasks_find(cfg->tasks, name, name_len);
-  }
-  msgpack_object a;
-  size_t off = 0;
-  outcome o = {.code = 0};
-  if (rc != 0) {
-    /* not even an id to answer to */
-  } else if (fn == NULL) {
-    set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
-                task);
-    rc = answer_failure(head, result, *id, &o);
-  } else if (*n > 1) {
-    rc = run_chunk(cfg, NULL, task, fn, *n, args, args_len, zone, item,
-                   result);
-    if (rc == 0 && result->size > cfg->max_message - 64) {
-      set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
-                  "a chunk of %u results is %zu bytes, over max_message", *n,
-                  result->size);
-      rc = answer_failure(head, result, *id, &o);
-    } else if (rc == 0) {
-      msgpack_sbuffer_clear(head);
-      rc = fp__encode_result_head(head, *id, 0);
-    }
-    shrink(item);
-  } else if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 ||
-             off != args_len) {
-    rc = FP_EPROTO;
-  } else {
-    run_one(cfg, NULL, task, fn, &a, result, &o);
-    msgpack_sbuffer_clear(head);
-    rc = o.code ? answer_failure(head, result, *id, &o)
-                : fp__encode_result_head(head, *id, 0);
-  }
-  return rc;
-}
-
 /* One entry of a chunk's answer, as fp_map_next's yield reads it. */
 static void check_entry(const msgpack_object *e)
 {
@@ -166,8 +110,9 @@ static void check_answer(const fp__worker_cfg *cfg, const msgpack_sbuffer *head,
                          const msgpack_sbuffer *result, uint64_t id,
                          unsigned n)
 {
-  size_t len = head->size - FP__HDR + result->size;
   FZ_CHECK(head->size > FP__HDR);
+  size_t len = head->size - FP__HDR + result->size;
+  FZ_CHECK(fp__frame_body_len(head->data) == len);
   FZ_CHECK(len <= cfg->max_message); /* else the parent kills the worker */
   char *body = malloc(len);
   FZ_CHECK(body != NULL);
@@ -232,13 +177,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   msgpack_sbuffer_init(&head);
   msgpack_sbuffer_init(&result);
   msgpack_sbuffer_init(&item);
-  uint64_t id = 0;
-  unsigned n = 0;
-  int rc = run_task(&cfg, body, z.n, &zone, &head, &result, &item, &id, &n);
-  if (rc == 0)
+  int rc = fp__worker_handle(&cfg, NULL, body, z.n, &zone, &head, &result,
+                             &item);
+  if (rc == 0) {
+    /* What it answered: the id and item count it decoded. */
+    uint64_t id;
+    unsigned n;
+    const char *name, *args;
+    size_t name_len, args_len;
+    FZ_CHECK(fp__decode_task(body, z.n, &zone, &id, &name, &name_len, &n,
+                             &args, &args_len) == 0);
     check_answer(&cfg, &head, &result, id, n);
-  else
+  } else {
     FZ_CHECK(rc == FP_EPROTO || rc == FP_ENOMEM); /* it exits, not answers */
+  }
   free(body);
   msgpack_zone_destroy(&zone);
   msgpack_sbuffer_destroy(&head);

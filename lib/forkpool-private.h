@@ -80,6 +80,15 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
 /* Worker side, blocking: 1 frame, 0 EOF, negative error. */
 int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,
                             size_t *len);
+/*
+ * Worker side, blocking, for a caller that is done with each body before it
+ * reads the next: the same outcomes, but *body is borrowed.  It points into
+ * the read-ahead when the whole body is there, else into *buf, the caller's
+ * buffer of *cap bytes, replaced by a larger malloc when too small.  Valid
+ * until the next call.  A body cut short by FP_EAGAIN ends the stream.
+ */
+int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
+                            size_t *cap, const char **body, size_t *len);
 int fp__write_all(int fd, struct iovec *iov, int iovcnt);
 
 /* --- codec.c: the messages, as msgpack ------------------------------------ */
@@ -139,6 +148,16 @@ typedef struct fp__worker_cfg {
 /* Runs tasks from in_fd, answers on out_fd, exits the process on EOF. */
 void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     __attribute__((noreturn));
+/*
+ * One TASK body, as the worker runs it: decodes it, runs its task (or each
+ * item of a map chunk) and leaves the RESULT frame in head (the sealed
+ * header and the prefix) and result (the rest).  0, or FP_EPROTO or
+ * FP_ENOMEM: the worker exits instead of answering.  body is only read;
+ * zone is cleared before it returns.
+ */
+int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
+                      size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
+                      msgpack_sbuffer *result, msgpack_sbuffer *item);
 
 /* --- forkserver.c: forks workers and reports their exits ------------------ */
 

@@ -89,11 +89,10 @@ static int fail(fp__reader *r, int err)
   return err;
 }
 
-int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
-                    size_t *len)
+/* Reads until the header is whole and within max: FP__IO_FRAME with
+ * r->body_len set, or FP__IO_AGAIN, FP__IO_EOF or a negative code. */
+static int read_header(fp__reader *r, int fd, size_t max)
 {
-  if (r->err != 0)
-    return r->err;
   while (r->hdr_have < FP__HDR) {
     if (r->chunk_off == r->chunk_len) {
       ssize_t n = refill(r, fd);
@@ -103,16 +102,14 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
         return io_result(n);
     }
     r->hdr_have += take(r, r->hdr + r->hdr_have, FP__HDR - r->hdr_have);
-    if (r->hdr_have < FP__HDR)
-      continue;
-    r->body_len = fp__frame_body_len(r->hdr);
-    if (r->body_len > max)
-      return fail(r, FP_EPROTO);
-    /* One spare byte so an empty body still gets a real allocation. */
-    if ((r->body = malloc(r->body_len + 1)) == NULL)
-      return fail(r, FP_ENOMEM);
-    r->body_have = 0;
   }
+  r->body_len = fp__frame_body_len(r->hdr);
+  return r->body_len > max ? fail(r, FP_EPROTO) : FP__IO_FRAME;
+}
+
+/* Fills r->body up to r->body_len: FP__IO_FRAME once whole, or as above. */
+static int read_body(fp__reader *r, int fd)
+{
   r->body_have += take(r, r->body + r->body_have, r->body_len - r->body_have);
   while (r->body_have < r->body_len) {
     /* Large bodies are read straight into place, never through the chunk. */
@@ -124,11 +121,77 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
       return io_result(n);
     r->body_have += (size_t)n;
   }
+  return FP__IO_FRAME;
+}
+
+int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
+                    size_t *len)
+{
+  if (r->err != 0)
+    return r->err;
+  if (r->hdr_have < FP__HDR) {
+    int rc = read_header(r, fd, max);
+    if (rc != FP__IO_FRAME)
+      return rc;
+    /* One spare byte so an empty body still gets a real allocation. */
+    if ((r->body = malloc(r->body_len + 1)) == NULL)
+      return fail(r, FP_ENOMEM);
+    r->body_have = 0;
+  }
+  int rc = read_body(r, fd);
+  if (rc != FP__IO_FRAME)
+    return rc;
   *body = r->body;
   *len = r->body_len;
   r->body = NULL;
   r->hdr_have = 0;
   return FP__IO_FRAME;
+}
+
+/* Makes *buf hold at least need bytes; its old contents do not matter. */
+static int reserve(char **buf, size_t *cap, size_t need)
+{
+  if (*cap >= need)
+    return 0;
+  if (need < 4096)
+    need = 4096; /* small frames cut by the chunk's end: no churn */
+  char *nb = malloc(need);
+  if (nb == NULL)
+    return FP_ENOMEM;
+  free(*buf);
+  *buf = nb;
+  *cap = need;
+  return 0;
+}
+
+int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
+                            size_t *cap, const char **body, size_t *len)
+{
+  if (r->err != 0)
+    return r->err;
+  int rc = read_header(r, fd, max);
+  if (rc != FP__IO_FRAME)
+    return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? FP_EAGAIN : rc;
+  r->hdr_have = 0;
+  *len = r->body_len;
+  if (r->body_len <= r->chunk_len - r->chunk_off) {
+    /* The whole body is in the read-ahead: no copy at all. */
+    *body = r->chunk + r->chunk_off;
+    r->chunk_off += r->body_len;
+    return 1;
+  }
+  if (reserve(buf, cap, r->body_len) != 0)
+    return fail(r, FP_ENOMEM);
+  r->body = *buf;
+  r->body_have = 0;
+  rc = read_body(r, fd);
+  r->body = NULL; /* the caller's, never the reader's */
+  if (rc == FP__IO_FRAME) {
+    *body = *buf;
+    return 1;
+  }
+  /* Cut short, the body is lost with the call: the stream cannot resume. */
+  return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? fail(r, FP_EAGAIN) : rc;
 }
 
 int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,

@@ -16,6 +16,8 @@
 
 #define FP__EXIT_PROTO 70 /* the parent sent bytes that are not a frame */
 #define FP__EXIT_INIT 71  /* the init function failed */
+#define FP__BODY_KEEP (8u << 20) /* largest body buffer kept for reuse */
+#define FP__BODY_IDLE 64         /* frames in a row without it free it */
 
 struct fp_call {
   const char *task;      /* the running task's name, NUL-ended copy */
@@ -143,6 +145,11 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
       return FP_EPROTO;
     run_one(cfg, state, task, fn, &a, item, &o);
+    /* An item's objects die with its call.  Only containers take zone
+     * memory (scalars, strings and bins point into args); clearing after
+     * each keeps the zone at one chunk instead of growing with the chunk. */
+    if (a.type == MSGPACK_OBJECT_ARRAY || a.type == MSGPACK_OBJECT_MAP)
+      msgpack_zone_clear(zone);
     int rc = o.code == 0
                  ? msgpack_pack_array(&pk, 2) || msgpack_pack_int(&pk, 0) ||
                        msgpack_sbuffer_write(result, item->data, item->size)
@@ -164,9 +171,93 @@ static void shrink(msgpack_sbuffer *sb)
   }
 }
 
-static int send_answer(int fd, msgpack_sbuffer *head, msgpack_sbuffer *result)
+/* A task the worker does not have: answered, not fatal. */
+static int answer_no_task(uint64_t id, const char *task,
+                          msgpack_sbuffer *head, msgpack_sbuffer *result)
+{
+  outcome o;
+  set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
+              task);
+  return answer_failure(head, result, id, &o);
+}
+
+static int answer_chunk(const fp__worker_cfg *cfg, void *state,
+                        const char *task, fp_task_fn fn, uint64_t id,
+                        unsigned n, const char *args, size_t args_len,
+                        msgpack_zone *zone, msgpack_sbuffer *head,
+                        msgpack_sbuffer *result, msgpack_sbuffer *item)
+{
+  int rc = run_chunk(cfg, state, task, fn, n, args, args_len, zone, item,
+                     result);
+  shrink(item);
+  if (rc != 0)
+    return rc;
+  if (result->size > cfg->max_message - 64) {
+    /* The dispatcher splits the chunk and sends its items one by one. */
+    outcome o;
+    set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
+                "a chunk of %u results is %zu bytes, over max_message", n,
+                result->size);
+    return answer_failure(head, result, id, &o);
+  }
+  msgpack_sbuffer_clear(head);
+  return fp__encode_result_head(head, id, 0);
+}
+
+static int answer_one(const fp__worker_cfg *cfg, void *state,
+                      const char *task, fp_task_fn fn, uint64_t id,
+                      const char *args, size_t args_len, msgpack_zone *zone,
+                      msgpack_sbuffer *head, msgpack_sbuffer *result)
+{
+  msgpack_object a;
+  size_t off = 0;
+  outcome o;
+  if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 || off != args_len)
+    return FP_EPROTO;
+  run_one(cfg, state, task, fn, &a, result, &o);
+  msgpack_sbuffer_clear(head);
+  return o.code ? answer_failure(head, result, id, &o)
+                : fp__encode_result_head(head, id, 0);
+}
+
+static void seal(msgpack_sbuffer *head, const msgpack_sbuffer *result)
 {
   fp__frame_seal(head->data, head->size - FP__HDR + result->size);
+}
+
+int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
+                      size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
+                      msgpack_sbuffer *result, msgpack_sbuffer *item)
+{
+  size_t name_len, args_len;
+  const char *name, *args;
+  uint64_t id;
+  unsigned n;
+  int rc = fp__decode_task(body, len, zone, &id, &name, &name_len, &n, &args,
+                           &args_len);
+  if (rc == 0) {
+    char task[FP__MAX_NAME + 1];
+    memcpy(task, name, name_len);
+    task[name_len] = '\0';
+    fp_task_fn fn = fp__tasks_find(cfg->tasks, name, name_len);
+    if (fn == NULL)
+      rc = answer_no_task(id, task, head, result);
+    else if (n > 1)
+      rc = answer_chunk(cfg, state, task, fn, id, n, args, args_len, zone,
+                        head, result, item);
+    else
+      rc = answer_one(cfg, state, task, fn, id, args, args_len, zone, head,
+                      result);
+  }
+  msgpack_zone_clear(zone);
+  if (rc == 0)
+    seal(head, result);
+  return rc;
+}
+
+static int send_answer(int fd, const msgpack_sbuffer *head,
+                       const msgpack_sbuffer *result)
+{
   struct iovec iov[2] = {{head->data, head->size},
                          {result->data, result->size}};
   return fp__write_all(fd, iov, result->size ? 2 : 1);
@@ -191,14 +282,38 @@ static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
   msgpack_packer_init(&pk, result, msgpack_sbuffer_write);
   int rc = o.code ? answer_failure(head, result, 0, &o)
                   : fp__encode_result_head(head, 0, 0) || msgpack_pack_nil(&pk);
-  if (rc == 0)
+  if (rc == 0) {
+    seal(head, result);
     rc = send_answer(out_fd, head, result);
+  }
   return rc != 0 ? rc : o.code;
+}
+
+/*
+ * The buffer for bodies that the read-ahead does not hold whole.  Kept from
+ * task to task so that a stream of large frames reuses its pages instead of
+ * faulting fresh ones in for each; let go of when it is too large to keep, or
+ * unused for a while.
+ */
+typedef struct bodybuf {
+  char *data;            /* owned; NULL: none */
+  size_t cap;
+  unsigned idle;         /* frames in a row that did not need it */
+} bodybuf;
+
+static void body_done(bodybuf *b, const char *body)
+{
+  b->idle = b->data != NULL && body == b->data ? 0 : b->idle + 1;
+  if (b->cap > FP__BODY_KEEP || b->idle > FP__BODY_IDLE) {
+    free(b->data);
+    *b = (bodybuf){NULL, 0, 0};
+  }
 }
 
 void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
 {
   fp__reader r;
+  bodybuf big = {NULL, 0, 0};
   msgpack_zone zone;
   msgpack_sbuffer head, result, item;
   void *state = NULL;
@@ -215,63 +330,23 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     _exit(FP__EXIT_INIT);
 
   while (cfg->max_tasks == 0 || answered < cfg->max_tasks) {
-    char *body;
-    size_t len, name_len, args_len;
-    const char *name, *args;
-    uint64_t id;
-    unsigned n;
-    int rc = fp__read_frame_blocking(in_fd, &r, cfg->max_message, &body, &len);
+    const char *body;
+    size_t len;
+    int rc = fp__read_frame_borrowed(in_fd, &r, cfg->max_message, &big.data,
+                                     &big.cap, &body, &len);
     if (rc <= 0) {
       status = rc == 0 ? 0 : FP__EXIT_PROTO;
       break;
     }
-    rc = fp__decode_task(body, len, &zone, &id, &name, &name_len, &n, &args,
-                         &args_len);
-    char task[FP__MAX_NAME + 1];
-    fp_task_fn fn = NULL;
-    if (rc == 0) {
-      memcpy(task, name, name_len);
-      task[name_len] = '\0';
-      fn = fp__tasks_find(cfg->tasks, name, name_len);
-    }
-    msgpack_object a;
-    size_t off = 0;
-    outcome o = {.code = 0};
-    if (rc != 0) {
-      /* not even an id to answer to */
-    } else if (fn == NULL) {
-      set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
-                  task);
-      rc = answer_failure(&head, &result, id, &o);
-    } else if (n > 1) {
-      rc = run_chunk(cfg, state, task, fn, n, args, args_len, &zone, &item,
-                     &result);
-      if (rc == 0 && result.size > cfg->max_message - 64) {
-        /* The dispatcher splits the chunk and sends its items one by one. */
-        set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
-                    "a chunk of %u results is %zu bytes, over max_message",
-                    n, result.size);
-        rc = answer_failure(&head, &result, id, &o);
-      } else if (rc == 0) {
-        msgpack_sbuffer_clear(&head);
-        rc = fp__encode_result_head(&head, id, 0);
-      }
-      shrink(&item);
-    } else if (msgpack_unpack(args, args_len, &off, &zone, &a) <= 0 ||
-               off != args_len) {
-      rc = FP_EPROTO;
-    } else {
-      run_one(cfg, state, task, fn, &a, &result, &o);
-      msgpack_sbuffer_clear(&head);
-      rc = o.code ? answer_failure(&head, &result, id, &o)
-                  : fp__encode_result_head(&head, id, 0);
-    }
-    free(body);
-    msgpack_zone_clear(&zone);
+    rc = fp__worker_handle(cfg, state, body, len, &zone, &head, &result,
+                           &item);
+    body_done(&big, body);
     if (rc != 0) {
       status = FP__EXIT_PROTO;
       break;
     }
+    /* At once, never held back for the next task: if that one kills the
+     * worker, the parent must already have this answer (crash isolation). */
     if (send_answer(out_fd, &head, &result) != 0)
       break; /* the parent is gone */
     answered++;

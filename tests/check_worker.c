@@ -1,0 +1,258 @@
+/* The worker's side of the pipes: its frame reader, which lends bodies from
+ * the read-ahead or from one buffer it keeps, and payloads of every size
+ * through a real worker that reuses that buffer.  lib/frame.c is compiled
+ * into this program: the library does not export its internals. */
+#define _GNU_SOURCE
+#include "fpt.h"
+#include "forkpool-private.h" /* the frame reader, compiled into this test */
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* --- A stream of frames, written by a child process ------------------------ */
+
+typedef struct stream {
+  char *buf;
+  size_t len;
+} stream;
+
+static char pattern(unsigned frame, size_t i)
+{
+  return (char)(frame * 31 + i * 7);
+}
+
+/* Appends frame number k with a body of n pattern bytes. */
+static void add_frame(stream *s, unsigned k, size_t n)
+{
+  s->buf = realloc(s->buf, s->len + FP__HDR + n);
+  ck_assert_ptr_nonnull(s->buf);
+  fp__frame_seal(s->buf + s->len, n);
+  for (size_t i = 0; i < n; i++)
+    s->buf[s->len + FP__HDR + i] = pattern(k, i);
+  s->len += FP__HDR + n;
+}
+
+/* A child writes the stream into a pipe and exits: the read end is returned,
+ * the child's pid in *pid.  It writes in pieces of piece bytes. */
+static int write_in_child(const stream *s, size_t piece, pid_t *pid)
+{
+  int fds[2];
+  ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+  *pid = fork();
+  ck_assert_int_ge(*pid, 0);
+  if (*pid == 0) {
+    close(fds[0]);
+    for (size_t off = 0; off < s->len;) {
+      size_t want = s->len - off < piece ? s->len - off : piece;
+      ssize_t n = write(fds[1], s->buf + off, want);
+      if (n <= 0)
+        _exit(1);
+      off += (size_t)n;
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  return fds[0];
+}
+
+static void reap(pid_t pid)
+{
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void check_body(const char *body, size_t len, unsigned k, size_t n)
+{
+  ck_assert_ptr_nonnull(body);
+  ck_assert_uint_eq(len, n);
+  for (size_t i = 0; i < n; i++)
+    if (body[i] != pattern(k, i))
+      ck_abort_msg("frame %u: byte %zu differs", k, i);
+}
+
+/* --- The reader ----------------------------------------------------------------- */
+
+START_TEST(small_frames_are_lent_from_the_read_ahead)
+{
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  stream s = {NULL, 0};
+  add_frame(&s, 0, 10);
+  add_frame(&s, 1, 0); /* empty: still a real pointer */
+  add_frame(&s, 2, 1000);
+  pid_t pid;
+  int fd = write_in_child(&s, s.len, &pid);
+  fp__reader r;
+  fp__reader_init(&r);
+  char *buf = NULL;
+  size_t cap = 0, len;
+  const char *body;
+  static const size_t sizes[] = {10, 0, 1000};
+  for (unsigned k = 0; k < 3; k++) {
+    ck_assert_int_eq(
+        fp__read_frame_borrowed(fd, &r, 4096, &buf, &cap, &body, &len), 1);
+    check_body(body, len, k, sizes[k]);
+  }
+  ck_assert_ptr_null(buf); /* nothing copied */
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4096, &buf, &cap, &body,
+                                           &len), 0);
+  fp__reader_free(&r);
+  close(fd);
+  reap(pid);
+  free(s.buf);
+  fpt_end(&snap);
+}
+END_TEST
+
+/* Sizes that straddle the 64 KiB read-ahead, grow the buffer, shrink back
+ * into it (stale bytes must not show), and many small ones between. */
+START_TEST(large_frames_reuse_one_buffer)
+{
+  static const size_t sizes[] = {200000, 100000, 5, 300000, 65530, 65536,
+                                 1,      70000,  300000, 3, 131072, 0};
+  enum { N = sizeof sizes / sizeof *sizes };
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  stream s = {NULL, 0};
+  for (unsigned k = 0; k < N; k++)
+    add_frame(&s, k, sizes[k]);
+  static const size_t pieces[] = {(size_t)1 << 30, 4093};
+  for (unsigned p = 0; p < 2; p++) {
+    pid_t pid;
+    int fd = write_in_child(&s, pieces[p], &pid);
+    fp__reader r;
+    fp__reader_init(&r);
+    char *buf = NULL, *first = NULL;
+    size_t cap = 0, len;
+    const char *body;
+    for (unsigned k = 0; k < N; k++) {
+      ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap,
+                                               &body, &len), 1);
+      check_body(body, len, k, sizes[k]);
+      if (k == 0)
+        first = buf;
+      if (k == 1)
+        ck_assert_ptr_eq(buf, first); /* 100000 fits where 200000 was */
+      ck_assert_uint_ge(cap, sizes[k] > 65536 ? sizes[k] : 0);
+    }
+    ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap,
+                                             &body, &len), 0);
+    free(buf);
+    fp__reader_free(&r);
+    close(fd);
+    reap(pid);
+  }
+  free(s.buf);
+  fpt_end(&snap);
+}
+END_TEST
+
+START_TEST(over_max_and_cut_short)
+{
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  /* Over the maximum: refused before anything is allocated, for good. */
+  stream s = {NULL, 0};
+  add_frame(&s, 0, 5000);
+  pid_t pid;
+  int fd = write_in_child(&s, s.len, &pid);
+  fp__reader r;
+  fp__reader_init(&r);
+  char *buf = NULL;
+  size_t cap = 0, len;
+  const char *body;
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4999, &buf, &cap, &body,
+                                           &len), FP_EPROTO);
+  ck_assert_ptr_null(buf);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
+                                           &len), FP_EPROTO);
+  fp__reader_free(&r);
+  close(fd);
+  reap(pid);
+
+  /* A large body cut short by the writer's exit is end of file. */
+  s.len = 0;
+  add_frame(&s, 1, 200000);
+  s.len -= 1000;
+  fd = write_in_child(&s, s.len, &pid);
+  fp__reader_init(&r);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
+                                           &len), 0);
+  free(buf);
+  fp__reader_free(&r);
+  close(fd);
+  reap(pid);
+  free(s.buf);
+  fpt_end(&snap);
+}
+END_TEST
+
+/* --- Through a real worker ------------------------------------------------------- */
+
+static void pack_bytes(msgpack_sbuffer *sb, unsigned k, size_t n)
+{
+  char *arg = malloc(n + 1);
+  ck_assert_ptr_nonnull(arg);
+  for (size_t i = 0; i < n; i++)
+    arg[i] = pattern(k, i);
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(fp_pack(&pk, "y", arg, n), 0);
+  free(arg);
+}
+
+/* Echoes of every size, many queued at once behind each other: each comes
+ * back whole, whatever buffer the worker read it into. */
+START_TEST(echoes_of_every_size)
+{
+  static const size_t sizes[] = {
+      3,      1 << 20, 300000, 9u << 20, 70000, 10,      65536, 2u << 20,
+      65000,  0,       1 << 20, 100,     5000,  1 << 20, 7,     500000};
+  enum { N = sizeof sizes / sizeof *sizes, ROUNDS = 3 };
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  fp_pool *p = fpt_pool(1, 8);
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  fp_future *f[N * ROUNDS];
+  for (unsigned k = 0; k < N * ROUNDS; k++) {
+    pack_bytes(&sb, k, sizes[k % N]);
+    ck_assert_int_eq(fp_submit(p, "echo", sb.data, sb.size, &f[k]), 0);
+  }
+  for (unsigned k = 0; k < N * ROUNDS; k++) {
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_future_result(f[k], FPT_LIMIT_MS, &r), 0);
+    ck_assert_int_eq(r->type, MSGPACK_OBJECT_BIN);
+    check_body(r->via.bin.ptr ? r->via.bin.ptr : "", r->via.bin.size, k,
+               sizes[k % N]);
+    fp_future_release(f[k]);
+  }
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  fp_pool_destroy(p);
+  fpt_end(&snap);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("worker");
+  TCase *tc = tcase_create("reader");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, small_frames_are_lent_from_the_read_ahead);
+  tcase_add_test(tc, large_frames_reuse_one_buffer);
+  tcase_add_test(tc, over_max_and_cut_short);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("bodies");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, echoes_of_every_size);
+  suite_add_tcase(s, tc);
+  fpt_run_suite(s);
+}
