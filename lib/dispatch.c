@@ -576,6 +576,7 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
 static void handle_readable(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
+  fp__reader_undrain(&s->rd); /* from here on, a short read ends the loop */
   while (s->out_fd >= 0) {
     char *body;
     size_t len;

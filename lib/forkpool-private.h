@@ -63,6 +63,7 @@ typedef struct fp__reader {
   char *chunk;           /* read-ahead for small frames, owned */
   size_t chunk_len, chunk_off;
   int err;               /* the error that ended the stream; 0: none */
+  int drained;           /* the last read emptied the pipe */
 } fp__reader;
 
 enum { FP__IO_AGAIN = 0, FP__IO_FRAME = 1, FP__IO_EOF = 2 };
@@ -72,10 +73,15 @@ void fp__reader_free(fp__reader *r);
 /*
  * Reads towards the next frame.  FP__IO_FRAME with *body (owned by the
  * caller) and *len, FP__IO_AGAIN when the pipe is empty, FP__IO_EOF at end
- * of file, or a negative code: FP_EPROTO for a length over max.
+ * of file, or a negative code: FP_EPROTO for a length over max.  Once a
+ * read has emptied the pipe, the next call that would read says
+ * FP__IO_AGAIN without one: call again only when poll() says readable,
+ * or after fp__reader_undrain.
  */
 int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
                     size_t *len);
+/* Forgets that the pipe was empty: the next call reads whatever is there. */
+void fp__reader_undrain(fp__reader *r);
 
 /* Worker side, blocking: 1 frame, 0 EOF, negative error. */
 int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,

@@ -42,6 +42,11 @@ void fp__reader_free(fp__reader *r)
   fp__reader_init(r);
 }
 
+void fp__reader_undrain(fp__reader *r)
+{
+  r->drained = 0;
+}
+
 /* read() that retries EINTR: > 0 bytes, 0 EOF, FP_EAGAIN, or -errno. */
 static ssize_t read_some(int fd, void *buf, size_t len)
 {
@@ -63,6 +68,8 @@ static ssize_t refill(fp__reader *r, int fd)
   ssize_t n = read_some(fd, r->chunk, FP__CHUNK);
   r->chunk_off = 0;
   r->chunk_len = n > 0 ? (size_t)n : 0;
+  /* A pipe gives all it has: less than asked means it is empty now. */
+  r->drained = n > 0 && n < FP__CHUNK;
   return n;
 }
 
@@ -91,9 +98,13 @@ static int fail(fp__reader *r, int err)
 
 /* Reads until the header is whole and within max: FP__IO_FRAME with
  * r->body_len set, or FP__IO_AGAIN, FP__IO_EOF or a negative code. */
-static int read_header(fp__reader *r, int fd, size_t max)
+static int read_header(fp__reader *r, int fd, size_t max, int nonblock)
 {
   while (r->hdr_have < FP__HDR) {
+    if (r->chunk_off == r->chunk_len && nonblock && r->drained) {
+      r->drained = 0; /* a read now would only say EAGAIN */
+      return FP__IO_AGAIN;
+    }
     if (r->chunk_off == r->chunk_len) {
       ssize_t n = refill(r, fd);
       if (n < 0 && n != FP_EAGAIN)
@@ -130,7 +141,7 @@ int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
   if (r->err != 0)
     return r->err;
   if (r->hdr_have < FP__HDR) {
-    int rc = read_header(r, fd, max);
+    int rc = read_header(r, fd, max, 1);
     if (rc != FP__IO_FRAME)
       return rc;
     /* One spare byte so an empty body still gets a real allocation. */
@@ -169,7 +180,7 @@ int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
 {
   if (r->err != 0)
     return r->err;
-  int rc = read_header(r, fd, max);
+  int rc = read_header(r, fd, max, 0);
   if (rc != FP__IO_FRAME)
     return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? FP_EAGAIN : rc;
   r->hdr_have = 0;
