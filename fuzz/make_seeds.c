@@ -405,6 +405,37 @@ static void pack_seeds(void)
   pack_seed("separators", ",,[iii]::", LIT(""), "[i i i]", 1, 2, 3);
 }
 
+/*
+ * fuzz_skip seeds: a control byte of 0 (start at the front), then msgpack:
+ * each kind of value, and containers nested as deep as msgpack-c takes and
+ * one deeper.
+ */
+static void skip_seeds(void)
+{
+  seed s;
+  const char *t = "fuzz_skip";
+  start(&s, 1, 0);
+  add(&s, LIT("\x00\xff\xc0\xc3\xcc\x80\xd1\xec\x79\xcf\0\0\0\x01\0\0\0\0"
+              "\xca\0\0\0\0\xcb\0\0\0\0\0\0\0\0"));
+  put(t, "scalars", &s);
+  start(&s, 1, 0);
+  add(&s, LIT("\xa2" "ab\xd9\x01" "a\xda\0\x01" "a\xdb\0\0\0\x01" "a\xc4\x01"
+              "b\xc5\0\0\xc6\0\0\0\0\xc7\0\x01\xc8\0\x01\x01" "e\xc9\0\0\0\0"
+              "\x01\xd4\x01" "a\xd5\x01" "ab\xd8\x01" "0123456789abcdef"));
+  put(t, "str-bin-ext", &s);
+  start(&s, 1, 0);
+  add(&s, LIT("\x92\x01\x82\xa1" "k\x90\x01\x80\xdc\0\x01\xc0\xdd\0\0\0\0"
+              "\xde\0\x01\x01\x02\xdf\0\0\0\0"));
+  put(t, "containers", &s);
+  for (int depth = 32; depth <= 33; depth++) {
+    start(&s, 1, 0);
+    for (int i = 0; i < depth - 1; i++) /* arrays of one, then {} */
+      add(&s, i % 2 ? "\x91" : "\xdc\0\x01", i % 2 ? 1 : 3);
+    add_byte(&s, 0x80);
+    put(t, depth == 32 ? "depth-32" : "depth-33", &s);
+  }
+}
+
 int main(int argc, char **argv)
 {
   if (argc != 2) {
@@ -418,5 +449,6 @@ int main(int argc, char **argv)
   result_seeds();
   task_seeds();
   pack_seeds();
+  skip_seeds();
   return 0;
 }

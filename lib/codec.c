@@ -1,81 +1,251 @@
 /*
- * The messages between the dispatcher and a worker, encoded with msgpack-c.
- * A body is a short stream of msgpack objects rather than one array, so a
- * payload is copied into a frame as the bytes the caller gave and read back
- * in place, never re-encoded.
+ * The messages between the dispatcher and a worker, in msgpack.  A body is a
+ * short stream of msgpack objects rather than one array, so a payload is
+ * copied into a frame as the bytes the caller gave and read back in place,
+ * never re-encoded.  The heads are written and read here by hand, without a
+ * packer callback or a zone: they cost a few bytes per task, and a zone is a
+ * malloc and a free.
  */
 #include "forkpool-private.h"
 
+#include <endian.h>
 #include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
 #include <stdlib.h>
 #include <string.h>
 
-/* A msgpack write callback into a fixed buffer, for the short prefixes. */
-typedef struct fixed_buf {
-  char data[FP__MAX_NAME + 64];
-  size_t len;
-} fixed_buf;
-
-static int fixed_write(void *data, const char *buf, size_t len)
+/* Writes v big-endian in width bytes. */
+static void store_be(unsigned char *p, unsigned width, uint64_t v)
 {
-  fixed_buf *fb = data;
-  if (len > sizeof fb->data - fb->len)
-    return -1;
-  memcpy(fb->data + fb->len, buf, len);
-  fb->len += len;
-  return 0;
+  for (unsigned b = 0; b < width; b++)
+    p[b] = (unsigned char)(v >> 8 * (width - 1 - b));
 }
 
+/* Writes v as msgpack_pack_uint64 does: in the fewest bytes. */
+static size_t put_uint(unsigned char *p, uint64_t v)
+{
+  if (v <= 0x7f) {
+    p[0] = (unsigned char)v;
+    return 1;
+  }
+  unsigned k = v <= 0xff ? 0 : v <= 0xffff ? 1 : v <= 0xffffffff ? 2 : 3;
+  p[0] = (unsigned char)(0xcc + k); /* uint 8, 16, 32, 64 */
+  store_be(p + 1, 1u << k, v);
+  return 1 + (1u << k);
+}
+
+/* Writes a str header as msgpack_pack_str does. */
+static size_t put_str_head(unsigned char *p, uint32_t n)
+{
+  if (n < 32) {
+    p[0] = (unsigned char)(0xa0 | n); /* fixstr */
+    return 1;
+  }
+  unsigned k = n <= 0xff ? 0 : n <= 0xffff ? 1 : 2;
+  p[0] = (unsigned char)(0xd9 + k); /* str 8, 16, 32 */
+  store_be(p + 1, 1u << k, n);
+  return 1 + (1u << k);
+}
+
+/*
+ * The prefix is four short values, written by hand straight into the frame:
+ * the same bytes as msgpack's packer gives, without a callback per value.
+ */
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, char **frame,
                     size_t *frame_len)
 {
-  fixed_buf head = {.len = 0};
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &head, fixed_write);
-  size_t name_len = strlen(name);
-  if (msgpack_pack_int(&pk, FP__MSG_TASK) || msgpack_pack_uint64(&pk, id) ||
-      msgpack_pack_str_with_body(&pk, name, name_len) ||
-      msgpack_pack_unsigned_int(&pk, n))
+  size_t name_len = strnlen(name, (size_t)UINT32_MAX + 1);
+  if (name_len > UINT32_MAX)
     return FP_EINVAL;
-
-  size_t body = head.len + args_len;
-  char *buf = malloc(FP__HDR + body);
+  /* type, id, str header, name, n: at most 1 + 9 + 5 + name_len + 5. */
+  char *buf = malloc(FP__HDR + 20 + name_len + args_len);
   if (buf == NULL)
     return FP_ENOMEM;
-  fp__frame_seal(buf, body);
-  memcpy(buf + FP__HDR, head.data, head.len);
-  memcpy(buf + FP__HDR + head.len, args, args_len);
+  unsigned char *p = (unsigned char *)buf + FP__HDR;
+  size_t h = 0;
+  p[h++] = FP__MSG_TASK; /* a positive fixint */
+  h += put_uint(p + h, id);
+  h += put_str_head(p + h, (uint32_t)name_len);
+  memcpy(p + h, name, name_len); /* a msgpack str has no NUL */
+  h += name_len;
+  h += put_uint(p + h, n);
+  memcpy(p + h, args, args_len);
+  fp__frame_seal(buf, h + args_len);
   *frame = buf;
-  *frame_len = FP__HDR + body;
+  *frame_len = FP__HDR + h + args_len;
   return 0;
 }
 
-/* Reads one object at *off: 0 or FP_EPROTO when the bytes are not msgpack. */
-static int next_object(const char *buf, size_t len, size_t *off,
-                       msgpack_zone *z, msgpack_object *obj)
+/* Reads an n-byte (1, 2, 4 or 8) big-endian number at *i. */
+static int load_be(const unsigned char *p, size_t len, size_t *i, unsigned n,
+                   uint64_t *v)
 {
-  msgpack_unpack_return rc = msgpack_unpack(buf, len, off, z, obj);
-  if (rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES)
-    return 0;
-  return rc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM : FP_EPROTO;
+  if (len - *i < n)
+    return FP_EPROTO;
+  const unsigned char *q = p + *i;
+  uint16_t x16;
+  uint32_t x32;
+  uint64_t x64;
+  switch (n) { /* one load each, not a loop: heads are read per task */
+  case 1:
+    *v = q[0];
+    break;
+  case 2:
+    memcpy(&x16, q, 2);
+    *v = be16toh(x16);
+    break;
+  case 4:
+    memcpy(&x32, q, 4);
+    *v = be32toh(x32);
+    break;
+  default:
+    memcpy(&x64, q, 8);
+    *v = be64toh(x64);
+  }
+  *i += n;
+  return 0;
+}
+
+/*
+ * Reads an integer of any width at *off.  As in msgpack-c, only a signed
+ * encoding of a value below zero is negative (*neg); *v holds its bits.
+ */
+static inline int read_int(const char *buf, size_t len, size_t *off,
+                           int *neg, uint64_t *v)
+{
+  const unsigned char *p = (const unsigned char *)buf;
+  size_t i = *off;
+  if (i >= len)
+    return FP_EPROTO;
+  unsigned c = p[i++];
+  uint64_t x;
+  int sign = 0; /* a signed encoding */
+  if (c <= 0x7f) {
+    x = c; /* positive fixint */
+  } else if (c >= 0xe0) {
+    x = (uint64_t)c - 0x100, sign = 1; /* negative fixint, wrapped */
+  } else if (c >= 0xcc && c <= 0xd3) { /* uint, then int, 8 to 64 bits */
+    unsigned width = 1u << (c & 3);
+    if (load_be(p, len, &i, width, &x) != 0)
+      return FP_EPROTO;
+    sign = c >= 0xd0;
+    if (sign && width < 8 && x >> (8 * width - 1))
+      x |= ~(uint64_t)0 << 8 * width; /* sign-extend */
+  } else {
+    return FP_EPROTO;
+  }
+  *neg = sign && x >> 63;
+  *v = x;
+  *off = i;
+  return 0;
+}
+
+int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v)
+{
+  int neg;
+  size_t i = *off;
+  if (read_int(buf, len, &i, &neg, v) != 0 || neg)
+    return FP_EPROTO;
+  *off = i;
+  return 0;
+}
+
+int fp__read_code(const char *buf, size_t len, size_t *off, int *code)
+{
+  int neg;
+  uint64_t v;
+  size_t i = *off;
+  if (read_int(buf, len, &i, &neg, &v) != 0)
+    return FP_EPROTO;
+  if (neg ? (int64_t)v <= -5000 : v != 0)
+    return FP_EPROTO;
+  *code = (int)(int64_t)v;
+  *off = i;
+  return 0;
+}
+
+/* Reads a str (str != 0) or a bin at *off; its bytes must all be there. */
+static int read_blob(const char *buf, size_t len, size_t *off, int str,
+                     const char **s, size_t *n)
+{
+  const unsigned char *p = (const unsigned char *)buf;
+  size_t i = *off;
+  uint64_t size;
+  if (i >= len)
+    return FP_EPROTO;
+  unsigned c = p[i++], first = str ? 0xd9 : 0xc4; /* str 8 or bin 8 */
+  if (str && c >= 0xa0 && c <= 0xbf)
+    size = c & 0x1f; /* fixstr */
+  else if (c < first || c > first + 2 ||
+           load_be(p, len, &i, 1u << (c - first), &size) != 0)
+    return FP_EPROTO;
+  if (size > len - i)
+    return FP_EPROTO;
+  *s = buf + i;
+  *n = (size_t)size;
+  *off = i + size;
+  return 0;
+}
+
+int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
+                 size_t *n)
+{
+  return read_blob(buf, len, off, 1, s, n);
+}
+
+int fp__read_plain(const char *buf, size_t len, size_t *off,
+                   msgpack_object *o)
+{
+  size_t n;
+  int neg;
+  if (*off >= len)
+    return FP_EPROTO;
+  unsigned c = (unsigned char)buf[*off];
+  if (c == 0xc0 || c == 0xc2 || c == 0xc3) {
+    o->type = c == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
+    o->via.boolean = c == 0xc3;
+    ++*off;
+  } else if (read_int(buf, len, off, &neg, &o->via.u64) == 0) {
+    o->type = neg ? MSGPACK_OBJECT_NEGATIVE_INTEGER
+                  : MSGPACK_OBJECT_POSITIVE_INTEGER;
+  } else if (read_blob(buf, len, off, 1, &o->via.str.ptr, &n) == 0) {
+    o->type = MSGPACK_OBJECT_STR;
+    o->via.str.size = (uint32_t)n;
+  } else if (read_blob(buf, len, off, 0, &o->via.bin.ptr, &n) == 0) {
+    o->type = MSGPACK_OBJECT_BIN;
+    o->via.bin.size = (uint32_t)n;
+  } else {
+    return FP_EPROTO;
+  }
+  return 0;
+}
+
+int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n)
+{
+  const unsigned char *p = (const unsigned char *)buf;
+  size_t i = *off;
+  uint64_t size;
+  if (i >= len)
+    return FP_EPROTO;
+  unsigned c = p[i++];
+  if (c >= 0x90 && c <= 0x9f)
+    size = c & 0x0f;
+  else if ((c != 0xdc && c != 0xdd) || load_be(p, len, &i, c == 0xdc ? 2 : 4,
+                                               &size))
+    return FP_EPROTO; /* not an array 16 or 32 */
+  *n = (uint32_t)size;
+  *off = i;
+  return 0;
 }
 
 /* Reads the type and id every body starts with. */
-static int decode_head(const char *body, size_t len, size_t *off,
-                       msgpack_zone *z, int type, uint64_t *id)
+static int decode_head(const char *body, size_t len, size_t *off, int type,
+                       uint64_t *id)
 {
-  msgpack_object o;
-  int rc = next_object(body, len, off, z, &o);
-  if (rc != 0)
-    return rc;
-  if (o.type != MSGPACK_OBJECT_POSITIVE_INTEGER || o.via.u64 != (uint64_t)type)
+  uint64_t t;
+  if (fp__read_uint(body, len, off, &t) != 0 || t != (uint64_t)type ||
+      fp__read_uint(body, len, off, id) != 0)
     return FP_EPROTO;
-  if ((rc = next_object(body, len, off, z, &o)) != 0)
-    return rc;
-  if (o.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-    return FP_EPROTO;
-  *id = o.via.u64;
   return 0;
 }
 
@@ -83,28 +253,19 @@ int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
                     uint64_t *id, const char **name, size_t *name_len,
                     unsigned *n, const char **args, size_t *args_len)
 {
+  (void)z; /* the head has no containers: nothing to build */
   size_t off = 0;
-  msgpack_object o;
-  int rc = decode_head(body, len, &off, z, FP__MSG_TASK, id);
-  if (rc != 0)
-    return rc;
-  if ((rc = next_object(body, len, &off, z, &o)) != 0)
-    return rc;
-  /* As fp__task_name_ok: msgpack gives an empty str a NULL pointer. */
-  if (o.type != MSGPACK_OBJECT_STR || o.via.str.size == 0 ||
-      o.via.str.size > FP__MAX_NAME)
+  uint64_t count;
+  /* As fp__task_name_ok: not empty, not too long. */
+  if (decode_head(body, len, &off, FP__MSG_TASK, id) != 0 ||
+      fp__read_str(body, len, &off, name, name_len) != 0 || *name_len == 0 ||
+      *name_len > FP__MAX_NAME || fp__read_uint(body, len, &off, &count) != 0 ||
+      count == 0 || count > UINT32_MAX || off >= len)
     return FP_EPROTO;
-  *name = o.via.str.ptr;
-  *name_len = o.via.str.size;
-  if ((rc = next_object(body, len, &off, z, &o)) != 0)
-    return rc;
-  if (o.type != MSGPACK_OBJECT_POSITIVE_INTEGER || o.via.u64 == 0 ||
-      o.via.u64 > UINT32_MAX)
-    return FP_EPROTO;
-  *n = (unsigned)o.via.u64;
+  *n = (unsigned)count;
   *args = body + off;
   *args_len = len - off;
-  return off < len ? 0 : FP_EPROTO;
+  return 0;
 }
 
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code)
@@ -122,37 +283,10 @@ int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code)
 int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
                            int *code, size_t *off)
 {
-  msgpack_zone z; /* scalars never touch it; initialised for msgpack's sake */
-  msgpack_object o;
-  int rc;
-  if (!msgpack_zone_init(&z, 64))
-    return FP_ENOMEM;
   *off = 0;
-  rc = decode_head(body, len, off, &z, FP__MSG_RESULT, id);
-  if (rc == 0)
-    rc = next_object(body, len, off, &z, &o);
-  if (rc == 0 && o.type == MSGPACK_OBJECT_POSITIVE_INTEGER && o.via.u64 == 0)
-    *code = 0;
-  else if (rc == 0 && o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-           o.via.i64 > -5000)
-    *code = (int)o.via.i64;
-  else if (rc == 0)
-    rc = FP_EPROTO;
-  msgpack_zone_destroy(&z);
-  return rc;
-}
-
-/* Reads an n-byte big-endian length at *i. */
-static int load_be(const unsigned char *p, size_t len, size_t *i, unsigned n,
-                   uint64_t *v)
-{
-  if (len - *i < n)
+  if (decode_head(body, len, off, FP__MSG_RESULT, id) != 0 ||
+      fp__read_code(body, len, off, code) != 0)
     return FP_EPROTO;
-  uint64_t x = 0;
-  for (unsigned k = 0; k < n; k++)
-    x = x << 8 | p[*i + k];
-  *i += n;
-  *v = x;
   return 0;
 }
 

@@ -113,7 +113,8 @@ enum fp__msg_type { FP__MSG_TASK = 0, FP__MSG_RESULT = 1 };
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, char **frame,
                     size_t *frame_len);
-/* args points at the first of n objects; *args_len covers all of them. */
+/* args points at the first of n objects; *args_len covers all of them.  z
+ * is not used (the head is read without one); it stays for the callers. */
 int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
                     uint64_t *id, const char **name, size_t *name_len,
                     unsigned *n, const char **args, size_t *args_len);
@@ -127,6 +128,22 @@ int fp__count_objects(const char *buf, size_t len, size_t *n);
 /* Moves *off past one object; FP_EPROTO if it is malformed or cut short.
  * Accepts what msgpack_unpack accepts, without a zone. */
 int fp__skip_object(const char *buf, size_t len, size_t *off);
+/*
+ * Zone-free readers of one value at *off, each accepting exactly what
+ * msgpack_unpack reads as that type: 0 and *off moved past it, or FP_EPROTO.
+ * uint: a POSITIVE_INTEGER of any width.  code: 0, or a NEGATIVE_INTEGER
+ * above -5000 (an FP_E*).  str: *s points into buf.  array: the header only;
+ * the *n items that follow are the caller's to read.  plain: a nil, bool,
+ * integer, str or bin, built as msgpack_unpack builds it (a str or bin
+ * points into buf); not a float, an ext or a container.
+ */
+int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v);
+int fp__read_code(const char *buf, size_t len, size_t *off, int *code);
+int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
+                 size_t *n);
+int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n);
+int fp__read_plain(const char *buf, size_t len, size_t *off,
+                   msgpack_object *o);
 
 /* --- task.c: the task table ------------------------------------------------ */
 

@@ -37,48 +37,96 @@ static void make_final(fp_future *f, fp_state state, int err)
 }
 
 /*
- * A map chunk's answer: one entry per item, each [0, result] or
- * [code, kind, message] with code an FP_E* (so it fits an int).
+ * A map chunk's answer, checked in place without building it: an array of
+ * one entry per item, each [0, result] or [code, kind, message] with code an
+ * FP_E* (so it fits an int).  Each result is checked on its own, so it may
+ * nest as deep as a single task's.  Sets f->chunk_ok to the [0, result]
+ * entries; FP_EPROTO if anything is off.
  */
-static int chunk_answer_ok(const msgpack_object *r, unsigned n)
+static int check_chunk(fp_future *f, const char *body, size_t off, size_t len)
 {
-  if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != n)
-    return 0;
+  uint32_t n, size;
+  unsigned ok = 0;
+  if (fp__read_array(body, len, &off, &n) != 0 || n != f->nitems)
+    return FP_EPROTO;
   for (uint32_t i = 0; i < n; i++) {
-    const msgpack_object *e = &r->via.array.ptr[i];
-    if (e->type != MSGPACK_OBJECT_ARRAY)
-      return 0;
-    const msgpack_object *v = e->via.array.ptr;
-    int ok2 = e->via.array.size == 2 &&
-              v[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && v[0].via.u64 == 0;
-    int ok3 = e->via.array.size == 3 &&
-              v[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-              v[0].via.i64 > -5000 && v[1].type == MSGPACK_OBJECT_STR &&
-              v[2].type == MSGPACK_OBJECT_STR;
-    if (!ok2 && !ok3)
-      return 0;
+    const char *s;
+    size_t slen;
+    int code, rc;
+    if (fp__read_array(body, len, &off, &size) != 0 ||
+        fp__read_code(body, len, &off, &code) != 0)
+      return FP_EPROTO;
+    if (size == 2 && code == 0) {
+      rc = fp__skip_object(body, len, &off); /* the result: any one object */
+      ok++;
+    } else if (size == 3 && code < 0) {
+      rc = fp__read_str(body, len, &off, &s, &slen); /* kind */
+      if (rc == 0)
+        rc = fp__read_str(body, len, &off, &s, &slen); /* message */
+    } else {
+      rc = FP_EPROTO;
+    }
+    if (rc != 0)
+      return FP_EPROTO;
   }
-  return 1;
+  if (off != len)
+    return FP_EPROTO;
+  f->chunk_ok = ok;
+  return 0;
+}
+
+/* Whether a msgpack object starting with byte c is an array or a map. */
+static int is_container(unsigned char c)
+{
+  return (c >= 0x80 && c <= 0x9f) || (c >= 0xdc && c <= 0xdf);
+}
+
+/*
+ * A single task's result.  The usual kinds (nil, bool, integer, str, bin)
+ * are read by hand.  For the others msgpack_unpack builds the object, and
+ * needs a zone only for arrays and maps: msgpack-c builds a float or an ext
+ * in the object itself (an ext points into body), so those get an empty
+ * zone on the stack that is never allocated from and never destroyed.  Only
+ * a result with containers leaves f->zone set.
+ */
+static int unpack_result(fp_future *f, const char *body, size_t off,
+                         size_t len)
+{
+  size_t end = off;
+  if (fp__read_plain(body, len, &end, &f->result) == 0)
+    return end == len ? 0 : FP_EPROTO;
+  msgpack_zone unused, *z = &unused;
+  memset(&unused, 0, sizeof unused);
+  if (off < len && is_container((unsigned char)body[off])) {
+    f->zone = msgpack_zone_new(len - off < 4096 ? 256 : 4096);
+    if (f->zone == NULL)
+      return FP_ENOMEM;
+    z = f->zone;
+  }
+  msgpack_unpack_return rc = msgpack_unpack(body, len, &off, z, &f->result);
+  if (rc == MSGPACK_UNPACK_SUCCESS)
+    return 0;
+  return rc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM : FP_EPROTO;
 }
 
 void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
 {
-  /* The result's strings and bins point into body, which the future keeps. */
-  size_t chunk = len - off < 4096 ? 256 : 4096;
-  f->zone = msgpack_zone_new(chunk);
-  msgpack_unpack_return rc = MSGPACK_UNPACK_NOMEM_ERROR;
-  if (f->zone != NULL)
-    rc = msgpack_unpack(body, len, &off, f->zone, &f->result);
-  if (rc == MSGPACK_UNPACK_SUCCESS && f->nitems > 1 &&
-      !chunk_answer_ok(&f->result, f->nitems))
-    rc = MSGPACK_UNPACK_PARSE_ERROR;
-  if (rc == MSGPACK_UNPACK_SUCCESS) {
-    f->result_buf = body;
+  int rc;
+  if (f->nitems > 1) {
+    /* fp_map_next reads the entries from result_buf at result_off. */
+    f->result.type = MSGPACK_OBJECT_NIL;
+    f->result_off = off;
+    rc = check_chunk(f, body, off, len);
+  } else {
+    rc = unpack_result(f, body, off, len);
+  }
+  if (rc == 0) {
+    f->result_buf = body; /* the result points into it */
     make_final(f, FP_FINISHED, 0);
     return;
   }
   free(body);
-  if (rc == MSGPACK_UNPACK_NOMEM_ERROR)
+  if (rc == FP_ENOMEM)
     fp__future_fail(f, FP_ENOMEM, "out of memory reading the result");
   else
     fp__future_fail(f, FP_EPROTO, "the worker sent a malformed result");
@@ -163,10 +211,11 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
 FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
 {
   int64_t deadline;
-  if (f == NULL || fp__deadline(timeout_ms, &deadline) != 0)
+  if (f == NULL || timeout_ms < -1)
     return FP_EINVAL;
   if (is_done(f))
-    return 0;
+    return 0; /* the common case, without reading the clock */
+  (void)fp__deadline(timeout_ms, &deadline); /* timeout_ms is valid */
   fp_pool *p = f->pool;
   fp__pool_lock(p);
   int rc = fp__pool_wait_future(p, f, deadline);
