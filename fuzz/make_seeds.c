@@ -116,7 +116,7 @@ static void task(seed *s, int with_header, uint64_t id, const char *name,
   va_end(ap);
   /* No items yet (the caller adds them): a pointer all the same. */
   if (fp__encode_task(id, name, n, args.size ? args.data : "", args.size,
-                      &frame, &len) != 0)
+                      NULL, &frame, &len) != 0)
     die("fp__encode_task");
   add(s, frame + (with_header ? 0 : FP__HDR), len - (with_header ? 0 : FP__HDR));
   free(frame);

@@ -51,14 +51,14 @@ static size_t put_str_head(unsigned char *p, uint32_t n)
  * the same bytes as msgpack's packer gives, without a callback per value.
  */
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
-                    const void *args, size_t args_len, char **frame,
-                    size_t *frame_len)
+                    const void *args, size_t args_len, fp__spare *spare,
+                    char **frame, size_t *frame_len)
 {
   size_t name_len = strnlen(name, (size_t)UINT32_MAX + 1);
   if (name_len > UINT32_MAX)
     return FP_EINVAL;
   /* type, id, str header, name, n: at most 1 + 9 + 5 + name_len + 5. */
-  char *buf = malloc(FP__HDR + 20 + name_len + args_len);
+  char *buf = fp__buf_take(spare, FP__HDR + 20 + name_len + args_len);
   if (buf == NULL)
     return FP_ENOMEM;
   unsigned char *p = (unsigned char *)buf + FP__HDR;

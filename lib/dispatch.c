@@ -102,17 +102,11 @@ void fp__list_unlink(fp_future **head, fp_future **tail, fp_future *f)
   f->next = f->prev = NULL;
 }
 
-/* Counts a map chunk's items by outcome: entries are [0, result] or not. */
+/* Counts a map chunk's items by outcome, as fp__future_finish found them. */
 static void account_chunk(fp_pool *p, const fp_future *f)
 {
-  const msgpack_object *r = &f->result;
-  uint32_t ok = 0, n = r->type == MSGPACK_OBJECT_ARRAY ? r->via.array.size : 0;
-  for (uint32_t i = 0; i < n; i++) {
-    const msgpack_object *e = &r->via.array.ptr[i];
-    ok += e->type == MSGPACK_OBJECT_ARRAY && e->via.array.size == 2;
-  }
-  p->st.finished += ok;
-  p->st.failed += f->nitems - ok;
+  p->st.finished += f->chunk_ok;
+  p->st.failed += f->nitems - f->chunk_ok;
 }
 
 /*

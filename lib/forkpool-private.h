@@ -37,6 +37,17 @@ int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */
 
+/*
+ * One large buffer kept for the next large frame: a megabyte freed and
+ * malloc'd again per task makes glibc give its pages back and fault them in
+ * again.  take returns a buffer of at least need bytes (the kept one if it
+ * fits, else a malloc) or NULL; give keeps buf if it is large (and frees
+ * what was kept), else frees it.  slot may be NULL: plain malloc and free.
+ */
+typedef _Atomic(char *) fp__spare;
+char *fp__buf_take(fp__spare *slot, size_t need);
+void fp__buf_give(fp__spare *slot, char *buf);
+
 /* --- frame.c: length-prefixed frames on a descriptor ---------------------- */
 
 /*
@@ -111,8 +122,8 @@ enum fp__msg_type { FP__MSG_TASK = 0, FP__MSG_RESULT = 1 };
  * id 0 is the worker's READY (code 0) or its init failure.
  */
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
-                    const void *args, size_t args_len, char **frame,
-                    size_t *frame_len);
+                    const void *args, size_t args_len, fp__spare *spare,
+                    char **frame, size_t *frame_len);
 /* args points at the first of n objects; *args_len covers all of them.  z
  * is not used (the head is read without one); it stays for the callers. */
 int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
@@ -332,6 +343,7 @@ struct fp_pool {
   unsigned oom_starts;    /* new workers in a row whose READY we could not
                              read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
+  fp__spare spare;        /* a large frame buffer kept for reuse */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the

@@ -27,7 +27,8 @@ fp_future *fp__future_new(fp_pool *pool)
 
 static void make_final(fp_future *f, fp_state state, int err)
 {
-  free(f->frame); /* kept until now so a task can be sent again */
+  /* Kept until now so a task can be sent again. */
+  fp__buf_give(f->pool != NULL ? &f->pool->spare : NULL, f->frame);
   f->frame = NULL;
   f->state = state;
   f->err = err;

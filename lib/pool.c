@@ -320,6 +320,7 @@ static void pool_free(fp_pool *p)
   free(p->pfd);
   free(p->pfd_who);
   free(p->restarts);
+  free(atomic_load(&p->spare));
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->cond);
   if (p->fork_guard != NULL)

@@ -20,7 +20,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   f->nitems = nitems;
   f->deadline_ms = deadline_ms;
   f->retries = retries;
-  int rc = fp__encode_task(f->id, name, nitems, args, len, &f->frame,
+  int rc = fp__encode_task(f->id, name, nitems, args, len, &p->spare, &f->frame,
                            &f->frame_len);
   if (rc != 0) {
     free(f);

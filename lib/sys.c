@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,4 +100,33 @@ int fp__remaining_ms(int64_t deadline)
   if (left <= 0)
     return 0;
   return left > 1000000 ? 1000000 : (int)left;
+}
+
+#define FP__SPARE_MIN ((size_t)64 << 10) /* smaller ones are cheap to malloc */
+
+char *fp__buf_take(fp__spare *slot, size_t need)
+{
+#ifdef HAVE_MALLOC_USABLE_SIZE
+  if (slot != NULL && need >= FP__SPARE_MIN) {
+    char *b = atomic_exchange(slot, NULL);
+    size_t cap = b != NULL ? malloc_usable_size(b) : 0;
+    if (cap >= need && cap / 4 <= need)
+      return b;
+    free(b); /* the wrong size: the next give keeps a better one */
+  }
+#else
+  (void)slot;
+#endif
+  return malloc(need);
+}
+
+void fp__buf_give(fp__spare *slot, char *buf)
+{
+#ifdef HAVE_MALLOC_USABLE_SIZE
+  if (slot != NULL && buf != NULL && malloc_usable_size(buf) >= FP__SPARE_MIN)
+    buf = atomic_exchange(slot, buf);
+#else
+  (void)slot;
+#endif
+  free(buf);
 }

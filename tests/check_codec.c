@@ -676,7 +676,7 @@ START_TEST(test_encode_task_bytes)
       unsigned n = ns[(i + len) % (sizeof ns / sizeof ns[0])];
       char *frame;
       size_t flen;
-      ck_assert_int_eq(fp__encode_task(ids[i], name, n, "\xc0", 1, &frame,
+      ck_assert_int_eq(fp__encode_task(ids[i], name, n, "\xc0", 1, NULL, &frame,
                                        &flen), 0);
       packed_head(&sb, ids[i], name, n);
       ck_assert_uint_eq(flen, FP__HDR + sb.size + 1);
@@ -710,7 +710,7 @@ START_TEST(test_encode_task_bytes)
     long_name[long_names[i]] = '\0';
     char *frame;
     size_t flen;
-    ck_assert_int_eq(fp__encode_task(9, long_name, 2, "\xc0\xc0", 2, &frame,
+    ck_assert_int_eq(fp__encode_task(9, long_name, 2, "\xc0\xc0", 2, NULL, &frame,
                                      &flen), 0);
     packed_head(&sb, 9, long_name, 2);
     ck_assert_uint_eq(flen, FP__HDR + sb.size + 2);
