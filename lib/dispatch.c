@@ -16,6 +16,7 @@
 #include "forkpool-private.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,29 +476,24 @@ static void handle_ctl(fp_pool *p)
 /* --- Results ----------------------------------------------------------------- */
 
 /* Reads kind and message after a failure's code: "kind: message". */
-static void fail_from_body(fp_pool *p, fp_future *f, int code, char *body,
-                           size_t len, size_t off, int keep_ref)
+static void fail_from_body(fp_pool *p, fp_future *f, int code,
+                           const char *body, size_t len, size_t off)
 {
-  msgpack_zone z;
-  msgpack_object kind, msg;
-  int zone_ok = msgpack_zone_init(&z, 64);
-  int ok = zone_ok &&
-           msgpack_unpack(body, len, &off, &z, &kind) > 0 &&
-         msgpack_unpack(body, len, &off, &z, &msg) > 0 &&
-         kind.type == MSGPACK_OBJECT_STR && msg.type == MSGPACK_OBJECT_STR;
-  if (ok)
-    fp__future_fail(f, code, "%.*s: %.*s", (int)kind.via.str.size,
-                    kind.via.str.ptr, (int)msg.via.str.size, msg.via.str.ptr);
+  const char *kind, *msg;
+  size_t kind_len, msg_len;
+  if (fp__read_str(body, len, &off, &kind, &kind_len) == 0 &&
+      fp__read_str(body, len, &off, &msg, &msg_len) == 0 &&
+      kind_len <= INT_MAX && msg_len <= INT_MAX)
+    fp__future_fail(f, code, "%.*s: %.*s", (int)kind_len, kind, (int)msg_len,
+                    msg);
   else
     fp__future_fail(f, FP_EPROTO, "protocol error: malformed failure");
-  if (zone_ok)
-    msgpack_zone_destroy(&z);
   if (p != NULL)
-    finalized(p, f, keep_ref);
+    finalized(p, f, 0);
 }
 
 /* The worker's READY, or the failure of its init function. */
-static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
+static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
                          size_t len, size_t off)
 {
   fp__slot *s = &p->slots[i];
@@ -509,16 +505,19 @@ static void handle_ready(fp_pool *p, unsigned i, int code, char *body,
   } else if (code != 0) {
     fp_future tmp;
     memset(&tmp, 0, sizeof tmp);
-    fail_from_body(NULL, &tmp, code, body, len, off, 0);
+    fail_from_body(NULL, &tmp, code, body, len, off);
     fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s",
                    tmp.error ? tmp.error : "?");
     free(tmp.error);
   }
-  free(body);
 }
 
-/* A RESULT frame from slot i; takes body. */
-static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
+/*
+ * A RESULT frame from slot i.  body is lent by the reader, or malloc'd and
+ * then owned == body, which this takes.
+ */
+static void handle_frame(fp_pool *p, unsigned i, char *owned,
+                         const char *body, size_t len)
 {
   fp__slot *s = &p->slots[i];
   uint64_t id;
@@ -526,7 +525,7 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   size_t off;
   int rc = fp__decode_result_head(body, len, &id, &code, &off);
   if (rc != 0) {
-    free(body);
+    free(owned);
     fp__slot_kill(p, i, rc == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,
                   rc == FP_ENOMEM ? "out of memory reading a result"
                                   : "protocol error: the worker sent a "
@@ -536,13 +535,14 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   }
   if (id == 0) {
     handle_ready(p, i, code, body, len, off);
+    free(owned);
     return;
   }
   fp_future *f = s->head;
   /* A dying worker's answers written before it died still count. */
   if (f == NULL || f->id != id || f == s->send ||
       (s->state != SLOT_LIVE && s->state != SLOT_DYING)) {
-    free(body);
+    free(owned);
     fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
                   "message that is not a result for its task");
     return;
@@ -556,14 +556,17 @@ static void handle_frame(fp_pool *p, unsigned i, char *body, size_t len)
   /* A running mean over about the last 16 answers sizes the pipelines. */
   p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
   if (fp__future_is_done(f)) {
-    free(body); /* a cancelled task's answer */
+    free(owned); /* a cancelled task's answer */
     fp_future_release(f);
   } else if (code == 0) {
-    fp__future_finish(f, body, off, len);
+    if (owned != NULL)
+      fp__future_finish(f, owned, off, len);
+    else
+      fp__future_finish_lent(f, body, off, len);
     finalized(p, f, 0);
   } else {
-    fail_from_body(p, f, code, body, len, off, 0);
-    free(body);
+    fail_from_body(p, f, code, body, len, off);
+    free(owned);
   }
 }
 
@@ -572,12 +575,13 @@ static void handle_readable(fp_pool *p, unsigned i)
   fp__slot *s = &p->slots[i];
   fp__reader_undrain(&s->rd); /* from here on, a short read ends the loop */
   while (s->out_fd >= 0) {
-    char *body;
+    char *owned;
+    const char *body;
     size_t len;
-    int rc = fp__reader_next(&s->rd, s->out_fd, p->opts.max_message, &body,
-                             &len);
+    int rc = fp__reader_next_lent(&s->rd, s->out_fd, p->opts.max_message,
+                                  &owned, &body, &len);
     if (rc == FP__IO_FRAME) {
-      handle_frame(p, i, body, len);
+      handle_frame(p, i, owned, body, len);
     } else if (rc == FP__IO_AGAIN) {
       return;
     } else if (rc == FP__IO_EOF) {

@@ -91,6 +91,13 @@ void fp__reader_free(fp__reader *r);
  */
 int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
                     size_t *len);
+/*
+ * The same, but a frame whole in the read-ahead is lent: *body points into
+ * it until the next call, and *owned is NULL.  Otherwise *owned is the
+ * malloc'd body, the caller's, and *body == *owned.
+ */
+int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
+                         const char **body, size_t *len);
 /* Forgets that the pipe was empty: the next call reads whatever is there. */
 void fp__reader_undrain(fp__reader *r);
 
@@ -263,6 +270,9 @@ struct fp_future {
 fp_future *fp__future_new(fp_pool *pool);
 /* Make f final; called with the pool lock held.  finish takes body. */
 void fp__future_finish(fp_future *f, char *body, size_t off, size_t len);
+/* The same for a body only lent: copied if the result must point into it. */
+void fp__future_finish_lent(fp_future *f, const char *body, size_t off,
+                            size_t len);
 void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
 /* 1 once f is final (then it never changes); no lock needed. */

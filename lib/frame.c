@@ -135,6 +135,38 @@ static int read_body(fp__reader *r, int fd)
   return FP__IO_FRAME;
 }
 
+int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
+                         const char **body, size_t *len)
+{
+  *owned = NULL;
+  if (r->err != 0)
+    return r->err;
+  if (r->hdr_have < FP__HDR) {
+    int rc = read_header(r, fd, max, 1);
+    if (rc != FP__IO_FRAME)
+      return rc;
+    if (r->chunk_len - r->chunk_off >= r->body_len) {
+      /* Whole in the read-ahead: lend it, no malloc and no copy. */
+      *body = r->chunk + r->chunk_off;
+      *len = r->body_len;
+      r->chunk_off += r->body_len;
+      r->hdr_have = 0;
+      return FP__IO_FRAME;
+    }
+    if ((r->body = malloc(r->body_len + 1)) == NULL)
+      return fail(r, FP_ENOMEM);
+    r->body_have = 0;
+  }
+  int rc = read_body(r, fd);
+  if (rc != FP__IO_FRAME)
+    return rc;
+  *body = *owned = r->body;
+  *len = r->body_len;
+  r->body = NULL;
+  r->hdr_have = 0;
+  return FP__IO_FRAME;
+}
+
 int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
                     size_t *len)
 {

@@ -133,6 +133,34 @@ void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
     fp__future_fail(f, FP_EPROTO, "the worker sent a malformed result");
 }
 
+/* Whether a msgpack object starting with byte c is a number, nil or a bool:
+ * built in the object itself, never pointing into the body. */
+static int is_self_contained(unsigned char c)
+{
+  return c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3 ||
+         (c >= 0xca && c <= 0xd3);
+}
+
+void fp__future_finish_lent(fp_future *f, const char *body, size_t off,
+                            size_t len)
+{
+  if (f->nitems == 1 && off < len && is_self_contained((unsigned char)body[off])) {
+    int rc = unpack_result(f, body, off, len);
+    if (rc == 0)
+      make_final(f, FP_FINISHED, 0);
+    else
+      fp__future_fail(f, FP_EPROTO, "the worker sent a malformed result");
+    return;
+  }
+  char *copy = malloc(len + 1);
+  if (copy == NULL) {
+    fp__future_fail(f, FP_ENOMEM, "out of memory reading the result");
+    return;
+  }
+  memcpy(copy, body, len);
+  fp__future_finish(f, copy, off, len);
+}
+
 void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
 {
   va_list ap;
