@@ -104,7 +104,7 @@ static void task(seed *s, int with_header, uint64_t id, const char *name,
   msgpack_sbuffer args;
   msgpack_packer pk;
   va_list ap;
-  char *frame;
+  char *frame = NULL;
   size_t len;
   msgpack_sbuffer_init(&args);
   msgpack_packer_init(&pk, &args, msgpack_sbuffer_write);

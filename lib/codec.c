@@ -50,6 +50,12 @@ static size_t put_str_head(unsigned char *p, uint32_t n)
  * The prefix is four short values, written by hand straight into the frame:
  * the same bytes as msgpack's packer gives, without a callback per value.
  */
+size_t fp__task_frame_max(size_t name_len, size_t args_len)
+{
+  /* type, id, str header, name, n: at most 1 + 9 + 5 + name_len + 5. */
+  return FP__HDR + 20 + name_len + args_len;
+}
+
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, fp__spare *spare,
                     char **frame, size_t *frame_len)
@@ -57,9 +63,10 @@ int fp__encode_task(uint64_t id, const char *name, unsigned n,
   size_t name_len = strnlen(name, (size_t)UINT32_MAX + 1);
   if (name_len > UINT32_MAX)
     return FP_EINVAL;
-  /* type, id, str header, name, n: at most 1 + 9 + 5 + name_len + 5. */
-  char *buf = fp__buf_take(spare, FP__HDR + 20 + name_len + args_len);
-  if (buf == NULL)
+  char *buf = *frame;
+  if (buf == NULL &&
+      (buf = fp__buf_take(spare, fp__task_frame_max(name_len, args_len))) ==
+          NULL)
     return FP_ENOMEM;
   unsigned char *p = (unsigned char *)buf + FP__HDR;
   size_t h = 0;

@@ -24,6 +24,7 @@
 #define FP__MAX_NAME 255
 #define FP__HDR 4 /* frame header: body length, 32-bit little-endian */
 #define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
+#define FP__FRAME_HERE 64 /* frames this small live in their future */
 #define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
 
 /* --- sys.c: small OS helpers ---------------------------------------------- */
@@ -128,6 +129,10 @@ enum fp__msg_type { FP__MSG_TASK = 0, FP__MSG_RESULT = 1 };
  *              1, id, code, kind, message     (failure; code is an FP_E*)
  * id 0 is the worker's READY (code 0) or its init failure.
  */
+/* The largest TASK frame for a name and arguments of these lengths. */
+size_t fp__task_frame_max(size_t name_len, size_t args_len);
+/* Into *frame if it is not NULL (then of at least fp__task_frame_max
+ * bytes), else into a buffer taken from spare. */
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, fp__spare *spare,
                     char **frame, size_t *frame_len);
@@ -265,9 +270,14 @@ struct fp_future {
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */
   int cb_queued;             /* in that queue, or its callbacks running */
+  char frame_here[];         /* a small frame, in the same allocation */
 };
 
 fp_future *fp__future_new(fp_pool *pool);
+/* With room for a frame of up to extra bytes at f->frame_here. */
+fp_future *fp__future_new_extra(fp_pool *pool, size_t extra);
+/* Frees f->frame unless it is f->frame_here. */
+void fp__future_drop_frame(fp_future *f);
 /* Make f final; called with the pool lock held.  finish takes body. */
 void fp__future_finish(fp_future *f, char *body, size_t off, size_t len);
 /* The same for a body only lent: copied if the result must point into it. */

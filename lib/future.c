@@ -13,7 +13,19 @@
 
 fp_future *fp__future_new(fp_pool *pool)
 {
-  fp_future *f = calloc(1, sizeof *f);
+  return fp__future_new_extra(pool, 0);
+}
+
+void fp__future_drop_frame(fp_future *f)
+{
+  if (f->frame != f->frame_here)
+    fp__buf_give(f->pool != NULL ? &f->pool->spare : NULL, f->frame);
+  f->frame = NULL;
+}
+
+fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
+{
+  fp_future *f = calloc(1, sizeof *f + extra);
   if (f == NULL)
     return NULL;
   atomic_init(&f->refs, 2); /* the caller's and the pool's */
@@ -27,9 +39,7 @@ fp_future *fp__future_new(fp_pool *pool)
 
 static void make_final(fp_future *f, fp_state state, int err)
 {
-  /* Kept until now so a task can be sent again. */
-  fp__buf_give(f->pool != NULL ? &f->pool->spare : NULL, f->frame);
-  f->frame = NULL;
+  fp__future_drop_frame(f); /* kept until now to send it again */
   f->state = state;
   f->err = err;
   /* f->pool stays: a racing reader may still use it.  The lists' links are
@@ -300,7 +310,7 @@ FP_EXTERN void fp_future_release(fp_future *f)
   if (f == NULL ||
       atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
     return;
-  free(f->frame);
+  fp__future_drop_frame(f);
   free(f->error);
   free(f->result_buf);
   while (f->callbacks != NULL) { /* never ran: the future never became final */

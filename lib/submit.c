@@ -13,9 +13,13 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
     return FP_EMSGSIZE;
   if (fp__tasks_find(&p->tasks, name, strlen(name)) == NULL)
     return FP_ENOTASK;
-  fp_future *f = fp__future_new(p);
+  /* A small frame shares the future's allocation: one malloc per task. */
+  size_t max = fp__task_frame_max(strlen(name), len);
+  int here = max <= FP__FRAME_HERE;
+  fp_future *f = fp__future_new_extra(p, here ? max : 0);
   if (f == NULL)
     return FP_ENOMEM;
+  f->frame = here ? f->frame_here : NULL;
   f->id = atomic_fetch_add(&p->next_id, 1);
   f->nitems = nitems;
   f->deadline_ms = deadline_ms;
@@ -23,6 +27,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   int rc = fp__encode_task(f->id, name, nitems, args, len, &p->spare, &f->frame,
                            &f->frame_len);
   if (rc != 0) {
+    fp__future_drop_frame(f);
     free(f);
     return rc;
   }
@@ -36,16 +41,20 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
     rc = FP_ESHUTDOWN;
   if (rc != 0) {
     fp__pool_unlock(p);
-    free(f->frame);
+    fp__future_drop_frame(f);
     free(f);
     return rc;
   }
   p->st.submitted += nitems;
+  /* Behind others in the queue, no worker can take it: only a dispatcher
+   * pass frees room, and every pass ends by handing out work. */
+  int behind = p->qhead != NULL, gathering = 0;
   fp__list_push(&p->qhead, &p->qtail, f);
-  fp__schedule(p, 0);
+  if (!behind)
+    fp__schedule(p, 0);
   /* Workers full or a pipe full: every so often a pass without waiting
    * reads their answers so they can go on. */
-  int behind = p->qhead != NULL, gathering = 0;
+  behind = p->qhead != NULL;
   for (unsigned i = 0; i < p->nslots; i++) {
     behind |= p->slots[i].blocked;
     gathering |= p->slots[i].send != NULL;

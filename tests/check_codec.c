@@ -674,7 +674,7 @@ START_TEST(test_encode_task_bytes)
       memset(name, 'a' + (int)(len % 26), len);
       name[len] = '\0';
       unsigned n = ns[(i + len) % (sizeof ns / sizeof ns[0])];
-      char *frame;
+      char *frame = NULL;
       size_t flen;
       ck_assert_int_eq(fp__encode_task(ids[i], name, n, "\xc0", 1, NULL, &frame,
                                        &flen), 0);
@@ -708,7 +708,7 @@ START_TEST(test_encode_task_bytes)
     ck_assert_ptr_nonnull(long_name);
     memset(long_name, 'x', long_names[i]);
     long_name[long_names[i]] = '\0';
-    char *frame;
+    char *frame = NULL;
     size_t flen;
     ck_assert_int_eq(fp__encode_task(9, long_name, 2, "\xc0\xc0", 2, NULL, &frame,
                                      &flen), 0);
