@@ -171,6 +171,11 @@ int fp__read_code(const char *buf, size_t len, size_t *off, int *code)
   return 0;
 }
 
+int fp__worker_code(int code)
+{
+  return code == FP_ETASK || code == FP_ENOTASK || code == FP_EMSGSIZE;
+}
+
 /* Reads a str (str != 0) or a bin at *off; its bytes must all be there. */
 static int read_blob(const char *buf, size_t len, size_t *off, int str,
                      const char **s, size_t *n)

@@ -524,6 +524,8 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
   int code;
   size_t off;
   int rc = fp__decode_result_head(body, len, &id, &code, &off);
+  if (rc == 0 && code != 0 && !fp__worker_code(code))
+    rc = FP_EPROTO;
   if (rc != 0) {
     free(owned);
     fp__slot_kill(p, i, rc == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,

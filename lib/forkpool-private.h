@@ -162,6 +162,9 @@ int fp__skip_object(const char *buf, size_t len, size_t *off);
  */
 int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v);
 int fp__read_code(const char *buf, size_t len, size_t *off, int *code);
+/* 1 for the failure codes a worker sends: FP_ETASK, FP_ENOTASK and
+ * FP_EMSGSIZE.  Any other (FP_ECANCELLED, say) would be a lie. */
+int fp__worker_code(int code);
 int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
                  size_t *n);
 int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n);

@@ -932,8 +932,8 @@ END_TEST
 
 START_TEST(test_finish_chunk)
 {
-  /* [[0, 1], [-5, "k", "m"], [0, [1, {}]]], code 0 written as int64. */
-  static const char answer[] = "\x93\x92\x00\x01\x93\xfb\xa1k\xa1m"
+  /* [[0, 1], [FP_ETASK, "k", "m"], [0, [1, {}]]], code 0 written as int64. */
+  static const char answer[] = "\x93\x92\x00\x01\x93\xd1\xf0\x5f\xa1k\xa1m"
                                "\x92\xd3\0\0\0\0\0\0\0\0\x92\x01\x80";
   fp_future *f = finish(3, answer, sizeof answer - 1);
   ck_assert_int_eq(f->state, FP_FINISHED);
@@ -944,7 +944,9 @@ START_TEST(test_finish_chunk)
   ck_assert_mem_eq(f->result_buf + f->result_off, answer, sizeof answer - 1);
   release(f);
 
-  f = finish(2, "\x92\x93\xff\xa0\xa0\x93\xd1\xec\x79\xd9\x01k\xa0", 13);
+  /* FP_ETASK and FP_ENOTASK, the failures a worker sends. */
+  f = finish(2, "\x92\x93\xd1\xf0\x5f\xa0\xa0\x93\xd1\xf0\x5c\xd9\x01k\xa0",
+             15);
   ck_assert_int_eq(f->state, FP_FINISHED);
   ck_assert_uint_eq(f->chunk_ok, 0);
   release(f);
@@ -973,6 +975,9 @@ START_TEST(test_finish_chunk)
       V("\x92\x92\x00\x01\x93\x00\xa0\xa0"), /* [0, "", ""] */
       V("\x92\x92\x00\x01\x92\xff\xa0"),     /* [-1, ""] */
       V("\x92\x92\x00\x01\x93\xd1\xec\x78\xa0\xa0"), /* -5000 */
+      V("\x92\x92\x00\x01\x93\xfc\xa0\xa0"), /* -4: not a worker's */
+      V("\x92\x92\x00\x01\x93\xd1\xf0\x5d\xa0\xa0"), /* FP_EBROKEN */
+      V("\x92\x92\x00\x01\x93\xd0\x83\xa0\xa0"), /* FP_ECANCELLED */
       V("\x92\x92\x00\x01\x93\xff\xa0\x01"), /* message not a str */
       V("\x92\x92\x00\x01\x93\xff\xc4\x00\xa0"), /* kind a bin */
       V("\x92\x92\x00\x01\x92\x00\x01\xc0"), /* followed by more */
