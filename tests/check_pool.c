@@ -562,6 +562,46 @@ START_TEST(caller_reaps_with_waitpid_minus_one)
 }
 END_TEST
 
+/*
+ * A child forked from the caller holds a copy of the pool: every call on it
+ * is refused (the ownership check reads a page the kernel wipes on fork),
+ * destroy only forgets it, and the parent's pool goes on untouched.
+ */
+START_TEST(forked_child_copy_is_refused)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fpt_i64(f), 9);
+  fp_future_release(f);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    int bad = 0;
+    fp_future *g = NULL;
+    bad |= fp_submitf(p, "square", &g, "[I]", (int64_t)4) != FP_EINVAL;
+    bad |= g != NULL;
+    bad |= fp_pool_dispatch(p, 0) != FP_EINVAL;
+    bad |= fp_pool_shutdown(p, FP_SHUTDOWN_WAIT) != FP_EINVAL;
+    fp_pool_destroy(p); /* closes this copy's descriptors only */
+    _exit(bad ? 1 : 0);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(child, &st, 0), child);
+  ck_assert(WIFEXITED(st));
+  ck_assert_int_eq(WEXITSTATUS(st), 0);
+  for (int64_t i = 0; i < 100; i++) {
+    ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", i), 0);
+    ck_assert_int_eq(fpt_i64(f), i * i);
+    fp_future_release(f);
+  }
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("pool");
@@ -569,6 +609,7 @@ int main(void)
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, happy_path);
   tcase_add_test(tc, ten_thousand_tasks);
+  tcase_add_test(tc, forked_child_copy_is_refused);
   tcase_add_test(tc, unknown_task_is_refused_at_submit);
   tcase_add_test(tc, malformed_args_are_refused);
   tcase_add_test(tc, task_failures_are_clear);
