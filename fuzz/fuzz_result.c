@@ -8,7 +8,7 @@
  *   handle_readable -> fp__reader_next -> handle_frame ->
  *     fp__decode_result_head, handle_ready, fp__future_finish,
  *     fail_from_body, account_chunk; then slot_exited for the worker's
- *     death; then, as fp_map_next does, chunk_answer_ok and yield.
+ *     death; then, as fp_map_next does, open_answer and yield.
  *
  * Input: three control bytes, then the bytes the worker writes.
  *   0  bits 0-1  futures handed to the worker: 1, 2, 3, 3 (ids 1, 2, 3)
@@ -144,15 +144,12 @@ static unsigned map_items(fp_future *f)
 
   if (splittable(&c))
     return 0; /* sent again item by item: these count as failed */
-  if (!chunk_answer_ok(&c)) {
-    c.f->state = FP_FAILED;
-    c.f->err = FP_EPROTO;
-  }
   memset(&m, 0, sizeof m);
-  m.cur = &c;
+  FZ_CHECK(msgpack_zone_init(&m.zone, 1024));
+  open_answer(&m, &c);
   for (unsigned i = 0; i < c.n; i++) {
     fp_map_item item;
-    yield(&m, &item);
+    FZ_CHECK(yield(&m, &item) == 0);
     FZ_CHECK(item.index == i);
     if (item.result != NULL) {
       FZ_CHECK(item.err == 0);
@@ -162,6 +159,7 @@ static unsigned map_items(fp_future *f)
       FZ_CHECK(item.error != NULL);
     }
   }
+  msgpack_zone_destroy(&m.zone);
   return ok;
 }
 

@@ -1,9 +1,14 @@
 /*
  * map: one task over many argument objects.  Items are packed into chunks,
- * each chunk one message and one future; at most buffersize items are in
+ * each chunk one message and one future.  A bounded amount of work is in
  * flight, so a lazy input of any length runs in bounded memory.  A chunk
  * whose worker died (or ran past its deadline) is split into single items
  * and sent again, so only the item that crashed fails.
+ *
+ * Each item is parsed once on the way out and once on the way back: an
+ * array input is cut into chunks as byte ranges with the zone-free scanner,
+ * and a chunk's answer is read entry by entry as the caller takes items,
+ * only the result itself being unpacked.
  *
  * Automatic chunk size: start at one item, and size each next chunk so that
  * it runs for about FP__CHUNK_TARGET_NS on a worker, from the measured time
@@ -12,19 +17,24 @@
  */
 #include "forkpool-private.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define FP__CHUNK_TARGET_NS (5 * 1000 * 1000)
+#define FP__CHUNK_TARGET_NS (2 * 1000 * 1000)
 #define FP__CHUNK_MAX 65536
+#define FP__INFLIGHT_BYTES ((size_t)4 << 20) /* automatic buffersize */
+#define FP__MIN_ITEMS 16                       /* in flight, per worker */
 
 typedef struct chunk {
-  fp_future *f;          /* owned reference */
+  fp_future *f;          /* owned reference; NULL: not sent yet */
   size_t first;          /* index of its first item */
   unsigned n;            /* items */
-  char *args;            /* the items' msgpack, kept to split; owned */
+  const char *args;      /* the items' msgpack, kept to split: in own, or
+                            in the caller's array */
   size_t args_len;
+  char *own;             /* lazy input: the buffer args is in; owned */
   struct chunk *next;
 } chunk;
 
@@ -43,12 +53,18 @@ struct fp_map_iter {
   size_t done;           /* items yielded or finished, for progress */
   chunk *head, *tail;    /* in flight, in input order */
   size_t inflight;       /* items in flight */
+  size_t nchunks;        /* chunks in flight */
+  size_t inflight_bytes; /* their arguments */
   chunk *cur;            /* the finished chunk being yielded */
-  unsigned cur_pos;
+  unsigned cur_pos;      /* its next item */
+  size_t ans_off;        /* its answer: the next entry in result_buf */
+  size_t ans_end;        /* its answer's end, SIZE_MAX while unknown (see
+                            open_answer); 0: none to read */
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
   double ns_per_item;    /* measured, automatic mode; 0: not yet */
-  msgpack_sbuffer sb;    /* the chunk being packed */
-  msgpack_zone zone;     /* scratch for item boundaries */
+  msgpack_sbuffer sb;    /* lazy input: the chunk being packed */
+  msgpack_zone zone;     /* its containers; cleared before each result */
+  msgpack_object result; /* the result being yielded */
   char errbuf[600];      /* an item's "kind: message" */
 };
 
@@ -73,60 +89,82 @@ static int array_header(const unsigned char *b, size_t len, size_t *n,
   return 0;
 }
 
-/* Appends the next item to m->sb: 1, 0 at the end, or a negative code. */
+/* Bytes of the items taken into the chunk being cut, which starts at
+ * start in an array input. */
+static size_t cut_len(const fp_map_iter *m, size_t start)
+{
+  return m->in.next == NULL ? m->arr_off - start : m->sb.size;
+}
+
+/* Takes the next item into the chunk being cut: 1, 0 at the end, or a
+ * negative code.  An array item stays where it is; a lazy one is packed
+ * into m->sb. */
 static int take_item(fp_map_iter *m)
 {
   if (m->input_done)
     return 0;
   if (m->in.next == NULL) {
+    /* The array is checked here, as it is cut, rather than all at once
+     * before the first chunk: each item is scanned once. */
     if (m->arr_left == 0) {
       m->input_done = 1;
-      return 0;
+      return m->arr_off == m->in.len ? 0 : FP_EINVAL; /* bytes after it */
     }
-    size_t start = m->arr_off, end = start;
-    msgpack_object o;
-    msgpack_zone_clear(&m->zone);
-    int urc = msgpack_unpack(m->in.array, m->in.len, &end, &m->zone, &o);
-    if (urc == MSGPACK_UNPACK_NOMEM_ERROR)
-      return FP_ENOMEM;
-    if (urc <= 0)
-      return FP_EINVAL; /* checked at start: cannot happen */
-    /* Taken only once copied: a shortage loses nothing. */
-    if (msgpack_sbuffer_write(&m->sb, (const char *)m->in.array + start,
-                              end - start))
-      return FP_ENOMEM;
-    m->arr_off = end;
+    if (fp__skip_object(m->in.array, m->in.len, &m->arr_off) != 0)
+      return FP_EINVAL; /* not msgpack, or cut short */
     m->arr_left--;
     return 1;
   }
-  size_t before = m->sb.size, n = 0;
+  size_t before = m->sb.size, end = before;
   msgpack_packer pk;
   msgpack_packer_init(&pk, &m->sb, msgpack_sbuffer_write);
   int rc = m->in.next(m->in.arg, &pk);
   if (rc == 0)
     m->input_done = 1;
-  if (rc == 1 && (fp__count_objects(m->sb.data + before, m->sb.size - before,
-                                    &n) != 0 || n != 1))
+  if (rc == 1 && (fp__skip_object(m->sb.data, m->sb.size, &end) != 0 ||
+                  end != m->sb.size))
     rc = FP_EINVAL; /* the callback must pack exactly one object */
   if (rc != 1)
     m->sb.size = before;
   return rc < 0 ? rc : rc == 1;
 }
 
-static size_t chunk_goal(fp_map_iter *m)
+/*
+ * Items the next chunk may take; 0 when enough is in flight.  The caller's
+ * buffersize counts items.  The automatic one keeps two chunks per worker,
+ * so that each has the next one queued behind the one it runs, or more
+ * while they hold fewer than FP__MIN_ITEMS items per worker: tiny chunks
+ * end before the caller comes back for more.  Either way no more than
+ * about FP__INFLIGHT_BYTES of arguments, but at least a chunk per worker.
+ */
+static size_t chunk_goal(const fp_map_iter *m)
 {
-  size_t goal = m->chunksize;
+  size_t goal = m->chunksize, workers = m->pool->nslots;
   if (m->o.chunksize == 0 && m->total != 0) {
-    size_t left = m->total - m->taken;
-    size_t share = left / (4 * (size_t)m->pool->nslots) + 1;
+    size_t share = (m->total - m->taken) / (4 * workers) + 1;
     if (goal > share)
       goal = share;
   }
-  /* Automatic: enough in flight to keep every worker busy. */
-  size_t cap = m->o.buffersize ? m->o.buffersize
-                               : 4 * (size_t)m->pool->nslots * m->chunksize;
-  size_t room = cap > m->inflight ? cap - m->inflight : 0;
-  return goal < room ? goal : room;
+  if (m->o.buffersize != 0) {
+    size_t room = m->o.buffersize > m->inflight
+                      ? m->o.buffersize - m->inflight : 0;
+    return goal < room ? goal : room;
+  }
+  if (m->nchunks >= workers && m->inflight_bytes >= FP__INFLIGHT_BYTES)
+    return 0;
+  if (m->nchunks >= 2 * workers && m->inflight >= FP__MIN_ITEMS * workers)
+    return 0;
+  return goal;
+}
+
+/* Bytes of arguments after which a chunk takes no more items: a quarter of
+ * max_message leaves its answer room; the automatic buffersize also gives
+ * each chunk in flight an even share of FP__INFLIGHT_BYTES. */
+static size_t chunk_bytes(const fp_map_iter *m)
+{
+  size_t bytes = m->pool->opts.max_message / 4;
+  size_t share = FP__INFLIGHT_BYTES / (2 * (size_t)m->pool->nslots);
+  return m->o.buffersize == 0 && share < bytes ? share : bytes;
 }
 
 /* A future that failed before it was sent, so its items still report. */
@@ -140,26 +178,37 @@ static fp_future *failed_future(fp_map_iter *m, int err)
   return f;
 }
 
+/* Appends c to the chunks in flight. */
+static void link_chunk(fp_map_iter *m, chunk *c)
+{
+  if (m->tail)
+    m->tail->next = c;
+  else
+    m->head = c;
+  m->tail = c;
+  m->inflight += c->n;
+  m->nchunks++;
+  m->inflight_bytes += c->args_len;
+}
+
 /* Packs and submits one chunk; 1 if one went out, 0 if none, or < 0. */
 static int send_chunk(fp_map_iter *m)
 {
   size_t goal = chunk_goal(m);
   if (goal == 0 || m->input_done)
     return 0;
-  /* Items are packed whole; a chunk stops well short of max_message so
-   * that its answer has room too. */
-  size_t bytes = m->pool->opts.max_message / 4;
+  size_t bytes = chunk_bytes(m), start = m->arr_off;
   chunk *c = calloc(1, sizeof *c); /* before any item is taken */
   if (c == NULL)
     return FP_ENOMEM;
   msgpack_sbuffer_clear(&m->sb);
   unsigned n = 0;
   int rc = 1;
-  while (n < goal && (n == 0 || m->sb.size < bytes) &&
+  /* Items are taken whole: the last one may go past bytes. */
+  while (n < goal && (n == 0 || cut_len(m, start) < bytes) &&
          (rc = take_item(m)) == 1)
     n++;
-  int short_of_memory = rc == FP_ENOMEM && m->in.next == NULL;
-  if (rc < 0 && !short_of_memory) {
+  if (rc < 0) {
     m->input_err = rc; /* returned once by fp_map_next, after this chunk */
     m->input_done = 1;
   }
@@ -171,8 +220,13 @@ static int send_chunk(fp_map_iter *m)
   }
   c->first = m->taken;
   c->n = n;
-  c->args_len = m->sb.size;
-  c->args = msgpack_sbuffer_release(&m->sb);
+  c->args_len = cut_len(m, start);
+  if (m->in.next == NULL) {
+    c->args = (const char *)m->in.array + start; /* borrowed until destroy */
+  } else {
+    c->own = msgpack_sbuffer_release(&m->sb);
+    c->args = c->own;
+  }
   m->taken += n;
   rc = fp__submit(m->pool, m->name, c->args, c->args_len, n, m->o.deadline_ms,
                   0, &c->f);
@@ -181,13 +235,8 @@ static int send_chunk(fp_map_iter *m)
                                     split into singles */
   if (c->f == NULL)
     rc = FP_ENOMEM; /* kept unsent: resubmit() tries again */
-  if (m->tail)
-    m->tail->next = c;
-  else
-    m->head = c;
-  m->tail = c;
-  m->inflight += n;
-  if (rc == FP_ENOMEM || short_of_memory)
+  link_chunk(m, c);
+  if (rc == FP_ENOMEM)
     return FP_ENOMEM;
   return rc == 0 || n == 1 ? 1 : 0;
 }
@@ -234,7 +283,7 @@ static int top_up(fp_map_iter *m)
 static void chunk_free(chunk *c)
 {
   fp_future_release(c->f);
-  free(c->args);
+  free(c->own);
   free(c);
 }
 
@@ -255,6 +304,42 @@ static void unlink_chunk(fp_map_iter *m, chunk *c)
       ;
   c->next = NULL;
   m->inflight -= c->n;
+  m->nchunks--;
+  m->inflight_bytes -= c->args_len;
+}
+
+/* Item i of c, the len bytes at start of its arguments, as a chunk of its
+ * own.  An array's item stays in the array; a lazy one is copied, since
+ * c's buffer goes with c. */
+static chunk *single(const chunk *c, unsigned i, size_t start, size_t len)
+{
+  chunk *one = calloc(1, sizeof *one);
+  if (one == NULL)
+    return NULL;
+  one->args = c->args + start;
+  if (c->own != NULL) {
+    if ((one->own = malloc(len)) == NULL) {
+      free(one);
+      return NULL;
+    }
+    memcpy(one->own, one->args, len);
+    one->args = one->own;
+  }
+  one->args_len = len;
+  one->first = c->first + i;
+  one->n = 1;
+  return one;
+}
+
+/* Frees a list of chunks never sent. */
+static void free_unsent(chunk *c)
+{
+  while (c != NULL) {
+    chunk *next = c->next;
+    free(c->own);
+    free(c);
+    c = next;
+  }
 }
 
 /* Replaces a chunk whose worker died by its items, one message each.  All
@@ -262,40 +347,31 @@ static void unlink_chunk(fp_map_iter *m, chunk *c)
  * singles a shortage keeps from being sent, resubmit() sends later. */
 static int split(fp_map_iter *m, chunk *c)
 {
+  chunk *first = NULL, *last = NULL;
   size_t off = 0;
-  chunk *after = c->next, *prev = NULL, *first = NULL;
   for (unsigned i = 0; i < c->n; i++) {
     size_t start = off;
-    msgpack_object o;
-    msgpack_zone_clear(&m->zone);
-    int urc = msgpack_unpack(c->args, c->args_len, &off, &m->zone, &o);
-    chunk *one = urc > 0 ? calloc(1, sizeof *one) : NULL;
-    if (one == NULL || (one->args = malloc(off - start)) == NULL) {
-      free(one);
-      while (first != NULL) {
-        chunk *next = first->next;
-        free(first->args);
-        free(first);
-        first = next;
-      }
-      return urc > 0 || urc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM
-                                                         : FP_EPROTO;
+    chunk *one = NULL;
+    /* Cannot fail: the items were checked when they were taken. */
+    int rc = fp__skip_object(c->args, c->args_len, &off);
+    if (rc == 0 && (one = single(c, i, start, off - start)) == NULL)
+      rc = FP_ENOMEM;
+    if (rc != 0) {
+      free_unsent(first);
+      return rc;
     }
-    memcpy(one->args, c->args + start, off - start);
-    one->args_len = off - start;
-    one->first = c->first + i;
-    one->n = 1;
-    if (prev != NULL)
-      prev->next = one;
-    prev = one;
-    if (first == NULL)
+    if (last != NULL)
+      last->next = one;
+    else
       first = one;
+    last = one;
   }
   /* The singles take c's place in the list. */
-  prev->next = after;
+  last->next = c->next;
   *link_to(m, c) = first;
   if (m->tail == c)
-    m->tail = prev;
+    m->tail = last;
+  m->nchunks += c->n - 1;
   chunk_free(c);
   (void)resubmit(m);
   return 0;
@@ -344,66 +420,190 @@ static int any_ready(fp_pool *p, void *arg)
   return ready_chunk(arg) != NULL;
 }
 
-/* Fills *item from entry pos of the current chunk. */
-static void yield(fp_map_iter *m, fp_map_item *item)
+/*
+ * Makes c, final, the chunk being yielded.  A finished chunk's answer is
+ * an array of one entry per item, which its future checked, so reading it
+ * needs no bound: the body's length is not kept, and ans_end only stands
+ * for it.  Should the answer not be there, every item fails with FP_EPROTO.
+ */
+static void open_answer(fp_map_iter *m, chunk *c)
 {
-  chunk *c = m->cur;
   fp_future *f = c->f;
-  unsigned pos = m->cur_pos++;
-  memset(item, 0, sizeof *item);
-  item->index = c->first + pos;
-  if (f->state != FP_FINISHED) {
-    item->err = f->err;
-    item->error = fp_future_error(f);
-  } else if (c->n == 1 && f->nitems == 1) {
-    item->result = &f->result;
-  } else {
-    const msgpack_object *e = &f->result.via.array.ptr[pos];
-    const msgpack_object *v = e->via.array.ptr;
-    if (e->via.array.size == 2) {
-      item->result = &v[1];
-    } else {
-      item->err = (int)v[0].via.i64;
-      snprintf(m->errbuf, sizeof m->errbuf, "%.*s: %.*s",
-               (int)v[1].via.str.size, v[1].via.str.ptr,
-               (int)v[2].via.str.size, v[2].via.str.ptr);
-      item->error = m->errbuf;
-    }
+  size_t n, hdr;
+  m->cur = c;
+  m->cur_pos = 0;
+  m->ans_off = m->ans_end = 0;
+  if (f->state != FP_FINISHED || f->nitems == 1)
+    return;
+  if (array_header((const unsigned char *)f->result_buf + f->result_off,
+                   SIZE_MAX, &n, &hdr) == 0 && n == c->n) {
+    m->ans_off = f->result_off + hdr;
+    m->ans_end = SIZE_MAX;
   }
 }
 
-/* A chunk's answer must have one well-formed entry per item. */
-static int chunk_answer_ok(const chunk *c)
+/* A big-endian unsigned integer of w (1, 2, 4 or 8) bytes. */
+static uint64_t load_be(const unsigned char *p, unsigned w)
 {
-  const msgpack_object *r = &c->f->result;
-  if (c->f->state != FP_FINISHED || c->f->nitems == 1)
-    return 1;
-  if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != c->n)
-    return 0;
-  for (uint32_t i = 0; i < c->n; i++) {
-    const msgpack_object *e = &r->via.array.ptr[i];
-    if (e->type != MSGPACK_OBJECT_ARRAY)
-      return 0;
-    const msgpack_object *v = e->via.array.ptr;
-    int ok2 = e->via.array.size == 2 && v[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-    int ok3 = e->via.array.size == 3 && v[0].type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-              v[1].type == MSGPACK_OBJECT_STR && v[2].type == MSGPACK_OBJECT_STR;
-    if (!ok2 && !ok3)
-      return 0;
+  switch (w) {
+  case 1:
+    return p[0];
+  case 2:
+    return (uint64_t)p[0] << 8 | p[1];
+  case 4:
+    return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+           (uint64_t)p[2] << 8 | p[3];
+  default:
+    return load_be(p, 4) << 32 | load_be(p + 4, 4);
   }
+}
+
+/*
+ * Reads a nil, boolean, integer or float at *off into *o, exactly as
+ * msgpack_unpack would, but without its setup, which costs more than the
+ * read: 1, or 0 (nothing read) if the object is of another type.
+ */
+static int read_scalar(const char *buf, size_t *off, msgpack_object *o)
+{
+  const unsigned char *p = (const unsigned char *)buf + *off;
+  unsigned c = p[0], w = 0;
+  if (c <= 0x7f || (c >= 0xcc && c <= 0xcf)) {
+    w = c <= 0x7f ? 0 : 1u << (c - 0xcc);
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = w ? load_be(p + 1, w) : c;
+  } else if (c >= 0xe0 || (c >= 0xd0 && c <= 0xd3)) {
+    w = c >= 0xe0 ? 0 : 1u << (c - 0xd0);
+    int64_t v = w == 0 ? (int8_t)c : w == 1 ? (int8_t)p[1]
+              : w == 2 ? (int16_t)load_be(p + 1, 2)
+              : w == 4 ? (int32_t)load_be(p + 1, 4) : (int64_t)load_be(p + 1, 8);
+    o->type = v < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER
+                    : MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.i64 = v; /* the same bits as via.u64 when v >= 0 */
+  } else if (c == 0xc0) {
+    o->type = MSGPACK_OBJECT_NIL;
+  } else if (c == 0xc2 || c == 0xc3) {
+    o->type = MSGPACK_OBJECT_BOOLEAN;
+    o->via.boolean = c == 0xc3;
+  } else if (c == 0xca) {
+    uint32_t bits = (uint32_t)load_be(p + 1, 4);
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    w = 4;
+    o->type = MSGPACK_OBJECT_FLOAT32;
+    o->via.f64 = x;
+  } else if (c == 0xcb) {
+    uint64_t bits = load_be(p + 1, 8);
+    w = 8;
+    o->type = MSGPACK_OBJECT_FLOAT64;
+    memcpy(&o->via.f64, &bits, sizeof bits);
+  } else {
+    return 0;
+  }
+  *off += 1 + w;
   return 1;
+}
+
+/* Reads a str at *off: 1 with its bytes, or 0 if it is not one. */
+static int read_str(const char *buf, size_t *off, const char **s, size_t *len)
+{
+  const unsigned char *p = (const unsigned char *)buf + *off;
+  unsigned w = p[0] == 0xd9 ? 1 : p[0] == 0xda ? 2 : p[0] == 0xdb ? 4 : 0;
+  if (w == 0 && (p[0] & 0xe0) != 0xa0)
+    return 0;
+  *len = w ? load_be(p + 1, w) : p[0] & 0x1f;
+  *s = buf + *off + 1 + w;
+  *off += 1 + w + *len;
+  return 1;
+}
+
+/* Reads any one object at *off into m->zone: 0, FP_ENOMEM or FP_EPROTO.
+ * msgpack_unpack is given the object's end, which the answer does not. */
+static int unpack_one(fp_map_iter *m, const char *buf, size_t *off,
+                      msgpack_object *o)
+{
+  size_t end = *off;
+  int rc = fp__skip_object(buf, m->ans_end, &end);
+  if (rc != 0)
+    return FP_EPROTO;
+  msgpack_zone_clear(&m->zone); /* the previous item's result */
+  rc = msgpack_unpack(buf, end, off, &m->zone, o);
+  if (rc == MSGPACK_UNPACK_SUCCESS)
+    return 0;
+  return rc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM : FP_EPROTO;
+}
+
+/*
+ * Reads the current chunk's next answer entry into *item: [0, result],
+ * whose result alone is unpacked, into m->zone, or [code, kind, message].
+ * 0, or FP_ENOMEM with the entry left to be read again.
+ */
+static int next_entry(fp_map_iter *m, fp_map_item *item)
+{
+  const char *buf = m->cur->f->result_buf;
+  size_t off = m->ans_off, n = 0, hdr = 0, kind_len, msg_len;
+  const char *kind, *msg;
+  msgpack_object code;
+  int rc = m->ans_end == 0 ? FP_EPROTO
+           : array_header((const unsigned char *)buf + off, m->ans_end - off,
+                          &n, &hdr);
+  off += hdr;
+  if (rc == 0 && n == 2 && read_scalar(buf, &off, &code) &&
+      code.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    if (!read_scalar(buf, &off, &m->result))
+      rc = unpack_one(m, buf, &off, &m->result);
+    if (rc == FP_ENOMEM)
+      return rc;
+    item->result = &m->result;
+  } else if (rc == 0 && n == 3 && read_scalar(buf, &off, &code) &&
+             code.type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+             read_str(buf, &off, &kind, &kind_len) &&
+             read_str(buf, &off, &msg, &msg_len)) {
+    item->err = (int)code.via.i64;
+    snprintf(m->errbuf, sizeof m->errbuf, "%.*s: %.*s", (int)kind_len, kind,
+             (int)msg_len, msg);
+    item->error = m->errbuf;
+  } else {
+    rc = FP_EPROTO;
+  }
+  if (rc != 0) { /* what follows cannot be read either */
+    item->result = NULL;
+    item->err = FP_EPROTO;
+    item->error = "the worker sent a malformed result";
+    m->ans_end = 0;
+  }
+  m->ans_off = off;
+  return 0;
+}
+
+/* Fills *item with the current chunk's next item: 0, or FP_ENOMEM with
+ * nothing taken. */
+static int yield(fp_map_iter *m, fp_map_item *item)
+{
+  chunk *c = m->cur;
+  fp_future *f = c->f;
+  memset(item, 0, sizeof *item);
+  item->index = c->first + m->cur_pos;
+  if (f->state != FP_FINISHED) {
+    item->err = f->err;
+    item->error = fp_future_error(f);
+  } else if (f->nitems == 1) {
+    item->result = &f->result;
+  } else if (next_entry(m, item) != 0) {
+    return FP_ENOMEM;
+  }
+  m->cur_pos++;
+  return 0;
 }
 
 FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
 {
-  int64_t deadline;
-  if (m == NULL || item == NULL || fp__deadline(timeout_ms, &deadline) != 0)
+  int64_t deadline = -1;
+  int timed = 0; /* deadline computed */
+  if (m == NULL || item == NULL || timeout_ms < -1)
     return FP_EINVAL;
   for (;;) {
-    if (m->cur != NULL && m->cur_pos < m->cur->n) {
-      yield(m, item);
-      return 1;
-    }
+    if (m->cur != NULL && m->cur_pos < m->cur->n)
+      return yield(m, item) == 0 ? 1 : FP_ENOMEM; /* call again */
     if (m->cur != NULL) {
       chunk_free(m->cur);
       m->cur = NULL;
@@ -424,6 +624,11 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
     if (c == NULL && !waitable(m))
       return rs < 0 ? rs : FP_ENOMEM; /* call again: nothing was lost */
     if (c == NULL) {
+      /* The clock is read only when there is something to wait for: most
+       * calls find their item ready. */
+      if (!timed)
+        (void)fp__deadline(timeout_ms, &deadline); /* checked above */
+      timed = 1;
       fp__pool_lock(m->pool);
       rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
       fp__pool_unlock(m->pool);
@@ -437,13 +642,8 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       continue;
     }
     unlink_chunk(m, c);
-    if (!chunk_answer_ok(c)) {
-      c->f->state = FP_FAILED; /* every item reports the protocol error */
-      c->f->err = FP_EPROTO;
-    }
     learn(m, c);
-    m->cur = c;
-    m->cur_pos = 0;
+    open_answer(m, c);
     m->done += c->n;
     if (m->o.progress != NULL)
       m->o.progress(m->o.progress_arg, m->done, m->total);
@@ -469,14 +669,9 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   }
   if (o.chunksize > FP__CHUNK_MAX || o.deadline_ms < 0)
     return FP_EINVAL;
-  size_t n_items = 0, off = 0, nobj;
-  if (in->array != NULL) {
-    if (array_header(in->array, in->len, &n_items, &off) != 0)
-      return FP_EINVAL;
-    int rc = fp__count_objects(in->array, in->len, &nobj);
-    if (rc != 0 || nobj != 1)
-      return rc == FP_ENOMEM ? FP_ENOMEM : FP_EINVAL;
-  }
+  size_t n_items = 0, off = 0; /* its items are checked as they are taken */
+  if (in->array != NULL && array_header(in->array, in->len, &n_items, &off))
+    return FP_EINVAL;
   if (fp__tasks_find(&pool->tasks, name, strlen(name)) == NULL)
     return FP_ENOTASK;
 
@@ -496,7 +691,6 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_left = n_items;
   m->arr_off = off;
   m->total = n_items;
-  m->input_done = in->array != NULL && n_items == 0;
   m->chunksize = o.chunksize ? o.chunksize : 1;
   int rc = top_up(m);
   if (rc < 0 && m->head == NULL) {
