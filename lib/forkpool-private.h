@@ -269,6 +269,7 @@ struct fp_future {
   msgpack_zone *zone;        /* result's containers, owned */
   msgpack_object result;      /* NIL for a map chunk: see result_off */
   size_t result_off;         /* chunk: its answer array in result_buf */
+  size_t result_len;         /* chunk: where that array (the body) ends */
   unsigned chunk_ok;         /* chunk: entries that are [0, result] */
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */

@@ -127,6 +127,7 @@ void fp__future_finish(fp_future *f, char *body, size_t off, size_t len)
     /* fp_map_next reads the entries from result_buf at result_off. */
     f->result.type = MSGPACK_OBJECT_NIL;
     f->result_off = off;
+    f->result_len = len;
     rc = check_chunk(f, body, off, len);
   } else {
     rc = unpack_result(f, body, off, len);

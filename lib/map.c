@@ -58,8 +58,7 @@ struct fp_map_iter {
   chunk *cur;            /* the finished chunk being yielded */
   unsigned cur_pos;      /* its next item */
   size_t ans_off;        /* its answer: the next entry in result_buf */
-  size_t ans_end;        /* its answer's end, SIZE_MAX while unknown (see
-                            open_answer); 0: none to read */
+  size_t ans_end;        /* its answer's end; 0: none to read */
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
   double ns_per_item;    /* measured, automatic mode; 0: not yet */
   msgpack_sbuffer sb;    /* lazy input: the chunk being packed */
@@ -422,9 +421,9 @@ static int any_ready(fp_pool *p, void *arg)
 
 /*
  * Makes c, final, the chunk being yielded.  A finished chunk's answer is
- * an array of one entry per item, which its future checked, so reading it
- * needs no bound: the body's length is not kept, and ans_end only stands
- * for it.  Should the answer not be there, every item fails with FP_EPROTO.
+ * an array of one entry per item, which its future checked; every read is
+ * still bounded by the body's end.  Should the answer not be there, every
+ * item fails with FP_EPROTO.
  */
 static void open_answer(fp_map_iter *m, chunk *c)
 {
@@ -436,9 +435,10 @@ static void open_answer(fp_map_iter *m, chunk *c)
   if (f->state != FP_FINISHED || f->nitems == 1)
     return;
   if (array_header((const unsigned char *)f->result_buf + f->result_off,
-                   SIZE_MAX, &n, &hdr) == 0 && n == c->n) {
+                   f->result_len - f->result_off, &n, &hdr) == 0 &&
+      n == c->n) {
     m->ans_off = f->result_off + hdr;
-    m->ans_end = SIZE_MAX;
+    m->ans_end = f->result_len;
   }
 }
 
