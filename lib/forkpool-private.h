@@ -83,31 +83,24 @@ enum { FP__IO_AGAIN = 0, FP__IO_FRAME = 1, FP__IO_EOF = 2 };
 void fp__reader_init(fp__reader *r);
 void fp__reader_free(fp__reader *r);
 /*
- * Reads towards the next frame.  FP__IO_FRAME with *body (owned by the
- * caller) and *len, FP__IO_AGAIN when the pipe is empty, FP__IO_EOF at end
- * of file, or a negative code: FP_EPROTO for a length over max.  Once a
- * read has emptied the pipe, the next call that would read says
- * FP__IO_AGAIN without one: call again only when poll() says readable,
- * or after fp__reader_undrain.
- */
-int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
-                    size_t *len);
-/*
- * The same, but a frame whole in the read-ahead is lent: *body points into
- * it until the next call, and *owned is NULL.  Otherwise *owned is the
- * malloc'd body, the caller's, and *body == *owned.
+ * Reads towards the next frame: FP__IO_FRAME with *body and *len,
+ * FP__IO_AGAIN when the pipe is empty, FP__IO_EOF at end of file, or a
+ * negative code: FP_EPROTO for a length over max.  A frame whole in the
+ * read-ahead is lent: *body points into it until the next call, and *owned
+ * is NULL.  Otherwise *owned is the malloc'd body, the caller's, and
+ * *body == *owned.  Once a read has emptied the pipe, the next call that
+ * would read says FP__IO_AGAIN without one: call again only when poll()
+ * says readable, or after fp__reader_undrain.
  */
 int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
                          const char **body, size_t *len);
 /* Forgets that the pipe was empty: the next call reads whatever is there. */
 void fp__reader_undrain(fp__reader *r);
 
-/* Worker side, blocking: 1 frame, 0 EOF, negative error. */
-int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,
-                            size_t *len);
 /*
  * Worker side, blocking, for a caller that is done with each body before it
- * reads the next: the same outcomes, but *body is borrowed.  It points into
+ * reads the next: 1 frame, 0 end of file, or a negative code.  *body is
+ * borrowed.  It points into
  * the read-ahead when the whole body is there, else into *buf, the caller's
  * buffer of *cap bytes, replaced by a larger malloc when too small.  Valid
  * until the next call.  A body cut short by FP_EAGAIN ends the stream.

@@ -167,30 +167,6 @@ int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
   return FP__IO_FRAME;
 }
 
-int fp__reader_next(fp__reader *r, int fd, size_t max, char **body,
-                    size_t *len)
-{
-  if (r->err != 0)
-    return r->err;
-  if (r->hdr_have < FP__HDR) {
-    int rc = read_header(r, fd, max, 1);
-    if (rc != FP__IO_FRAME)
-      return rc;
-    /* One spare byte so an empty body still gets a real allocation. */
-    if ((r->body = malloc(r->body_len + 1)) == NULL)
-      return fail(r, FP_ENOMEM);
-    r->body_have = 0;
-  }
-  int rc = read_body(r, fd);
-  if (rc != FP__IO_FRAME)
-    return rc;
-  *body = r->body;
-  *len = r->body_len;
-  r->body = NULL;
-  r->hdr_have = 0;
-  return FP__IO_FRAME;
-}
-
 /* Makes *buf hold at least need bytes; its old contents do not matter. */
 static int reserve(char **buf, size_t *cap, size_t need)
 {
@@ -235,17 +211,6 @@ int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
   }
   /* Cut short, the body is lost with the call: the stream cannot resume. */
   return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? fail(r, FP_EAGAIN) : rc;
-}
-
-int fp__read_frame_blocking(int fd, fp__reader *r, size_t max, char **body,
-                            size_t *len)
-{
-  int rc = fp__reader_next(r, fd, max, body, len);
-  if (rc == FP__IO_FRAME)
-    return 1;
-  if (rc == FP__IO_EOF)
-    return 0;
-  return rc == FP__IO_AGAIN ? FP_EAGAIN : rc;
 }
 
 int fp__write_all(int fd, struct iovec *iov, int iovcnt)
