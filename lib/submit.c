@@ -48,13 +48,13 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   p->st.submitted += nitems;
   /* Behind others in the queue, no worker can take it: only a dispatcher
    * pass frees room, and every pass ends by handing out work. */
-  int behind = p->qhead != NULL, gathering = 0;
+  int queued = p->qhead != NULL;
   fp__list_push(&p->qhead, &p->qtail, f);
-  if (!behind)
+  if (!queued)
     fp__schedule(p, 0);
   /* Workers full or a pipe full: every so often a pass without waiting
    * reads their answers so they can go on. */
-  behind = p->qhead != NULL;
+  int behind = p->qhead != NULL, gathering = 0;
   for (unsigned i = 0; i < p->nslots; i++) {
     behind |= p->slots[i].blocked;
     gathering |= p->slots[i].send != NULL;
