@@ -237,15 +237,20 @@ void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
   slot_signal(p, i, sig, 0, NULL);
 }
 
-void fp__spawn(fp_pool *p, unsigned i)
+void fp__slot_await(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
   memset(s, 0, sizeof *s);
   s->in_fd = s->out_fd = s->hold_fd = -1;
   fp__reader_init(&s->rd);
   s->state = SLOT_SPAWNING;
+}
+
+void fp__spawn(fp_pool *p, unsigned i)
+{
+  fp__slot_await(p, i);
   if (ctl_send(p, FP__CTL_SPAWN, i, 0, 0) != 0)
-    s->state = SLOT_OFF;
+    p->slots[i].state = SLOT_OFF;
 }
 
 static void fail_queue(fp_pool *p, int err, const char *msg)

@@ -204,7 +204,8 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
 /* --- forkserver.c: forks workers and reports their exits ------------------ */
 
 enum fp__ctl_op {
-  FP__CTL_SPAWN = 1,     /* parent -> fs: fork a worker for slot */
+  FP__CTL_SPAWN = 1,     /* parent -> fs: fork a worker for slot (the fs
+                            forks one for every slot at start, unasked) */
   FP__CTL_KILL = 2,      /* parent -> fs: signal value to pid, if alive */
   FP__CTL_SPAWNED = 3,   /* fs -> parent: pid, with its two fds attached */
   FP__CTL_SPAWN_FAILED = 4, /* fs -> parent: value is -errno */
@@ -396,6 +397,8 @@ void fp__cond_wait_until(fp_pool *pool, int64_t deadline);
 void fp__signal_done(fp_pool *pool);
 void fp__ep_sync(fp_pool *pool);
 void fp__spawn(fp_pool *pool, unsigned slot);
+/* Readies a slot for the worker the fork server forks at start. */
+void fp__slot_await(fp_pool *pool, unsigned slot);
 void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
 void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
 void fp__slot_close_fd(fp_pool *pool, fp__slot *s, int *fd);

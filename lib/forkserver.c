@@ -337,8 +337,12 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
   sigprocmask(SIG_SETMASK, &none, NULL);
 
   fp__ctl hello = {.op = FP__CTL_READY, .pid = getpid()};
-  if (fp__ctl_send(FS_CTL_FD, &hello) == 0)
+  if (fp__ctl_send(FS_CTL_FD, &hello) == 0) {
+    /* The first workers unasked: a round trip less before create returns. */
+    for (unsigned i = 0; i < cfg->nslots; i++)
+      spawn(&fs, i);
     serve(&fs);
+  }
 
   for (unsigned i = 0; i < cfg->nslots; i++)
     if (fs.slots[i].pid != 0)

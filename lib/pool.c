@@ -132,7 +132,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   /* Every worker has run init and said READY before create returns. */
   fp__pool_lock(p);
   for (unsigned i = 0; i < p->nslots; i++)
-    fp__spawn(p, i);
+    fp__slot_await(p, i); /* the fork server forks them unasked */
   rc = fp__pool_run_until(p, all_started, NULL, -1);
   if (rc == 0)
     rc = p->err;
