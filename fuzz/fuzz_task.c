@@ -107,18 +107,24 @@ static void check_entry(const msgpack_object *e)
 
 /* Reads the answer back the way the parent does. */
 static void check_answer(const fp__worker_cfg *cfg, const msgpack_sbuffer *head,
-                         const msgpack_sbuffer *result, uint64_t id,
-                         unsigned n)
+                         const fp__outbuf *result, uint64_t id, unsigned n)
 {
   FZ_CHECK(head->size > FP__HDR);
-  size_t len = head->size - FP__HDR + result->size;
+  size_t len = head->size - FP__HDR + fp__outbuf_size(result);
   FZ_CHECK(fp__frame_body_len(head->data) == len);
   FZ_CHECK(len <= cfg->max_message); /* else the parent kills the worker */
-  char *body = malloc(len);
+  char *body = malloc(len + 1);
   FZ_CHECK(body != NULL);
   memcpy(body, head->data + FP__HDR, head->size - FP__HDR);
-  if (result->size > 0)
-    memcpy(body + head->size - FP__HDR, result->data, result->size);
+  /* The pieces, as send_answer writes them. */
+  struct iovec iov[FP__OUT_IOV];
+  int pieces = fp__outbuf_pieces(result, iov);
+  size_t at = head->size - FP__HDR;
+  for (int k = 0; k < pieces; k++) {
+    memcpy(body + at, iov[k].iov_base, iov[k].iov_len);
+    at += iov[k].iov_len;
+  }
+  FZ_CHECK(at == len);
 
   uint64_t got_id;
   int code;
@@ -172,11 +178,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, z.p, z.n);
 
   msgpack_zone zone;
-  msgpack_sbuffer head, result, item;
+  msgpack_sbuffer head;
+  fp__outbuf result, item;
   FZ_CHECK(msgpack_zone_init(&zone, 4096));
   msgpack_sbuffer_init(&head);
-  msgpack_sbuffer_init(&result);
-  msgpack_sbuffer_init(&item);
+  fp__outbuf_init(&result);
+  fp__outbuf_init(&item);
   int rc = fp__worker_handle(&cfg, NULL, body, z.n, &zone, &head, &result,
                              &item);
   if (rc == 0) {
@@ -194,7 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   free(body);
   msgpack_zone_destroy(&zone);
   msgpack_sbuffer_destroy(&head);
-  msgpack_sbuffer_destroy(&result);
-  msgpack_sbuffer_destroy(&item);
+  fp__outbuf_destroy(&result);
+  fp__outbuf_destroy(&item);
   return 0;
 }

@@ -388,3 +388,139 @@ int fp__count_objects(const char *buf, size_t len, size_t *n)
   }
   return 0;
 }
+
+/*
+ * The same scan over a list of pieces, for a worker's result that is partly
+ * copied bytes and partly runs of its TASK body: a cursor reads one byte at
+ * a time across the pieces, so a header may straddle two of them.
+ */
+typedef struct seg_cursor {
+  const struct iovec *iov; /* the piece holding the next byte */
+  size_t off;              /* into it */
+  size_t left;             /* bytes from here to the end of the last piece */
+} seg_cursor;
+
+static int seg_byte(seg_cursor *c, unsigned *b)
+{
+  if (c->left == 0)
+    return FP_EPROTO;
+  while (c->off == c->iov->iov_len) /* left > 0: a later piece has it */
+    c->iov++, c->off = 0;
+  *b = ((const unsigned char *)c->iov->iov_base)[c->off++];
+  c->left--;
+  return 0;
+}
+
+static int seg_be(seg_cursor *c, unsigned n, uint64_t *v)
+{
+  unsigned b;
+  *v = 0;
+  for (unsigned k = 0; k < n; k++) {
+    if (seg_byte(c, &b) != 0)
+      return FP_EPROTO;
+    *v = *v << 8 | b;
+  }
+  return 0;
+}
+
+static int seg_skip(seg_cursor *c, uint64_t n)
+{
+  if (n > c->left)
+    return FP_EPROTO;
+  c->left -= n;
+  while (n > 0) {
+    size_t room = c->iov->iov_len - c->off;
+    if (n <= room) {
+      c->off += n;
+      break;
+    }
+    n -= room;
+    c->iov++, c->off = 0;
+  }
+  return 0;
+}
+
+/* What the header byte c says, and the length bytes after it read: how many
+ * payload bytes to skip, or how many items a container holds. */
+static int seg_head(seg_cursor *c, unsigned c0, uint64_t *skip,
+                    uint64_t *items, int *container)
+{
+  uint64_t v = 0;
+  int rc = 0;
+  *skip = 0, *items = 0, *container = 0;
+  if (c0 <= 0x7f || c0 >= 0xe0 || c0 == 0xc0 || c0 == 0xc2 || c0 == 0xc3)
+    return 0;
+  if (c0 <= 0x9f) { /* fixmap, fixarray */
+    *items = c0 <= 0x8f ? 2 * (uint64_t)(c0 & 0x0f) : c0 & 0x0f;
+    *container = 1;
+    return 0;
+  }
+  if (c0 <= 0xbf) { /* fixstr */
+    *skip = c0 & 0x1f;
+    return 0;
+  }
+  switch (c0) {
+  case 0xc4: case 0xd9: return seg_be(c, 1, skip);
+  case 0xc5: case 0xda: return seg_be(c, 2, skip);
+  case 0xc6: case 0xdb: return seg_be(c, 4, skip);
+  case 0xc7: rc = seg_be(c, 1, &v), *skip = v + 1; return rc;
+  case 0xc8: rc = seg_be(c, 2, &v), *skip = v + 1; return rc;
+  case 0xc9: rc = seg_be(c, 4, &v), *skip = v + 1; return rc;
+  case 0xcc: case 0xd0: *skip = 1; return 0;
+  case 0xcd: case 0xd1: *skip = 2; return 0;
+  case 0xca: case 0xce: case 0xd2: *skip = 4; return 0;
+  case 0xcb: case 0xcf: case 0xd3: *skip = 8; return 0;
+  case 0xd4: *skip = 2; return 0;
+  case 0xd5: *skip = 3; return 0;
+  case 0xd6: *skip = 5; return 0;
+  case 0xd7: *skip = 9; return 0;
+  case 0xd8: *skip = 17; return 0;
+  case 0xdc: *container = 1; return seg_be(c, 2, items);
+  case 0xdd: *container = 1; return seg_be(c, 4, items);
+  case 0xde: rc = seg_be(c, 2, &v), *items = 2 * v, *container = 1; return rc;
+  case 0xdf: rc = seg_be(c, 4, &v), *items = 2 * v, *container = 1; return rc;
+  default: return FP_EPROTO; /* 0xc1, never used */
+  }
+}
+
+/* fp__skip_object at the cursor, with the same limits. */
+static int seg_skip_object(seg_cursor *c)
+{
+  uint64_t left[MSGPACK_EMBED_STACK_SIZE]; /* items due in each open one */
+  unsigned top = 0;
+  for (;;) {
+    unsigned c0;
+    uint64_t skip, items;
+    int container;
+    if (seg_byte(c, &c0) != 0 ||
+        seg_head(c, c0, &skip, &items, &container) != 0 ||
+        seg_skip(c, skip) != 0)
+      return FP_EPROTO;
+    if (container) {
+      if (top >= MSGPACK_EMBED_STACK_SIZE || items > c->left)
+        return FP_EPROTO;
+      if (items > 0) {
+        left[top++] = items;
+        continue;
+      }
+    }
+    while (top > 0 && --left[top - 1] == 0)
+      top--;
+    if (top == 0)
+      return 0;
+  }
+}
+
+int fp__count_objects_iov(const struct iovec *iov, int iovcnt, size_t *n)
+{
+  seg_cursor c = {iov, 0, 0};
+  for (int k = 0; k < iovcnt; k++)
+    c.left += iov[k].iov_len;
+  *n = 0;
+  while (c.left > 0) {
+    if (seg_skip_object(&c) != 0)
+      return FP_EINVAL;
+    ++*n;
+  }
+  return 0;
+}

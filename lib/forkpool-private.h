@@ -141,6 +141,8 @@ int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
 /* Counts the msgpack objects in [buf, buf+len): 0, or FP_EINVAL if the
  * bytes are not a whole number of valid objects. */
 int fp__count_objects(const char *buf, size_t len, size_t *n);
+/* The same over the concatenation of iovcnt pieces (empty ones allowed). */
+int fp__count_objects_iov(const struct iovec *iov, int iovcnt, size_t *n);
 /* Moves *off past one object; FP_EPROTO if it is malformed or cut short.
  * Accepts what msgpack_unpack accepts, without a zone. */
 int fp__skip_object(const char *buf, size_t len, size_t *off);
@@ -187,19 +189,55 @@ typedef struct fp__worker_cfg {
   uint64_t max_tasks;    /* exit after answering so many; 0: never */
 } fp__worker_cfg;
 
+/*
+ * A task's result: what it packed, copied into sb, except for large writes
+ * that lie inside the TASK body (an echoed argument, say), which are only
+ * referenced: a megabyte is not copied once more on its way out.  refs[k]
+ * comes after the first refs[k].at bytes of sb.  The body must outlive the
+ * answer's write.
+ */
+#define FP__REF_MIN ((size_t)64 << 10) /* smaller writes are copied */
+#define FP__REFS 16                    /* references per result, at most */
+typedef struct fp__ref {
+  size_t at;             /* bytes of sb before it */
+  const char *ptr;       /* inside the body */
+  size_t len;
+} fp__ref;
+
+typedef struct fp__outbuf {
+  msgpack_sbuffer sb;    /* the copied bytes */
+  fp__ref refs[FP__REFS]; /* in the order written */
+  unsigned nrefs;
+  size_t ref_bytes;      /* the refs' lengths, summed */
+  const char *lo, *hi;   /* the body refs may point into; NULL: none */
+} fp__outbuf;
+#define FP__OUT_IOV (2 * FP__REFS + 1) /* its pieces, at most */
+
+void fp__outbuf_init(fp__outbuf *o);
+void fp__outbuf_destroy(fp__outbuf *o);
+/* Forgets the contents, and the body: refs are not taken until a new one
+ * is set. */
+void fp__outbuf_clear(fp__outbuf *o);
+/* sb's bytes and the refs' in order, empty pieces left out: their count. */
+int fp__outbuf_pieces(const fp__outbuf *o, struct iovec iov[FP__OUT_IOV]);
+static inline size_t fp__outbuf_size(const fp__outbuf *o)
+{
+  return o->sb.size + o->ref_bytes;
+}
+
 /* Runs tasks from in_fd, answers on out_fd, exits the process on EOF. */
 void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     __attribute__((noreturn));
 /*
  * One TASK body, as the worker runs it: decodes it, runs its task (or each
  * item of a map chunk) and leaves the RESULT frame in head (the sealed
- * header and the prefix) and result (the rest).  0, or FP_EPROTO or
- * FP_ENOMEM: the worker exits instead of answering.  body is only read;
- * zone is cleared before it returns.
+ * header and the prefix) and result (the rest, which may point into body).
+ * 0, or FP_EPROTO or FP_ENOMEM: the worker exits instead of answering.  body
+ * is only read; zone is cleared before it returns.
  */
 int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
                       size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
-                      msgpack_sbuffer *result, msgpack_sbuffer *item);
+                      fp__outbuf *result, fp__outbuf *item);
 
 /* --- forkserver.c: forks workers and reports their exits ------------------ */
 

@@ -72,17 +72,87 @@ static void set_failure(outcome *o, int code, const char *kind,
   va_end(ap);
 }
 
-/* Calls fn once; on success result holds exactly one object. */
+void fp__outbuf_init(fp__outbuf *o)
+{
+  msgpack_sbuffer_init(&o->sb);
+  fp__outbuf_clear(o);
+}
+
+void fp__outbuf_destroy(fp__outbuf *o)
+{
+  msgpack_sbuffer_destroy(&o->sb);
+}
+
+void fp__outbuf_clear(fp__outbuf *o)
+{
+  msgpack_sbuffer_clear(&o->sb);
+  o->nrefs = 0;
+  o->ref_bytes = 0;
+  o->lo = o->hi = NULL;
+}
+
+/* Whether [p, p+len) lies inside the body, compared as addresses: the
+ * packer may hand over any pointer. */
+static int in_body(const fp__outbuf *o, const char *p, size_t len)
+{
+  uintptr_t a = (uintptr_t)p, lo = (uintptr_t)o->lo, hi = (uintptr_t)o->hi;
+  return o->lo != NULL && a >= lo && a <= hi && len <= hi - a;
+}
+
+/* The packer's write callback: large runs of the body are referenced (one
+ * that continues the last reference extends it), anything else copied. */
+static int outbuf_write(void *data, const char *buf, size_t len)
+{
+  fp__outbuf *o = data;
+  if (len < FP__REF_MIN || !in_body(o, buf, len))
+    return msgpack_sbuffer_write(&o->sb, buf, len);
+  fp__ref *last = o->nrefs ? &o->refs[o->nrefs - 1] : NULL;
+  if (last && last->at == o->sb.size && last->ptr + last->len == buf)
+    last->len += len;
+  else if (o->nrefs < FP__REFS)
+    o->refs[o->nrefs++] = (fp__ref){o->sb.size, buf, len};
+  else
+    return msgpack_sbuffer_write(&o->sb, buf, len);
+  o->ref_bytes += len;
+  return 0;
+}
+
+int fp__outbuf_pieces(const fp__outbuf *o, struct iovec iov[FP__OUT_IOV])
+{
+  int n = 0;
+  size_t done = 0; /* bytes of sb already placed */
+  for (unsigned k = 0; k < o->nrefs; k++) {
+    const fp__ref *r = &o->refs[k];
+    if (r->at > done)
+      iov[n++] = (struct iovec){o->sb.data + done, r->at - done};
+    iov[n++] = (struct iovec){(char *)r->ptr, r->len};
+    done = r->at;
+  }
+  if (o->sb.size > done)
+    iov[n++] = (struct iovec){o->sb.data + done, o->sb.size - done};
+  return n;
+}
+
+/* Counts the objects in a result, over its pieces when it has refs. */
+static int count_result(const fp__outbuf *o, size_t *n)
+{
+  struct iovec iov[FP__OUT_IOV];
+  if (o->nrefs == 0)
+    return fp__count_objects(o->sb.data, o->sb.size, n);
+  return fp__count_objects_iov(iov, fp__outbuf_pieces(o, iov), n);
+}
+
+/* Calls fn once with result empty; on success it holds exactly one
+ * object. */
 static void run_one(const fp__worker_cfg *cfg, void *state, const char *task,
                     fp_task_fn fn, const msgpack_object *args,
-                    msgpack_sbuffer *result, outcome *o)
+                    fp__outbuf *result, outcome *o)
 {
   fp_call call = {.task = task, .state = state};
   msgpack_packer out;
   size_t n = 0;
   int count_rc = 0;
-  msgpack_sbuffer_clear(result);
-  msgpack_packer_init(&out, result, msgpack_sbuffer_write);
+  msgpack_packer_init(&out, result, outbuf_write);
   int rc = fn(&call, args, &out);
   o->code = 0;
   if (call.failed)
@@ -91,18 +161,17 @@ static void run_one(const fp__worker_cfg *cfg, void *state, const char *task,
   else if (rc != 0)
     set_failure(o, FP_ETASK, "TaskError",
                 "task '%s' returned %d without fp_call_fail", task, rc);
-  else if ((count_rc = fp__count_objects(result->data, result->size, &n)) ||
-           n != 1)
+  else if ((count_rc = count_result(result, &n)) || n != 1)
     set_failure(o, FP_ETASK, "ResultError",
                 "task '%s' packed %zu%s results; a task packs exactly one",
                 task, n, count_rc ? " or more (invalid msgpack)" : "");
-  else if (result->size > cfg->max_message - 64)
+  else if (fp__outbuf_size(result) > cfg->max_message - 64)
     set_failure(o, FP_EMSGSIZE, "ResultTooLarge",
                 "task '%s' result of %zu bytes exceeds max_message (%zu)",
-                task, result->size, cfg->max_message);
+                task, fp__outbuf_size(result), cfg->max_message);
   free(call.message);
   if (o->code != 0)
-    msgpack_sbuffer_clear(result);
+    fp__outbuf_clear(result);
 }
 
 static int pack_str(msgpack_packer *pk, const char *s)
@@ -111,13 +180,13 @@ static int pack_str(msgpack_packer *pk, const char *s)
 }
 
 /* The failure answer for a whole message. */
-static int answer_failure(msgpack_sbuffer *head, msgpack_sbuffer *result,
+static int answer_failure(msgpack_sbuffer *head, fp__outbuf *result,
                           uint64_t id, const outcome *o)
 {
   msgpack_packer pk;
   msgpack_packer_init(&pk, head, msgpack_sbuffer_write);
   msgpack_sbuffer_clear(head);
-  msgpack_sbuffer_clear(result);
+  fp__outbuf_clear(result);
   if (fp__encode_result_head(head, id, o->code) || pack_str(&pk, o->kind) ||
       pack_str(&pk, o->text))
     return FP_ENOMEM;
@@ -131,12 +200,13 @@ static int answer_failure(msgpack_sbuffer *head, msgpack_sbuffer *result,
 static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
                      fp_task_fn fn, unsigned n, const char *args,
                      size_t args_len, msgpack_zone *zone,
-                     msgpack_sbuffer *item, msgpack_sbuffer *result)
+                     fp__outbuf *item, fp__outbuf *result)
 {
   msgpack_packer pk;
   size_t off = 0;
-  msgpack_sbuffer_clear(result);
-  msgpack_packer_init(&pk, result, msgpack_sbuffer_write);
+  /* Items are copied into the chunk's answer: no refs in either. */
+  fp__outbuf_clear(result);
+  msgpack_packer_init(&pk, &result->sb, msgpack_sbuffer_write);
   if (msgpack_pack_array(&pk, n))
     return FP_ENOMEM;
   for (unsigned i = 0; i < n; i++) {
@@ -144,6 +214,7 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     outcome o;
     if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
       return FP_EPROTO;
+    fp__outbuf_clear(item);
     run_one(cfg, state, task, fn, &a, item, &o);
     /* An item's objects die with its call.  Only containers take zone
      * memory (scalars, strings and bins point into args); clearing after
@@ -152,7 +223,8 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
       msgpack_zone_clear(zone);
     int rc = o.code == 0
                  ? msgpack_pack_array(&pk, 2) || msgpack_pack_int(&pk, 0) ||
-                       msgpack_sbuffer_write(result, item->data, item->size)
+                       msgpack_sbuffer_write(&result->sb, item->sb.data,
+                                             item->sb.size)
                  : msgpack_pack_array(&pk, 3) ||
                        msgpack_pack_int(&pk, o.code) || pack_str(&pk, o.kind) ||
                        pack_str(&pk, o.text);
@@ -173,7 +245,7 @@ static void shrink(msgpack_sbuffer *sb)
 
 /* A task the worker does not have: answered, not fatal. */
 static int answer_no_task(uint64_t id, const char *task,
-                          msgpack_sbuffer *head, msgpack_sbuffer *result)
+                          msgpack_sbuffer *head, fp__outbuf *result)
 {
   outcome o;
   set_failure(&o, FP_ENOTASK, "NoTask", "no task named '%s' in this worker",
@@ -185,19 +257,19 @@ static int answer_chunk(const fp__worker_cfg *cfg, void *state,
                         const char *task, fp_task_fn fn, uint64_t id,
                         unsigned n, const char *args, size_t args_len,
                         msgpack_zone *zone, msgpack_sbuffer *head,
-                        msgpack_sbuffer *result, msgpack_sbuffer *item)
+                        fp__outbuf *result, fp__outbuf *item)
 {
   int rc = run_chunk(cfg, state, task, fn, n, args, args_len, zone, item,
                      result);
-  shrink(item);
+  shrink(&item->sb);
   if (rc != 0)
     return rc;
-  if (result->size > cfg->max_message - 64) {
+  if (result->sb.size > cfg->max_message - 64) {
     /* The dispatcher splits the chunk and sends its items one by one. */
     outcome o;
     set_failure(&o, FP_EMSGSIZE, "ResultTooLarge",
                 "a chunk of %u results is %zu bytes, over max_message", n,
-                result->size);
+                result->sb.size);
     return answer_failure(head, result, id, &o);
   }
   msgpack_sbuffer_clear(head);
@@ -206,33 +278,38 @@ static int answer_chunk(const fp__worker_cfg *cfg, void *state,
 
 static int answer_one(const fp__worker_cfg *cfg, void *state,
                       const char *task, fp_task_fn fn, uint64_t id,
-                      const char *args, size_t args_len, msgpack_zone *zone,
-                      msgpack_sbuffer *head, msgpack_sbuffer *result)
+                      const char *body, size_t len, const char *args,
+                      size_t args_len, msgpack_zone *zone,
+                      msgpack_sbuffer *head, fp__outbuf *result)
 {
   msgpack_object a;
   size_t off = 0;
   outcome o;
   if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 || off != args_len)
     return FP_EPROTO;
+  /* The argument's strings and bins point into the body. */
+  result->lo = body;
+  result->hi = body + len;
   run_one(cfg, state, task, fn, &a, result, &o);
   msgpack_sbuffer_clear(head);
   return o.code ? answer_failure(head, result, id, &o)
                 : fp__encode_result_head(head, id, 0);
 }
 
-static void seal(msgpack_sbuffer *head, const msgpack_sbuffer *result)
+static void seal(msgpack_sbuffer *head, const fp__outbuf *result)
 {
-  fp__frame_seal(head->data, head->size - FP__HDR + result->size);
+  fp__frame_seal(head->data, head->size - FP__HDR + fp__outbuf_size(result));
 }
 
 int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
                       size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
-                      msgpack_sbuffer *result, msgpack_sbuffer *item)
+                      fp__outbuf *result, fp__outbuf *item)
 {
   size_t name_len, args_len;
   const char *name, *args;
   uint64_t id;
   unsigned n;
+  fp__outbuf_clear(result); /* no refs into the last task's body */
   int rc = fp__decode_task(body, len, zone, &id, &name, &name_len, &n, &args,
                            &args_len);
   if (rc == 0) {
@@ -246,8 +323,8 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
       rc = answer_chunk(cfg, state, task, fn, id, n, args, args_len, zone,
                         head, result, item);
     else
-      rc = answer_one(cfg, state, task, fn, id, args, args_len, zone, head,
-                      result);
+      rc = answer_one(cfg, state, task, fn, id, body, len, args, args_len,
+                      zone, head, result);
   }
   msgpack_zone_clear(zone);
   if (rc == 0)
@@ -256,16 +333,15 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
 }
 
 static int send_answer(int fd, const msgpack_sbuffer *head,
-                       const msgpack_sbuffer *result)
+                       const fp__outbuf *result)
 {
-  struct iovec iov[2] = {{head->data, head->size},
-                         {result->data, result->size}};
-  return fp__write_all(fd, iov, result->size ? 2 : 1);
+  struct iovec iov[1 + FP__OUT_IOV] = {{head->data, head->size}};
+  return fp__write_all(fd, iov, 1 + fp__outbuf_pieces(result, iov + 1));
 }
 
 /* Runs init and sends READY (id 0, code 0) or the failure; 0 to go on. */
 static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
-                 msgpack_sbuffer *head, msgpack_sbuffer *result)
+                 msgpack_sbuffer *head, fp__outbuf *result)
 {
   outcome o = {.code = 0};
   if (cfg->init != NULL) {
@@ -279,7 +355,7 @@ static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
     free(call.message);
   }
   msgpack_packer pk;
-  msgpack_packer_init(&pk, result, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &result->sb, msgpack_sbuffer_write);
   int rc = o.code ? answer_failure(head, result, 0, &o)
                   : fp__encode_result_head(head, 0, 0) || msgpack_pack_nil(&pk);
   if (rc == 0) {
@@ -315,15 +391,16 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
   fp__reader r;
   bodybuf big = {NULL, 0, 0};
   msgpack_zone zone;
-  msgpack_sbuffer head, result, item;
+  msgpack_sbuffer head;
+  fp__outbuf result, item;
   void *state = NULL;
   int status = 0;
   uint64_t answered = 0;
 
   fp__reader_init(&r);
   msgpack_sbuffer_init(&head);
-  msgpack_sbuffer_init(&result);
-  msgpack_sbuffer_init(&item);
+  fp__outbuf_init(&result);
+  fp__outbuf_init(&item);
   if (!msgpack_zone_init(&zone, 4096))
     _exit(FP__EXIT_PROTO);
   if (start(cfg, out_fd, &state, &head, &result) != 0)
@@ -340,7 +417,6 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     }
     rc = fp__worker_handle(cfg, state, body, len, &zone, &head, &result,
                            &item);
-    body_done(&big, body);
     if (rc != 0) {
       status = FP__EXIT_PROTO;
       break;
@@ -349,8 +425,10 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
      * worker, the parent must already have this answer (crash isolation). */
     if (send_answer(out_fd, &head, &result) != 0)
       break; /* the parent is gone */
+    /* Only now: the answer may point into the body. */
+    body_done(&big, body);
     answered++;
-    shrink(&result);
+    shrink(&result.sb);
   }
   /* Tasks' own output; the fork server emptied what it inherited. */
   fflush(stdout);

@@ -241,6 +241,222 @@ START_TEST(echoes_of_every_size)
 }
 END_TEST
 
+/* --- Large results that point into the task's own body ------------------------ */
+
+/* Packs its argument back: a large str or bin is written from the body. */
+static int t_echo(fp_call *call, const msgpack_object *args,
+                  msgpack_packer *out)
+{
+  (void)call;
+  return msgpack_pack_object(out, *args);
+}
+
+/* [bytes, first]: writes bytes, raw, as its result, in pieces of first
+ * bytes and then of the sizes below: runs of 64 KiB or more of the body
+ * go out by reference, the rest is copied, and an object may straddle any
+ * two pieces. */
+static int t_raw(fp_call *call, const msgpack_object *args,
+                 msgpack_packer *out)
+{
+  static const size_t sizes[] = {1, 65536, 70001, 3, 65535, 100000, 2, 9};
+  enum { NSIZES = sizeof sizes / sizeof *sizes };
+  const msgpack_object *a = args->via.array.ptr;
+  if (args->type != MSGPACK_OBJECT_ARRAY || args->via.array.size != 2 ||
+      a[0].type != MSGPACK_OBJECT_BIN ||
+      a[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return fp_call_fail(call, "TypeError", "raw takes [bytes, first]");
+  const char *p = a[0].via.bin.ptr;
+  size_t left = a[0].via.bin.size, piece = (size_t)a[1].via.u64;
+  for (unsigned k = 0; left > 0; k++) {
+    size_t n = piece < left ? piece : left;
+    if (out->callback(out->data, p, n) != 0)
+      return FP_ENOMEM;
+    p += n, left -= n;
+    piece = sizes[k % NSIZES];
+  }
+  return 0;
+}
+
+static const fp_task ref_tasks[] = {
+    {"echo", t_echo}, {"raw", t_raw}, {NULL, NULL}};
+
+static fp_pool *ref_pool(void)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.max_inflight = 8;
+  o.tasks = ref_tasks;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  return p;
+}
+
+/* Packs a str (str != 0) or a bin of n pattern bytes into sb. */
+static void pack_blob(msgpack_sbuffer *sb, int str, unsigned k, size_t n)
+{
+  char *b = malloc(n + 1);
+  ck_assert_ptr_nonnull(b);
+  for (size_t i = 0; i < n; i++)
+    b[i] = pattern(k, i);
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(str ? msgpack_pack_str_with_body(&pk, b, n)
+                       : msgpack_pack_bin_with_body(&pk, b, n), 0);
+  free(b);
+}
+
+/* The bytes of f's result, packed again, must be want's. */
+static void check_result_bytes(fp_future *f, const char *want, size_t len)
+{
+  const msgpack_object *r;
+  int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  ck_assert_msg(rc == 0, "result: %s (%s)", fp_strerror(rc),
+                fp_future_error(f) ? fp_future_error(f) : "");
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(msgpack_pack_object(&pk, *r), 0);
+  ck_assert_uint_eq(sb.size, len);
+  ck_assert(memcmp(sb.data, want, len) == 0);
+  msgpack_sbuffer_destroy(&sb);
+}
+
+START_TEST(large_echoes_go_out_by_reference)
+{
+  static const size_t sizes[] = {65535, 65536, 1 << 20, 3u << 20, 65537, 5};
+  enum { N = sizeof sizes / sizeof *sizes };
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  fp_pool *p = ref_pool();
+  msgpack_sbuffer sb[2 * N];
+  fp_future *f[2 * N];
+  for (unsigned k = 0; k < 2 * N; k++) {
+    msgpack_sbuffer_init(&sb[k]);
+    pack_blob(&sb[k], k >= N, k, sizes[k % N]);
+    ck_assert_int_eq(fp_submit(p, "echo", sb[k].data, sb[k].size, &f[k]), 0);
+  }
+  for (unsigned k = 0; k < 2 * N; k++) {
+    check_result_bytes(f[k], sb[k].data, sb[k].size);
+    fp_future_release(f[k]);
+    msgpack_sbuffer_destroy(&sb[k]);
+  }
+  fp_pool_destroy(p);
+  fpt_end(&snap);
+}
+END_TEST
+
+/* One array of n small values of every kind, in about 400 KiB; with bad,
+ * item n / 2 is the byte 0xc1, never msgpack. */
+static void pack_many(msgpack_sbuffer *sb, int bad)
+{
+  enum { N = 12000 };
+  static const char blob[300] = "b";
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(msgpack_pack_array(&pk, N), 0);
+  for (unsigned i = 0; i < N; i++) {
+    int rc = 0;
+    if (bad && i == N / 2) {
+      ck_assert_int_eq(msgpack_sbuffer_write(sb, "\xc1", 1), 0);
+      continue;
+    }
+    switch (i % 10) {
+    case 0: rc = msgpack_pack_uint64(&pk, (uint64_t)i << (i % 60)); break;
+    case 1: rc = msgpack_pack_int64(&pk, -(int64_t)i * 1000); break;
+    case 2: rc = msgpack_pack_str_with_body(&pk, "forty bytes of text, or "
+                                            "thereabouts, here", 40); break;
+    case 3: rc = msgpack_pack_bin_with_body(&pk, blob, i % 300); break;
+    case 4: rc = msgpack_pack_map(&pk, 1) || msgpack_pack_int(&pk, 1) ||
+                 msgpack_pack_array(&pk, 2) || msgpack_pack_nil(&pk) ||
+                 msgpack_pack_true(&pk); break;
+    case 5: rc = msgpack_pack_double(&pk, i * 0.5); break;
+    case 6: rc = msgpack_pack_ext_with_body(&pk, blob, i % 20, 7); break;
+    case 7: rc = msgpack_pack_uint16(&pk, (uint16_t)(i * 7)); break;
+    case 8: rc = msgpack_pack_array(&pk, 0); break;
+    default: rc = msgpack_pack_int8(&pk, -(int8_t)(i % 100)); break;
+    }
+    ck_assert_int_eq(rc, 0);
+  }
+}
+
+/* Packs [bytes, first] for raw. */
+static void pack_raw_args(msgpack_sbuffer *args, const msgpack_sbuffer *bytes,
+                          size_t first)
+{
+  msgpack_packer pk;
+  msgpack_sbuffer_clear(args);
+  msgpack_packer_init(&pk, args, msgpack_sbuffer_write);
+  ck_assert_int_eq(msgpack_pack_array(&pk, 2) ||
+                       msgpack_pack_bin_with_body(&pk, bytes->data,
+                                                  bytes->size) ||
+                       msgpack_pack_uint64(&pk, first), 0);
+}
+
+/* raw must fail with ResultError. */
+static void check_result_error(fp_pool *p, const msgpack_sbuffer *bytes,
+                               size_t first)
+{
+  msgpack_sbuffer args;
+  fp_future *f;
+  const msgpack_object *r;
+  msgpack_sbuffer_init(&args);
+  pack_raw_args(&args, bytes, first);
+  ck_assert_int_eq(fp_submit(p, "raw", args.data, args.size, &f), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_ETASK);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(f), "ResultError"));
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&args);
+}
+
+/* Raw msgpack written from the body in pieces: the result is read across
+ * them, headers cut in two included, and bad bytes inside a reference are
+ * found. */
+START_TEST(raw_results_are_read_across_pieces)
+{
+  static const size_t firsts[] = {1, 2, 3, 5, 65536, 65537, 100000, 70003};
+  enum { NF = sizeof firsts / sizeof *firsts };
+  fpt_snapshot snap;
+  fpt_begin(&snap);
+  fp_pool *p = ref_pool();
+  msgpack_sbuffer good, args;
+  msgpack_sbuffer_init(&good);
+  msgpack_sbuffer_init(&args);
+  pack_many(&good, 0);
+  for (unsigned k = 0; k < NF; k++) {
+    fp_future *f;
+    pack_raw_args(&args, &good, firsts[k]);
+    ck_assert_int_eq(fp_submit(p, "raw", args.data, args.size, &f), 0);
+    check_result_bytes(f, good.data, good.size);
+    fp_future_release(f);
+  }
+
+  msgpack_sbuffer bad;
+  msgpack_sbuffer_init(&bad);
+  pack_many(&bad, 1); /* 0xc1 in the middle */
+  check_result_error(p, &bad, 7);
+  msgpack_sbuffer_clear(&bad); /* one byte short */
+  ck_assert_int_eq(msgpack_sbuffer_write(&bad, good.data, good.size - 1), 0);
+  check_result_error(p, &bad, 100000);
+  /* Two objects, the second a large bin that goes by reference. */
+  ck_assert_int_eq(msgpack_sbuffer_write(&bad, good.data + good.size - 1, 1),
+                   0);
+  ck_assert_int_eq(msgpack_sbuffer_write(&bad, good.data, good.size), 0);
+  check_result_error(p, &bad, 3);
+  msgpack_sbuffer_destroy(&bad);
+
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  msgpack_sbuffer_destroy(&good);
+  msgpack_sbuffer_destroy(&args);
+  fp_pool_destroy(p);
+  fpt_end(&snap);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("worker");
@@ -253,6 +469,8 @@ int main(void)
   tc = tcase_create("bodies");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, echoes_of_every_size);
+  tcase_add_test(tc, large_echoes_go_out_by_reference);
+  tcase_add_test(tc, raw_results_are_read_across_pieces);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
