@@ -304,73 +304,128 @@ int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
 
 /*
  * msgpack is self-delimiting, so finding where an object ends needs no
- * zone and no msgpack_object: a byte or two per scalar.  It accepts exactly
- * what msgpack_unpack accepts, nesting limit included.
+ * zone and no msgpack_object: a byte or two per scalar.  The scans below
+ * accept exactly what msgpack_unpack accepts, nesting limit included: one
+ * over a contiguous buffer, one through a cursor over a list of pieces (a
+ * worker's result that is partly copied bytes and partly runs of its TASK
+ * body, where a header may straddle two pieces).  The format itself is in
+ * one place, the table heads.
  */
+enum head_kind { HEAD_BYTES, HEAD_EXT, HEAD_ITEMS, HEAD_PAIRS, HEAD_BAD };
+
+/* What a header byte c says: a count n, in the next lenbytes bytes (1, 2
+ * or 4) or else fixed + (c & mask), and what n counts. */
+typedef struct head {
+  unsigned char kind;     /* bytes, ext bytes less the type byte, items, or
+                             key-value pairs */
+  unsigned char lenbytes;
+  unsigned char fixed;
+  unsigned char mask;
+} head;
+
+#define H(k, l, f, m) {HEAD_##k, l, f, m}
+static const head heads[256] = {
+    [0x00 ... 0x7f] = H(BYTES, 0, 0, 0),    /* positive fixint */
+    [0x80 ... 0x8f] = H(PAIRS, 0, 0, 0x0f), /* fixmap */
+    [0x90 ... 0x9f] = H(ITEMS, 0, 0, 0x0f), /* fixarray */
+    [0xa0 ... 0xbf] = H(BYTES, 0, 0, 0x1f), /* fixstr */
+    [0xc0] = H(BYTES, 0, 0, 0),             /* nil */
+    [0xc1] = H(BAD, 0, 0, 0),               /* never used */
+    [0xc2 ... 0xc3] = H(BYTES, 0, 0, 0),    /* false, true */
+    [0xc4] = H(BYTES, 1, 0, 0),             /* bin 8, 16, 32 */
+    [0xc5] = H(BYTES, 2, 0, 0),
+    [0xc6] = H(BYTES, 4, 0, 0),
+    [0xc7] = H(EXT, 1, 0, 0),               /* ext 8, 16, 32 */
+    [0xc8] = H(EXT, 2, 0, 0),
+    [0xc9] = H(EXT, 4, 0, 0),
+    [0xca] = H(BYTES, 0, 4, 0),             /* float 32, 64 */
+    [0xcb] = H(BYTES, 0, 8, 0),
+    [0xcc] = H(BYTES, 0, 1, 0),             /* uint 8 .. 64 */
+    [0xcd] = H(BYTES, 0, 2, 0),
+    [0xce] = H(BYTES, 0, 4, 0),
+    [0xcf] = H(BYTES, 0, 8, 0),
+    [0xd0] = H(BYTES, 0, 1, 0),             /* int 8 .. 64 */
+    [0xd1] = H(BYTES, 0, 2, 0),
+    [0xd2] = H(BYTES, 0, 4, 0),
+    [0xd3] = H(BYTES, 0, 8, 0),
+    [0xd4] = H(BYTES, 0, 2, 0),             /* fixext: type + 1 .. 16 */
+    [0xd5] = H(BYTES, 0, 3, 0),
+    [0xd6] = H(BYTES, 0, 5, 0),
+    [0xd7] = H(BYTES, 0, 9, 0),
+    [0xd8] = H(BYTES, 0, 17, 0),
+    [0xd9] = H(BYTES, 1, 0, 0),             /* str 8, 16, 32 */
+    [0xda] = H(BYTES, 2, 0, 0),
+    [0xdb] = H(BYTES, 4, 0, 0),
+    [0xdc] = H(ITEMS, 2, 0, 0),             /* array 16, 32 */
+    [0xdd] = H(ITEMS, 4, 0, 0),
+    [0xde] = H(PAIRS, 2, 0, 0),             /* map 16, 32 */
+    [0xdf] = H(PAIRS, 4, 0, 0),
+    [0xe0 ... 0xff] = H(BYTES, 0, 0, 0),    /* negative fixint */
+};
+#undef H
+
+/* The open containers of a scan and the items each still expects. */
+typedef struct nest {
+  uint64_t left[MSGPACK_EMBED_STACK_SIZE];
+  unsigned top;
+} nest;
+
+/*
+ * After an object's head (its bytes skipped, rest of them left in the
+ * input): 1 once the outermost object is whole, 0 to read on, FP_EPROTO
+ * when a container is nested too deep or cannot fit what is left.
+ */
+static inline __attribute__((always_inline)) int nest_step(nest *s, head h,
+                                                         uint64_t n,
+                                                         size_t rest)
+{
+  if (h.kind == HEAD_ITEMS || h.kind == HEAD_PAIRS) {
+    uint64_t items = h.kind == HEAD_PAIRS ? 2 * n : n;
+    /* msgpack-c refuses even an empty container this deep. */
+    if (s->top >= MSGPACK_EMBED_STACK_SIZE || items > rest)
+      return FP_EPROTO;
+    if (items > 0) {
+      s->left[s->top++] = items;
+      return 0;
+    }
+  }
+  /* An object ended: close every container it completes. */
+  while (s->top > 0 && --s->left[s->top - 1] == 0)
+    s->top--;
+  return s->top == 0;
+}
+
+/* The bytes an object of head h and count n carries after its head. */
+static uint64_t payload(head h, uint64_t n)
+{
+  if (h.kind == HEAD_EXT)
+    return n + 1; /* the type byte */
+  return h.kind == HEAD_BYTES ? n : 0;
+}
+
 int fp__skip_object(const char *buf, size_t len, size_t *off)
 {
   const unsigned char *p = (const unsigned char *)buf;
-  uint64_t left[MSGPACK_EMBED_STACK_SIZE]; /* items due in each open one */
-  unsigned top = 0;
+  nest s;
+  s.top = 0; /* left[] is written before it is read */
   size_t i = *off;
   for (;;) {
     if (i >= len)
       return FP_EPROTO;
     unsigned c = p[i++];
-    uint64_t skip = 0, items = 0, v = 0;
-    int container = 0, rc = 0;
-    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-      /* fixint, nil, bool: the byte itself */
-    } else if (c <= 0x8f) {
-      items = 2 * (uint64_t)(c & 0x0f), container = 1;
-    } else if (c <= 0x9f) {
-      items = c & 0x0f, container = 1;
-    } else if (c <= 0xbf) {
-      skip = c & 0x1f;
-    } else {
-      switch (c) {
-      case 0xc4: case 0xd9: rc = load_be(p, len, &i, 1, &skip); break;
-      case 0xc5: case 0xda: rc = load_be(p, len, &i, 2, &skip); break;
-      case 0xc6: case 0xdb: rc = load_be(p, len, &i, 4, &skip); break;
-      case 0xc7: rc = load_be(p, len, &i, 1, &v), skip = v + 1; break;
-      case 0xc8: rc = load_be(p, len, &i, 2, &v), skip = v + 1; break;
-      case 0xc9: rc = load_be(p, len, &i, 4, &v), skip = v + 1; break;
-      case 0xcc: case 0xd0: skip = 1; break;
-      case 0xcd: case 0xd1: skip = 2; break;
-      case 0xca: case 0xce: case 0xd2: skip = 4; break;
-      case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-      case 0xd4: skip = 2; break;
-      case 0xd5: skip = 3; break;
-      case 0xd6: skip = 5; break;
-      case 0xd7: skip = 9; break;
-      case 0xd8: skip = 17; break;
-      case 0xdc: rc = load_be(p, len, &i, 2, &items), container = 1; break;
-      case 0xdd: rc = load_be(p, len, &i, 4, &items), container = 1; break;
-      case 0xde: rc = load_be(p, len, &i, 2, &v), items = 2 * v, container = 1;
-        break;
-      case 0xdf: rc = load_be(p, len, &i, 4, &v), items = 2 * v, container = 1;
-        break;
-      default: return FP_EPROTO; /* 0xc1, never used */
-      }
-      if (rc != 0)
-        return rc;
-    }
+    head h = heads[c];
+    uint64_t n = h.fixed + (c & h.mask);
+    if (h.kind == HEAD_BAD ||
+        (h.lenbytes && load_be(p, len, &i, h.lenbytes, &n) != 0))
+      return FP_EPROTO;
+    uint64_t skip = payload(h, n);
     if (skip > len - i)
       return FP_EPROTO;
     i += skip;
-    if (container) {
-      /* msgpack-c refuses even an empty container this deep. */
-      if (top >= MSGPACK_EMBED_STACK_SIZE || items > len - i)
-        return FP_EPROTO;
-      if (items > 0) {
-        left[top++] = items;
-        continue;
-      }
-    }
-    /* An object ended: close every container it completes. */
-    while (top > 0 && --left[top - 1] == 0)
-      top--;
-    if (top == 0) {
+    int rc = nest_step(&s, h, n, len - i);
+    if (rc < 0)
+      return rc;
+    if (rc == 1) {
       *off = i;
       return 0;
     }
@@ -389,11 +444,7 @@ int fp__count_objects(const char *buf, size_t len, size_t *n)
   return 0;
 }
 
-/*
- * The same scan over a list of pieces, for a worker's result that is partly
- * copied bytes and partly runs of its TASK body: a cursor reads one byte at
- * a time across the pieces, so a header may straddle two of them.
- */
+/* A read position in a list of pieces. */
 typedef struct seg_cursor {
   const struct iovec *iov; /* the piece holding the next byte */
   size_t off;              /* into it */
@@ -440,74 +491,23 @@ static int seg_skip(seg_cursor *c, uint64_t n)
   return 0;
 }
 
-/* What the header byte c says, and the length bytes after it read: how many
- * payload bytes to skip, or how many items a container holds. */
-static int seg_head(seg_cursor *c, unsigned c0, uint64_t *skip,
-                    uint64_t *items, int *container)
-{
-  uint64_t v = 0;
-  int rc = 0;
-  *skip = 0, *items = 0, *container = 0;
-  if (c0 <= 0x7f || c0 >= 0xe0 || c0 == 0xc0 || c0 == 0xc2 || c0 == 0xc3)
-    return 0;
-  if (c0 <= 0x9f) { /* fixmap, fixarray */
-    *items = c0 <= 0x8f ? 2 * (uint64_t)(c0 & 0x0f) : c0 & 0x0f;
-    *container = 1;
-    return 0;
-  }
-  if (c0 <= 0xbf) { /* fixstr */
-    *skip = c0 & 0x1f;
-    return 0;
-  }
-  switch (c0) {
-  case 0xc4: case 0xd9: return seg_be(c, 1, skip);
-  case 0xc5: case 0xda: return seg_be(c, 2, skip);
-  case 0xc6: case 0xdb: return seg_be(c, 4, skip);
-  case 0xc7: rc = seg_be(c, 1, &v), *skip = v + 1; return rc;
-  case 0xc8: rc = seg_be(c, 2, &v), *skip = v + 1; return rc;
-  case 0xc9: rc = seg_be(c, 4, &v), *skip = v + 1; return rc;
-  case 0xcc: case 0xd0: *skip = 1; return 0;
-  case 0xcd: case 0xd1: *skip = 2; return 0;
-  case 0xca: case 0xce: case 0xd2: *skip = 4; return 0;
-  case 0xcb: case 0xcf: case 0xd3: *skip = 8; return 0;
-  case 0xd4: *skip = 2; return 0;
-  case 0xd5: *skip = 3; return 0;
-  case 0xd6: *skip = 5; return 0;
-  case 0xd7: *skip = 9; return 0;
-  case 0xd8: *skip = 17; return 0;
-  case 0xdc: *container = 1; return seg_be(c, 2, items);
-  case 0xdd: *container = 1; return seg_be(c, 4, items);
-  case 0xde: rc = seg_be(c, 2, &v), *items = 2 * v, *container = 1; return rc;
-  case 0xdf: rc = seg_be(c, 4, &v), *items = 2 * v, *container = 1; return rc;
-  default: return FP_EPROTO; /* 0xc1, never used */
-  }
-}
-
-/* fp__skip_object at the cursor, with the same limits. */
+/* fp__skip_object at the cursor. */
 static int seg_skip_object(seg_cursor *c)
 {
-  uint64_t left[MSGPACK_EMBED_STACK_SIZE]; /* items due in each open one */
-  unsigned top = 0;
+  nest s;
+  s.top = 0; /* left[] is written before it is read */
   for (;;) {
     unsigned c0;
-    uint64_t skip, items;
-    int container;
-    if (seg_byte(c, &c0) != 0 ||
-        seg_head(c, c0, &skip, &items, &container) != 0 ||
-        seg_skip(c, skip) != 0)
+    if (seg_byte(c, &c0) != 0)
       return FP_EPROTO;
-    if (container) {
-      if (top >= MSGPACK_EMBED_STACK_SIZE || items > c->left)
-        return FP_EPROTO;
-      if (items > 0) {
-        left[top++] = items;
-        continue;
-      }
-    }
-    while (top > 0 && --left[top - 1] == 0)
-      top--;
-    if (top == 0)
-      return 0;
+    head h = heads[c0];
+    uint64_t n = h.fixed + (c0 & h.mask);
+    if (h.kind == HEAD_BAD || (h.lenbytes && seg_be(c, h.lenbytes, &n)) ||
+        seg_skip(c, payload(h, n)) != 0)
+      return FP_EPROTO;
+    int rc = nest_step(&s, h, n, c->left);
+    if (rc != 0)
+      return rc < 0 ? rc : 0;
   }
 }
 
