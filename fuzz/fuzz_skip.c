@@ -1,7 +1,8 @@
 /*
  * The zone-free msgpack readers (lib/codec.c) against msgpack-c itself:
  * fp__skip_object, fp__count_objects and the readers fp__read_uint,
- * fp__read_code, fp__read_str, fp__read_array and fp__read_plain.  tests/check_codec.c does
+ * fp__read_code, fp__read_str, fp__read_array and fp__read_plain, the
+ * readers through tests/codec-oracle.h.  tests/check_codec.c does
  * the same on fixed and pseudo-random inputs; this target lets libFuzzer
  * look for what those miss.
  *
@@ -23,6 +24,9 @@
 
 #include "fuzz.h"
 
+#define ORACLE_CHECK FZ_CHECK
+#include "../tests/codec-oracle.h"
+
 static msgpack_zone zone;
 
 /* 1 if msgpack_unpack reads one object at off, with its end and value. */
@@ -42,65 +46,6 @@ static void check_skip(const char *b, size_t len, size_t off, int ok,
   int rc = fp__skip_object(b, len, &i);
   FZ_CHECK(rc == (ok ? 0 : FP_EPROTO));
   FZ_CHECK(i == (ok ? end : off));
-}
-
-static void check_readers(const char *b, size_t len, size_t off, int ok,
-                          size_t end, const msgpack_object *o)
-{
-  const char *s;
-  size_t i, n;
-  uint64_t u;
-  uint32_t an;
-  int code, want;
-
-  i = off;
-  want = ok && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-  FZ_CHECK((fp__read_uint(b, len, &i, &u) == 0) == want);
-  FZ_CHECK(i == (want ? end : off));
-  FZ_CHECK(!want || u == o->via.u64);
-
-  i = off;
-  want = ok && ((o->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                 o->via.u64 == 0) ||
-                (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-                 o->via.i64 > -5000));
-  FZ_CHECK((fp__read_code(b, len, &i, &code) == 0) == want);
-  FZ_CHECK(i == (want ? end : off));
-  FZ_CHECK(!want || code == (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                                 ? 0 : (int)o->via.i64));
-
-  i = off;
-  want = ok && o->type == MSGPACK_OBJECT_STR;
-  FZ_CHECK((fp__read_str(b, len, &i, &s, &n) == 0) == want);
-  FZ_CHECK(i == (want ? end : off));
-  FZ_CHECK(!want || n == o->via.str.size);
-  FZ_CHECK(!want || n == 0 || s == o->via.str.ptr);
-
-  i = off;
-  msgpack_object p;
-  want = ok && (o->type == MSGPACK_OBJECT_NIL ||
-                o->type == MSGPACK_OBJECT_BOOLEAN ||
-                o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-                o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN);
-  FZ_CHECK((fp__read_plain(b, len, &i, &p) == 0) == want);
-  FZ_CHECK(i == (want ? end : off));
-  if (want) {
-    FZ_CHECK(p.type == o->type);
-    if (o->type == MSGPACK_OBJECT_BOOLEAN)
-      FZ_CHECK(p.via.boolean == o->via.boolean);
-    else if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN)
-      FZ_CHECK(p.via.str.size == o->via.str.size &&
-               (p.via.str.size == 0 || p.via.str.ptr == o->via.str.ptr));
-    else if (o->type != MSGPACK_OBJECT_NIL)
-      FZ_CHECK(p.via.u64 == o->via.u64);
-  }
-
-  i = off;
-  int got = fp__read_array(b, len, &i, &an) == 0;
-  FZ_CHECK(!(ok && o->type == MSGPACK_OBJECT_ARRAY) ||
-           (got && an == o->via.array.size));
-  FZ_CHECK(got || i == off);
 }
 
 static void check_count(const char *b, size_t len)
@@ -131,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   msgpack_object o;
   int ok = mp_one(b, len, off, &end, &o);
   check_skip(b, len, off, ok, end);
-  check_readers(b, len, off, ok, end, &o);
+  oracle_readers(b, len, off, ok, end, &o);
   check_count(b, len);
 
   msgpack_zone_destroy(&zone);

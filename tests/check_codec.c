@@ -103,80 +103,8 @@ static void mismatch(const char *file, int line, const char *what)
       mismatch(__FILE__, __LINE__, #cond);                                    \
   } while (0)
 
-/* Whether fp__read_plain's p is msgpack-c's o. */
-static int same_plain(const msgpack_object *p, const msgpack_object *o)
-{
-  if (p->type != o->type)
-    return 0;
-  switch (o->type) {
-  case MSGPACK_OBJECT_NIL:
-    return 1;
-  case MSGPACK_OBJECT_BOOLEAN:
-    return p->via.boolean == o->via.boolean;
-  case MSGPACK_OBJECT_POSITIVE_INTEGER:
-  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-    return p->via.u64 == o->via.u64;
-  case MSGPACK_OBJECT_STR:
-  case MSGPACK_OBJECT_BIN: /* msgpack-c gives "" no pointer, or a stale one */
-    return p->via.str.size == o->via.str.size &&
-           (o->via.str.size == 0 || p->via.str.ptr == o->via.str.ptr);
-  default:
-    return 0;
-  }
-}
-
-/* The head readers against msgpack's object at off. */
-static void same_readers(const unsigned char *b, size_t len, size_t off,
-                         int ok, size_t end, const msgpack_object *o)
-{
-  const char *buf = (const char *)b, *s;
-  size_t i, n;
-  uint64_t u;
-  uint32_t an;
-  int code, want;
-
-  i = off;
-  want = ok && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
-  REQUIRE((fp__read_uint(buf, len, &i, &u) == 0) == want);
-  REQUIRE(i == (want ? end : off));
-  REQUIRE(!want || u == o->via.u64);
-
-  i = off;
-  want = ok && ((o->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-                 o->via.u64 == 0) ||
-                (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-                 o->via.i64 > -5000));
-  REQUIRE((fp__read_code(buf, len, &i, &code) == 0) == want);
-  REQUIRE(i == (want ? end : off));
-  REQUIRE(!want || code == (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                                ? 0 : (int)o->via.i64));
-
-  i = off;
-  want = ok && o->type == MSGPACK_OBJECT_STR;
-  REQUIRE((fp__read_str(buf, len, &i, &s, &n) == 0) == want);
-  REQUIRE(i == (want ? end : off));
-  REQUIRE(!want || n == o->via.str.size);
-  REQUIRE(!want || n == 0 || s == o->via.str.ptr); /* "": no pointer */
-
-  i = off;
-  msgpack_object p;
-  want = ok && (o->type == MSGPACK_OBJECT_NIL ||
-                o->type == MSGPACK_OBJECT_BOOLEAN ||
-                o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-                o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-                o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN);
-  REQUIRE((fp__read_plain(buf, len, &i, &p) == 0) == want);
-  REQUIRE(i == (want ? end : off));
-  REQUIRE(!want || same_plain(&p, o));
-
-  /* Only the header: a bad item fails msgpack, not fp__read_array. */
-  i = off;
-  int got = fp__read_array(buf, len, &i, &an) == 0;
-  REQUIRE(!(ok && o->type == MSGPACK_OBJECT_ARRAY) ||
-          (got && an == o->via.array.size));
-  REQUIRE(!got || b[off] / 16 == 9 || b[off] == 0xdc || b[off] == 0xdd);
-  REQUIRE(got || i == off);
-}
+#define ORACLE_CHECK REQUIRE
+#include "codec-oracle.h"
 
 /* fp__count_objects against msgpack_unpack called until the end. */
 static void same_count(const unsigned char *b, size_t len)
@@ -216,7 +144,7 @@ static int same(const unsigned char *b, size_t len, size_t off)
   int ok = mp_one(b, len, off, &end, &o);
   REQUIRE(ok == (rc == 0));
   REQUIRE(!ok || end == skip_end);
-  same_readers(b, len, off, ok, end, &o);
+  oracle_readers((const char *)b, len, off, ok, end, &o);
   if (off == 0)
     same_count(b, len);
   return rc;
