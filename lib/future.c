@@ -213,7 +213,7 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_ENOMEM;
   *cb = (fp__callback){fn, arg, NULL};
   fp_pool *p = f->pool;
-  if (p->owner != getpid()) {
+  if (!fp__pool_owned(p)) {
     free(cb);
     return FP_EINVAL;
   }
