@@ -192,7 +192,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned n;
     const char *name, *args;
     size_t name_len, args_len;
-    FZ_CHECK(fp__decode_task(body, z.n, &zone, &id, &name, &name_len, &n,
+    FZ_CHECK(fp__decode_task(body, z.n, &id, &name, &name_len, &n,
                              &args, &args_len) == 0);
     check_answer(&cfg, &head, &result, id, n);
   } else {

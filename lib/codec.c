@@ -261,11 +261,10 @@ static int decode_head(const char *body, size_t len, size_t *off, int type,
   return 0;
 }
 
-int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
-                    uint64_t *id, const char **name, size_t *name_len,
-                    unsigned *n, const char **args, size_t *args_len)
+int fp__decode_task(const char *body, size_t len, uint64_t *id,
+                    const char **name, size_t *name_len, unsigned *n,
+                    const char **args, size_t *args_len)
 {
-  (void)z; /* the head has no containers: nothing to build */
   size_t off = 0;
   uint64_t count;
   /* As fp__task_name_ok: not empty, not too long. */

@@ -129,11 +129,10 @@ size_t fp__task_frame_max(size_t name_len, size_t args_len);
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, fp__spare *spare,
                     char **frame, size_t *frame_len);
-/* args points at the first of n objects; *args_len covers all of them.  z
- * is not used (the head is read without one); it stays for the callers. */
-int fp__decode_task(const char *body, size_t len, msgpack_zone *z,
-                    uint64_t *id, const char **name, size_t *name_len,
-                    unsigned *n, const char **args, size_t *args_len);
+/* args points at the first of n objects; *args_len covers all of them. */
+int fp__decode_task(const char *body, size_t len, uint64_t *id,
+                    const char **name, size_t *name_len, unsigned *n,
+                    const char **args, size_t *args_len);
 /* Writes the RESULT prefix for id and code into sb (header space first). */
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code);
 int fp__decode_result_head(const char *body, size_t len, uint64_t *id,

@@ -310,7 +310,7 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
   uint64_t id;
   unsigned n;
   fp__outbuf_clear(result); /* no refs into the last task's body */
-  int rc = fp__decode_task(body, len, zone, &id, &name, &name_len, &n, &args,
+  int rc = fp__decode_task(body, len, &id, &name, &name_len, &n, &args,
                            &args_len);
   if (rc == 0) {
     char task[FP__MAX_NAME + 1];

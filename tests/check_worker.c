@@ -58,9 +58,13 @@ static int write_in_child(const stream *s, size_t piece, pid_t *pid)
   return fds[0];
 }
 
-static void reap(pid_t pid)
+/* Ends a stream read with r from write_in_child's fd: frees, closes, and
+ * checks that the writer exited cleanly. */
+static void end_stream(fp__reader *r, int fd, pid_t pid)
 {
   int st;
+  fp__reader_free(r);
+  close(fd);
   ck_assert_int_eq(waitpid(pid, &st, 0), pid);
   ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -100,9 +104,7 @@ START_TEST(small_frames_are_lent_from_the_read_ahead)
   ck_assert_ptr_null(buf); /* nothing copied */
   ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4096, &buf, &cap, &body,
                                            &len), 0);
-  fp__reader_free(&r);
-  close(fd);
-  reap(pid);
+  end_stream(&r, fd, pid);
   free(s.buf);
   fpt_end(&snap);
 }
@@ -142,9 +144,7 @@ START_TEST(large_frames_reuse_one_buffer)
     ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap,
                                              &body, &len), 0);
     free(buf);
-    fp__reader_free(&r);
-    close(fd);
-    reap(pid);
+    end_stream(&r, fd, pid);
   }
   free(s.buf);
   fpt_end(&snap);
@@ -170,9 +170,7 @@ START_TEST(over_max_and_cut_short)
   ck_assert_ptr_null(buf);
   ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
                                            &len), FP_EPROTO);
-  fp__reader_free(&r);
-  close(fd);
-  reap(pid);
+  end_stream(&r, fd, pid);
 
   /* A large body cut short by the writer's exit is end of file. */
   s.len = 0;
@@ -183,9 +181,7 @@ START_TEST(over_max_and_cut_short)
   ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
                                            &len), 0);
   free(buf);
-  fp__reader_free(&r);
-  close(fd);
-  reap(pid);
+  end_stream(&r, fd, pid);
   free(s.buf);
   fpt_end(&snap);
 }
