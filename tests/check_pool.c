@@ -99,6 +99,20 @@ START_TEST(malformed_args_are_refused)
   ck_assert_int_eq(fp_submit(p, "echo", two, 1, &f), 0);
   ck_assert_int_eq(fpt_i64(f), 1);
   fp_future_release(f);
+  /* msgpack-c reads containers 32 deep, not 33: 33 is refused up front. */
+  char deep[34];
+  memset(deep, (char)0x91, 33); /* arrays of one, 33 of them, around 1 */
+  deep[33] = 0x01;
+  ck_assert_int_eq(fp_submit(p, "echo", deep, sizeof deep, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "echo", deep + 1, sizeof deep - 1, &f), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+  for (int d = 0; d < 32; d++) {
+    ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+    ck_assert_uint_eq(r->via.array.size, 1);
+    r = r->via.array.ptr;
+  }
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  fp_future_release(f);
   fp_pool_destroy(p);
   fpt_end(&s);
 }
