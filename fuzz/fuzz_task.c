@@ -7,7 +7,8 @@
  * max_message, for the same id, holding exactly what handle_frame and
  * fp_map_next expect.
  *
- * Input: one control byte, then the TASK body.
+ * Input: one control byte, then the TASK body (its arguments in the body,
+ * or named in a 4 KiB shared area of fixints).
  *   bit 0  max_message 1024, else 1 MiB
  *
  * The tasks, by name: "echo" packs its argument back; "fail" fails with
@@ -169,8 +170,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(fp__tasks_build(&tasks, task_rows) == 0);
   fz z = {data, size};
   uint8_t ctl = fz_u8(&z);
+  /* A shared area for TASKs that name their arguments there: fixints,
+   * so any run of it is a stream of valid objects. */
+  static char shm[4096];
+  if (shm[1] == 0)
+    for (size_t i = 0; i < sizeof shm; i++)
+      shm[i] = (char)(i % 128);
   fp__worker_cfg cfg = {.tasks = &tasks, .nslots = 1,
-                        .max_message = ctl & 1 ? 1024 : (size_t)1 << 20};
+                        .max_message = ctl & 1 ? 1024 : (size_t)1 << 20,
+                        .shm = shm, .shm_len = sizeof shm};
   /* The body exactly as the frame reader hands it over: its own buffer. */
   char *body = malloc(z.n + 1);
   FZ_CHECK(body != NULL);
@@ -192,8 +200,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned n;
     const char *name, *args;
     size_t name_len, args_len;
-    FZ_CHECK(fp__decode_task(body, z.n, &id, &name, &name_len, &n,
-                             &args, &args_len) == 0);
+    FZ_CHECK(fp__decode_task(body, z.n, cfg.shm, cfg.shm_len, &id, &name,
+                             &name_len, &n, &args, &args_len) == 0);
     check_answer(&cfg, &head, &result, id, n);
   } else {
     FZ_CHECK(rc == FP_EPROTO || rc == FP_ENOMEM); /* it exits, not answers */

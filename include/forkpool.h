@@ -224,10 +224,13 @@ typedef struct fp_pool_stats {
   uint64_t worker_recycles;   /* replaced after max_tasks_per_worker */
   unsigned workers;           /* slots; also entries fp_pool_stats fills */
   unsigned workers_live;      /* slots with a live worker now */
+  uint64_t shared_args;       /* tasks and map chunks whose arguments went
+                                 through shared memory, not a pipe */
+  uint64_t shared_bytes;      /* now: shared memory held by arguments */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one

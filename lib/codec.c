@@ -56,6 +56,20 @@ size_t fp__task_frame_max(size_t name_len, size_t args_len)
   return FP__HDR + 20 + name_len + args_len;
 }
 
+/* type, id, name and n: the head both kinds of TASK share.  Its length. */
+static size_t put_task_head(unsigned char *p, int type, uint64_t id,
+                            const char *name, size_t name_len, unsigned n)
+{
+  size_t h = 0;
+  p[h++] = (unsigned char)type; /* a positive fixint */
+  h += put_uint(p + h, id);
+  h += put_str_head(p + h, (uint32_t)name_len);
+  memcpy(p + h, name, name_len); /* a msgpack str has no NUL */
+  h += name_len;
+  h += put_uint(p + h, n);
+  return h;
+}
+
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, fp__spare *spare,
                     char **frame, size_t *frame_len)
@@ -69,17 +83,26 @@ int fp__encode_task(uint64_t id, const char *name, unsigned n,
           NULL)
     return FP_ENOMEM;
   unsigned char *p = (unsigned char *)buf + FP__HDR;
-  size_t h = 0;
-  p[h++] = FP__MSG_TASK; /* a positive fixint */
-  h += put_uint(p + h, id);
-  h += put_str_head(p + h, (uint32_t)name_len);
-  memcpy(p + h, name, name_len); /* a msgpack str has no NUL */
-  h += name_len;
-  h += put_uint(p + h, n);
+  size_t h = put_task_head(p, FP__MSG_TASK, id, name, name_len, n);
   memcpy(p + h, args, args_len);
   fp__frame_seal(buf, h + args_len);
   *frame = buf;
   *frame_len = FP__HDR + h + args_len;
+  return 0;
+}
+
+int fp__encode_task_shm(uint64_t id, const char *name, unsigned n, size_t off,
+                        size_t args_len, char *frame, size_t *frame_len)
+{
+  size_t name_len = strnlen(name, (size_t)UINT32_MAX + 1);
+  if (name_len > UINT32_MAX)
+    return FP_EINVAL;
+  unsigned char *p = (unsigned char *)frame + FP__HDR;
+  size_t h = put_task_head(p, FP__MSG_TASK_SHM, id, name, name_len, n);
+  h += put_uint(p + h, off);
+  h += put_uint(p + h, args_len);
+  fp__frame_seal(frame, h);
+  *frame_len = FP__HDR + h;
   return 0;
 }
 
@@ -251,31 +274,46 @@ int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n)
 }
 
 /* Reads the type and id every body starts with. */
-static int decode_head(const char *body, size_t len, size_t *off, int type,
-                       uint64_t *id)
+/* The message type and id; *type is the one wanted, or UINT64_MAX for
+ * any. */
+static int decode_head(const char *body, size_t len, size_t *off,
+                       uint64_t *type, uint64_t *id)
 {
   uint64_t t;
-  if (fp__read_uint(body, len, off, &t) != 0 || t != (uint64_t)type ||
+  if (fp__read_uint(body, len, off, &t) != 0 || (*type != UINT64_MAX && t != *type) ||
       fp__read_uint(body, len, off, id) != 0)
     return FP_EPROTO;
+  *type = t;
   return 0;
 }
 
-int fp__decode_task(const char *body, size_t len, uint64_t *id,
-                    const char **name, size_t *name_len, unsigned *n,
-                    const char **args, size_t *args_len)
+int fp__decode_task(const char *body, size_t len, const char *shm,
+                    size_t shm_len, uint64_t *id, const char **name,
+                    size_t *name_len, unsigned *n, const char **args,
+                    size_t *args_len)
 {
   size_t off = 0;
-  uint64_t count;
+  uint64_t type = UINT64_MAX, count, at, size;
   /* As fp__task_name_ok: not empty, not too long. */
-  if (decode_head(body, len, &off, FP__MSG_TASK, id) != 0 ||
+  if (decode_head(body, len, &off, &type, id) != 0 ||
+      (type != FP__MSG_TASK && type != FP__MSG_TASK_SHM) ||
       fp__read_str(body, len, &off, name, name_len) != 0 || *name_len == 0 ||
       *name_len > FP__MAX_NAME || fp__read_uint(body, len, &off, &count) != 0 ||
       count == 0 || count > UINT32_MAX || off >= len)
     return FP_EPROTO;
   *n = (unsigned)count;
-  *args = body + off;
-  *args_len = len - off;
+  if (type == FP__MSG_TASK) {
+    *args = body + off;
+    *args_len = len - off;
+    return 0;
+  }
+  /* The bytes must lie inside the area, and the frame end after them. */
+  if (shm == NULL || fp__read_uint(body, len, &off, &at) != 0 ||
+      fp__read_uint(body, len, &off, &size) != 0 || off != len ||
+      size == 0 || at > shm_len || size > shm_len - at)
+    return FP_EPROTO;
+  *args = shm + at;
+  *args_len = (size_t)size;
   return 0;
 }
 
@@ -295,9 +333,36 @@ int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
                            int *code, size_t *off)
 {
   *off = 0;
-  if (decode_head(body, len, off, FP__MSG_RESULT, id) != 0 ||
+  uint64_t type = FP__MSG_RESULT;
+  if (decode_head(body, len, off, &type, id) != 0 ||
       fp__read_code(body, len, off, code) != 0)
     return FP_EPROTO;
+  return 0;
+}
+
+size_t fp__encode_result_shm(char frame[FP__RESULT_SHM_MAX], uint64_t id,
+                             uint64_t pos, size_t len)
+{
+  unsigned char *p = (unsigned char *)frame + FP__HDR;
+  size_t h = 0;
+  p[h++] = FP__MSG_RESULT_SHM; /* a positive fixint */
+  h += put_uint(p + h, id);
+  h += put_uint(p + h, pos);
+  h += put_uint(p + h, len);
+  fp__frame_seal(frame, h);
+  return FP__HDR + h;
+}
+
+int fp__decode_result_shm(const char *body, size_t len, uint64_t *id,
+                          uint64_t *pos, size_t *rlen)
+{
+  size_t off = 0;
+  uint64_t type = FP__MSG_RESULT_SHM, n;
+  if (decode_head(body, len, &off, &type, id) != 0 ||
+      fp__read_uint(body, len, &off, pos) != 0 ||
+      fp__read_uint(body, len, &off, &n) != 0 || off != len || n > SIZE_MAX)
+    return FP_EPROTO;
+  *rlen = (size_t)n;
   return 0;
 }
 

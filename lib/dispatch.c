@@ -132,13 +132,29 @@ static void finalized(fp_pool *p, fp_future *f, int keep_ref)
     p->cbq = f;
   }
   if (!keep_ref)
-    fp_future_release(f);
+    fp__pool_let_go(p, f);
+}
+
+void fp__pool_let_go(fp_pool *p, fp_future *f)
+{
+  if (f->shm_len != 0) {
+    fp__shm_free(&p->shm, f->shm_off, f->shm_len);
+    f->shm_len = 0;
+  }
+  fp__future_drop_frame(f);
+  fp_future_release(f);
 }
 
 void fp__pool_fail(fp_pool *p, fp_future *f, int err, const char *msg)
 {
   fp__future_fail(f, err, "%s", msg);
   finalized(p, f, 0);
+}
+
+void fp__pool_fail_held(fp_pool *p, fp_future *f, int err, const char *msg)
+{
+  fp__future_fail(f, err, "%s", msg);
+  finalized(p, f, 1);
 }
 
 /* Takes a future off a worker's list: fails it, or drops a placeholder. */
@@ -153,7 +169,7 @@ static void slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
     s->unsent--;
   }
   if (fp__future_is_done(f))
-    fp_future_release(f); /* the reference a placeholder kept */
+    fp__pool_let_go(p, f); /* a placeholder */
   else
     fp__pool_fail(p, f, err, msg);
 }
@@ -244,6 +260,7 @@ void fp__slot_await(fp_pool *p, unsigned i)
   s->in_fd = s->out_fd = s->hold_fd = -1;
   fp__reader_init(&s->rd);
   s->state = SLOT_SPAWNING;
+  fp__shm_ring_done(&p->shm, i, 0); /* a new worker starts its ring afresh */
 }
 
 void fp__spawn(fp_pool *p, unsigned i)
@@ -295,7 +312,7 @@ static void requeue(fp_pool *p, fp__slot *s)
     fp_future *f = s->tail;
     fp__list_unlink(&s->head, &s->tail, f);
     if (fp__future_is_done(f)) {
-      fp_future_release(f);
+      fp__pool_let_go(p, f); /* a placeholder */
       continue;
     }
     f->state = FP_PENDING;
@@ -517,6 +534,60 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
   }
 }
 
+/* The worker's answer is not for its oldest task: it is out of step. */
+static int answer_out_of_step(const fp__slot *s, uint64_t id)
+{
+  fp_future *f = s->head;
+  /* A dying worker's answers written before it died still count. */
+  return f == NULL || f->id != id || f == s->send ||
+         (s->state != SLOT_LIVE && s->state != SLOT_DYING);
+}
+
+/* Takes the answered task off slot i's list: its future, which the caller
+ * makes final or lets go of. */
+static fp_future *pop_answered(fp_pool *p, fp__slot *s)
+{
+  fp_future *f = s->head;
+  fp__list_unlink(&s->head, &s->tail, f);
+  s->inflight--;
+  s->answered++;
+  int64_t now = fp__now_ns();
+  f->run_ns = now - s->head_since;
+  s->head_since = now; /* the next one starts now */
+  /* A running mean over about the last 16 answers sizes the pipelines. */
+  p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
+  return f;
+}
+
+/* A success the worker left in its ring: copied out, then the ring space
+ * is handed back. */
+static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
+                               size_t len)
+{
+  fp__slot *s = &p->slots[i];
+  uint64_t id, pos;
+  size_t rlen;
+  const char *at = NULL;
+  if (fp__decode_result_shm(body, len, &id, &pos, &rlen) == 0 &&
+      rlen <= p->opts.max_message)
+    at = fp__shm_ring_read(&p->shm, i, s->ring_tail, pos, rlen);
+  if (at == NULL || answer_out_of_step(s, id)) {
+    fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
+                  "result that is not in its ring or not for its task");
+    fp__slot_close_fd(p, s, &s->out_fd); /* the stream is out of step */
+    return;
+  }
+  fp_future *f = pop_answered(p, s);
+  if (fp__future_is_done(f)) {
+    fp__pool_let_go(p, f); /* a cancelled task's answer */
+  } else {
+    fp__future_finish_lent(f, at, 0, rlen); /* copies it out first */
+    finalized(p, f, 0);
+  }
+  s->ring_tail = pos + rlen;
+  fp__shm_ring_done(&p->shm, i, s->ring_tail);
+}
+
 /*
  * A RESULT frame from slot i.  body is lent by the reader, or malloc'd and
  * then owned == body, which this takes.
@@ -528,6 +599,11 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
   uint64_t id;
   int code;
   size_t off;
+  if (len > 0 && (unsigned char)body[0] == FP__MSG_RESULT_SHM) {
+    handle_ring_result(p, i, body, len);
+    free(owned);
+    return;
+  }
   int rc = fp__decode_result_head(body, len, &id, &code, &off);
   if (rc == 0 && code != 0 && !fp__worker_code(code))
     rc = FP_EPROTO;
@@ -545,26 +621,16 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
     free(owned);
     return;
   }
-  fp_future *f = s->head;
-  /* A dying worker's answers written before it died still count. */
-  if (f == NULL || f->id != id || f == s->send ||
-      (s->state != SLOT_LIVE && s->state != SLOT_DYING)) {
+  if (answer_out_of_step(s, id)) {
     free(owned);
     fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
                   "message that is not a result for its task");
     return;
   }
-  fp__list_unlink(&s->head, &s->tail, f);
-  s->inflight--;
-  s->answered++;
-  int64_t now = fp__now_ns();
-  f->run_ns = now - s->head_since;
-  s->head_since = now; /* the next one starts now */
-  /* A running mean over about the last 16 answers sizes the pipelines. */
-  p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
+  fp_future *f = pop_answered(p, s);
   if (fp__future_is_done(f)) {
     free(owned); /* a cancelled task's answer */
-    fp_future_release(f);
+    fp__pool_let_go(p, f);
   } else if (code == 0) {
     if (owned != NULL)
       fp__future_finish(f, owned, off, len);

@@ -49,6 +49,65 @@ typedef _Atomic(char *) fp__spare;
 char *fp__buf_take(fp__spare *slot, size_t need);
 void fp__buf_give(fp__spare *slot, char *buf);
 
+/* --- shm.c: shared memory for large arguments and results ------------------- */
+
+#define FP__SHM_ARGS ((size_t)256 << 20) /* address space for arguments */
+#define FP__SHM_RING ((size_t)64 << 20)  /* for each worker's results */
+#define FP__SHM_MIN ((size_t)64 << 10)   /* smaller payloads are framed */
+
+typedef struct fp__shm {
+  char *base;            /* mapped MAP_SHARED before the fork server forks;
+                            NULL: no area, every payload is framed */
+  size_t len;            /* bytes mapped */
+  char *args;            /* the argument pages */
+  size_t args_len;
+  char *rings;           /* nslots rings of FP__SHM_RING bytes */
+  unsigned nslots;
+  /* The parent's allocator for args; a worker's copy is stale. */
+  size_t page;           /* the unit of allocation */
+  uint64_t *used;        /* a bit per page, set while allocated; owned */
+  size_t npages;         /* a multiple of 64 */
+  size_t touched;        /* pages at or above this are not resident */
+  size_t in_use;         /* bytes allocated, in whole pages */
+} fp__shm;
+
+/* Maps the area for nslots workers; 0 with base NULL if the kernel would
+ * not. */
+int fp__shm_init(fp__shm *m, unsigned nslots);
+/* After the fork server is forked: keep the area out of the caller's own
+ * forks. */
+void fp__shm_private(fp__shm *m);
+void fp__shm_destroy(fp__shm *m);
+/* In a forked child's copy of a pool: frees the bitmap, unmaps nothing. */
+void fp__shm_forget(fp__shm *m);
+/* 0 and *off (into args) of len free bytes, or FP_ENOMEM when no run is
+ * free. */
+int fp__shm_alloc(fp__shm *m, size_t len, size_t *off);
+void fp__shm_free(fp__shm *m, size_t off, size_t len);
+/* Parent: the len bytes a worker left at pos in slot's ring, or NULL if
+ * they do not lie in it or come before tail (what was read already). */
+const char *fp__shm_ring_read(const fp__shm *m, unsigned slot, uint64_t tail,
+                              uint64_t pos, size_t len);
+/* Parent: everything before tail in slot's ring has been read. */
+void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
+
+/* A worker's own ring. */
+typedef struct fp__ring {
+  char *base;            /* NULL: none, results go through the pipe */
+  _Atomic uint64_t *tail; /* how far the parent has read */
+  uint64_t head;         /* how far this worker has written */
+  size_t touched;        /* bytes at the ring's start that may be resident */
+} fp__ring;
+
+struct fp__worker_cfg;
+/* Worker: takes write access to slot's ring. */
+void fp__ring_open(fp__ring *r, const struct fp__worker_cfg *cfg,
+                   unsigned slot);
+/* Worker: 0 and *pos where len bytes may be written, or FP_ENOMEM if the
+ * ring has no room (the parent has not read enough). */
+int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos);
+char *fp__ring_at(const fp__ring *r, uint64_t pos);
+
 /* --- frame.c: length-prefixed frames on a descriptor ---------------------- */
 
 /*
@@ -111,15 +170,25 @@ int fp__write_all(int fd, struct iovec *iov, int iovcnt);
 
 /* --- codec.c: the messages, as msgpack ------------------------------------ */
 
-enum fp__msg_type { FP__MSG_TASK = 0, FP__MSG_RESULT = 1 };
+enum fp__msg_type {
+  FP__MSG_TASK = 0,
+  FP__MSG_RESULT = 1,
+  FP__MSG_TASK_SHM = 2,  /* a TASK whose arguments are in shared memory */
+  FP__MSG_RESULT_SHM = 3, /* a success whose result is in the worker's ring */
+};
 
 /*
  * TASK body:   0, id, name, n, args...        (a stream of msgpack objects;
  *                                              n > 1 for a map chunk)
+ *              2, id, name, n, off, len       (the args are the len bytes
+ *                                              at off in the pool's shm)
  * RESULT body: 1, id, 0, result               (success; for a chunk, an
  *                                              array of [0, result] or
  *                                              [code, kind, message])
  *              1, id, code, kind, message     (failure; code is an FP_E*)
+ *              3, id, pos, len                (success; the result is the
+ *                                              len bytes at pos in the
+ *                                              worker's ring)
  * id 0 is the worker's READY (code 0) or its init failure.
  */
 /* The largest TASK frame for a name and arguments of these lengths. */
@@ -129,14 +198,32 @@ size_t fp__task_frame_max(size_t name_len, size_t args_len);
 int fp__encode_task(uint64_t id, const char *name, unsigned n,
                     const void *args, size_t args_len, fp__spare *spare,
                     char **frame, size_t *frame_len);
-/* args points at the first of n objects; *args_len covers all of them. */
-int fp__decode_task(const char *body, size_t len, uint64_t *id,
-                    const char **name, size_t *name_len, unsigned *n,
-                    const char **args, size_t *args_len);
+/* The same for arguments already at off in the shared area: the frame only
+ * names them.  Into *frame, of at least fp__task_frame_max(name_len,
+ * FP__SHM_REF) bytes. */
+#define FP__SHM_REF 18 /* two msgpack uint64s */
+int fp__encode_task_shm(uint64_t id, const char *name, unsigned n, size_t off,
+                        size_t args_len, char *frame, size_t *frame_len);
+/*
+ * args points at the first of n objects, in body or, for a TASK that names
+ * its arguments in shared memory, in shm (shm_len bytes; NULL: no area, and
+ * such a TASK is FP_EPROTO); *args_len covers all of them.
+ */
+int fp__decode_task(const char *body, size_t len, const char *shm,
+                    size_t shm_len, uint64_t *id, const char **name,
+                    size_t *name_len, unsigned *n, const char **args,
+                    size_t *args_len);
 /* Writes the RESULT prefix for id and code into sb (header space first). */
 int fp__encode_result_head(msgpack_sbuffer *sb, uint64_t id, int code);
 int fp__decode_result_head(const char *body, size_t len, uint64_t *id,
                            int *code, size_t *off);
+/* The RESULT frame that names its bytes in the ring, sealed: its length.
+ * And back, from the body. */
+#define FP__RESULT_SHM_MAX (FP__HDR + 1 + 3 * 9)
+size_t fp__encode_result_shm(char frame[FP__RESULT_SHM_MAX], uint64_t id,
+                             uint64_t pos, size_t len);
+int fp__decode_result_shm(const char *body, size_t len, uint64_t *id,
+                          uint64_t *pos, size_t *rlen);
 /* Counts the msgpack objects in [buf, buf+len): 0, or FP_EINVAL if the
  * bytes are not a whole number of valid objects. */
 int fp__count_objects(const char *buf, size_t len, size_t *n);
@@ -186,6 +273,8 @@ typedef struct fp__worker_cfg {
   fp_init_fn init;       /* run before the first task; NULL: none */
   void *init_arg;
   uint64_t max_tasks;    /* exit after answering so many; 0: never */
+  const fp__shm *shm;    /* the pool's shared area (read-only in a worker
+                            but for its ring); NULL: none */
 } fp__worker_cfg;
 
 /*
@@ -224,9 +313,10 @@ static inline size_t fp__outbuf_size(const fp__outbuf *o)
   return o->sb.size + o->ref_bytes;
 }
 
-/* Runs tasks from in_fd, answers on out_fd, exits the process on EOF. */
-void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
-    __attribute__((noreturn));
+/* Runs tasks from in_fd, answers on out_fd (large results in slot's ring),
+ * exits the process on EOF. */
+void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
+                     int out_fd) __attribute__((noreturn));
 /*
  * One TASK body, as the worker runs it: decodes it, runs its task (or each
  * item of a map chunk) and leaves the RESULT frame in head (the sealed
@@ -293,8 +383,11 @@ struct fp_future {
   int deadline_ms;           /* 0: none */
   unsigned retries;          /* reruns left when its worker dies */
   int64_t run_ns;            /* how long its worker took, about */
-  char *frame;               /* TASK frame, kept to resend until final */
+  char *frame;               /* TASK frame, kept to resend until the pool
+                                lets go of it (fp__pool_let_go) */
   size_t frame_len;
+  size_t shm_off, shm_len;   /* its arguments in the pool's shared area,
+                                held as long as its frame; len 0: none */
   char *error;               /* failure text, owned */
   char *result_buf;          /* RESULT body the result points into, owned */
   msgpack_zone *zone;        /* result's containers, owned */
@@ -351,6 +444,7 @@ typedef struct fp__slot {
   unsigned inflight;      /* length of the head..tail list */
   uint64_t assigned;      /* tasks handed to this worker, ever */
   uint64_t answered;      /* results it sent */
+  uint64_t ring_tail;     /* how far we have read its ring */
   int64_t head_since;     /* when head became the running task (ns) */
   int killed;             /* the signal already sent; 0: none */
   int asked;              /* we stopped it on purpose: not a death */
@@ -399,6 +493,7 @@ struct fp_pool {
                              read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
   fp__spare spare;        /* a large frame buffer kept for reuse */
+  fp__shm shm;            /* where large arguments go */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -441,8 +536,15 @@ void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
 void fp__slot_close_fd(fp_pool *pool, fp__slot *s, int *fd);
 void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
-/* Makes f final as failed or cancelled and drops the pool's reference. */
+/* Makes f final as failed or cancelled and lets go of it. */
 void fp__pool_fail(fp_pool *pool, fp_future *f, int err, const char *msg);
+/* The same for a task a worker holds: f stays in its list, with its frame
+ * and arguments, as a placeholder until its answer or its worker's exit. */
+void fp__pool_fail_held(fp_pool *pool, fp_future *f, int err,
+                        const char *msg);
+/* The pool is done with f: frees its frame and shared arguments, drops its
+ * reference. */
+void fp__pool_let_go(fp_pool *pool, fp_future *f);
 void fp__list_push(fp_future **head, fp_future **tail, fp_future *f);
 void fp__list_unlink(fp_future **head, fp_future **tail, fp_future *f);
 void fp__forkserver_stop(fp_pool *pool);

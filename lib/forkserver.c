@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -147,7 +148,7 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
 }
 
 /* In the new worker: become the caller's image again, then run the loop. */
-static void worker_child(fs_state *fs, int in_fd, int out_fd)
+static void worker_child(fs_state *fs, uint32_t slot, int in_fd, int out_fd)
 {
 #ifdef PR_SET_PDEATHSIG
   /* The fork server is single-threaded, so this follows its death. */
@@ -164,7 +165,7 @@ static void worker_child(fs_state *fs, int in_fd, int out_fd)
     _exit(FP__EXIT_SETUP);
   fp__close_from(5);
   sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
-  fp__worker_main(fs->cfg, 3, 4);
+  fp__worker_main(fs->cfg, slot, 3, 4);
 }
 
 static void spawn(fs_state *fs, uint32_t slot)
@@ -178,7 +179,7 @@ static void spawn(fs_state *fs, uint32_t slot)
   if (rc == 0 && pid < 0)
     rc = -errno;
   if (pid == 0)
-    worker_child(fs, in[0], out[1]);
+    worker_child(fs, slot, in[0], out[1]);
   if (rc == 0) {
     fp__grow_pipe(in[1]);
     fp__grow_pipe(out[0]);
@@ -293,6 +294,10 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
     _exit(1);
   fcntl(FS_CTL_FD, F_SETFL, 0); /* blocking: nothing else to do */
   fp__close_from(FS_CTL_FD + 1);
+  /* Workers read arguments in the shared area but never write there: a
+   * stray write from one task must not reach another's arguments. */
+  if (cfg->shm != NULL)
+    (void)mprotect(cfg->shm->base, cfg->shm->len, PROT_READ);
   /* Terminal signals go to the caller; we follow it through the socket. */
   setpgid(0, 0);
 #ifdef HAVE___FPURGE

@@ -39,7 +39,7 @@ fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
 
 static void make_final(fp_future *f, fp_state state, int err)
 {
-  fp__future_drop_frame(f); /* kept until now to send it again */
+  /* The frame stays: a cancelled task's may still be on its way out. */
   f->state = state;
   f->err = err;
   /* f->pool stays: a racing reader may still use it.  The lists' links are

@@ -126,8 +126,13 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init = o.init;
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
+  /* Before the fork server, so that every worker inherits it. */
+  if ((rc = fp__shm_init(&p->shm, p->nslots)) != 0)
+    goto fail;
+  p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
   if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid)) != 0)
     goto fail;
+  fp__shm_private(&p->shm);
 
   /* Every worker has run init and said READY before create returns. */
   fp__pool_lock(p);
@@ -267,10 +272,9 @@ static int terminate(fp_pool *p, int sig)
       for (fp_future *f = s->head; f; f = f->next) {
         if (fp__future_is_done(f))
           continue;
-        fp_future_retain(f); /* stays listed as a placeholder */
-        fp__pool_fail(p, f, FP_ECANCELLED, sig == SIGKILL
-                      ? "cancelled: the pool's workers were killed"
-                      : "cancelled: the pool's workers were terminated");
+        fp__pool_fail_held(p, f, FP_ECANCELLED, sig == SIGKILL
+                           ? "cancelled: the pool's workers were killed"
+                           : "cancelled: the pool's workers were terminated");
       }
       if (s->pid > 0 && s->state != SLOT_OFF)
         fp__slot_terminate(p, i, sig);
@@ -321,6 +325,7 @@ static void pool_free(fp_pool *p)
   free(p->pfd_who);
   free(p->restarts);
   free(atomic_load(&p->spare));
+  fp__shm_destroy(&p->shm);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->cond);
   if (p->fork_guard != NULL)
@@ -342,6 +347,7 @@ static void pool_forget(fp_pool *p)
     close(p->ctl_fd);
   p->ctl_fd = -1;
   p->cbq = NULL;
+  fp__shm_forget(&p->shm);
 }
 
 FP_EXTERN void fp_pool_destroy(fp_pool *p)
@@ -441,6 +447,7 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
     s.queued += f->nitems;
   s.workers = p->nslots;
   s.workers_live = 0;
+  s.shared_bytes = p->shm.in_use;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *sl = &p->slots[i];
     for (fp_future *f = sl->head; f; f = f->next)

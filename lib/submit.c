@@ -5,17 +5,44 @@
 #include <string.h>
 #include <unistd.h>
 
+/*
+ * Places a large argument in the shared area and frames only its place, or
+ * frames the bytes themselves when the area is full.  Lock held: the area is
+ * the pool's.
+ */
+static int encode_shared(fp_pool *p, fp_future *f, const char *name,
+                         const void *args, size_t len)
+{
+  size_t off;
+  if (fp__shm_alloc(&p->shm, len, &off) == 0) {
+    memcpy(p->shm.args + off, args, len);
+    f->shm_off = off;
+    f->shm_len = len;
+    p->st.shared_args++;
+    return fp__encode_task_shm(f->id, name, f->nitems, off, len, f->frame,
+                               &f->frame_len);
+  }
+  f->frame = NULL;
+  return fp__encode_task(f->id, name, f->nitems, args, len, &p->spare,
+                         &f->frame, &f->frame_len);
+}
+
 int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out)
 {
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
-  if (fp__tasks_find(&p->tasks, name, strlen(name)) == NULL)
+  size_t name_len = strlen(name);
+  if (fp__tasks_find(&p->tasks, name, name_len) == NULL)
     return FP_ENOTASK;
-  /* A small frame shares the future's allocation: one malloc per task. */
-  size_t max = fp__task_frame_max(strlen(name), len);
-  int here = max <= FP__FRAME_HERE;
+  /* A small frame shares the future's allocation: one malloc per task.  A
+   * large argument goes to the shared area (base never changes), and its
+   * frame is small. */
+  int shared = p->shm.base != NULL && len >= FP__SHM_MIN;
+  size_t max = shared ? fp__task_frame_max(name_len, FP__SHM_REF)
+                      : fp__task_frame_max(name_len, len);
+  int here = shared || max <= FP__FRAME_HERE;
   fp_future *f = fp__future_new_extra(p, here ? max : 0);
   if (f == NULL)
     return FP_ENOMEM;
@@ -24,8 +51,10 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   f->nitems = nitems;
   f->deadline_ms = deadline_ms;
   f->retries = retries;
-  int rc = fp__encode_task(f->id, name, nitems, args, len, &p->spare, &f->frame,
-                           &f->frame_len);
+  int rc = 0;
+  if (!shared) /* the copy is made before the lock is taken */
+    rc = fp__encode_task(f->id, name, nitems, args, len, &p->spare, &f->frame,
+                         &f->frame_len);
   if (rc != 0) {
     fp__future_drop_frame(f);
     free(f);
@@ -39,7 +68,11 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
     rc = FP_EBROKEN;
   else if (p->closed)
     rc = FP_ESHUTDOWN;
+  else if (shared)
+    rc = encode_shared(p, f, name, args, len);
   if (rc != 0) {
+    if (f->shm_len != 0)
+      fp__shm_free(&p->shm, f->shm_off, f->shm_len);
     fp__pool_unlock(p);
     fp__future_drop_frame(f);
     free(f);
@@ -137,8 +170,7 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
   } else if (flags & FP_CANCEL_RUNNING) {
     unsigned i = (unsigned)f->slot;
-    fp_future_retain(f); /* the placeholder's reference */
-    fp__pool_fail(p, f, FP_ECANCELLED, "cancelled while running");
+    fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
     if (p->slots[i].head == f)
       fp__slot_terminate(p, i, SIGKILL);
   } else {

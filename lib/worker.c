@@ -278,8 +278,7 @@ static int answer_chunk(const fp__worker_cfg *cfg, void *state,
 
 static int answer_one(const fp__worker_cfg *cfg, void *state,
                       const char *task, fp_task_fn fn, uint64_t id,
-                      const char *body, size_t len, const char *args,
-                      size_t args_len, msgpack_zone *zone,
+                      const char *args, size_t args_len, msgpack_zone *zone,
                       msgpack_sbuffer *head, fp__outbuf *result)
 {
   msgpack_object a;
@@ -287,9 +286,10 @@ static int answer_one(const fp__worker_cfg *cfg, void *state,
   outcome o;
   if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 || off != args_len)
     return FP_EPROTO;
-  /* The argument's strings and bins point into the body. */
-  result->lo = body;
-  result->hi = body + len;
+  /* The argument's strings and bins point into args: in the body, or in
+   * shared memory. */
+  result->lo = args;
+  result->hi = args + args_len;
   run_one(cfg, state, task, fn, &a, result, &o);
   msgpack_sbuffer_clear(head);
   return o.code ? answer_failure(head, result, id, &o)
@@ -310,8 +310,9 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
   uint64_t id;
   unsigned n;
   fp__outbuf_clear(result); /* no refs into the last task's body */
-  int rc = fp__decode_task(body, len, &id, &name, &name_len, &n, &args,
-                           &args_len);
+  int rc = fp__decode_task(body, len, cfg->shm ? cfg->shm->args : NULL,
+                           cfg->shm ? cfg->shm->args_len : 0, &id, &name,
+                           &name_len, &n, &args, &args_len);
   if (rc == 0) {
     char task[FP__MAX_NAME + 1];
     memcpy(task, name, name_len);
@@ -323,8 +324,8 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
       rc = answer_chunk(cfg, state, task, fn, id, n, args, args_len, zone,
                         head, result, item);
     else
-      rc = answer_one(cfg, state, task, fn, id, body, len, args, args_len,
-                      zone, head, result);
+      rc = answer_one(cfg, state, task, fn, id, args, args_len, zone, head,
+                      result);
   }
   msgpack_zone_clear(zone);
   if (rc == 0)
@@ -337,6 +338,34 @@ static int send_answer(int fd, const msgpack_sbuffer *head,
 {
   struct iovec iov[1 + FP__OUT_IOV] = {{head->data, head->size}};
   return fp__write_all(fd, iov, 1 + fp__outbuf_pieces(result, iov + 1));
+}
+
+/*
+ * A large success goes to the worker's ring, and its frame only names it:
+ * the parent copies the result out of shared memory instead of reading it
+ * through the pipe.  That frame, sealed in frame: its length; or 0, when
+ * the answer goes as it is (small, a failure, or no room in the ring).
+ */
+static size_t answer_in_ring(fp__ring *ring, const msgpack_sbuffer *head,
+                             const fp__outbuf *result,
+                             char frame[FP__RESULT_SHM_MAX])
+{
+  size_t size = fp__outbuf_size(result), off;
+  uint64_t id, pos;
+  int code;
+  if (ring->base == NULL || size < FP__SHM_MIN ||
+      fp__decode_result_head(head->data + FP__HDR, head->size - FP__HDR, &id,
+                             &code, &off) != 0 ||
+      code != 0 || fp__ring_place(ring, size, &pos) != 0)
+    return 0;
+  struct iovec iov[FP__OUT_IOV];
+  int n = fp__outbuf_pieces(result, iov);
+  char *to = fp__ring_at(ring, pos);
+  for (int k = 0; k < n; k++) {
+    memcpy(to, iov[k].iov_base, iov[k].iov_len);
+    to += iov[k].iov_len;
+  }
+  return fp__encode_result_shm(frame, id, pos, size);
 }
 
 /* Runs init and sends READY (id 0, code 0) or the failure; 0 to go on. */
@@ -386,9 +415,12 @@ static void body_done(bodybuf *b, const char *body)
   }
 }
 
-void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
+void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
+                     int out_fd)
 {
   fp__reader r;
+  fp__ring ring;
+  char ring_frame[FP__RESULT_SHM_MAX];
   bodybuf big = {NULL, 0, 0};
   msgpack_zone zone;
   msgpack_sbuffer head;
@@ -398,6 +430,7 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
   uint64_t answered = 0;
 
   fp__reader_init(&r);
+  fp__ring_open(&ring, cfg, slot);
   msgpack_sbuffer_init(&head);
   fp__outbuf_init(&result);
   fp__outbuf_init(&item);
@@ -423,7 +456,10 @@ void fp__worker_main(const fp__worker_cfg *cfg, int in_fd, int out_fd)
     }
     /* At once, never held back for the next task: if that one kills the
      * worker, the parent must already have this answer (crash isolation). */
-    if (send_answer(out_fd, &head, &result) != 0)
+    size_t small = answer_in_ring(&ring, &head, &result, ring_frame);
+    struct iovec iov = {ring_frame, small};
+    if ((small ? fp__write_all(out_fd, &iov, 1)
+               : send_answer(out_fd, &head, &result)) != 0)
       break; /* the parent is gone */
     /* Only now: the answer may point into the body. */
     body_done(&big, body);

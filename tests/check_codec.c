@@ -569,7 +569,7 @@ static int decode_task(const void *p, size_t len)
   const char *name, *args;
   size_t name_len, args_len;
   unsigned n;
-  int rc = fp__decode_task(b, len, &id, &name, &name_len, &n, &args,
+  int rc = fp__decode_task(b, len, NULL, 0, &id, &name, &name_len, &n, &args,
                            &args_len);
   free(b);
   return rc;
@@ -617,8 +617,8 @@ START_TEST(test_encode_task_bytes)
       const char *nm, *args;
       size_t nm_len, args_len;
       unsigned got_n;
-      ck_assert_int_eq(fp__decode_task(frame + FP__HDR, flen - FP__HDR,
-                                       &id, &nm, &nm_len, &got_n, &args,
+      ck_assert_int_eq(fp__decode_task(frame + FP__HDR, flen - FP__HDR, NULL,
+                                       0, &id, &nm, &nm_len, &got_n, &args,
                                        &args_len), 0);
       ck_assert_uint_eq(id, ids[i]);
       ck_assert_uint_eq(nm_len, len);

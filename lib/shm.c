@@ -1,0 +1,237 @@
+/*
+ * Shared memory for large arguments and results.  Each pool maps one
+ * MAP_SHARED anonymous area before it forks the fork server, so every
+ * worker has the same area at the same address.  It holds, in order:
+ *
+ *   tails   one cache line per slot: how far the parent has read that
+ *           slot's ring (written by the parent only)
+ *   args    pages the parent allocates for large arguments: it copies an
+ *           argument there once, and the TASK frame names the bytes
+ *           (offset, length) instead of carrying them through the pipe
+ *   rings   one per slot: the worker writes a large result there, and the
+ *           RESULT frame names it (position, length)
+ *
+ * The fork server drops write access to all of it before it forks, and each
+ * worker takes back write access to its own ring only: a stray write from a
+ * task cannot reach another task's arguments.
+ *
+ * Only the parent allocates arguments, under the pool lock: first-fit over
+ * a bitmap of pages, so live arguments stay low in the area; pages more than
+ * FP__SHM_KEEP above the highest live one are handed back to the kernel when
+ * they are freed.  A ring is written by its worker at positions that only
+ * grow, and read by the parent in the same order; the worker never writes
+ * over bytes the parent has not read (it sends through the pipe instead),
+ * and starts again at the ring's beginning whenever the parent has read
+ * everything, so the ring's resident part stays as large as its largest
+ * result, and is trimmed to FP__SHM_KEEP when that result has been read.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define FP__SHM_KEEP ((size_t)8 << 20) /* free bytes kept resident */
+#define FP__SHM_LINE 64                /* a tail per cache line */
+
+int fp__shm_init(fp__shm *m, unsigned nslots)
+{
+  memset(m, 0, sizeof *m);
+  m->page = (size_t)sysconf(_SC_PAGESIZE);
+  m->npages = FP__SHM_ARGS / m->page / 64 * 64; /* whole bitmap words */
+  size_t tails = ((size_t)nslots * FP__SHM_LINE + m->page - 1) / m->page *
+                 m->page;
+  size_t len = tails + m->npages * m->page + (size_t)nslots * FP__SHM_RING;
+  m->used = calloc(m->npages / 64, sizeof *m->used);
+  if (m->used == NULL)
+    return FP_ENOMEM;
+  /* Pages are only allocated when touched: the area costs address space. */
+  void *base = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) {
+    /* Not fatal: everything travels through the pipes instead. */
+    free(m->used);
+    memset(m, 0, sizeof *m);
+    return 0;
+  }
+  m->base = base;
+  m->len = len;
+  m->args = m->base + tails;
+  m->args_len = m->npages * m->page;
+  m->rings = m->args + m->args_len;
+  m->nslots = nslots;
+  return 0;
+}
+
+void fp__shm_private(fp__shm *m)
+{
+#ifdef MADV_DONTFORK
+  /* The caller's own children need not share it. */
+  if (m->base != NULL)
+    (void)madvise(m->base, m->len, MADV_DONTFORK);
+#else
+  (void)m;
+#endif
+}
+
+void fp__shm_destroy(fp__shm *m)
+{
+  if (m->base != NULL)
+    munmap(m->base, m->len);
+  free(m->used);
+  memset(m, 0, sizeof *m);
+}
+
+void fp__shm_forget(fp__shm *m)
+{
+  /* A forked child: MADV_DONTFORK left nothing mapped at base. */
+  free(m->used);
+  memset(m, 0, sizeof *m);
+}
+
+/* --- Arguments ---------------------------------------------------------------- */
+
+/* The first page at or after i whose bit is set (set == 1) or clear
+ * (set == 0); npages if none. */
+static size_t next_page(const fp__shm *m, size_t i, int set)
+{
+  while (i < m->npages) {
+    uint64_t w = m->used[i / 64];
+    if (!set)
+      w = ~w;
+    w >>= i % 64;
+    if (w != 0)
+      return i + (size_t)__builtin_ctzll(w);
+    i = (i / 64 + 1) * 64;
+  }
+  return m->npages;
+}
+
+static void mark(fp__shm *m, size_t i, size_t n, int set)
+{
+  for (size_t k = i; k < i + n; k++) {
+    uint64_t bit = (uint64_t)1 << (k % 64);
+    if (set)
+      m->used[k / 64] |= bit;
+    else
+      m->used[k / 64] &= ~bit;
+  }
+}
+
+int fp__shm_alloc(fp__shm *m, size_t len, size_t *off)
+{
+  if (m->base == NULL || len == 0 || len > m->args_len)
+    return FP_ENOMEM;
+  size_t need = (len + m->page - 1) / m->page;
+  for (size_t i = next_page(m, 0, 0); i + need <= m->npages;) {
+    size_t end = next_page(m, i, 1);
+    if (end - i >= need) {
+      mark(m, i, need, 1);
+      if (i + need > m->touched)
+        m->touched = i + need;
+      m->in_use += need * m->page;
+      *off = i * m->page;
+      return 0;
+    }
+    i = next_page(m, end, 0);
+  }
+  return FP_ENOMEM;
+}
+
+/* One past the highest allocated page below m->touched; 0 if none. */
+static size_t top_page(const fp__shm *m)
+{
+  for (size_t w = (m->touched + 63) / 64; w > 0; w--)
+    if (m->used[w - 1] != 0)
+      return (w - 1) * 64 + 64 - (size_t)__builtin_clzll(m->used[w - 1]);
+  return 0;
+}
+
+void fp__shm_free(fp__shm *m, size_t off, size_t len)
+{
+  size_t first = off / m->page, n = (len + m->page - 1) / m->page;
+  mark(m, first, n, 0);
+  m->in_use -= n * m->page;
+  size_t keep = FP__SHM_KEEP / m->page;
+  if (m->touched <= keep || first + n + keep < m->touched)
+    return; /* nothing to give back, or not near the top */
+  size_t from = top_page(m) + keep;
+  if (from >= m->touched)
+    return;
+#ifdef MADV_REMOVE
+  /* Frees the pages for every process that maps them; they read as zeros
+   * if touched again. */
+  if (madvise(m->args + from * m->page, (m->touched - from) * m->page,
+              MADV_REMOVE) == 0)
+    m->touched = from;
+#endif
+}
+
+/* --- Result rings ------------------------------------------------------------- */
+
+static _Atomic uint64_t *tail_of(char *base, unsigned slot)
+{
+  return (_Atomic uint64_t *)(void *)(base + (size_t)slot * FP__SHM_LINE);
+}
+
+void fp__ring_open(fp__ring *r, const fp__worker_cfg *cfg, unsigned slot)
+{
+  memset(r, 0, sizeof *r);
+  const fp__shm *m = cfg->shm;
+  if (m == NULL || m->base == NULL || slot >= m->nslots)
+    return;
+  char *base = m->rings + (size_t)slot * FP__SHM_RING;
+  /* The fork server made the whole area read-only; this ring is ours. */
+  if (mprotect(base, FP__SHM_RING, PROT_READ | PROT_WRITE) != 0)
+    return;
+  r->base = base;
+  r->tail = tail_of(m->base, slot);
+}
+
+int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
+{
+  if (r->base == NULL || len > FP__SHM_RING)
+    return FP_ENOMEM;
+  uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
+  uint64_t at = r->head;
+  if (tail == r->head || at % FP__SHM_RING + len > FP__SHM_RING)
+    at = (at + FP__SHM_RING - 1) / FP__SHM_RING * FP__SHM_RING;
+  if (at + len - tail > FP__SHM_RING)
+    return FP_ENOMEM; /* it would write over what the parent has not read */
+  if (tail == r->head && r->touched > FP__SHM_KEEP && len <= FP__SHM_KEEP) {
+    /* Everything read: give back what a large result left resident. */
+#ifdef MADV_REMOVE
+    if (madvise(r->base + FP__SHM_KEEP, r->touched - FP__SHM_KEEP,
+                MADV_REMOVE) == 0)
+      r->touched = FP__SHM_KEEP;
+#endif
+  }
+  size_t end = (size_t)(at % FP__SHM_RING) + len;
+  if (end > r->touched)
+    r->touched = end;
+  r->head = at + len;
+  *pos = at;
+  return 0;
+}
+
+char *fp__ring_at(const fp__ring *r, uint64_t pos)
+{
+  return r->base + pos % FP__SHM_RING;
+}
+
+const char *fp__shm_ring_read(const fp__shm *m, unsigned slot, uint64_t tail,
+                              uint64_t pos, size_t len)
+{
+  if (m->base == NULL || slot >= m->nslots || pos < tail || len == 0 ||
+      pos % FP__SHM_RING + len > FP__SHM_RING)
+    return NULL;
+  return m->rings + (size_t)slot * FP__SHM_RING + pos % FP__SHM_RING;
+}
+
+void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail)
+{
+  if (m->base != NULL && slot < m->nslots)
+    atomic_store_explicit(tail_of(m->base, slot), tail, memory_order_release);
+}
