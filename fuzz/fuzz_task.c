@@ -172,13 +172,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   uint8_t ctl = fz_u8(&z);
   /* A shared area for TASKs that name their arguments there: fixints,
    * so any run of it is a stream of valid objects. */
-  static char shm[4096];
-  if (shm[1] == 0)
-    for (size_t i = 0; i < sizeof shm; i++)
-      shm[i] = (char)(i % 128);
+  static char area[4096];
+  static fp__shm shm = {.args = area, .args_len = sizeof area};
+  if (area[1] == 0)
+    for (size_t i = 0; i < sizeof area; i++)
+      area[i] = (char)(i % 128);
   fp__worker_cfg cfg = {.tasks = &tasks, .nslots = 1,
                         .max_message = ctl & 1 ? 1024 : (size_t)1 << 20,
-                        .shm = shm, .shm_len = sizeof shm};
+                        .shm = &shm};
   /* The body exactly as the frame reader hands it over: its own buffer. */
   char *body = malloc(z.n + 1);
   FZ_CHECK(body != NULL);
@@ -200,7 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned n;
     const char *name, *args;
     size_t name_len, args_len;
-    FZ_CHECK(fp__decode_task(body, z.n, cfg.shm, cfg.shm_len, &id, &name,
+    FZ_CHECK(fp__decode_task(body, z.n, shm.args, shm.args_len, &id, &name,
                              &name_len, &n, &args, &args_len) == 0);
     check_answer(&cfg, &head, &result, id, n);
   } else {

@@ -262,6 +262,17 @@ static void result_seeds(void)
   put(t, "code-below-range", &s); /* -5000 */
 }
 
+/* A TASK frame body naming len bytes at off in the shared area. */
+static void task_shm(seed *s, uint64_t id, const char *name, unsigned n,
+                     size_t off, size_t len)
+{
+  char frame[FP__HDR + 20 + FP__MAX_NAME + FP__SHM_REF];
+  size_t flen;
+  if (fp__encode_task_shm(id, name, n, off, len, frame, &flen) != 0)
+    die("fp__encode_task_shm");
+  add(s, frame + FP__HDR, flen - FP__HDR);
+}
+
 static void task_seeds(void)
 {
   seed s;
@@ -295,6 +306,13 @@ static void task_seeds(void)
   task(start(&s, 1, 1), 0, 12, "big", 2, NULL); /* 600, 600 */
   add(&s, LIT("\xcd\x02\x58\xcd\x02\x58"));
   put(t, "big-chunk-over-max", &s);
+  /* Arguments in fuzz_task's shared area of fixints. */
+  task_shm(start(&s, 1, 0), 15, "echo", 1, 7, 1);
+  put(t, "shm-echo", &s);
+  task_shm(start(&s, 1, 0), 16, "echo", 3, 100, 3);
+  put(t, "shm-chunk", &s);
+  task_shm(start(&s, 1, 0), 17, "echo", 1, 4095, 2);
+  put(t, "shm-past-end", &s);
   task(start(&s, 1, 0), 0, 13, "unpack", 1, "[i s]", 7, "seven");
   put(t, "unpack", &s);
   task(start(&s, 1, 0), 0, 14, "unpack", 1, "i", 5);

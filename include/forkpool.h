@@ -160,11 +160,16 @@ typedef struct fp_pool_options {
   fp_init_fn init;            /* NULL: none; runs in each worker */
   void *init_arg;             /* passed to init, in the worker's memory */
   unsigned max_tasks_per_worker; /* replace a worker after so many; 0: never */
+  size_t shm_args;            /* shared memory for large arguments, bytes of
+                                 address space: 0: 256 MiB; 1 MiB..1 TiB; or
+                                 FP_SHM_OFF: every payload through pipes */
 } fp_pool_options;
+
+#define FP_SHM_OFF ((size_t)-1)
 
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0 }
+    NULL, NULL, 0, 0 }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is
@@ -226,11 +231,12 @@ typedef struct fp_pool_stats {
   unsigned workers_live;      /* slots with a live worker now */
   uint64_t shared_args;       /* tasks and map chunks whose arguments went
                                  through shared memory, not a pipe */
+  uint64_t shared_results;    /* results that came back that way */
   uint64_t shared_bytes;      /* now: shared memory held by arguments */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one

@@ -578,6 +578,7 @@ static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
     return;
   }
   fp_future *f = pop_answered(p, s);
+  p->st.shared_results++;
   if (fp__future_is_done(f)) {
     fp__pool_let_go(p, f); /* a cancelled task's answer */
   } else {

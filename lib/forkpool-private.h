@@ -52,6 +52,7 @@ void fp__buf_give(fp__spare *slot, char *buf);
 /* --- shm.c: shared memory for large arguments and results ------------------- */
 
 #define FP__SHM_ARGS ((size_t)256 << 20) /* address space for arguments */
+#define FP__SHM_KEEP ((size_t)8 << 20)   /* free bytes kept resident */
 #define FP__SHM_RING ((size_t)64 << 20)  /* for each worker's results */
 #define FP__SHM_MIN ((size_t)64 << 10)   /* smaller payloads are framed */
 
@@ -71,9 +72,9 @@ typedef struct fp__shm {
   size_t in_use;         /* bytes allocated, in whole pages */
 } fp__shm;
 
-/* Maps the area for nslots workers; 0 with base NULL if the kernel would
- * not. */
-int fp__shm_init(fp__shm *m, unsigned nslots);
+/* Maps the area: args bytes for arguments, a ring for each of nslots
+ * workers.  0 with base NULL if the kernel would not. */
+int fp__shm_init(fp__shm *m, size_t args, unsigned nslots);
 /* After the fork server is forked: keep the area out of the caller's own
  * forks. */
 void fp__shm_private(fp__shm *m);
@@ -96,6 +97,8 @@ typedef struct fp__ring {
   char *base;            /* NULL: none, results go through the pipe */
   _Atomic uint64_t *tail; /* how far the parent has read */
   uint64_t head;         /* how far this worker has written */
+  uint64_t gap_from, gap_to; /* the last stretch skipped to start again at
+                            the ring's beginning */
   size_t touched;        /* bytes at the ring's start that may be resident */
 } fp__ring;
 

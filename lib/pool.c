@@ -36,6 +36,11 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   }
   if (o->max_message == 0)
     o->max_message = FP__DEFAULT_MAX_MESSAGE;
+  if (o->shm_args == 0)
+    o->shm_args = FP__SHM_ARGS;
+  if (o->shm_args != FP_SHM_OFF &&
+      (o->shm_args < ((size_t)1 << 20) || o->shm_args > ((size_t)1 << 40)))
+    return FP_EINVAL;
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
@@ -127,7 +132,8 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
   /* Before the fork server, so that every worker inherits it. */
-  if ((rc = fp__shm_init(&p->shm, p->nslots)) != 0)
+  if (o.shm_args != FP_SHM_OFF &&
+      (rc = fp__shm_init(&p->shm, o.shm_args, p->nslots)) != 0)
     goto fail;
   p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
   if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid)) != 0)

@@ -33,14 +33,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define FP__SHM_KEEP ((size_t)8 << 20) /* free bytes kept resident */
 #define FP__SHM_LINE 64                /* a tail per cache line */
 
-int fp__shm_init(fp__shm *m, unsigned nslots)
+int fp__shm_init(fp__shm *m, size_t args, unsigned nslots)
 {
   memset(m, 0, sizeof *m);
   m->page = (size_t)sysconf(_SC_PAGESIZE);
-  m->npages = FP__SHM_ARGS / m->page / 64 * 64; /* whole bitmap words */
+  m->npages = args / m->page / 64 * 64; /* whole bitmap words */
   size_t tails = ((size_t)nslots * FP__SHM_LINE + m->page - 1) / m->page *
                  m->page;
   size_t len = tails + m->npages * m->page + (size_t)nslots * FP__SHM_RING;
@@ -194,19 +193,32 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
 {
   if (r->base == NULL || len > FP__SHM_RING)
     return FP_ENOMEM;
-  uint64_t tail = atomic_load_explicit(r->tail, memory_order_acquire);
+  uint64_t read = atomic_load_explicit(r->tail, memory_order_acquire);
+  int empty = read == r->head;
+  /* Everything before from has been read, or is the gap skipped to start
+   * again at the ring's beginning: never written, never read.  Unread
+   * bytes span less than a ring, so at most the last gap lies ahead. */
+  uint64_t from = read == r->gap_from ? r->gap_to : read;
   uint64_t at = r->head;
-  if (tail == r->head || at % FP__SHM_RING + len > FP__SHM_RING)
+  if (empty || at % FP__SHM_RING + len > FP__SHM_RING)
     at = (at + FP__SHM_RING - 1) / FP__SHM_RING * FP__SHM_RING;
-  if (at + len - tail > FP__SHM_RING)
-    return FP_ENOMEM; /* it would write over what the parent has not read */
-  if (tail == r->head && r->touched > FP__SHM_KEEP && len <= FP__SHM_KEEP) {
-    /* Everything read: give back what a large result left resident. */
+  /* Position q reuses the bytes of q - RING: the new bytes must not reach
+   * those of anything not yet read. */
+  if (!empty && at + len - from > FP__SHM_RING)
+    return FP_ENOMEM;
+  if (at != r->head) {
+    r->gap_from = r->head;
+    r->gap_to = at;
+  }
+  if (empty) {
+    if (r->touched > FP__SHM_KEEP && len <= FP__SHM_KEEP) {
+      /* Everything read: give back what a large result left resident. */
 #ifdef MADV_REMOVE
-    if (madvise(r->base + FP__SHM_KEEP, r->touched - FP__SHM_KEEP,
-                MADV_REMOVE) == 0)
-      r->touched = FP__SHM_KEEP;
+      if (madvise(r->base + FP__SHM_KEEP, r->touched - FP__SHM_KEEP,
+                  MADV_REMOVE) == 0)
+        r->touched = FP__SHM_KEEP;
 #endif
+    }
   }
   size_t end = (size_t)(at % FP__SHM_RING) + len;
   if (end > r->touched)

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -276,13 +277,16 @@ static int t_raw(fp_call *call, const msgpack_object *args,
 static const fp_task ref_tasks[] = {
     {"echo", t_echo}, {"raw", t_raw}, {NULL, NULL}};
 
-static fp_pool *ref_pool(void)
+/* shm_args: FP_SHM_OFF, for results that go out through the pipe by
+ * reference, or 0, for large ones copied into the worker's ring. */
+static fp_pool *ref_pool(size_t shm_args)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   fp_pool *p;
   o.workers = 1;
   o.max_inflight = 8;
   o.tasks = ref_tasks;
+  o.shm_args = shm_args;
   ck_assert_int_eq(fp_pool_create(&p, &o), 0);
   return p;
 }
@@ -319,13 +323,14 @@ static void check_result_bytes(fp_future *f, const char *want, size_t len)
   msgpack_sbuffer_destroy(&sb);
 }
 
+/* Through the pipe by reference (_i 0) or through shared memory (_i 1). */
 START_TEST(large_echoes_go_out_by_reference)
 {
   static const size_t sizes[] = {65535, 65536, 1 << 20, 3u << 20, 65537, 5};
   enum { N = sizeof sizes / sizeof *sizes };
   fpt_snapshot snap;
   fpt_begin(&snap);
-  fp_pool *p = ref_pool();
+  fp_pool *p = ref_pool(_i == 0 ? FP_SHM_OFF : 0);
   msgpack_sbuffer sb[2 * N];
   fp_future *f[2 * N];
   for (unsigned k = 0; k < 2 * N; k++) {
@@ -338,6 +343,10 @@ START_TEST(large_echoes_go_out_by_reference)
     fp_future_release(f[k]);
     msgpack_sbuffer_destroy(&sb[k]);
   }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.shared_args, _i == 0 ? 0 : 2 * (N - 1));
+  ck_assert_uint_eq(st.shared_results, _i == 0 ? 0 : 2 * (N - 1));
   fp_pool_destroy(p);
   fpt_end(&snap);
 }
@@ -416,7 +425,7 @@ START_TEST(raw_results_are_read_across_pieces)
   enum { NF = sizeof firsts / sizeof *firsts };
   fpt_snapshot snap;
   fpt_begin(&snap);
-  fp_pool *p = ref_pool();
+  fp_pool *p = ref_pool(0);
   msgpack_sbuffer good, args;
   msgpack_sbuffer_init(&good);
   msgpack_sbuffer_init(&args);
@@ -453,6 +462,86 @@ START_TEST(raw_results_are_read_across_pieces)
 }
 END_TEST
 
+/* --- The result ring ------------------------------------------------------ */
+
+/* Whether [a, a+n) and [b, b+m) share a byte. */
+static int overlap(size_t a, size_t n, size_t b, size_t m)
+{
+  return a < b + m && b < a + n;
+}
+
+/*
+ * A worker's ring against a model of the parent: random result sizes, from
+ * a byte to most of the ring, and a reader that falls behind and catches up
+ * at random.  A place is never over a result not yet read, never runs off
+ * the ring's end, an empty ring always has room and starts again at its
+ * beginning, and a large result is trimmed away once read.
+ */
+START_TEST(ring_never_overwrites_unread_results)
+{
+  enum { Q = 64 };
+  const size_t R = FP__SHM_RING;
+  char *base = mmap(NULL, R, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ck_assert_ptr_ne(base, MAP_FAILED);
+  _Atomic uint64_t tail = 0;
+  fp__ring r = {.base = base, .tail = &tail};
+  uint64_t qpos[Q];
+  size_t qlen[Q];
+  unsigned head = 0, n = 0, refused = 0, trimmed = 0;
+  uint32_t seed = 12345;
+  for (int step = 0; step < 200000; step++) {
+    seed = seed * 1103515245u + 12345u;
+    unsigned pick = (seed >> 16) % 8;
+    if (n > 0 && (pick < 3 || n == Q)) { /* the parent reads the oldest */
+      unsigned k = head;
+      ck_assert_int_eq(base[qpos[k] % R], (char)qpos[k]);
+      ck_assert_int_eq(base[qpos[k] % R + qlen[k] - 1], (char)(qpos[k] + 1));
+      atomic_store(&tail, qpos[k] + qlen[k]);
+      head = (head + 1) % Q;
+      n--;
+      continue;
+    }
+    size_t len = pick == 7   ? 1 + (seed >> 8) % (R - 1)
+                 : pick >= 5 ? 1 + (seed >> 8) % (R / 4)
+                             : 1 + (seed >> 8) % (1 << 20);
+    size_t before = r.touched;
+    uint64_t pos;
+    /* Room in the model: after the newest unread result, up to the ring's
+     * end or the oldest; or, when those wrap, from the start. */
+    int fits = n == 0;
+    if (n > 0) {
+      unsigned last = (head + n - 1) % Q;
+      size_t o = qpos[head] % R, a = qpos[last] % R + qlen[last];
+      fits = a > o ? len <= R - a || len <= o : len <= o - a;
+    }
+    if (fp__ring_place(&r, len, &pos) != 0) {
+      ck_assert_msg(!fits, "refused %zu bytes that fit", len);
+      refused++;
+      continue;
+    }
+    if (n == 0) {
+      ck_assert_uint_eq(pos % R, 0);
+      trimmed += before > FP__SHM_KEEP && r.touched <= FP__SHM_KEEP;
+    }
+    ck_assert_uint_le(pos % R + len, R);
+    for (unsigned i = 0, k = head; i < n; i++, k = (k + 1) % Q) {
+      ck_assert_uint_ge(pos, qpos[k] + qlen[k]); /* positions only grow */
+      ck_assert(!overlap(pos % R, len, qpos[k] % R, qlen[k]));
+    }
+    base[pos % R] = (char)pos;
+    base[pos % R + len - 1] = (char)(pos + 1);
+    unsigned k = (head + n) % Q;
+    qpos[k] = pos;
+    qlen[k] = len;
+    n++;
+  }
+  ck_assert_uint_gt(refused, 0); /* the reader fell behind at times */
+  ck_assert_uint_gt(trimmed, 0);
+  munmap(base, R);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("worker");
@@ -465,8 +554,12 @@ int main(void)
   tc = tcase_create("bodies");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, echoes_of_every_size);
-  tcase_add_test(tc, large_echoes_go_out_by_reference);
+  tcase_add_loop_test(tc, large_echoes_go_out_by_reference, 0, 2);
   tcase_add_test(tc, raw_results_are_read_across_pieces);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("ring");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, ring_never_overwrites_unread_results);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }

@@ -1,0 +1,347 @@
+/*
+ * Large payloads through shared memory: arguments of 64 KiB or more go
+ * through the pool's shared area and results of 64 KiB or more through the
+ * worker's ring, as fp_submit(3) says; everything else, and whatever does
+ * not fit, through the pipes.  Real workers, real megabytes: the bytes come
+ * back intact either way, a task cannot write over arguments, a crash or a
+ * cancellation loses nothing, a lying worker is refused, and the memory is
+ * handed back.
+ */
+#define _GNU_SOURCE
+#include "fpt.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SHARED_MIN 65536 /* fp_submit(3): arguments and results this large */
+
+/* The argument's bin, unchanged. */
+static int t_echo(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  return msgpack_pack_object(o, *a) ? FP_ENOMEM : 0;
+}
+
+/* Writes into its own argument, which the API hands over as const. */
+static int t_scribble(fp_call *c, const msgpack_object *a,
+                      msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_BIN || a->via.bin.size == 0)
+    return fp_call_fail(c, "TypeError", "scribble takes a bin");
+  ((volatile char *)a->via.bin.ptr)[0] ^= 1;
+  return msgpack_pack_nil(o);
+}
+
+/* Writes a RESULT frame for task 1 that names bytes outside its ring. */
+static int t_forge(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  /* Body: 3 (in the ring), id 1, pos 0, len 2^32-1 as uint 32. */
+  static const char frame[] = {8, 0, 0, 0, 3, 1, 0, (char)0xce,
+                               -1, -1, -1, -1};
+  if (write(4, frame, sizeof frame) < 0)
+    return -1;
+  return msgpack_pack_nil(o);
+}
+
+/* [path]: blocks until the test writes a byte into the FIFO at path. */
+static int t_gate(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  char path[256], b;
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "gate takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  FILE *f = fopen(path, "r");
+  if (f == NULL || fread(&b, 1, 1, f) != 1)
+    return fp_call_fail(c, "OSError", "gate %s", path);
+  fclose(f);
+  return msgpack_pack_nil(o);
+}
+
+static const fp_task tasks[] = {{"echo", t_echo},
+                                {"scribble", t_scribble},
+                                {"forge", t_forge},
+                                {"gate", t_gate},
+                                {NULL, NULL}};
+
+static fp_pool *pool(unsigned workers, unsigned max_inflight)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = workers;
+  o.max_inflight = max_inflight;
+  o.tasks = tasks;
+  o.restart_limit = 0;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  return p;
+}
+
+/* A bin of n bytes of a pattern that depends on seed, packed. */
+static void pack_bin(msgpack_sbuffer *sb, size_t n, unsigned seed)
+{
+  msgpack_packer pk;
+  msgpack_sbuffer_init(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(msgpack_pack_bin(&pk, n), 0);
+  char *buf = malloc(n + 1);
+  ck_assert_ptr_nonnull(buf);
+  for (size_t i = 0; i < n; i++)
+    buf[i] = (char)(i * 31 + seed);
+  ck_assert_int_eq(msgpack_pack_bin_body(&pk, buf, n), 0);
+  free(buf);
+}
+
+/* The result is the bin pack_bin made for n and seed. */
+static void check_bin(fp_future *f, size_t n, unsigned seed)
+{
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_BIN);
+  ck_assert_uint_eq(r->via.bin.size, n);
+  for (size_t i = 0; i < n; i++)
+    if (r->via.bin.ptr[i] != (char)(i * 31 + seed))
+      ck_abort_msg("byte %zu of %zu differs", i, n);
+}
+
+static fp_pool_stats stats(fp_pool *p)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  return st;
+}
+
+/* This process's resident shared memory, in KiB. */
+static long rss_shmem_kib(void)
+{
+  FILE *f = fopen("/proc/self/status", "r");
+  ck_assert_ptr_nonnull(f);
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f) != NULL)
+    if (sscanf(line, "RssShmem: %ld kB", &kib) == 1)
+      break;
+  fclose(f);
+  ck_assert_int_ge(kib, 0);
+  return kib;
+}
+
+static fp_future *submit(fp_pool *p, const char *task,
+                         const msgpack_sbuffer *sb)
+{
+  fp_future *f;
+  ck_assert_int_eq(fp_submit(p, task, sb->data, sb->size, &f), 0);
+  return f;
+}
+
+START_TEST(sizes_around_the_threshold)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool(2, 0);
+  /* A bin of n bytes packs to n + 3 (under 64 KiB) or n + 5 bytes. */
+  static const size_t sizes[] = {0,      1,         100,       SHARED_MIN - 4,
+                                 SHARED_MIN - 3,    SHARED_MIN, 1 << 20,
+                                 (9 << 20) + 7};
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  fp_future *f[N];
+  uint64_t large = 0;
+  for (unsigned i = 0; i < N; i++) {
+    msgpack_sbuffer sb;
+    pack_bin(&sb, sizes[i], i);
+    large += sb.size >= SHARED_MIN;
+    f[i] = submit(p, "echo", &sb);
+    msgpack_sbuffer_destroy(&sb); /* the caller's buffer goes at once */
+  }
+  for (unsigned i = 0; i < N; i++) {
+    check_bin(f[i], sizes[i], i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(large, 4);
+  ck_assert_uint_eq(st.shared_args, large);
+  ck_assert_uint_eq(st.shared_results, large);
+  ck_assert_uint_eq(st.shared_bytes, 0); /* every argument let go */
+  ck_assert_uint_eq(st.finished, N);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(tasks_cannot_write_shared_arguments)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool(1, 4);
+  msgpack_sbuffer small, big;
+  pack_bin(&small, 10, 1);
+  pack_bin(&big, 1 << 20, 2);
+  /* A private copy may be scribbled on; the shared one is read-only. */
+  fp_future *a = submit(p, "scribble", &small);
+  fp_future *b = submit(p, "scribble", &big);
+  fp_future *c = submit(p, "echo", &big); /* queued behind the crash */
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(a, FPT_LIMIT_MS, &r), 0);
+  ck_assert_int_eq(fp_future_result(b, FPT_LIMIT_MS, &r), FP_EWORKER);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(b), "signal 11"));
+  check_bin(c, 1 << 20, 2); /* its own copy, untouched, sent again */
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_future_release(c);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.worker_deaths, 1);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  msgpack_sbuffer_destroy(&small);
+  msgpack_sbuffer_destroy(&big);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/*
+ * A running task cancelled before its frame was written: the frame (and
+ * its shared argument) must stay until the worker is done with it, or the
+ * next write would send freed memory and kill the worker.
+ */
+START_TEST(cancelled_before_written)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  char gate[64];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = pool(1, 8);
+  msgpack_sbuffer sb[4];
+  fp_future *g, *f[4];
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  for (unsigned i = 0; i < 4; i++) {
+    pack_bin(&sb[i], i % 2 ? 100 : (size_t)1 << 20, i);
+    f[i] = submit(p, "echo", &sb[i]);
+  }
+  /* Handed to the worker, their frames still gathering: no call that runs
+   * the dispatcher (fp_future_state, say) may come between. */
+  for (unsigned i = 1; i < 4; i++)
+    ck_assert_int_eq(fp_future_cancel(f[i], FP_CANCEL_RUNNING), 0);
+  fpt_gate_open(gate);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  check_bin(f[0], (size_t)1 << 20, 0);
+  for (unsigned i = 1; i < 4; i++)
+    ck_assert_int_eq(fp_future_state(f[i]), FP_CANCELLED);
+  /* The placeholders' answers come back; then nothing is held. */
+  fp_pool_stats st;
+  for (int tries = 0;; tries++) {
+    ck_assert_int_lt(tries, FPT_LIMIT_MS);
+    st = stats(p);
+    if (st.shared_bytes == 0)
+      break;
+    ck_assert_int_ge(fp_pool_dispatch(p, 1), 0);
+  }
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  ck_assert_uint_eq(st.cancelled, 3);
+  fp_future_release(g);
+  for (unsigned i = 0; i < 4; i++) {
+    fp_future_release(f[i]);
+    msgpack_sbuffer_destroy(&sb[i]);
+  }
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/*
+ * More than the area holds, all pending at once: what does not fit goes
+ * through the pipes, every byte comes back, and afterwards the pages are
+ * handed back to the kernel.
+ */
+START_TEST(area_full_then_trimmed)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  char gate[64];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = pool(1, 4);
+  enum { N = 18 };
+  const size_t size = (size_t)16 << 20; /* 18 x 16 MiB > 256 MiB */
+  fp_future *g, *f[N];
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  for (unsigned i = 0; i < N; i++) {
+    msgpack_sbuffer sb;
+    pack_bin(&sb, size, i);
+    f[i] = submit(p, "echo", &sb);
+    msgpack_sbuffer_destroy(&sb);
+  }
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_gt(st.shared_args, 0);
+  ck_assert_uint_lt(st.shared_args, N); /* the area was full */
+  ck_assert_uint_ge(st.shared_bytes, st.shared_args * size);
+  ck_assert_int_gt(rss_shmem_kib(), 128 << 10);
+  fpt_gate_open(gate);
+  for (unsigned i = 0; i < N; i++) {
+    check_bin(f[i], size, i);
+    fp_future_release(f[i]);
+  }
+  /* One more, so that the worker trims its emptied ring. */
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 1 << 20, 99);
+  fp_future *last = submit(p, "echo", &sb);
+  check_bin(last, 1 << 20, 99);
+  fp_future_release(last);
+  msgpack_sbuffer_destroy(&sb);
+  st = stats(p);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  ck_assert_uint_gt(st.shared_results, 0);
+  /* At most 8 MiB kept for arguments and 8 MiB for the ring, and slack. */
+  ck_assert_int_lt(rss_shmem_kib(), 24 << 10);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  fp_future_release(g);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(forged_ring_result_is_refused)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool(1, 2);
+  fp_future *f;
+  /* The pool's first task has id 1, the id the forged frame names. */
+  ck_assert_int_eq(fp_submitf(p, "forge", &f, "[]"), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EPROTO);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(f), "ring"));
+  fp_future_release(f);
+  /* The worker was replaced; the next large echo works. */
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 1 << 20, 5);
+  f = submit(p, "echo", &sb);
+  check_bin(f, 1 << 20, 5);
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("shm");
+  TCase *tc = tcase_create("shm");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, sizes_around_the_threshold);
+  tcase_add_test(tc, tasks_cannot_write_shared_arguments);
+  tcase_add_test(tc, cancelled_before_written);
+  tcase_add_test(tc, area_full_then_trimmed);
+  tcase_add_test(tc, forged_ring_result_is_refused);
+  suite_add_tcase(s, tc);
+  fpt_run_suite(s);
+}
