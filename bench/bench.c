@@ -310,8 +310,10 @@ static int write_markdown(const char *path, const bench_cfg *c,
   fprintf(fp, "Medians of n repetitions (column n); each baseline is "
           "measured in the same run, interleaved with its workload.  Ratio = "
           "median / the baseline's median.  2 workers unless a row says "
-          "otherwise; library defaults (max_inflight %s).\n\n",
-          c->max_inflight ? "set by --max-inflight" : "automatic");
+          "otherwise; library defaults (max_inflight %s, %s).\n\n",
+          c->max_inflight ? "set by --max-inflight" : "automatic",
+          c->shm_off ? "shared memory off by --shm-off"
+                     : "large payloads in shared memory");
   fprintf(fp, "| Figure | Median | Min–max (n) | Baseline | Baseline median "
           "| Ratio | Target | Met |\n");
   fprintf(fp, "|---|---:|---:|---|---:|---:|---|:-:|\n");
@@ -378,7 +380,7 @@ static void usage(FILE *fp)
   fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
               "[--only w1,w2,w3,w4,w5,w6,w7,mem] [--markdown FILE]\n"
               "  for profiling: [--no-baseline] [--max-inflight N] "
-              "[--chunksize N (W2)] [--lazy-items N (Memory)]\n");
+              "[--shm-off] [--chunksize N (W2)] [--lazy-items N (Memory)]\n");
 }
 
 static int wanted(const char *only, const char *name)
@@ -396,7 +398,7 @@ int main(int argc, char **argv)
 {
   bench_cfg c;
   const char *only = NULL, *markdown = NULL;
-  int reps = 0, inflight = 0, quick = 0, no_baseline = 0;
+  int reps = 0, inflight = 0, quick = 0, no_baseline = 0, shm_off = 0;
   long chunk = -1, lazy = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) {
@@ -409,6 +411,8 @@ int main(int argc, char **argv)
       chunk = atol(argv[++i]);
     } else if (strcmp(argv[i], "--no-baseline") == 0) {
       no_baseline = 1;
+    } else if (strcmp(argv[i], "--shm-off") == 0) {
+      shm_off = 1;
     } else if (strcmp(argv[i], "--max-inflight") == 0 && i + 1 < argc) {
       inflight = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
@@ -432,7 +436,8 @@ int main(int argc, char **argv)
   if (lazy > 0)
     c.mem_lazy_large = (size_t)lazy;
   c.max_inflight = inflight > 0 ? (unsigned)inflight : 0;
-  pool_tuning(c.max_inflight);
+  c.shm_off = shm_off;
+  pool_tuning(c.max_inflight, shm_off ? FP_SHM_OFF : 0);
   if (reps > 0)
     c.reps = c.reps_slow = reps > BENCH_MAX_SAMPLES ? BENCH_MAX_SAMPLES : reps;
   setvbuf(stdout, NULL, _IOLBF, 0);

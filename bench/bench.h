@@ -38,6 +38,7 @@ typedef struct bench_cfg {
   size_t mem_lazy_small;   /* Memory: lazy map, short */
   size_t mem_lazy_large;   /* Memory: lazy map, long */
   unsigned max_inflight;   /* fp_pool_options.max_inflight; 0: default */
+  int shm_off;             /* fp_pool_options.shm_args FP_SHM_OFF */
   int no_baseline;         /* profiling forkpool alone: skip baselines */
   long w2_chunksize;       /* profiling W2: only this chunksize; -1: all */
 } bench_cfg;
@@ -124,7 +125,8 @@ void base_crash(int respawn, double *detect, double *next);
 /* --- Workloads (workloads.c) --------------------------------------------------- */
 
 /* Pools the workloads create use this max_inflight (0: the default). */
-void pool_tuning(unsigned max_inflight);
+/* Options for every pool: 0 for the library's defaults. */
+void pool_tuning(unsigned max_inflight, size_t shm_args);
 void run_w1(const bench_cfg *c);
 void run_w2(const bench_cfg *c);
 void run_w3(const bench_cfg *c);

@@ -102,17 +102,21 @@ static void pack_uint(small_buf *b, uint64_t x)
 }
 
 static unsigned tuned_inflight;
+static size_t tuned_shm;
 
-void pool_tuning(unsigned max_inflight)
+void pool_tuning(unsigned max_inflight, size_t shm_args)
 {
   tuned_inflight = max_inflight;
+  tuned_shm = shm_args;
 }
 
-static fp_pool *pool_new(unsigned workers, unsigned restart_limit)
+static fp_pool *pool_new_shm(unsigned workers, unsigned restart_limit,
+                             size_t shm_args)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.workers = workers;
   o.max_inflight = tuned_inflight;
+  o.shm_args = shm_args;
   o.tasks = bench_tasks;
   o.restart_limit = restart_limit;
   fp_pool *p;
@@ -120,6 +124,11 @@ static fp_pool *pool_new(unsigned workers, unsigned restart_limit)
   if (rc != 0)
     die("fp_pool_create", rc);
   return p;
+}
+
+static fp_pool *pool_new(unsigned workers, unsigned restart_limit)
+{
+  return pool_new_shm(workers, restart_limit, tuned_shm);
 }
 
 static fp_future *submit_uint(fp_pool *p, const char *task, uint64_t x)
@@ -430,6 +439,24 @@ void run_w4(const bench_cfg *c)
 
 /* --- W5: payload bandwidth ------------------------------------------------------------ */
 
+/* MiB/s of n sequential echoes of the packed payload (both directions). */
+static double echo_rate(fp_pool *p, const msgpack_sbuffer *sb, size_t bytes,
+                        size_t n)
+{
+  double t0 = now_s();
+  for (size_t i = 0; i < n; i++) {
+    fp_future *f;
+    const msgpack_object *res;
+    int rc = fp_submit(p, "echo", sb->data, sb->size, &f);
+    if (rc != 0 || (rc = fp_future_result(f, WAIT_MS, &res)) != 0)
+      die("W5 echo", rc);
+    if (res->type != MSGPACK_OBJECT_BIN || res->via.bin.size != bytes)
+      die("W5: wrong echo", 0);
+    fp_future_release(f);
+  }
+  return 2.0 * (double)bytes * (double)n / (now_s() - t0) / (1 << 20);
+}
+
 void run_w5(const bench_cfg *c)
 {
   size_t bytes = c->w5_bytes, n = c->w5_trips;
@@ -444,30 +471,24 @@ void run_w5(const bench_cfg *c)
   msgpack_pack_bin(&pk, bytes);
   msgpack_pack_bin_body(&pk, payload, bytes);
 
-  fp_pool *p = pool_new(1, 10);
-  series base = {0}, fp = {0};
-  for (int r = -1; r < c->reps; r++) { /* r == -1: warm-up */
-    if (r >= 0 && !c->no_baseline)
+  /* The same through the pipes alone, for the record: what the shared
+   * memory transport buys. */
+  fp_pool *p = pool_new(1, 10), *pipes = pool_new_shm(1, 10, FP_SHM_OFF);
+  series base = {0}, fp = {0}, fp_pipes = {0};
+  (void)echo_rate(p, &sb, bytes, 3); /* warm-up */
+  (void)echo_rate(pipes, &sb, bytes, 3);
+  for (int r = 0; r < c->reps; r++) {
+    if (!c->no_baseline)
       series_add(&base, base_echo(bytes, n));
-    double t0 = now_s();
-    for (size_t i = 0; i < (r < 0 ? 3 : n); i++) {
-      fp_future *f;
-      const msgpack_object *res;
-      int rc = fp_submit(p, "echo", sb.data, sb.size, &f);
-      if (rc != 0 || (rc = fp_future_result(f, WAIT_MS, &res)) != 0)
-        die("W5 echo", rc);
-      if (res->type != MSGPACK_OBJECT_BIN || res->via.bin.size != bytes)
-        die("W5: wrong echo", 0);
-      fp_future_release(f);
-    }
-    if (r >= 0)
-      series_add(&fp, 2.0 * (double)bytes * (double)n / (now_s() - t0) /
-                          (1 << 20));
+    series_add(&fp, echo_rate(p, &sb, bytes, n));
+    if (!c->no_baseline)
+      series_add(&fp_pipes, echo_rate(pipes, &sb, bytes, n));
   }
   fp_pool_destroy(p);
+  fp_pool_destroy(pipes);
   msgpack_sbuffer_destroy(&sb);
   free(payload);
-  char note[160];
+  char note[200];
   snprintf(note, sizeof note, "%zu round trips of %zu bytes each way, 1 MiB "
            "pipes; MiB/s counts both directions", n, bytes);
   figure *b = figure_add("W5 baseline: pipe echo", "MiB/s", &base, NULL,
@@ -476,6 +497,10 @@ void run_w5(const bench_cfg *c)
            "echoed back, 1 worker", n, bytes);
   figure *f = figure_add("W5 payload bandwidth", "MiB/s", &fp, b, note);
   figure_target(f, f->ratio >= 0.9, ">= 0.90 of baseline");
+  if (!c->no_baseline)
+    figure_add("W5 through pipes only (FP_SHM_OFF)", "MiB/s", &fp_pipes, b,
+               "the same with shm_args FP_SHM_OFF: every byte through the "
+               "pipes (no target)");
 }
 
 /* --- W6: crash recovery ---------------------------------------------------------------- */
