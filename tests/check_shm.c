@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SHARED_MIN 65536 /* fp_submit(3): arguments and results this large */
@@ -332,6 +333,94 @@ START_TEST(forged_ring_result_is_refused)
 }
 END_TEST
 
+/* Mappings of shared anonymous memory in this process. */
+static int shared_anon_maps(void)
+{
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (f == NULL)
+    return -1;
+  char line[512];
+  int n = 0;
+  while (fgets(line, sizeof line, f) != NULL)
+    n += strstr(line, "/dev/zero (deleted)") != NULL;
+  fclose(f);
+  return n;
+}
+
+/* The caller's own children do not get the area; FP_SHM_OFF maps none. */
+START_TEST(area_stays_out_of_callers_children)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int before = shared_anon_maps();
+  fp_pool *p = pool(1, 0);
+  ck_assert_int_eq(shared_anon_maps(), before + 1);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    _exit(shared_anon_maps() == before ? 0 : 1);
+  int status;
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  fp_pool_destroy(p);
+  ck_assert_int_eq(shared_anon_maps(), before);
+
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = tasks;
+  o.shm_args = FP_SHM_OFF;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(shared_anon_maps(), before);
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 1 << 20, 3);
+  fp_future *f = submit(p, "echo", &sb);
+  check_bin(f, 1 << 20, 3);
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.shared_args, 0);
+  ck_assert_uint_eq(st.shared_results, 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Out-of-range sizes are refused, and nothing is left behind. */
+START_TEST(bad_shm_args)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static const size_t bad[] = {1, 4096, (1 << 20) - 1,
+                               ((size_t)1 << 40) + 1, FP_SHM_OFF - 1};
+  for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    o.tasks = tasks;
+    o.shm_args = bad[i];
+    fp_pool *p = (fp_pool *)&o; /* not left as it was */
+    ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+    ck_assert_ptr_null(p);
+  }
+  /* The smallest area: a 2 MiB argument does not fit, and goes by pipe. */
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = tasks;
+  o.shm_args = 1 << 20;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 2 << 20, 4);
+  fp_future *f = submit(p, "echo", &sb);
+  check_bin(f, 2 << 20, 4);
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.shared_args, 0);
+  ck_assert_uint_eq(st.shared_results, 1); /* the ring is its own */
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("shm");
@@ -342,6 +431,8 @@ int main(void)
   tcase_add_test(tc, cancelled_before_written);
   tcase_add_test(tc, area_full_then_trimmed);
   tcase_add_test(tc, forged_ring_result_is_refused);
+  tcase_add_test(tc, area_stays_out_of_callers_children);
+  tcase_add_test(tc, bad_shm_args);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
