@@ -199,12 +199,25 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
    * again at the ring's beginning: never written, never read.  Unread
    * bytes span less than a ring, so at most the last gap lies ahead. */
   uint64_t from = read == r->gap_from ? r->gap_to : read;
-  uint64_t at = r->head;
-  if (empty || at % FP__SHM_RING + len > FP__SHM_RING)
-    at = (at + FP__SHM_RING - 1) / FP__SHM_RING * FP__SHM_RING;
-  /* Position q reuses the bytes of q - RING: the new bytes must not reach
-   * those of anything not yet read. */
-  if (!empty && at + len - from > FP__SHM_RING)
+  /* After the newest result while that stays in the first FP__SHM_KEEP
+   * bytes; else at the ring's beginning if there is room there, so that
+   * the pages in use stay few; else after the newest.  Position q reuses
+   * the bytes of q - RING: the new bytes must not reach those of anything
+   * not yet read. */
+  uint64_t start = (r->head + FP__SHM_RING - 1) / FP__SHM_RING * FP__SHM_RING;
+  size_t end = (size_t)(r->head % FP__SHM_RING) + len;
+  int fits_end = end <= FP__SHM_RING && r->head + len - from <= FP__SHM_RING;
+  int fits_start = start + len - from <= FP__SHM_RING;
+  uint64_t at;
+  if (empty)
+    at = start;
+  else if (fits_end && end <= FP__SHM_KEEP)
+    at = r->head;
+  else if (fits_start)
+    at = start;
+  else if (fits_end)
+    at = r->head;
+  else
     return FP_ENOMEM;
   if (at != r->head) {
     r->gap_from = r->head;
@@ -220,7 +233,7 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
 #endif
     }
   }
-  size_t end = (size_t)(at % FP__SHM_RING) + len;
+  end = (size_t)(at % FP__SHM_RING) + len;
   if (end > r->touched)
     r->touched = end;
   r->head = at + len;

@@ -474,8 +474,10 @@ static int overlap(size_t a, size_t n, size_t b, size_t m)
  * A worker's ring against a model of the parent: random result sizes, from
  * a byte to most of the ring, and a reader that falls behind and catches up
  * at random.  A place is never over a result not yet read, never runs off
- * the ring's end, an empty ring always has room and starts again at its
- * beginning, and a large result is trimmed away once read.
+ * the ring's end, and goes where the model says: right after the newest
+ * while that stays in the first FP__SHM_KEEP bytes, else to the ring's
+ * beginning if there is room there (an empty ring always has), else after
+ * the newest, else nowhere.  A large result is trimmed away once read.
  */
 START_TEST(ring_never_overwrites_unread_results)
 {
@@ -509,19 +511,27 @@ START_TEST(ring_never_overwrites_unread_results)
     uint64_t pos;
     /* Room in the model: after the newest unread result, up to the ring's
      * end or the oldest; or, when those wrap, from the start. */
-    int fits = n == 0;
+    /* Where the ring should put it: -1 nowhere, else an offset. */
+    long want = 0;
     if (n > 0) {
       unsigned last = (head + n - 1) % Q;
       size_t o = qpos[head] % R, a = qpos[last] % R + qlen[last];
-      fits = a > o ? len <= R - a || len <= o : len <= o - a;
+      int end_ok = a > o ? len <= R - a : len <= o - a;
+      int start_ok = a > o && len <= o; /* room before the oldest */
+      if (end_ok && a + len <= FP__SHM_KEEP)
+        want = (long)(a % R); /* compact: right after the newest */
+      else if (start_ok)
+        want = 0;             /* back to the start */
+      else
+        want = end_ok ? (long)(a % R) : -1;
     }
     if (fp__ring_place(&r, len, &pos) != 0) {
-      ck_assert_msg(!fits, "refused %zu bytes that fit", len);
+      ck_assert_msg(want < 0, "refused %zu bytes that fit at %ld", len, want);
       refused++;
       continue;
     }
+    ck_assert_int_eq((long)(pos % R), want);
     if (n == 0) {
-      ck_assert_uint_eq(pos % R, 0);
       trimmed += before > FP__SHM_KEEP && r.touched <= FP__SHM_KEEP;
     }
     ck_assert_uint_le(pos % R + len, R);
