@@ -208,17 +208,10 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
   size_t end = (size_t)(r->head % FP__SHM_RING) + len;
   int fits_end = end <= FP__SHM_RING && r->head + len - from <= FP__SHM_RING;
   int fits_start = start + len - from <= FP__SHM_RING;
-  uint64_t at;
-  if (empty)
-    at = start;
-  else if (fits_end && end <= FP__SHM_KEEP)
-    at = r->head;
-  else if (fits_start)
-    at = start;
-  else if (fits_end)
-    at = r->head;
-  else
+  int compact = fits_end && end <= FP__SHM_KEEP;
+  if (!empty && !compact && !fits_start && !fits_end)
     return FP_ENOMEM;
+  uint64_t at = empty || (!compact && fits_start) ? start : r->head;
   if (at != r->head) {
     r->gap_from = r->head;
     r->gap_to = at;
