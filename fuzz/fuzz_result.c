@@ -7,6 +7,8 @@
  *
  *   handle_readable -> fp__reader_next -> handle_frame ->
  *     fp__decode_result_head, handle_ready, fp__future_finish,
+ *     handle_ring_result (the ring's first 4 KiB hold the input's first
+ *     bytes),
  *     fail_from_body, account_chunk; then slot_exited for the worker's
  *     death; then, as fp_map_next does, open_answer and yield.
  *
@@ -78,10 +80,16 @@ static void find_answers(const uint8_t *buf, size_t len, size_t max,
     uint64_t id;
     int code;
     size_t at;
-    if (fp__decode_result_head((const char *)buf + off + FP__HDR, n, &id,
-                               &code, &at) != 0)
-      ;
-    else if (out->n < sizeof out->a / sizeof *out->a)
+    uint64_t pos;
+    size_t rlen;
+    const char *body = (const char *)buf + off + FP__HDR;
+    if (fp__decode_result_shm(body, n, &id, &pos, &rlen) == 0)
+      code = 0; /* a success left in the ring */
+    else if (fp__decode_result_head(body, n, &id, &code, &at) != 0) {
+      off += FP__HDR + n;
+      continue;
+    }
+    if (out->n < sizeof out->a / sizeof *out->a)
       out->a[out->n++] = (answer){id, code};
     else
       out->overflow = 1;
@@ -106,10 +114,28 @@ static int pool_code(int err)
          err == FP_EBROKEN || err == FP_ECANCELLED;
 }
 
+/*
+ * The slot's ring, as a worker would have filled it: the first 4 KiB hold
+ * the input's first bytes (the fuzzer's to shape), the rest zeros.  Mapped
+ * once; the pool borrows it.
+ */
+static fp__shm fz_shm;
+
+static void ring_fill(const uint8_t *data, size_t size)
+{
+  if (fz_shm.base == NULL)
+    FZ_CHECK(fp__shm_init(&fz_shm, (size_t)1 << 20, 1) == 0 &&
+             fz_shm.base != NULL);
+  size_t n = size < 4096 ? size : 4096;
+  memset(fz_shm.rings, 0, 4096);
+  memcpy(fz_shm.rings, data, n);
+}
+
 static fp_pool *pool_new(size_t max_message)
 {
   fp_pool *p = calloc(1, sizeof *p);
   FZ_CHECK(p != NULL);
+  p->shm = fz_shm;
   pthread_mutex_init(&p->lock, NULL);
   pthread_cond_init(&p->cond, NULL);
   p->ctl_fd = p->epfd = -1; /* so no message, and no signal, leaves */
@@ -180,6 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fz_alloc_fail_at = fz_u8(&z);
   find_answers(z.p, z.n, max, &as);
 
+  ring_fill(z.p, z.n);
   fp_pool *p = pool_new(max);
   fp__slot *s = &p->slots[0];
   fz_pipe(fds);

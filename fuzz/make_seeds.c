@@ -220,6 +220,17 @@ static void result_seeds(void)
   put(t, "ready-then-result", &s);
   result(start(&s, 3, 0, 0, 0), 1, 0, "n");
   put(t, "result", &s);
+  /* In the ring, which holds the input's first bytes: byte 0 is c0 = 0x01,
+   * a fixint; bytes 0-2 are three fixints, two too many. */
+  char ring[FP__RESULT_SHM_MAX];
+  add(start(&s, 3, 1, 0, 0), ring, fp__encode_result_shm(ring, 1, 0, 1));
+  add(&s, ring, fp__encode_result_shm(ring, 2, 1, 1));
+  put(t, "ring-results", &s);
+  add(start(&s, 3, 0, 0, 0), ring, fp__encode_result_shm(ring, 1, 0, 3));
+  put(t, "ring-result-extra", &s);
+  add(start(&s, 3, 0, 0, 0), ring, fp__encode_result_shm(ring, 1, 5, 64));
+  add(&s, ring, fp__encode_result_shm(ring, 1, 0, 1)); /* before the tail */
+  put(t, "ring-result-behind", &s);
   failure(start(&s, 3, 16, 0, 0), 1, FP_ETASK, "TypeError", "bad args");
   put(t, "failure", &s);
   result(start(&s, 3, 2, 3 << 1, 0), 1, 0, "{s: [i s]}", "k", 1, "v");
