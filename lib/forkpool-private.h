@@ -53,6 +53,8 @@ void fp__buf_give(fp__spare *slot, char *buf);
 
 #define FP__SHM_ARGS ((size_t)256 << 20) /* address space for arguments */
 #define FP__SHM_KEEP ((size_t)8 << 20)   /* free bytes kept resident */
+#define FP__SHM_COMPACT ((size_t)1 << 20) /* a ring's results stay in its
+                                             first MiB while they fit */
 #define FP__SHM_RING ((size_t)64 << 20)  /* for each worker's results */
 #define FP__SHM_MIN ((size_t)64 << 10)   /* smaller payloads are framed */
 

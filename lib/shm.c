@@ -20,10 +20,11 @@
  * FP__SHM_KEEP above the highest live one are handed back to the kernel when
  * they are freed.  A ring is written by its worker at positions that only
  * grow, and read by the parent in the same order; the worker never writes
- * over bytes the parent has not read (it sends through the pipe instead),
- * and starts again at the ring's beginning whenever the parent has read
- * everything, so the ring's resident part stays as large as its largest
- * result, and is trimmed to FP__SHM_KEEP when that result has been read.
+ * over bytes the parent has not read (it sends through the pipe instead).
+ * It keeps results in the ring's first FP__SHM_COMPACT bytes while they fit,
+ * goes back to the beginning when there is room, and trims what lies beyond
+ * the next result and FP__SHM_KEEP whenever the parent has read everything.
+ * fp__ring_place's test in check_worker follows a model of exactly this.
  */
 #include "forkpool-private.h"
 
@@ -199,16 +200,16 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
    * again at the ring's beginning: never written, never read.  Unread
    * bytes span less than a ring, so at most the last gap lies ahead. */
   uint64_t from = read == r->gap_from ? r->gap_to : read;
-  /* After the newest result while that stays in the first FP__SHM_KEEP
-   * bytes; else at the ring's beginning if there is room there, so that
-   * the pages in use stay few; else after the newest.  Position q reuses
-   * the bytes of q - RING: the new bytes must not reach those of anything
-   * not yet read. */
+  /* After the newest result while that stays in the first
+   * FP__SHM_COMPACT bytes; else at the ring's beginning if there is room
+   * there, so that the pages in use stay few; else after the newest.
+   * Position q reuses the bytes of q - RING: the new bytes must not reach
+   * those of anything not yet read. */
   uint64_t start = (r->head + FP__SHM_RING - 1) / FP__SHM_RING * FP__SHM_RING;
   size_t end = (size_t)(r->head % FP__SHM_RING) + len;
   int fits_end = end <= FP__SHM_RING && r->head + len - from <= FP__SHM_RING;
   int fits_start = start + len - from <= FP__SHM_RING;
-  int compact = fits_end && end <= FP__SHM_KEEP;
+  int compact = fits_end && end <= FP__SHM_COMPACT;
   if (!empty && !compact && !fits_start && !fits_end)
     return FP_ENOMEM;
   uint64_t at = empty || (!compact && fits_start) ? start : r->head;
@@ -216,15 +217,15 @@ int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos)
     r->gap_from = r->head;
     r->gap_to = at;
   }
-  if (empty) {
-    if (r->touched > FP__SHM_KEEP && len <= FP__SHM_KEEP) {
-      /* Everything read: give back what a large result left resident. */
+  size_t keep = len > FP__SHM_KEEP ? len : FP__SHM_KEEP;
+  keep = (keep + 4095) & ~(size_t)4095;
+  if (empty && r->touched > keep) {
+    /* Everything read, and this one starts at the beginning: give back
+     * what earlier results left resident beyond it. */
 #ifdef MADV_REMOVE
-      if (madvise(r->base + FP__SHM_KEEP, r->touched - FP__SHM_KEEP,
-                  MADV_REMOVE) == 0)
-        r->touched = FP__SHM_KEEP;
+    if (madvise(r->base + keep, r->touched - keep, MADV_REMOVE) == 0)
+      r->touched = keep;
 #endif
-    }
   }
   end = (size_t)(at % FP__SHM_RING) + len;
   if (end > r->touched)

@@ -346,7 +346,12 @@ START_TEST(large_echoes_go_out_by_reference)
   fp_pool_stats st = FP_POOL_STATS_INIT;
   ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
   ck_assert_uint_eq(st.shared_args, _i == 0 ? 0 : 2 * (N - 1));
-  ck_assert_uint_eq(st.shared_results, _i == 0 ? 0 : 2 * (N - 1));
+  /* Results find the ring full at times (the model test below says
+   * exactly when); those go through the pipe by reference. */
+  if (_i == 0)
+    ck_assert_uint_eq(st.shared_results, 0);
+  else
+    ck_assert_uint_gt(st.shared_results, 0);
   fp_pool_destroy(p);
   fpt_end(&snap);
 }
@@ -475,7 +480,7 @@ static int overlap(size_t a, size_t n, size_t b, size_t m)
  * a byte to most of the ring, and a reader that falls behind and catches up
  * at random.  A place is never over a result not yet read, never runs off
  * the ring's end, and goes where the model says: right after the newest
- * while that stays in the first FP__SHM_KEEP bytes, else to the ring's
+ * while that stays in the first FP__SHM_COMPACT bytes, else to the ring's
  * beginning if there is room there (an empty ring always has), else after
  * the newest, else nowhere.  A large result is trimmed away once read.
  */
@@ -518,7 +523,7 @@ START_TEST(ring_never_overwrites_unread_results)
       size_t o = qpos[head] % R, a = qpos[last] % R + qlen[last];
       int end_ok = a > o ? len <= R - a : len <= o - a;
       int start_ok = a > o && len <= o; /* room before the oldest */
-      if (end_ok && a + len <= FP__SHM_KEEP)
+      if (end_ok && a + len <= FP__SHM_COMPACT)
         want = (long)(a % R); /* compact: right after the newest */
       else if (start_ok)
         want = 0;             /* back to the start */
@@ -532,7 +537,10 @@ START_TEST(ring_never_overwrites_unread_results)
     }
     ck_assert_int_eq((long)(pos % R), want);
     if (n == 0) {
-      trimmed += before > FP__SHM_KEEP && r.touched <= FP__SHM_KEEP;
+      /* What earlier results left beyond this one and 8 MiB is gone. */
+      size_t keep = len > FP__SHM_KEEP ? len : FP__SHM_KEEP;
+      ck_assert_uint_le(r.touched, (keep + 4095) & ~(size_t)4095);
+      trimmed += before > FP__SHM_KEEP && r.touched < before;
     }
     ck_assert_uint_le(pos % R + len, R);
     for (unsigned i = 0, k = head; i < n; i++, k = (k + 1) % Q) {
