@@ -442,6 +442,36 @@ static int alloc_map(report *r, const alloc_case *ac, fp_pool *p)
  * failed: each call must succeed or say FP_ENOMEM, and each future must end
  * right or with FP_ENOMEM.
  */
+/*
+ * A 96 KiB bin echoed: its argument and its result go through the pool's
+ * shared memory.  Packed by hand into static storage, so the harness's own
+ * allocations do not count.
+ */
+static void alloc_large_echo(report *r, const alloc_case *ac, fp_pool *p)
+{
+  enum { N = 96 << 10 };
+  static char big[5 + N];
+  big[0] = (char)0xc6; /* bin 32 */
+  big[1] = 0;
+  big[2] = (char)(N >> 16);
+  big[3] = (char)(N >> 8);
+  big[4] = (char)N;
+  for (int i = 0; i < N; i++)
+    big[5 + i] = (char)(i * 13);
+  fp_future *e = NULL;
+  const msgpack_object *res;
+  int rc = fp_submit(p, "echo", big, sizeof big, &e);
+  if (rc == 0)
+    rc = fp_future_result(e, INNER_LIMIT_MS, &res);
+  if (rc == 0 && (res->type != MSGPACK_OBJECT_BIN || res->via.bin.size != N ||
+                  memcmp(res->via.bin.ptr, big + 5, N) != 0))
+    note(r, "large echo: the bytes came back wrong");
+  else if (rc != 0 && !short_of_memory(ac, rc))
+    note(r, "large echo: %s (%s)", fp_err_name(rc),
+         e && fp_future_error(e) ? fp_future_error(e) : "");
+  fp_future_release(e);
+}
+
 static void alloc_scenario(report *r, const alloc_case *ac)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -504,6 +534,7 @@ static void alloc_scenario(report *r, const alloc_case *ac)
     note(r, "the done-callback ran %d times", calls);
 
   int map_ended = alloc_map(r, ac, p);
+  alloc_large_echo(r, ac, p);
 
   /* Every task is in one of the five states; if the map was given up, its
    * chunks already with a worker may still be running. */
