@@ -5,24 +5,44 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Why the pool takes no task now: 0, or the submit's error.  Lock held. */
+static int refuses(const fp_pool *p)
+{
+  if (!fp__pool_owned(p))
+    return FP_EINVAL;
+  if (p->err != 0)
+    return FP_EBROKEN;
+  return p->closed ? FP_ESHUTDOWN : 0;
+}
+
 /*
- * Places a large argument in the shared area and frames only its place, or
- * frames the bytes themselves when the area is full.  Lock held: the area is
- * the pool's.
+ * Frames a task's argument: a large one into a place in the shared area,
+ * taken under the lock and filled without it (the place is this task's
+ * alone), with a small frame that names it; any other, or a large one when
+ * the area is full, into the frame itself.
  */
-static int encode_shared(fp_pool *p, fp_future *f, const char *name,
-                         const void *args, size_t len)
+static int encode(fp_pool *p, fp_future *f, const char *name, int shared,
+                  const void *args, size_t len)
 {
   size_t off;
-  if (fp__shm_alloc(&p->shm, len, &off) == 0) {
+  int placed = 0, rc = 0;
+  if (shared) {
+    fp__pool_lock(p);
+    rc = refuses(p);
+    placed = rc == 0 && fp__shm_alloc(&p->shm, len, &off) == 0;
+    fp__pool_unlock(p);
+  }
+  if (rc != 0)
+    return rc;
+  if (placed) {
     memcpy(p->shm.args + off, args, len);
     f->shm_off = off;
     f->shm_len = len;
-    p->st.shared_args++;
     return fp__encode_task_shm(f->id, name, f->nitems, off, len, f->frame,
                                &f->frame_len);
   }
-  f->frame = NULL;
+  if (shared)
+    f->frame = NULL; /* not frame_here: that is sized for a small frame */
   return fp__encode_task(f->id, name, f->nitems, args, len, &p->spare,
                          &f->frame, &f->frame_len);
 }
@@ -51,25 +71,12 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   f->nitems = nitems;
   f->deadline_ms = deadline_ms;
   f->retries = retries;
-  int rc = 0;
-  if (!shared) /* the copy is made before the lock is taken */
-    rc = fp__encode_task(f->id, name, nitems, args, len, &p->spare, &f->frame,
-                         &f->frame_len);
-  if (rc != 0) {
-    fp__future_drop_frame(f);
-    free(f);
-    return rc;
-  }
+  /* The copy is made without the lock. */
+  int rc = encode(p, f, name, shared, args, len);
 
   fp__pool_lock(p);
-  if (!fp__pool_owned(p))
-    rc = FP_EINVAL;
-  else if (p->err != 0)
-    rc = FP_EBROKEN;
-  else if (p->closed)
-    rc = FP_ESHUTDOWN;
-  else if (shared)
-    rc = encode_shared(p, f, name, args, len);
+  if (rc == 0)
+    rc = refuses(p);
   if (rc != 0) {
     if (f->shm_len != 0)
       fp__shm_free(&p->shm, f->shm_off, f->shm_len);
@@ -78,6 +85,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
     free(f);
     return rc;
   }
+  p->st.shared_args += f->shm_len != 0;
   p->st.submitted += nitems;
   /* Behind others in the queue, no worker can take it: only a dispatcher
    * pass frees room, and every pass ends by handing out work. */

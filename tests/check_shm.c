@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,6 +422,57 @@ START_TEST(bad_shm_args)
 }
 END_TEST
 
+/* Threads submitting large echoes at once: each copy into the shared area
+ * is made outside the pool's lock, into a place no other task has. */
+typedef struct thread_arg {
+  fp_pool *p;
+  unsigned seed;
+  int ok;
+} thread_arg;
+
+static void *echo_thread(void *arg)
+{
+  thread_arg *t = arg;
+  enum { N = 24 };
+  fp_future *f[N];
+  msgpack_sbuffer sb[N];
+  for (unsigned i = 0; i < N; i++) {
+    pack_bin(&sb[i], (size_t)(64 + i * 17) << 10, t->seed + i);
+    if (fp_submit(t->p, "echo", sb[i].data, sb[i].size, &f[i]) != 0)
+      return NULL;
+  }
+  for (unsigned i = 0; i < N; i++) {
+    check_bin(f[i], (size_t)(64 + i * 17) << 10, t->seed + i);
+    fp_future_release(f[i]);
+    msgpack_sbuffer_destroy(&sb[i]);
+  }
+  t->ok = 1;
+  return NULL;
+}
+
+START_TEST(threads_submit_large_arguments)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool(2, 0);
+  pthread_t th[3];
+  thread_arg ta[3];
+  for (unsigned k = 0; k < 3; k++) {
+    ta[k] = (thread_arg){p, 100 * k, 0};
+    ck_assert_int_eq(pthread_create(&th[k], NULL, echo_thread, &ta[k]), 0);
+  }
+  for (unsigned k = 0; k < 3; k++) {
+    ck_assert_int_eq(pthread_join(th[k], NULL), 0);
+    ck_assert(ta[k].ok);
+  }
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.shared_args, 3 * 24);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("shm");
@@ -433,6 +485,10 @@ int main(void)
   tcase_add_test(tc, forged_ring_result_is_refused);
   tcase_add_test(tc, area_stays_out_of_callers_children);
   tcase_add_test(tc, bad_shm_args);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("threads");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, threads_submit_large_arguments);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
