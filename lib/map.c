@@ -371,6 +371,12 @@ static int split(fp_map_iter *m, chunk *c)
   if (m->tail == c)
     m->tail = last;
   m->nchunks += c->n - 1;
+  /* The items count once in the pool's stats, as the singles: the chunk
+   * that failed for them is forgotten. */
+  fp__pool_lock(m->pool);
+  m->pool->st.submitted -= c->n;
+  m->pool->st.failed -= c->n;
+  fp__pool_unlock(m->pool);
   chunk_free(c);
   (void)resubmit(m);
   return 0;

@@ -156,6 +156,13 @@ START_TEST(a_crash_fails_only_its_item)
     }
   }
   fp_map_destroy(m);
+  /* Each item counts once: the split chunk's failure is not counted. */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.submitted, 6);
+  ck_assert_uint_eq(st.finished, 5);
+  ck_assert_uint_eq(st.failed, 1);
+  ck_assert_uint_eq(st.worker_deaths, 2); /* the chunk's, then item 5's */
   msgpack_sbuffer_destroy(&sb);
   fp_pool_destroy(p);
   fpt_end(&s);
