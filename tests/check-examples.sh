@@ -60,6 +60,12 @@ run "$ex/crashy" </dev/null &&
 run "$ex/primes" 100000 </dev/null &&
   expect primes "primes below 100000: 9592" "100% 100/100 ranges"
 
+# Large payloads: every band's pixels and its blurred result (256 KiB at
+# this width) cross through shared memory, and the image is right.
+run "$ex/blur" 1024 1024 </dev/null &&
+  expect blur "1024x1024, 16 bands of 64 rows" \
+    "through shared memory: 16 of 16 arguments, 16 of 16 results"
+
 # Input from a file, not a pipe: a function at the end of a pipeline may run
 # in a subshell, which would lose what fail() sets.
 printf '10\n1000\nseven\n100000\n-1\n' >"$in"
