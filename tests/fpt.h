@@ -14,7 +14,9 @@
 
 #define FPT_LIMIT_MS 60000 /* generous: the machine may be busy */
 
-/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate. */
+/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate,
+ * and for shared memory scribble (writes into its bin) and forge (a lying
+ * ring result). */
 extern const fp_task fpt_tasks[];
 
 typedef struct fpt_snapshot {
