@@ -269,30 +269,6 @@ START_TEST(forged_ring_result_is_refused)
 }
 END_TEST
 
-/* One worker, with shm_args as given. */
-static fp_pool *pool_shm(size_t shm_args)
-{
-  fp_pool_options o = FP_POOL_OPTIONS_INIT;
-  o.workers = 1;
-  o.tasks = fpt_tasks;
-  o.shm_args = shm_args;
-  fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
-  return p;
-}
-
-/* Echoes a bin of n bytes and checks it: the pool's counters after. */
-static fp_pool_stats echo_once(fp_pool *p, size_t n)
-{
-  msgpack_sbuffer sb;
-  pack_bin(&sb, n, 7);
-  fp_future *f = submit(p, "echo", &sb);
-  check_bin(f, n, 7);
-  fp_future_release(f);
-  msgpack_sbuffer_destroy(&sb);
-  return stats(p);
-}
-
 /* Mappings of shared anonymous memory in this process. */
 static int shared_anon_maps(void)
 {
@@ -325,9 +301,19 @@ START_TEST(area_stays_out_of_callers_children)
   fp_pool_destroy(p);
   ck_assert_int_eq(shared_anon_maps(), before);
 
-  p = pool_shm(FP_SHM_OFF);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = fpt_tasks;
+  o.shm_args = FP_SHM_OFF;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
   ck_assert_int_eq(shared_anon_maps(), before);
-  fp_pool_stats st = echo_once(p, 1 << 20);
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 1 << 20, 3);
+  fp_future *f = submit(p, "echo", &sb);
+  check_bin(f, 1 << 20, 3);
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_args, 0);
   ck_assert_uint_eq(st.shared_results, 0);
   fp_pool_destroy(p);
@@ -351,8 +337,19 @@ START_TEST(bad_shm_args)
     ck_assert_ptr_null(p);
   }
   /* The smallest area: a 2 MiB argument does not fit, and goes by pipe. */
-  fp_pool *p = pool_shm(1 << 20);
-  fp_pool_stats st = echo_once(p, 2 << 20);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = fpt_tasks;
+  o.shm_args = 1 << 20;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  msgpack_sbuffer sb;
+  pack_bin(&sb, 2 << 20, 4);
+  fp_future *f = submit(p, "echo", &sb);
+  check_bin(f, 2 << 20, 4);
+  fp_future_release(f);
+  msgpack_sbuffer_destroy(&sb);
+  fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_args, 0);
   ck_assert_uint_eq(st.shared_results, 1); /* the ring is its own */
   fp_pool_destroy(p);
