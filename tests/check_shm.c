@@ -20,6 +20,71 @@
 
 #define SHARED_MIN 65536 /* fp_submit(3): arguments and results this large */
 
+/* The argument's bin, unchanged. */
+static int t_echo(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  return msgpack_pack_object(o, *a) ? FP_ENOMEM : 0;
+}
+
+/* Writes into its own argument, which the API hands over as const. */
+static int t_scribble(fp_call *c, const msgpack_object *a,
+                      msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_BIN || a->via.bin.size == 0)
+    return fp_call_fail(c, "TypeError", "scribble takes a bin");
+  ((volatile char *)a->via.bin.ptr)[0] ^= 1;
+  return msgpack_pack_nil(o);
+}
+
+/* Writes a RESULT frame for task 1 that names bytes outside its ring. */
+static int t_forge(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  /* Body: 3 (in the ring), id 1, pos 0, len 2^32-1 as uint 32. */
+  static const char frame[] = {8, 0, 0, 0, 3, 1, 0, (char)0xce,
+                               -1, -1, -1, -1};
+  if (write(4, frame, sizeof frame) < 0)
+    return -1;
+  return msgpack_pack_nil(o);
+}
+
+/* [path]: blocks until the test writes a byte into the FIFO at path. */
+static int t_gate(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  char path[256], b;
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "gate takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  FILE *f = fopen(path, "r");
+  if (f == NULL || fread(&b, 1, 1, f) != 1)
+    return fp_call_fail(c, "OSError", "gate %s", path);
+  fclose(f);
+  return msgpack_pack_nil(o);
+}
+
+static const fp_task tasks[] = {{"echo", t_echo},
+                                {"scribble", t_scribble},
+                                {"forge", t_forge},
+                                {"gate", t_gate},
+                                {NULL, NULL}};
+
+static fp_pool *pool(unsigned workers, unsigned max_inflight)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = workers;
+  o.max_inflight = max_inflight;
+  o.tasks = tasks;
+  o.restart_limit = 0;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  return p;
+}
+
 /* A bin of n bytes of a pattern that depends on seed, packed. */
 static void pack_bin(msgpack_sbuffer *sb, size_t n, unsigned seed)
 {
@@ -81,7 +146,7 @@ START_TEST(sizes_around_the_threshold)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  fp_pool *p = fpt_pool(2, 0);
+  fp_pool *p = pool(2, 0);
   /* A bin of n bytes packs to n + 3 (under 64 KiB) or n + 5 bytes. */
   static const size_t sizes[] = {0,      1,         100,       SHARED_MIN - 4,
                                  SHARED_MIN - 3,    SHARED_MIN, 1 << 20,
@@ -115,7 +180,7 @@ START_TEST(tasks_cannot_write_shared_arguments)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  fp_pool *p = fpt_pool(1, 4);
+  fp_pool *p = pool(1, 4);
   msgpack_sbuffer small, big;
   pack_bin(&small, 10, 1);
   pack_bin(&big, 1 << 20, 2);
@@ -152,7 +217,7 @@ START_TEST(cancelled_before_written)
   fpt_begin(&s);
   char gate[64];
   fpt_gate_make(gate, sizeof gate);
-  fp_pool *p = fpt_pool(1, 8);
+  fp_pool *p = pool(1, 8);
   msgpack_sbuffer sb[4];
   fp_future *g, *f[4];
   ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
@@ -203,7 +268,7 @@ START_TEST(area_full_then_trimmed)
   fpt_begin(&s);
   char gate[64];
   fpt_gate_make(gate, sizeof gate);
-  fp_pool *p = fpt_pool(1, 4);
+  fp_pool *p = pool(1, 4);
   enum { N = 18 };
   const size_t size = (size_t)16 << 20; /* 18 x 16 MiB > 256 MiB */
   fp_future *g, *f[N];
@@ -249,7 +314,7 @@ START_TEST(forged_ring_result_is_refused)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  fp_pool *p = fpt_pool(1, 2);
+  fp_pool *p = pool(1, 2);
   fp_future *f;
   /* The pool's first task has id 1, the id the forged frame names. */
   ck_assert_int_eq(fp_submitf(p, "forge", &f, "[]"), 0);
@@ -289,7 +354,7 @@ START_TEST(area_stays_out_of_callers_children)
   fpt_snapshot s;
   fpt_begin(&s);
   int before = shared_anon_maps();
-  fp_pool *p = fpt_pool(1, 0);
+  fp_pool *p = pool(1, 0);
   ck_assert_int_eq(shared_anon_maps(), before + 1);
   pid_t pid = fork();
   ck_assert_int_ge(pid, 0);
@@ -303,7 +368,7 @@ START_TEST(area_stays_out_of_callers_children)
 
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.workers = 1;
-  o.tasks = fpt_tasks;
+  o.tasks = tasks;
   o.shm_args = FP_SHM_OFF;
   ck_assert_int_eq(fp_pool_create(&p, &o), 0);
   ck_assert_int_eq(shared_anon_maps(), before);
@@ -330,7 +395,7 @@ START_TEST(bad_shm_args)
                                ((size_t)1 << 40) + 1, FP_SHM_OFF - 1};
   for (unsigned i = 0; i < sizeof bad / sizeof *bad; i++) {
     fp_pool_options o = FP_POOL_OPTIONS_INIT;
-    o.tasks = fpt_tasks;
+    o.tasks = tasks;
     o.shm_args = bad[i];
     fp_pool *p = (fp_pool *)&o; /* not left as it was */
     ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
@@ -339,7 +404,7 @@ START_TEST(bad_shm_args)
   /* The smallest area: a 2 MiB argument does not fit, and goes by pipe. */
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.workers = 1;
-  o.tasks = fpt_tasks;
+  o.tasks = tasks;
   o.shm_args = 1 << 20;
   fp_pool *p;
   ck_assert_int_eq(fp_pool_create(&p, &o), 0);
@@ -389,7 +454,7 @@ START_TEST(threads_submit_large_arguments)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  fp_pool *p = fpt_pool(2, 0);
+  fp_pool *p = pool(2, 0);
   pthread_t th[3];
   thread_arg ta[3];
   for (unsigned k = 0; k < 3; k++) {

@@ -218,29 +218,6 @@ static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return msgpack_pack_uint64(o, a->via.u64 * a->via.u64);
 }
 
-/* A bin: writes into it, though the API hands it over as const.  Kills
- * the worker when the argument is in the pool's read-only shared memory. */
-static int t_scribble(fp_call *c, const msgpack_object *a, msgpack_packer *o)
-{
-  if (a->type != MSGPACK_OBJECT_BIN || a->via.bin.size == 0)
-    return fp_call_fail(c, "TypeError", "scribble takes a bin");
-  ((volatile char *)a->via.bin.ptr)[0] ^= 1;
-  return msgpack_pack_nil(o);
-}
-
-/* Writes a RESULT frame for task 1 that names bytes outside the worker's
- * ring in shared memory: 3 (in the ring), id 1, pos 0, len 2^32-1. */
-static int t_forge(fp_call *c, const msgpack_object *a, msgpack_packer *o)
-{
-  (void)c;
-  (void)a;
-  static const char frame[] = {8, 0, 0, 0, 3, 1, 0, (char)0xce,
-                               -1, -1, -1, -1};
-  if (write(4, frame, sizeof frame) < 0)
-    return -1;
-  return msgpack_pack_nil(o);
-}
-
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
     {"none", t_none},     {"two", t_two},         {"badrc", t_badrc},
@@ -249,8 +226,7 @@ const fp_task fpt_tasks[] = {
     {"gate", t_gate},     {"bytes", t_bytes},     {"forever", t_forever},
     {"state", t_state},   {"crash_once", t_crash_once},
     {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
-    {"sq", t_sq},         {"scribble", t_scribble}, {"forge", t_forge},
-    {NULL, NULL}};
+    {"sq", t_sq},         {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 

@@ -14,9 +14,7 @@
 
 #define FPT_LIMIT_MS 60000 /* generous: the machine may be busy */
 
-/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate,
- * and for shared memory scribble (writes into its bin) and forge (a lying
- * ring result). */
+/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate. */
 extern const fp_task fpt_tasks[];
 
 typedef struct fpt_snapshot {
