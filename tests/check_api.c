@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static fp_pool *pool_with(fp_pool_options *o, unsigned workers)
@@ -15,7 +17,7 @@ static fp_pool *pool_with(fp_pool_options *o, unsigned workers)
   fp_pool *p;
   o->workers = workers;
   o->tasks = fpt_tasks;
-  int rc = fp_pool_create(&p, o);
+  int rc = fpt_pool_create(&p, o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
   return p;
 }
@@ -75,7 +77,7 @@ START_TEST(deadline_kills_an_infinite_loop)
   ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x01", 2,
                                 &(fp_submit_options){3, 0, 0}, &after),
                    FP_EINVAL);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -101,7 +103,7 @@ START_TEST(cancel_a_running_task)
   ck_assert_uint_eq(st.worker_deaths, 0);
   fp_future_release(run);
   fp_future_release(behind);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -145,7 +147,7 @@ START_TEST(initializer)
     ck_assert_int_eq(fpt_i64(f), 1234);
     fp_future_release(f);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
 
   /* An initializer that fails breaks the pool instead of restart-looping. */
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
@@ -154,7 +156,7 @@ START_TEST(initializer)
   o.init = init_fails;
   o.log = keep_log;
   fp_pool *q = (fp_pool *)&s;
-  ck_assert_int_eq(fp_pool_create(&q, &o), FP_EBROKEN);
+  ck_assert_int_eq(fpt_pool_create(&q, &o), FP_EBROKEN);
   ck_assert_ptr_null(q);
   ck_assert_ptr_nonnull(strstr(logged, "initializer failed: OSError: no table"));
   fpt_end(&s);
@@ -194,7 +196,7 @@ START_TEST(recycle_every_5_tasks)
   ck_assert_uint_ge(st.worker_recycles, 18);
   ck_assert_uint_eq(st.worker_deaths, 0);
   ck_assert_uint_eq(st.finished, 100);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -222,7 +224,7 @@ START_TEST(retries_after_a_crash)
   ck_assert_uint_eq(st.finished, 1);
   ck_assert_uint_eq(st.failed, 1);
   unlink(mark);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -281,7 +283,7 @@ START_TEST(callbacks_that_submit)
   ck_assert_int_eq(fp_future_on_done(first, NULL, &c), FP_EINVAL);
   for (int i = 0; i < 4; i++)
     fp_future_release(futures[i]);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -314,7 +316,7 @@ static void stop_all(int use_kill)
   fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.cancelled, 5);
   ck_assert_uint_eq(st.submitted, 5);
-  fp_pool_destroy(p); /* returns: the workers are gone, not waited on */
+  fpt_pool_destroy(p); /* returns: the workers are gone, not waited on */
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -387,7 +389,81 @@ START_TEST(stats_add_up)
   ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 5), FP_EINVAL);
   ck_assert_int_eq(fp_pool_stats_get(NULL, &st, NULL, 0), FP_EINVAL);
   ck_assert_int_eq(fp_pool_stats_get(p, NULL, NULL, 0), FP_EINVAL);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* --- The fixture itself ---------------------------------------------------- */
+
+static char left_gate[256];
+
+/* Fails with a pool, a map and a gated task still alive: what a failed
+ * assertion leaves when CK_FORK=no skips the rest of the test. */
+START_TEST(fails_holding_everything)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fp_future *f;
+  fpt_gate_make(left_gate, sizeof left_gate);
+  ck_assert_int_eq(fp_submitf(p, "gate", &f, "[s]", left_gate), 0);
+  static const char items[] = {(char)0x93, 1, 2, 3};
+  fp_map_input in = {.array = items, .len = sizeof items};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq", &in, NULL, &m), 0);
+  fp_future_release(f);
+  ck_abort_msg("failing on purpose");
+}
+END_TEST
+
+/* Runs after it in the same process: must see no child and no descriptor. */
+START_TEST(runs_clean_after_it)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ck_assert_int_eq(fpt_count_children(), 0);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fpt_i64(f), 9);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* With CK_FORK=no a failed test must not leave its pool, map, gate or
+ * processes to the tests after it: one failure stays one failure.  Runs
+ * the pair above in a child, without Check's fork, and expects exactly one
+ * failure. */
+START_TEST(failed_test_leaves_nothing_behind)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    /* The caller's selection is for the outer run, not this one. */
+    unsetenv("CK_RUN_SUITE");
+    unsetenv("CK_RUN_CASE");
+    unsetenv("CK_FORK");
+    Suite *inner = suite_create("inner");
+    TCase *tc = fpt_tcase(inner, "inner", 300);
+    tcase_add_test(tc, fails_holding_everything);
+    tcase_add_test(tc, runs_clean_after_it);
+    SRunner *sr = srunner_create(inner);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_SILENT);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    struct stat st;
+    _exit(failed == 1 && stat(left_gate, &st) != 0 ? 0 : 10 + failed);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(child, &st, 0), child);
+  ck_assert(WIFEXITED(st));
+  ck_assert_msg(WEXITSTATUS(st) == 0, "inner run: status %d", WEXITSTATUS(st));
   fpt_end(&s);
 }
 END_TEST
@@ -395,8 +471,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("api");
-  TCase *tc = tcase_create("api");
-  tcase_set_timeout(tc, 300);
+  TCase *tc = fpt_tcase(s, "api", 300);
   tcase_add_test(tc, deadline_kills_an_infinite_loop);
   tcase_add_test(tc, cancel_a_running_task);
   tcase_add_test(tc, initializer);
@@ -406,6 +481,6 @@ int main(void)
   tcase_add_test(tc, terminate_);
   tcase_add_test(tc, kill_);
   tcase_add_test(tc, stats_add_up);
-  suite_add_tcase(s, tc);
+  tcase_add_test(tc, failed_test_leaves_nothing_behind);
   fpt_run_suite(s);
 }

@@ -47,7 +47,7 @@ static void crash_kind(const char *task, const char *expect)
       seen[1] = pid;
   }
   ck_assert(!fpt_process_gone(seen[0]) && !fpt_process_gone(seen[1]));
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 
@@ -99,7 +99,7 @@ START_TEST(killed_from_outside)
   ck_assert(fpt_process_gone(worker));
   fp_future_release(f);
   fp_future_release(g);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -115,7 +115,7 @@ START_TEST(crash_loop_breaks_the_pool)
   o.restart_limit = 3;
   o.restart_window_ms = 600000; /* any 4 restarts: never flaky on a slow box */
   fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   fp_future *f[12];
   for (int i = 0; i < 12; i++)
     ck_assert_int_eq(fp_submitf(p, "segv", &f[i], "[]"), 0);
@@ -138,7 +138,7 @@ START_TEST(crash_loop_breaks_the_pool)
   ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
                    FP_EBROKEN);
   ck_assert_ptr_null(late);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -162,7 +162,7 @@ START_TEST(garbage_from_a_worker)
     }
     fp_future_release(f[i]);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -193,7 +193,7 @@ START_TEST(fork_server_killed)
   ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
                    FP_EBROKEN);
   fp_future_release(g);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -228,7 +228,7 @@ START_TEST(sigpipe_never_reaches_caller)
   ck_assert(!sigismember(&pending, SIGPIPE));
   fp_future_release(g);
   fp_future_release(late);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -279,8 +279,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("crash");
-  TCase *tc = tcase_create("crash");
-  tcase_set_timeout(tc, 300);
+  TCase *tc = fpt_tcase(s, "crash", 300);
   tcase_add_test(tc, segfault);
   tcase_add_test(tc, abort_);
   tcase_add_test(tc, exit_status);
@@ -291,6 +290,5 @@ int main(void)
   tcase_add_test(tc, fork_server_killed);
   tcase_add_test(tc, parent_sigkilled_leaves_nothing);
   tcase_add_test(tc, sigpipe_never_reaches_caller);
-  suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }

@@ -388,7 +388,7 @@ static int alloc_map(report *r, const alloc_case *ac, fp_pool *p)
   fp_map_options mo = FP_MAP_OPTIONS_INIT;
   mo.chunksize = 4; /* the crash is in a chunk: the chunk is split */
   fp_map_iter *m = NULL;
-  int rc = fp_map(p, "sq_or_segv", &in, &mo, &m);
+  int rc = fpt_map(p, "sq_or_segv", &in, &mo, &m);
   if (rc != 0) {
     if (!short_of_memory(ac, rc))
       note(r, "fp_map: %s", fp_err_name(rc));
@@ -431,7 +431,7 @@ static int alloc_map(report *r, const alloc_case *ac, fp_pool *p)
   } else if (!ac->persistent) {
     note(r, "fp_map_next kept failing with FP_ENOMEM");
   }
-  fp_map_destroy(m);
+  fpt_map_destroy(m);
   return rc == 0;
 }
 
@@ -478,7 +478,7 @@ static void alloc_scenario(report *r, const alloc_case *ac)
   o.workers = 2;
   o.tasks = fpt_tasks;
   fp_pool *p = (fp_pool *)&o;
-  int rc = fp_pool_create(&p, &o);
+  int rc = fpt_pool_create(&p, &o);
   if (rc != 0) {
     if (!short_of_memory(ac, rc))
       note(r, "fp_pool_create: %s", fp_err_name(rc));
@@ -551,7 +551,7 @@ static void alloc_scenario(report *r, const alloc_case *ac)
          (unsigned long long)st.failed, (unsigned long long)st.cancelled);
   for (int i = 0; i < ALLOC_TASKS; i++)
     fp_future_release(f[i]);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
 }
 
 static void alloc_child(void *arg, report *r)
@@ -717,7 +717,7 @@ static void nofile_child(void *arg, report *r)
   o.tasks = fpt_tasks;
   o.log = keep_log;
   fp_pool *p;
-  int rc = fp_pool_create(&p, &o);
+  int rc = fpt_pool_create(&p, &o);
   if (rc == 0) {
     fp_future *f;
     const msgpack_object *res;
@@ -729,7 +729,7 @@ static void nofile_child(void *arg, report *r)
       note(r, "limit %d: a task on a pool that started: %s (%s)", limit,
            fp_err_name(rc), f ? fp_future_error(f) : "");
     fp_future_release(f);
-    fp_pool_destroy(p);
+    fpt_pool_destroy(p);
     r->value = 1;
   } else if (rc != FP_EMFILE) {
     note(r, "limit %d: fp_pool_create returned %s, not FP_EMFILE (log: %s)",
@@ -797,7 +797,7 @@ static void restart_child(void *arg, report *r)
   o.tasks = fpt_tasks;
   o.log = keep_log;
   fp_pool *p;
-  REQUIRE(r, fp_pool_create(&p, &o) == 0);
+  REQUIRE(r, fpt_pool_create(&p, &o) == 0);
   pid_t fs = fpt_first_child();
   REQUIRE(r, fs > 0);
   fp_future *f;
@@ -854,7 +854,7 @@ static void restart_child(void *arg, report *r)
   else if (strstr(pool_log, "open files") == NULL)
     note(r, "the pool broke, but the reason given is: %s", pool_log);
   REQUIRE(r, setrlimit(RLIMIT_NOFILE, &old) == 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   while (nfill > 0)
     close(filler[--nfill]);
   compare_baseline(&b, r);
@@ -928,7 +928,7 @@ START_TEST(signal_storm)
     msgpack_pack_uint64(&pk, i);
   fp_map_input in = {.array = sb.data, .len = sb.size};
   fp_map_iter *m;
-  ck_assert_int_eq(fp_map(p, "sq", &in, NULL, &m), 0);
+  ck_assert_int_eq(fpt_map(p, "sq", &in, NULL, &m), 0);
   fp_map_item it;
   uint64_t n = 0;
   int rc;
@@ -940,7 +940,7 @@ START_TEST(signal_storm)
   }
   ck_assert_msg(rc == 0, "fp_map_next: %s", fp_err_name(rc));
   ck_assert_uint_eq(n, N);
-  fp_map_destroy(m);
+  fpt_map_destroy(m);
   msgpack_sbuffer_destroy(&sb);
 
   /* 16 MiB each way: long reads and writes, interrupted again and again. */
@@ -972,7 +972,7 @@ START_TEST(signal_storm)
   ck_assert_uint_eq(st.finished + 1, st.submitted);
   ck_assert_uint_eq(st.deadline_kills, 1);
   ck_assert_uint_eq(st.worker_deaths, 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   storm(0);
   printf("signal storm: %d SIGALRMs\n", (int)alarms);
   ck_assert_int_gt(alarms, 100);
@@ -1072,7 +1072,7 @@ START_TEST(fork_server_killed_mid_64mib_result)
   ck_assert_ptr_null(late);
   fp_future_release(big);
   fp_future_release(g);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   /* The workers die with the fork server (PR_SET_PDEATHSIG), a moment
    * later: they are not the pool's to wait for, fpt_end waits. */
@@ -1116,7 +1116,7 @@ START_TEST(fork_server_killed_with_a_queue)
   ck_assert_uint_eq(st.queued + st.running, 0);
   ck_assert_int_eq(fp_pool_dispatch(p, 0), Q + 1); /* all became done */
   ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -1138,7 +1138,7 @@ START_TEST(fork_server_killed_while_idle)
     struct timespec ms = {0, 1000 * 1000};
     nanosleep(&ms, NULL);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -1166,7 +1166,7 @@ START_TEST(fork_server_killed_during_a_restart)
     fp_future_release(after[i]);
   }
   fp_future_release(crash);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -1215,7 +1215,7 @@ static void garbage_case(const char *bad, int allow_eworker, int rounds)
     ck_assert_int_eq(fpt_i64(f[i]), i * i);
     fp_future_release(f[i]);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 
@@ -1255,37 +1255,25 @@ int main(void)
     if (fp_task_register(t->name, t->fn) != 0)
       return 99;
   Suite *s = suite_create("fault");
-  TCase *tc = tcase_create("alloc");
-  tcase_set_timeout(tc, 600);
+  TCase *tc = fpt_tcase(s, "alloc", 600);
   tcase_add_test(tc, alloc_fails_once);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("alloc_persistent");
-  tcase_set_timeout(tc, 600);
+  tc = fpt_tcase(s, "alloc_persistent", 600);
   tcase_add_test(tc, alloc_fails_from_nth_on);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("fds");
-  tcase_set_timeout(tc, 300);
+  tc = fpt_tcase(s, "fds", 300);
   tcase_add_test(tc, create_under_low_nofile);
   tcase_add_test(tc, restart_without_descriptors);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("signals");
-  tcase_set_timeout(tc, 300);
+  tc = fpt_tcase(s, "signals", 300);
   tcase_add_test(tc, signal_storm);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("forkserver");
-  tcase_set_timeout(tc, 300);
+  tc = fpt_tcase(s, "forkserver", 300);
   tcase_add_test(tc, fork_server_killed_mid_64mib_result);
   tcase_add_test(tc, fork_server_killed_with_a_queue);
   tcase_add_test(tc, fork_server_killed_while_idle);
   tcase_add_test(tc, fork_server_killed_during_a_restart);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("garbage");
-  tcase_set_timeout(tc, 300);
+  tc = fpt_tcase(s, "garbage", 300);
   tcase_add_test(tc, garbage_body_of_valid_length);
   tcase_add_test(tc, result_with_a_malformed_code);
   tcase_add_test(tc, result_for_another_task);
   tcase_add_test(tc, truncated_body_then_exit);
   tcase_add_test(tc, truncated_header_then_exit);
-  suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }

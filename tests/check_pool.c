@@ -22,14 +22,14 @@ START_TEST(happy_path)
   ck_assert_int_eq(fp_future_state(f), FP_FINISHED);
   ck_assert_ptr_null(fp_future_error(f));
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
 
 START_TEST(ten_thousand_tasks)
 {
-  enum { N = 10000 };
+  const int64_t N = (int64_t)fpt_scaled(10000, 200);
   fpt_snapshot s;
   fpt_begin(&s);
   fp_pool *p = fpt_pool(2, 0);
@@ -41,7 +41,7 @@ START_TEST(ten_thousand_tasks)
     fp_future_release(f[i]);
   }
   free(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -64,7 +64,7 @@ START_TEST(unknown_task_is_refused_at_submit)
   ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)3), 0);
   ck_assert_int_eq(fpt_i64(f), 9);
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -113,7 +113,7 @@ START_TEST(malformed_args_are_refused)
   }
   ck_assert_int_eq(r->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -139,7 +139,7 @@ START_TEST(task_failures_are_clear)
   expect_task_error(p, "none", "ResultError: task 'none' packed 0 results");
   expect_task_error(p, "two", "ResultError: task 'two' packed 2 results");
   expect_task_error(p, "badrc", "TaskError: task 'badrc' returned -7");
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -168,7 +168,7 @@ START_TEST(cancel_pending_not_running)
   ck_assert_int_eq(fp_future_cancel(NULL, 0), FP_EINVAL);
   fp_future_release(run);
   fp_future_release(queued);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -193,7 +193,7 @@ START_TEST(result_timeout)
   fpt_gate_open(gate);
   ck_assert_int_eq(fp_future_result(f, -1, &r), 0);
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -219,7 +219,7 @@ START_TEST(shutdown_wait_runs_everything)
   ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0); /* again */
   ck_assert_int_eq(fp_pool_shutdown(p, 1u << 7), FP_EINVAL);
   ck_assert_int_eq(fp_pool_shutdown(NULL, 0), FP_EINVAL);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -246,7 +246,7 @@ START_TEST(shutdown_cancel_pending)
   ck_assert_int_gt(fpt_i64(run), 0);
   fp_future_release(run);
   ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -266,7 +266,7 @@ START_TEST(destroy_with_outstanding_futures)
   for (int i = 0; i < 200; i++)
     ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
   ck_assert_int_eq(fp_future_state(busy), FP_RUNNING);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(busy, 0, &r), FP_EDEADLINE);
   fp_future_release(busy);
@@ -289,14 +289,14 @@ START_TEST(future_outlives_pool_and_retain)
   ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)5), 0);
   ck_assert_ptr_eq(fp_future_retain(f), f);
   ck_assert_int_eq(fpt_i64(f), 25);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fp_future_release(f);
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(f, 0, &r), 0); /* one reference left */
   ck_assert_int_eq(r->via.i64, 25);
   fp_future_release(f);
   fp_future_release(NULL);
-  fp_pool_destroy(NULL);
+  fpt_pool_destroy(NULL);
   fpt_end(&s);
 }
 END_TEST
@@ -312,7 +312,7 @@ START_TEST(busy_loop_on_state_makes_progress)
     ; /* no other call: the state query itself runs the dispatcher */
   ck_assert_int_eq(fpt_i64(f), 81);
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -348,7 +348,7 @@ START_TEST(big_payloads_cross)
   free(arg);
   fp_future_release(echo);
   fp_future_release(made);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -362,7 +362,7 @@ START_TEST(max_message_both_ways)
   o.tasks = fpt_tasks;
   o.max_message = 4096;
   fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   char big[8192] = {0};
   fp_future *f;
   ck_assert_int_eq(fp_submitf(p, "echo", &f, "y", big, sizeof big),
@@ -375,7 +375,7 @@ START_TEST(max_message_both_ways)
   ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)100), 0);
   ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
   fp_future_release(f);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -387,26 +387,26 @@ START_TEST(bad_options)
   fp_pool *p = (fp_pool *)&s;
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.size = 3;
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
   ck_assert_ptr_null(p);
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
   o.size = sizeof o + 8; /* a newer header than this library */
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
   o.max_message = (size_t)1 << 33;
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
   o.restart_window_ms = 0;
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
   o.workers = 100000;
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
   o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
   static const fp_task clash[] = {{"square", (fp_task_fn)1}, {NULL, NULL}};
   o.tasks = clash;
   ck_assert_int_eq(fp_task_register("square", fpt_tasks[0].fn), 0);
-  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL); /* two meanings */
-  ck_assert_int_eq(fp_pool_create(NULL, NULL), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL); /* two meanings */
+  ck_assert_int_eq(fpt_pool_create(NULL, NULL), FP_EINVAL);
   fpt_end(&s);
 }
 END_TEST
@@ -421,7 +421,7 @@ START_TEST(global_registry)
   ck_assert_int_eq(fp_task_register(NULL, fpt_tasks[1].fn), FP_EINVAL);
   ck_assert_int_eq(fp_task_register("x", NULL), FP_EINVAL);
   fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, NULL), 0); /* defaults: one per CPU */
+  ck_assert_int_eq(fpt_pool_create(&p, NULL), 0); /* defaults: one per CPU */
   fp_future *f;
   ck_assert_int_eq(fp_submitf(p, "g-square", &f, "[I]", (int64_t)-4), 0);
   ck_assert_int_eq(fpt_i64(f), 16);
@@ -430,7 +430,7 @@ START_TEST(global_registry)
   ck_assert_int_eq(fp_task_register("g-late", fpt_tasks[0].fn), 0);
   ck_assert_int_eq(fp_submitf(p, "g-late", &f, "[I]", (int64_t)1),
                    FP_ENOTASK);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -475,7 +475,7 @@ START_TEST(four_threads_submit_and_wait)
     pthread_join(th[i], NULL);
     ck_assert_msg(a[i].ok, "thread %d saw a wrong result", i);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -513,7 +513,7 @@ START_TEST(event_loop_fd)
   ck_assert_int_eq(fp_pool_dispatch(p, 0), 0);
   ck_assert_int_eq(poll(&quiet, 1, 0), 0);
   ck_assert_int_eq(fp_pool_dispatch(p, -7), FP_EINVAL);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -563,7 +563,7 @@ START_TEST(caller_reaps_with_waitpid_minus_one)
     }
     fp_future_release(f[i]);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   sigset_t none;
   sigemptyset(&none);
   for (int waited = 0; !reaped_own; waited++) {
@@ -599,7 +599,7 @@ START_TEST(forked_child_copy_is_refused)
     bad |= g != NULL;
     bad |= fp_pool_dispatch(p, 0) != FP_EINVAL;
     bad |= fp_pool_shutdown(p, FP_SHUTDOWN_WAIT) != FP_EINVAL;
-    fp_pool_destroy(p); /* closes this copy's descriptors only */
+    fpt_pool_destroy(p); /* closes this copy's descriptors only */
     _exit(bad ? 1 : 0);
   }
   int st;
@@ -611,7 +611,7 @@ START_TEST(forked_child_copy_is_refused)
     ck_assert_int_eq(fpt_i64(f), i * i);
     fp_future_release(f);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -619,8 +619,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("pool");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 300);
+  TCase *tc = fpt_tcase(s, "core", 300);
   tcase_add_test(tc, happy_path);
   tcase_add_test(tc, ten_thousand_tasks);
   tcase_add_test(tc, forked_child_copy_is_refused);
@@ -640,11 +639,8 @@ int main(void)
   tcase_add_test(tc, global_registry);
   tcase_add_test(tc, event_loop_fd);
   tcase_add_test(tc, caller_reaps_with_waitpid_minus_one);
-  suite_add_tcase(s, tc);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
-  TCase *threads = tcase_create("threads");
-  tcase_set_timeout(threads, 300);
+  TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, four_threads_submit_and_wait);
-  suite_add_tcase(s, threads);
   fpt_run_suite(s);
 }

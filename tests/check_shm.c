@@ -81,7 +81,7 @@ static fp_pool *pool(unsigned workers, unsigned max_inflight)
   o.tasks = tasks;
   o.restart_limit = 0;
   fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   return p;
 }
 
@@ -171,7 +171,7 @@ START_TEST(sizes_around_the_threshold)
   ck_assert_uint_eq(st.shared_results, large);
   ck_assert_uint_eq(st.shared_bytes, 0); /* every argument let go */
   ck_assert_uint_eq(st.finished, N);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -201,7 +201,7 @@ START_TEST(tasks_cannot_write_shared_arguments)
   ck_assert_uint_eq(st.shared_bytes, 0);
   msgpack_sbuffer_destroy(&small);
   msgpack_sbuffer_destroy(&big);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -251,7 +251,7 @@ START_TEST(cancelled_before_written)
     fp_future_release(f[i]);
     msgpack_sbuffer_destroy(&sb[i]);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -304,7 +304,7 @@ START_TEST(area_full_then_trimmed)
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
   fp_future_release(g);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -329,7 +329,7 @@ START_TEST(forged_ring_result_is_refused)
   check_bin(f, 1 << 20, 5);
   fp_future_release(f);
   msgpack_sbuffer_destroy(&sb);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -363,14 +363,14 @@ START_TEST(area_stays_out_of_callers_children)
   int status;
   ck_assert_int_eq(waitpid(pid, &status, 0), pid);
   ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   ck_assert_int_eq(shared_anon_maps(), before);
 
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.workers = 1;
   o.tasks = tasks;
   o.shm_args = FP_SHM_OFF;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   ck_assert_int_eq(shared_anon_maps(), before);
   msgpack_sbuffer sb;
   pack_bin(&sb, 1 << 20, 3);
@@ -381,7 +381,7 @@ START_TEST(area_stays_out_of_callers_children)
   fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_args, 0);
   ck_assert_uint_eq(st.shared_results, 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -398,7 +398,7 @@ START_TEST(bad_shm_args)
     o.tasks = tasks;
     o.shm_args = bad[i];
     fp_pool *p = (fp_pool *)&o; /* not left as it was */
-    ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+    ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
     ck_assert_ptr_null(p);
   }
   /* The smallest area: a 2 MiB argument does not fit, and goes by pipe. */
@@ -407,7 +407,7 @@ START_TEST(bad_shm_args)
   o.tasks = tasks;
   o.shm_args = 1 << 20;
   fp_pool *p;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   msgpack_sbuffer sb;
   pack_bin(&sb, 2 << 20, 4);
   fp_future *f = submit(p, "echo", &sb);
@@ -417,7 +417,7 @@ START_TEST(bad_shm_args)
   fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_args, 0);
   ck_assert_uint_eq(st.shared_results, 1); /* the ring is its own */
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -468,7 +468,7 @@ START_TEST(threads_submit_large_arguments)
   fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_args, 3 * 24);
   ck_assert_uint_eq(st.shared_bytes, 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -476,8 +476,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("shm");
-  TCase *tc = tcase_create("shm");
-  tcase_set_timeout(tc, 300);
+  TCase *tc = fpt_tcase(s, "shm", 300);
   tcase_add_test(tc, sizes_around_the_threshold);
   tcase_add_test(tc, tasks_cannot_write_shared_arguments);
   tcase_add_test(tc, cancelled_before_written);
@@ -485,10 +484,7 @@ int main(void)
   tcase_add_test(tc, forged_ring_result_is_refused);
   tcase_add_test(tc, area_stays_out_of_callers_children);
   tcase_add_test(tc, bad_shm_args);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("threads");
-  tcase_set_timeout(tc, 300);
+  tc = fpt_tcase(s, "threads", 300);
   tcase_add_test(tc, threads_submit_large_arguments);
-  suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }

@@ -80,7 +80,7 @@ START_TEST(first_completed_while_gate_runs)
   expect_error(fs[2], FP_ETASK);
   expect_error(fs[3], FP_EWORKER);
   release_all(fs, 4);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -124,7 +124,7 @@ START_TEST(first_exception_returns_on_failure)
   ck_assert_int_eq(fpt_i64(fs[5]), 9);
   fp_future_release(crash[2]);
   release_all(fs, 6);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(g1);
   fpt_gate_remove(g2);
   fpt_end(&s);
@@ -150,7 +150,7 @@ START_TEST(cancelled_is_not_an_exception)
   ck_assert_uint_eq(nd, 2);
   expect_error(fs[1], FP_ECANCELLED);
   release_all(fs, 2);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -193,7 +193,7 @@ START_TEST(all_completed_times_out_then_succeeds)
       ck_assert_int_eq(fpt_i64(fs[i]), i * i);
   }
   release_all(fs, N);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -209,7 +209,7 @@ START_TEST(done_futures_outlive_their_pool)
   fp_future *fs[3] = {submit(p, "square", 4), submit(p, "fail", 0),
                       submit(p, "segv", 0)};
   ck_assert_int_eq(fp_wait(fs, 3, FP_ALL_COMPLETED, FPT_LIMIT_MS, &nd), 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   for (int mode = FP_FIRST_COMPLETED; mode <= FP_ALL_COMPLETED; mode++) {
     nd = 99;
     ck_assert_int_eq(fp_wait(fs, 3, (fp_wait_mode)mode, 0, &nd), 0);
@@ -297,8 +297,8 @@ START_TEST(bad_input)
   ck_assert_int_gt(fpt_i64(two[1]), 0);
   fp_future_release(d);
   release_all(two, 2);
-  fp_pool_destroy(pa);
-  fp_pool_destroy(pb);
+  fpt_pool_destroy(pa);
+  fpt_pool_destroy(pb);
   fpt_gate_remove(ga);
   fpt_gate_remove(gb);
   fpt_end(&s);
@@ -359,7 +359,7 @@ static void run_many(size_t n, int with_errors)
   release_all(fs, n);
   free(fs);
   free(kind);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
 }
 
 START_TEST(as_completed_yields_each_once)
@@ -417,7 +417,7 @@ START_TEST(as_completed_order)
     fp_future_release(gf[i]);
     fpt_gate_remove(g[i]);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -455,7 +455,7 @@ START_TEST(as_completed_timeout)
   fp_as_completed_destroy(it);
   ck_assert_int_eq(fpt_i64(q), 36);
   release_all(fs, 3);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -479,7 +479,7 @@ START_TEST(as_completed_destroy_while_pending)
   ck_assert_int_eq(fp_wait(fs, 2, FP_ALL_COMPLETED, FPT_LIMIT_MS, NULL), 0);
   ck_assert_int_eq(fpt_i64(fs[1]), 49);
   release_all(fs, 2);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_gate_remove(gate);
   fpt_end(&s);
 }
@@ -539,7 +539,7 @@ START_TEST(two_threads_wait_on_one_pool)
     pthread_join(th[i], NULL);
     ck_assert_msg(a[i].ok, "thread %d (iterator %d) failed", i, i);
   }
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
@@ -547,8 +547,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("wait");
-  TCase *tc = tcase_create("core");
-  tcase_set_timeout(tc, 300);
+  TCase *tc = fpt_tcase(s, "core", 300);
   tcase_add_test(tc, first_completed_while_gate_runs);
   tcase_add_test(tc, first_exception_returns_on_failure);
   tcase_add_test(tc, cancelled_is_not_an_exception);
@@ -560,11 +559,8 @@ int main(void)
   tcase_add_test(tc, as_completed_order);
   tcase_add_test(tc, as_completed_timeout);
   tcase_add_test(tc, as_completed_destroy_while_pending);
-  suite_add_tcase(s, tc);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
-  TCase *threads = tcase_create("threads");
-  tcase_set_timeout(threads, 300);
+  TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, two_threads_wait_on_one_pool);
-  suite_add_tcase(s, threads);
   fpt_run_suite(s);
 }

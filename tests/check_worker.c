@@ -233,7 +233,7 @@ START_TEST(echoes_of_every_size)
   fp_pool_stats st = FP_POOL_STATS_INIT;
   ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
   ck_assert_uint_eq(st.worker_deaths, 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&snap);
 }
 END_TEST
@@ -287,7 +287,7 @@ static fp_pool *ref_pool(size_t shm_args)
   o.max_inflight = 8;
   o.tasks = ref_tasks;
   o.shm_args = shm_args;
-  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
   return p;
 }
 
@@ -352,7 +352,7 @@ START_TEST(large_echoes_go_out_by_reference)
     ck_assert_uint_eq(st.shared_results, 0);
   else
     ck_assert_uint_gt(st.shared_results, 0);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&snap);
 }
 END_TEST
@@ -462,7 +462,7 @@ START_TEST(raw_results_are_read_across_pieces)
   ck_assert_uint_eq(st.worker_deaths, 0);
   msgpack_sbuffer_destroy(&good);
   msgpack_sbuffer_destroy(&args);
-  fp_pool_destroy(p);
+  fpt_pool_destroy(p);
   fpt_end(&snap);
 }
 END_TEST
@@ -497,7 +497,8 @@ START_TEST(ring_never_overwrites_unread_results)
   size_t qlen[Q];
   unsigned head = 0, n = 0, refused = 0, trimmed = 0;
   uint32_t seed = 12345;
-  for (int step = 0; step < 200000; step++) {
+  const size_t steps = fpt_scaled(200000, 5000);
+  for (size_t step = 0; step < steps; step++) {
     seed = seed * 1103515245u + 12345u;
     unsigned pick = (seed >> 16) % 8;
     if (n > 0 && (pick < 3 || n == Q)) { /* the parent reads the oldest */
@@ -563,21 +564,15 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("worker");
-  TCase *tc = tcase_create("reader");
-  tcase_set_timeout(tc, 120);
+  TCase *tc = fpt_tcase(s, "reader", 120);
   tcase_add_test(tc, small_frames_are_lent_from_the_read_ahead);
   tcase_add_test(tc, large_frames_reuse_one_buffer);
   tcase_add_test(tc, over_max_and_cut_short);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("bodies");
-  tcase_set_timeout(tc, 120);
+  tc = fpt_tcase(s, "bodies", 120);
   tcase_add_test(tc, echoes_of_every_size);
   tcase_add_loop_test(tc, large_echoes_go_out_by_reference, 0, 2);
   tcase_add_test(tc, raw_results_are_read_across_pieces);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("ring");
-  tcase_set_timeout(tc, 120);
+  tc = fpt_tcase(s, "ring", 120);
   tcase_add_test(tc, ring_never_overwrites_unread_results);
-  suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }

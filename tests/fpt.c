@@ -1,4 +1,7 @@
 #define _GNU_SOURCE
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include "fpt.h"
 
 #include <dirent.h>
@@ -13,6 +16,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
 
 /* --- Tasks (run in workers) --- */
 
@@ -319,6 +325,144 @@ void fpt_end(const fpt_snapshot *s)
   ck_assert_int_eq(fpt_count_fds(), s->fds);
 }
 
+/* --- The fixture: what a test made, so that teardown can undo it --- */
+
+#define FPT_TRACKED 64
+
+typedef struct tracked {
+  void *v[FPT_TRACKED];
+  unsigned n;
+} tracked;
+
+static tracked pools, maps;
+static char gates[FPT_TRACKED][256]; /* FIFO paths, not heap: check_fault fails malloc */
+static unsigned ngates;
+
+/* No ck_assert on the way that succeeds: Check's mark point allocates, and
+ * check_fault fails allocations under these calls. */
+static void track(tracked *t, void *x)
+{
+  if (t->n == FPT_TRACKED)
+    ck_abort_msg("more than %d pools or maps at once", FPT_TRACKED);
+  t->v[t->n++] = x;
+}
+
+static void untrack(tracked *t, const void *x)
+{
+  for (unsigned i = t->n; i-- > 0;)
+    if (t->v[i] == x) {
+      t->v[i] = t->v[--t->n];
+      return;
+    }
+}
+
+int fpt_pool_create(fp_pool **out, const fp_pool_options *o)
+{
+  int rc = fp_pool_create(out, o);
+  if (rc == 0)
+    track(&pools, *out);
+  return rc;
+}
+
+void fpt_pool_destroy(fp_pool *p)
+{
+  untrack(&pools, p);
+  fp_pool_destroy(p);
+}
+
+int fpt_map(fp_pool *p, const char *task, const fp_map_input *in,
+            const fp_map_options *o, fp_map_iter **out)
+{
+  int rc = fp_map(p, task, in, o, out);
+  if (rc == 0)
+    track(&maps, *out);
+  return rc;
+}
+
+int fpt_map_unordered(fp_pool *p, const char *task, const fp_map_input *in,
+                      const fp_map_options *o, fp_map_iter **out)
+{
+  int rc = fp_map_unordered(p, task, in, o, out);
+  if (rc == 0)
+    track(&maps, *out);
+  return rc;
+}
+
+void fpt_map_destroy(fp_map_iter *m)
+{
+  untrack(&maps, m);
+  fp_map_destroy(m);
+}
+
+static void fixture_setup(void)
+{
+  pools.n = maps.n = ngates = 0;
+}
+
+/* Runs after every test, passed or failed (Check runs a checked teardown
+ * after a failed assertion with CK_FORK=no too).  After a pass nothing is
+ * tracked; after a failure the pools are killed first, so that no task the
+ * test gated or hung keeps a destroy waiting. */
+static void fixture_teardown(void)
+{
+  for (unsigned i = 0; i < pools.n; i++)
+    fp_pool_kill(pools.v[i]);
+  while (maps.n > 0)
+    fpt_map_destroy(maps.v[maps.n - 1]);
+  while (pools.n > 0)
+    fpt_pool_destroy(pools.v[pools.n - 1]);
+  while (ngates > 0)
+    unlink(gates[--ngates]);
+  /* What the test forked itself, or what outlived its pools. */
+  for (int waited = 0; waited < FPT_LIMIT_MS; waited += 2) {
+    pid_t child = fpt_first_child();
+    if (child == 0)
+      break;
+    kill(child, SIGKILL);
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+      ;
+    nap();
+  }
+}
+
+TCase *fpt_tcase(Suite *s, const char *name, double timeout_s)
+{
+  TCase *tc = tcase_create(name);
+  tcase_set_timeout(tc, timeout_s);
+  tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
+  suite_add_tcase(s, tc);
+  return tc;
+}
+
+size_t fpt_scaled(size_t n, size_t min)
+{
+  const char *v = getenv("FPT_SCALE");
+  unsigned long pct = v && *v ? strtoul(v, NULL, 10) : 100;
+  size_t m = (size_t)((double)n * (double)pct / 100.0);
+  return m < min ? min : m;
+}
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FPT_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FPT_SANITIZED 1
+#endif
+
+int fpt_rss_is_meaningful(void)
+{
+#if defined(FPT_SANITIZED)
+  return 0;
+#elif defined(HAVE_VALGRIND_VALGRIND_H)
+  return !RUNNING_ON_VALGRIND;
+#else
+  const char *pre = getenv("LD_PRELOAD"); /* how valgrind loads itself */
+  return pre == NULL || strstr(pre, "vgpreload") == NULL;
+#endif
+}
+
 fp_pool *fpt_pool(unsigned workers, unsigned max_inflight)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -326,7 +470,7 @@ fp_pool *fpt_pool(unsigned workers, unsigned max_inflight)
   o.workers = workers;
   o.max_inflight = max_inflight;
   o.tasks = fpt_tasks;
-  int rc = fp_pool_create(&p, &o);
+  int rc = fpt_pool_create(&p, &o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
   return p;
 }
@@ -338,6 +482,9 @@ void fpt_gate_make(char *path, size_t len)
            (int)getpid(), seq++);
   unlink(path);
   ck_assert_int_eq(mkfifo(path, 0600), 0);
+  if (ngates == FPT_TRACKED || strlen(path) >= sizeof gates[0])
+    ck_abort_msg("too many gates");
+  strcpy(gates[ngates++], path);
 }
 
 void fpt_gate_open(const char *path)
@@ -357,6 +504,11 @@ void fpt_gate_open(const char *path)
 void fpt_gate_remove(const char *path)
 {
   unlink(path);
+  for (unsigned i = 0; i < ngates; i++)
+    if (strcmp(gates[i], path) == 0) {
+      memmove(gates[i], gates[--ngates], sizeof gates[i]);
+      break;
+    }
 }
 
 int64_t fpt_i64(fp_future *f)
@@ -373,7 +525,7 @@ int64_t fpt_i64(fp_future *f)
 void fpt_run_suite(Suite *s)
 {
   SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
+  srunner_run_all(sr, CK_ENV); /* CK_VERBOSITY=verbose names each test */
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);

@@ -21,6 +21,30 @@ typedef struct fpt_snapshot {
   int fds;
 } fpt_snapshot;
 
+/* The fixture.  Every test case comes from fpt_tcase(), whose checked
+ * teardown destroys what a failed test left behind (maps, pools, gates,
+ * child processes), also with CK_FORK=no, so that one failure stays one
+ * failure instead of a cascade of leak reports in the tests after it.  For
+ * that the tests create and destroy pools and maps through the tracked
+ * wrappers below. */
+TCase *fpt_tcase(Suite *s, const char *name, double timeout_s);
+int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
+void fpt_pool_destroy(fp_pool *p);
+int fpt_map(fp_pool *p, const char *task, const fp_map_input *in,
+            const fp_map_options *o, fp_map_iter **out);
+int fpt_map_unordered(fp_pool *p, const char *task, const fp_map_input *in,
+                      const fp_map_options *o, fp_map_iter **out);
+void fpt_map_destroy(fp_map_iter *m);
+
+/* The size knob: FPT_SCALE (a percentage, 100 by default) scales every
+ * size-dependent test's count, so the valgrind and sanitizer gates can run
+ * the same tests smaller.  Never returns less than min. */
+size_t fpt_scaled(size_t n, size_t min);
+/* 0 under valgrind or AddressSanitizer, whose own memory and quarantine
+ * make the process's RSS say nothing about the library's: tests that bound
+ * RSS skip that assertion then, and say so. */
+int fpt_rss_is_meaningful(void);
+
 /* Makes this process a subreaper, so every descendant stays countable. */
 void fpt_begin(fpt_snapshot *s);
 /* Waits (up to FPT_LIMIT_MS) until no child is left; checks the fds. */
