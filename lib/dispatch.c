@@ -9,9 +9,12 @@
  * takes it; the worker answers in order, so the oldest task of a worker is
  * the one it runs.  When a worker dies, that oldest task fails (or runs
  * again, if it has retries left) and the ones behind it go back to the front
- * of the queue.  A future made final while still in a worker's list (a
- * cancelled running task) stays there as a placeholder until its answer or
- * its worker's exit comes back, so the order stays true.
+ * of the queue.  When the pool kills a worker, the kill names the task it
+ * is for: only that one fails, and only if it is still running when the
+ * exit comes back; answers already in the pipe are read before any kill.
+ * A future made final while still in a worker's list (a cancelled running
+ * task) stays there as a placeholder until its answer or its worker's exit
+ * comes back, so the order stays true.
  */
 #include "forkpool-private.h"
 
@@ -216,18 +219,26 @@ void fp__slot_close_fd(fp_pool *p, fp__slot *s, int *fd)
   *fd = -1;
 }
 
+/* Whether the task an earlier kill named is still the one the worker runs. */
+static int target_running(const fp__slot *s)
+{
+  return s->target != 0 && s->head != NULL && s->head->id == s->target;
+}
+
 /*
  * Asks the fork server to signal the slot's worker (SIGKILL unless the pool
- * is terminating it) and stops writing to it.  err and msg, when given,
- * become the failure of the task it was running.
+ * is terminating it) and stops writing to it.  A kill for a task names it,
+ * f, and err and msg become its failure; an earlier kill's target that is
+ * still running keeps its own.  err without f is a kill for no task.
  */
-static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
-                        const char *msg)
+static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
+                        int err, const char *msg)
 {
   fp__slot *s = &p->slots[i];
-  if (err != 0 && s->fail_err == 0) {
+  if (f != NULL ? !target_running(s) : (err != 0 && s->fail_err == 0)) {
+    s->target = f != NULL ? f->id : 0;
     s->fail_err = err;
-    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg ? msg : "");
   }
   if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
     (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
@@ -244,13 +255,34 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
 
 void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
 {
-  slot_signal(p, i, SIGKILL, err, msg);
+  /* A fault the worker made (a malformed answer, say) is its running
+   * task's. */
+  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg);
+}
+
+void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
+                        const char *msg)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, SIGKILL, f, err, msg);
 }
 
 void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
 {
   p->slots[i].asked = 1;
-  slot_signal(p, i, sig, 0, NULL);
+  slot_signal(p, i, sig, NULL, 0, NULL);
+}
+
+void fp__slot_read(fp_pool *p, unsigned i)
+{
+  uint64_t done = p->ndone;
+  if (p->slots[i].out_fd >= 0)
+    handle_readable(p, i);
+  if (p->ndone != done) {
+    /* Its poll() may have missed the bytes we took. */
+    fp__wake_poller(p);
+    pthread_cond_broadcast(&p->cond);
+  }
 }
 
 void fp__slot_await(fp_pool *p, unsigned i)
@@ -390,9 +422,15 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_WARN, "%s", why);
   }
 
+  /* A kill for a task fails that task alone, if it still runs; if it
+   * answered first, nothing is failed.  Whatever else the worker held goes
+   * back to the queue. */
   fp_future *f = s->head;
-  if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
-      f->retries > 0 && !p->stopping) {
+  if (f != NULL && s->target != 0 && !target_running(s)) {
+    fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
+            (unsigned long long)s->target);
+  } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
+             f->retries > 0 && !p->stopping) {
     f->retries--; /* requeue() below hands it out again, first */
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);
@@ -794,25 +832,40 @@ void fp__schedule(fp_pool *p, int all)
       flush(p, i);
 }
 
+/* Whether slot s's running task has a deadline: 1 and its end (ns). */
+static int deadline_end(const fp__slot *s, int64_t *end)
+{
+  fp_future *f = s->head;
+  if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
+      fp__future_is_done(f))
+    return 0;
+  *end = s->head_since + (int64_t)f->deadline_ms * f->nitems * 1000000;
+  return 1;
+}
+
 /* Kills workers whose running task passed its deadline; returns the ms to
  * the next deadline, or -1. */
 static int check_deadlines(fp_pool *p)
 {
-  int64_t now = fp__now_ns(), next = -1;
+  int64_t now = fp__now_ns(), next = -1, end;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
-    fp_future *f = s->head;
-    if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
-        fp__future_is_done(f))
+    if (!deadline_end(s, &end))
       continue;
-    int64_t limit_ms = (int64_t)f->deadline_ms * f->nitems;
-    int64_t end = s->head_since + limit_ms * 1000000;
+    /* Its answer may wait in the pipe: then it is done, and the worker
+     * runs the next task, whose time starts now. */
     if (now >= end) {
+      fp__slot_read(p, i);
+      if (!deadline_end(s, &end))
+        continue;
+    }
+    if (now >= end) {
+      fp_future *f = s->head;
       char msg[120];
       snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
-               (long long)limit_ms);
+               (long long)f->deadline_ms * f->nitems);
       p->st.deadline_kills++;
-      fp__slot_kill(p, i, FP_EDEADLINE, msg);
+      fp__slot_kill_task(p, i, f, FP_EDEADLINE, msg);
     } else if (next < 0 || end - now < next) {
       next = end - now;
     }
@@ -909,9 +962,12 @@ static void handle_events(fp_pool *p, int n)
  */
 int fp__poll_once(fp_pool *p, int timeout_ms)
 {
+  uint64_t done = p->ndone;
   int next = check_deadlines(p);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
     timeout_ms = next;
+  if (p->ndone != done)
+    timeout_ms = 0; /* it read answers: report them without waiting */
   int n = build_pollset(p);
   p->polling = 1;
   pthread_mutex_unlock(&p->lock);

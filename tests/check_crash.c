@@ -3,11 +3,13 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The crashing task fails alone; everything around it still succeeds. */
@@ -276,6 +278,165 @@ START_TEST(parent_sigkilled_leaves_nothing)
 }
 END_TEST
 
+/* --- One kill fails one task: the one it names --------------------------- */
+
+/*
+ * Blocks until a gate task has opened the FIFO, and returns our end of it.
+ * A worker writes each answer before it reads its next frame, so once the
+ * gate task runs, the answers of the tasks before it wait in the result
+ * pipe, unread until the next library call.
+ */
+static int gate_started(const char *path)
+{
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  ck_assert_int_ge(fd, 0);
+  return fd;
+}
+
+/* Lets the gate task finish; if its worker is gone, the byte has no reader
+ * (EPIPE, not SIGPIPE) and the test's checks say what went wrong. */
+static void gate_release(int fd)
+{
+  void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+  (void)!write(fd, "x", 1);
+  signal(SIGPIPE, old);
+  close(fd);
+}
+
+static int64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Lets the clock pass t (ms); no process is waited for. */
+static void clock_past(int64_t t)
+{
+  while (mono_ms() <= t) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static pid_t worker_pid(fp_pool *p)
+{
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "pid", &f, "[]"), 0);
+  pid_t pid = (pid_t)fpt_i64(f);
+  fp_future_release(f);
+  return pid;
+}
+
+static fp_pool_stats stats(fp_pool *p)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  return st;
+}
+
+/*
+ * fp_submit(3): the deadline "counts from when the task becomes the one its
+ * worker runs, as the dispatcher sees it".  A answered within its deadline
+ * and the caller made no call since: its deadline passes on the clock while
+ * its answer waits in the pipe.  The answer is read first; B, behind it,
+ * runs on.
+ */
+START_TEST(deadline_passed_with_the_answer_in_the_pipe)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 2);
+  pid_t worker = worker_pid(p);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 20;
+  fp_future *a, *b;
+  ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x03", 2, &so, &a), 0);
+  int64_t since = mono_ms(); /* A runs, for the dispatcher, from before */
+  ck_assert_int_eq(fp_submitf(p, "gate", &b, "[s]", gate), 0);
+  int w = gate_started(gate);
+  clock_past(since + so.deadline_ms);
+  ck_assert_int_eq(fpt_i64(a), 9); /* the first call since the submits */
+  ck_assert_int_eq(fp_future_state(b), FP_RUNNING);
+  gate_release(w);
+  ck_assert_int_eq(fpt_i64(b), worker);
+  fp_pool_stats st = stats(p);
+  ck_assert_int_eq(st.deadline_kills, 0);
+  ck_assert_int_eq(st.failed, 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/*
+ * fp_future_cancel(3): the tasks behind a killed one "go back to the front
+ * of the queue".  A has answered, unread, when it is cancelled: the answer
+ * is read first, A finished, and no worker is killed; B, behind it, runs on.
+ */
+START_TEST(cancel_running_after_the_answer)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 2);
+  pid_t worker = worker_pid(p);
+  fp_future *a, *b;
+  ck_assert_int_eq(fp_submitf(p, "square", &a, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fp_submitf(p, "gate", &b, "[s]", gate), 0);
+  int w = gate_started(gate);
+  int rc = fp_future_cancel(a, FP_CANCEL_RUNNING); /* the first call since */
+  gate_release(w);
+  ck_assert_int_eq(fpt_i64(b), worker);
+  ck_assert_int_eq(rc, FP_EBUSY);
+  ck_assert_int_eq(fpt_i64(a), 9);
+  fp_pool_stats st = stats(p);
+  ck_assert_int_eq(st.worker_restarts, 0);
+  ck_assert_int_eq(st.failed + st.cancelled, 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Many cancels of running tasks, some of them just as they answer: every
+ * future not cancelled finishes with its own result. */
+START_TEST(cancel_running_storm)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 4);
+  enum { N = 600 };
+  fp_future *f[N];
+  int cancelled[N];
+  for (int i = 0; i < N; i++) {
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+    cancelled[i] = 0;
+    if (i % 3 == 2) {
+      int rc = fp_future_cancel(f[i - 1], FP_CANCEL_RUNNING);
+      ck_assert_msg(rc == 0 || rc == FP_EBUSY, "%s", fp_strerror(rc));
+      cancelled[i - 1] = rc == 0;
+    }
+  }
+  for (int i = 0; i < N; i++) {
+    if (cancelled[i])
+      ck_assert_int_eq(fp_future_state(f[i]), FP_CANCELLED);
+    else
+      ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("crash");
@@ -291,6 +452,9 @@ int main(void)
   tcase_add_test(tc, fork_server_killed);
   tcase_add_test(tc, parent_sigkilled_leaves_nothing);
   tcase_add_test(tc, sigpipe_never_reaches_caller);
+  tcase_add_test(tc, deadline_passed_with_the_answer_in_the_pipe);
+  tcase_add_test(tc, cancel_running_after_the_answer);
+  tcase_add_test(tc, cancel_running_storm);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
