@@ -430,7 +430,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
             (unsigned long long)s->target);
   } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
-             f->retries > 0 && !p->stopping) {
+             f->retries > 0 && !p->closed) {
     f->retries--; /* requeue() below hands it out again, first */
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);

@@ -4,6 +4,7 @@
 #include "fpt.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,6 +438,76 @@ START_TEST(cancel_running_storm)
 }
 END_TEST
 
+/* --- Retries and shutdown ------------------------------------------------- */
+
+typedef struct killer {
+  fp_pool *pool;
+  pid_t worker;
+  int gate;              /* our end of the gate task's FIFO */
+} killer;
+
+/* Kills the worker once a shutdown has begun (submits are refused), then
+ * opens the gate: a second run of the task would end, not hang. */
+static void *kill_when_shut(void *arg)
+{
+  killer *k = arg;
+  for (;;) {
+    fp_future *f;
+    int rc = fp_submitf(k->pool, "none", &f, "[]");
+    if (rc == FP_ESHUTDOWN)
+      break;
+    ck_assert_int_eq(rc, 0);
+    fp_future_release(f);
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  ck_assert_int_eq(kill(k->worker, SIGKILL), 0);
+  for (int waited = 0; !fpt_process_gone(k->worker); waited++)
+    ck_assert_int_lt(waited, 10000000); /* the killed one never reads it */
+  ck_assert_int_eq(write(k->gate, "x", 1), 1);
+  return NULL;
+}
+
+/* fp_submit(3): "When no retry is left, or during a shutdown, the future
+ * fails with FP_EWORKER." */
+START_TEST(no_retry_during_shutdown)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.retries = 1;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(fp_pack(&pk, "[s]", gate), 0);
+  killer k = {p, worker_pid(p), -1};
+  fp_future *g;
+  ck_assert_int_eq(fp_submit_ex(p, "gate", sb.data, sb.size, &so, &g), 0);
+  msgpack_sbuffer_destroy(&sb);
+  k.gate = gate_started(gate);
+  /* A reader of our own: the byte written later never meets EPIPE. */
+  int keep = open(gate, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ck_assert_int_ge(keep, 0);
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, kill_when_shut, &k), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+  pthread_join(th, NULL);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, 0, &r), FP_EWORKER);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(g), "signal 9"));
+  close(k.gate);
+  close(keep);
+  fp_future_release(g);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("crash");
@@ -455,6 +526,7 @@ int main(void)
   tcase_add_test(tc, deadline_passed_with_the_answer_in_the_pipe);
   tcase_add_test(tc, cancel_running_after_the_answer);
   tcase_add_test(tc, cancel_running_storm);
+  tcase_add_test(tc, no_retry_during_shutdown);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
