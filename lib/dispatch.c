@@ -363,22 +363,21 @@ static void requeue(fp_pool *p, fp__slot *s)
 }
 
 /*
- * Records a death; 1 if it makes more than restart_limit within the window.
- * The ring holds the last limit+1 times; after this one is written, the next
- * entry holds the oldest of them.
+ * Records the death of slot s's worker; 1 if it makes more than
+ * restart_limit in a row without progress: with no task answered since the
+ * first of them, or, for workers that died before READY, with no worker
+ * ready since.  Time plays no part: a pool whose other tasks succeed is not
+ * in a loop however often some crash, and one whose every task crashes is,
+ * however slowly.
  */
-static int crash_loop(fp_pool *p)
+static int crash_loop(fp_pool *p, const fp__slot *s)
 {
   unsigned limit = p->opts.restart_limit;
-  if (limit == 0)
-    return 0;
-  unsigned n = limit + 1;
-  int64_t now = fp__now_ms();
-  p->restarts[p->nrestarts % n] = now;
-  p->nrestarts++;
-  int64_t oldest = p->restarts[p->nrestarts % n];
-  return p->nrestarts >= n &&
-         now - oldest < (int64_t)p->opts.restart_window_ms;
+  p->deaths_unanswered++;
+  if (!s->ready)
+    p->deaths_unready++;
+  return limit != 0 &&
+         (p->deaths_unanswered > limit || p->deaths_unready > limit);
 }
 
 static void describe_exit(char *buf, size_t len, pid_t pid, int status)
@@ -443,11 +442,11 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   s->pid = 0;
   if (p->stopping)
     return;
-  if (died && crash_loop(p)) {
+  if (died && crash_loop(p, s)) {
     fp__pool_break(p, FP_EBROKEN,
-                   "crash loop: more than %u worker deaths within %u ms "
-                   "(last: %s)",
-                   p->opts.restart_limit, p->opts.restart_window_ms, why);
+                   "crash loop: more than %u worker deaths in a row with no "
+                   "task answered (last: %s)",
+                   p->opts.restart_limit, why);
     return;
   }
   if (recycled)
@@ -559,6 +558,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
     p->oom_starts = 0;
+    p->deaths_unready = 0;
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
@@ -589,6 +589,7 @@ static fp_future *pop_answered(fp_pool *p, fp__slot *s)
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
   s->answered++;
+  p->deaths_unanswered = 0; /* progress: not a crash loop */
   int64_t now = fp__now_ns();
   f->run_ns = now - s->head_since;
   s->head_since = now; /* the next one starts now */

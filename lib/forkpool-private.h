@@ -492,8 +492,8 @@ struct fp_pool {
   int stopping;           /* workers are being let go */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
-  int64_t *restarts;      /* ring of the last restart_limit+1 restart times */
-  unsigned nrestarts;     /* restarts ever */
+  unsigned deaths_unanswered; /* worker deaths since a task was answered */
+  unsigned deaths_unready; /* deaths before READY since a worker was ready */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
   unsigned since_pass;    /* submits since the last dispatcher pass */
   unsigned oom_starts;    /* new workers in a row whose READY we could not

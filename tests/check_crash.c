@@ -438,6 +438,69 @@ START_TEST(cancel_running_storm)
 }
 END_TEST
 
+/* --- The crash-loop rule: deaths without progress ------------------------ */
+
+/* fp_pool_create(3): restart_limit counts deaths with no task answered
+ * between them.  One task in ten crashes, the rest succeed: no loop. */
+START_TEST(crashes_among_successes_are_no_loop)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0); /* the default restart_limit */
+  enum { N = 300 };
+  fp_future *f[N];
+  for (int i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, i % 10 == 9 ? "segv" : "square", &f[i],
+                                "[I]", (int64_t)i), 0);
+  for (int i = 0; i < N; i++) {
+    if (i % 10 == 9) {
+      const msgpack_object *r;
+      int rc = fp_future_result(f[i], FPT_LIMIT_MS, &r);
+      ck_assert_msg(rc == FP_EWORKER, "task %d: %s", i, fp_future_error(f[i]));
+    } else {
+      ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    }
+    fp_future_release(f[i]);
+  }
+  ck_assert_int_eq(stats(p).worker_deaths, N / 10);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* However far apart the deaths, restart_limit + 1 of them in a row with
+ * nothing answered break the pool. */
+START_TEST(slow_crash_loop_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = fpt_tasks;
+  o.restart_limit = 3;
+  o.restart_window_ms = 1; /* no longer a window: deaths are not timed */
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  int deaths = 0;
+  for (;;) {
+    fp_future *f;
+    int rc = fp_submitf(p, "segv", &f, "[]");
+    if (rc == FP_EBROKEN)
+      break;
+    ck_assert_int_eq(rc, 0);
+    const msgpack_object *r;
+    rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+    ck_assert_int_eq(rc, FP_EWORKER);
+    fp_future_release(f);
+    ck_assert_int_le(++deaths, 4);
+    clock_past(mono_ms() + 2); /* the old rule's window is over */
+  }
+  ck_assert_int_eq(deaths, 4);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 /* --- Retries and shutdown ------------------------------------------------- */
 
 typedef struct killer {
@@ -526,6 +589,8 @@ int main(void)
   tcase_add_test(tc, deadline_passed_with_the_answer_in_the_pipe);
   tcase_add_test(tc, cancel_running_after_the_answer);
   tcase_add_test(tc, cancel_running_storm);
+  tcase_add_test(tc, crashes_among_successes_are_no_loop);
+  tcase_add_test(tc, slow_crash_loop_breaks_the_pool);
   tcase_add_test(tc, no_retry_during_shutdown);
   suite_add_tcase(s, tc);
   fpt_run_suite(s);
