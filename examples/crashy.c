@@ -127,14 +127,12 @@ int main(void)
   /* A task waits in the pool's queue rather than behind "hang" on its
    * worker's pipe: a free worker takes the next task. */
   opts.max_inflight = 1;
-  /* The crash-loop rule: more than restart_limit worker deaths within
-   * restart_window_ms mark the pool broken.  Every task not done then fails
-   * with FP_EBROKEN and submits are refused, instead of forking workers
-   * forever when, say, every task crashes.  This program kills six workers
-   * within a few milliseconds on purpose, so it allows 20 per second (with
-   * 5, the sixth crash breaks the pool: try it). */
+  /* The crash-loop rule: more than restart_limit worker deaths in a row,
+   * with no task answered between them, mark the pool broken.  Every task
+   * not done then fails with FP_EBROKEN and submits are refused, instead of
+   * forking workers forever when, say, every task crashes.  Here the sums
+   * between the crashes are progress, so the default would do. */
   opts.restart_limit = 20;
-  opts.restart_window_ms = 1000;
 
   fp_pool *pool;
   int rc = fp_pool_create(&pool, &opts);

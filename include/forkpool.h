@@ -151,8 +151,10 @@ typedef struct fp_pool_options {
   size_t size;                /* sizeof(fp_pool_options); set by _INIT */
   unsigned workers;           /* 0: one per online CPU */
   size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
-  unsigned restart_limit;     /* more worker deaths than this within the */
-  unsigned restart_window_ms; /*   window break the pool; limit 0: never */
+  unsigned restart_limit;     /* more worker deaths than this in a row, no
+                                 task answered between, break the pool;
+                                 0: never */
+  unsigned restart_window_ms; /* unused; must not be 0 if the limit is set */
   unsigned max_inflight;      /* tasks handed to one worker ahead; 0: auto */
   const fp_task *tasks;       /* borrowed during create; NULL-name ended */
   fp_log_fn log;              /* NULL: no diagnostics; called with the */

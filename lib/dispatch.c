@@ -9,9 +9,12 @@
  * takes it; the worker answers in order, so the oldest task of a worker is
  * the one it runs.  When a worker dies, that oldest task fails (or runs
  * again, if it has retries left) and the ones behind it go back to the front
- * of the queue.  A future made final while still in a worker's list (a
- * cancelled running task) stays there as a placeholder until its answer or
- * its worker's exit comes back, so the order stays true.
+ * of the queue.  When the pool kills a worker, the kill names the task it
+ * is for: only that one fails, and only if it is still running when the
+ * exit comes back; answers already in the pipe are read before any kill.
+ * A future made final while still in a worker's list (a cancelled running
+ * task) stays there as a placeholder until its answer or its worker's exit
+ * comes back, so the order stays true.
  */
 #include "forkpool-private.h"
 
@@ -216,18 +219,26 @@ void fp__slot_close_fd(fp_pool *p, fp__slot *s, int *fd)
   *fd = -1;
 }
 
+/* Whether the task an earlier kill named is still the one the worker runs. */
+static int target_running(const fp__slot *s)
+{
+  return s->target != 0 && s->head != NULL && s->head->id == s->target;
+}
+
 /*
  * Asks the fork server to signal the slot's worker (SIGKILL unless the pool
- * is terminating it) and stops writing to it.  err and msg, when given,
- * become the failure of the task it was running.
+ * is terminating it) and stops writing to it.  A kill for a task names it,
+ * f, and err and msg become its failure; an earlier kill's target that is
+ * still running keeps its own.  err without f is a kill for no task.
  */
-static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
-                        const char *msg)
+static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
+                        int err, const char *msg)
 {
   fp__slot *s = &p->slots[i];
-  if (err != 0 && s->fail_err == 0) {
+  if (f != NULL ? !target_running(s) : (err != 0 && s->fail_err == 0)) {
+    s->target = f != NULL ? f->id : 0;
     s->fail_err = err;
-    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg ? msg : "");
   }
   if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
     (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
@@ -244,13 +255,34 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, int err,
 
 void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
 {
-  slot_signal(p, i, SIGKILL, err, msg);
+  /* A fault the worker made (a malformed answer, say) is its running
+   * task's. */
+  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg);
+}
+
+void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
+                        const char *msg)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, SIGKILL, f, err, msg);
 }
 
 void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
 {
   p->slots[i].asked = 1;
-  slot_signal(p, i, sig, 0, NULL);
+  slot_signal(p, i, sig, NULL, 0, NULL);
+}
+
+void fp__slot_read(fp_pool *p, unsigned i)
+{
+  uint64_t done = p->ndone;
+  if (p->slots[i].out_fd >= 0)
+    handle_readable(p, i);
+  if (p->ndone != done) {
+    /* Its poll() may have missed the bytes we took. */
+    fp__wake_poller(p);
+    pthread_cond_broadcast(&p->cond);
+  }
 }
 
 void fp__slot_await(fp_pool *p, unsigned i)
@@ -331,22 +363,21 @@ static void requeue(fp_pool *p, fp__slot *s)
 }
 
 /*
- * Records a death; 1 if it makes more than restart_limit within the window.
- * The ring holds the last limit+1 times; after this one is written, the next
- * entry holds the oldest of them.
+ * Records the death of slot s's worker; 1 if it makes more than
+ * restart_limit in a row without progress: with no task answered since the
+ * first of them, or, for workers that died before READY, with no worker
+ * ready since.  Time plays no part: a pool whose other tasks succeed is not
+ * in a loop however often some crash, and one whose every task crashes is,
+ * however slowly.
  */
-static int crash_loop(fp_pool *p)
+static int crash_loop(fp_pool *p, const fp__slot *s)
 {
   unsigned limit = p->opts.restart_limit;
-  if (limit == 0)
-    return 0;
-  unsigned n = limit + 1;
-  int64_t now = fp__now_ms();
-  p->restarts[p->nrestarts % n] = now;
-  p->nrestarts++;
-  int64_t oldest = p->restarts[p->nrestarts % n];
-  return p->nrestarts >= n &&
-         now - oldest < (int64_t)p->opts.restart_window_ms;
+  p->deaths_unanswered++;
+  if (!s->ready)
+    p->deaths_unready++;
+  return limit != 0 &&
+         (p->deaths_unanswered > limit || p->deaths_unready > limit);
 }
 
 static void describe_exit(char *buf, size_t len, pid_t pid, int status)
@@ -390,9 +421,15 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_WARN, "%s", why);
   }
 
+  /* A kill for a task fails that task alone, if it still runs; if it
+   * answered first, nothing is failed.  Whatever else the worker held goes
+   * back to the queue. */
   fp_future *f = s->head;
-  if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
-      f->retries > 0 && !p->stopping) {
+  if (f != NULL && s->target != 0 && !target_running(s)) {
+    fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
+            (unsigned long long)s->target);
+  } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
+             f->retries > 0 && !p->closed) {
     f->retries--; /* requeue() below hands it out again, first */
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);
@@ -405,11 +442,11 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   s->pid = 0;
   if (p->stopping)
     return;
-  if (died && crash_loop(p)) {
+  if (died && crash_loop(p, s)) {
     fp__pool_break(p, FP_EBROKEN,
-                   "crash loop: more than %u worker deaths within %u ms "
-                   "(last: %s)",
-                   p->opts.restart_limit, p->opts.restart_window_ms, why);
+                   "crash loop: more than %u worker deaths in a row with no "
+                   "task answered (last: %s)",
+                   p->opts.restart_limit, why);
     return;
   }
   if (recycled)
@@ -521,6 +558,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
     p->oom_starts = 0;
+    p->deaths_unready = 0;
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
@@ -551,6 +589,7 @@ static fp_future *pop_answered(fp_pool *p, fp__slot *s)
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
   s->answered++;
+  p->deaths_unanswered = 0; /* progress: not a crash loop */
   int64_t now = fp__now_ns();
   f->run_ns = now - s->head_since;
   s->head_since = now; /* the next one starts now */
@@ -794,25 +833,40 @@ void fp__schedule(fp_pool *p, int all)
       flush(p, i);
 }
 
+/* Whether slot s's running task has a deadline: 1 and its end (ns). */
+static int deadline_end(const fp__slot *s, int64_t *end)
+{
+  fp_future *f = s->head;
+  if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
+      fp__future_is_done(f))
+    return 0;
+  *end = s->head_since + (int64_t)f->deadline_ms * f->nitems * 1000000;
+  return 1;
+}
+
 /* Kills workers whose running task passed its deadline; returns the ms to
  * the next deadline, or -1. */
 static int check_deadlines(fp_pool *p)
 {
-  int64_t now = fp__now_ns(), next = -1;
+  int64_t now = fp__now_ns(), next = -1, end;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
-    fp_future *f = s->head;
-    if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
-        fp__future_is_done(f))
+    if (!deadline_end(s, &end))
       continue;
-    int64_t limit_ms = (int64_t)f->deadline_ms * f->nitems;
-    int64_t end = s->head_since + limit_ms * 1000000;
+    /* Its answer may wait in the pipe: then it is done, and the worker
+     * runs the next task, whose time starts now. */
     if (now >= end) {
+      fp__slot_read(p, i);
+      if (!deadline_end(s, &end))
+        continue;
+    }
+    if (now >= end) {
+      fp_future *f = s->head;
       char msg[120];
       snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
-               (long long)limit_ms);
+               (long long)f->deadline_ms * f->nitems);
       p->st.deadline_kills++;
-      fp__slot_kill(p, i, FP_EDEADLINE, msg);
+      fp__slot_kill_task(p, i, f, FP_EDEADLINE, msg);
     } else if (next < 0 || end - now < next) {
       next = end - now;
     }
@@ -909,9 +963,12 @@ static void handle_events(fp_pool *p, int n)
  */
 int fp__poll_once(fp_pool *p, int timeout_ms)
 {
+  uint64_t done = p->ndone;
   int next = check_deadlines(p);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
     timeout_ms = next;
+  if (p->ndone != done)
+    timeout_ms = 0; /* it read answers: report them without waiting */
   int n = build_pollset(p);
   p->polling = 1;
   pthread_mutex_unlock(&p->lock);

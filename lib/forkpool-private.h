@@ -456,6 +456,8 @@ typedef struct fp__slot {
   int ready;              /* it said READY: user code may have run */
   int fail_err;           /* why we killed it (FP_EPROTO, ...); 0: it died */
   char fail_msg[160];     /* the message for fail_err */
+  uint64_t target;        /* the id of the task we killed it for, the only
+                             one the kill may fail; 0: none */
   uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */
 } fp__slot;
 
@@ -490,8 +492,8 @@ struct fp_pool {
   int stopping;           /* workers are being let go */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
-  int64_t *restarts;      /* ring of the last restart_limit+1 restart times */
-  unsigned nrestarts;     /* restarts ever */
+  unsigned deaths_unanswered; /* worker deaths since a task was answered */
+  unsigned deaths_unready; /* deaths before READY since a worker was ready */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
   unsigned since_pass;    /* submits since the last dispatcher pass */
   unsigned oom_starts;    /* new workers in a row whose READY we could not
@@ -536,7 +538,16 @@ void fp__ep_sync(fp_pool *pool);
 void fp__spawn(fp_pool *pool, unsigned slot);
 /* Readies a slot for the worker the fork server forks at start. */
 void fp__slot_await(fp_pool *pool, unsigned slot);
+/* Kills slot's worker for no task (err 0) or for its running task's fault. */
 void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
+/* Kills slot's worker, on purpose, for f, the task it runs: f alone may
+ * fail (with err and msg; a final f is let go), and only if it has not
+ * answered by the time the exit comes back.  The rest go back to the queue.
+ * Read the slot's pipe first (fp__slot_read): f may have answered. */
+void fp__slot_kill_task(fp_pool *pool, unsigned slot, const fp_future *f,
+                        int err, const char *msg);
+/* Reads the answers already in slot's pipe, and wakes their waiters. */
+void fp__slot_read(fp_pool *pool, unsigned slot);
 void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
 void fp__slot_close_fd(fp_pool *pool, fp__slot *s, int *fd);
 void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)

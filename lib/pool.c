@@ -115,8 +115,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
     p->slots[i].in_fd = p->slots[i].out_fd = p->slots[i].hold_fd = -1;
   p->pfd = calloc(2 + 2 * p->nslots, sizeof *p->pfd);
   p->pfd_who = calloc(2 + 2 * p->nslots, sizeof *p->pfd_who);
-  p->restarts = calloc(o.restart_limit + 1, sizeof *p->restarts);
-  if (!p->slots || !p->pfd || !p->pfd_who || !p->restarts) {
+  if (!p->slots || !p->pfd || !p->pfd_who) {
     rc = FP_ENOMEM;
     goto fail;
   }
@@ -329,7 +328,6 @@ static void pool_free(fp_pool *p)
   free(p->slots);
   free(p->pfd);
   free(p->pfd_who);
-  free(p->restarts);
   free(atomic_load(&p->spare));
   fp__shm_destroy(&p->shm);
   pthread_mutex_destroy(&p->lock);

@@ -165,7 +165,8 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
 /*
  * A pending task leaves the queue.  A running one, with FP_CANCEL_RUNNING,
  * is made final now and stays in its worker's list as a placeholder; if it
- * is the one the worker runs, the worker is killed and replaced.
+ * is the one the worker runs, the worker is killed and replaced.  Unless it
+ * has answered already: its answer, in the pipe, is read first.
  */
 int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
 {
@@ -178,9 +179,12 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
   } else if (flags & FP_CANCEL_RUNNING) {
     unsigned i = (unsigned)f->slot;
+    fp__slot_read(p, i);
+    if (fp__future_is_done(f))
+      return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
     fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
     if (p->slots[i].head == f)
-      fp__slot_terminate(p, i, SIGKILL);
+      fp__slot_kill_task(p, i, f, 0, NULL);
   } else {
     return FP_EBUSY;
   }
