@@ -232,7 +232,10 @@ int fp__decode_result_shm(const char *body, size_t len, uint64_t *id,
 /* Counts the msgpack objects in [buf, buf+len): 0, or FP_EINVAL if the
  * bytes are not a whole number of valid objects. */
 int fp__count_objects(const char *buf, size_t len, size_t *n);
-/* The same over the concatenation of iovcnt pieces (empty ones allowed). */
+/* The same over the concatenation of iovcnt pieces (empty ones allowed),
+ * but FP__EDEEP where the bytes nest containers deeper than msgpack-c reads
+ * (MSGPACK_EMBED_STACK_SIZE, 32), so that the worker can say so. */
+#define FP__EDEEP (-4999) /* internal: never returned by a public function */
 int fp__count_objects_iov(const struct iovec *iov, int iovcnt, size_t *n);
 /* Moves *off past one object; FP_EPROTO if it is malformed or cut short.
  * Accepts what msgpack_unpack accepts, without a zone. */

@@ -286,6 +286,37 @@ START_TEST(callbacks_that_submit)
 }
 END_TEST
 
+/* --- Results nested too deep --------------------------------------------------- */
+
+START_TEST(result_nested_too_deep_says_so)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *ok, *deep;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "nest", &ok, "[I]", (int64_t)32), 0);
+  ck_assert_int_eq(fp_submitf(p, "nest", &deep, "[I]", (int64_t)33), 0);
+  ck_assert_int_eq(fp_future_result(ok, FPT_LIMIT_MS, &r), 0);
+  for (int depth = 1; depth < 32; depth++) {
+    ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+    ck_assert_uint_eq(r->via.array.size, 1);
+    r = &r->via.array.ptr[0];
+  }
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+  ck_assert_uint_eq(r->via.array.size, 0);
+  ck_assert_int_eq(fp_future_result(deep, FPT_LIMIT_MS, &r), FP_ETASK);
+  ck_assert_msg(strstr(fp_future_error(deep), "ResultError: ") ==
+                    fp_future_error(deep) &&
+                strstr(fp_future_error(deep), "nested deeper than 32"),
+                "error: %s", fp_future_error(deep));
+  fp_future_release(ok);
+  fp_future_release(deep);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 static void stop_all(int use_kill)
 {
   fpt_snapshot s;
@@ -403,6 +434,7 @@ int main(void)
   tcase_add_test(tc, recycle_every_5_tasks);
   tcase_add_test(tc, retries_after_a_crash);
   tcase_add_test(tc, callbacks_that_submit);
+  tcase_add_test(tc, result_nested_too_deep_says_so);
   tcase_add_test(tc, terminate_);
   tcase_add_test(tc, kill_);
   tcase_add_test(tc, stats_add_up);
