@@ -461,6 +461,75 @@ START_TEST(as_completed_timeout)
 }
 END_TEST
 
+/* A future listed more than once is yielded once (CPython's bpo-20367),
+ * done at create or done later. */
+START_TEST(as_completed_yields_a_repeated_future_once)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fp_future *f;
+  fp_as_completed *it;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *d = submit(p, "square", 3);
+  ck_assert_int_eq(fpt_i64(d), 9);
+  fp_future *g = submit_gate(p, gate);
+  fp_future *three[3] = {d, d, d};
+  ck_assert_int_eq(fp_as_completed_create(&it, three, 3, 0), 0);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, d);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 0);
+  fp_as_completed_destroy(it);
+
+  fp_future *fs[5] = {g, d, g, d, g};
+  ck_assert_int_eq(fp_as_completed_create(&it, fs, 5, FPT_LIMIT_MS), 0);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, d);
+  open_gate(gate, g);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, g);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 0);
+  fp_as_completed_destroy(it);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  fp_future_release(d);
+  fp_future_release(g);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_wait with a future listed twice: each entry counts in n_done, and the
+ * modes mean what they mean for distinct futures. */
+START_TEST(wait_with_a_repeated_future)
+{
+  fpt_snapshot s;
+  char gate[256];
+  size_t nd = 99;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *d = submit(p, "square", 4);
+  ck_assert_int_eq(fpt_i64(d), 16);
+  fp_future *g = submit_gate(p, gate);
+  fp_future *fs[4] = {d, g, d, g};
+  ck_assert_int_eq(fp_wait(fs, 4, FP_FIRST_COMPLETED, 0, &nd), 0);
+  ck_assert_uint_eq(nd, 2);
+  ck_assert_int_eq(fp_wait(fs, 4, FP_ALL_COMPLETED, 20, &nd), FP_ETIMEDOUT);
+  ck_assert_uint_eq(nd, 2);
+  open_gate(gate, g);
+  ck_assert_int_eq(fp_wait(fs, 4, FP_ALL_COMPLETED, FPT_LIMIT_MS, &nd), 0);
+  ck_assert_uint_eq(nd, 4);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  fp_future_release(d);
+  fp_future_release(g);
+  fp_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Destroying an iterator with a future still pending releases it. */
 START_TEST(as_completed_destroy_while_pending)
 {
@@ -560,6 +629,8 @@ int main(void)
   tcase_add_test(tc, as_completed_order);
   tcase_add_test(tc, as_completed_timeout);
   tcase_add_test(tc, as_completed_destroy_while_pending);
+  tcase_add_test(tc, as_completed_yields_a_repeated_future_once);
+  tcase_add_test(tc, wait_with_a_repeated_future);
   suite_add_tcase(s, tc);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = tcase_create("threads");
