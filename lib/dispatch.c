@@ -164,6 +164,10 @@ static void finalized(fp_pool *p, fp_future *f, int keep_ref)
     p->st.failed += f->nitems;
   if (f->callbacks != NULL)
     fp__callbacks_queue(p, f);
+  /* Made final outside the poll loop (a cancel, a shutdown): the thread in
+   * poll() may be waiting for f, and the others wait for its broadcast. */
+  if (p->polling)
+    fp__wake_poller(p);
   if (!keep_ref)
     fp__pool_let_go(p, f);
 }
