@@ -182,10 +182,9 @@ static int drop_repeats(fp_future **fs, size_t *n)
 
 /*
  * Copies fs, each future once, and retains each; the deadline counts from
- * now.  The
- * futures already done are queued first, in array order.  FP_EINVAL for
- * bad arguments or not-done futures of different pools, FP_ENOMEM; on
- * failure *out is NULL and nothing is retained.
+ * now.  The futures already done are queued first, in array order.
+ * FP_EINVAL for bad arguments or not-done futures of different pools,
+ * FP_ENOMEM; on failure *out is NULL and nothing is retained.
  */
 FP_EXTERN int fp_as_completed_create(fp_as_completed **out,
                                      fp_future *const *fs, size_t n,
