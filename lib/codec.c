@@ -436,8 +436,9 @@ typedef struct nest {
 
 /*
  * After an object's head (its bytes skipped, rest of them left in the
- * input): 1 once the outermost object is whole, 0 to read on, FP_EPROTO
- * when a container is nested too deep or cannot fit what is left.
+ * input): 1 once the outermost object is whole, 0 to read on, FP__EDEEP
+ * when a container is nested too deep, FP_EPROTO when it cannot fit what
+ * is left.
  */
 static inline __attribute__((always_inline)) int nest_step(nest *s, head h,
                                                          uint64_t n,
@@ -446,7 +447,9 @@ static inline __attribute__((always_inline)) int nest_step(nest *s, head h,
   if (h.kind == HEAD_ITEMS || h.kind == HEAD_PAIRS) {
     uint64_t items = h.kind == HEAD_PAIRS ? 2 * n : n;
     /* msgpack-c refuses even an empty container this deep. */
-    if (s->top >= MSGPACK_EMBED_STACK_SIZE || items > rest)
+    if (s->top >= MSGPACK_EMBED_STACK_SIZE)
+      return FP__EDEEP;
+    if (items > rest)
       return FP_EPROTO;
     if (items > 0) {
       s->left[s->top++] = items;
@@ -488,7 +491,7 @@ int fp__skip_object(const char *buf, size_t len, size_t *off)
     i += skip;
     int rc = nest_step(&s, h, n, len - i);
     if (rc < 0)
-      return rc;
+      return FP_EPROTO;
     if (rc == 1) {
       *off = i;
       return 0;
@@ -582,8 +585,9 @@ int fp__count_objects_iov(const struct iovec *iov, int iovcnt, size_t *n)
     c.left += iov[k].iov_len;
   *n = 0;
   while (c.left > 0) {
-    if (seg_skip_object(&c) != 0)
-      return FP_EINVAL;
+    int rc = seg_skip_object(&c);
+    if (rc != 0)
+      return rc == FP__EDEEP ? rc : FP_EINVAL;
     ++*n;
   }
   return 0;

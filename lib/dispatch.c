@@ -54,9 +54,45 @@ void fp__pool_lock(fp_pool *p)
   pthread_mutex_lock(&p->lock);
 }
 
-/* Runs the callbacks of futures made final, each list without the lock. */
+/*
+ * The pools whose callbacks this thread is running, innermost first.  A
+ * callback that calls the library (to submit the next task, say) does not
+ * start another round for the same pool: the round it runs in drains the
+ * queue once it returns, so the stack does not grow with the number of
+ * tasks.  Per thread, because each thread that makes futures final runs
+ * their callbacks; a chain on the stack, because a callback of one pool may
+ * run another pool's.
+ */
+typedef struct cb_round {
+  const fp_pool *pool;
+  struct cb_round *outer;
+} cb_round;
+static _Thread_local cb_round *cb_rounds;
+
+int fp__in_callbacks(const fp_pool *p)
+{
+  for (const cb_round *r = cb_rounds; r != NULL; r = r->outer)
+    if (r->pool == p)
+      return 1;
+  return 0;
+}
+
+void fp__callbacks_queue(fp_pool *p, fp_future *f)
+{
+  fp_future_retain(f);
+  f->cb_queued = 1;
+  f->cb_next = p->cbq;
+  p->cbq = f;
+}
+
+/* Runs the callbacks of futures made final, each list without the lock,
+ * unless this thread is running them already. */
 static void run_callbacks(fp_pool *p)
 {
+  if (p->cbq == NULL || fp__in_callbacks(p))
+    return;
+  cb_round round = {p, cb_rounds};
+  cb_rounds = &round;
   while (p->cbq != NULL) {
     fp_future *f = p->cbq;
     p->cbq = f->cb_next;
@@ -71,6 +107,7 @@ static void run_callbacks(fp_pool *p)
     f->cb_queued = 0;
     fp_future_release(f);
   }
+  cb_rounds = round.outer;
 }
 
 void fp__pool_unlock(fp_pool *p)
@@ -128,12 +165,12 @@ static void finalized(fp_pool *p, fp_future *f, int keep_ref)
     p->st.cancelled += f->nitems;
   else
     p->st.failed += f->nitems;
-  if (f->callbacks != NULL) {
-    fp_future_retain(f);
-    f->cb_queued = 1;
-    f->cb_next = p->cbq;
-    p->cbq = f;
-  }
+  if (f->callbacks != NULL)
+    fp__callbacks_queue(p, f);
+  /* Made final outside the poll loop (a cancel, a shutdown): the thread in
+   * poll() may be waiting for f, and the others wait for its broadcast. */
+  if (p->polling)
+    fp__wake_poller(p);
   if (!keep_ref)
     fp__pool_let_go(p, f);
 }

@@ -232,7 +232,10 @@ int fp__decode_result_shm(const char *body, size_t len, uint64_t *id,
 /* Counts the msgpack objects in [buf, buf+len): 0, or FP_EINVAL if the
  * bytes are not a whole number of valid objects. */
 int fp__count_objects(const char *buf, size_t len, size_t *n);
-/* The same over the concatenation of iovcnt pieces (empty ones allowed). */
+/* The same over the concatenation of iovcnt pieces (empty ones allowed),
+ * but FP__EDEEP where the bytes nest containers deeper than msgpack-c reads
+ * (MSGPACK_EMBED_STACK_SIZE, 32), so that the worker can say so. */
+#define FP__EDEEP (-4999) /* internal: never returned by a public function */
 int fp__count_objects_iov(const struct iovec *iov, int iovcnt, size_t *n);
 /* Moves *off past one object; FP_EPROTO if it is malformed or cut short.
  * Accepts what msgpack_unpack accepts, without a zone. */
@@ -524,8 +527,14 @@ int fp__pool_run_until(fp_pool *pool, fp__pool_pred pred, void *arg,
                        int64_t deadline);
 int fp__pool_wait_future(fp_pool *pool, fp_future *f, int64_t deadline);
 void fp__pool_lock(fp_pool *pool);
-/* Runs the callbacks of futures made final, then unlocks. */
+/* Runs the callbacks of futures made final (unless this thread is running
+ * them already, in a callback: its round runs them next), then unlocks. */
 void fp__pool_unlock(fp_pool *pool);
+/* 1 if this thread is running pool's callbacks; the pointer is only
+ * compared, so it may be a pool that is gone. */
+int fp__in_callbacks(const fp_pool *pool);
+/* Queues final f for a round of callbacks.  Lock held. */
+void fp__callbacks_queue(fp_pool *pool, fp_future *f);
 int fp__poll_once(fp_pool *pool, int timeout_ms);
 /* Hands queued tasks to workers; writes all frames, or (all == 0, on
  * submit) only where a worker may run dry or a batch has gathered. */

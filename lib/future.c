@@ -204,7 +204,9 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
 {
   if (f == NULL || fn == NULL)
     return FP_EINVAL;
-  if (is_done(f)) {
+  /* Inside a callback of f's pool, a round is running: cb joins it rather
+   * than nesting (see run_callbacks).  Only then is a done f's pool used. */
+  if (is_done(f) && !fp__in_callbacks(f->pool)) {
     fn(f, arg);
     return 0;
   }
@@ -219,6 +221,10 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
   }
   fp__pool_lock(p);
   int now = is_done(f) && !f->cb_queued;
+  if (now && fp__in_callbacks(p)) {
+    fp__callbacks_queue(p, f);
+    now = 0;
+  }
   if (!now) {
     /* If f is final, its queued run has not finished and will see this. */
     fp__callback **tail = &f->callbacks;

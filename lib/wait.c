@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /*
  * Checks the n futures fs and finds the pool of those not done: *pool is
@@ -147,10 +148,43 @@ static int any_ready(fp_pool *pool, void *arg)
 }
 
 /*
- * Copies fs and retains each future; the deadline counts from now.  The
- * futures already done are queued first, in array order.  FP_EINVAL for
- * bad arguments or not-done futures of different pools, FP_ENOMEM; on
- * failure *out is NULL and nothing is retained.
+ * Drops the repeats of a future from fs[0, *n), keeping the first of each,
+ * in order: a future is yielded once however often it is listed, as CPython
+ * decided in bpo-20367.  A set of pointers with open addressing, so that a
+ * large array costs O(n).  0, or FP_ENOMEM.
+ */
+static int drop_repeats(fp_future **fs, size_t *n)
+{
+  if (*n < 2)
+    return 0;
+  unsigned bits = 1;
+  while (((size_t)1 << bits) < 2 * *n)
+    bits++;
+  size_t mask = ((size_t)1 << bits) - 1, keep = 0;
+  fp_future **seen = calloc(mask + 1, sizeof *seen);
+  if (seen == NULL)
+    return FP_ENOMEM;
+  for (size_t i = 0; i < *n; i++) {
+    /* Fibonacci hashing: the top bits of the product mix every bit. */
+    size_t h = (size_t)(((uint64_t)(uintptr_t)fs[i] *
+                         UINT64_C(0x9E3779B97F4A7C15)) >> (64 - bits));
+    while (seen[h] != NULL && seen[h] != fs[i])
+      h = (h + 1) & mask;
+    if (seen[h] == NULL) {
+      seen[h] = fs[i];
+      fs[keep++] = fs[i];
+    }
+  }
+  free(seen);
+  *n = keep;
+  return 0;
+}
+
+/*
+ * Copies fs, each future once, and retains each; the deadline counts from
+ * now.  The futures already done are queued first, in array order.
+ * FP_EINVAL for bad arguments or not-done futures of different pools,
+ * FP_ENOMEM; on failure *out is NULL and nothing is retained.
  */
 FP_EXTERN int fp_as_completed_create(fp_as_completed **out,
                                      fp_future *const *fs, size_t n,
@@ -174,11 +208,17 @@ FP_EXTERN int fp_as_completed_create(fp_as_completed **out,
   it->ready = it->slots;
   it->pending = it->slots + n;
   it->head = it->tail = 0;
-  it->npending = n;
   it->pool = pool;
   it->deadline = deadline;
+  if (n > 0)
+    memcpy(it->pending, fs, n * sizeof *fs);
+  if (drop_repeats(it->pending, &n) != 0) {
+    free(it);
+    return FP_ENOMEM;
+  }
+  it->npending = n;
   for (size_t i = 0; i < n; i++)
-    it->pending[i] = fp_future_retain(fs[i]);
+    fp_future_retain(it->pending[i]);
   (void)collect(it);
   *out = it;
   return 0;

@@ -8,6 +8,7 @@
  */
 #include "forkpool-private.h"
 
+#include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,12 +134,14 @@ int fp__outbuf_pieces(const fp__outbuf *o, struct iovec iov[FP__OUT_IOV])
   return n;
 }
 
-/* Counts the objects in a result, over its pieces when it has refs. */
+/* Counts the objects in a result, over its pieces when it has refs: 0,
+ * FP_EINVAL, or FP__EDEEP for one nested too deep. */
 static int count_result(const fp__outbuf *o, size_t *n)
 {
   struct iovec iov[FP__OUT_IOV];
-  if (o->nrefs == 0)
-    return fp__count_objects(o->sb.data, o->sb.size, n);
+  if (o->nrefs == 0 && fp__count_objects(o->sb.data, o->sb.size, n) == 0)
+    return 0;
+  /* Slower, but it tells nesting from garbage. */
   return fp__count_objects_iov(iov, fp__outbuf_pieces(o, iov), n);
 }
 
@@ -161,7 +164,12 @@ static void run_one(const fp__worker_cfg *cfg, void *state, const char *task,
   else if (rc != 0)
     set_failure(o, FP_ETASK, "TaskError",
                 "task '%s' returned %d without fp_call_fail", task, rc);
-  else if ((count_rc = count_result(result, &n)) || n != 1)
+  else if ((count_rc = count_result(result, &n)) == FP__EDEEP)
+    set_failure(o, FP_ETASK, "ResultError",
+                "task '%s' packed a result nested deeper than %d levels "
+                "(arrays and maps), which msgpack-c cannot read",
+                task, MSGPACK_EMBED_STACK_SIZE);
+  else if (count_rc || n != 1)
     set_failure(o, FP_ETASK, "ResultError",
                 "task '%s' packed %zu%s results; a task packs exactly one",
                 task, n, count_rc ? " or more (invalid msgpack)" : "");

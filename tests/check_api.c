@@ -4,12 +4,14 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static fp_pool *pool_with(fp_pool_options *o, unsigned workers)
@@ -288,6 +290,159 @@ START_TEST(callbacks_that_submit)
 }
 END_TEST
 
+/* --- A storm of callbacks that submit --------------------------------------- */
+
+/*
+ * Each callback releases its future and submits two more, until want were
+ * submitted: the pattern of fp_future_on_done(3).  All run in one thread.
+ */
+typedef struct storm {
+  fp_pool *pool;
+  unsigned want, submitted, done, finished;
+} storm;
+
+static void storm_submit(storm *st);
+
+static void storm_done(fp_future *f, void *arg)
+{
+  storm *st = arg;
+  const msgpack_object *r;
+  st->done++;
+  st->finished += fp_future_result(f, 0, &r) == 0;
+  fp_future_release(f);
+  storm_submit(st);
+  storm_submit(st);
+}
+
+static void storm_submit(storm *st)
+{
+  fp_future *f;
+  if (st->submitted == st->want)
+    return;
+  st->submitted++;
+  ck_assert_int_eq(fp_submitf(st->pool, "sq", &f, "I",
+                              (int64_t)(st->submitted % 1000)), 0);
+  ck_assert_int_eq(fp_future_on_done(f, storm_done, st), 0);
+}
+
+static void *storm_run(void *arg)
+{
+  storm *st = arg;
+  unsigned seen = 0;
+  int64_t idle_since = 0;
+  storm_submit(st);
+  while (st->done < st->want) {
+    struct timespec ts;
+    ck_assert_int_ge(fp_pool_dispatch(st->pool, 1000), 0);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (st->done != seen || idle_since == 0)
+      idle_since = now, seen = st->done;
+    ck_assert_msg(now - idle_since < FPT_LIMIT_MS, "the storm stalled at %u",
+                  st->done);
+  }
+  return NULL;
+}
+
+/* Callbacks do not nest: stack use does not grow with the tasks.  The
+ * storm runs on a 256 KiB stack, which the recursion used to overflow
+ * after about a thousand tasks. */
+START_TEST(callback_storm_on_a_small_stack)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  storm st = {p, (unsigned)fpt_scaled(200000, 5000), 0, 0, 0};
+  pthread_attr_t a;
+  pthread_t th;
+  ck_assert_int_eq(pthread_attr_init(&a), 0);
+  ck_assert_int_eq(pthread_attr_setstacksize(&a, 256 << 10), 0);
+  ck_assert_int_eq(pthread_create(&th, &a, storm_run, &st), 0);
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  pthread_attr_destroy(&a);
+  ck_assert_uint_eq(st.done, st.want);
+  ck_assert_uint_eq(st.finished, st.want);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A callback's on_done on a future already done is deferred, not nested:
+ * it runs after the running callback returns, in the same thread. */
+typedef struct nested {
+  fp_future *done;       /* a future already done */
+  int depth, max_depth, calls;
+} nested;
+
+static void nested_cb(fp_future *f, void *arg)
+{
+  nested *n = arg;
+  (void)f;
+  n->calls++;
+  n->depth++;
+  if (n->depth > n->max_depth)
+    n->max_depth = n->depth;
+  if (n->calls < 5)
+    ck_assert_int_eq(fp_future_on_done(n->done, nested_cb, n), 0);
+  n->depth--;
+}
+
+START_TEST(on_done_inside_a_callback_does_not_nest)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *d, *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &d, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fpt_i64(d), 9);
+  nested n = {d, 0, 0, 0};
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)4), 0);
+  ck_assert_int_eq(fp_future_on_done(f, nested_cb, &n), 0);
+  ck_assert_int_eq(fpt_i64(f), 16);
+  ck_assert_int_eq(n.calls, 5);
+  ck_assert_int_eq(n.max_depth, 1);
+  /* Outside a callback: at once, as before. */
+  n.calls = 10;
+  ck_assert_int_eq(fp_future_on_done(d, nested_cb, &n), 0);
+  ck_assert_int_eq(n.calls, 11);
+  fp_future_release(d);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* --- Results nested too deep --------------------------------------------------- */
+
+START_TEST(result_nested_too_deep_says_so)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *ok, *deep;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "nest", &ok, "[I]", (int64_t)32), 0);
+  ck_assert_int_eq(fp_submitf(p, "nest", &deep, "[I]", (int64_t)33), 0);
+  ck_assert_int_eq(fp_future_result(ok, FPT_LIMIT_MS, &r), 0);
+  for (int depth = 1; depth < 32; depth++) {
+    ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+    ck_assert_uint_eq(r->via.array.size, 1);
+    r = &r->via.array.ptr[0];
+  }
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+  ck_assert_uint_eq(r->via.array.size, 0);
+  ck_assert_int_eq(fp_future_result(deep, FPT_LIMIT_MS, &r), FP_ETASK);
+  ck_assert_msg(strstr(fp_future_error(deep), "ResultError: ") ==
+                    fp_future_error(deep) &&
+                strstr(fp_future_error(deep), "nested deeper than 32"),
+                "error: %s", fp_future_error(deep));
+  fp_future_release(ok);
+  fp_future_release(deep);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 static void stop_all(int use_kill)
 {
   fpt_snapshot s;
@@ -478,6 +633,9 @@ int main(void)
   tcase_add_test(tc, recycle_every_5_tasks);
   tcase_add_test(tc, retries_after_a_crash);
   tcase_add_test(tc, callbacks_that_submit);
+  tcase_add_test(tc, callback_storm_on_a_small_stack);
+  tcase_add_test(tc, on_done_inside_a_callback_does_not_nest);
+  tcase_add_test(tc, result_nested_too_deep_says_so);
   tcase_add_test(tc, terminate_);
   tcase_add_test(tc, kill_);
   tcase_add_test(tc, stats_add_up);

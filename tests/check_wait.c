@@ -4,8 +4,13 @@
 #include "fpt.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Submits task with the arguments [x]. */
 static fp_future *submit(fp_pool *p, const char *task, int64_t x)
@@ -461,6 +466,75 @@ START_TEST(as_completed_timeout)
 }
 END_TEST
 
+/* A future listed more than once is yielded once (CPython's bpo-20367),
+ * done at create or done later. */
+START_TEST(as_completed_yields_a_repeated_future_once)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fp_future *f;
+  fp_as_completed *it;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *d = submit(p, "square", 3);
+  ck_assert_int_eq(fpt_i64(d), 9);
+  fp_future *g = submit_gate(p, gate);
+  fp_future *three[3] = {d, d, d};
+  ck_assert_int_eq(fp_as_completed_create(&it, three, 3, 0), 0);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, d);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 0);
+  fp_as_completed_destroy(it);
+
+  fp_future *fs[5] = {g, d, g, d, g};
+  ck_assert_int_eq(fp_as_completed_create(&it, fs, 5, FPT_LIMIT_MS), 0);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, d);
+  open_gate(gate, g);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 1);
+  ck_assert_ptr_eq(f, g);
+  ck_assert_int_eq(fp_as_completed_next(it, &f), 0);
+  fp_as_completed_destroy(it);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  fp_future_release(d);
+  fp_future_release(g);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_wait with a future listed twice: each entry counts in n_done, and the
+ * modes mean what they mean for distinct futures. */
+START_TEST(wait_with_a_repeated_future)
+{
+  fpt_snapshot s;
+  char gate[256];
+  size_t nd = 99;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *d = submit(p, "square", 4);
+  ck_assert_int_eq(fpt_i64(d), 16);
+  fp_future *g = submit_gate(p, gate);
+  fp_future *fs[4] = {d, g, d, g};
+  ck_assert_int_eq(fp_wait(fs, 4, FP_FIRST_COMPLETED, 0, &nd), 0);
+  ck_assert_uint_eq(nd, 2);
+  ck_assert_int_eq(fp_wait(fs, 4, FP_ALL_COMPLETED, 20, &nd), FP_ETIMEDOUT);
+  ck_assert_uint_eq(nd, 2);
+  open_gate(gate, g);
+  ck_assert_int_eq(fp_wait(fs, 4, FP_ALL_COMPLETED, FPT_LIMIT_MS, &nd), 0);
+  ck_assert_uint_eq(nd, 4);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  fp_future_release(d);
+  fp_future_release(g);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Destroying an iterator with a future still pending releases it. */
 START_TEST(as_completed_destroy_while_pending)
 {
@@ -544,6 +618,106 @@ START_TEST(two_threads_wait_on_one_pool)
 }
 END_TEST
 
+/* --- Cancelling wakes a waiter ---------------------------------------------- */
+
+typedef struct waiter {
+  fp_future *f;
+  atomic_int tid;        /* its thread id, once it is about to wait */
+  int rc;                /* what fp_future_result returned */
+} waiter;
+
+static void *wait_forever(void *arg)
+{
+  waiter *w = arg;
+  const msgpack_object *r;
+  atomic_store(&w->tid, (int)syscall(SYS_gettid));
+  w->rc = fp_future_result(w->f, -1, &r);
+  return NULL;
+}
+
+/* Whether thread tid of this process is asleep: in poll() or a wait. */
+static int thread_sleeps(int tid)
+{
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  FILE *f = fopen(path, "r");
+  ck_assert_ptr_nonnull(f);
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *rp = strrchr(buf, ')');
+  return rp != NULL && rp[2] == 'S';
+}
+
+static void nap_ms(int ms)
+{
+  struct timespec ts = {0, ms * 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+/*
+ * A thread waits without a timeout on a pending future q (behind a gate,
+ * on a one-worker pool); once it sleeps in the dispatcher, how cancels q.
+ * The waiter must return FP_ECANCELLED, well within FPT_LIMIT_MS: before
+ * the fix only the pool's next event (the gate opening) woke it.
+ */
+static void cancel_wakes_waiter(int how)
+{
+  fpt_snapshot s;
+  char gate[256];
+  pthread_t th;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 1);
+  fp_future *g = submit_gate(p, gate);
+  ck_assert_int_eq(fp_future_state(g), FP_RUNNING);
+  fp_future *q = submit(p, "square", 5);
+  ck_assert_int_eq(fp_future_state(q), FP_PENDING);
+  waiter w = {.f = q, .rc = 1};
+  atomic_init(&w.tid, 0);
+  ck_assert_int_eq(pthread_create(&th, NULL, wait_forever, &w), 0);
+  int waited = 0;
+  while (atomic_load(&w.tid) == 0 || !thread_sleeps(atomic_load(&w.tid))) {
+    ck_assert_msg(waited < FPT_LIMIT_MS, "the waiter never slept");
+    nap_ms(1);
+    waited++;
+  }
+  if (how == 0)
+    ck_assert_int_eq(fp_future_cancel(q, 0), 0);
+  else
+    ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_CANCEL_PENDING), 0);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += FPT_LIMIT_MS / 1000;
+  int woken = pthread_timedjoin_np(th, NULL, &until) == 0;
+  if (!woken) {
+    fpt_gate_open(gate); /* the pool's next event lets it go */
+    pthread_join(th, NULL);
+  }
+  ck_assert_msg(woken, "cancelling did not wake the waiting thread");
+  ck_assert_int_eq(w.rc, FP_ECANCELLED);
+  ck_assert_int_eq(fp_future_state(q), FP_CANCELLED);
+  open_gate(gate, g);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  fp_future_release(g);
+  fp_future_release(q);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+
+START_TEST(cancel_wakes_a_waiting_thread)
+{
+  cancel_wakes_waiter(0);
+}
+END_TEST
+
+START_TEST(shutdown_cancel_pending_wakes_a_waiting_thread)
+{
+  cancel_wakes_waiter(1);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("wait");
@@ -559,8 +733,12 @@ int main(void)
   tcase_add_test(tc, as_completed_order);
   tcase_add_test(tc, as_completed_timeout);
   tcase_add_test(tc, as_completed_destroy_while_pending);
+  tcase_add_test(tc, as_completed_yields_a_repeated_future_once);
+  tcase_add_test(tc, wait_with_a_repeated_future);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, two_threads_wait_on_one_pool);
+  tcase_add_test(threads, cancel_wakes_a_waiting_thread);
+  tcase_add_test(threads, shutdown_cancel_pending_wakes_a_waiting_thread);
   fpt_run_suite(s);
 }

@@ -224,6 +224,8 @@ static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return msgpack_pack_uint64(o, a->via.u64 * a->via.u64);
 }
 
+static int t_nest(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
     {"none", t_none},     {"two", t_two},         {"badrc", t_badrc},
@@ -232,7 +234,7 @@ const fp_task fpt_tasks[] = {
     {"gate", t_gate},     {"bytes", t_bytes},     {"forever", t_forever},
     {"state", t_state},   {"crash_once", t_crash_once},
     {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
-    {"sq", t_sq},         {NULL, NULL}};
+    {"sq", t_sq},         {"nest", t_nest},       {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 
@@ -529,4 +531,16 @@ void fpt_run_suite(Suite *s)
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);
+}
+
+/* [n]: n arrays, each holding the next, the innermost empty. */
+static int t_nest(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t n;
+  if (fp_unpack(a, "[I]", &n) != 0 || n < 1)
+    return fp_call_fail(c, "TypeError", "nest takes a depth");
+  for (int64_t i = 1; i < n; i++)
+    if (msgpack_pack_array(o, 1) != 0)
+      return -1;
+  return msgpack_pack_array(o, 0);
 }
