@@ -218,6 +218,10 @@ static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return msgpack_pack_uint64(o, a->via.u64 * a->via.u64);
 }
 
+static int t_sq_or_pause(fp_call *c, const msgpack_object *a,
+                         msgpack_packer *o);
+static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
     {"none", t_none},     {"two", t_two},         {"badrc", t_badrc},
@@ -226,7 +230,8 @@ const fp_task fpt_tasks[] = {
     {"gate", t_gate},     {"bytes", t_bytes},     {"forever", t_forever},
     {"state", t_state},   {"crash_once", t_crash_once},
     {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
-    {"sq", t_sq},         {NULL, NULL}};
+    {"sq", t_sq},         {"sq_or_pause", t_sq_or_pause},
+    {"nap", t_nap},       {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 
@@ -377,4 +382,26 @@ void fpt_run_suite(Suite *s)
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
   exit(failed ? EXIT_FAILURE : EXIT_SUCCESS);
+}
+
+/* x (a bare integer): x*x; a negative x hangs in pause() until killed. */
+static int t_sq_or_pause(fp_call *c, const msgpack_object *a,
+                         msgpack_packer *o)
+{
+  if (a->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    for (;;)
+      pause();
+  return t_sq(c, a, o);
+}
+
+/* ms (a bare integer): sleeps that long, returns ms; a slow map item. */
+static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return fp_call_fail(c, "TypeError", "takes an integer");
+  struct timespec ts = {(time_t)(a->via.u64 / 1000),
+                        (long)(a->via.u64 % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+  return msgpack_pack_uint64(o, a->via.u64);
 }
