@@ -99,13 +99,13 @@ void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
  * Per-item deadlines: a worker stamps each item of a map chunk as it starts
  * it (and the chunk once all are done) in its slot's stamp page; the
  * dispatcher reads the stamp to time the item.  open: worker, takes write
- * access to its stamp and marks it with its pid (NULL: none; set does
- * nothing with NULL).  read: parent, 0 with what worker pid last stamped,
- * or -1 if it stamped nothing readable.
+ * access to its stamp and marks it with its pid (NULL: none).  set: worker,
+ * item of task id started at since (fp__now_ns).  read: parent, 0 with what
+ * worker pid last stamped, or -1 if it stamped nothing readable.
  */
 typedef struct fp__stamp fp__stamp;
 fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot);
-void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item);
+void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since);
 int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since);
 

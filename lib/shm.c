@@ -309,11 +309,10 @@ fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot)
   return st;
 }
 
-void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item)
+void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since)
 {
-  if (st != NULL)
-    stamp_write(st, atomic_load_explicit(&st->pid, memory_order_relaxed), id,
-                item, fp__now_ns());
+  stamp_write(st, atomic_load_explicit(&st->pid, memory_order_relaxed), id,
+              item, since);
 }
 
 int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,

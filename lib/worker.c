@@ -24,6 +24,13 @@
  * fp__worker_handle), where nothing is stamped. */
 static fp__stamp *stamp;
 
+/* Notes in the stamp that item of task id starts now (item == n: done). */
+static void stamp_item(uint64_t id, uint64_t item)
+{
+  if (stamp != NULL)
+    fp__stamp_set(stamp, id, item, fp__now_ns());
+}
+
 struct fp_call {
   const char *task;      /* the running task's name, NUL-ended copy */
   void *state;           /* what init left for the tasks */
@@ -221,7 +228,7 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     outcome o;
     if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
       return FP_EPROTO;
-    fp__stamp_set(stamp, id, i);
+    stamp_item(id, i);
     fp__outbuf_clear(item);
     run_one(cfg, state, task, fn, &a, item, &o);
     /* An item's objects die with its call.  Only containers take zone
@@ -239,7 +246,7 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     if (rc)
       return FP_ENOMEM;
   }
-  fp__stamp_set(stamp, id, n); /* done: its answer is on its way */
+  stamp_item(id, n); /* done: its answer is on its way */
   return off == args_len ? 0 : FP_EPROTO;
 }
 
