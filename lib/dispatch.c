@@ -870,39 +870,71 @@ void fp__schedule(fp_pool *p, int all)
       flush(p, i);
 }
 
-/* Whether slot s's running task has a deadline: 1 and its end (ns). */
-static int deadline_end(const fp__slot *s, int64_t *end)
+/*
+ * When slot i's running task passes its deadline (ns), or -1 if it has
+ * none now; *limit_ms is the time it is allowed.  A map chunk's deadline is
+ * per item: its worker stamps each item's start in shared memory, so the
+ * item it runs gets deadline_ms from then, and *item says which (+ 1).  A
+ * chunk not started yet gets deadline_ms from when it became the worker's
+ * head, as a task does; one whose items are all done, or whose worker went
+ * on to a later task, has its answer on the way and none.  Without a stamp
+ * from this worker (no shared memory), a chunk of n items gets n times the
+ * deadline.
+ */
+static int64_t deadline_end(const fp_pool *p, unsigned i, unsigned *item,
+                            int64_t *limit_ms)
 {
-  fp_future *f = s->head;
+  const fp__slot *s = &p->slots[i];
+  const fp_future *f = s->head;
   if (s->state != SLOT_LIVE || f == NULL || f->deadline_ms <= 0 ||
       fp__future_is_done(f))
-    return 0;
-  *end = s->head_since + (int64_t)f->deadline_ms * f->nitems * 1000000;
-  return 1;
+    return -1;
+  int64_t per = (int64_t)f->deadline_ms * 1000000, since;
+  uint64_t id, at;
+  *item = 0;
+  *limit_ms = f->deadline_ms;
+  if (f->nitems == 1)
+    return s->head_since + per;
+  if (fp__stamp_read(&p->shm, i, s->pid, &id, &at, &since) != 0) {
+    *limit_ms *= f->nitems;
+    return s->head_since + per * f->nitems;
+  }
+  if (id == f->id && at >= f->nitems)
+    return -1;
+  if (id == f->id) {
+    *item = (unsigned)at + 1;
+    return since + per;
+  }
+  for (const fp_future *g = f->next; g != NULL; g = g->next)
+    if (g->id == id)
+      return -1;
+  return s->head_since + per;
 }
 
 /* Kills workers whose running task passed its deadline; returns the ms to
  * the next deadline, or -1. */
 static int check_deadlines(fp_pool *p)
 {
-  int64_t now = fp__now_ns(), next = -1, end;
+  int64_t now = fp__now_ns(), next = -1, end, limit_ms;
+  unsigned item;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
-    if (!deadline_end(s, &end))
+    if ((end = deadline_end(p, i, &item, &limit_ms)) < 0)
       continue;
     /* Its answer may wait in the pipe: then it is done, and the worker
      * runs the next task, whose time starts now. */
     if (now >= end) {
       fp__slot_read(p, i);
-      if (!deadline_end(s, &end))
+      if ((end = deadline_end(p, i, &item, &limit_ms)) < 0)
         continue;
     }
     if (now >= end) {
       fp_future *f = s->head;
       char msg[120];
       snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
-               (long long)f->deadline_ms * f->nitems);
+               (long long)limit_ms);
       p->st.deadline_kills++;
+      f->late_item = item; /* the map fails that item alone */
       fp__slot_kill_task(p, i, f, FP_EDEADLINE, msg);
     } else if (next < 0 || end - now < next) {
       next = end - now;

@@ -62,6 +62,7 @@ typedef struct fp__shm {
   char *base;            /* mapped MAP_SHARED before the fork server forks;
                             NULL: no area, every payload is framed */
   size_t len;            /* bytes mapped */
+  char *stamps;          /* a page per slot: what its worker runs */
   char *args;            /* the argument pages */
   size_t args_len;
   char *rings;           /* nslots rings of FP__SHM_RING bytes */
@@ -93,6 +94,20 @@ const char *fp__shm_ring_read(const fp__shm *m, unsigned slot, uint64_t tail,
                               uint64_t pos, size_t len);
 /* Parent: everything before tail in slot's ring has been read. */
 void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
+
+/*
+ * Per-item deadlines: a worker stamps each item of a map chunk as it starts
+ * it (and the chunk once all are done) in its slot's stamp page; the
+ * dispatcher reads the stamp to time the item.  open: worker, takes write
+ * access to its stamp and marks it with its pid (NULL: none).  set: worker,
+ * item of task id started at since (fp__now_ns).  read: parent, 0 with what
+ * worker pid last stamped, or -1 if it stamped nothing readable.
+ */
+typedef struct fp__stamp fp__stamp;
+fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot);
+void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since);
+int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
+                   uint64_t *item, int64_t *since);
 
 /* A worker's own ring. */
 typedef struct fp__ring {
@@ -391,6 +406,8 @@ struct fp_future {
   int deadline_ms;           /* 0: none */
   unsigned retries;          /* reruns left when its worker dies */
   int64_t run_ns;            /* how long its worker took, about */
+  unsigned late_item;        /* map chunk killed for its deadline: the item
+                                that ran past it, + 1; 0: not known */
   char *frame;               /* TASK frame, kept to resend until the pool
                                 lets go of it (fp__pool_let_go) */
   size_t frame_len;
@@ -579,6 +596,9 @@ void fp__log(fp_pool *pool, int level, const char *fmt, ...) FP_PRINTF(3, 4);
 
 /* Queues a task (or a map chunk of nitems items packed one after another). */
 int fp__pool_cancel(fp_pool *pool, fp_future *f, unsigned flags);
+/* Why the pool takes no task now: 0, FP_EBROKEN, FP_ESHUTDOWN, or FP_EINVAL
+ * in a forked child. */
+int fp__submit_refused(fp_pool *pool);
 int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out);

@@ -2,8 +2,13 @@
  * map: one task over many argument objects.  Items are packed into chunks,
  * each chunk one message and one future.  A bounded amount of work is in
  * flight, so a lazy input of any length runs in bounded memory.  A chunk
- * whose worker died (or ran past its deadline) is split into single items
- * and sent again, so only the item that crashed fails.
+ * whose worker died is split into single items and sent again, so only the
+ * item that crashed fails.  A deadline is per item: the worker stamps each
+ * item's start in shared memory, the dispatcher kills it when the item
+ * runs late and names the item, which fails alone while the chunk's other
+ * items are sent again.  Without shared memory a map with a deadline sends
+ * one item per message.  A pool that stops taking work (broken, shut down,
+ * terminated) stops the map: no more items are taken from the input.
  *
  * Each item is parsed once on the way out and once on the way back: an
  * array input is cut into chunks as byte ranges with the zone-free scanner,
@@ -12,8 +17,9 @@
  *
  * Automatic chunk size: start at one item, and size each next chunk so that
  * it runs for about FP__CHUNK_TARGET_NS on a worker, from the measured time
- * per item (at most doubling each time), but never larger than an even share
- * of what is left when the total is known, so the tail still balances.
+ * per item, but never more than twice the chunk cut before it, nor larger
+ * than an even share of what is left when the total is known, so the tail
+ * still balances.
  */
 #include "forkpool-private.h"
 
@@ -26,6 +32,7 @@
 #define FP__CHUNK_MAX 65536
 #define FP__INFLIGHT_BYTES ((size_t)4 << 20) /* automatic buffersize */
 #define FP__MIN_ITEMS 16                       /* in flight, per worker */
+#define FP__LEARN_ITEMS ((double)(1 << 20)) /* measured items kept, about */
 
 typedef struct chunk {
   fp_future *f;          /* owned reference; NULL: not sent yet */
@@ -60,7 +67,12 @@ struct fp_map_iter {
   size_t ans_off;        /* its answer: the next entry in result_buf */
   size_t ans_end;        /* its answer's end; 0: none to read */
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
-  double ns_per_item;    /* measured, automatic mode; 0: not yet */
+  double sum_ns;         /* automatic mode: time measured, and */
+  double sum_items;      /*   over how many items (see learn) */
+  size_t prev_n;         /* automatic mode: the last chunk cut; 0: none */
+  int stop;              /* the pool refused work (FP_EBROKEN,
+                            FP_ESHUTDOWN): no item is taken any more, and
+                            this is returned once none is left to give */
   msgpack_sbuffer sb;    /* lazy input: the chunk being packed */
   msgpack_zone zone;     /* its containers; cleared before each result */
   msgpack_object result; /* the result being yielded */
@@ -139,10 +151,16 @@ static int take_item(fp_map_iter *m)
 static size_t chunk_goal(const fp_map_iter *m)
 {
   size_t goal = m->chunksize, workers = m->pool->nslots;
-  if (m->o.chunksize == 0 && m->total != 0) {
-    size_t share = (m->total - m->taken) / (4 * workers) + 1;
-    if (goal > share)
-      goal = share;
+  /* Without the shared area no stamp says which item a worker runs: only
+   * an item per message keeps the deadline per item. */
+  if (m->o.deadline_ms > 0 && m->pool->shm.base == NULL)
+    goal = 1;
+  if (m->o.chunksize == 0) {
+    size_t twice = m->prev_n != 0 ? 2 * m->prev_n : 1;
+    size_t share = m->total != 0
+                       ? (m->total - m->taken) / (4 * workers) + 1 : goal;
+    goal = goal < twice ? goal : twice;
+    goal = goal < share ? goal : share;
   }
   if (m->o.buffersize != 0) {
     size_t room = m->o.buffersize > m->inflight
@@ -167,14 +185,39 @@ static size_t chunk_bytes(const fp_map_iter *m)
 }
 
 /* A future that failed before it was sent, so its items still report. */
-static fp_future *failed_future(fp_map_iter *m, int err)
+static fp_future *failed_future(fp_map_iter *m, int err, const char *why)
 {
   fp_future *f = fp__future_new(m->pool);
   if (f == NULL)
     return NULL;
   atomic_store(&f->refs, 1); /* the pool never saw it */
-  fp__future_fail(f, err, "could not submit: %s", fp_strerror(err));
+  fp__future_fail(f, err, "%s", why);
   return f;
+}
+
+/*
+ * Submits c.  A chunk the pool refuses fails: an item too large alone, a
+ * chunk too large to be split later; a pool that takes no more work stops
+ * the map, and the items it had taken fail FP_ECANCELLED (shut down or
+ * terminated) or FP_EBROKEN.  0 if sent, 1 if failed, or FP_ENOMEM with c
+ * left unsent.
+ */
+static int submit(fp_map_iter *m, chunk *c)
+{
+  int rc = fp__submit(m->pool, m->name, c->args, c->args_len, c->n,
+                      m->o.deadline_ms, 0, &c->f);
+  char why[128];
+  if (rc == 0 || rc == FP_ENOMEM)
+    return rc;
+  if (rc == FP_EBROKEN || rc == FP_ESHUTDOWN || rc == FP_EINVAL)
+    m->stop = rc;
+  if (rc == FP_ESHUTDOWN)
+    rc = FP_ECANCELLED;
+  snprintf(why, sizeof why, rc == FP_ECANCELLED
+           ? "cancelled: the pool was shut down before it was sent"
+           : "could not submit: %s", fp_strerror(rc));
+  c->f = failed_future(m, rc, why);
+  return c->f == NULL ? FP_ENOMEM : 1;
 }
 
 /* Appends c to the chunks in flight. */
@@ -194,7 +237,10 @@ static void link_chunk(fp_map_iter *m, chunk *c)
 static int send_chunk(fp_map_iter *m)
 {
   size_t goal = chunk_goal(m);
-  if (goal == 0 || m->input_done)
+  if (goal == 0 || m->input_done || m->stop != 0)
+    return 0;
+  /* Asked before any item is taken: an input may be endless. */
+  if ((m->stop = fp__submit_refused(m->pool)) != 0)
     return 0;
   size_t bytes = chunk_bytes(m), start = m->arr_off;
   chunk *c = calloc(1, sizeof *c); /* before any item is taken */
@@ -227,32 +273,22 @@ static int send_chunk(fp_map_iter *m)
     c->args = c->own;
   }
   m->taken += n;
-  rc = fp__submit(m->pool, m->name, c->args, c->args_len, n, m->o.deadline_ms,
-                  0, &c->f);
-  if (rc != 0 && rc != FP_ENOMEM)
-    c->f = failed_future(m, rc); /* n == 1: it fails; else FP_EMSGSIZE:
-                                    split into singles */
-  if (c->f == NULL)
-    rc = FP_ENOMEM; /* kept unsent: resubmit() tries again */
+  if (m->o.chunksize == 0)
+    m->prev_n = n;
+  rc = submit(m, c); /* FP_ENOMEM: kept unsent, resubmit() tries again */
   link_chunk(m, c);
   if (rc == FP_ENOMEM)
     return FP_ENOMEM;
-  return rc == 0 || n == 1 ? 1 : 0;
+  /* A chunk that failed FP_EMSGSIZE is split before more are sent. */
+  return m->stop == 0 && (rc == 0 || n == 1);
 }
 
 /* Submits the chunks a shortage of memory left unsent, in order. */
 static int resubmit(fp_map_iter *m)
 {
-  for (chunk *c = m->head; c; c = c->next) {
-    if (c->f != NULL)
-      continue;
-    int rc = fp__submit(m->pool, m->name, c->args, c->args_len, c->n,
-                        m->o.deadline_ms, 0, &c->f);
-    if (rc != 0 && rc != FP_ENOMEM)
-      c->f = failed_future(m, rc);
-    if (c->f == NULL)
+  for (chunk *c = m->head; c; c = c->next)
+    if (c->f == NULL && submit(m, c) == FP_ENOMEM)
       return FP_ENOMEM;
-  }
   return 0;
 }
 
@@ -341,13 +377,24 @@ static void free_unsent(chunk *c)
   }
 }
 
-/* Replaces a chunk whose worker died by its items, one message each.  All
+/*
+ * Replaces a chunk whose worker died by its items, one message each.  All
  * of them are made before any is sent, so a shortage leaves c as it was;
- * singles a shortage keeps from being sent, resubmit() sends later. */
+ * singles a shortage keeps from being sent, resubmit() sends later.  The
+ * item that ran past its deadline, when the dispatcher could name it, is
+ * not sent again: it fails as the chunk did.  The others' results died
+ * with the worker (a chunk is answered in one message, at its end), so
+ * those before it run again too.
+ */
 static int split(fp_map_iter *m, chunk *c)
 {
   chunk *first = NULL, *last = NULL;
   size_t off = 0;
+  unsigned late = c->f->err == FP_EDEADLINE ? c->f->late_item : 0;
+  fp_future *late_f = NULL;
+  if (late != 0 && (late_f = failed_future(m, FP_EDEADLINE,
+                                           fp_future_error(c->f))) == NULL)
+    return FP_ENOMEM;
   for (unsigned i = 0; i < c->n; i++) {
     size_t start = off;
     chunk *one = NULL;
@@ -357,8 +404,11 @@ static int split(fp_map_iter *m, chunk *c)
       rc = FP_ENOMEM;
     if (rc != 0) {
       free_unsent(first);
+      fp_future_release(late_f);
       return rc;
     }
+    if (i + 1 == late)
+      one->f = late_f;
     if (last != NULL)
       last->next = one;
     else
@@ -372,10 +422,11 @@ static int split(fp_map_iter *m, chunk *c)
     m->tail = last;
   m->nchunks += c->n - 1;
   /* The items count once in the pool's stats, as the singles: the chunk
-   * that failed for them is forgotten. */
+   * that failed for them is forgotten, but for the late item, which is not
+   * sent again. */
   fp__pool_lock(m->pool);
-  m->pool->st.submitted -= c->n;
-  m->pool->st.failed -= c->n;
+  m->pool->st.submitted -= c->n - (late != 0);
+  m->pool->st.failed -= c->n - (late != 0);
   fp__pool_unlock(m->pool);
   chunk_free(c);
   (void)resubmit(m);
@@ -392,19 +443,29 @@ static int splittable(const chunk *c)
           err == FP_EMSGSIZE);
 }
 
-/* Learns the time per item from a finished chunk (automatic mode). */
+/*
+ * Learns the time per item from a finished chunk (automatic mode).  The
+ * dispatcher times a chunk from the answer before it on the same worker:
+ * when it reads several answers at once, the first seems to have taken
+ * their whole time and the others none.  So times and items are summed,
+ * never averaged chunk by chunk, where a run of such zeros would make the
+ * items look free and the chunks huge; the sums are halved now and then
+ * to follow a change of pace.
+ */
 static void learn(fp_map_iter *m, const chunk *c)
 {
-  if (m->o.chunksize != 0 || c->f->state != FP_FINISHED || c->f->run_ns <= 0)
+  if (m->o.chunksize != 0 || c->f->state != FP_FINISHED)
     return;
-  double per = (double)c->f->run_ns / c->n;
-  m->ns_per_item = m->ns_per_item == 0 ? per : 0.7 * m->ns_per_item + 0.3 * per;
-  double want = FP__CHUNK_TARGET_NS / (m->ns_per_item > 1 ? m->ns_per_item : 1);
-  size_t next = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
-                                                    : (size_t)want;
-  if (next > 2 * m->chunksize)
-    next = 2 * m->chunksize;
-  m->chunksize = next;
+  if (m->sum_items > FP__LEARN_ITEMS) {
+    m->sum_ns /= 2;
+    m->sum_items /= 2;
+  }
+  m->sum_ns += c->f->run_ns > 0 ? (double)c->f->run_ns : 0;
+  m->sum_items += c->n;
+  double per = m->sum_ns / m->sum_items;
+  double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
+  m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
+                                                     : (size_t)want;
 }
 
 /* Picks a finished chunk to yield: the oldest, or in unordered mode any. */
@@ -624,7 +685,7 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
     if (rc < 0 && m->head == NULL)
       return rc;
     if (m->head == NULL)
-      return 0;
+      return m->stop; /* 0 at the input's end */
     int rs = resubmit(m);
     chunk *c = ready_chunk(m);
     if (c == NULL && !waitable(m))
@@ -680,6 +741,9 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
     return FP_EINVAL;
   if (fp__tasks_find(&pool->tasks, name, strlen(name)) == NULL)
     return FP_ENOTASK;
+  int rc = fp__submit_refused(pool); /* before anything is made or taken */
+  if (rc != 0)
+    return rc;
 
   fp_map_iter *m = calloc(1, sizeof *m);
   if (m == NULL)
@@ -698,8 +762,10 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_off = off;
   m->total = n_items;
   m->chunksize = o.chunksize ? o.chunksize : 1;
-  int rc = top_up(m);
-  if (rc < 0 && m->head == NULL) {
+  rc = top_up(m);
+  if ((rc < 0 && m->head == NULL) || m->stop != 0) {
+    /* Refused now, after all: another thread shut the pool down. */
+    rc = rc < 0 && m->head == NULL ? rc : m->stop;
     fp_map_destroy(m);
     return rc;
   }

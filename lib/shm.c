@@ -5,6 +5,8 @@
  *
  *   tails   one cache line per slot: how far the parent has read that
  *           slot's ring (written by the parent only)
+ *   stamps  one page per slot: the map item its worker runs and since
+ *           when (written by that worker only), for per-item deadlines
  *   args    pages the parent allocates for large arguments: it copies an
  *           argument there once, and the TASK frame names the bytes
  *           (offset, length) instead of carrying them through the pipe
@@ -12,8 +14,8 @@
  *           RESULT frame names it (position, length)
  *
  * The fork server drops write access to all of it before it forks, and each
- * worker takes back write access to its own ring only: a stray write from a
- * task cannot reach another task's arguments.
+ * worker takes back write access to its own ring and stamp only: a stray
+ * write from a task cannot reach another task's arguments.
  *
  * Only the parent allocates arguments, under the pool lock: first-fit over
  * a bitmap of pages, so live arguments stay low in the area; pages more than
@@ -43,7 +45,9 @@ int fp__shm_init(fp__shm *m, size_t args, unsigned nslots)
   m->npages = args / m->page / 64 * 64; /* whole bitmap words */
   size_t tails = ((size_t)nslots * FP__SHM_LINE + m->page - 1) / m->page *
                  m->page;
-  size_t len = tails + m->npages * m->page + (size_t)nslots * FP__SHM_RING;
+  size_t stamps = (size_t)nslots * m->page; /* a page each: see above */
+  size_t len = tails + stamps + m->npages * m->page +
+               (size_t)nslots * FP__SHM_RING;
   m->used = calloc(m->npages / 64, sizeof *m->used);
   if (m->used == NULL)
     return FP_ENOMEM;
@@ -58,7 +62,8 @@ int fp__shm_init(fp__shm *m, size_t args, unsigned nslots)
   }
   m->base = base;
   m->len = len;
-  m->args = m->base + tails;
+  m->stamps = m->base + tails;
+  m->args = m->stamps + stamps;
   m->args_len = m->npages * m->page;
   m->rings = m->args + m->args_len;
   m->nslots = nslots;
@@ -253,4 +258,79 @@ void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail)
 {
   if (m->base != NULL && slot < m->nslots)
     atomic_store_explicit(tail_of(m->base, slot), tail, memory_order_release);
+}
+
+/* --- Stamps: which map item a worker runs ------------------------------------ */
+
+/*
+ * A sequence lock, as the kernel's seqcount: the worker makes seq odd,
+ * writes, makes it even again; the parent retries while seq is odd or has
+ * moved.  The worker may be killed between the two, so the parent gives up
+ * after a few tries rather than wait.
+ */
+typedef struct fp__stamp {
+  _Atomic uint64_t seq;
+  _Atomic int64_t pid;   /* the worker that writes it: a stamp left by a dead
+                            one is not read as its successor's */
+  _Atomic uint64_t id;   /* the task (a map chunk) */
+  _Atomic uint64_t item; /* its item being run; its nitems once all are */
+  _Atomic int64_t since; /* when that item started, CLOCK_MONOTONIC ns */
+} fp__stamp;
+
+static fp__stamp *stamp_of(const fp__shm *m, unsigned slot)
+{
+  return (fp__stamp *)(void *)(m->stamps + (size_t)slot * m->page);
+}
+
+static void stamp_write(fp__stamp *st, int64_t pid, uint64_t id,
+                        uint64_t item, int64_t since)
+{
+  uint64_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
+  atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&st->pid, pid, memory_order_relaxed);
+  atomic_store_explicit(&st->id, id, memory_order_relaxed);
+  atomic_store_explicit(&st->item, item, memory_order_relaxed);
+  atomic_store_explicit(&st->since, since, memory_order_relaxed);
+  atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+}
+
+fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot)
+{
+  if (m == NULL || m->base == NULL || slot >= m->nslots)
+    return NULL;
+  fp__stamp *st = stamp_of(m, slot);
+  /* The fork server made the whole area read-only; this page is ours.  If
+   * it stays read-only, the parent sees no stamp with our pid and gives a
+   * chunk n times the deadline instead. */
+  if (mprotect(st, m->page, PROT_READ | PROT_WRITE) != 0)
+    return NULL;
+  stamp_write(st, getpid(), 0, 0, 0);
+  return st;
+}
+
+void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since)
+{
+  stamp_write(st, atomic_load_explicit(&st->pid, memory_order_relaxed), id,
+              item, since);
+}
+
+int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
+                   uint64_t *item, int64_t *since)
+{
+  if (m->base == NULL || slot >= m->nslots)
+    return -1;
+  const fp__stamp *st = stamp_of(m, slot);
+  for (int tries = 0; tries < 64; tries++) {
+    uint64_t seq = atomic_load_explicit(&st->seq, memory_order_acquire);
+    int64_t who = atomic_load_explicit(&st->pid, memory_order_relaxed);
+    *id = atomic_load_explicit(&st->id, memory_order_relaxed);
+    *item = atomic_load_explicit(&st->item, memory_order_relaxed);
+    *since = atomic_load_explicit(&st->since, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (seq % 2 == 0 &&
+        atomic_load_explicit(&st->seq, memory_order_relaxed) == seq)
+      return who == pid && pid > 0 ? 0 : -1;
+  }
+  return -1;
 }

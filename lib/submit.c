@@ -15,6 +15,14 @@ static int refuses(const fp_pool *p)
   return p->closed ? FP_ESHUTDOWN : 0;
 }
 
+int fp__submit_refused(fp_pool *p)
+{
+  fp__pool_lock(p);
+  int rc = refuses(p);
+  fp__pool_unlock(p);
+  return rc;
+}
+
 /*
  * Frames a task's argument: a large one into a place in the shared area,
  * taken under the lock and filled without it (the place is this task's

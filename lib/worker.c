@@ -20,6 +20,18 @@
 #define FP__BODY_KEEP (8u << 20) /* largest body buffer kept for reuse */
 #define FP__BODY_IDLE 64         /* frames in a row without it free it */
 
+/* This worker's stamp (fp__stamp_open), set in fp__worker_main: a worker is
+ * a process of its own.  NULL elsewhere (a harness calling
+ * fp__worker_handle), where nothing is stamped. */
+static fp__stamp *stamp;
+
+/* Notes in the stamp that item of task id starts now (item == n: done). */
+static void stamp_item(uint64_t id, uint64_t item)
+{
+  if (stamp != NULL)
+    fp__stamp_set(stamp, id, item, fp__now_ns());
+}
+
 struct fp_call {
   const char *task;      /* the running task's name, NUL-ended copy */
   void *state;           /* what init left for the tasks */
@@ -203,10 +215,12 @@ static int answer_failure(msgpack_sbuffer *head, fp__outbuf *result,
 
 /*
  * A map chunk: n argument objects in args, answered with one array of
- * [0, result] or [code, kind, message], one entry per item.
+ * [0, result] or [code, kind, message], one entry per item.  Each item's
+ * start is stamped, and the chunk's end, so that the dispatcher can time
+ * each item against the deadline.
  */
 static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
-                     fp_task_fn fn, unsigned n, const char *args,
+                     fp_task_fn fn, uint64_t id, unsigned n, const char *args,
                      size_t args_len, msgpack_zone *zone,
                      fp__outbuf *item, fp__outbuf *result)
 {
@@ -222,6 +236,7 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     outcome o;
     if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
       return FP_EPROTO;
+    stamp_item(id, i);
     fp__outbuf_clear(item);
     run_one(cfg, state, task, fn, &a, item, &o);
     /* An item's objects die with its call.  Only containers take zone
@@ -239,6 +254,7 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
     if (rc)
       return FP_ENOMEM;
   }
+  stamp_item(id, n); /* done: its answer is on its way */
   return off == args_len ? 0 : FP_EPROTO;
 }
 
@@ -267,7 +283,7 @@ static int answer_chunk(const fp__worker_cfg *cfg, void *state,
                         msgpack_zone *zone, msgpack_sbuffer *head,
                         fp__outbuf *result, fp__outbuf *item)
 {
-  int rc = run_chunk(cfg, state, task, fn, n, args, args_len, zone, item,
+  int rc = run_chunk(cfg, state, task, fn, id, n, args, args_len, zone, item,
                      result);
   shrink(&item->sb);
   if (rc != 0)
@@ -439,6 +455,7 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
 
   fp__reader_init(&r);
   fp__ring_open(&ring, cfg, slot);
+  stamp = fp__stamp_open(cfg->shm, slot);
   msgpack_sbuffer_init(&head);
   fp__outbuf_init(&result);
   fp__outbuf_init(&item);

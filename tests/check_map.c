@@ -688,6 +688,301 @@ START_TEST(destroy_midway)
 }
 END_TEST
 
+/* --- Deadlines per item, chunk sizes, and a pool that stops -------------- */
+
+/* Records each chunk's size: in an ordered map without splits, each call of
+ * progress is one chunk, in input order. */
+typedef struct sizes {
+  size_t last_done, n;
+  size_t size[4096];
+} sizes;
+
+static void on_chunk(void *arg, size_t done, size_t total)
+{
+  sizes *z = arg;
+  (void)total;
+  if (z->n < sizeof z->size / sizeof *z->size)
+    z->size[z->n++] = done - z->last_done;
+  z->last_done = done;
+}
+
+/* n bare items i, but hang (a negative item) at index hang. */
+static void make_hang_items(msgpack_sbuffer *sb, size_t n, size_t hang)
+{
+  msgpack_packer pk;
+  msgpack_sbuffer_init(sb);
+  msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, (uint32_t)n);
+  for (size_t i = 0; i < n; i++)
+    if (i == hang)
+      msgpack_pack_int64(&pk, -1);
+    else
+      msgpack_pack_uint64(&pk, i);
+}
+
+/* One chunk of 1000 items whose item 500 hangs: the deadline is per item,
+ * so the item fails after about deadline_ms, not 1000 times that; it fails
+ * alone and once (it is not run again), and every other item succeeds. */
+static void hung_item_in_big_chunk(size_t shm_args, sizes *z)
+{
+  fp_pool_options po = FP_POOL_OPTIONS_INIT;
+  po.workers = 2;
+  po.tasks = fpt_tasks;
+  po.shm_args = shm_args;
+  fp_pool *p;
+  ck_assert_int_eq(fpt_pool_create(&p, &po), 0);
+  msgpack_sbuffer sb;
+  make_hang_items(&sb, 1000, 500);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 1000;
+  o.deadline_ms = 500; /* per chunk it would be 500 s: past FPT_LIMIT_MS */
+  o.progress = on_chunk;
+  o.progress_arg = z;
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq_or_pause", &in, &o, &m), 0);
+  fp_map_item it;
+  for (size_t i = 0; i < 1000; i++) {
+    ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+    ck_assert_uint_eq(it.index, i);
+    if (i == 500) {
+      ck_assert_int_eq(it.err, FP_EDEADLINE);
+      ck_assert_ptr_nonnull(strstr(it.error, "deadline of 500 ms"));
+    } else {
+      ck_assert_msg(it.err == 0, "%zu: %s", i, it.error);
+      ck_assert_uint_eq(it.result->via.u64, i * i);
+    }
+  }
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 0);
+  fpt_map_destroy(m);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  ck_assert_uint_eq(st.submitted, 1000);
+  ck_assert_uint_eq(st.finished, 999);
+  ck_assert_uint_eq(st.failed, 1);
+  msgpack_sbuffer_destroy(&sb);
+  fpt_pool_destroy(p);
+}
+
+START_TEST(deadline_fires_per_item_in_a_big_chunk)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static sizes z;
+  memset(&z, 0, sizeof z);
+  hung_item_in_big_chunk(0, &z);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Without shared memory the worker cannot say which item it runs: a map
+ * with a deadline sends one item per message instead. */
+START_TEST(deadline_without_shm_sends_single_items)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static sizes z;
+  memset(&z, 0, sizeof z);
+  hung_item_in_big_chunk(FP_SHM_OFF, &z);
+  ck_assert_uint_eq(z.n, 1000);
+  for (size_t k = 0; k < z.n; k++)
+    ck_assert_uint_eq(z.size[k], 1);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Automatic chunks start at one item and never grow past twice the chunk
+ * before, however fast the items are. */
+START_TEST(automatic_chunks_at_most_double)
+{
+  enum { N = 300000 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  make_items(&sb, N, 1);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  static sizes z;
+  memset(&z, 0, sizeof z);
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.progress = on_chunk;
+  o.progress_arg = &z;
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq", &in, &o, &m), 0);
+  fp_map_item it;
+  size_t n = 0;
+  while (fp_map_next(m, FPT_LIMIT_MS, &it) == 1) {
+    ck_assert_int_eq(it.err, 0);
+    n++;
+  }
+  ck_assert_uint_eq(n, N);
+  ck_assert_uint_eq(z.size[0], 1);
+  for (size_t k = 1; k < z.n; k++)
+    ck_assert_msg(z.size[k] <= 2 * z.size[k - 1],
+                  "chunk %zu holds %zu items after one of %zu", k, z.size[k],
+                  z.size[k - 1]);
+  fpt_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Items of 5 ms each make chunks of one item (the target is about 2 ms),
+ * even when the caller comes back late and reads many answers at once,
+ * which look as if they had taken no time. */
+START_TEST(slow_items_stay_in_small_chunks)
+{
+  enum { N = 200 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 32); /* answers pile up in the pipes */
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, N);
+  for (int i = 0; i < N; i++)
+    msgpack_pack_uint64(&pk, 5);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  static sizes z;
+  memset(&z, 0, sizeof z);
+  fp_map_options o = FP_MAP_OPTIONS_INIT; /* 16 items per worker in flight */
+  o.progress = on_chunk;
+  o.progress_arg = &z;
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "nap", &in, &o, &m), 0);
+  fp_map_item it;
+  size_t n = 0;
+  for (;;) {
+    if (n % 32 == 0) {
+      /* Not a synchronisation: only a late caller, so that answers wait. */
+      struct timespec ts = {0, 300 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    if (fp_map_next(m, FPT_LIMIT_MS, &it) != 1)
+      break;
+    ck_assert_int_eq(it.err, 0);
+    n++;
+  }
+  ck_assert_uint_eq(n, N);
+  for (size_t k = 0; k < z.n; k++)
+    ck_assert_msg(z.size[k] <= 2, "chunk %zu holds %zu items of 5 ms", k,
+                  z.size[k]);
+  fpt_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Every item segfaults until the pool breaks: the map stops taking items
+ * from its (endless) input, gives those it took, then says FP_EBROKEN, at
+ * this call and every later one. */
+START_TEST(broken_pool_ends_the_map)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options po = FP_POOL_OPTIONS_INIT;
+  po.workers = 2;
+  po.tasks = fpt_tasks;
+  po.restart_limit = 3;
+  po.restart_window_ms = 600000; /* speed does not matter */
+  fp_pool *p;
+  ck_assert_int_eq(fpt_pool_create(&p, &po), 0);
+  counter c = {0, 1000000, 0, 0, 0};
+  fp_map_input in = {.next = count_items, .arg = &c};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "segv", &in, NULL, &m), 0);
+  fp_map_item it;
+  size_t n = 0;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1 && n < 100000) {
+    ck_assert(it.err == FP_EWORKER || it.err == FP_EBROKEN);
+    n++;
+  }
+  ck_assert_int_eq(rc, FP_EBROKEN);
+  ck_assert_uint_lt(n, 1000);
+  ck_assert_uint_eq(n, c.next); /* every item taken was given */
+  ck_assert_int_eq(fp_map_next(m, 0, &it), FP_EBROKEN);
+  ck_assert_uint_eq(n, c.next);
+  fpt_map_destroy(m);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* After fp_pool_shutdown, fp_map fails with FP_ESHUTDOWN and makes
+ * nothing: no map, no task, no item taken from the input. */
+START_TEST(map_after_shutdown_fails)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  counter c = {0, 10, 0, 0, 0};
+  fp_map_input in = {.next = count_items, .arg = &c};
+  fp_map_iter *m = (fp_map_iter *)&s;
+  ck_assert_int_eq(fpt_map(p, "sq", &in, NULL, &m), FP_ESHUTDOWN);
+  ck_assert_ptr_null(m);
+  m = (fp_map_iter *)&s;
+  ck_assert_int_eq(fpt_map_unordered(p, "sq", &in, NULL, &m), FP_ESHUTDOWN);
+  ck_assert_ptr_null(m);
+  ck_assert_uint_eq(c.next, 0);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.submitted, 0);
+  ck_assert_uint_eq(st.failed, 0);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_terminate during a map of 10,000 items: the items in flight fail
+ * FP_ECANCELLED, the map takes no more, and fp_map_next then says
+ * FP_ESHUTDOWN (not 0: the input was not done). */
+START_TEST(terminate_during_map)
+{
+  enum { N = 10000 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, N);
+  for (int i = 0; i < N; i++) {
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_str_with_body(&pk, gate, strlen(gate));
+  }
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "gate", &in, NULL, &m), 0);
+  ck_assert_int_eq(fp_pool_terminate(p), 0);
+  fp_map_item it;
+  size_t n = 0;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_msg(it.err == FP_ECANCELLED, "item %zu: %s", it.index,
+                  it.error);
+    n++;
+  }
+  ck_assert_int_eq(rc, FP_ESHUTDOWN);
+  ck_assert_uint_gt(n, 0);
+  ck_assert_uint_lt(n, 1000);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), FP_ESHUTDOWN);
+  fpt_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("map");
@@ -707,5 +1002,13 @@ int main(void)
   tcase_add_test(tc, next_times_out);
   tcase_add_test(tc, destroy_midway);
   tcase_add_test(tc, big_items_never_lost);
+  tc = fpt_tcase(s, "limits", 300);
+  tcase_add_test(tc, deadline_fires_per_item_in_a_big_chunk);
+  tcase_add_test(tc, deadline_without_shm_sends_single_items);
+  tcase_add_test(tc, automatic_chunks_at_most_double);
+  tcase_add_test(tc, slow_items_stay_in_small_chunks);
+  tcase_add_test(tc, broken_pool_ends_the_map);
+  tcase_add_test(tc, map_after_shutdown_fails);
+  tcase_add_test(tc, terminate_during_map);
   fpt_run_suite(s);
 }

@@ -225,6 +225,9 @@ static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 }
 
 static int t_nest(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+static int t_sq_or_pause(fp_call *c, const msgpack_object *a,
+                         msgpack_packer *o);
+static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o);
 
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
@@ -234,7 +237,8 @@ const fp_task fpt_tasks[] = {
     {"gate", t_gate},     {"bytes", t_bytes},     {"forever", t_forever},
     {"state", t_state},   {"crash_once", t_crash_once},
     {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
-    {"sq", t_sq},         {"nest", t_nest},       {NULL, NULL}};
+    {"sq", t_sq},         {"nest", t_nest},
+    {"sq_or_pause", t_sq_or_pause}, {"nap", t_nap}, {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 
@@ -543,4 +547,26 @@ static int t_nest(fp_call *c, const msgpack_object *a, msgpack_packer *o)
     if (msgpack_pack_array(o, 1) != 0)
       return -1;
   return msgpack_pack_array(o, 0);
+}
+
+/* x (a bare integer): x*x; a negative x hangs in pause() until killed. */
+static int t_sq_or_pause(fp_call *c, const msgpack_object *a,
+                         msgpack_packer *o)
+{
+  if (a->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    for (;;)
+      pause();
+  return t_sq(c, a, o);
+}
+
+/* ms (a bare integer): sleeps that long, returns ms; a slow map item. */
+static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return fp_call_fail(c, "TypeError", "takes an integer");
+  struct timespec ts = {(time_t)(a->via.u64 / 1000),
+                        (long)(a->via.u64 % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+  return msgpack_pack_uint64(o, a->via.u64);
 }
