@@ -704,8 +704,8 @@ static void act_map(driver *d)
   mo.chunksize = rnd(&d->rng) % 3 ? 0 : 1 + rnd(&d->rng) % 6;
   int ordered = (int)(rnd(&d->rng) % 2);
   fp_map_iter *m;
-  int rc = ordered ? fp_map(M.pool, "model", &in, &mo, &m)
-                   : fp_map_unordered(M.pool, "model", &in, &mo, &m);
+  int rc = ordered ? fpt_map(M.pool, "model", &in, &mo, &m)
+                   : fpt_map_unordered(M.pool, "model", &in, &mo, &m);
   logev(-1, "map%s of %zu, chunks %zu -> %d", ordered ? "" : "_unordered", n,
         mo.chunksize, rc);
   if (rc != 0) {
@@ -725,7 +725,7 @@ static void act_map(driver *d)
   if (rc != 0 || got != n)
     model_fail(NULL, "fp_map_next: %s after %zu of %zu items",
                fp_err_name(rc), got, n);
-  fp_map_destroy(m);
+  fpt_map_destroy(m);
   msgpack_sbuffer_destroy(&sb);
 }
 
@@ -810,7 +810,7 @@ static uint64_t model_seed(void)
 static long model_steps(long dflt)
 {
   const char *v = getenv("FP_MODEL_STEPS");
-  return v && *v ? strtol(v, NULL, 10) : dflt;
+  return v && *v ? strtol(v, NULL, 10) : (long)fpt_scaled((size_t)dflt, 100);
 }
 
 static double now_s(void)
@@ -842,7 +842,7 @@ static void pool_create(unsigned workers, unsigned inflight)
   o.max_inflight = inflight;
   o.tasks = model_tasks;
   o.restart_limit = 0; /* crashes on purpose: never a crash loop */
-  int rc = fp_pool_create(&M.pool, &o);
+  int rc = fpt_pool_create(&M.pool, &o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
 }
 
@@ -942,7 +942,7 @@ static void run_profile(const profile *pf, const char *tcase)
     check_all();
   if (atomic_load(&M.stop))
     report_failure(tcase);
-  fp_pool_destroy(M.pool);
+  fpt_pool_destroy(M.pool);
   release_all();
   double secs = now_s() - t0;
   printf("model[%s]: %ld steps, %d futures, %ld map items in %.2f s: %.0f "
@@ -1103,7 +1103,7 @@ START_TEST(chain)
     chain_check();
   if (atomic_load(&M.stop))
     report_failure("chain");
-  fp_pool_destroy(M.pool);
+  fpt_pool_destroy(M.pool);
   free(chain_calls);
   double secs = now_s() - t0;
   printf("model[chain]: %d tasks in %.2f s: %.0f tasks/s; callbacks nested "
@@ -1117,24 +1117,16 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("model");
-  TCase *tc = tcase_create("mix");
   /* Generous: a run waits at most FPT_LIMIT_MS per wait, and soak runs are
    * long. */
   double t = 120 + (double)model_steps(1500) / 20;
-  tcase_set_timeout(tc, t);
+  TCase *tc = fpt_tcase(s, "mix", t);
   tcase_add_test(tc, mix);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("deadline");
-  tcase_set_timeout(tc, t);
+  tc = fpt_tcase(s, "deadline", t);
   tcase_add_test(tc, deadline);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("cancel");
-  tcase_set_timeout(tc, t);
+  tc = fpt_tcase(s, "cancel", t);
   tcase_add_test(tc, cancel_running);
-  suite_add_tcase(s, tc);
-  tc = tcase_create("chain");
-  tcase_set_timeout(tc, t);
+  tc = fpt_tcase(s, "chain", t);
   tcase_add_test(tc, chain);
-  suite_add_tcase(s, tc);
   fpt_run_suite(s);
 }
