@@ -29,8 +29,10 @@
  * carries either the code of a well-formed RESULT with its id or one the
  * pool itself gives (FP_EPROTO, FP_EWORKER, FP_ENOMEM, FP_EBROKEN,
  * FP_ECANCELLED); every item fp_map_next would yield is a result or an
- * error code with text; the pool's counters add up to the items, and
- * count as finished exactly the items the caller sees succeed.
+ * error code with text, and a result read out of a chunk's answer (through
+ * codec.c's readers) is the object msgpack_unpack reads there; the pool's
+ * counters add up to the items, and count as finished exactly the items the
+ * caller sees succeed.
  */
 #include "../lib/dispatch.c"
 #include "../lib/map.c"
@@ -50,6 +52,9 @@ static void *fz_malloc(size_t n)
 #undef malloc
 
 #include "fuzz.h"
+
+#define ORACLE_CHECK FZ_CHECK
+#include "../tests/codec-oracle.h"
 
 #define FZ_PID 0x7fffffff /* above pid_max: never a real process */
 #define FZ_MAXF 3
@@ -159,8 +164,34 @@ static void fz_pool_free(fp_pool *p)
 }
 
 /*
+ * A chunk item's result r, read by next_entry from the entry [0, result]
+ * between at and end, is what msgpack_unpack reads there: the entry's
+ * header and code skipped with msgpack-c too, not with codec.c's readers.
+ */
+static void same_as_msgpack(const fp_future *f, size_t at, size_t end,
+                            const msgpack_object *r)
+{
+  const unsigned char c = (unsigned char)f->result_buf[at];
+  msgpack_zone z;
+  msgpack_object code, o;
+  FZ_CHECK(msgpack_zone_init(&z, 1024));
+  at += c == 0xdc ? 3 : c == 0xdd ? 5 : 1; /* [code, result] */
+  FZ_CHECK(msgpack_unpack(f->result_buf, end, &at, &z, &code) ==
+           MSGPACK_UNPACK_EXTRA_BYTES);
+  FZ_CHECK(msgpack_unpack(f->result_buf, end, &at, &z, &o) ==
+           MSGPACK_UNPACK_SUCCESS);
+  if (o.type == MSGPACK_OBJECT_EXT || o.type == MSGPACK_OBJECT_ARRAY ||
+      o.type == MSGPACK_OBJECT_MAP)
+    FZ_CHECK(msgpack_object_equal(*r, o));
+  else
+    FZ_CHECK(oracle_same_plain(r, &o)); /* floats by their bits */
+  msgpack_zone_destroy(&z);
+}
+
+/*
  * What fp_map_next does with a final chunk future: 1 for each item it
- * yields as a result.  Checks each item it yields.
+ * yields as a result.  Checks each item it yields, and that a result read
+ * out of a chunk's answer is msgpack-c's.
  */
 static unsigned map_items(fp_future *f)
 {
@@ -175,10 +206,13 @@ static unsigned map_items(fp_future *f)
   open_answer(&m, &c);
   for (unsigned i = 0; i < c.n; i++) {
     fp_map_item item;
+    size_t at = m.ans_off;
     FZ_CHECK(yield(&m, &item) == 0);
     FZ_CHECK(item.index == i);
     if (item.result != NULL) {
       FZ_CHECK(item.err == 0);
+      if (c.n > 1)
+        same_as_msgpack(f, at, m.ans_off, item.result);
       ok++;
     } else {
       FZ_CHECK(item.err < 0 && item.err > -5000);

@@ -106,9 +106,10 @@ int fp__encode_task_shm(uint64_t id, const char *name, unsigned n, size_t off,
   return 0;
 }
 
-/* Reads an n-byte (1, 2, 4 or 8) big-endian number at *i. */
-static int load_be(const unsigned char *p, size_t len, size_t *i, unsigned n,
-                   uint64_t *v)
+/* Reads an n-byte (1, 2, 4 or 8) big-endian number at *i.  Always inline:
+ * a call would cost more than the load, on every integer and header. */
+static inline __attribute__((always_inline)) int
+load_be(const unsigned char *p, size_t len, size_t *i, unsigned n, uint64_t *v)
 {
   if (len - *i < n)
     return FP_EPROTO;
@@ -228,11 +229,39 @@ int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
   return read_blob(buf, len, off, 1, s, n);
 }
 
-int fp__read_plain(const char *buf, size_t len, size_t *off,
-                   msgpack_object *o)
+/* Reads a float 32 or 64 at *off, whose first byte is 0xca or 0xcb, as
+ * msgpack-c does: a float 32 is widened to a double (a signalling NaN comes
+ * out quiet, as it does from msgpack-c). */
+static int read_float(const char *buf, size_t len, size_t *off,
+                      msgpack_object *o)
+{
+  const unsigned char *p = (const unsigned char *)buf;
+  size_t i = *off + 1;
+  uint64_t bits;
+  int f32 = p[*off] == 0xca;
+  if (load_be(p, len, &i, f32 ? 4 : 8, &bits) != 0)
+    return FP_EPROTO;
+  if (f32) {
+    uint32_t b32 = (uint32_t)bits;
+    float x;
+    memcpy(&x, &b32, sizeof x);
+    o->type = MSGPACK_OBJECT_FLOAT32;
+    o->via.f64 = x;
+  } else {
+    o->type = MSGPACK_OBJECT_FLOAT64;
+    memcpy(&o->via.f64, &bits, sizeof bits);
+  }
+  *off = i;
+  return 0;
+}
+
+/* fp__read_plain for all but the integers: kept out of line, so that the
+ * usual result, a number, costs a map item few instructions. */
+static __attribute__((noinline)) int read_plain_rest(const char *buf,
+                                                     size_t len, size_t *off,
+                                                     msgpack_object *o)
 {
   size_t n;
-  int neg;
   if (*off >= len)
     return FP_EPROTO;
   unsigned c = (unsigned char)buf[*off];
@@ -240,9 +269,8 @@ int fp__read_plain(const char *buf, size_t len, size_t *off,
     o->type = c == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
     o->via.boolean = c == 0xc3;
     ++*off;
-  } else if (read_int(buf, len, off, &neg, &o->via.u64) == 0) {
-    o->type = neg ? MSGPACK_OBJECT_NEGATIVE_INTEGER
-                  : MSGPACK_OBJECT_POSITIVE_INTEGER;
+  } else if (c == 0xca || c == 0xcb) {
+    return read_float(buf, len, off, o);
   } else if (read_blob(buf, len, off, 1, &o->via.str.ptr, &n) == 0) {
     o->type = MSGPACK_OBJECT_STR;
     o->via.str.size = (uint32_t)n;
@@ -252,6 +280,17 @@ int fp__read_plain(const char *buf, size_t len, size_t *off,
   } else {
     return FP_EPROTO;
   }
+  return 0;
+}
+
+int fp__read_plain(const char *buf, size_t len, size_t *off,
+                   msgpack_object *o)
+{
+  int neg;
+  if (read_int(buf, len, off, &neg, &o->via.u64) != 0)
+    return read_plain_rest(buf, len, off, o);
+  o->type = neg ? MSGPACK_OBJECT_NEGATIVE_INTEGER
+                : MSGPACK_OBJECT_POSITIVE_INTEGER;
   return 0;
 }
 

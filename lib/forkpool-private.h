@@ -261,8 +261,8 @@ int fp__skip_object(const char *buf, size_t len, size_t *off);
  * uint: a POSITIVE_INTEGER of any width.  code: 0, or a NEGATIVE_INTEGER
  * above -5000 (an FP_E*).  str: *s points into buf.  array: the header only;
  * the *n items that follow are the caller's to read.  plain: a nil, bool,
- * integer, str or bin, built as msgpack_unpack builds it (a str or bin
- * points into buf); not a float, an ext or a container.
+ * integer, float, str or bin, built as msgpack_unpack builds it (a str or
+ * bin points into buf); not an ext or a container.
  */
 int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v);
 int fp__read_code(const char *buf, size_t len, size_t *off, int *code);

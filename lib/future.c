@@ -93,12 +93,12 @@ static int is_container(unsigned char c)
 }
 
 /*
- * A single task's result.  The usual kinds (nil, bool, integer, str, bin)
- * are read by hand.  For the others msgpack_unpack builds the object, and
- * needs a zone only for arrays and maps: msgpack-c builds a float or an ext
- * in the object itself (an ext points into body), so those get an empty
- * zone on the stack that is never allocated from and never destroyed.  Only
- * a result with containers leaves f->zone set.
+ * A single task's result.  The usual kinds (nil, bool, integer, float, str,
+ * bin) are read by hand.  For the others msgpack_unpack builds the object,
+ * and needs a zone only for arrays and maps: msgpack-c builds an ext in the
+ * object itself (pointing into body), so it gets an empty zone on the stack
+ * that is never allocated from and never destroyed.  Only a result with
+ * containers leaves f->zone set.
  */
 static int unpack_result(fp_future *f, const char *body, size_t off,
                          size_t len)

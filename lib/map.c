@@ -81,22 +81,16 @@ struct fp_map_iter {
 
 /* --- Input ------------------------------------------------------------------------ */
 
-/* Reads a msgpack array header: 0 with *n and *off past it, or FP_EINVAL. */
+/* Reads the input array's header: 0 with *n and *off past it, or
+ * FP_EINVAL: it is the caller's input, not a worker's answer. */
 static int array_header(const unsigned char *b, size_t len, size_t *n,
                         size_t *off)
 {
-  if (len >= 1 && (b[0] & 0xf0) == 0x90) {
-    *n = b[0] & 0x0f;
-    *off = 1;
-  } else if (len >= 3 && b[0] == 0xdc) {
-    *n = (size_t)b[1] << 8 | b[2];
-    *off = 3;
-  } else if (len >= 5 && b[0] == 0xdd) {
-    *n = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
-    *off = 5;
-  } else {
+  uint32_t count;
+  *off = 0;
+  if (fp__read_array((const char *)b, len, off, &count) != 0)
     return FP_EINVAL;
-  }
+  *n = count;
   return 0;
 }
 
@@ -489,98 +483,24 @@ static int any_ready(fp_pool *p, void *arg)
 /*
  * Makes c, final, the chunk being yielded.  A finished chunk's answer is
  * an array of one entry per item, which its future checked; every read is
- * still bounded by the body's end.  Should the answer not be there, every
- * item fails with FP_EPROTO.
+ * still bounded by the body's end, through codec.c's readers.  Should the
+ * answer not be there, every item fails with FP_EPROTO.
  */
 static void open_answer(fp_map_iter *m, chunk *c)
 {
   fp_future *f = c->f;
-  size_t n, hdr;
+  size_t off = f->result_off;
+  uint32_t n;
   m->cur = c;
   m->cur_pos = 0;
   m->ans_off = m->ans_end = 0;
   if (f->state != FP_FINISHED || f->nitems == 1)
     return;
-  if (array_header((const unsigned char *)f->result_buf + f->result_off,
-                   f->result_len - f->result_off, &n, &hdr) == 0 &&
+  if (fp__read_array(f->result_buf, f->result_len, &off, &n) == 0 &&
       n == c->n) {
-    m->ans_off = f->result_off + hdr;
+    m->ans_off = off;
     m->ans_end = f->result_len;
   }
-}
-
-/* A big-endian unsigned integer of w (1, 2, 4 or 8) bytes. */
-static uint64_t load_be(const unsigned char *p, unsigned w)
-{
-  switch (w) {
-  case 1:
-    return p[0];
-  case 2:
-    return (uint64_t)p[0] << 8 | p[1];
-  case 4:
-    return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
-           (uint64_t)p[2] << 8 | p[3];
-  default:
-    return load_be(p, 4) << 32 | load_be(p + 4, 4);
-  }
-}
-
-/*
- * Reads a nil, boolean, integer or float at *off into *o, exactly as
- * msgpack_unpack would, but without its setup, which costs more than the
- * read: 1, or 0 (nothing read) if the object is of another type.
- */
-static int read_scalar(const char *buf, size_t *off, msgpack_object *o)
-{
-  const unsigned char *p = (const unsigned char *)buf + *off;
-  unsigned c = p[0], w = 0;
-  if (c <= 0x7f || (c >= 0xcc && c <= 0xcf)) {
-    w = c <= 0x7f ? 0 : 1u << (c - 0xcc);
-    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    o->via.u64 = w ? load_be(p + 1, w) : c;
-  } else if (c >= 0xe0 || (c >= 0xd0 && c <= 0xd3)) {
-    w = c >= 0xe0 ? 0 : 1u << (c - 0xd0);
-    int64_t v = w == 0 ? (int8_t)c : w == 1 ? (int8_t)p[1]
-              : w == 2 ? (int16_t)load_be(p + 1, 2)
-              : w == 4 ? (int32_t)load_be(p + 1, 4) : (int64_t)load_be(p + 1, 8);
-    o->type = v < 0 ? MSGPACK_OBJECT_NEGATIVE_INTEGER
-                    : MSGPACK_OBJECT_POSITIVE_INTEGER;
-    o->via.i64 = v; /* the same bits as via.u64 when v >= 0 */
-  } else if (c == 0xc0) {
-    o->type = MSGPACK_OBJECT_NIL;
-  } else if (c == 0xc2 || c == 0xc3) {
-    o->type = MSGPACK_OBJECT_BOOLEAN;
-    o->via.boolean = c == 0xc3;
-  } else if (c == 0xca) {
-    uint32_t bits = (uint32_t)load_be(p + 1, 4);
-    float x;
-    memcpy(&x, &bits, sizeof x);
-    w = 4;
-    o->type = MSGPACK_OBJECT_FLOAT32;
-    o->via.f64 = x;
-  } else if (c == 0xcb) {
-    uint64_t bits = load_be(p + 1, 8);
-    w = 8;
-    o->type = MSGPACK_OBJECT_FLOAT64;
-    memcpy(&o->via.f64, &bits, sizeof bits);
-  } else {
-    return 0;
-  }
-  *off += 1 + w;
-  return 1;
-}
-
-/* Reads a str at *off: 1 with its bytes, or 0 if it is not one. */
-static int read_str(const char *buf, size_t *off, const char **s, size_t *len)
-{
-  const unsigned char *p = (const unsigned char *)buf + *off;
-  unsigned w = p[0] == 0xd9 ? 1 : p[0] == 0xda ? 2 : p[0] == 0xdb ? 4 : 0;
-  if (w == 0 && (p[0] & 0xe0) != 0xa0)
-    return 0;
-  *len = w ? load_be(p + 1, w) : p[0] & 0x1f;
-  *s = buf + *off + 1 + w;
-  *off += 1 + w + *len;
-  return 1;
 }
 
 /* Reads any one object at *off into m->zone: 0, FP_ENOMEM or FP_EPROTO.
@@ -601,31 +521,29 @@ static int unpack_one(fp_map_iter *m, const char *buf, size_t *off,
 
 /*
  * Reads the current chunk's next answer entry into *item: [0, result],
- * whose result alone is unpacked, into m->zone, or [code, kind, message].
- * 0, or FP_ENOMEM with the entry left to be read again.
+ * whose result is read by hand if it is plain and else unpacked into
+ * m->zone, or [code, kind, message].  0, or FP_ENOMEM with the entry left
+ * to be read again.
  */
 static int next_entry(fp_map_iter *m, fp_map_item *item)
 {
-  const char *buf = m->cur->f->result_buf;
-  size_t off = m->ans_off, n = 0, hdr = 0, kind_len, msg_len;
-  const char *kind, *msg;
-  msgpack_object code;
-  int rc = m->ans_end == 0 ? FP_EPROTO
-           : array_header((const unsigned char *)buf + off, m->ans_end - off,
-                          &n, &hdr);
-  off += hdr;
-  if (rc == 0 && n == 2 && read_scalar(buf, &off, &code) &&
-      code.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-    if (!read_scalar(buf, &off, &m->result))
+  const char *buf = m->cur->f->result_buf, *kind, *msg;
+  size_t off = m->ans_off, end = m->ans_end, kind_len, msg_len;
+  uint32_t n = 0;
+  int code = 0;
+  int rc = end == 0 ? FP_EPROTO : fp__read_array(buf, end, &off, &n);
+  if (rc == 0)
+    rc = fp__read_code(buf, end, &off, &code);
+  if (rc == 0 && n == 2 && code == 0) {
+    if (fp__read_plain(buf, end, &off, &m->result) != 0)
       rc = unpack_one(m, buf, &off, &m->result);
     if (rc == FP_ENOMEM)
       return rc;
     item->result = &m->result;
-  } else if (rc == 0 && n == 3 && read_scalar(buf, &off, &code) &&
-             code.type == MSGPACK_OBJECT_NEGATIVE_INTEGER &&
-             read_str(buf, &off, &kind, &kind_len) &&
-             read_str(buf, &off, &msg, &msg_len)) {
-    item->err = (int)code.via.i64;
+  } else if (rc == 0 && n == 3 && fp__worker_code(code) &&
+             fp__read_str(buf, end, &off, &kind, &kind_len) == 0 &&
+             fp__read_str(buf, end, &off, &msg, &msg_len) == 0) {
+    item->err = code;
     snprintf(m->errbuf, sizeof m->errbuf, "%.*s: %.*s", (int)kind_len, kind,
              (int)msg_len, msg);
     item->error = m->errbuf;

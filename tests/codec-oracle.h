@@ -19,6 +19,9 @@ static int oracle_same_plain(const msgpack_object *p, const msgpack_object *o)
   case MSGPACK_OBJECT_POSITIVE_INTEGER:
   case MSGPACK_OBJECT_NEGATIVE_INTEGER:
     return p->via.u64 == o->via.u64;
+  case MSGPACK_OBJECT_FLOAT32: /* the same bits: NaNs are not equal */
+  case MSGPACK_OBJECT_FLOAT64:
+    return memcmp(&p->via.f64, &o->via.f64, sizeof o->via.f64) == 0;
   case MSGPACK_OBJECT_STR:
   case MSGPACK_OBJECT_BIN: /* msgpack-c gives "" no pointer, or a stale one */
     return p->via.str.size == o->via.str.size &&
@@ -71,6 +74,8 @@ static void oracle_readers(const char *b, size_t len, size_t off, int ok,
                 o->type == MSGPACK_OBJECT_BOOLEAN ||
                 o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
                 o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+                o->type == MSGPACK_OBJECT_FLOAT32 ||
+                o->type == MSGPACK_OBJECT_FLOAT64 ||
                 o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN);
   ORACLE_CHECK((fp__read_plain(b, len, &i, &p) == 0) == want);
   ORACLE_CHECK(i == (want ? end : off));
