@@ -427,7 +427,7 @@ static void cfg_full(bench_cfg *c)
       .w6_reps = 30, .w7_reps = 30,
       .mem_pending = 1000000,
       .mem_lazy_small = 1000000, .mem_lazy_large = 10000000,
-      .w8_tasks = 20000, .w8_items = 200000, .w8_reps = 5, .w8_pools = 5,
+      .w8_tasks = 50000, .w8_items = 100000, .w8_reps = 5, .w8_pools = 5,
   };
 }
 

@@ -764,7 +764,7 @@ static void w8_rows(const char *what, const char *unit, const char *note,
   char name[80];
   for (int k = 0; k < W8_N; k++) {
     snprintf(name, sizeof name, "W8 %s, %u workers", what, w8_counts[k]);
-    figure *f = figure_add(name, unit, pick(&s[k]), two, note);
+    figure *f = figure_add(name, unit, pick(&s[k]), two, k ? "" : note);
     if (k == 0)
       two = f;
     else if (k == W8_N - 1 && target)
