@@ -333,8 +333,9 @@ static void w3_case(const bench_cfg *c, const char *where, int cpu_parent,
                     int cpu_worker)
 {
   size_t n = c->w3_trips;
-  if (cpu_worker >= 0 && pin_cpu(cpu_worker) != 0)
-    die("sched_setaffinity", 0);
+  int rc = cpu_worker >= 0 ? pin_cpu(cpu_worker) : 0;
+  if (rc != 0)
+    die("sched_setaffinity", rc);
   fp_pool *p = pool_new(1, 10);
   if (cpu_worker >= 0) {
     fp_worker_stats ws[1];
