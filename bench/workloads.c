@@ -382,8 +382,11 @@ void run_w3(const bench_cfg *c)
   int a, b;
   w3_case(c, "", -1, -1);
   int ncpu = cpus_first_two(&a, &b);
-  if (ncpu < 1)
+  if (ncpu < 1 || pin_cpu(a) != 0) { /* a container may forbid it */
+    bench_log("W3: cannot pin this process: the pinned cases are skipped");
     return;
+  }
+  pin_restore();
   w3_case(c, ", one CPU", a, a);
   if (ncpu < 2) {
     bench_log("W3: only one CPU allowed: the two-CPU case is skipped");
