@@ -252,9 +252,14 @@ static void pong(int in, int out, void *arg)
       return;
 }
 
-double base_pingpong(size_t trips)
+double base_pingpong(size_t trips, int cpu_parent, int cpu_child)
 {
+  if (cpu_child >= 0 && pin_cpu(cpu_child) != 0)
+    die("sched_setaffinity", -errno);
   child c = spawn(pong, NULL);
+  if (cpu_child >= 0 && (pin_cpu(cpu_parent) != 0 ||
+                         !pinned_to(c.pid, cpu_child)))
+    die("ping-pong: the child is not on its CPU", 0);
   char msg[16] = "ping";
   for (int i = 0; i < 100; i++) /* warm up both sides */
     if (write_all_fd(c.to, msg, sizeof msg) || poll_read(c.from, msg, 16))
@@ -337,9 +342,9 @@ static void wait_ready(child *c)
 
 void base_startup(unsigned n, double *start, double *stop, long *priv_kb)
 {
-  child c[8];
-  if (n > 8)
-    n = 8;
+  child *c = malloc(n * sizeof *c);
+  if (c == NULL)
+    die("malloc", FP_ENOMEM);
   double t0 = now_s();
   for (unsigned i = 0; i < n; i++)
     c[i] = spawn(ready_pong, NULL);
@@ -353,6 +358,7 @@ void base_startup(unsigned n, double *start, double *stop, long *priv_kb)
   for (unsigned i = 0; i < n; i++)
     reap(&c[i]);
   double t3 = now_s();
+  free(c);
   *start = t1 - t0;
   *stop = t3 - t2;
 }

@@ -5,7 +5,7 @@
  * so that a busy neighbour slows both alike; each figure is the median of
  * its repetitions.
  *
- *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,mem]
+ *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,w8,mem]
  *                  [--markdown FILE]
  *
  * One line per figure goes to stdout:
@@ -27,7 +27,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,6 +199,72 @@ int reset_peak_rss(void)
   return rc;
 }
 
+/* --- CPU affinity and CPU time --------------------------------------------- */
+
+static cpu_set_t saved_mask;
+static int mask_saved;
+
+int cpus_first_two(int *a, int *b)
+{
+  cpu_set_t set;
+  int n = 0;
+  if (sched_getaffinity(0, sizeof set, &set) != 0)
+    return 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; cpu++)
+    if (CPU_ISSET(cpu, &set))
+      *(n++ == 0 ? a : b) = cpu;
+  return n;
+}
+
+int pin_cpu(int cpu)
+{
+  cpu_set_t set;
+  if (!mask_saved) {
+    if (sched_getaffinity(0, sizeof saved_mask, &saved_mask) != 0)
+      return -errno;
+    mask_saved = 1;
+  }
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : -errno;
+}
+
+void pin_restore(void)
+{
+  if (mask_saved && sched_setaffinity(0, sizeof saved_mask, &saved_mask) != 0)
+    die("sched_setaffinity: cannot restore the CPU mask", -errno);
+}
+
+int pinned_to(pid_t pid, int cpu)
+{
+  char path[64], line[256], want[32];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  snprintf(want, sizeof want, "%d", cpu);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return 0;
+  int ok = 0;
+  while (fgets(line, sizeof line, fp) != NULL)
+    if (strncmp(line, "Cpus_allowed_list:", 18) == 0) {
+      char *v = line + 18;
+      v += strspn(v, " \t");
+      v[strcspn(v, "\n")] = '\0';
+      ok = strcmp(v, want) == 0;
+      break;
+    }
+  fclose(fp);
+  return ok;
+}
+
+double cpu_self_s(void)
+{
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    die("getrusage", -errno);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 int write_all_fd(int fd, const void *buf, size_t len)
 {
   const char *p = buf;
@@ -359,6 +427,7 @@ static void cfg_full(bench_cfg *c)
       .w6_reps = 30, .w7_reps = 30,
       .mem_pending = 1000000,
       .mem_lazy_small = 1000000, .mem_lazy_large = 10000000,
+      .w8_tasks = 50000, .w8_items = 100000, .w8_reps = 5, .w8_pools = 5,
   };
 }
 
@@ -372,13 +441,14 @@ static void cfg_quick(bench_cfg *c)
       .w6_reps = 3, .w7_reps = 3,
       .mem_pending = 20000,
       .mem_lazy_small = 20000, .mem_lazy_large = 200000,
+      .w8_tasks = 1000, .w8_items = 5000, .w8_reps = 1, .w8_pools = 1,
   };
 }
 
 static void usage(FILE *fp)
 {
   fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
-              "[--only w1,w2,w3,w4,w5,w6,w7,mem] [--markdown FILE]\n"
+              "[--only w1,w2,w3,w4,w5,w6,w7,w8,mem] [--markdown FILE]\n"
               "  for profiling: [--no-baseline] [--max-inflight N] "
               "[--shm-off] [--chunksize N (W2)] [--lazy-items N (Memory)]\n");
 }
@@ -439,7 +509,8 @@ int main(int argc, char **argv)
   c.shm_off = shm_off;
   pool_tuning(c.max_inflight, shm_off ? FP_SHM_OFF : 0);
   if (reps > 0)
-    c.reps = c.reps_slow = reps > BENCH_MAX_SAMPLES ? BENCH_MAX_SAMPLES : reps;
+    c.reps = c.reps_slow = c.w8_reps =
+        reps > BENCH_MAX_SAMPLES ? BENCH_MAX_SAMPLES : reps;
   setvbuf(stdout, NULL, _IOLBF, 0);
 
   char mach[768];
@@ -469,6 +540,7 @@ int main(int argc, char **argv)
   RUN("w4", run_w4);
   RUN("w5", run_w5);
   RUN("w6", run_w6);
+  RUN("w8", run_w8);
   RUN("mem", run_memory);
   double secs = now_s() - t0;
 

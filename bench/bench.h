@@ -41,6 +41,10 @@ typedef struct bench_cfg {
   int shm_off;             /* fp_pool_options.shm_args FP_SHM_OFF */
   int no_baseline;         /* profiling forkpool alone: skip baselines */
   long w2_chunksize;       /* profiling W2: only this chunksize; -1: all */
+  size_t w8_tasks;         /* W8: submits per repetition and worker count */
+  size_t w8_items;         /* W8: map items per repetition and count */
+  int w8_reps;             /* W8: repetitions of the CPU-time figures */
+  int w8_pools;            /* W8: 256-worker pools created and destroyed */
 } bench_cfg;
 
 /* Samples of one figure. */
@@ -88,6 +92,20 @@ long private_kb(pid_t pid);
 /* Resets this process's VmHWM to its VmRSS (clear_refs 5); 0 or -1. */
 int reset_peak_rss(void);
 
+/* --- CPU affinity (W3 pinned): the process is single-threaded, so pinning
+ * the calling thread pins the process, and its children inherit it ------- */
+
+/* The first two CPUs this process may run on: how many there are (0..2). */
+int cpus_first_two(int *a, int *b);
+/* Pins this process to one CPU; the first call saves the mask pin_restore
+ * puts back.  0 or -errno. */
+int pin_cpu(int cpu);
+void pin_restore(void);
+/* Whether /proc/<pid>/status says pid may run on cpu alone. */
+int pinned_to(pid_t pid, int cpu);
+/* The parent's CPU time so far, user + system, in seconds (getrusage). */
+double cpu_self_s(void);
+
 /* --- Pipes ------------------------------------------------------------------ */
 
 int write_all_fd(int fd, const void *buf, size_t len);
@@ -110,8 +128,10 @@ double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count);
 /* Per-item (batch 1) or batched messages through 2 pre-forked workers that
  * square 64-bit integers; items per second. */
 double base_stream(size_t items, size_t batch, uint64_t *sum);
-/* Mean round trip of a 16-byte ping-pong with poll() before each read, µs. */
-double base_pingpong(size_t trips);
+/* Mean round trip of a 16-byte ping-pong with poll() before each read, µs.
+ * cpu_child >= 0: the child is forked while this process is pinned there
+ * (it inherits that CPU), then this process is pinned to cpu_parent. */
+double base_pingpong(size_t trips, int cpu_parent, int cpu_child);
 /* MiB/s of payload bytes (both ways) echoed through a child. */
 double base_echo(size_t bytes, size_t trips);
 /* Fork n children, read a ready byte from each, one 16-byte round trip:
@@ -134,6 +154,7 @@ void run_w4(const bench_cfg *c);
 void run_w5(const bench_cfg *c);
 void run_w6(const bench_cfg *c);
 void run_w7(const bench_cfg *c);
+void run_w8(const bench_cfg *c);
 void run_memory(const bench_cfg *c);
 
 /* Dies with a message: a benchmark that failed has nothing to report. */

@@ -321,15 +321,35 @@ void run_w2(const bench_cfg *c)
 
 /* --- W3: round-trip latency ------------------------------------------------------- */
 
-void run_w3(const bench_cfg *c)
+/*
+ * One W3 case.  cpu_worker < 0: the scheduler places both sides.  Else the
+ * pool is created while this process is pinned to cpu_worker, so the fork
+ * server and the worker inherit that CPU, and then this process is pinned
+ * to cpu_parent; the baseline's child is placed the same way.  On one CPU a
+ * round trip is two context switches; on two it is two cross-CPU wake-ups
+ * (issue 14: ~3 µs against ~30 µs on this VM).
+ */
+static void w3_case(const bench_cfg *c, const char *where, int cpu_parent,
+                    int cpu_worker)
 {
   size_t n = c->w3_trips;
+  int rc = cpu_worker >= 0 ? pin_cpu(cpu_worker) : 0;
+  if (rc != 0)
+    die("sched_setaffinity", rc);
   fp_pool *p = pool_new(1, 10);
+  if (cpu_worker >= 0) {
+    fp_worker_stats ws[1];
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_pool_stats_get(p, &st, ws, 1);
+    if (pin_cpu(cpu_parent) != 0 || ws[0].pid <= 0 ||
+        !pinned_to(ws[0].pid, cpu_worker))
+      die("W3: the worker did not inherit its CPU", 0);
+  }
   warm(p, 200);
   series base = {0}, fp = {0};
   for (int r = 0; r < c->reps; r++) {
     if (!c->no_baseline)
-      series_add(&base, base_pingpong(n));
+      series_add(&base, base_pingpong(n, cpu_parent, cpu_worker));
     double t0 = now_s();
     for (size_t i = 0; i < n; i++)
       if (take_uint(submit_uint(p, "square", i)) != i * i)
@@ -337,15 +357,42 @@ void run_w3(const bench_cfg *c)
     series_add(&fp, (now_s() - t0) / (double)n * 1e6);
   }
   fp_pool_destroy(p);
-  char note[160];
+  if (cpu_worker >= 0)
+    pin_restore();
+  char note[200], name[80];
   snprintf(note, sizeof note, "mean of %zu 16-byte round trips, poll() "
-           "before each read", n);
-  figure *b = figure_add("W3 baseline: pipe ping-pong", "µs", &base, NULL,
-                         note);
-  snprintf(note, sizeof note, "mean of %zu sequential fp_submit + "
-           "fp_future_result + release, 1 worker", n);
-  figure *f = figure_add("W3 round trip", "µs", &fp, b, note);
+           "before each read%s", n, where[0] ? ", the child placed as the "
+           "worker below" : "");
+  snprintf(name, sizeof name, "W3 baseline: pipe ping-pong%s", where);
+  figure *b = figure_add(name, "µs", &base, NULL, note);
+  if (cpu_worker < 0)
+    snprintf(note, sizeof note, "mean of %zu sequential fp_submit + "
+             "fp_future_result + release, 1 worker", n);
+  else
+    snprintf(note, sizeof note, "the same, parent on CPU %d, pool created "
+             "on CPU %d (worker's Cpus_allowed_list checked)", cpu_parent,
+             cpu_worker);
+  snprintf(name, sizeof name, "W3 round trip%s", where);
+  figure *f = figure_add(name, "µs", &fp, b, note);
   figure_target(f, f->ratio <= 1.5, "<= 1.50x baseline");
+}
+
+void run_w3(const bench_cfg *c)
+{
+  int a, b;
+  w3_case(c, "", -1, -1);
+  int ncpu = cpus_first_two(&a, &b);
+  if (ncpu < 1 || pin_cpu(a) != 0) { /* a container may forbid it */
+    bench_log("W3: cannot pin this process: the pinned cases are skipped");
+    return;
+  }
+  pin_restore();
+  w3_case(c, ", one CPU", a, a);
+  if (ncpu < 2) {
+    bench_log("W3: only one CPU allowed: the two-CPU case is skipped");
+    return;
+  }
+  w3_case(c, ", two CPUs", a, b);
 }
 
 /* --- W4: CPU-bound scaling ---------------------------------------------------------- */
@@ -620,6 +667,170 @@ void run_w7(const bench_cfg *c)
                  "close both children's pipes, waitpid both");
   figure_add("W7 destroy", "ms", &stop, b, "fp_pool_destroy of the idle "
              "pool: workers and fork server gone");
+}
+
+/* --- W8: flat in workers ------------------------------------------------------------- */
+
+/*
+ * What the parent pays per task as the pool grows: its CPU time (getrusage,
+ * user + system), not wall time, because here the workers outnumber the
+ * cores and mostly wait.  Each worker count's figure is compared with the
+ * 2-worker figure of the same run; the counts take turns, repetition by
+ * repetition, so that a neighbour's load hits them alike.
+ */
+static const unsigned w8_counts[] = {2, 16, 64, 256};
+enum { W8_N = sizeof w8_counts / sizeof w8_counts[0] };
+
+typedef struct w8_series {
+  series all, sub, res, map; /* ns per task or item */
+} w8_series;
+
+/* W1 on p: n submits, then every result in order. */
+static void w8_submit(fp_pool *p, fp_future **fs, size_t n, uint64_t want,
+                      w8_series *s)
+{
+  uint64_t sum = 0;
+  double c0 = cpu_self_s();
+  for (size_t i = 0; i < n; i++)
+    fs[i] = submit_uint(p, "square", i);
+  double c1 = cpu_self_s();
+  for (size_t i = 0; i < n; i++)
+    sum += take_uint(fs[i]);
+  double c2 = cpu_self_s();
+  check_sum("W8", sum, want);
+  series_add(&s->all, (c2 - c0) / (double)n * 1e9);
+  series_add(&s->sub, (c1 - c0) / (double)n * 1e9);
+  series_add(&s->res, (c2 - c1) / (double)n * 1e9);
+}
+
+static void w8_map(fp_pool *p, const fp_map_input *in, size_t n,
+                   uint64_t want, w8_series *s)
+{
+  double c0 = cpu_self_s();
+  (void)map_once(p, in, 0, n, want);
+  series_add(&s->map, (cpu_self_s() - c0) / (double)n * 1e9);
+}
+
+/* Create and destroy of the largest pool, and the parent's memory for it. */
+static void w8_create(const bench_cfg *c)
+{
+  unsigned w = w8_counts[W8_N - 1];
+  series bstart = {0}, bstop = {0}, create = {0}, destroy = {0}, mem = {0};
+  for (int r = -1; r < c->w8_pools; r++) { /* r == -1: warm-up */
+    double s = NAN, st = NAN;
+    if (!c->no_baseline)
+      base_startup(w, &s, &st, NULL);
+    malloc_trim(0);
+    long r0 = proc_kb(0, "status", "VmRSS");
+    double t0 = now_s();
+    fp_pool *p = pool_new(w, 10);
+    double t1 = now_s();
+    warm(p, 1000);
+    long r1 = proc_kb(0, "status", "VmRSS");
+    double t2 = now_s();
+    fp_pool_destroy(p);
+    double t3 = now_s();
+    if (r < 0)
+      continue;
+    if (!c->no_baseline) {
+      series_add(&bstart, s * 1e3);
+      series_add(&bstop, st * 1e3);
+    }
+    series_add(&create, (t1 - t0) * 1e3);
+    series_add(&destroy, (t3 - t2) * 1e3);
+    series_add(&mem, (double)(r1 - r0) * 1024 / w);
+  }
+  char name[80], note[200];
+  snprintf(name, sizeof name, "W8 baseline: fork %u + round trip", w);
+  snprintf(note, sizeof note, "fork %u children with pipes, a ready byte "
+           "from each, one 16-byte round trip", w);
+  figure *b = figure_add(name, "ms", &bstart, NULL, note);
+  snprintf(name, sizeof name, "W8 fp_pool_create, %u workers", w);
+  figure_add(name, "ms", &create, b, "until fp_pool_create returns (every "
+             "worker ready)");
+  snprintf(name, sizeof name, "W8 baseline: close + reap %u", w);
+  b = figure_add(name, "ms", &bstop, NULL, "close every child's pipes, "
+                 "waitpid each");
+  snprintf(name, sizeof name, "W8 fp_pool_destroy, %u workers", w);
+  figure_add(name, "ms", &destroy, b, "fp_pool_destroy after 1,000 tasks: "
+             "workers and fork server gone");
+  snprintf(name, sizeof name, "W8 parent memory per worker, %u workers", w);
+  snprintf(note, sizeof note, "parent VmRSS after fp_pool_create and 1,000 "
+           "tasks - VmRSS before, / %u", w);
+  figure_add(name, "B", &mem, NULL, note);
+}
+
+/* One row per worker count; the target on the largest, against 2 workers. */
+static void w8_rows(const char *what, const char *unit, const char *note,
+                    w8_series *s, series *(*pick)(w8_series *), int target)
+{
+  figure *two = NULL;
+  char name[80];
+  for (int k = 0; k < W8_N; k++) {
+    snprintf(name, sizeof name, "W8 %s, %u workers", what, w8_counts[k]);
+    figure *f = figure_add(name, unit, pick(&s[k]), two, k ? "" : note);
+    if (k == 0)
+      two = f;
+    else if (k == W8_N - 1 && target)
+      figure_target(f, f->ratio <= 1.2, "<= 1.20x the 2-worker figure");
+  }
+}
+
+static series *pick_all(w8_series *s) { return &s->all; }
+static series *pick_sub(w8_series *s) { return &s->sub; }
+static series *pick_res(w8_series *s) { return &s->res; }
+static series *pick_map(w8_series *s) { return &s->map; }
+
+void run_w8(const bench_cfg *c)
+{
+  double t0 = now_s();
+  w8_create(c);
+
+  size_t n = c->w8_tasks, items = c->w8_items;
+  fp_future **fs = malloc(n * sizeof *fs);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  if (fs == NULL)
+    die("malloc", FP_ENOMEM);
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, (uint32_t)items);
+  for (size_t i = 0; i < items; i++)
+    msgpack_pack_uint64(&pk, i);
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  uint64_t want = sum_squares(n), want_map = sum_squares(items);
+
+  fp_pool *p[W8_N];
+  w8_series s[W8_N];
+  memset(s, 0, sizeof s);
+  for (int k = 0; k < W8_N; k++) {
+    p[k] = pool_new(w8_counts[k], 10);
+    warm(p[k], 1000);
+    (void)map_once(p[k], &in, 0, items, want_map);
+  }
+  for (int r = 0; r < c->w8_reps; r++)
+    for (int j = 0; j < W8_N; j++) {
+      int k = (j + r) % W8_N; /* who goes first takes turns */
+      w8_submit(p[k], fs, n, want, &s[k]);
+      w8_map(p[k], &in, items, want_map, &s[k]);
+    }
+  for (int k = 0; k < W8_N; k++)
+    fp_pool_destroy(p[k]);
+  free(fs);
+  msgpack_sbuffer_destroy(&sb);
+
+  char note[200];
+  snprintf(note, sizeof note, "parent CPU (getrusage user + sys) / %zu: "
+           "fp_submit of x*x, then fp_future_result of each in order", n);
+  w8_rows("submit+results CPU", "ns/task", note, s, pick_all, 1);
+  w8_rows("of which submit loop", "ns/task", "the submit loop's share of "
+          "the line above", s, pick_sub, 0);
+  w8_rows("of which results loop", "ns/task", "the results loop's share",
+          s, pick_res, 0);
+  snprintf(note, sizeof note, "parent CPU / %zu: fp_map of x*x over a "
+           "msgpack array, automatic chunks, until fp_map_destroy", items);
+  w8_rows("map CPU", "ns/item", note, s, pick_map, 1);
+  bench_log("W8: %.1f s", now_s() - t0);
 }
 
 /* --- Memory ----------------------------------------------------------------------------------- */
