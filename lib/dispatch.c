@@ -1033,6 +1033,11 @@ static void handle_events(fp_pool *p, int n)
 int fp__poll_once(fp_pool *p, int timeout_ms)
 {
   uint64_t done = p->ndone;
+  /* Work queued outside a pass (a task put back, a worker found ready by a
+   * cancel that read its pipe first) is handed out before we sleep, or
+   * nothing would wake us; and before the deadlines, which start with it. */
+  if (p->qhead != NULL)
+    fp__schedule(p, 1);
   int next = check_deadlines(p);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
     timeout_ms = next;
