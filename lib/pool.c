@@ -83,6 +83,11 @@ static volatile unsigned char *fork_guard_new(void)
 #endif
 }
 
+FP_EXTERN const char *fp_pool_create_error(void)
+{
+  return NULL;
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
   if (out == NULL)

@@ -14,7 +14,8 @@
 
 #define FPT_LIMIT_MS 60000 /* generous: the machine may be busy */
 
-/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate. */
+/* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate;
+ * exit0, fd_leaks, stdio, trap_term (descriptors and signals). */
 extern const fp_task fpt_tasks[];
 
 typedef struct fpt_snapshot {
