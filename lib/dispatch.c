@@ -389,6 +389,11 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     p->st.worker_deaths++;
     fp__log(p, FP_LOG_WARN, "%s", why);
   }
+  if (died && !s->ready)
+    /* Only init ran: a replacement would die the same way, as a failing
+     * init would fail the same way. */
+    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s before it "
+                   "was ready", why);
 
   fp_future *f = s->head;
   if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
