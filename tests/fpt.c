@@ -105,15 +105,13 @@ static int t_sigkill(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return 0;
 }
 
-static int result_pipe(void);
-
 /* Writes a frame header claiming 4 GiB-1 to the parent: garbage. */
 static int t_corrupt(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 {
   (void)c;
   (void)a;
   static const char junk[8] = {-1, -1, -1, -1, 1, 2, 3, 4};
-  if (write(result_pipe(), junk, sizeof junk) < 0)
+  if (write(fpt_result_fd(), junk, sizeof junk) < 0)
     return -1;
   return msgpack_pack_nil(o);
 }
@@ -416,8 +414,7 @@ static int is_write_pipe(int fd)
              : 0;
 }
 
-/* The worker's result pipe: its only write end of a pipe. */
-static int result_pipe(void)
+int fpt_result_fd(void)
 {
   return each_fd(is_write_pipe);
 }

@@ -37,6 +37,10 @@ void fpt_gate_make(char *path, size_t len);
 void fpt_gate_open(const char *path);
 void fpt_gate_remove(const char *path);
 
+/* In a worker: its result pipe's write end (its only write end of a pipe),
+ * for tasks that break the protocol on purpose; 0 if none. */
+int fpt_result_fd(void);
+
 int64_t fpt_i64(fp_future *f);  /* result as an integer; fails the test */
 int fpt_process_gone(pid_t pid);
 void fpt_run_suite(Suite *s);    /* runs and exits with the status */
