@@ -201,7 +201,7 @@ static void spawn(fs_state *fs, uint32_t slot)
     fs->slots[slot].pid = pid;
 #ifdef HAVE_PIDFD_OPEN
     if (fs->use_pidfd)
-      fs->slots[slot].pidfd = pidfd_open(pid, 0);
+      fs->slots[slot].pidfd = fp__fd_high(pidfd_open(pid, 0));
 #endif
     m.op = FP__CTL_SPAWNED;
     m.pid = pid;
@@ -304,12 +304,16 @@ static void serve(fs_state *fs)
 }
 
 /* Where the caller had no fd 0, 1 or 2, /dev/null: workers write to their
- * stdio, and the next descriptor opened must not land there. */
+ * stdio.  Without /dev/null they stay closed (our own descriptors go
+ * through fp__fd_high, so none lands there). */
 static void stdio_or_null(void)
 {
   for (int fd = 0; fd < 3; fd++)
-    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
-      _exit(1);
+    if (fcntl(fd, F_GETFD) < 0) {
+      int null = open("/dev/null", O_RDWR);
+      if (null > 2)
+        close(null); /* cannot be: fd was the lowest free */
+    }
 }
 
 /* The fork server's life; never returns. */

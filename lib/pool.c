@@ -472,12 +472,8 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
       (rc = fp__set_nonblock(p->notify[0])) == 0 &&
       (rc = fp__set_nonblock(p->notify[1])) == 0) {
     rc = epoll_create1(EPOLL_CLOEXEC);
-    if (rc < 0)
-      rc = -errno;
-    else
-      rc = fp__fd_high(rc);
-    if (rc < 0) {
-    } else {
+    rc = rc < 0 ? -errno : fp__fd_high(rc);
+    if (rc >= 0) {
       struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
       p->epfd = rc;
       epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake[0], &ev);
