@@ -180,6 +180,15 @@ typedef struct fp_pool_options {
  */
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts);
 
+/*
+ * Why the calling thread's last fp_pool_create failed, as text: for a
+ * failing init "worker initializer failed: kind: message", or the signal or
+ * exit status of a worker that died before it was ready.  NULL if that call
+ * succeeded or there was none.  Owned by the library; valid in this thread
+ * until its next fp_pool_create.  Needs no log function.
+ */
+FP_EXTERN const char *fp_pool_create_error(void);
+
 enum fp_shutdown_flags {
   FP_SHUTDOWN_WAIT = 1u << 0,           /* block until all work and workers end */
   FP_SHUTDOWN_CANCEL_PENDING = 1u << 1, /* cancel tasks no worker has started */

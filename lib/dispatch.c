@@ -457,6 +457,11 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     p->st.worker_deaths++;
     fp__log(p, FP_LOG_WARN, "%s", why);
   }
+  if (died && !s->ready)
+    /* Only init ran: a replacement would die the same way, as a failing
+     * init would fail the same way. */
+    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s before it "
+                   "was ready", why);
 
   /* A kill for a task fails that task alone, if it still runs; if it
    * answered first, nothing is failed.  Whatever else the worker held goes

@@ -32,6 +32,20 @@
 int fp__pipe(int fds[2]);                      /* close-on-exec, blocking */
 int fp__set_nonblock(int fd);
 int fp__close_from(int lowfd);                 /* close every fd >= lowfd */
+/* The same, but keeps keep_a and keep_b (-1: none) open. */
+int fp__close_from_except(int lowfd, int keep_a, int keep_b);
+/* One past the highest open descriptor. */
+int fp__fd_top(void);
+/*
+ * Every descriptor the pool keeps goes through here (or fp__fd_pair_high):
+ * a caller that closed its stdio would otherwise get our pipes and sockets
+ * as 0, 1 or 2, and so would the fork server and the workers.  Returns fd,
+ * or a close-on-exec copy of it from 3 up (fd is closed), or -errno (fd is
+ * closed).
+ */
+int fp__fd_high(int fd);
+/* Both ends of a pipe or socketpair; on failure both are closed and -1. */
+int fp__fd_pair_high(int fds[2]);
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
 int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
@@ -372,11 +386,12 @@ typedef struct fp__ctl {
 
 /*
  * Forks the fork server (detached: the caller's process never has it as a
- * child after this returns).  *ctl_fd is the parent's end of the control
- * socket, close-on-exec and non-blocking.
+ * child after this returns, unless it is a child subreaper: then *fs_child
+ * is 1 and the pool must reap *fs_pid).  *ctl_fd is the parent's end of the
+ * control socket, close-on-exec, non-blocking and above 2.
  */
 int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
-                         pid_t *fs_pid);
+                         pid_t *fs_pid, int *fs_child);
 int fp__ctl_send(int fd, const fp__ctl *m);
 /* SPAWNED carries the task pipe's write end, the result pipe's read end and
  * the task pipe's read end (held only so writes never raise SIGPIPE). */
@@ -490,7 +505,9 @@ struct fp_pool {
   int notify[2];          /* in fp_pool_fd's set: futures done, unreported */
   int notify_pending;     /* a byte is in notify[] already */
   int ctl_fd;             /* control socket to the fork server; -1 closed */
-  pid_t fs_pid;           /* the fork server, for messages only */
+  pid_t fs_pid;           /* the fork server: for messages, and for
+                             waitpid when fs_child */
+  int fs_child;           /* it is our child (we are a subreaper): reap it */
   pid_t owner;            /* the process that created the pool */
   volatile unsigned char *fork_guard; /* 1, but 0 in a forked child (a
                              MADV_WIPEONFORK page); NULL: compare owner */

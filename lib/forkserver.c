@@ -9,7 +9,9 @@
  *
  * It is detached with a double fork, so the caller's process never has it as
  * a child: a caller's own waitpid(-1) loop or SIGCHLD handler sees nothing of
- * ours after fp_pool_create returns.
+ * ours after fp_pool_create returns.  The exception is a caller that is a
+ * child subreaper (PR_SET_CHILD_SUBREAPER): the fork server is then
+ * reparented to it, and the pool reaps it by its pid when it stops.
  */
 #include "forkpool-private.h"
 
@@ -48,6 +50,7 @@ typedef struct fs_state {
   int sigchld_pipe[2];   /* without pidfds: SIGCHLD handler -> loop */
   struct sigaction caller_chld; /* restored in workers */
   sigset_t caller_mask;  /* restored in workers */
+  int fd_floor;          /* above every descriptor the caller had */
 } fs_state;
 
 static int sigchld_write_fd = -1;
@@ -144,6 +147,11 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
     close_fds(fds);
     return FP_EPROTO;
   }
+  for (int i = 0; want_fds && i < FP__CTL_NFDS; i++)
+    if ((fds[i] = fp__fd_high(fds[i])) < 0) {
+      close_fds(fds); /* out of descriptors, as above */
+      return 1;
+    }
   return 1;
 }
 
@@ -159,13 +167,20 @@ static void worker_child(fs_state *fs, uint32_t slot, int in_fd, int out_fd)
   sigaction(SIGCHLD, &fs->caller_chld, NULL);
   free(fs->pfd); /* the fork server's, not the worker's */
   free(fs->slots);
-  /* Above 4 first, so that moving one onto 3 or 4 cannot clobber the other. */
-  int in = fcntl(in_fd, F_DUPFD, 5), out = fcntl(out_fd, F_DUPFD, 5);
-  if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0)
-    _exit(FP__EXIT_SETUP);
-  fp__close_from(5);
+  /* Above every descriptor the caller had, so that no FILE or descriptor
+   * number of the caller's that a task uses (or exit() flushes) is ours;
+   * close-on-exec, so that nothing a task execs inherits them. */
+  int in = fcntl(in_fd, F_DUPFD_CLOEXEC, fs->fd_floor);
+  int out = fcntl(out_fd, F_DUPFD_CLOEXEC, fs->fd_floor);
+  /* Under a descriptor limit that low, they stay where they are: still
+   * close-on-exec, and above 2. */
+  if (in < 0)
+    in = in_fd;
+  if (out < 0)
+    out = out_fd;
+  fp__close_from_except(3, in, out);
   sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
-  fp__worker_main(fs->cfg, slot, 3, 4);
+  fp__worker_main(fs->cfg, slot, in, out);
 }
 
 static void spawn(fs_state *fs, uint32_t slot)
@@ -186,7 +201,7 @@ static void spawn(fs_state *fs, uint32_t slot)
     fs->slots[slot].pid = pid;
 #ifdef HAVE_PIDFD_OPEN
     if (fs->use_pidfd)
-      fs->slots[slot].pidfd = pidfd_open(pid, 0);
+      fs->slots[slot].pidfd = fp__fd_high(pidfd_open(pid, 0));
 #endif
     m.op = FP__CTL_SPAWNED;
     m.pid = pid;
@@ -241,8 +256,12 @@ static void handle_ctl(fs_state *fs, const fp__ctl *m)
   if (m->op == FP__CTL_SPAWN && s->pid == 0)
     spawn(fs, m->slot);
   /* Only a pid not yet reaped is ours to signal: no pid-reuse race. */
-  else if (m->op == FP__CTL_KILL && s->pid != 0 && s->pid == m->pid)
+  else if (m->op == FP__CTL_KILL && s->pid != 0 && s->pid == m->pid) {
     kill(s->pid, m->value);
+    /* A stopped worker would leave SIGTERM pending for ever. */
+    if (m->value != SIGKILL && m->value != SIGCONT)
+      kill(s->pid, SIGCONT);
+  }
 }
 
 static void serve(fs_state *fs)
@@ -284,16 +303,34 @@ static void serve(fs_state *fs)
   fs->pfd = NULL;
 }
 
+/* Where the caller had no fd 0, 1 or 2, /dev/null: workers write to their
+ * stdio.  Without /dev/null they stay closed (our own descriptors go
+ * through fp__fd_high, so none lands there). */
+static void stdio_or_null(void)
+{
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0) {
+      int null = open("/dev/null", O_RDWR);
+      if (null > 2)
+        close(null); /* cannot be: fd was the lowest free */
+    }
+}
+
 /* The fork server's life; never returns. */
 static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
                             const sigset_t *caller_mask)
 {
   fs_state fs = {.cfg = cfg, .use_pidfd = 0, .sigchld_pipe = {-1, -1}};
   fs.caller_mask = *caller_mask;
+  /* Our descriptors are still the caller's at fork. */
+  fs.fd_floor = fp__fd_top();
+  if (fs.fd_floor < FS_CTL_FD + 1)
+    fs.fd_floor = FS_CTL_FD + 1;
   if (ctl != FS_CTL_FD && (dup2(ctl, FS_CTL_FD) < 0 || close(ctl) < 0))
     _exit(1);
   fcntl(FS_CTL_FD, F_SETFL, 0); /* blocking: nothing else to do */
   fp__close_from(FS_CTL_FD + 1);
+  stdio_or_null();
   /* Workers read arguments in the shared area but never write there: a
    * stray write from one task must not reach another's arguments. */
   if (cfg->shm != NULL)
@@ -356,12 +393,30 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
   _exit(0);
 }
 
+/*
+ * The middle process has exited, so the fork server now has the nearest
+ * subreaper among our ancestors as its parent (or init): that is us if we
+ * are one (PR_SET_CHILD_SUBREAPER), and then we must reap it.
+ */
+static int forkserver_is_child(void)
+{
+#ifdef PR_GET_CHILD_SUBREAPER
+  int subreaper = 0;
+  return prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper != 0;
+#else
+  return 0;
+#endif
+}
+
 int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
-                         pid_t *fs_pid)
+                         pid_t *fs_pid, int *fs_child)
 {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return -errno;
+  int rc = fp__fd_pair_high(sv);
+  if (rc != 0)
+    return rc;
 
   /* Block signals across the forks so no caller handler runs in our
    * children before they have set up their own. */
@@ -373,9 +428,14 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
     pid_t fs = fork();
     if (fs == 0)
       forkserver_main(cfg, sv[1], &old);
+    if (fs < 0) {
+      /* EAGAIN at the process limit: the caller's error, as fork(2)'s. */
+      fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};
+      (void)fp__ctl_send(sv[1], &m);
+    }
     _exit(fs < 0 ? 1 : 0);
   }
-  int rc = mid < 0 ? -errno : 0;
+  rc = mid < 0 ? -errno : 0;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(sv[1]);
   if (rc != 0) {
@@ -397,8 +457,11 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
     if (rc == 0) {
       *ctl_fd = sv[0];
       *fs_pid = m.pid;
+      *fs_child = forkserver_is_child();
       return 0;
     }
+  } else if (rc == 1 && m.op == FP__CTL_SPAWN_FAILED && m.value < 0) {
+    rc = m.value;
   } else if (rc >= 0) {
     rc = FP_EBROKEN; /* it died before saying hello */
   }

@@ -9,13 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_EPOLL_H
 #include <sys/epoll.h>
 #endif
 
 #define FP__MAX_WORKERS 1024
+#define FP__STOP_GRACE_MS 1000 /* for workers to exit at a shutdown */
 
 /* --- Options and creation --------------------------------------------------------- */
 
@@ -83,19 +86,35 @@ static volatile unsigned char *fork_guard_new(void)
 #endif
 }
 
+/* Why this thread's last fp_pool_create failed; "" after a success. */
+static _Thread_local char create_error[256];
+
+FP_EXTERN const char *fp_pool_create_error(void)
+{
+  return create_error[0] != '\0' ? create_error : NULL;
+}
+
+static int create_failed(int rc, const char *why)
+{
+  snprintf(create_error, sizeof create_error, "%s",
+           why != NULL && why[0] != '\0' ? why : fp_strerror(rc));
+  return rc;
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
+  create_error[0] = '\0';
   if (out == NULL)
-    return FP_EINVAL;
+    return create_failed(FP_EINVAL, NULL);
   *out = NULL;
   fp_pool_options o;
   int rc = options_fill(&o, opts);
   if (rc != 0)
-    return rc;
+    return create_failed(rc, NULL);
 
   fp_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
-    return FP_ENOMEM;
+    return create_failed(FP_ENOMEM, NULL);
   p->opts = o;
   p->ctl_fd = p->epfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
@@ -135,7 +154,8 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
       (rc = fp__shm_init(&p->shm, o.shm_args, p->nslots)) != 0)
     goto fail;
   p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
-  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid)) != 0)
+  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
+                                 &p->fs_child)) != 0)
     goto fail;
   fp__shm_private(&p->shm);
 
@@ -152,6 +172,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   *out = p;
   return 0;
 fail:
+  create_failed(rc, p->err != 0 ? p->err_msg : NULL);
   pool_free(p);
   return rc;
 }
@@ -182,6 +203,21 @@ static int all_exited(fp_pool *p, void *arg)
 }
 
 /*
+ * A subreaper caller has the fork server as its child: reap exactly that
+ * pid once it has closed its end (it is exiting), never -1, so that the
+ * caller's own children stay the caller's to wait for.  ECHILD if the
+ * caller's own waitpid(-1) took it first.
+ */
+static void forkserver_reap(fp_pool *p)
+{
+  if (!p->fs_child || !fp__pool_owned(p))
+    return;
+  p->fs_child = 0;
+  while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
+    ;
+}
+
+/*
  * Lets the fork server go: at end of file it kills and reaps what is left
  * and exits; its exit closes its end, which is the end of file we wait for.
  */
@@ -205,6 +241,7 @@ void fp__forkserver_stop(fp_pool *p)
   }
   close(p->ctl_fd);
   p->ctl_fd = -1;
+  forkserver_reap(p);
 }
 
 static void cancel_queued(fp_pool *p)
@@ -217,8 +254,25 @@ static void cancel_queued(fp_pool *p)
   pthread_cond_broadcast(&p->cond);
 }
 
-/* Lets every worker go (end of file on its pipe) and waits for them all,
- * then for the fork server.  Lock held. */
+/* Signals every worker that has not exited (SIGKILL: or would make us wait
+ * on it). */
+static void signal_workers(fp_pool *p, int sig)
+{
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    if (s->pid > 0 && s->state != SLOT_OFF)
+      fp__slot_terminate(p, i, sig);
+  }
+  fp__wake_poller(p);
+}
+
+/*
+ * Lets every worker go (end of file on its pipe) and waits for them all,
+ * then for the fork server.  An idle worker exits at end of file at once,
+ * unless it is stopped (SIGCONT: it reads it), or a handler of its own
+ * holds it (SIGTERM after fp_pool_terminate): after FP__STOP_GRACE_MS,
+ * SIGKILL.  Lock held.
+ */
 static int stop_workers(fp_pool *p)
 {
   p->stopping = 1;
@@ -229,8 +283,13 @@ static int stop_workers(fp_pool *p)
     if (s->head != NULL)
       fp__slot_terminate(p, i, SIGKILL);
   }
-  fp__wake_poller(p);
-  int rc = fp__pool_run_until(p, all_exited, NULL, -1);
+  signal_workers(p, SIGCONT);
+  int rc = fp__pool_run_until(p, all_exited, NULL,
+                              fp__now_ms() + FP__STOP_GRACE_MS);
+  if (rc == FP_ETIMEDOUT) {
+    signal_workers(p, SIGKILL);
+    rc = fp__pool_run_until(p, all_exited, NULL, -1);
+  }
   /* Another thread may still be in poll() on the control socket. */
   while (p->polling) {
     fp__wake_poller(p);
@@ -309,6 +368,7 @@ static void pool_free(fp_pool *p)
     fp__forkserver_stop(p);
     fp__pool_unlock(p);
   }
+  forkserver_reap(p); /* it died: the dispatcher saw its end of file */
   for (unsigned i = 0; p->slots && i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
     fp__slot_close_fd(p, s, &s->in_fd);
@@ -410,9 +470,8 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
       (rc = fp__set_nonblock(p->notify[0])) == 0 &&
       (rc = fp__set_nonblock(p->notify[1])) == 0) {
     rc = epoll_create1(EPOLL_CLOEXEC);
-    if (rc < 0) {
-      rc = -errno;
-    } else {
+    rc = rc < 0 ? -errno : fp__fd_high(rc);
+    if (rc >= 0) {
       struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
       p->epfd = rc;
       epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake[0], &ev);

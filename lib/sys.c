@@ -9,6 +9,29 @@
 #include <time.h>
 #include <unistd.h>
 
+int fp__fd_high(int fd)
+{
+  if (fd < 0 || fd > 2)
+    return fd;
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  int saved = errno;
+  close(fd);
+  return moved >= 0 ? moved : -saved;
+}
+
+int fp__fd_pair_high(int fds[2])
+{
+  for (int i = 0; i < 2; i++)
+    if ((fds[i] = fp__fd_high(fds[i])) < 0) {
+      int rc = fds[i];
+      if (fds[1 - i] >= 0)
+        close(fds[1 - i]);
+      fds[0] = fds[1] = -1;
+      return rc;
+    }
+  return 0;
+}
+
 int fp__pipe(int fds[2])
 {
 #ifdef HAVE_PIPE2
@@ -20,7 +43,7 @@ int fp__pipe(int fds[2])
   (void)fcntl(fds[0], F_SETFD, FD_CLOEXEC);
   (void)fcntl(fds[1], F_SETFD, FD_CLOEXEC);
 #endif
-  return 0;
+  return fp__fd_pair_high(fds);
 }
 
 int fp__set_nonblock(int fd)
@@ -41,15 +64,31 @@ void fp__grow_pipe(int fd)
 #endif
 }
 
+static int kept(int fd, const int keep[2])
+{
+  return fd == keep[0] || fd == keep[1];
+}
+
 /*
  * Used in freshly forked children only, so it must not allocate: with no
  * close_range, walk /proc/self/fd (opendir allocates, but the child is
  * single-threaded) or, failing that, every possible descriptor.
  */
-int fp__close_from(int lowfd)
+int fp__close_from_except(int lowfd, int keep_a, int keep_b)
 {
+  const int keep[2] = {keep_a < keep_b ? keep_a : keep_b,
+                       keep_a < keep_b ? keep_b : keep_a};
 #ifdef HAVE_CLOSE_RANGE
-  if (close_range((unsigned)lowfd, ~0u, 0) == 0)
+  unsigned from = (unsigned)lowfd;
+  int ok = 1;
+  for (int k = 0; k < 2 && ok; k++) {
+    if (keep[k] < 0 || (unsigned)keep[k] < from)
+      continue;
+    if ((unsigned)keep[k] > from)
+      ok = close_range(from, (unsigned)keep[k] - 1, 0) == 0;
+    from = (unsigned)keep[k] + 1;
+  }
+  if (ok && close_range(from, ~0u, 0) == 0)
     return 0;
 #endif
   DIR *d = opendir("/proc/self/fd");
@@ -58,7 +97,7 @@ int fp__close_from(int lowfd)
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
       int fd = atoi(e->d_name);
-      if (e->d_name[0] != '.' && fd >= lowfd && fd != self)
+      if (e->d_name[0] != '.' && fd >= lowfd && fd != self && !kept(fd, keep))
         close(fd);
     }
     closedir(d);
@@ -66,8 +105,35 @@ int fp__close_from(int lowfd)
   }
   long max = sysconf(_SC_OPEN_MAX);
   for (long fd = lowfd; fd < max; fd++)
-    close((int)fd);
+    if (!kept((int)fd, keep))
+      close((int)fd);
   return 0;
+}
+
+int fp__close_from(int lowfd)
+{
+  return fp__close_from_except(lowfd, -1, -1);
+}
+
+int fp__fd_top(void)
+{
+  int top = -1;
+  DIR *d = opendir("/proc/self/fd");
+  if (d != NULL) {
+    int self = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      int fd = atoi(e->d_name);
+      if (e->d_name[0] != '.' && fd != self && fd > top)
+        top = fd;
+    }
+    closedir(d);
+    return top + 1;
+  }
+  for (int fd = 0; fd < 1024; fd++)
+    if (fcntl(fd, F_GETFD) >= 0)
+      top = fd;
+  return top + 1;
 }
 
 int64_t fp__now_ns(void)

@@ -5,6 +5,7 @@
 #include "fpt.h"
 
 #include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,111 @@ START_TEST(initializer)
   ck_assert_int_eq(fpt_pool_create(&q, &o), FP_EBROKEN);
   ck_assert_ptr_null(q);
   ck_assert_ptr_nonnull(strstr(logged, "initializer failed: OSError: no table"));
+  /* The same text without a log function. */
+  ck_assert_ptr_nonnull(strstr(fp_pool_create_error(),
+                               "initializer failed: OSError: no table"));
+  o.init = init_ok;
+  o.init_arg = &value;
+  ck_assert_int_eq(fpt_pool_create(&q, &o), 0);
+  ck_assert_ptr_null(fp_pool_create_error());
+  fpt_pool_destroy(q);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Crashes its worker before it is ready: at once, or (arg a path) once
+ * that path exists. */
+__attribute__((no_sanitize("undefined")))
+static int init_segv(void **state, void *arg, fp_call *call)
+{
+  (void)state;
+  (void)call;
+  if (arg == NULL || access(arg, F_OK) == 0)
+    raise(SIGSEGV);
+  return 0;
+}
+
+static int deaths;
+static void count_deaths(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  (void)msg;
+  if (level == FP_LOG_WARN && ++deaths > 50)
+    _exit(2); /* create restarts crashing workers forever */
+}
+
+/* In a child: create with an init that crashes, and no restart limit. */
+static int create_with_crashing_init(void)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 2;
+  o.tasks = fpt_tasks;
+  o.init = init_segv;
+  o.restart_limit = 0;
+  o.log = count_deaths;
+  fp_pool *p;
+  int rc = fpt_pool_create(&p, &o);
+  const char *why = fp_pool_create_error();
+  if (rc != FP_EBROKEN)
+    return 3;
+  if (why == NULL || strstr(why, "before it was ready") == NULL ||
+      strstr(why, "initializer failed: worker") == NULL)
+    return 4;
+  return deaths <= 2 ? 0 : 5; /* no replacement was forked */
+}
+
+/* "A failing init breaks the pool": so does a worker that dies before it is
+ * ready, at its first death and whatever the restart limit; create says why
+ * without a log function. */
+START_TEST(init_that_crashes_fails_create)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  pid_t c = fork();
+  ck_assert_int_ge(c, 0);
+  if (c == 0)
+    _exit(create_with_crashing_init());
+  int st;
+  ck_assert_int_eq(waitpid(c, &st, 0), c);
+  ck_assert(WIFEXITED(st));
+  ck_assert_int_eq(WEXITSTATUS(st), 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A replacement that dies in init breaks the pool too, instead of being
+ * replaced forever. */
+START_TEST(replacement_that_crashes_in_init_breaks)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  char marker[256];
+  snprintf(marker, sizeof marker, "%s/fpt-init-marker-%d",
+           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+  unlink(marker);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.init = init_segv;
+  o.init_arg = marker;
+  o.restart_limit = 0;
+  fp_pool *p = pool_with(&o, 1);
+  int fd = open(marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ck_assert_int_ge(fd, 0); /* from now on, init crashes */
+  close(fd);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "segv", &f, "[]"), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EWORKER);
+  fp_future_release(f);
+  int rc = fp_submitf(p, "square", &f, "[I]", (int64_t)3);
+  if (rc == 0) {
+    ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EBROKEN);
+    ck_assert_ptr_nonnull(strstr(fp_future_error(f), "before it was ready"));
+    fp_future_release(f);
+  } else {
+    ck_assert_int_eq(rc, FP_EBROKEN);
+  }
+  fpt_pool_destroy(p);
+  unlink(marker);
   fpt_end(&s);
 }
 END_TEST
@@ -490,6 +596,70 @@ START_TEST(kill_)
 }
 END_TEST
 
+/* Waits until pid is stopped. */
+static void wait_stopped(pid_t pid)
+{
+  for (int waited = 0;; waited++) {
+    char path[64], buf[512] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    if (rp != NULL && rp[2] == 'T')
+      return;
+    ck_assert_int_lt(waited, FPT_LIMIT_MS);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/*
+ * An idle worker stopped with SIGSTOP (by a task's child, say) neither reads
+ * its end of file nor acts on SIGTERM: fp_pool_destroy, after
+ * fp_pool_terminate or not, continues it and kills what is left after a
+ * grace.  trap: the worker's SIGTERM handler never returns.
+ */
+static void stopped_idle_worker(int terminate, int trap)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, trap ? "trap_term" : "pid", &f, "[]"), 0);
+  pid_t w = (pid_t)fpt_i64(f);
+  fp_future_release(f);
+  ck_assert_int_eq(kill(w, SIGSTOP), 0);
+  wait_stopped(w);
+  alarm(FPT_LIMIT_MS / 1000); /* before the fix: destroy never returned */
+  if (terminate)
+    ck_assert_int_eq(fp_pool_terminate(p), 0);
+  fpt_pool_destroy(p);
+  alarm(0);
+  ck_assert(fpt_process_gone(w));
+  fpt_end(&s);
+}
+
+START_TEST(destroy_continues_a_stopped_worker)
+{
+  stopped_idle_worker(0, 0);
+}
+END_TEST
+
+START_TEST(terminate_continues_a_stopped_worker)
+{
+  stopped_idle_worker(1, 0);
+}
+END_TEST
+
+START_TEST(terminate_escalates_to_sigkill)
+{
+  stopped_idle_worker(1, 1);
+}
+END_TEST
+
 START_TEST(stats_add_up)
 {
   fpt_snapshot s;
@@ -640,5 +810,10 @@ int main(void)
   tcase_add_test(tc, kill_);
   tcase_add_test(tc, stats_add_up);
   tcase_add_test(tc, failed_test_leaves_nothing_behind);
+  tcase_add_test(tc, init_that_crashes_fails_create);
+  tcase_add_test(tc, replacement_that_crashes_in_init_breaks);
+  tcase_add_test(tc, destroy_continues_a_stopped_worker);
+  tcase_add_test(tc, terminate_continues_a_stopped_worker);
+  tcase_add_test(tc, terminate_escalates_to_sigkill);
   fpt_run_suite(s);
 }

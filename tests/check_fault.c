@@ -33,8 +33,8 @@
 
 /* --- Tasks that break the protocol (registered in main) ------------------- */
 
-/* The worker's end of its result pipe, as the worker sets it up. */
-#define WORKER_OUT_FD 4
+/* The worker's end of its result pipe. */
+#define WORKER_OUT_FD fpt_result_fd()
 
 static int write_frame(const void *body, size_t len, size_t claimed)
 {

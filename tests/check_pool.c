@@ -3,11 +3,15 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -616,6 +620,241 @@ START_TEST(forked_child_copy_is_refused)
 }
 END_TEST
 
+/* Runs fn in a child process: its exit status, or 128 + a signal. */
+static int in_child(int (*fn)(void))
+{
+  pid_t c = fork();
+  ck_assert_int_ge(c, 0);
+  if (c == 0)
+    _exit(fn());
+  int st;
+  ck_assert_int_eq(waitpid(c, &st, 0), c);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A result as an integer, or -1000 for a failure. */
+static int64_t result_or(fp_future *f)
+{
+  const msgpack_object *r;
+  int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  int64_t v = rc == 0 ? r->via.i64 : -1000;
+  fp_future_release(f);
+  return v;
+}
+
+/* A caller whose fds 0, 1 and 2 are closed: none of the pool's descriptors
+ * takes them, and the workers have /dev/null there. */
+static int pool_without_stdio(void)
+{
+  for (int fd = 0; fd < 3; fd++)
+    close(fd);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 2;
+  o.tasks = fpt_tasks;
+  fp_pool *p;
+  if (fpt_pool_create(&p, &o) != 0)
+    return 10;
+  if (fp_pool_fd(p) < 3)
+    return 11;
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) >= 0)
+      return 12; /* one of ours */
+  for (int i = 0; i < 20; i++) {
+    fp_future *f;
+    if (fp_submitf(p, "stdio", &f, "[]") != 0)
+      return 13;
+    int64_t open_ = result_or(f); /* it wrote a line to fds 1 and 2 */
+    if (open_ != 7)
+      return open_ < 0 ? 14 : 15;
+  }
+  fpt_pool_destroy(p);
+  return 0;
+}
+
+START_TEST(caller_without_stdio)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ck_assert_int_eq(in_child(pool_without_stdio), 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* "No process of a pool outlives the caller", with fds 0-2 closed too. */
+START_TEST(caller_without_stdio_sigkilled)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int rep[2];
+  ck_assert_int_eq(pipe(rep), 0);
+  pid_t c = fork();
+  ck_assert_int_ge(c, 0);
+  if (c == 0) {
+    close(rep[0]);
+    for (int fd = 0; fd < 3; fd++)
+      close(fd);
+    fp_pool *p;
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    o.workers = 2;
+    o.tasks = fpt_tasks;
+    char ok = fpt_pool_create(&p, &o) == 0;
+    if (write(rep[1], &ok, 1) != 1)
+      _exit(1);
+    for (;;)
+      pause(); /* until SIGKILL */
+  }
+  close(rep[1]);
+  char ok = 0;
+  ck_assert_int_eq(read(rep[0], &ok, 1), 1);
+  close(rep[0]);
+  ck_assert(ok);
+  ck_assert_int_eq(kill(c, SIGKILL), 0);
+  ck_assert_int_eq(waitpid(c, NULL, 0), c);
+  /* fpt_end waits until every descendant (fork server, workers) is gone. */
+  fpt_end(&s);
+}
+END_TEST
+
+/* A subreaper (fpt_begin makes us one) gets the fork server as a child:
+ * destroy reaps it, and leaves the caller's own children alone. */
+START_TEST(subreaper_caller_gets_no_zombies)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  pid_t own = fork();
+  ck_assert_int_ge(own, 0);
+  if (own == 0)
+    _exit(7);
+  for (int i = 0; i < 10; i++) {
+    fp_pool *p = fpt_pool(1, 0);
+    fpt_pool_destroy(p);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(own, &st, 0), own);
+  ck_assert(WIFEXITED(st));
+  ck_assert_int_eq(WEXITSTATUS(st), 7);
+  ck_assert_int_eq(fpt_count_children(), 0); /* no zombie: no waiting */
+  fpt_end(&s);
+}
+END_TEST
+
+/* A program a task execs inherits none of the worker's pipes. */
+START_TEST(worker_pipes_are_close_on_exec)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "fd_leaks", &f, "[]"), 0);
+  ck_assert_int_eq(fpt_i64(f), 0);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* The caller's buffered FILE on fd 4, flushed by a task's exit(0), must not
+ * reach the worker's result pipe: the task fails FP_EWORKER. */
+static int exit_flushes_callers_file(void)
+{
+  int null = open("/dev/null", O_WRONLY);
+  if (null < 0 || (null != 4 && (dup2(null, 4) != 4 || close(null) != 0)))
+    return 10;
+  FILE *out = fdopen(4, "w");
+  if (out == NULL || setvbuf(out, NULL, _IOFBF, 4096) != 0)
+    return 11;
+  /* Output that reads as a short frame whose body is not a result. */
+  static const char junk[8] = {4, 0, 0, 0, 'j', 'u', 'n', 'k'};
+  if (fwrite(junk, 1, sizeof junk, out) != sizeof junk)
+    return 11;
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = fpt_tasks;
+  fp_pool *p;
+  if (fpt_pool_create(&p, &o) != 0)
+    return 12;
+  fp_future *f;
+  const msgpack_object *r;
+  if (fp_submitf(p, "exit0", &f, "[]") != 0)
+    return 13;
+  int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  return rc == FP_EWORKER ? 0 : rc == FP_EPROTO ? 20 : 21;
+}
+
+START_TEST(callers_file_on_fd_4)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ck_assert_int_eq(in_child(exit_flushes_callers_file), 0);
+  fpt_end(&s);
+}
+END_TEST
+
+#define NOBODY 65534
+
+/* Tasks (threads) whose real uid is uid, as RLIMIT_NPROC counts them. */
+static int count_tasks_of(uid_t uid)
+{
+  DIR *d = opendir("/proc");
+  int n = 0;
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    char path[600], line[256];
+    snprintf(path, sizeof path, "/proc/%s/task", e->d_name);
+    DIR *t = opendir(path);
+    struct dirent *te;
+    while (t != NULL && (te = readdir(t)) != NULL) {
+      if (te->d_name[0] == '.')
+        continue;
+      snprintf(path, sizeof path, "/proc/%s/task/%s/status", e->d_name,
+               te->d_name);
+      FILE *f = fopen(path, "r");
+      unsigned real;
+      while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "Uid: %u", &real) == 1)
+          n += real == uid;
+      if (f != NULL)
+        fclose(f);
+    }
+    if (t != NULL)
+      closedir(t);
+  }
+  if (d != NULL)
+    closedir(d);
+  return n;
+}
+
+/* Room for one more process: the fork server's fork fails as fork(2) does,
+ * with EAGAIN.  RLIMIT_NPROC does not hold for root: run as nobody. */
+static int create_at_nproc_limit(void)
+{
+  if (setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
+    return 77;
+  int n = count_tasks_of(NOBODY);
+  struct rlimit rl = {(rlim_t)n + 1, (rlim_t)n + 1};
+  if (n < 1 || setrlimit(RLIMIT_NPROC, &rl) != 0)
+    return 78;
+  fp_pool *p;
+  int rc = fpt_pool_create(&p, NULL);
+  if (rc == 0)
+    fpt_pool_destroy(p);
+  return rc == FP_EAGAIN ? 0 : rc == FP_EBROKEN ? 20 : 21;
+}
+
+START_TEST(nproc_limit_is_eagain)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int rc = in_child(create_at_nproc_limit);
+  ck_assert_msg(rc == 0, "create at the process limit: exit %d", rc);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("pool");
@@ -639,6 +878,12 @@ int main(void)
   tcase_add_test(tc, global_registry);
   tcase_add_test(tc, event_loop_fd);
   tcase_add_test(tc, caller_reaps_with_waitpid_minus_one);
+  tcase_add_test(tc, caller_without_stdio);
+  tcase_add_test(tc, caller_without_stdio_sigkilled);
+  tcase_add_test(tc, subreaper_caller_gets_no_zombies);
+  tcase_add_test(tc, worker_pipes_are_close_on_exec);
+  tcase_add_test(tc, callers_file_on_fd_4);
+  tcase_add_test(tc, nproc_limit_is_eagain);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, four_threads_submit_and_wait);

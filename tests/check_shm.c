@@ -45,7 +45,7 @@ static int t_forge(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   /* Body: 3 (in the ring), id 1, pos 0, len 2^32-1 as uint 32. */
   static const char frame[] = {8, 0, 0, 0, 3, 1, 0, (char)0xce,
                                -1, -1, -1, -1};
-  if (write(4, frame, sizeof frame) < 0)
+  if (write(fpt_result_fd(), frame, sizeof frame) < 0)
     return -1;
   return msgpack_pack_nil(o);
 }

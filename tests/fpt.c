@@ -117,7 +117,7 @@ static int t_corrupt(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   (void)c;
   (void)a;
   static const char junk[8] = {-1, -1, -1, -1, 1, 2, 3, 4};
-  if (write(4, junk, sizeof junk) < 0)
+  if (write(fpt_result_fd(), junk, sizeof junk) < 0)
     return -1;
   return msgpack_pack_nil(o);
 }
@@ -228,6 +228,10 @@ static int t_nest(fp_call *c, const msgpack_object *a, msgpack_packer *o);
 static int t_sq_or_pause(fp_call *c, const msgpack_object *a,
                          msgpack_packer *o);
 static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+static int t_exit0(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+static int t_fd_leaks(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+static int t_stdio(fp_call *c, const msgpack_object *a, msgpack_packer *o);
+static int t_trap_term(fp_call *c, const msgpack_object *a, msgpack_packer *o);
 
 const fp_task fpt_tasks[] = {
     {"square", t_square}, {"echo", t_echo},       {"fail", t_fail},
@@ -238,7 +242,9 @@ const fp_task fpt_tasks[] = {
     {"state", t_state},   {"crash_once", t_crash_once},
     {"sq_or_fail", t_sq_or_fail}, {"sq_or_segv", t_sq_or_segv},
     {"sq", t_sq},         {"nest", t_nest},
-    {"sq_or_pause", t_sq_or_pause}, {"nap", t_nap}, {NULL, NULL}};
+    {"sq_or_pause", t_sq_or_pause}, {"nap", t_nap},
+    {"exit0", t_exit0},   {"fd_leaks", t_fd_leaks},
+    {"stdio", t_stdio},   {"trap_term", t_trap_term}, {NULL, NULL}};
 
 /* --- Processes and descriptors --- */
 
@@ -569,4 +575,92 @@ static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   while (nanosleep(&ts, &ts) != 0)
     ;
   return msgpack_pack_uint64(o, a->via.u64);
+}
+
+/* --- More tasks (run in workers) --- */
+
+/* Calls fn for each descriptor of this process from 3 up; stops at the
+ * first that returns non-zero, and returns it. */
+static int each_fd(int (*fn)(int fd))
+{
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int self = dirfd(d), found = 0;
+  struct dirent *e;
+  while (!found && (e = readdir(d)) != NULL) {
+    int fd = atoi(e->d_name);
+    if (e->d_name[0] != '.' && fd >= 3 && fd != self)
+      found = fn(fd);
+  }
+  closedir(d);
+  return found;
+}
+
+static int is_write_pipe(int fd)
+{
+  struct stat st;
+  return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+                 (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY
+             ? fd
+             : 0;
+}
+
+int fpt_result_fd(void)
+{
+  return each_fd(is_write_pipe);
+}
+
+/* exit(0), which flushes whatever stdio buffers the worker has. */
+static int t_exit0(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  (void)o;
+  exit(0);
+}
+
+static int inheritable(int fd)
+{
+  return (fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0;
+}
+
+/* How many of the worker's descriptors from 3 up a program it execs would
+ * inherit: 0 or 1 (it stops at the first). */
+static int t_fd_leaks(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  return msgpack_pack_int(o, each_fd(inheritable));
+}
+
+/* Writes a line to fds 1 and 2; returns a bit for each of 0, 1, 2 that is
+ * open. */
+static int t_stdio(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  int open_ = 0;
+  for (int fd = 0; fd < 3; fd++)
+    open_ |= fcntl(fd, F_GETFD) >= 0 ? 1 << fd : 0;
+  (void)!write(1, "stdout line\n", 12);
+  (void)!write(2, "stderr line\n", 12);
+  return msgpack_pack_int(o, open_);
+}
+
+static void stuck_on_term(int sig)
+{
+  (void)sig;
+  for (;;)
+    pause();
+}
+
+/* Leaves the worker with a SIGTERM handler that never returns; answers its
+ * pid. */
+static int t_trap_term(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  signal(SIGTERM, stuck_on_term);
+  return msgpack_pack_int64(o, getpid());
 }

@@ -15,7 +15,8 @@
 #define FPT_LIMIT_MS 60000 /* generous: the machine may be busy */
 
 /* Tasks: square [x], echo x, fail, none, two, badrc, crash kinds, gate,
- * sq x, sq_or_pause x (hangs on x < 0), nap ms. */
+ * sq x, sq_or_pause x (hangs on x < 0), nap ms, nest [n]; exit0, fd_leaks,
+ * stdio, trap_term (descriptors and signals). */
 extern const fp_task fpt_tasks[];
 
 typedef struct fpt_snapshot {
@@ -60,6 +61,10 @@ fp_pool *fpt_pool(unsigned workers, unsigned max_inflight);
 void fpt_gate_make(char *path, size_t len);
 void fpt_gate_open(const char *path);
 void fpt_gate_remove(const char *path);
+
+/* In a worker: its result pipe's write end (its only write end of a pipe),
+ * for tasks that break the protocol on purpose; 0 if none. */
+int fpt_result_fd(void);
 
 int64_t fpt_i64(fp_future *f);  /* result as an integer; fails the test */
 int fpt_process_gone(pid_t pid);
