@@ -625,8 +625,9 @@ static int answer_out_of_step(const fp__slot *s, uint64_t id)
 
 /* Takes the answered task off slot i's list: its future, which the caller
  * makes final or lets go of. */
-static fp_future *pop_answered(fp_pool *p, fp__slot *s)
+static fp_future *pop_answered(fp_pool *p, unsigned i)
 {
+  fp__slot *s = &p->slots[i];
   fp_future *f = s->head;
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
@@ -637,6 +638,10 @@ static fp_future *pop_answered(fp_pool *p, fp__slot *s)
   s->head_since = now; /* the next one starts now */
   /* A running mean over about the last 16 answers sizes the pipelines. */
   p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
+  /* The next one was cancelled with FP_CANCEL_RUNNING while it waited in
+   * the pipe: it starts now, so it is stopped now. */
+  if (s->head != NULL && s->head->kill_at_start)
+    fp__slot_kill_task(p, i, s->head, 0, NULL);
   return f;
 }
 
@@ -658,7 +663,7 @@ static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
     fp__slot_close_fd(p, s, &s->out_fd); /* the stream is out of step */
     return;
   }
-  fp_future *f = pop_answered(p, s);
+  fp_future *f = pop_answered(p, i);
   p->st.shared_results++;
   if (fp__future_is_done(f)) {
     fp__pool_let_go(p, f); /* a cancelled task's answer */
@@ -709,7 +714,7 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
                   "message that is not a result for its task");
     return;
   }
-  fp_future *f = pop_answered(p, s);
+  fp_future *f = pop_answered(p, i);
   if (fp__future_is_done(f)) {
     free(owned); /* a cancelled task's answer */
     fp__pool_let_go(p, f);

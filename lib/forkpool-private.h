@@ -421,6 +421,8 @@ struct fp_future {
   int deadline_ms;           /* 0: none */
   unsigned retries;          /* reruns left when its worker dies */
   int64_t run_ns;            /* how long its worker took, about */
+  int kill_at_start;          /* cancelled running while in a worker's pipe:
+                                its worker is killed when it starts */
   unsigned late_item;        /* map chunk killed for its deadline: the item
                                 that ran past it, + 1; 0: not known */
   char *frame;               /* TASK frame, kept to resend until the pool

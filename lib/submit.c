@@ -193,6 +193,8 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
     if (p->slots[i].head == f)
       fp__slot_kill_task(p, i, f, 0, NULL);
+    else
+      f->kill_at_start = 1; /* still in the pipe: stopped when it starts */
   } else {
     return FP_EBUSY;
   }

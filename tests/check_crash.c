@@ -407,6 +407,41 @@ START_TEST(cancel_running_after_the_answer)
 }
 END_TEST
 
+/* fp_future_cancel(3): a task cancelled with FP_CANCEL_RUNNING while it
+ * waits in the worker's pipe is stopped when its turn comes.  It loops for
+ * ever: before, it then held its worker for good and the next task never
+ * ran. */
+START_TEST(cancel_running_waiting_in_the_pipe)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 2);
+  fp_future *a, *b, *c;
+  ck_assert_int_eq(fp_submitf(p, "gate", &a, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submitf(p, "forever", &b, "[]"), 0);
+  int w = gate_started(gate); /* a runs, b waits behind it in the pipe */
+  ck_assert_int_eq(fp_future_state(b), FP_RUNNING);
+  ck_assert_int_eq(fp_future_cancel(b, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(b), FP_CANCELLED);
+  ck_assert_int_eq(fp_submitf(p, "square", &c, "[I]", (int64_t)5), 0);
+  gate_release(w);
+  ck_assert_int_gt(fpt_i64(a), 0);
+  ck_assert_int_eq(fpt_i64(c), 25);
+  fp_pool_stats st = stats(p);
+  ck_assert_int_eq(st.worker_deaths, 0);
+  ck_assert_int_eq(st.cancelled, 1);
+  ck_assert_int_eq(st.failed, 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_future_release(c);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Many cancels of running tasks, some of them just as they answer: every
  * future not cancelled finishes with its own result. */
 START_TEST(cancel_running_storm)
@@ -588,6 +623,7 @@ int main(void)
   tcase_add_test(tc, deadline_passed_with_the_answer_in_the_pipe);
   tcase_add_test(tc, cancel_running_after_the_answer);
   tcase_add_test(tc, cancel_running_storm);
+  tcase_add_test(tc, cancel_running_waiting_in_the_pipe);
   tcase_add_test(tc, crashes_among_successes_are_no_loop);
   tcase_add_test(tc, slow_crash_loop_breaks_the_pool);
   tcase_add_test(tc, no_retry_during_shutdown);
