@@ -55,7 +55,7 @@ static int expect_end(const expect *e)
 }
 
 /* Reads every frame the pipe has now: the reader's last answer.  As
- * handle_readable does when poll() says readable, it first forgets that an
+ * pipe_recv (pipe.c) does when poll() says readable, it first forgets that an
  * earlier read emptied the pipe. */
 static int drain(fp__reader *r, int fd, expect *e)
 {

@@ -1,11 +1,12 @@
 /*
  * The parent side of a worker's pipe: everything from the bytes a worker
  * writes to what the caller is told.  The harness includes dispatch.c,
- * map.c and frame.c so that it can drive their static functions on a pool
- * of its own making: one slot, no fork server, no workers, its out_fd the
- * read end of a pipe the fuzzer's bytes go into.
+ * pipe.c, supervise.c, map.c and frame.c so that it can drive their static
+ * functions on a pool of its own making: one slot on the pipe transport, no
+ * fork server, no workers, its out_fd the read end of a pipe the fuzzer's
+ * bytes go into.
  *
- *   handle_readable -> fp__reader_next -> handle_frame ->
+ *   pipe_recv -> fp__reader_next -> fp__dispatch_frame ->
  *     fp__decode_result_head, handle_ready, fp__future_finish,
  *     handle_ring_result (the ring's first 4 KiB hold the input's first
  *     bytes),
@@ -36,6 +37,8 @@
  */
 #include "../lib/dispatch.c"
 #include "../lib/map.c"
+#include "../lib/pipe.c"
+#include "../lib/supervise.c"
 
 static unsigned fz_alloc_n, fz_alloc_fail_at;
 
@@ -149,6 +152,7 @@ static fp_pool *pool_new(size_t max_message)
   p->opts.max_message = max_message;
   p->opts.max_inflight = FZ_MAXF;
   p->nslots = 1;
+  p->tr = &fp__pipe_transport;
   p->slots = calloc(1, sizeof *p->slots);
   FZ_CHECK(p->slots != NULL);
   return p;
@@ -156,7 +160,7 @@ static fp_pool *pool_new(size_t max_message)
 
 static void fz_pool_free(fp_pool *p)
 {
-  fp__reader_free(&p->slots[0].rd);
+  fp__reader_free(&p->slots[0].pipe.rd);
   free(p->slots);
   pthread_cond_destroy(&p->cond);
   pthread_mutex_destroy(&p->lock);
@@ -244,11 +248,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fp_pool *p = pool_new(max);
   fp__slot *s = &p->slots[0];
   fz_pipe(fds);
-  fp__reader_init(&s->rd);
+  pipe_reset(p, 0);
   s->state = c0 & 4 ? SLOT_STARTING : SLOT_LIVE;
   s->pid = FZ_PID;
-  s->in_fd = -1;
-  s->out_fd = fds[0];
+  s->pipe.out_fd = fds[0];
+  s->can_recv = 1;
   for (unsigned i = 0; i < n; i++) {
     fp_future *f = fs[i] = fp__future_new(p);
     FZ_CHECK(f != NULL);
@@ -269,15 +273,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
   /* The worker writes; the dispatcher reads whenever poll() would say so. */
   size_t off = 0;
-  for (unsigned k = 0; off < z.n && s->out_fd >= 0; k++) {
+  for (unsigned k = 0; off < z.n && s->pipe.out_fd >= 0; k++) {
     fz_write_some(fds[1], z.p, z.n, &off, fz_piece(c1 >> 1, k));
-    handle_readable(p, 0);
+    pipe_recv(p, 0);
   }
   if (c0 & 16) {
     close(fds[1]);
     fds[1] = -1;
-    if (s->out_fd >= 0)
-      handle_readable(p, 0);
+    pipe_recv(p, 0);
   }
   /* The fork server reports its exit; the pool lets go of the rest. */
   p->stopping = 1;
@@ -285,7 +288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   fail_queue(p, FP_ECANCELLED, "harness: the pool is shutting down");
   if (fds[1] >= 0)
     close(fds[1]);
-  FZ_CHECK(s->out_fd < 0 && s->in_fd < 0 && s->head == NULL);
+  FZ_CHECK(s->pipe.out_fd < 0 && s->pipe.in_fd < 0 && s->head == NULL);
 
   unsigned seen_ok = 0;
   for (unsigned i = 0; i < n; i++) {

@@ -4,7 +4,7 @@
  * fp__decode_task to the sealed answer.  Then the answer is read back with
  * the parent's decoders: whatever the parent sent, a worker either exits (a
  * protocol error) or answers with a frame the parent accepts, no longer than
- * max_message, for the same id, holding exactly what handle_frame and
+ * max_message, for the same id, holding exactly what fp__dispatch_frame and
  * fp_map_next expect.
  *
  * Input: one control byte, then the TASK body (its arguments in the body,

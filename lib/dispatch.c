@@ -1,20 +1,22 @@
 /*
- * The dispatcher: worker slots, the queue of pending tasks, the poll loop,
- * deadlines, restarts.  There is no thread of its own: it runs inside the
- * caller's calls, one thread at a time in poll(), the others waiting on a
- * condition variable.  Every field of the pool is guarded by its lock.
+ * The dispatcher: the queue of pending tasks, scheduling onto worker slots,
+ * deadlines, results into futures, and the run loop.  It is blind to how
+ * frames move: a slot's transport (pool->tr; pipe.c for local workers)
+ * sends the frames it queues and hands back each frame that arrives, through
+ * fp__dispatch_frame.  Starting, signalling and replacing workers is the
+ * supervisor's (supervise.c).  There is no thread of its own: it runs inside
+ * the caller's calls, one thread at a time in poll(), the others waiting on
+ * a condition variable.  Every field of the pool is guarded by its lock.
  *
  * A task's life: submit puts it on the queue (PENDING); schedule hands it to
- * the least busy live worker (RUNNING) and writes its frame when the pipe
- * takes it; the worker answers in order, so the oldest task of a worker is
- * the one it runs.  When a worker dies, that oldest task fails (or runs
- * again, if it has retries left) and the ones behind it go back to the front
- * of the queue.  When the pool kills a worker, the kill names the task it
- * is for: only that one fails, and only if it is still running when the
- * exit comes back; answers already in the pipe are read before any kill.
- * A future made final while still in a worker's list (a cancelled running
- * task) stays there as a placeholder until its answer or its worker's exit
- * comes back, so the order stays true.
+ * the least busy live worker (RUNNING) and the transport writes its frame
+ * when the channel takes it; the worker answers in order, so the oldest
+ * task of a worker is the one it runs.  When a worker dies, the supervisor
+ * fails that oldest task (or runs it again, if it has retries left) and puts
+ * the ones behind it back at the front of the queue.  A future made final
+ * while still in a worker's list (a cancelled running task) stays there as
+ * a placeholder until its answer or its worker's exit comes back, so the
+ * order stays true.
  */
 #include "forkpool-private.h"
 
@@ -23,17 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef HAVE_SYS_EPOLL_H
-#include <sys/epoll.h>
-#endif
 
 #define FP__PIPELINE_NS ((int64_t)1000 * 1000)
 #define FP__PIPELINE_MAX 256
-
-static void handle_readable(fp_pool *p, unsigned i);
 
 void fp__log(fp_pool *p, int level, const char *fmt, ...)
 {
@@ -46,6 +42,8 @@ void fp__log(fp_pool *p, int level, const char *fmt, ...)
   va_end(ap);
   p->opts.log(p->opts.log_arg, level, msg);
 }
+
+/* --- Locking and done-callbacks ------------------------------------------ */
 
 /* --- Locking and done-callbacks ---------------------------------------------- */
 
@@ -67,6 +65,7 @@ typedef struct cb_round {
   const fp_pool *pool;
   struct cb_round *outer;
 } cb_round;
+
 static _Thread_local cb_round *cb_rounds;
 
 int fp__in_callbacks(const fp_pool *p)
@@ -116,6 +115,8 @@ void fp__pool_unlock(fp_pool *p)
   fp__signal_done(p);
   pthread_mutex_unlock(&p->lock);
 }
+
+/* --- Lists and final states ---------------------------------------------- */
 
 /* --- Lists and final states ----------------------------------------------------- */
 
@@ -197,9 +198,8 @@ void fp__pool_fail_held(fp_pool *p, fp_future *f, int err, const char *msg)
   finalized(p, f, 1);
 }
 
-/* Takes a future off a worker's list: fails it, or drops a placeholder. */
-static void slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
-                     const char *msg)
+void fp__slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
+                  const char *msg)
 {
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
@@ -214,6 +214,8 @@ static void slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
     fp__pool_fail(p, f, err, msg);
 }
 
+/* --- Waking the thread in poll() ----------------------------------------- */
+
 /* --- Waking the thread in poll() -------------------------------------------- */
 
 void fp__wake_poller(fp_pool *p)
@@ -224,355 +226,7 @@ void fp__wake_poller(fp_pool *p)
   (void)!write(p->wake[1], "", 1);
 }
 
-/* --- Worker slots ------------------------------------------------------------ */
-
-static int ctl_send(fp_pool *p, uint32_t op, unsigned slot, pid_t pid,
-                    int value)
-{
-  if (p->ctl_fd < 0)
-    return FP_EBROKEN;
-  fp__ctl m = {.op = op, .slot = slot, .pid = pid, .value = value};
-  return fp__ctl_send(p->ctl_fd, &m);
-}
-
-void fp__slot_close_fd(fp_pool *p, fp__slot *s, int *fd)
-{
-  if (*fd < 0)
-    return;
-#ifdef HAVE_SYS_EPOLL_H
-  if (p->epfd >= 0 && ((fd == &s->in_fd && s->ep_in) ||
-                       (fd == &s->out_fd && s->ep_out)))
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
-#endif
-  if (fd == &s->in_fd) {
-    s->ep_in = 0;
-    if (s->hold_fd >= 0)
-      close(s->hold_fd); /* with in_fd: no write can follow */
-    s->hold_fd = -1;
-  } else {
-    s->ep_out = 0;
-  }
-  close(*fd);
-  *fd = -1;
-}
-
-/* Whether the task an earlier kill named is still the one the worker runs. */
-static int target_running(const fp__slot *s)
-{
-  return s->target != 0 && s->head != NULL && s->head->id == s->target;
-}
-
-/*
- * Asks the fork server to signal the slot's worker (SIGKILL unless the pool
- * is terminating it) and stops writing to it.  A kill for a task names it,
- * f, and err and msg become its failure; an earlier kill's target that is
- * still running keeps its own.  err without f is a kill for no task.
- */
-static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
-                        int err, const char *msg)
-{
-  fp__slot *s = &p->slots[i];
-  if (f != NULL ? !target_running(s) : (err != 0 && s->fail_err == 0)) {
-    s->target = f != NULL ? f->id : 0;
-    s->fail_err = err;
-    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg ? msg : "");
-  }
-  if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
-    (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
-  if (s->killed != SIGKILL)
-    s->killed = sig;
-  fp__slot_close_fd(p, s, &s->in_fd);
-  if (err == FP_EPROTO)
-    fp__slot_close_fd(p, s, &s->out_fd); /* what follows garbage is garbage */
-  s->send = NULL;
-  s->unsent = 0;
-  if (s->state == SLOT_LIVE || s->state == SLOT_STARTING)
-    s->state = SLOT_DYING;
-}
-
-void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
-{
-  /* A fault the worker made (a malformed answer, say) is its running
-   * task's. */
-  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg);
-}
-
-void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
-                        const char *msg)
-{
-  p->slots[i].asked = 1;
-  slot_signal(p, i, SIGKILL, f, err, msg);
-}
-
-void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
-{
-  p->slots[i].asked = 1;
-  slot_signal(p, i, sig, NULL, 0, NULL);
-}
-
-void fp__slot_read(fp_pool *p, unsigned i)
-{
-  uint64_t done = p->ndone;
-  if (p->slots[i].out_fd >= 0)
-    handle_readable(p, i);
-  if (p->ndone != done) {
-    /* Its poll() may have missed the bytes we took. */
-    fp__wake_poller(p);
-    pthread_cond_broadcast(&p->cond);
-  }
-}
-
-void fp__slot_await(fp_pool *p, unsigned i)
-{
-  fp__slot *s = &p->slots[i];
-  memset(s, 0, sizeof *s);
-  s->in_fd = s->out_fd = s->hold_fd = -1;
-  fp__reader_init(&s->rd);
-  s->state = SLOT_SPAWNING;
-  fp__shm_ring_done(&p->shm, i, 0); /* a new worker starts its ring afresh */
-}
-
-void fp__spawn(fp_pool *p, unsigned i)
-{
-  fp__slot_await(p, i);
-  if (ctl_send(p, FP__CTL_SPAWN, i, 0, 0) != 0)
-    p->slots[i].state = SLOT_OFF;
-}
-
-static void fail_queue(fp_pool *p, int err, const char *msg)
-{
-  while (p->qhead) {
-    fp_future *f = p->qhead;
-    fp__list_unlink(&p->qhead, &p->qtail, f);
-    fp__pool_fail(p, f, err, msg);
-  }
-}
-
-void fp__pool_break(fp_pool *p, int err, const char *fmt, ...)
-{
-  if (p->err != 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(p->err_msg, sizeof p->err_msg, fmt, ap);
-  va_end(ap);
-  p->err = err;
-  p->closed = 1;
-  p->stopping = 1;
-  fp__log(p, FP_LOG_ERROR, "pool broken: %s", p->err_msg);
-  char msg[300];
-  snprintf(msg, sizeof msg, "pool broken: %s", p->err_msg);
-  fail_queue(p, FP_EBROKEN, msg);
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    int busy = s->head != NULL;
-    while (s->head)
-      slot_pop(p, s, s->head, FP_EBROKEN, msg);
-    fp__slot_close_fd(p, s, &s->in_fd); /* an idle worker exits at EOF */
-    if (busy && s->pid > 0 && s->state != SLOT_OFF)
-      fp__slot_terminate(p, i, SIGKILL); /* a busy one would make us wait */
-  }
-}
-
-/* Puts a dead worker's unstarted tasks back at the front of the queue. */
-static void requeue(fp_pool *p, fp__slot *s)
-{
-  while (s->tail) {
-    fp_future *f = s->tail;
-    fp__list_unlink(&s->head, &s->tail, f);
-    if (fp__future_is_done(f)) {
-      fp__pool_let_go(p, f); /* a placeholder */
-      continue;
-    }
-    f->state = FP_PENDING;
-    f->slot = -1;
-    f->next = p->qhead;
-    f->prev = NULL;
-    if (p->qhead)
-      p->qhead->prev = f;
-    else
-      p->qtail = f;
-    p->qhead = f;
-  }
-  s->send = NULL;
-  s->unsent = 0;
-  s->inflight = 0;
-}
-
-/*
- * Records the death of slot s's worker; 1 if it makes more than
- * restart_limit in a row without progress: with no task answered since the
- * first of them, or, for workers that died before READY, with no worker
- * ready since.  Time plays no part: a pool whose other tasks succeed is not
- * in a loop however often some crash, and one whose every task crashes is,
- * however slowly.
- */
-static int crash_loop(fp_pool *p, const fp__slot *s)
-{
-  unsigned limit = p->opts.restart_limit;
-  p->deaths_unanswered++;
-  if (!s->ready)
-    p->deaths_unready++;
-  return limit != 0 &&
-         (p->deaths_unanswered > limit || p->deaths_unready > limit);
-}
-
-static void describe_exit(char *buf, size_t len, pid_t pid, int status)
-{
-  if (WIFSIGNALED(status))
-    snprintf(buf, len, "worker %d was killed by signal %d (%s)", (int)pid,
-             WTERMSIG(status), strsignal(WTERMSIG(status)));
-  else
-    snprintf(buf, len, "worker %d exited with status %d", (int)pid,
-             WEXITSTATUS(status));
-}
-
-/* The fork server reaped the slot's worker. */
-static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
-{
-  fp__slot *s = &p->slots[i];
-  if (s->pid != pid || s->state == SLOT_OFF || s->state == SLOT_SPAWNING)
-    return;
-  if (s->out_fd >= 0)
-    handle_readable(p, i); /* answers it wrote before it died still count */
-  fp__slot_close_fd(p, s, &s->in_fd);
-  fp__slot_close_fd(p, s, &s->out_fd);
-  fp__reader_free(&s->rd);
-
-  char why[200];
-  describe_exit(why, sizeof why, pid, status);
-  int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && s->head == NULL;
-  int recycled = clean && p->wcfg.max_tasks != 0 &&
-                 s->answered >= p->wcfg.max_tasks;
-  int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
-  int died = !recycled && !asked && !(clean && p->stopping);
-  if (!s->ready && WIFEXITED(status) &&
-      WEXITSTATUS(status) == FP__EXIT_SETUP) {
-    /* Respawning cannot help: the descriptor limit is the same. */
-    fp__pool_break(p, FP_EMFILE, "a new worker could not place its pipes "
-                   "(too many open files)");
-    died = 0;
-  }
-  if (died) {
-    p->st.worker_deaths++;
-    fp__log(p, FP_LOG_WARN, "%s", why);
-  }
-  if (died && !s->ready)
-    /* Only init ran: a replacement would die the same way, as a failing
-     * init would fail the same way. */
-    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s before it "
-                   "was ready", why);
-
-  /* A kill for a task fails that task alone, if it still runs; if it
-   * answered first, nothing is failed.  Whatever else the worker held goes
-   * back to the queue. */
-  fp_future *f = s->head;
-  if (f != NULL && s->target != 0 && !target_running(s)) {
-    fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
-            (unsigned long long)s->target);
-  } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
-             f->retries > 0 && !p->closed) {
-    f->retries--; /* requeue() below hands it out again, first */
-    fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
-            (unsigned long long)f->id, why);
-  } else if (f != NULL) {
-    slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
-             s->fail_err ? s->fail_msg : why);
-  }
-  requeue(p, s);
-  s->state = SLOT_OFF;
-  s->pid = 0;
-  if (p->stopping)
-    return;
-  if (died && crash_loop(p, s)) {
-    fp__pool_break(p, FP_EBROKEN,
-                   "crash loop: more than %u worker deaths in a row with no "
-                   "task answered (last: %s)",
-                   p->opts.restart_limit, why);
-    return;
-  }
-  if (recycled)
-    p->st.worker_recycles++;
-  else
-    p->st.worker_restarts++;
-  fp__spawn(p, i);
-}
-
-static void close_fds(int fds[FP__CTL_NFDS])
-{
-  for (int k = 0; k < FP__CTL_NFDS; k++)
-    if (fds[k] >= 0)
-      close(fds[k]);
-}
-
-static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
-{
-  fp__slot *s = &p->slots[m->slot];
-  if (s->state != SLOT_SPAWNING) {
-    close_fds(fds);
-    return;
-  }
-  s->pid = m->pid;
-  s->state = SLOT_STARTING;
-  if (fds[0] < 0) {
-    /* The kernel dropped the descriptors: we are out of them. */
-    fp__slot_kill(p, m->slot, 0, NULL);
-    fp__pool_break(p, FP_EMFILE, "could not receive worker %d's pipes (too "
-                   "many open files)", (int)m->pid);
-    return;
-  }
-  s->in_fd = fds[0];
-  s->out_fd = fds[1];
-  s->hold_fd = fds[2];
-  if (fp__set_nonblock(s->in_fd) != 0 || fp__set_nonblock(s->out_fd) != 0)
-    fp__slot_kill(p, m->slot, 0, NULL);
-  if (p->stopping)
-    fp__slot_close_fd(p, s, &s->in_fd);
-}
-
-static void forkserver_died(fp_pool *p)
-{
-  close(p->ctl_fd);
-  p->ctl_fd = -1;
-  fp__pool_break(p, FP_EBROKEN, "the fork server (pid %d) died",
-                 (int)p->fs_pid);
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    /* Its workers die with it (PR_SET_PDEATHSIG and end of file). */
-    fp__slot_close_fd(p, s, &s->out_fd);
-    fp__reader_free(&s->rd);
-    s->state = SLOT_OFF;
-  }
-}
-
-/* Reads every message the fork server has sent. */
-static void handle_ctl(fp_pool *p)
-{
-  while (p->ctl_fd >= 0) {
-    fp__ctl m;
-    int fds[FP__CTL_NFDS];
-    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
-    if (rc == 0)
-      return;
-    if (rc < 0 || rc == FP__IO_EOF) {
-      forkserver_died(p);
-      return;
-    }
-    if (m.slot >= p->nslots) {
-      close_fds(fds);
-      continue;
-    }
-    if (m.op == FP__CTL_SPAWNED) {
-      slot_spawned(p, &m, fds);
-    } else if (m.op == FP__CTL_SPAWN_FAILED) {
-      p->slots[m.slot].state = SLOT_OFF;
-      fp__pool_break(p, m.value, "could not start a worker: %s",
-                     fp_strerror(m.value));
-    } else if (m.op == FP__CTL_EXITED) {
-      slot_exited(p, m.slot, m.pid, m.value);
-    }
-  }
-}
+/* --- Results ------------------------------------------------------------- */
 
 /* --- Results ----------------------------------------------------------------- */
 
@@ -660,7 +314,7 @@ static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
   if (at == NULL || answer_out_of_step(s, id)) {
     fp__slot_kill(p, i, FP_EPROTO, "protocol error: the worker sent a "
                   "result that is not in its ring or not for its task");
-    fp__slot_close_fd(p, s, &s->out_fd); /* the stream is out of step */
+    p->tr->close(p, i, FP__RECV); /* the stream is out of step */
     return;
   }
   fp_future *f = pop_answered(p, i);
@@ -675,12 +329,8 @@ static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
   fp__shm_ring_done(&p->shm, i, s->ring_tail);
 }
 
-/*
- * A RESULT frame from slot i.  body is lent by the reader, or malloc'd and
- * then owned == body, which this takes.
- */
-static void handle_frame(fp_pool *p, unsigned i, char *owned,
-                         const char *body, size_t len)
+void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
+                        const char *body, size_t len)
 {
   fp__slot *s = &p->slots[i];
   uint64_t id;
@@ -700,7 +350,7 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
                   rc == FP_ENOMEM ? "out of memory reading a result"
                                   : "protocol error: the worker sent a "
                                     "malformed result");
-    fp__slot_close_fd(p, s, &s->out_fd); /* the stream is out of step */
+    p->tr->close(p, i, FP__RECV); /* the stream is out of step */
     return;
   }
   if (id == 0) {
@@ -730,84 +380,7 @@ static void handle_frame(fp_pool *p, unsigned i, char *owned,
   }
 }
 
-static void handle_readable(fp_pool *p, unsigned i)
-{
-  fp__slot *s = &p->slots[i];
-  fp__reader_undrain(&s->rd); /* from here on, a short read ends the loop */
-  while (s->out_fd >= 0) {
-    char *owned;
-    const char *body;
-    size_t len;
-    int rc = fp__reader_next_lent(&s->rd, s->out_fd, p->opts.max_message,
-                                  &owned, &body, &len);
-    if (rc == FP__IO_FRAME) {
-      handle_frame(p, i, owned, body, len);
-    } else if (rc == FP__IO_AGAIN) {
-      return;
-    } else if (rc == FP__IO_EOF) {
-      /* It closed its end: dead or dying.  The EXITED report says which. */
-      fp__slot_close_fd(p, s, &s->out_fd);
-      if (s->state != SLOT_DYING)
-        fp__slot_kill(p, i, 0, NULL);
-    } else {
-      fp__slot_kill(p, i, rc == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,
-                    rc == FP_ENOMEM ? "out of memory reading a result"
-                                    : "protocol error: the worker sent a "
-                                      "frame longer than max_message");
-      /* The reader cannot go on from a frame it could not take. */
-      fp__slot_close_fd(p, s, &s->out_fd);
-      fp__reader_free(&s->rd);
-      /* A replacement is tried once; twice in a row would loop for ever. */
-      if (rc == FP_ENOMEM && s->state == SLOT_DYING && s->head == NULL &&
-          s->answered == 0 && ++p->oom_starts >= 2)
-        fp__pool_break(p, FP_ENOMEM, "out of memory reading a new worker's "
-                       "first message");
-    }
-  }
-}
-
-/* --- Sending ------------------------------------------------------------------- */
-
-/* Writes what the slot's pipe takes. */
-static void flush(fp_pool *p, unsigned i)
-{
-  fp__slot *s = &p->slots[i];
-  while (s->send != NULL && s->in_fd >= 0) {
-    struct iovec iov[FP__IOV_BATCH];
-    int n = 0;
-    size_t off = s->send_off;
-    for (fp_future *f = s->send; f && n < FP__IOV_BATCH; f = f->next) {
-      iov[n].iov_base = f->frame + off;
-      iov[n].iov_len = f->frame_len - off;
-      off = 0;
-      n++;
-    }
-    /* No SIGPIPE: we hold the pipe's read end (hold_fd) ourselves. */
-    ssize_t w = writev(s->in_fd, iov, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        s->blocked = 1; /* poll() says when it takes more */
-      else
-        fp__slot_kill(p, i, 0, NULL);
-      return;
-    }
-    size_t left = (size_t)w;
-    while (left > 0) {
-      size_t rest = s->send->frame_len - s->send_off;
-      if (left < rest) {
-        s->send_off += left;
-        break;
-      }
-      left -= rest;
-      s->send_off = 0;
-      s->send = s->send->next;
-      s->unsent--;
-    }
-  }
-  s->blocked = 0;
-}
+/* --- Scheduling ---------------------------------------------------------- */
 
 /*
  * How many tasks one worker is handed ahead.  Automatic: enough to cover
@@ -839,7 +412,7 @@ static int flush_now(const fp__slot *s)
 static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
 {
   return (s->state == SLOT_LIVE || s->state == SLOT_STARTING) &&
-         s->in_fd >= 0 && s->inflight < w &&
+         s->can_send && s->inflight < w &&
          (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
 }
 
@@ -877,8 +450,10 @@ void fp__schedule(fp_pool *p, int all)
   }
   for (unsigned i = 0; i < p->nslots; i++)
     if (p->slots[i].send != NULL && (all || flush_now(&p->slots[i])))
-      flush(p, i);
+      p->tr->send(p, i);
 }
+
+/* --- Deadlines ----------------------------------------------------------- */
 
 /*
  * When slot i's running task passes its deadline (ns), or -1 if it has
@@ -953,35 +528,10 @@ static int check_deadlines(fp_pool *p)
   return next < 0 ? -1 : (int)((next + 999999) / 1000000);
 }
 
-/* --- The poll loop ---------------------------------------------------------------- */
+/* --- The run loop -------------------------------------------------------- */
 
-void fp__ep_sync(fp_pool *p)
-{
-#ifdef HAVE_SYS_EPOLL_H
-  if (p->epfd < 0)
-    return;
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    uint32_t want_out = s->out_fd >= 0 ? EPOLLIN : 0;
-    uint32_t want_in = s->in_fd >= 0 && s->send ? EPOLLOUT : 0;
-    struct epoll_event ev = {.events = want_out, .data.u32 = i};
-    if (want_out != s->ep_out)
-      epoll_ctl(p->epfd, s->ep_out ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->out_fd,
-                &ev);
-    s->ep_out = want_out;
-    ev.events = want_in;
-    if (want_in != s->ep_in && want_in)
-      epoll_ctl(p->epfd, s->ep_in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->in_fd,
-                &ev);
-    else if (want_in != s->ep_in)
-      epoll_ctl(p->epfd, EPOLL_CTL_DEL, s->in_fd, NULL);
-    s->ep_in = want_in;
-  }
-#else
-  (void)p;
-#endif
-}
-
+/* The poll set: the fork server's socket, the wake pipe, then what each
+ * slot's transport asks for. */
 static int build_pollset(fp_pool *p)
 {
   int n = 0;
@@ -992,15 +542,9 @@ static int build_pollset(fp_pool *p)
   p->pfd[n] = (struct pollfd){.fd = p->wake[0], .events = POLLIN};
   p->pfd_who[n++] = -2;
   for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    if (s->out_fd >= 0) {
-      p->pfd[n] = (struct pollfd){.fd = s->out_fd, .events = POLLIN};
-      p->pfd_who[n++] = (int)i * 2;
-    }
-    if (s->in_fd >= 0 && s->send != NULL) {
-      p->pfd[n] = (struct pollfd){.fd = s->in_fd, .events = POLLOUT};
-      p->pfd_who[n++] = (int)i * 2 + 1;
-    }
+    int k = p->tr->poll_add(p, i, &p->pfd[n]);
+    for (int j = 0; j < k; j++)
+      p->pfd_who[n++] = (int)i;
   }
   return n;
 }
@@ -1009,9 +553,8 @@ static void handle_events(fp_pool *p, int n)
 {
   int ctl_ready = 0;
   for (int k = 0; k < n; k++) {
-    short ev = p->pfd[k].revents;
     int who = p->pfd_who[k];
-    if (ev == 0)
+    if (p->pfd[k].revents == 0)
       continue;
     if (who == -1) {
       ctl_ready = 1;
@@ -1020,19 +563,21 @@ static void handle_events(fp_pool *p, int n)
       while (read(p->wake[0], drain, sizeof drain) > 0)
         ;
       p->wake_pending = 0;
-    } else if (who % 2 == 0) {
-      if (p->slots[who / 2].out_fd == p->pfd[k].fd)
-        handle_readable(p, (unsigned)who / 2);
-    } else if (p->slots[who / 2].in_fd == p->pfd[k].fd) {
-      if (ev & (POLLERR | POLLHUP))
-        fp__slot_kill(p, (unsigned)who / 2, 0, NULL);
-      else
-        flush(p, (unsigned)who / 2);
+    } else {
+      p->tr->poll_event(p, (unsigned)who, &p->pfd[k]);
     }
   }
-  /* Last: its messages may close and reopen slots' descriptors. */
+  /* Last: its messages may close and reopen slots' channels. */
   if (ctl_ready)
-    handle_ctl(p);
+    fp__supervise_ctl(p);
+}
+
+void fp__ep_sync(fp_pool *p)
+{
+  if (p->epfd < 0)
+    return;
+  for (unsigned i = 0; i < p->nslots; i++)
+    p->tr->ep_sync(p, i);
 }
 
 /*

@@ -144,17 +144,8 @@ char *fp__ring_at(const fp__ring *r, uint64_t pos);
 
 /* --- frame.c: length-prefixed frames on a descriptor ---------------------- */
 
-/*
- * The transport interface of the dispatcher: frames in, frames out.  A
- * frame is an owned malloc'd buffer whose first FP__HDR bytes are the
- * header, filled in by fp__frame_seal.
- */
-typedef struct fp__frame {
-  char *buf;             /* header + body, owned */
-  size_t len;            /* header + body */
-  struct fp__frame *next;
-} fp__frame;
-
+/* Writes a frame header: the body's length, 32-bit little-endian, in the
+ * FP__HDR bytes at buf. */
 void fp__frame_seal(char *buf, size_t body_len);
 uint32_t fp__frame_body_len(const char *hdr);
 
@@ -460,34 +451,29 @@ int fp__future_is_done(const fp_future *f);
 /* Runs and frees a list of f's callbacks; no lock held. */
 void fp__callbacks_run(fp_future *f, fp__callback *list);
 
-/* --- dispatch.c: slots, queue, poll loop, restarts ------------------------- */
+/* --- Worker slots: shared by dispatch.c, supervise.c and the transport ---- */
 
 enum fp__slot_state {
   SLOT_OFF = 0,          /* no worker, none wanted */
   SLOT_SPAWNING,         /* SPAWN sent, SPAWNED not yet read */
-  SLOT_STARTING,         /* pipes open, its READY (after init) not yet read */
+  SLOT_STARTING,         /* channel open, its READY (after init) not yet read */
   SLOT_LIVE,             /* a worker taking tasks */
   SLOT_DYING,            /* killed or gone; waiting for its EXITED report */
 };
 
+/* A slot's channel as the pipe transport keeps it; pipe.c's alone. */
+typedef struct fp__pipe_chan {
+  int in_fd;             /* tasks to the worker; -1 once closed */
+  int out_fd;            /* results from it; -1 once closed */
+  int hold_fd;           /* the task pipe's read end, closed with in_fd */
+  fp__reader rd;         /* partial result frame */
+  uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */
+} fp__pipe_chan;
+
 typedef struct fp__slot {
+  /* The worker process: the supervisor's (supervise.c). */
   enum fp__slot_state state;
   pid_t pid;
-  int in_fd;              /* tasks to the worker; -1 once closed */
-  int out_fd;             /* results from it; -1 once closed */
-  int hold_fd;            /* the task pipe's read end, closed with in_fd */
-  fp__reader rd;          /* partial result frame */
-  fp_future *head, *tail; /* handed to it, oldest (the running one) first;
-                             a final future here is a cancelled placeholder */
-  fp_future *send;        /* first frame not fully written; NULL: none */
-  size_t send_off;        /* bytes of send's frame already written */
-  unsigned unsent;        /* frames from send on: not fully written */
-  int blocked;            /* the last write found the pipe full */
-  unsigned inflight;      /* length of the head..tail list */
-  uint64_t assigned;      /* tasks handed to this worker, ever */
-  uint64_t answered;      /* results it sent */
-  uint64_t ring_tail;     /* how far we have read its ring */
-  int64_t head_since;     /* when head became the running task (ns) */
   int killed;             /* the signal already sent; 0: none */
   int asked;              /* we stopped it on purpose: not a death */
   int ready;              /* it said READY: user code may have run */
@@ -495,8 +481,61 @@ typedef struct fp__slot {
   char fail_msg[160];     /* the message for fail_err */
   uint64_t target;        /* the id of the task we killed it for, the only
                              one the kill may fail; 0: none */
-  uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */
+  /* Its tasks: the dispatcher's (dispatch.c). */
+  fp_future *head, *tail; /* handed to it, oldest (the running one) first;
+                             a final future here is a cancelled placeholder */
+  unsigned inflight;      /* length of the head..tail list */
+  uint64_t assigned;      /* tasks handed to this worker, ever */
+  uint64_t answered;      /* results it sent */
+  uint64_t ring_tail;     /* how far we have read its ring */
+  int64_t head_since;     /* when head became the running task (ns) */
+  /* The send cursor: the dispatcher queues, the transport writes and
+   * moves it on. */
+  fp_future *send;        /* first frame not fully written; NULL: none */
+  size_t send_off;        /* bytes of send's frame already written */
+  unsigned unsent;        /* frames from send on: not fully written */
+  int blocked;            /* the last send found the channel full */
+  int can_send, can_recv; /* the channel is open that way (the transport
+                             keeps these) */
+  fp__pipe_chan pipe;     /* the pipe transport's own */
 } fp__slot;
+
+/*
+ * The transport seam: how frames move between the dispatcher and a slot's
+ * worker, in the manner of Redis's ae_epoll.c behind ae.c.  The dispatcher
+ * decides what goes where; a transport moves the bytes.  Every call is made
+ * with the pool lock held.  A frame that arrives goes to
+ * fp__dispatch_frame; the end of the stream, or bytes that cannot be a
+ * frame, go to fp__slot_recv_ended.
+ */
+enum { FP__SEND = 1, FP__RECV = 2, FP__BOTH = 3 };
+typedef struct fp__transport {
+  /* The slot has no channel yet. */
+  void (*reset)(fp_pool *pool, unsigned slot);
+  /* A new worker's channel, from the fork server's FP__CTL_NFDS
+   * descriptors (now the transport's): 0, or < 0 to kill the worker. */
+  int (*open)(fp_pool *pool, unsigned slot, int fds[FP__CTL_NFDS]);
+  /* Writes what the channel takes of the frames from the send cursor on;
+   * sets blocked when it takes no more. */
+  void (*send)(fp_pool *pool, unsigned slot);
+  /* Reads every frame that has arrived, until none is left. */
+  void (*recv)(fp_pool *pool, unsigned slot);
+  /* Stops sending (FP__SEND), receiving (FP__RECV) or both: FP__BOTH also
+   * drops a frame half read. */
+  void (*close)(fp_pool *pool, unsigned slot, int dir);
+  /* The same in a forked child's copy of the pool: only our copies. */
+  void (*forget)(fp_pool *pool, unsigned slot);
+  /* Its descriptors for poll(), at pfd: how many (at most 2). */
+  int (*poll_add)(fp_pool *pool, unsigned slot, struct pollfd *pfd);
+  /* poll() set revents on one of them. */
+  void (*poll_event)(fp_pool *pool, unsigned slot, const struct pollfd *pfd);
+  /* Keeps its descriptors in the epoll set behind fp_pool_fd (epfd >= 0). */
+  void (*ep_sync)(fp_pool *pool, unsigned slot);
+} fp__transport;
+
+/* --- pipe.c: the transport for local workers -------------------------------- */
+
+extern const fp__transport fp__pipe_transport;
 
 struct fp_pool {
   pthread_mutex_t lock;
@@ -516,11 +555,12 @@ struct fp_pool {
   fp_pool_options opts;   /* the caller's, with defaults filled in */
   fp__tasks tasks;        /* names the pool accepts */
   fp__worker_cfg wcfg;    /* what the fork server's workers run */
+  const fp__transport *tr; /* how frames reach the workers */
   fp__slot *slots;
   unsigned nslots;
   unsigned rr;            /* where the next scheduling scan starts */
   struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
-  int *pfd_who;           /* slot * 2 (+1 for the write end); < 0 others */
+  int *pfd_who;           /* the slot of each entry; < 0 for ctl and wake */
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
   fp_future *cbq;         /* final futures whose callbacks must run */
   atomic_uint_fast64_t next_id;
@@ -551,6 +591,8 @@ static inline int fp__pool_owned(const fp_pool *pool)
                                   : pool->owner == getpid();
 }
 
+/* --- dispatch.c: the queue, scheduling, deadlines, results, the run loop -- */
+
 /*
  * Runs the dispatcher, or waits for the thread that runs it, until pred is
  * true (0) or the deadline passes (FP_ETIMEDOUT).  A deadline in the past
@@ -572,31 +614,20 @@ int fp__in_callbacks(const fp_pool *pool);
 /* Queues final f for a round of callbacks.  Lock held. */
 void fp__callbacks_queue(fp_pool *pool, fp_future *f);
 int fp__poll_once(fp_pool *pool, int timeout_ms);
-/* Hands queued tasks to workers; writes all frames, or (all == 0, on
+/* Hands queued tasks to workers; sends all frames, or (all == 0, on
  * submit) only where a worker may run dry or a batch has gathered. */
 void fp__schedule(fp_pool *pool, int all);
 void fp__wake_poller(fp_pool *pool);
 /* Waits on the pool's condition until broadcast or deadline (-1: none). */
 void fp__cond_wait_until(fp_pool *pool, int64_t deadline);
 void fp__signal_done(fp_pool *pool);
+/* Keeps every slot's descriptors in the epoll set behind fp_pool_fd. */
 void fp__ep_sync(fp_pool *pool);
-void fp__spawn(fp_pool *pool, unsigned slot);
-/* Readies a slot for the worker the fork server forks at start. */
-void fp__slot_await(fp_pool *pool, unsigned slot);
-/* Kills slot's worker for no task (err 0) or for its running task's fault. */
-void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
-/* Kills slot's worker, on purpose, for f, the task it runs: f alone may
- * fail (with err and msg; a final f is let go), and only if it has not
- * answered by the time the exit comes back.  The rest go back to the queue.
- * Read the slot's pipe first (fp__slot_read): f may have answered. */
-void fp__slot_kill_task(fp_pool *pool, unsigned slot, const fp_future *f,
-                        int err, const char *msg);
-/* Reads the answers already in slot's pipe, and wakes their waiters. */
-void fp__slot_read(fp_pool *pool, unsigned slot);
-void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
-void fp__slot_close_fd(fp_pool *pool, fp__slot *s, int *fd);
-void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
-    FP_PRINTF(3, 4);
+/* A frame from slot's worker, from its transport.  body is lent (valid
+ * until the call returns), or malloc'd and then owned == body, which this
+ * takes. */
+void fp__dispatch_frame(fp_pool *pool, unsigned slot, char *owned,
+                        const char *body, size_t len);
 /* Makes f final as failed or cancelled and lets go of it. */
 void fp__pool_fail(fp_pool *pool, fp_future *f, int err, const char *msg);
 /* The same for a task a worker holds: f stays in its list, with its frame
@@ -606,18 +637,51 @@ void fp__pool_fail_held(fp_pool *pool, fp_future *f, int err,
 /* The pool is done with f: frees its frame and shared arguments, drops its
  * reference. */
 void fp__pool_let_go(fp_pool *pool, fp_future *f);
+/* Takes f off slot s's list: fails it, or lets go of a placeholder. */
+void fp__slot_pop(fp_pool *pool, fp__slot *s, fp_future *f, int err,
+                  const char *msg);
 void fp__list_push(fp_future **head, fp_future **tail, fp_future *f);
 void fp__list_unlink(fp_future **head, fp_future **tail, fp_future *f);
-void fp__forkserver_stop(fp_pool *pool);
 void fp__log(fp_pool *pool, int level, const char *fmt, ...) FP_PRINTF(3, 4);
+
+/* --- supervise.c: the fork server's messages, workers' lives, restarts ----- */
+
+void fp__spawn(fp_pool *pool, unsigned slot);
+/* Readies a slot for the worker the fork server forks at start. */
+void fp__slot_await(fp_pool *pool, unsigned slot);
+/* Kills slot's worker for no task (err 0) or for its running task's fault. */
+void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
+/* Kills slot's worker, on purpose, for f, the task it runs: f alone may
+ * fail (with err and msg; a final f is let go), and only if it has not
+ * answered by the time the exit comes back.  The rest go back to the queue.
+ * Read the slot's channel first (fp__slot_read): f may have answered. */
+void fp__slot_kill_task(fp_pool *pool, unsigned slot, const fp_future *f,
+                        int err, const char *msg);
+/* Reads the answers already sent by slot's worker, and wakes their
+ * waiters. */
+void fp__slot_read(fp_pool *pool, unsigned slot);
+void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
+/* From the transport: slot's stream ended, at its end (err 0: the worker
+ * closed it, dead or dying) or at bytes it could not take (FP_EPROTO,
+ * FP_ENOMEM). */
+void fp__slot_recv_ended(fp_pool *pool, unsigned slot, int err);
+/* Reads every message the fork server has sent. */
+void fp__supervise_ctl(fp_pool *pool);
+void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
+    FP_PRINTF(3, 4);
+
+/* --- pool.c ------------------------------------------------------------------- */
+
+void fp__forkserver_stop(fp_pool *pool);
 
 /* --- submit.c ---------------------------------------------------------------- */
 
-/* Queues a task (or a map chunk of nitems items packed one after another). */
+/* fp_future_cancel's work, with the lock held. */
 int fp__pool_cancel(fp_pool *pool, fp_future *f, unsigned flags);
 /* Why the pool takes no task now: 0, FP_EBROKEN, FP_ESHUTDOWN, or FP_EINVAL
  * in a forked child. */
 int fp__submit_refused(fp_pool *pool);
+/* Queues a task (or a map chunk of nitems items packed one after another). */
 int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out);

@@ -1,7 +1,8 @@
 /*
  * The pool's life: options, creation, shutdown, termination, destruction,
  * and what a caller asks of it (dispatch, its descriptor, its counters).
- * The dispatcher itself is in dispatch.c.
+ * The dispatcher itself is in dispatch.c, workers' lives in supervise.c,
+ * and how frames move in pipe.c.
  */
 #include "forkpool-private.h"
 
@@ -129,9 +130,10 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   pthread_cond_init(&p->cond, &ca);
   pthread_condattr_destroy(&ca);
 
+  p->tr = &fp__pipe_transport;
   p->slots = calloc(p->nslots, sizeof *p->slots);
   for (unsigned i = 0; p->slots != NULL && i < p->nslots; i++)
-    p->slots[i].in_fd = p->slots[i].out_fd = p->slots[i].hold_fd = -1;
+    p->tr->reset(p, i);
   p->pfd = calloc(2 + 2 * p->nslots, sizeof *p->pfd);
   p->pfd_who = calloc(2 + 2 * p->nslots, sizeof *p->pfd_who);
   if (!p->slots || !p->pfd || !p->pfd_who) {
@@ -278,7 +280,7 @@ static int stop_workers(fp_pool *p)
   p->stopping = 1;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
-    fp__slot_close_fd(p, s, &s->in_fd);
+    p->tr->close(p, i, FP__SEND);
     /* A worker still busy with a cancelled task would make us wait on it. */
     if (s->head != NULL)
       fp__slot_terminate(p, i, SIGKILL);
@@ -369,12 +371,8 @@ static void pool_free(fp_pool *p)
     fp__pool_unlock(p);
   }
   forkserver_reap(p); /* it died: the dispatcher saw its end of file */
-  for (unsigned i = 0; p->slots && i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    fp__slot_close_fd(p, s, &s->in_fd);
-    fp__slot_close_fd(p, s, &s->out_fd);
-    fp__reader_free(&s->rd);
-  }
+  for (unsigned i = 0; p->slots && i < p->nslots; i++)
+    p->tr->close(p, i, FP__BOTH);
   if (p->epfd >= 0)
     close(p->epfd);
   if (p->wake[0] >= 0)
@@ -401,12 +399,8 @@ static void pool_free(fp_pool *p)
  * touching the epoll set, which the parent shares), and tell no process. */
 static void pool_forget(fp_pool *p)
 {
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    s->ep_in = s->ep_out = 0;
-    fp__slot_close_fd(p, s, &s->in_fd);
-    fp__slot_close_fd(p, s, &s->out_fd);
-  }
+  for (unsigned i = 0; i < p->nslots; i++)
+    p->tr->forget(p, i);
   if (p->ctl_fd >= 0)
     close(p->ctl_fd);
   p->ctl_fd = -1;

@@ -161,7 +161,7 @@ static int drop_repeats(fp_future **fs, size_t *n)
   while (((size_t)1 << bits) < 2 * *n)
     bits++;
   size_t mask = ((size_t)1 << bits) - 1, keep = 0;
-  fp_future **seen = calloc(mask + 1, sizeof *seen);
+  fp_future **seen = calloc(mask + 1, sizeof(fp_future *));
   if (seen == NULL)
     return FP_ENOMEM;
   for (size_t i = 0; i < *n; i++) {
@@ -211,7 +211,7 @@ FP_EXTERN int fp_as_completed_create(fp_as_completed **out,
   it->pool = pool;
   it->deadline = deadline;
   if (n > 0)
-    memcpy(it->pending, fs, n * sizeof *fs);
+    memcpy(it->pending, fs, n * sizeof(fp_future *));
   if (drop_repeats(it->pending, &n) != 0) {
     free(it);
     return FP_ENOMEM;

@@ -1,0 +1,212 @@
+/*
+ * The pipe transport: how frames move between the dispatcher and a local
+ * worker.  Each slot has a task pipe (frames out, written with writev as the
+ * pipe takes them, never blocking) and a result pipe (frames in, through
+ * frame.c's reader), both from the fork server.  A frame that arrives goes
+ * to fp__dispatch_frame; end of file and garbage go to the supervisor
+ * (fp__slot_recv_ended).  The dispatcher and the supervisor call this file
+ * only through fp__pipe_transport, at the end.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
+
+static void close_fd(fp_pool *p, int *fd, uint32_t *ep)
+{
+  if (*fd < 0)
+    return;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->epfd >= 0 && *ep != 0)
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
+#else
+  (void)p;
+#endif
+  *ep = 0;
+  close(*fd);
+  *fd = -1;
+}
+
+static void pipe_close(fp_pool *p, unsigned i, int dir)
+{
+  fp__slot *s = &p->slots[i];
+  fp__pipe_chan *c = &s->pipe;
+  if (dir & FP__SEND) {
+    close_fd(p, &c->in_fd, &c->ep_in);
+    if (c->hold_fd >= 0)
+      close(c->hold_fd); /* with in_fd: no write can follow */
+    c->hold_fd = -1;
+    s->can_send = 0;
+  }
+  if (dir & FP__RECV) {
+    close_fd(p, &c->out_fd, &c->ep_out);
+    s->can_recv = 0;
+  }
+  if (dir == FP__BOTH)
+    fp__reader_free(&c->rd);
+}
+
+/* In a forked child's copy of the pool: closes its copies of the
+ * descriptors, and leaves the epoll set, which the parent shares, alone. */
+static void pipe_forget(fp_pool *p, unsigned i)
+{
+  fp__pipe_chan *c = &p->slots[i].pipe;
+  c->ep_in = c->ep_out = 0;
+  pipe_close(p, i, FP__BOTH);
+}
+
+static void pipe_reset(fp_pool *p, unsigned i)
+{
+  fp__pipe_chan *c = &p->slots[i].pipe;
+  c->in_fd = c->out_fd = c->hold_fd = -1;
+  c->ep_in = c->ep_out = 0;
+  fp__reader_init(&c->rd);
+}
+
+/* The fork server's descriptors for a new worker: the task pipe's write
+ * end, the result pipe's read end, the task pipe's read end (held only so
+ * that writes never raise SIGPIPE). */
+static int pipe_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
+{
+  fp__slot *s = &p->slots[i];
+  fp__pipe_chan *c = &s->pipe;
+  c->in_fd = fds[0];
+  c->out_fd = fds[1];
+  c->hold_fd = fds[2];
+  s->can_send = s->can_recv = 1;
+  if (fp__set_nonblock(c->in_fd) != 0 || fp__set_nonblock(c->out_fd) != 0)
+    return FP_EBROKEN;
+  return 0;
+}
+
+/* Reads every whole frame in the result pipe, until it is empty. */
+static void pipe_recv(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  fp__pipe_chan *c = &s->pipe;
+  fp__reader_undrain(&c->rd); /* from here on, a short read ends the loop */
+  while (c->out_fd >= 0) {
+    char *owned;
+    const char *body;
+    size_t len;
+    int rc = fp__reader_next_lent(&c->rd, c->out_fd, p->opts.max_message,
+                                  &owned, &body, &len);
+    if (rc == FP__IO_FRAME) {
+      fp__dispatch_frame(p, i, owned, body, len);
+    } else if (rc == FP__IO_AGAIN) {
+      return;
+    } else {
+      pipe_close(p, i, FP__RECV);
+      if (rc != FP__IO_EOF)
+        fp__reader_free(&c->rd); /* it cannot go on from a frame it refused */
+      fp__slot_recv_ended(p, i, rc == FP__IO_EOF ? 0 : rc);
+    }
+  }
+}
+
+/* Writes what the task pipe takes, from the slot's send cursor on. */
+static void pipe_send(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  int fd = s->pipe.in_fd;
+  while (s->send != NULL && fd >= 0) {
+    struct iovec iov[FP__IOV_BATCH];
+    int n = 0;
+    size_t off = s->send_off;
+    for (fp_future *f = s->send; f && n < FP__IOV_BATCH; f = f->next) {
+      iov[n].iov_base = f->frame + off;
+      iov[n].iov_len = f->frame_len - off;
+      off = 0;
+      n++;
+    }
+    /* No SIGPIPE: we hold the pipe's read end (hold_fd) ourselves. */
+    ssize_t w = writev(fd, iov, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        s->blocked = 1; /* poll() says when it takes more */
+      else
+        fp__slot_kill(p, i, 0, NULL);
+      return;
+    }
+    size_t left = (size_t)w;
+    while (left > 0) {
+      size_t rest = s->send->frame_len - s->send_off;
+      if (left < rest) {
+        s->send_off += left;
+        break;
+      }
+      left -= rest;
+      s->send_off = 0;
+      s->send = s->send->next;
+      s->unsent--;
+    }
+  }
+  s->blocked = 0;
+}
+
+static int pipe_poll_add(fp_pool *p, unsigned i, struct pollfd *pfd)
+{
+  const fp__slot *s = &p->slots[i];
+  int n = 0;
+  if (s->pipe.out_fd >= 0)
+    pfd[n++] = (struct pollfd){.fd = s->pipe.out_fd, .events = POLLIN};
+  if (s->pipe.in_fd >= 0 && s->send != NULL)
+    pfd[n++] = (struct pollfd){.fd = s->pipe.in_fd, .events = POLLOUT};
+  return n;
+}
+
+static void pipe_poll_event(fp_pool *p, unsigned i, const struct pollfd *pfd)
+{
+  fp__slot *s = &p->slots[i];
+  /* A descriptor closed and reused during this pass is not ours. */
+  if (pfd->fd == s->pipe.out_fd && (pfd->events & POLLIN)) {
+    pipe_recv(p, i);
+  } else if (pfd->fd == s->pipe.in_fd && (pfd->events & POLLOUT)) {
+    if (pfd->revents & (POLLERR | POLLHUP))
+      fp__slot_kill(p, i, 0, NULL);
+    else
+      pipe_send(p, i);
+  }
+}
+
+static void pipe_ep_sync(fp_pool *p, unsigned i)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  fp__slot *s = &p->slots[i];
+  fp__pipe_chan *c = &s->pipe;
+  uint32_t want_out = c->out_fd >= 0 ? EPOLLIN : 0;
+  uint32_t want_in = c->in_fd >= 0 && s->send ? EPOLLOUT : 0;
+  struct epoll_event ev = {.events = want_out, .data.u32 = i};
+  if (want_out != c->ep_out)
+    epoll_ctl(p->epfd, c->ep_out ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->out_fd,
+              &ev);
+  c->ep_out = want_out;
+  ev.events = want_in;
+  if (want_in != c->ep_in && want_in)
+    epoll_ctl(p->epfd, c->ep_in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->in_fd,
+              &ev);
+  else if (want_in != c->ep_in)
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->in_fd, NULL);
+  c->ep_in = want_in;
+#else
+  (void)p;
+  (void)i;
+#endif
+}
+
+const fp__transport fp__pipe_transport = {
+    .reset = pipe_reset,
+    .open = pipe_open,
+    .send = pipe_send,
+    .recv = pipe_recv,
+    .close = pipe_close,
+    .forget = pipe_forget,
+    .poll_add = pipe_poll_add,
+    .poll_event = pipe_poll_event,
+    .ep_sync = pipe_ep_sync,
+};

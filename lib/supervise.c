@@ -1,0 +1,368 @@
+/*
+ * The supervisor: the pool's side of the fork server (control messages,
+ * lib/forkserver.c is the other), and each worker slot's life: spawned,
+ * ready, signalled, exited, replaced, and the rule that stops replacing
+ * workers that die without progress (a crash loop).  Signals go through the
+ * fork server, which reaps the workers and reports each exit; only then is
+ * a slot's task failed and the rest put back on the queue, so that a kill
+ * names the task it is for and answers already sent are read first.
+ */
+#include "forkpool-private.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* --- Control messages ---------------------------------------------------- */
+
+/* --- Worker slots ------------------------------------------------------------ */
+
+static int ctl_send(fp_pool *p, uint32_t op, unsigned slot, pid_t pid,
+                    int value)
+{
+  if (p->ctl_fd < 0)
+    return FP_EBROKEN;
+  fp__ctl m = {.op = op, .slot = slot, .pid = pid, .value = value};
+  return fp__ctl_send(p->ctl_fd, &m);
+}
+
+static void close_fds(int fds[FP__CTL_NFDS])
+{
+  for (int k = 0; k < FP__CTL_NFDS; k++)
+    if (fds[k] >= 0)
+      close(fds[k]);
+}
+
+/* --- Signalling a worker ------------------------------------------------- */
+
+/* Whether the task an earlier kill named is still the one the worker runs. */
+static int target_running(const fp__slot *s)
+{
+  return s->target != 0 && s->head != NULL && s->head->id == s->target;
+}
+
+/*
+ * Asks the fork server to signal the slot's worker (SIGKILL unless the pool
+ * is terminating it) and stops writing to it.  A kill for a task names it,
+ * f, and err and msg become its failure; an earlier kill's target that is
+ * still running keeps its own.  err without f is a kill for no task.
+ */
+static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
+                        int err, const char *msg)
+{
+  fp__slot *s = &p->slots[i];
+  if (f != NULL ? !target_running(s) : (err != 0 && s->fail_err == 0)) {
+    s->target = f != NULL ? f->id : 0;
+    s->fail_err = err;
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg ? msg : "");
+  }
+  if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
+    (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
+  if (s->killed != SIGKILL)
+    s->killed = sig;
+  p->tr->close(p, i, FP__SEND);
+  if (err == FP_EPROTO)
+    p->tr->close(p, i, FP__RECV); /* what follows garbage is garbage */
+  s->send = NULL;
+  s->unsent = 0;
+  if (s->state == SLOT_LIVE || s->state == SLOT_STARTING)
+    s->state = SLOT_DYING;
+}
+
+void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
+{
+  /* A fault the worker made (a malformed answer, say) is its running
+   * task's. */
+  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg);
+}
+
+void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
+                        const char *msg)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, SIGKILL, f, err, msg);
+}
+
+void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, sig, NULL, 0, NULL);
+}
+
+void fp__slot_read(fp_pool *p, unsigned i)
+{
+  uint64_t done = p->ndone;
+  p->tr->recv(p, i);
+  if (p->ndone != done) {
+    /* Its poll() may have missed the bytes we took. */
+    fp__wake_poller(p);
+    pthread_cond_broadcast(&p->cond);
+  }
+}
+
+void fp__slot_recv_ended(fp_pool *p, unsigned i, int err)
+{
+  fp__slot *s = &p->slots[i];
+  if (err == 0) {
+    /* It closed its end: dead or dying.  The EXITED report says which. */
+    if (s->state != SLOT_DYING)
+      fp__slot_kill(p, i, 0, NULL);
+    return;
+  }
+  fp__slot_kill(p, i, err == FP_ENOMEM ? FP_ENOMEM : FP_EPROTO,
+                err == FP_ENOMEM ? "out of memory reading a result"
+                                 : "protocol error: the worker sent a frame "
+                                   "longer than max_message");
+  /* A replacement is tried once; twice in a row would loop for ever. */
+  if (err == FP_ENOMEM && s->state == SLOT_DYING && s->head == NULL &&
+      s->answered == 0 && ++p->oom_starts >= 2)
+    fp__pool_break(p, FP_ENOMEM, "out of memory reading a new worker's "
+                   "first message");
+}
+
+/* --- Starting a worker --------------------------------------------------- */
+
+void fp__slot_await(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  memset(s, 0, sizeof *s);
+  p->tr->reset(p, i);
+  s->state = SLOT_SPAWNING;
+  fp__shm_ring_done(&p->shm, i, 0); /* a new worker starts its ring afresh */
+}
+
+void fp__spawn(fp_pool *p, unsigned i)
+{
+  fp__slot_await(p, i);
+  if (ctl_send(p, FP__CTL_SPAWN, i, 0, 0) != 0)
+    p->slots[i].state = SLOT_OFF;
+}
+
+static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
+{
+  fp__slot *s = &p->slots[m->slot];
+  if (s->state != SLOT_SPAWNING) {
+    close_fds(fds);
+    return;
+  }
+  s->pid = m->pid;
+  s->state = SLOT_STARTING;
+  if (fds[0] < 0) {
+    /* The kernel dropped the descriptors: we are out of them. */
+    fp__slot_kill(p, m->slot, 0, NULL);
+    fp__pool_break(p, FP_EMFILE, "could not receive worker %d's pipes (too "
+                   "many open files)", (int)m->pid);
+    return;
+  }
+  if (p->tr->open(p, m->slot, fds) != 0)
+    fp__slot_kill(p, m->slot, 0, NULL);
+  if (p->stopping)
+    p->tr->close(p, m->slot, FP__SEND);
+}
+
+/* --- Breaking the pool --------------------------------------------------- */
+
+static void fail_queue(fp_pool *p, int err, const char *msg)
+{
+  while (p->qhead) {
+    fp_future *f = p->qhead;
+    fp__list_unlink(&p->qhead, &p->qtail, f);
+    fp__pool_fail(p, f, err, msg);
+  }
+}
+
+void fp__pool_break(fp_pool *p, int err, const char *fmt, ...)
+{
+  if (p->err != 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(p->err_msg, sizeof p->err_msg, fmt, ap);
+  va_end(ap);
+  p->err = err;
+  p->closed = 1;
+  p->stopping = 1;
+  fp__log(p, FP_LOG_ERROR, "pool broken: %s", p->err_msg);
+  char msg[300];
+  snprintf(msg, sizeof msg, "pool broken: %s", p->err_msg);
+  fail_queue(p, FP_EBROKEN, msg);
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    int busy = s->head != NULL;
+    while (s->head)
+      fp__slot_pop(p, s, s->head, FP_EBROKEN, msg);
+    p->tr->close(p, i, FP__SEND); /* an idle worker exits at EOF */
+    if (busy && s->pid > 0 && s->state != SLOT_OFF)
+      fp__slot_terminate(p, i, SIGKILL); /* a busy one would make us wait */
+  }
+}
+
+static void forkserver_died(fp_pool *p)
+{
+  close(p->ctl_fd);
+  p->ctl_fd = -1;
+  fp__pool_break(p, FP_EBROKEN, "the fork server (pid %d) died",
+                 (int)p->fs_pid);
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    /* Its workers die with it (PR_SET_PDEATHSIG and end of file). */
+    p->tr->close(p, i, FP__BOTH);
+    s->state = SLOT_OFF;
+  }
+}
+
+/* --- A worker's exit ----------------------------------------------------- */
+
+/* Puts a dead worker's unstarted tasks back at the front of the queue. */
+static void requeue(fp_pool *p, fp__slot *s)
+{
+  while (s->tail) {
+    fp_future *f = s->tail;
+    fp__list_unlink(&s->head, &s->tail, f);
+    if (fp__future_is_done(f)) {
+      fp__pool_let_go(p, f); /* a placeholder */
+      continue;
+    }
+    f->state = FP_PENDING;
+    f->slot = -1;
+    f->next = p->qhead;
+    f->prev = NULL;
+    if (p->qhead)
+      p->qhead->prev = f;
+    else
+      p->qtail = f;
+    p->qhead = f;
+  }
+  s->send = NULL;
+  s->unsent = 0;
+  s->inflight = 0;
+}
+
+/*
+ * Records the death of slot s's worker; 1 if it makes more than
+ * restart_limit in a row without progress: with no task answered since the
+ * first of them, or, for workers that died before READY, with no worker
+ * ready since.  Time plays no part: a pool whose other tasks succeed is not
+ * in a loop however often some crash, and one whose every task crashes is,
+ * however slowly.
+ */
+static int crash_loop(fp_pool *p, const fp__slot *s)
+{
+  unsigned limit = p->opts.restart_limit;
+  p->deaths_unanswered++;
+  if (!s->ready)
+    p->deaths_unready++;
+  return limit != 0 &&
+         (p->deaths_unanswered > limit || p->deaths_unready > limit);
+}
+
+static void describe_exit(char *buf, size_t len, pid_t pid, int status)
+{
+  if (WIFSIGNALED(status))
+    snprintf(buf, len, "worker %d was killed by signal %d (%s)", (int)pid,
+             WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else
+    snprintf(buf, len, "worker %d exited with status %d", (int)pid,
+             WEXITSTATUS(status));
+}
+
+/* The fork server reaped the slot's worker. */
+static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->pid != pid || s->state == SLOT_OFF || s->state == SLOT_SPAWNING)
+    return;
+  p->tr->recv(p, i); /* answers it wrote before it died still count */
+  p->tr->close(p, i, FP__BOTH);
+
+  char why[200];
+  describe_exit(why, sizeof why, pid, status);
+  int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && s->head == NULL;
+  int recycled = clean && p->wcfg.max_tasks != 0 &&
+                 s->answered >= p->wcfg.max_tasks;
+  int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
+  int died = !recycled && !asked && !(clean && p->stopping);
+  if (!s->ready && WIFEXITED(status) &&
+      WEXITSTATUS(status) == FP__EXIT_SETUP) {
+    /* Respawning cannot help: the descriptor limit is the same. */
+    fp__pool_break(p, FP_EMFILE, "a new worker could not place its pipes "
+                   "(too many open files)");
+    died = 0;
+  }
+  if (died) {
+    p->st.worker_deaths++;
+    fp__log(p, FP_LOG_WARN, "%s", why);
+  }
+  if (died && !s->ready)
+    /* Only init ran: a replacement would die the same way, as a failing
+     * init would fail the same way. */
+    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s before it "
+                   "was ready", why);
+
+  /* A kill for a task fails that task alone, if it still runs; if it
+   * answered first, nothing is failed.  Whatever else the worker held goes
+   * back to the queue. */
+  fp_future *f = s->head;
+  if (f != NULL && s->target != 0 && !target_running(s)) {
+    fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
+            (unsigned long long)s->target);
+  } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
+             f->retries > 0 && !p->closed) {
+    f->retries--; /* requeue() below hands it out again, first */
+    fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
+            (unsigned long long)f->id, why);
+  } else if (f != NULL) {
+    fp__slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
+             s->fail_err ? s->fail_msg : why);
+  }
+  requeue(p, s);
+  s->state = SLOT_OFF;
+  s->pid = 0;
+  if (p->stopping)
+    return;
+  if (died && crash_loop(p, s)) {
+    fp__pool_break(p, FP_EBROKEN,
+                   "crash loop: more than %u worker deaths in a row with no "
+                   "task answered (last: %s)",
+                   p->opts.restart_limit, why);
+    return;
+  }
+  if (recycled)
+    p->st.worker_recycles++;
+  else
+    p->st.worker_restarts++;
+  fp__spawn(p, i);
+}
+
+/* --- What the fork server sends ------------------------------------------ */
+
+/* Reads every message the fork server has sent. */
+void fp__supervise_ctl(fp_pool *p)
+{
+  while (p->ctl_fd >= 0) {
+    fp__ctl m;
+    int fds[FP__CTL_NFDS];
+    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
+    if (rc == 0)
+      return;
+    if (rc < 0 || rc == FP__IO_EOF) {
+      forkserver_died(p);
+      return;
+    }
+    if (m.slot >= p->nslots) {
+      close_fds(fds);
+      continue;
+    }
+    if (m.op == FP__CTL_SPAWNED) {
+      slot_spawned(p, &m, fds);
+    } else if (m.op == FP__CTL_SPAWN_FAILED) {
+      p->slots[m.slot].state = SLOT_OFF;
+      fp__pool_break(p, m.value, "could not start a worker: %s",
+                     fp_strerror(m.value));
+    } else if (m.op == FP__CTL_EXITED) {
+      slot_exited(p, m.slot, m.pid, m.value);
+    }
+  }
+}
