@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -425,6 +426,11 @@ static void fixture_teardown(void)
     fpt_pool_destroy(pools.v[pools.n - 1]);
   while (ngates > 0)
     unlink(gates[--ngates]);
+  /* Handlers and timers a failed test set up stay with the process. */
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  signal(SIGALRM, SIG_DFL);
+  signal(SIGCHLD, SIG_DFL);
   /* What the test forked itself, or what outlived its pools. */
   for (int waited = 0; waited < FPT_LIMIT_MS; waited += 2) {
     pid_t child = fpt_first_child();
