@@ -469,15 +469,27 @@ size_t fpt_scaled(size_t n, size_t min)
 #define FPT_SANITIZED 1
 #endif
 
+static int under_valgrind(void)
+{
+#if defined(HAVE_VALGRIND_VALGRIND_H)
+  return RUNNING_ON_VALGRIND;
+#else
+  const char *pre = getenv("LD_PRELOAD"); /* how valgrind loads itself */
+  return pre != NULL && strstr(pre, "vgpreload") != NULL;
+#endif
+}
+
+int fpt_limit_ms(void)
+{
+  return under_valgrind() ? 600000 : 60000;
+}
+
 int fpt_rss_is_meaningful(void)
 {
 #if defined(FPT_SANITIZED)
   return 0;
-#elif defined(HAVE_VALGRIND_VALGRIND_H)
-  return !RUNNING_ON_VALGRIND;
 #else
-  const char *pre = getenv("LD_PRELOAD"); /* how valgrind loads itself */
-  return pre == NULL || strstr(pre, "vgpreload") == NULL;
+  return !under_valgrind();
 #endif
 }
 
