@@ -25,6 +25,7 @@
 #define FP__EXIT_INIT 71  /* the init function failed */
 #define FP__BODY_KEEP (8u << 20) /* largest body buffer kept for reuse */
 #define FP__BODY_IDLE 64         /* frames in a row without it free it */
+#define FP__CPU_STAMP_NS 1000000 /* CPU time stamped at most once a ms */
 
 /* This worker's stamp (fp__stamp_open), set in fp__worker_main: a worker is
  * a process of its own.  NULL elsewhere (a harness calling
@@ -536,15 +537,27 @@ static int rss_over(size_t max, const struct rusage *ru)
   return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) > max;
 }
 
-/* After each answer (and init): the worker's CPU time into its stamp, for
- * fp_pool_stats_get; and whether it should leave for its memory. */
+/* When the worker last stamped its CPU time (fp__now_ns); 0: never. */
+static int64_t cpu_stamped;
+
+/*
+ * After init and after an answer: the worker's CPU time into its stamp, for
+ * fp_pool_stats_get, if FP__CPU_STAMP_NS have passed since the last one
+ * (getrusage per task would halve the rate of tiny tasks; a task as long as
+ * that is always followed by a stamp); and whether it should leave for its
+ * memory, checked after every task.
+ */
 static int measure(const fp__worker_cfg *cfg)
 {
   struct rusage ru;
-  if ((stamp == NULL && cfg->max_rss == 0) || getrusage(RUSAGE_SELF, &ru))
+  int64_t now = stamp != NULL ? fp__now_ns() : 0;
+  int cpu_due = stamp != NULL && now - cpu_stamped >= FP__CPU_STAMP_NS;
+  if ((!cpu_due && cfg->max_rss == 0) || getrusage(RUSAGE_SELF, &ru))
     return 0;
-  if (stamp != NULL)
+  if (cpu_due) {
     fp__stamp_cpu(stamp, tv_us(ru.ru_utime), tv_us(ru.ru_stime));
+    cpu_stamped = now;
+  }
   return cfg->max_rss != 0 && rss_over(cfg->max_rss, &ru);
 }
 
