@@ -245,7 +245,8 @@ typedef struct fp_worker_stats {
   pid_t pid;                  /* 0: no live worker in this slot */
   uint64_t tasks;             /* tasks this worker has answered */
   uint64_t cpu_user_us;       /* this worker's user CPU, microseconds, as of
-                                 its last answer; 0 without shared memory */
+                                 an answer less than 1 ms of its time ago;
+                                 0 without shared memory */
   uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_worker_stats;
 
@@ -273,8 +274,8 @@ typedef struct fp_pool_stats {
   uint64_t shared_results;    /* results that came back that way */
   uint64_t shared_bytes;      /* now: shared memory held by arguments */
   uint64_t cpu_user_us;       /* user CPU of every worker, microseconds:
-                                 exited ones in full, live ones as of their
-                                 last answer */
+                                 exited ones in full, live ones as their
+                                 fp_worker_stats says */
   uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_pool_stats;
 
