@@ -165,13 +165,33 @@ typedef struct fp_pool_options {
   size_t shm_args;            /* shared memory for large arguments, bytes of
                                  address space: 0: 256 MiB; 1 MiB..1 TiB; or
                                  FP_SHM_OFF: every payload through pipes */
+  size_t max_worker_rss;      /* bytes; a worker whose resident memory is
+                                 above this after a task is replaced (a
+                                 recycle; the task's result is kept);
+                                 0: never; else at least 1 MiB */
+  size_t worker_rlimit_as;    /* bytes of address space per worker
+                                 (RLIMIT_AS), counting the shared area;
+                                 0: the caller's limit */
+  unsigned worker_rlimit_cpu; /* CPU seconds per worker process, over all
+                                 its tasks (RLIMIT_CPU); 0: the caller's */
+  unsigned pin_workers;       /* 1: worker i runs only on the i-th CPU the
+                                 caller may use (mod their count); 0: no */
+  int worker_stdout;          /* where a worker's fd 1 goes: FP_STDOUT_* */
 } fp_pool_options;
 
 #define FP_SHM_OFF ((size_t)-1)
 
+/* Where the workers' standard output goes (fp_pool_options.worker_stdout).
+ * In every case stdout is line-buffered in the worker. */
+enum fp_stdout_mode {
+  FP_STDOUT_STDERR = 0,       /* the default: the caller's stderr */
+  FP_STDOUT_INHERIT = 1,      /* the caller's stdout */
+  FP_STDOUT_NULL = 2,         /* /dev/null */
+};
+
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0, 0 }
+    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is
@@ -216,9 +236,18 @@ FP_EXTERN void fp_pool_destroy(fp_pool *pool);
 FP_EXTERN int fp_pool_terminate(fp_pool *pool);
 FP_EXTERN int fp_pool_kill(fp_pool *pool);
 
+/*
+ * One per slot.  The fields after tasks are filled only for a caller whose
+ * fp_pool_stats has cpu_user_us (its size says so): one built before
+ * passes an array of the older layout, and gets that.
+ */
 typedef struct fp_worker_stats {
   pid_t pid;                  /* 0: no live worker in this slot */
   uint64_t tasks;             /* tasks this worker has answered */
+  uint64_t cpu_user_us;       /* this worker's user CPU, microseconds, as of
+                                 an answer less than 1 ms of its time ago;
+                                 0 without shared memory */
+  uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_worker_stats;
 
 /*
@@ -244,10 +273,14 @@ typedef struct fp_pool_stats {
                                  through shared memory, not a pipe */
   uint64_t shared_results;    /* results that came back that way */
   uint64_t shared_bytes;      /* now: shared memory held by arguments */
+  uint64_t cpu_user_us;       /* user CPU of every worker, microseconds:
+                                 exited ones in full, live ones as their
+                                 fp_worker_stats says */
+  uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one

@@ -26,6 +26,8 @@
 #define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
 #define FP__FRAME_HERE 64 /* frames this small live in their future */
 #define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
+#define FP__EXIT_RECYCLE 73 /* a worker left after its answer, its resident
+                               memory over max_worker_rss: a recycle */
 
 /* --- sys.c: small OS helpers ---------------------------------------------- */
 
@@ -122,6 +124,12 @@ fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot);
 void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since);
 int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since);
+/* CPU time in the same page: the worker stamps its own getrusage after
+ * each answer (and after init); the parent reads it for worker pid, 0, or
+ * -1 (no stamp of that pid: *user and *sys are 0). */
+void fp__stamp_cpu(fp__stamp *st, uint64_t user_us, uint64_t sys_us);
+int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
+                       uint64_t *user_us, uint64_t *sys_us);
 
 /* A worker's own ring. */
 typedef struct fp__ring {
@@ -303,6 +311,11 @@ typedef struct fp__worker_cfg {
   uint64_t max_tasks;    /* exit after answering so many; 0: never */
   const fp__shm *shm;    /* the pool's shared area (read-only in a worker
                             but for its ring); NULL: none */
+  size_t max_rss;        /* leave with FP__EXIT_RECYCLE above it; 0: never */
+  size_t rlimit_as;      /* bytes; 0: leave RLIMIT_AS as it is */
+  unsigned rlimit_cpu;   /* seconds; 0: leave RLIMIT_CPU as it is */
+  unsigned pin;          /* pin worker i to the i-th allowed CPU */
+  int out_mode;          /* fp_stdout_mode for the worker's fd 1 */
 } fp__worker_cfg;
 
 /*
@@ -364,7 +377,8 @@ enum fp__ctl_op {
   FP__CTL_KILL = 2,      /* parent -> fs: signal value to pid, if alive */
   FP__CTL_SPAWNED = 3,   /* fs -> parent: pid, with its two fds attached */
   FP__CTL_SPAWN_FAILED = 4, /* fs -> parent: value is -errno */
-  FP__CTL_EXITED = 5,    /* fs -> parent: value is the wait status */
+  FP__CTL_EXITED = 5,    /* fs -> parent: value is the wait status,
+                            user_us and sys_us its CPU time (wait4) */
   FP__CTL_READY = 6,     /* fs -> parent: pid is the fork server's */
 };
 
@@ -373,7 +387,14 @@ typedef struct fp__ctl {
   uint32_t slot;
   int32_t pid;
   int32_t value;
+  uint64_t user_us;      /* EXITED: the worker's user CPU, microseconds */
+  uint64_t sys_us;       /* EXITED: its system CPU */
 } fp__ctl;
+
+/* Worker, after fork: the pool's rlimits, CPU pin and stdout (cfg). */
+void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot);
+/* Parent: counts an exited worker's CPU time into the pool's stats. */
+void fp__cpu_exited(fp_pool *pool, const fp__ctl *m);
 
 /*
  * Forks the fork server (detached: the caller's process never has it as a

@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_PRCTL_H
@@ -179,6 +181,7 @@ static void worker_child(fs_state *fs, uint32_t slot, int in_fd, int out_fd)
   if (out < 0)
     out = out_fd;
   fp__close_from_except(3, in, out);
+  fp__worker_setup(fs->cfg, slot);
   sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
   fp__worker_main(fs->cfg, slot, in, out);
 }
@@ -232,13 +235,21 @@ static void reap(fs_state *fs, int block)
     if (s->pid == 0)
       continue;
     pid_t r;
-    while ((r = waitpid(s->pid, &st, block ? 0 : WNOHANG)) < 0 &&
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    /* wait4: the worker's CPU time, which no getrusage of the caller's
+     * ever sees (a worker is not the caller's child). */
+    while ((r = wait4(s->pid, &st, block ? 0 : WNOHANG, &ru)) < 0 &&
            errno == EINTR)
       ;
     if (r == 0)
       continue;
     fp__ctl m = {.op = FP__CTL_EXITED, .slot = i, .pid = s->pid,
-                 .value = r > 0 ? st : 0};
+                 .value = r > 0 ? st : 0,
+                 .user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
+                            (uint64_t)ru.ru_utime.tv_usec,
+                 .sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
+                           (uint64_t)ru.ru_stime.tv_usec};
     s->pid = 0;
     if (s->pidfd >= 0)
       close(s->pidfd);

@@ -20,6 +20,7 @@
 
 #define FP__MAX_WORKERS 1024
 #define FP__STOP_GRACE_MS 1000 /* for workers to exit at a shutdown */
+#define FP__AS_MARGIN ((size_t)16 << 20) /* worker_rlimit_as above the start */
 
 /* --- Options and creation --------------------------------------------------------- */
 
@@ -45,12 +46,51 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   if (o->shm_args != FP_SHM_OFF &&
       (o->shm_args < ((size_t)1 << 20) || o->shm_args > ((size_t)1 << 40)))
     return FP_EINVAL;
+  if ((o->max_worker_rss != 0 && o->max_worker_rss < ((size_t)1 << 20)) ||
+      o->pin_workers > 1 || o->worker_stdout < FP_STDOUT_STDERR ||
+      o->worker_stdout > FP_STDOUT_NULL)
+    return FP_EINVAL;
+#ifndef HAVE_SCHED_SETAFFINITY
+  if (o->pin_workers)
+    return FP_ENOSYS;
+#endif
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
       (o->restart_limit > 0 && o->restart_window_ms == 0))
     return FP_EINVAL;
   return 0;
+}
+
+/* The address space a worker starts with: the caller's (the fork server is
+ * forked from it, after the shared area is mapped); 0 if unknown. */
+static size_t address_space_now(void)
+{
+  FILE *f = fopen("/proc/self/statm", "re");
+  unsigned long pages = 0;
+  if (f != NULL && fscanf(f, "%lu", &pages) != 1)
+    pages = 0;
+  if (f != NULL)
+    fclose(f);
+  return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A worker_rlimit_as below what a worker has mapped at its start would make
+ * its every allocation fail: refused, and create says why. */
+static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
+{
+  size_t lim = p->opts.worker_rlimit_as;
+  size_t need = address_space_now();
+  if (need < p->shm.len)
+    need = p->shm.len;
+  need += FP__AS_MARGIN;
+  if (lim == 0 || lim >= need)
+    return 0;
+  snprintf(why, len, "worker_rlimit_as (%zu bytes) is below what a worker "
+           "has mapped at its start plus %zu MiB (%zu bytes: the caller's "
+           "address space and the pool's shared memory)", lim,
+           FP__AS_MARGIN >> 20, need);
+  return FP_EINVAL;
 }
 
 static int all_started(fp_pool *p, void *arg)
@@ -156,6 +196,16 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
       (rc = fp__shm_init(&p->shm, o.shm_args, p->nslots)) != 0)
     goto fail;
   p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
+  p->wcfg.max_rss = o.max_worker_rss;
+  p->wcfg.rlimit_as = o.worker_rlimit_as;
+  p->wcfg.rlimit_cpu = o.worker_rlimit_cpu;
+  p->wcfg.pin = o.pin_workers;
+  p->wcfg.out_mode = o.worker_stdout;
+  if ((rc = check_rlimit_as(p, p->err_msg, sizeof p->err_msg)) != 0) {
+    create_failed(rc, p->err_msg);
+    pool_free(p);
+    return rc;
+  }
   if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
                                  &p->fs_child)) != 0)
     goto fail;
@@ -489,6 +539,29 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
 #endif
 }
 
+void fp__cpu_exited(fp_pool *p, const fp__ctl *m)
+{
+  p->st.cpu_user_us += m->user_us;
+  p->st.cpu_sys_us += m->sys_us;
+}
+
+/* fp_worker_stats as a caller built before its CPU fields has it. */
+typedef struct worker_stats_short {
+  pid_t pid;
+  uint64_t tasks;
+} worker_stats_short;
+
+/* Slot i's entry in the caller's array, of the layout its header has. */
+static void worker_entry(void *workers, int wide, unsigned i,
+                         const fp_worker_stats *w)
+{
+  if (wide)
+    ((fp_worker_stats *)workers)[i] = *w;
+  else
+    ((worker_stats_short *)workers)[i] =
+        (worker_stats_short){w->pid, w->tasks};
+}
+
 FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
                                 fp_worker_stats *workers, size_t n)
 {
@@ -505,14 +578,26 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
   s.workers = p->nslots;
   s.workers_live = 0;
   s.shared_bytes = p->shm.in_use;
+  /* A caller whose stats have the CPU fields has them in fp_worker_stats
+   * too: the same header. */
+  int wide = st->size >= offsetof(fp_pool_stats, cpu_sys_us) +
+                             sizeof st->cpu_sys_us;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *sl = &p->slots[i];
     for (fp_future *f = sl->head; f; f = f->next)
       s.running += fp__future_is_done(f) ? 0 : f->nitems;
     int live = sl->state == SLOT_LIVE;
     s.workers_live += live;
+    fp_worker_stats w = {live ? sl->pid : 0, sl->answered, 0, 0};
+    /* Until its exit is counted (then pid is 0), a worker's CPU time is
+     * what it stamped after its last answer. */
+    if (sl->pid > 0 && sl->state != SLOT_OFF)
+      (void)fp__stamp_read_cpu(&p->shm, i, sl->pid, &w.cpu_user_us,
+                               &w.cpu_sys_us);
+    s.cpu_user_us += w.cpu_user_us;
+    s.cpu_sys_us += w.cpu_sys_us;
     if (i < n)
-      workers[i] = (fp_worker_stats){live ? sl->pid : 0, sl->answered};
+      worker_entry(workers, wide, i, &w);
   }
   fp__pool_unlock(p);
   memcpy(st, &s, s.size);
