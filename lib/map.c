@@ -42,7 +42,8 @@ typedef struct chunk {
                             in the caller's array */
   size_t args_len;
   char *own;             /* lazy input: the buffer args is in; owned */
-  struct chunk *next;
+  struct chunk *next, *prev; /* in flight: linked both ways, so that a
+                            chunk leaves or is split without a walk */
 } chunk;
 
 struct fp_map_iter {
@@ -61,6 +62,10 @@ struct fp_map_iter {
   chunk *head, *tail;    /* in flight, in input order */
   size_t inflight;       /* items in flight */
   size_t nchunks;        /* chunks in flight */
+  size_t unsent;         /* of those, not sent yet (f NULL): counted so
+                            that no call walks the list to find none */
+  uint64_t quiet_ndone;  /* unordered: the pool's ndone when a scan last
+                            found no chunk ready, + 1; 0: none since */
   size_t inflight_bytes; /* their arguments */
   chunk *cur;            /* the finished chunk being yielded */
   unsigned cur_pos;      /* its next item */
@@ -217,6 +222,7 @@ static int submit(fp_map_iter *m, chunk *c)
 /* Appends c to the chunks in flight. */
 static void link_chunk(fp_map_iter *m, chunk *c)
 {
+  c->prev = m->tail;
   if (m->tail)
     m->tail->next = c;
   else
@@ -224,6 +230,7 @@ static void link_chunk(fp_map_iter *m, chunk *c)
   m->tail = c;
   m->inflight += c->n;
   m->nchunks++;
+  m->unsent += c->f == NULL;
   m->inflight_bytes += c->args_len;
 }
 
@@ -277,25 +284,28 @@ static int send_chunk(fp_map_iter *m)
   return m->stop == 0 && (rc == 0 || n == 1);
 }
 
-/* Submits the chunks a shortage of memory left unsent, in order. */
+/* Submits the chunks a shortage of memory or a split left unsent, in
+ * order.  The walk stops at the last of them, and with none (nearly every
+ * call) does not start: the list holds two chunks per worker. */
 static int resubmit(fp_map_iter *m)
 {
-  for (chunk *c = m->head; c; c = c->next)
-    if (c->f == NULL && submit(m, c) == FP_ENOMEM)
+  for (chunk *c = m->head; c && m->unsent > 0; c = c->next) {
+    if (c->f != NULL)
+      continue;
+    if (submit(m, c) == FP_ENOMEM)
       return FP_ENOMEM;
+    m->unsent--;
+  }
   return 0;
 }
 
-/* 1 if waiting can make a chunk ready: one it waits on was sent. */
+/* 1 if waiting can make a chunk ready: one it waits on was sent (ordered:
+ * the oldest; unordered: any). */
 static int waitable(const fp_map_iter *m)
 {
-  for (const chunk *c = m->head; c; c = c->next) {
-    if (c->f != NULL)
-      return 1;
-    if (m->ordered)
-      return 0;
-  }
-  return 0;
+  if (m->ordered)
+    return m->head != NULL && m->head->f != NULL;
+  return m->nchunks > m->unsent;
 }
 
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
@@ -316,22 +326,18 @@ static void chunk_free(chunk *c)
   free(c);
 }
 
-/* The link that points at c. */
-static chunk **link_to(fp_map_iter *m, chunk *c)
-{
-  chunk **pp = &m->head;
-  while (*pp != c)
-    pp = &(*pp)->next;
-  return pp;
-}
-
+/* Takes c out of the chunks in flight. */
 static void unlink_chunk(fp_map_iter *m, chunk *c)
 {
-  *link_to(m, c) = c->next;
-  if (m->tail == c)
-    for (m->tail = m->head; m->tail && m->tail->next; m->tail = m->tail->next)
-      ;
-  c->next = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    m->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    m->tail = c->prev;
+  c->next = c->prev = NULL;
   m->inflight -= c->n;
   m->nchunks--;
   m->inflight_bytes -= c->args_len;
@@ -403,6 +409,7 @@ static int split(fp_map_iter *m, chunk *c)
     }
     if (i + 1 == late)
       one->f = late_f;
+    one->prev = last;
     if (last != NULL)
       last->next = one;
     else
@@ -410,11 +417,18 @@ static int split(fp_map_iter *m, chunk *c)
     last = one;
   }
   /* The singles take c's place in the list. */
+  first->prev = c->prev;
   last->next = c->next;
-  *link_to(m, c) = first;
-  if (m->tail == c)
+  if (c->prev)
+    c->prev->next = first;
+  else
+    m->head = first;
+  if (c->next)
+    c->next->prev = last;
+  else
     m->tail = last;
   m->nchunks += c->n - 1;
+  m->unsent += c->n - (late != 0);
   /* The items count once in the pool's stats, as the singles: the chunk
    * that failed for them is forgotten, but for the late item, which is not
    * sent again. */
@@ -474,10 +488,21 @@ static chunk *ready_chunk(fp_map_iter *m)
   return NULL;
 }
 
+/*
+ * The test fp_map_next waits on; lock held.  The chunks do not change while
+ * it waits and only the pool makes their futures final, counting each in
+ * ndone: a scan that found none ready (unordered, it may look at every
+ * chunk) is not repeated until the pool has made another final.
+ */
 static int any_ready(fp_pool *p, void *arg)
 {
-  (void)p;
-  return ready_chunk(arg) != NULL;
+  fp_map_iter *m = arg;
+  if (m->quiet_ndone == p->ndone + 1)
+    return 0;
+  if (ready_chunk(m) != NULL)
+    return 1;
+  m->quiet_ndone = p->ndone + 1;
+  return 0;
 }
 
 /*
@@ -614,6 +639,7 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       if (!timed)
         (void)fp__deadline(timeout_ms, &deadline); /* checked above */
       timed = 1;
+      m->quiet_ndone = 0; /* the chunks changed since the last wait */
       fp__pool_lock(m->pool);
       rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
       fp__pool_unlock(m->pool);
