@@ -23,10 +23,12 @@
  */
 #include "forkpool-private.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FP__CHUNK_TARGET_NS (2 * 1000 * 1000)
 #define FP__CHUNK_MAX 65536
@@ -74,6 +76,8 @@ struct fp_map_iter {
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
   double sum_ns;         /* automatic mode: time measured, and */
   double sum_items;      /*   over how many items (see learn) */
+  double cpu_share;      /* automatic mode: of a CPU, what a busy worker
+                            gets, at most 1 (see learn) */
   size_t prev_n;         /* automatic mode: the last chunk cut; 0: none */
   int stop;              /* the pool refused work (FP_EBROKEN,
                             FP_ESHUTDOWN): no item is taken any more, and
@@ -452,6 +456,25 @@ static int splittable(const chunk *c)
 }
 
 /*
+ * What share of a CPU each worker gets when all are busy: 1, or with more
+ * workers than the CPUs this process may run on, CPUs / workers.
+ */
+static double cpu_share(const fp_pool *p)
+{
+  long cpus = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    cpus = CPU_COUNT(&set);
+#endif
+  if (cpus <= 0)
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus <= 0 || (unsigned long)cpus >= p->nslots)
+    return 1;
+  return (double)cpus / p->nslots;
+}
+
+/*
  * Learns the time per item from a finished chunk (automatic mode).  The
  * dispatcher times a chunk from the answer before it on the same worker:
  * when it reads several answers at once, the first seems to have taken
@@ -470,7 +493,12 @@ static void learn(fp_map_iter *m, const chunk *c)
   }
   m->sum_ns += c->f->run_ns > 0 ? (double)c->f->run_ns : 0;
   m->sum_items += c->n;
-  double per = m->sum_ns / m->sum_items;
+  /* The dispatcher's clock also runs while a worker waits for a CPU: with
+   * more workers than CPUs, an item seems to take workers / CPUs times its
+   * time, the chunks shrink to one item and the parent's work per item
+   * grows with the workers.  The time an item runs is what a chunk is
+   * sized by. */
+  double per = m->sum_ns / m->sum_items * m->cpu_share;
   double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
   m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
                                                      : (size_t)want;
@@ -706,6 +734,7 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_off = off;
   m->total = n_items;
   m->chunksize = o.chunksize ? o.chunksize : 1;
+  m->cpu_share = cpu_share(pool);
   rc = top_up(m);
   if ((rc < 0 && m->head == NULL) || m->stop != 0) {
     /* Refused now, after all: another thread shut the pool down. */
