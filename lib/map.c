@@ -64,11 +64,11 @@ struct fp_map_iter {
   chunk *head, *tail;    /* in flight, in input order */
   size_t inflight;       /* items in flight */
   size_t nchunks;        /* chunks in flight */
-  size_t unsent;         /* of those, not sent yet (f NULL): counted so
-                            that no call walks the list to find none */
-  uint64_t quiet_ndone;  /* unordered: the pool's ndone when a scan last
-                            found no chunk ready, + 1; 0: none since */
   size_t inflight_bytes; /* their arguments */
+  size_t unsent;         /* of those chunks, not sent yet (f NULL):
+                            counted so that no call walks the list */
+  uint64_t quiet_ndone;  /* the pool's ndone when a wait's scan last found
+                            no chunk ready, + 1; 0: none in this wait */
   chunk *cur;            /* the finished chunk being yielded */
   unsigned cur_pos;      /* its next item */
   size_t ans_off;        /* its answer: the next entry in result_buf */
@@ -396,6 +396,7 @@ static int split(fp_map_iter *m, chunk *c)
   size_t off = 0;
   unsigned late = c->f->err == FP_EDEADLINE ? c->f->late_item : 0;
   fp_future *late_f = NULL;
+  size_t unsent = 0;
   if (late != 0 && (late_f = failed_future(m, FP_EDEADLINE,
                                            fp_future_error(c->f))) == NULL)
     return FP_ENOMEM;
@@ -413,6 +414,7 @@ static int split(fp_map_iter *m, chunk *c)
     }
     if (i + 1 == late)
       one->f = late_f;
+    unsent += one->f == NULL;
     one->prev = last;
     if (last != NULL)
       last->next = one;
@@ -432,7 +434,7 @@ static int split(fp_map_iter *m, chunk *c)
   else
     m->tail = last;
   m->nchunks += c->n - 1;
-  m->unsent += c->n - (late != 0);
+  m->unsent += unsent;
   /* The items count once in the pool's stats, as the singles: the chunk
    * that failed for them is forgotten, but for the late item, which is not
    * sent again. */
