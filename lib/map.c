@@ -23,10 +23,12 @@
  */
 #include "forkpool-private.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FP__CHUNK_TARGET_NS (2 * 1000 * 1000)
 #define FP__CHUNK_MAX 65536
@@ -42,7 +44,8 @@ typedef struct chunk {
                             in the caller's array */
   size_t args_len;
   char *own;             /* lazy input: the buffer args is in; owned */
-  struct chunk *next;
+  struct chunk *next, *prev; /* in flight: linked both ways, so that a
+                            chunk leaves or is split without a walk */
 } chunk;
 
 struct fp_map_iter {
@@ -62,6 +65,10 @@ struct fp_map_iter {
   size_t inflight;       /* items in flight */
   size_t nchunks;        /* chunks in flight */
   size_t inflight_bytes; /* their arguments */
+  size_t unsent;         /* of those chunks, not sent yet (f NULL):
+                            counted so that no call walks the list */
+  uint64_t quiet_ndone;  /* the pool's ndone when a wait's scan last found
+                            no chunk ready, + 1; 0: none in this wait */
   chunk *cur;            /* the finished chunk being yielded */
   unsigned cur_pos;      /* its next item */
   size_t ans_off;        /* its answer: the next entry in result_buf */
@@ -69,6 +76,8 @@ struct fp_map_iter {
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
   double sum_ns;         /* automatic mode: time measured, and */
   double sum_items;      /*   over how many items (see learn) */
+  double cpu_share;      /* automatic mode: of a CPU, what a busy worker
+                            gets, at most 1 (see learn) */
   size_t prev_n;         /* automatic mode: the last chunk cut; 0: none */
   int stop;              /* the pool refused work (FP_EBROKEN,
                             FP_ESHUTDOWN): no item is taken any more, and
@@ -217,6 +226,7 @@ static int submit(fp_map_iter *m, chunk *c)
 /* Appends c to the chunks in flight. */
 static void link_chunk(fp_map_iter *m, chunk *c)
 {
+  c->prev = m->tail;
   if (m->tail)
     m->tail->next = c;
   else
@@ -224,6 +234,7 @@ static void link_chunk(fp_map_iter *m, chunk *c)
   m->tail = c;
   m->inflight += c->n;
   m->nchunks++;
+  m->unsent += c->f == NULL;
   m->inflight_bytes += c->args_len;
 }
 
@@ -277,25 +288,28 @@ static int send_chunk(fp_map_iter *m)
   return m->stop == 0 && (rc == 0 || n == 1);
 }
 
-/* Submits the chunks a shortage of memory left unsent, in order. */
+/* Submits the chunks a shortage of memory or a split left unsent, in
+ * order.  The walk stops at the last of them, and with none (nearly every
+ * call) does not start: the list holds two chunks per worker. */
 static int resubmit(fp_map_iter *m)
 {
-  for (chunk *c = m->head; c; c = c->next)
-    if (c->f == NULL && submit(m, c) == FP_ENOMEM)
+  for (chunk *c = m->head; c && m->unsent > 0; c = c->next) {
+    if (c->f != NULL)
+      continue;
+    if (submit(m, c) == FP_ENOMEM)
       return FP_ENOMEM;
+    m->unsent--;
+  }
   return 0;
 }
 
-/* 1 if waiting can make a chunk ready: one it waits on was sent. */
+/* 1 if waiting can make a chunk ready: one it waits on was sent (ordered:
+ * the oldest; unordered: any). */
 static int waitable(const fp_map_iter *m)
 {
-  for (const chunk *c = m->head; c; c = c->next) {
-    if (c->f != NULL)
-      return 1;
-    if (m->ordered)
-      return 0;
-  }
-  return 0;
+  if (m->ordered)
+    return m->head != NULL && m->head->f != NULL;
+  return m->nchunks > m->unsent;
 }
 
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
@@ -316,22 +330,18 @@ static void chunk_free(chunk *c)
   free(c);
 }
 
-/* The link that points at c. */
-static chunk **link_to(fp_map_iter *m, chunk *c)
-{
-  chunk **pp = &m->head;
-  while (*pp != c)
-    pp = &(*pp)->next;
-  return pp;
-}
-
+/* Takes c out of the chunks in flight. */
 static void unlink_chunk(fp_map_iter *m, chunk *c)
 {
-  *link_to(m, c) = c->next;
-  if (m->tail == c)
-    for (m->tail = m->head; m->tail && m->tail->next; m->tail = m->tail->next)
-      ;
-  c->next = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    m->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    m->tail = c->prev;
+  c->next = c->prev = NULL;
   m->inflight -= c->n;
   m->nchunks--;
   m->inflight_bytes -= c->args_len;
@@ -386,6 +396,7 @@ static int split(fp_map_iter *m, chunk *c)
   size_t off = 0;
   unsigned late = c->f->err == FP_EDEADLINE ? c->f->late_item : 0;
   fp_future *late_f = NULL;
+  size_t unsent = 0;
   if (late != 0 && (late_f = failed_future(m, FP_EDEADLINE,
                                            fp_future_error(c->f))) == NULL)
     return FP_ENOMEM;
@@ -403,6 +414,8 @@ static int split(fp_map_iter *m, chunk *c)
     }
     if (i + 1 == late)
       one->f = late_f;
+    unsent += one->f == NULL;
+    one->prev = last;
     if (last != NULL)
       last->next = one;
     else
@@ -410,11 +423,18 @@ static int split(fp_map_iter *m, chunk *c)
     last = one;
   }
   /* The singles take c's place in the list. */
+  first->prev = c->prev;
   last->next = c->next;
-  *link_to(m, c) = first;
-  if (m->tail == c)
+  if (c->prev)
+    c->prev->next = first;
+  else
+    m->head = first;
+  if (c->next)
+    c->next->prev = last;
+  else
     m->tail = last;
   m->nchunks += c->n - 1;
+  m->unsent += unsent;
   /* The items count once in the pool's stats, as the singles: the chunk
    * that failed for them is forgotten, but for the late item, which is not
    * sent again. */
@@ -438,6 +458,25 @@ static int splittable(const chunk *c)
 }
 
 /*
+ * What share of a CPU each worker gets when all are busy: 1, or with more
+ * workers than the CPUs this process may run on, CPUs / workers.
+ */
+static double cpu_share(const fp_pool *p)
+{
+  long cpus = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    cpus = CPU_COUNT(&set);
+#endif
+  if (cpus <= 0)
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus <= 0 || (unsigned long)cpus >= p->nslots)
+    return 1;
+  return (double)cpus / p->nslots;
+}
+
+/*
  * Learns the time per item from a finished chunk (automatic mode).  The
  * dispatcher times a chunk from the answer before it on the same worker:
  * when it reads several answers at once, the first seems to have taken
@@ -456,7 +495,12 @@ static void learn(fp_map_iter *m, const chunk *c)
   }
   m->sum_ns += c->f->run_ns > 0 ? (double)c->f->run_ns : 0;
   m->sum_items += c->n;
-  double per = m->sum_ns / m->sum_items;
+  /* The dispatcher's clock also runs while a worker waits for a CPU: with
+   * more workers than CPUs, an item seems to take workers / CPUs times its
+   * time, the chunks shrink to one item and the parent's work per item
+   * grows with the workers.  The time an item runs is what a chunk is
+   * sized by. */
+  double per = m->sum_ns / m->sum_items * m->cpu_share;
   double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
   m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
                                                      : (size_t)want;
@@ -474,10 +518,21 @@ static chunk *ready_chunk(fp_map_iter *m)
   return NULL;
 }
 
+/*
+ * The test fp_map_next waits on; lock held.  The chunks do not change while
+ * it waits and only the pool makes their futures final, counting each in
+ * ndone: a scan that found none ready (unordered, it may look at every
+ * chunk) is not repeated until the pool has made another final.
+ */
 static int any_ready(fp_pool *p, void *arg)
 {
-  (void)p;
-  return ready_chunk(arg) != NULL;
+  fp_map_iter *m = arg;
+  if (m->quiet_ndone == p->ndone + 1)
+    return 0;
+  if (ready_chunk(m) != NULL)
+    return 1;
+  m->quiet_ndone = p->ndone + 1;
+  return 0;
 }
 
 /*
@@ -614,6 +669,7 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       if (!timed)
         (void)fp__deadline(timeout_ms, &deadline); /* checked above */
       timed = 1;
+      m->quiet_ndone = 0; /* the chunks changed since the last wait */
       fp__pool_lock(m->pool);
       rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
       fp__pool_unlock(m->pool);
@@ -680,6 +736,7 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_off = off;
   m->total = n_items;
   m->chunksize = o.chunksize ? o.chunksize : 1;
+  m->cpu_share = cpu_share(pool);
   rc = top_up(m);
   if ((rc < 0 && m->head == NULL) || m->stop != 0) {
     /* Refused now, after all: another thread shut the pool down. */
