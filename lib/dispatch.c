@@ -476,6 +476,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);
   } else if (f != NULL) {
+    fp__future_died(f, pid, status);
     slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
              s->fail_err ? s->fail_msg : why);
   }
@@ -585,8 +586,7 @@ static void fail_from_body(fp_pool *p, fp_future *f, int code,
   if (fp__read_str(body, len, &off, &kind, &kind_len) == 0 &&
       fp__read_str(body, len, &off, &msg, &msg_len) == 0 &&
       kind_len <= INT_MAX && msg_len <= INT_MAX)
-    fp__future_fail(f, code, "%.*s: %.*s", (int)kind_len, kind, (int)msg_len,
-                    msg);
+    fp__future_fail_parts(f, code, kind, kind_len, msg, msg_len);
   else
     fp__future_fail(f, FP_EPROTO, "protocol error: malformed failure");
   if (p != NULL)
