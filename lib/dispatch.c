@@ -239,8 +239,7 @@ static void fail_from_body(fp_pool *p, fp_future *f, int code,
   if (fp__read_str(body, len, &off, &kind, &kind_len) == 0 &&
       fp__read_str(body, len, &off, &msg, &msg_len) == 0 &&
       kind_len <= INT_MAX && msg_len <= INT_MAX)
-    fp__future_fail(f, code, "%.*s: %.*s", (int)kind_len, kind, (int)msg_len,
-                    msg);
+    fp__future_fail_parts(f, code, kind, kind_len, msg, msg_len);
   else
     fp__future_fail(f, FP_EPROTO, "protocol error: malformed failure");
   if (p != NULL)

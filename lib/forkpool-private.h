@@ -442,7 +442,12 @@ struct fp_future {
   size_t frame_len;
   size_t shm_off, shm_len;   /* its arguments in the pool's shared area,
                                 held as long as its frame; len 0: none */
-  char *error;               /* failure text, owned */
+  char *error;               /* failure text, owned; for a worker's
+                                failure "kind: message", then a NUL and
+                                kind again (fp_future_error_info) */
+  size_t kind_len;           /* that kind's length + 1; 0: not a worker's */
+  pid_t died_pid;            /* the worker that died under it; 0: none */
+  int died_status;           /* its wait status */
   char *result_buf;          /* RESULT body the result points into, owned */
   msgpack_zone *zone;        /* result's containers, owned */
   msgpack_object result;      /* NIL for a map chunk: see result_off */
@@ -467,6 +472,12 @@ void fp__future_finish_lent(fp_future *f, const char *body, size_t off,
                             size_t len);
 void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
+/* The same for a failure a worker sent, kept in parts too. */
+void fp__future_fail_parts(fp_future *f, int err, const char *kind,
+                           size_t kind_len, const char *msg, size_t msg_len);
+/* Before f fails for the exit of its worker pid (wait status): notes them,
+ * unless f is final already. */
+void fp__future_died(fp_future *f, pid_t pid, int status);
 /* 1 once f is final (then it never changes); no lock needed. */
 int fp__future_is_done(const fp_future *f);
 /* Runs and frees a list of f's callbacks; no lock held. */
@@ -601,6 +612,8 @@ struct fp_pool {
   int epfd;               /* for fp_pool_fd; -1 until asked for */
   fp__spare spare;        /* a large frame buffer kept for reuse */
   fp__shm shm;            /* where large arguments go */
+  atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
+  int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -625,6 +638,10 @@ typedef int (*fp__pool_pred)(fp_pool *pool, void *arg);
 int fp__pool_run_until(fp_pool *pool, fp__pool_pred pred, void *arg,
                        int64_t deadline);
 int fp__pool_wait_future(fp_pool *pool, fp_future *f, int64_t deadline);
+/* interrupt.c: fp__pool_run_until for the caller's waits, which also end
+ * with FP_EINTR once the pool is interrupted and pred is not met. */
+int fp__pool_wait(fp_pool *pool, fp__pool_pred pred, void *arg,
+                  int64_t deadline);
 void fp__pool_lock(fp_pool *pool);
 /* Runs the callbacks of futures made final (unless this thread is running
  * them already, in a callback: its round runs them next), then unlocks. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 fp_future *fp__future_new(fp_pool *pool)
 {
@@ -177,10 +178,34 @@ void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
   va_list ap;
   va_start(ap, fmt);
   free(f->error);
+  f->kind_len = 0;
   if (vasprintf(&f->error, fmt, ap) < 0)
     f->error = NULL; /* fp_future_error falls back to fp_strerror */
   va_end(ap);
   make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
+}
+
+void fp__future_fail_parts(fp_future *f, int err, const char *kind,
+                           size_t kind_len, const char *msg, size_t msg_len)
+{
+  /* Lengths the text really has: a str may hold a NUL. */
+  int klen = (int)strnlen(kind, kind_len), mlen = (int)strnlen(msg, msg_len);
+  free(f->error);
+  f->kind_len = 0;
+  if (asprintf(&f->error, "%.*s: %.*s%c%.*s", klen, kind, mlen, msg, '\0',
+               klen, kind) < 0)
+    f->error = NULL; /* fp_future_error falls back to fp_strerror */
+  else
+    f->kind_len = (size_t)klen + 1;
+  make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
+}
+
+void fp__future_died(fp_future *f, pid_t pid, int status)
+{
+  if (fp__future_is_done(f))
+    return; /* final: immutable, and not failed by this exit */
+  f->died_pid = pid;
+  f->died_status = status;
 }
 
 int fp__future_is_done(const fp_future *f)
@@ -254,6 +279,12 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
   return s;
 }
 
+static int future_done(fp_pool *p, void *f)
+{
+  (void)p;
+  return is_done(f);
+}
+
 FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
 {
   int64_t deadline;
@@ -264,7 +295,7 @@ FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
   (void)fp__deadline(timeout_ms, &deadline); /* timeout_ms is valid */
   fp_pool *p = f->pool;
   fp__pool_lock(p);
-  int rc = fp__pool_wait_future(p, f, deadline);
+  int rc = fp__pool_wait(p, future_done, f, deadline);
   fp__pool_unlock(p);
   return rc;
 }
@@ -290,6 +321,32 @@ FP_EXTERN const char *fp_future_error(fp_future *f)
   if (f == NULL || !is_done(f) || f->state == FP_FINISHED)
     return NULL;
   return f->error ? f->error : fp_strerror(f->err);
+}
+
+FP_EXTERN int fp_future_error_info(fp_future *f, fp_error_info *info)
+{
+  if (f == NULL || info == NULL || info->size < offsetof(fp_error_info, pid) ||
+      info->size > sizeof *info)
+    return FP_EINVAL;
+  fp_error_info e = FP_ERROR_INFO_INIT;
+  int failed = is_done(f) && f->state != FP_FINISHED;
+  if (failed) {
+    e.err = f->err;
+    e.kind = fp_err_name(f->err);
+    e.message = fp_future_error(f);
+    if (f->error != NULL && f->kind_len != 0) {
+      e.kind = f->error + strlen(f->error) + 1;
+      e.message = f->error + f->kind_len + 1; /* after "kind: " */
+    }
+    e.pid = f->died_pid;
+    if (e.pid != 0 && WIFEXITED(f->died_status))
+      e.exit_status = WEXITSTATUS(f->died_status);
+    if (e.pid != 0 && WIFSIGNALED(f->died_status))
+      e.signal = WTERMSIG(f->died_status);
+  }
+  e.size = info->size;
+  memcpy(info, &e, info->size);
+  return failed;
 }
 
 FP_EXTERN int fp_future_cancel(fp_future *f, unsigned flags)

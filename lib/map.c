@@ -86,6 +86,11 @@ struct fp_map_iter {
   msgpack_zone zone;     /* its containers; cleared before each result */
   msgpack_object result; /* the result being yielded */
   char errbuf[600];      /* an item's "kind: message" */
+  int64_t end;           /* the map's timeout_ms ends then (ms); -1: none */
+  int expired;           /* it did: FP_ETIMEDOUT for good */
+  size_t arg_off;        /* item_args: the next item's in cur's args */
+  msgpack_zone arg_zone; /* item_args: the item's containers */
+  msgpack_object arg;    /* item_args: the item being yielded */
 };
 
 /* --- Input ------------------------------------------------------------------------ */
@@ -615,14 +620,44 @@ static int next_entry(fp_map_iter *m, fp_map_item *item)
   return 0;
 }
 
+/*
+ * item_args: reads the current item's argument object, at m->arg_off in
+ * the chunk's arguments, which stay until the next fp_map_next; *next is
+ * the offset after it.  0, or FP_ENOMEM.
+ */
+static int item_args(fp_map_iter *m, fp_map_item *item, size_t *next)
+{
+  const chunk *c = m->cur;
+  size_t off = m->arg_off, end = off;
+  if (fp__skip_object(c->args, c->args_len, &end) != 0)
+    return FP_EPROTO; /* cannot be: the items were checked when taken */
+  *next = end;
+  if (fp__read_plain(c->args, end, &off, &m->arg) != 0) {
+    msgpack_zone_clear(&m->arg_zone); /* the previous item's */
+    off = m->arg_off;
+    int rc = msgpack_unpack(c->args, end, &off, &m->arg_zone, &m->arg);
+    if (rc != MSGPACK_UNPACK_SUCCESS)
+      return rc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM : FP_EPROTO;
+  }
+  item->args = &m->arg;
+  return 0;
+}
+
 /* Fills *item with the current chunk's next item: 0, or FP_ENOMEM with
- * nothing taken. */
+ * nothing taken.  The args field is written only with item_args: a program
+ * built with 0.1's header has a struct that ends before it. */
 static int yield(fp_map_iter *m, fp_map_item *item)
 {
   chunk *c = m->cur;
   fp_future *f = c->f;
-  memset(item, 0, sizeof *item);
+  size_t next_arg = 0;
+  memset(item, 0, m->o.item_args ? sizeof *item
+                                  : offsetof(fp_map_item, args));
   item->index = c->first + m->cur_pos;
+  if (m->cur_pos == 0)
+    m->arg_off = 0;
+  if (m->o.item_args && item_args(m, item, &next_arg) == FP_ENOMEM)
+    return FP_ENOMEM;
   if (f->state != FP_FINISHED) {
     item->err = f->err;
     item->error = fp_future_error(f);
@@ -632,7 +667,19 @@ static int yield(fp_map_iter *m, fp_map_item *item)
     return FP_ENOMEM;
   }
   m->cur_pos++;
+  m->arg_off = next_arg;
   return 0;
+}
+
+/* The map's timeout passed: cancels what is in flight, for good. */
+static int expire(fp_map_iter *m)
+{
+  m->expired = 1;
+  m->input_done = 1;
+  for (chunk *c = m->head; c; c = c->next)
+    if (c->f != NULL)
+      (void)fp_future_cancel(c->f, m->o.timeout_cancel);
+  return FP_ETIMEDOUT;
 }
 
 FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
@@ -641,6 +688,8 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
   int timed = 0; /* deadline computed */
   if (m == NULL || item == NULL || timeout_ms < -1)
     return FP_EINVAL;
+  if (m->expired)
+    return FP_ETIMEDOUT;
   for (;;) {
     if (m->cur != NULL && m->cur_pos < m->cur->n)
       return yield(m, item) == 0 ? 1 : FP_ENOMEM; /* call again */
@@ -648,7 +697,9 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       chunk_free(m->cur);
       m->cur = NULL;
     }
-    int rc = top_up(m);
+    /* Past the map's timeout no item is taken, and none is waited for. */
+    int late = m->end >= 0 && fp__now_ms() >= m->end;
+    int rc = late ? 0 : top_up(m);
     if (m->input_err != 0) {
       rc = m->input_err;
       m->input_err = 0;
@@ -658,9 +709,11 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
     if (rc < 0 && m->head == NULL)
       return rc;
     if (m->head == NULL)
-      return m->stop; /* 0 at the input's end */
+      return late && !m->input_done ? expire(m) : m->stop; /* 0: the end */
     int rs = resubmit(m);
     chunk *c = ready_chunk(m);
+    if (c == NULL && late)
+      return expire(m);
     if (c == NULL && !waitable(m))
       return rs < 0 ? rs : FP_ENOMEM; /* call again: nothing was lost */
     if (c == NULL) {
@@ -670,12 +723,14 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
         (void)fp__deadline(timeout_ms, &deadline); /* checked above */
       timed = 1;
       m->quiet_ndone = 0; /* the chunks changed since the last wait */
+      int64_t until = m->end >= 0 && (deadline < 0 || m->end < deadline)
+                          ? m->end : deadline;
       fp__pool_lock(m->pool);
-      rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
+      rc = fp__pool_wait(m->pool, any_ready, m, until);
       fp__pool_unlock(m->pool);
-      if (rc != 0)
+      if (rc != 0 && !(rc == FP_ETIMEDOUT && until == m->end))
         return rc;
-      continue;
+      continue; /* at the map's timeout, the loop's top expires it */
     }
     if (splittable(c)) {
       if ((rc = split(m, c)) != 0)
@@ -708,7 +763,9 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
       return FP_EINVAL;
     memcpy(&o, opts, opts->size);
   }
-  if (o.chunksize > FP__CHUNK_MAX || o.deadline_ms < 0)
+  if (o.chunksize > FP__CHUNK_MAX || o.deadline_ms < 0 || o.timeout_ms < 0 ||
+      (o.timeout_cancel & ~(unsigned)FP_CANCEL_RUNNING) ||
+      (o.item_args != 0 && o.item_args != 1))
     return FP_EINVAL;
   size_t n_items = 0, off = 0; /* its items are checked as they are taken */
   if (in->array != NULL && array_header(in->array, in->len, &n_items, &off))
@@ -726,6 +783,11 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
     free(m);
     return FP_ENOMEM;
   }
+  if (!msgpack_zone_init(&m->arg_zone, 256)) {
+    msgpack_zone_destroy(&m->zone);
+    free(m);
+    return FP_ENOMEM;
+  }
   msgpack_sbuffer_init(&m->sb);
   m->pool = pool;
   snprintf(m->name, sizeof m->name, "%s", name);
@@ -737,6 +799,7 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->total = n_items;
   m->chunksize = o.chunksize ? o.chunksize : 1;
   m->cpu_share = cpu_share(pool);
+  m->end = o.timeout_ms > 0 ? fp__now_ms() + o.timeout_ms : -1;
   rc = top_up(m);
   if ((rc < 0 && m->head == NULL) || m->stop != 0) {
     /* Refused now, after all: another thread shut the pool down. */
@@ -775,5 +838,6 @@ FP_EXTERN void fp_map_destroy(fp_map_iter *m)
   }
   msgpack_sbuffer_destroy(&m->sb);
   msgpack_zone_destroy(&m->zone);
+  msgpack_zone_destroy(&m->arg_zone);
   free(m);
 }

@@ -319,15 +319,17 @@ static void signal_workers(fp_pool *p, int sig)
 }
 
 /*
- * Lets every worker go (end of file on its pipe) and waits for them all,
- * then for the fork server.  An idle worker exits at end of file at once,
- * unless it is stopped (SIGCONT: it reads it), or a handler of its own
- * holds it (SIGTERM after fp_pool_terminate): after FP__STOP_GRACE_MS,
- * SIGKILL.  Lock held.
+ * Lets every worker go (end of file on its pipe), once.  An idle worker
+ * exits at end of file at once, unless it is stopped (SIGCONT: it reads
+ * it), or a handler of its own holds it (SIGTERM after fp_pool_terminate):
+ * stop_wait kills it FP__STOP_GRACE_MS after this.  Lock held.
  */
-static int stop_workers(fp_pool *p)
+static void stop_begin(fp_pool *p)
 {
+  if (p->stop_at != 0)
+    return;
   p->stopping = 1;
+  p->stop_at = fp__now_ms();
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
     p->tr->close(p, i, FP__SEND);
@@ -336,12 +338,32 @@ static int stop_workers(fp_pool *p)
       fp__slot_terminate(p, i, SIGKILL);
   }
   signal_workers(p, SIGCONT);
-  int rc = fp__pool_run_until(p, all_exited, NULL,
-                              fp__now_ms() + FP__STOP_GRACE_MS);
-  if (rc == FP_ETIMEDOUT) {
+}
+
+/* fp_pool_join's waits end early for fp_pool_interrupt; shutdown's not. */
+static int run_until(fp_pool *p, fp__pool_pred pred, int intr,
+                     int64_t deadline)
+{
+  return intr ? fp__pool_wait(p, pred, NULL, deadline)
+              : fp__pool_run_until(p, pred, NULL, deadline);
+}
+
+/*
+ * Waits until deadline (-1: none) for every worker to exit, killing those
+ * left at the grace's end, then for the fork server.  0, FP_ETIMEDOUT or
+ * FP_EINTR with the pool as it was (call again), or the dispatcher's error.
+ */
+static int stop_wait(fp_pool *p, int64_t deadline, int intr)
+{
+  int64_t grace = p->stop_at + FP__STOP_GRACE_MS;
+  int early = deadline >= 0 && deadline < grace;
+  int rc = run_until(p, all_exited, intr, early ? deadline : grace);
+  if (rc == FP_ETIMEDOUT && !early) {
     signal_workers(p, SIGKILL);
-    rc = fp__pool_run_until(p, all_exited, NULL, -1);
+    rc = run_until(p, all_exited, intr, deadline);
   }
+  if (rc == FP_ETIMEDOUT || rc == FP_EINTR)
+    return rc;
   /* Another thread may still be in poll() on the control socket. */
   while (p->polling) {
     fp__wake_poller(p);
@@ -349,6 +371,17 @@ static int stop_workers(fp_pool *p)
   }
   fp__forkserver_stop(p);
   return rc;
+}
+
+/* Every task ends, then every process.  Lock held. */
+static int finish(fp_pool *p, int64_t deadline, int intr)
+{
+  int rc = run_until(p, nothing_left, intr, deadline);
+  if (rc == FP_ETIMEDOUT || rc == FP_EINTR)
+    return rc;
+  stop_begin(p);
+  int rc2 = stop_wait(p, deadline, intr);
+  return rc ? rc : rc2;
 }
 
 FP_EXTERN int fp_pool_shutdown(fp_pool *p, unsigned flags)
@@ -363,11 +396,20 @@ FP_EXTERN int fp_pool_shutdown(fp_pool *p, unsigned flags)
     if (flags & FP_SHUTDOWN_CANCEL_PENDING)
       cancel_queued(p);
   }
-  if (rc == 0 && (flags & FP_SHUTDOWN_WAIT)) {
-    rc = fp__pool_run_until(p, nothing_left, NULL, -1);
-    int rc2 = stop_workers(p);
-    rc = rc ? rc : rc2;
-  }
+  if (rc == 0 && (flags & FP_SHUTDOWN_WAIT))
+    rc = finish(p, -1, 0);
+  fp__pool_unlock(p);
+  return rc;
+}
+
+FP_EXTERN int fp_pool_join(fp_pool *p, int timeout_ms)
+{
+  int64_t deadline;
+  if (p == NULL || fp__deadline(timeout_ms, &deadline) != 0)
+    return FP_EINVAL;
+  fp__pool_lock(p);
+  int rc = fp__pool_owned(p) && p->closed ? finish(p, deadline, 1)
+                                          : FP_EINVAL;
   fp__pool_unlock(p);
   return rc;
 }
@@ -478,14 +520,17 @@ FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
   if (p == NULL || fp__deadline(timeout_ms, &deadline) != 0)
     return FP_EINVAL;
   fp__pool_lock(p);
-  int rc = 0;
+  int rc = 0, intr = atomic_load(&p->interrupted);
   if (!fp__pool_owned(p))
     rc = FP_EINVAL;
   else if (!p->polling)
-    rc = fp__poll_once(p, p->ndone != p->ndone_reported
+    rc = fp__poll_once(p, p->ndone != p->ndone_reported || intr
                               ? 0 : fp__remaining_ms(deadline));
-  else if (timeout_ms != 0)
+  else if (timeout_ms != 0 && !intr)
     fp__cond_wait_until(p, deadline); /* the poller broadcasts */
+  if (rc == 0 && p->ndone == p->ndone_reported &&
+      atomic_load(&p->interrupted))
+    rc = FP_EINTR; /* after the pass, which drained the wake pipe */
   if (rc == 0) {
     uint64_t n = p->ndone - p->ndone_reported;
     p->ndone_reported = p->ndone;
@@ -560,6 +605,30 @@ static void worker_entry(void *workers, int wide, unsigned i,
   else
     ((worker_stats_short *)workers)[i] =
         (worker_stats_short){w->pid, w->tasks};
+}
+
+FP_EXTERN int fp_pool_status_get(fp_pool *p, fp_pool_status *st)
+{
+  if (p == NULL || st == NULL ||
+      st->size < offsetof(fp_pool_status, interrupted) ||
+      st->size > sizeof *st || !fp__pool_owned(p))
+    return FP_EINVAL;
+  fp_pool_status s = FP_POOL_STATUS_INIT;
+  fp__pool_lock(p);
+  if (!p->polling)
+    (void)fp__poll_once(p, 0); /* deaths nobody waited for are read */
+  if (p->err != 0) {
+    s.state = FP_POOL_BROKEN;
+    s.err = p->err;
+    snprintf(s.reason, sizeof s.reason, "%s", p->err_msg);
+  } else if (p->closed) {
+    s.state = p->ctl_fd < 0 ? FP_POOL_SHUT_DOWN : FP_POOL_SHUTTING_DOWN;
+  }
+  s.interrupted = atomic_load(&p->interrupted);
+  fp__pool_unlock(p);
+  s.size = st->size;
+  memcpy(st, &s, s.size);
+  return 0;
 }
 
 FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,

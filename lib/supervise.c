@@ -324,6 +324,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);
   } else if (f != NULL) {
+    fp__future_died(f, pid, status);
     fp__slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
              s->fail_err ? s->fail_msg : why);
   }
