@@ -53,6 +53,8 @@ int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */
+/* This process's size and resident set, in pages, from /proc/self/statm. */
+int fp__statm(unsigned long *size, unsigned long *resident);
 
 /*
  * One large buffer kept for the next large frame: a megabyte freed and

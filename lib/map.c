@@ -432,11 +432,11 @@ static int split(fp_map_iter *m, chunk *c)
   last->next = c->next;
   if (c->prev)
     c->prev->next = first;
-  else
-    m->head = first;
   if (c->next)
     c->next->prev = last;
-  else
+  if (m->head == c)
+    m->head = first;
+  if (m->tail == c)
     m->tail = last;
   m->nchunks += c->n - 1;
   m->unsent += unsent;

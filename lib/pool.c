@@ -66,12 +66,9 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
  * forked from it, after the shared area is mapped); 0 if unknown. */
 static size_t address_space_now(void)
 {
-  FILE *f = fopen("/proc/self/statm", "re");
-  unsigned long pages = 0;
-  if (f != NULL && fscanf(f, "%lu", &pages) != 1)
-    pages = 0;
-  if (f != NULL)
-    fclose(f);
+  unsigned long pages, resident;
+  if (fp__statm(&pages, &resident) != 0)
+    return 0;
   return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 

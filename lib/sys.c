@@ -196,3 +196,22 @@ void fp__buf_give(fp__spare *slot, char *buf)
 #endif
   free(buf);
 }
+
+int fp__statm(unsigned long *size, unsigned long *resident)
+{
+  char buf[128];
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int err = n < 0 ? -errno : FP_EPROTO;
+  close(fd);
+  if (n <= 0)
+    return err;
+  buf[n] = '\0';
+  char *end;
+  errno = 0;
+  *size = strtoul(buf, &end, 10);
+  *resident = strtoul(end, &end, 10);
+  return errno != 0 || *end != ' ' ? FP_EPROTO : 0;
+}

@@ -527,12 +527,8 @@ static int rss_over(size_t max, const struct rusage *ru)
 {
   if ((uint64_t)ru->ru_maxrss * 1024 <= max)
     return 0;
-  FILE *f = fopen("/proc/self/statm", "re");
   unsigned long size, resident;
-  int n = f ? fscanf(f, "%lu %lu", &size, &resident) : 0;
-  if (f)
-    fclose(f);
-  if (n != 2)
+  if (fp__statm(&size, &resident) != 0)
     return 1; /* no /proc: the peak decides */
   return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) > max;
 }
