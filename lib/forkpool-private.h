@@ -172,35 +172,42 @@ typedef struct fp__reader {
   int drained;           /* the last read emptied the pipe */
 } fp__reader;
 
-enum { FP__IO_AGAIN = 0, FP__IO_FRAME = 1, FP__IO_EOF = 2 };
+/* What a read came to, through an out-parameter beside a return of 0:
+ * never 0, so never mistaken for a return code. */
+enum fp__io {
+  FP__IO_AGAIN = 1,      /* nothing more yet: poll again */
+  FP__IO_FRAME,          /* a whole frame (or control message) */
+  FP__IO_EOF,            /* end of file: the peer closed its end */
+};
 
 void fp__reader_init(fp__reader *r);
 void fp__reader_free(fp__reader *r);
 /*
- * Reads towards the next frame: FP__IO_FRAME with *body and *len,
- * FP__IO_AGAIN when the pipe is empty, FP__IO_EOF at end of file, or a
- * negative code: FP_EPROTO for a length over max.  A frame whole in the
+ * Reads towards the next frame: 0 with *io FP__IO_FRAME (and *body and
+ * *len), FP__IO_AGAIN when the pipe is empty or FP__IO_EOF at end of file;
+ * or a negative code: FP_EPROTO for a length over max.  A frame whole in the
  * read-ahead is lent: *body points into it until the next call, and *owned
  * is NULL.  Otherwise *owned is the malloc'd body, the caller's, and
  * *body == *owned.  Once a read has emptied the pipe, the next call that
  * would read says FP__IO_AGAIN without one: call again only when poll()
  * says readable, or after fp__reader_undrain.
  */
-int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
-                         const char **body, size_t *len);
+int fp__reader_next_lent(fp__reader *r, int fd, size_t max, enum fp__io *io,
+                         char **owned, const char **body, size_t *len);
 /* Forgets that the pipe was empty: the next call reads whatever is there. */
 void fp__reader_undrain(fp__reader *r);
 
 /*
  * Worker side, blocking, for a caller that is done with each body before it
- * reads the next: 1 frame, 0 end of file, or a negative code.  *body is
- * borrowed.  It points into
- * the read-ahead when the whole body is there, else into *buf, the caller's
- * buffer of *cap bytes, replaced by a larger malloc when too small.  Valid
- * until the next call.  A body cut short by FP_EAGAIN ends the stream.
+ * reads the next: 0 with *io FP__IO_FRAME or FP__IO_EOF, or a negative
+ * code.  *body is borrowed.  It points into the read-ahead when the whole
+ * body is there, else into *buf, the caller's buffer of *cap bytes,
+ * replaced by a larger malloc when too small.  Valid until the next call.
+ * A body cut short by FP_EAGAIN ends the stream.
  */
-int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
-                            size_t *cap, const char **body, size_t *len);
+int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max,
+                            enum fp__io *io, char **buf, size_t *cap,
+                            const char **body, size_t *len);
 int fp__write_all(int fd, struct iovec *iov, int iovcnt);
 
 /* --- codec.c: the messages, as msgpack ------------------------------------ */
@@ -410,9 +417,11 @@ int fp__ctl_send(int fd, const fp__ctl *m);
 /* SPAWNED carries the task pipe's write end, the result pipe's read end and
  * the task pipe's read end (held only so writes never raise SIGPIPE). */
 #define FP__CTL_NFDS 3
-/* 1 message (fds[] filled for SPAWNED, or all -1 if the kernel dropped
- * them for want of descriptors), 0 nothing yet, FP__IO_EOF, or < 0. */
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS]);
+/* 0 with *io FP__IO_FRAME for a message in *m (fds[] filled for SPAWNED,
+ * or all -1 if the kernel dropped them for want of descriptors),
+ * FP__IO_AGAIN for nothing yet or FP__IO_EOF; or a negative code. */
+int fp__ctl_recv(int fd, enum fp__io *io, fp__ctl *m,
+                 int fds[FP__CTL_NFDS]);
 
 /* --- future.c -------------------------------------------------------------- */
 

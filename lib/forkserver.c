@@ -112,7 +112,8 @@ static void close_fds(int fds[FP__CTL_NFDS])
   }
 }
 
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
+int fp__ctl_recv(int fd, enum fp__io *io, fp__ctl *m,
+                 int fds[FP__CTL_NFDS])
 {
   union {
     char buf[CMSG_SPACE(FP__CTL_NFDS * sizeof(int))];
@@ -126,10 +127,11 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
     fds[i] = -1;
   while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
     ;
-  if (n < 0)
-    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-  if (n == 0)
-    return FP__IO_EOF;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    return -errno;
+  *io = n < 0 ? FP__IO_AGAIN : n == 0 ? FP__IO_EOF : FP__IO_FRAME;
+  if (n <= 0)
+    return 0;
   int got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
@@ -142,7 +144,7 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
   if (want_fds && (msg.msg_flags & MSG_CTRUNC) && got < FP__CTL_NFDS) {
     /* Out of descriptors: the kernel dropped what did not fit. */
     close_fds(fds);
-    return 1;
+    return 0;
   }
   if (n != (ssize_t)sizeof *m || (msg.msg_flags & MSG_CTRUNC) ||
       want_fds != (got == FP__CTL_NFDS) || (!want_fds && got != 0)) {
@@ -152,9 +154,9 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
   for (int i = 0; want_fds && i < FP__CTL_NFDS; i++)
     if ((fds[i] = fp__fd_high(fds[i])) < 0) {
       close_fds(fds); /* out of descriptors, as above */
-      return 1;
+      return 0;
     }
-  return 1;
+  return 0;
 }
 
 /* In the new worker: become the caller's image again, then run the loop. */
@@ -301,12 +303,13 @@ static void serve(fs_state *fs)
     }
     reap(fs, 0);
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      enum fp__io io;
       fp__ctl m;
       int fds[FP__CTL_NFDS];
-      int rc = fp__ctl_recv(FS_CTL_FD, &m, fds);
-      if (rc < 0 || rc == FP__IO_EOF)
+      int rc = fp__ctl_recv(FS_CTL_FD, &io, &m, fds);
+      if (rc < 0 || io == FP__IO_EOF)
         break;
-      if (rc == 1)
+      if (io == FP__IO_FRAME)
         handle_ctl(fs, &m);
     }
   }
@@ -457,13 +460,15 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
     ;
 
+  enum fp__io io = FP__IO_AGAIN;
   fp__ctl m;
   int fds[FP__CTL_NFDS];
   struct pollfd p = {.fd = sv[0], .events = POLLIN};
   while ((rc = poll(&p, 1, -1)) < 0 && errno == EINTR)
     ;
-  rc = rc < 0 ? -errno : fp__ctl_recv(sv[0], &m, fds);
-  if (rc == 1 && m.op == FP__CTL_READY) {
+  rc = rc < 0 ? -errno : fp__ctl_recv(sv[0], &io, &m, fds);
+  int got = rc == 0 && io == FP__IO_FRAME; /* a message */
+  if (got && m.op == FP__CTL_READY) {
     rc = fp__set_nonblock(sv[0]);
     if (rc == 0) {
       *ctl_fd = sv[0];
@@ -471,9 +476,9 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
       *fs_child = forkserver_is_child();
       return 0;
     }
-  } else if (rc == 1 && m.op == FP__CTL_SPAWN_FAILED && m.value < 0) {
+  } else if (got && m.op == FP__CTL_SPAWN_FAILED && m.value < 0) {
     rc = m.value;
-  } else if (rc >= 0) {
+  } else if (rc == 0) {
     rc = FP_EBROKEN; /* it died before saying hello */
   }
   close(sv[0]);

@@ -276,16 +276,17 @@ void fp__forkserver_stop(fp_pool *p)
     return;
   shutdown(p->ctl_fd, SHUT_WR);
   for (;;) {
+    enum fp__io io;
     fp__ctl m;
     int fds[FP__CTL_NFDS];
     struct pollfd pf = {.fd = p->ctl_fd, .events = POLLIN};
     if (poll(&pf, 1, -1) < 0 && errno != EINTR)
       break;
-    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
+    int rc = fp__ctl_recv(p->ctl_fd, &io, &m, fds);
     for (int k = 0; k < FP__CTL_NFDS; k++)
       if (fds[k] >= 0)
         close(fds[k]);
-    if (rc < 0 || rc == FP__IO_EOF)
+    if (rc < 0 || io == FP__IO_EOF)
       break;
   }
   close(p->ctl_fd);

@@ -353,12 +353,13 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
 void fp__supervise_ctl(fp_pool *p)
 {
   while (p->ctl_fd >= 0) {
+    enum fp__io io;
     fp__ctl m;
     int fds[FP__CTL_NFDS];
-    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
-    if (rc == 0)
+    int rc = fp__ctl_recv(p->ctl_fd, &io, &m, fds);
+    if (rc == 0 && io == FP__IO_AGAIN)
       return;
-    if (rc < 0 || rc == FP__IO_EOF) {
+    if (rc < 0 || io == FP__IO_EOF) {
       forkserver_died(p);
       return;
     }

@@ -584,11 +584,12 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
     _exit(FP__EXIT_INIT);
 
   while (cfg->max_tasks == 0 || answered < cfg->max_tasks) {
+    enum fp__io io;
     const char *body;
     size_t len;
-    int rc = fp__read_frame_borrowed(in_fd, &r, cfg->max_message, &big.data,
-                                     &big.cap, &body, &len);
-    if (rc <= 0) {
+    int rc = fp__read_frame_borrowed(in_fd, &r, cfg->max_message, &io,
+                                     &big.data, &big.cap, &body, &len);
+    if (rc != 0 || io == FP__IO_EOF) {
       status = rc == 0 ? 0 : FP__EXIT_PROTO;
       break;
     }
