@@ -341,7 +341,7 @@ void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
     return;
   }
   int rc = fp__decode_result_head(body, len, &id, &code, &off);
-  if (rc == 0 && code != 0 && !fp__worker_code(code))
+  if (rc == 0 && code != 0 && !fp__is_worker_code(code))
     rc = FP_EPROTO;
   if (rc != 0) {
     free(owned);

@@ -46,7 +46,8 @@ int fp__fd_top(void);
  * closed).
  */
 int fp__fd_high(int fd);
-/* Both ends of a pipe or socketpair; on failure both are closed and -1. */
+/* Both ends of a pipe or socketpair: 0, or -errno with both closed and
+ * set to -1. */
 int fp__fd_pair_high(int fds[2]);
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
 int64_t fp__now_ns(void);
@@ -119,7 +120,7 @@ void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
  * dispatcher reads the stamp to time the item.  open: worker, takes write
  * access to its stamp and marks it with its pid (NULL: none).  set: worker,
  * item of task id started at since (fp__now_ns).  read: parent, 0 with what
- * worker pid last stamped, or -1 if it stamped nothing readable.
+ * worker pid last stamped, or FP_EAGAIN if it stamped nothing readable.
  */
 typedef struct fp__stamp fp__stamp;
 fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot);
@@ -288,9 +289,10 @@ int fp__skip_object(const char *buf, size_t len, size_t *off);
  */
 int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v);
 int fp__read_code(const char *buf, size_t len, size_t *off, int *code);
-/* 1 for the failure codes a worker sends: FP_ETASK, FP_ENOTASK and
- * FP_EMSGSIZE.  Any other (FP_ECANCELLED, say) would be a lie. */
-int fp__worker_code(int code);
+/* Whether code is one of the failure codes a worker sends: FP_ETASK,
+ * FP_ENOTASK and FP_EMSGSIZE.  Any other (FP_ECANCELLED, say) would be a
+ * lie. */
+int fp__is_worker_code(int code);
 int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
                  size_t *n);
 int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n);

@@ -71,7 +71,7 @@ static int check_chunk(fp_future *f, const char *body, size_t off, size_t len)
     if (size == 2 && code == 0) {
       rc = fp__skip_object(body, len, &off); /* the result: any one object */
       ok++;
-    } else if (size == 3 && fp__worker_code(code)) {
+    } else if (size == 3 && fp__is_worker_code(code)) {
       rc = fp__read_str(body, len, &off, &s, &slen); /* kind */
       if (rc == 0)
         rc = fp__read_str(body, len, &off, &s, &slen); /* message */

@@ -115,11 +115,12 @@ static size_t cut_len(const fp_map_iter *m, size_t start)
   return m->in.next == NULL ? m->arr_off - start : m->sb.size;
 }
 
-/* Takes the next item into the chunk being cut: 1, 0 at the end, or a
- * negative code.  An array item stays where it is; a lazy one is packed
- * into m->sb. */
-static int take_item(fp_map_iter *m)
+/* Takes the next item into the chunk being cut: 0 with *took set (0 at
+ * the end), or a negative code.  An array item stays where it is; a lazy
+ * one is packed into m->sb. */
+static int take_item(fp_map_iter *m, int *took)
 {
+  *took = 0;
   if (m->input_done)
     return 0;
   if (m->in.next == NULL) {
@@ -132,7 +133,8 @@ static int take_item(fp_map_iter *m)
     if (fp__skip_object(m->in.array, m->in.len, &m->arr_off) != 0)
       return FP_EINVAL; /* not msgpack, or cut short */
     m->arr_left--;
-    return 1;
+    *took = 1;
+    return 0;
   }
   size_t before = m->sb.size, end = before;
   msgpack_packer pk;
@@ -145,7 +147,8 @@ static int take_item(fp_map_iter *m)
     rc = FP_EINVAL; /* the callback must pack exactly one object */
   if (rc != 1)
     m->sb.size = before;
-  return rc < 0 ? rc : rc == 1;
+  *took = rc == 1;
+  return rc < 0 ? rc : 0;
 }
 
 /*
@@ -207,14 +210,15 @@ static fp_future *failed_future(fp_map_iter *m, int err, const char *why)
  * Submits c.  A chunk the pool refuses fails: an item too large alone, a
  * chunk too large to be split later; a pool that takes no more work stops
  * the map, and the items it had taken fail FP_ECANCELLED (shut down or
- * terminated) or FP_EBROKEN.  0 if sent, 1 if failed, or FP_ENOMEM with c
- * left unsent.
+ * terminated) or FP_EBROKEN.  0 with *failed set if it failed so, or
+ * FP_ENOMEM with c left unsent.
  */
-static int submit(fp_map_iter *m, chunk *c)
+static int submit(fp_map_iter *m, chunk *c, int *failed)
 {
   int rc = fp__submit(m->pool, m->name, c->args, c->args_len, c->n,
                       m->o.deadline_ms, 0, &c->f);
   char why[128];
+  *failed = 0;
   if (rc == 0 || rc == FP_ENOMEM)
     return rc;
   if (rc == FP_EBROKEN || rc == FP_ESHUTDOWN || rc == FP_EINVAL)
@@ -225,7 +229,8 @@ static int submit(fp_map_iter *m, chunk *c)
            ? "cancelled: the pool was shut down before it was sent"
            : "could not submit: %s", fp_strerror(rc));
   c->f = failed_future(m, rc, why);
-  return c->f == NULL ? FP_ENOMEM : 1;
+  *failed = c->f != NULL;
+  return c->f == NULL ? FP_ENOMEM : 0;
 }
 
 /* Appends c to the chunks in flight. */
@@ -243,10 +248,12 @@ static void link_chunk(fp_map_iter *m, chunk *c)
   m->inflight_bytes += c->args_len;
 }
 
-/* Packs and submits one chunk; 1 if one went out, 0 if none, or < 0. */
-static int send_chunk(fp_map_iter *m)
+/* Packs and submits one chunk: 0 with *more set if one went out and the
+ * next may follow at once, or a negative code. */
+static int send_chunk(fp_map_iter *m, int *more)
 {
   size_t goal = chunk_goal(m);
+  *more = 0;
   if (goal == 0 || m->input_done || m->stop != 0)
     return 0;
   /* Asked before any item is taken: an input may be endless. */
@@ -258,10 +265,10 @@ static int send_chunk(fp_map_iter *m)
     return FP_ENOMEM;
   msgpack_sbuffer_clear(&m->sb);
   unsigned n = 0;
-  int rc = 1;
+  int rc = 0, took;
   /* Items are taken whole: the last one may go past bytes. */
   while (n < goal && (n == 0 || cut_len(m, start) < bytes) &&
-         (rc = take_item(m)) == 1)
+         (rc = take_item(m, &took)) == 0 && took)
     n++;
   if (rc < 0) {
     m->input_err = rc; /* returned once by fp_map_next, after this chunk */
@@ -285,12 +292,15 @@ static int send_chunk(fp_map_iter *m)
   m->taken += n;
   if (m->o.chunksize == 0)
     m->prev_n = n;
-  rc = submit(m, c); /* FP_ENOMEM: kept unsent, resubmit() tries again */
+  int failed;
+  /* FP_ENOMEM: kept unsent, resubmit() tries again. */
+  rc = submit(m, c, &failed);
   link_chunk(m, c);
   if (rc == FP_ENOMEM)
     return FP_ENOMEM;
   /* A chunk that failed FP_EMSGSIZE is split before more are sent. */
-  return m->stop == 0 && (rc == 0 || n == 1);
+  *more = m->stop == 0 && (!failed || n == 1);
+  return 0;
 }
 
 /* Submits the chunks a shortage of memory or a split left unsent, in
@@ -298,10 +308,11 @@ static int send_chunk(fp_map_iter *m)
  * call) does not start: the list holds two chunks per worker. */
 static int resubmit(fp_map_iter *m)
 {
+  int failed;
   for (chunk *c = m->head; c && m->unsent > 0; c = c->next) {
     if (c->f != NULL)
       continue;
-    if (submit(m, c) == FP_ENOMEM)
+    if (submit(m, c, &failed) == FP_ENOMEM)
       return FP_ENOMEM;
     m->unsent--;
   }
@@ -320,8 +331,8 @@ static int waitable(const fp_map_iter *m)
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
 static int top_up(fp_map_iter *m)
 {
-  int rc;
-  while ((rc = send_chunk(m)) == 1)
+  int rc, more;
+  while ((rc = send_chunk(m, &more)) == 0 && more)
     ;
   return rc;
 }
@@ -600,7 +611,7 @@ static int next_entry(fp_map_iter *m, fp_map_item *item)
     if (rc == FP_ENOMEM)
       return rc;
     item->result = &m->result;
-  } else if (rc == 0 && n == 3 && fp__worker_code(code) &&
+  } else if (rc == 0 && n == 3 && fp__is_worker_code(code) &&
              fp__read_str(buf, end, &off, &kind, &kind_len) == 0 &&
              fp__read_str(buf, end, &off, &msg, &msg_len) == 0) {
     item->err = code;

@@ -324,7 +324,7 @@ int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since)
 {
   if (m->base == NULL || slot >= m->nslots)
-    return -1;
+    return FP_EAGAIN;
   const fp__stamp *st = stamp_of(m, slot);
   for (int tries = 0; tries < 64; tries++) {
     uint64_t seq = atomic_load_explicit(&st->seq, memory_order_acquire);
@@ -335,9 +335,9 @@ int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
     atomic_thread_fence(memory_order_acquire);
     if (seq % 2 == 0 &&
         atomic_load_explicit(&st->seq, memory_order_relaxed) == seq)
-      return who == pid && pid > 0 ? 0 : -1;
+      return who == pid && pid > 0 ? 0 : FP_EAGAIN;
   }
-  return -1;
+  return FP_EAGAIN;
 }
 
 /* --- Stamps: the worker's CPU time -------------------------------------------- */
