@@ -582,6 +582,8 @@ typedef struct fp__transport {
 
 extern const fp__transport fp__pipe_transport;
 
+/* --- The pool: made in pool.c, read by every file of the parent side ----- */
+
 struct fp_pool {
   pthread_mutex_t lock;
   pthread_cond_t cond;    /* broadcast after every dispatcher pass */

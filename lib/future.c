@@ -213,8 +213,6 @@ int fp__future_is_done(const fp_future *f)
   return atomic_load_explicit(&f->done, memory_order_acquire);
 }
 
-#define is_done fp__future_is_done
-
 void fp__callbacks_run(fp_future *f, fp__callback *cb)
 {
   while (cb != NULL) {
@@ -231,7 +229,7 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_EINVAL;
   /* Inside a callback of f's pool, a round is running: cb joins it rather
    * than nesting (see run_callbacks).  Only then is a done f's pool used. */
-  if (is_done(f) && !fp__in_callbacks(f->pool)) {
+  if (fp__future_is_done(f) && !fp__in_callbacks(f->pool)) {
     fn(f, arg);
     return 0;
   }
@@ -245,7 +243,7 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_EINVAL;
   }
   fp__pool_lock(p);
-  int now = is_done(f) && !f->cb_queued;
+  int now = fp__future_is_done(f) && !f->cb_queued;
   if (now && fp__in_callbacks(p)) {
     fp__callbacks_queue(p, f);
     now = 0;
@@ -269,7 +267,7 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
 {
   if (f == NULL)
     return FP_FAILED;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return f->state;
   fp_pool *p = f->pool;
   fp__pool_lock(p);
@@ -290,7 +288,7 @@ FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
   int64_t deadline;
   if (f == NULL || timeout_ms < -1)
     return FP_EINVAL;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return 0; /* the common case, without reading the clock */
   (void)fp__deadline(timeout_ms, &deadline); /* timeout_ms is valid */
   fp_pool *p = f->pool;
@@ -318,7 +316,7 @@ FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
 
 FP_EXTERN const char *fp_future_error(fp_future *f)
 {
-  if (f == NULL || !is_done(f) || f->state == FP_FINISHED)
+  if (f == NULL || !fp__future_is_done(f) || f->state == FP_FINISHED)
     return NULL;
   return f->error ? f->error : fp_strerror(f->err);
 }
@@ -353,7 +351,7 @@ FP_EXTERN int fp_future_cancel(fp_future *f, unsigned flags)
 {
   if (f == NULL || (flags & ~(unsigned)FP_CANCEL_RUNNING))
     return FP_EINVAL;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
   fp_pool *p = f->pool;
   fp__pool_lock(p);
