@@ -47,8 +47,9 @@ static size_t put_str_head(unsigned char *p, uint32_t n)
 }
 
 /*
- * The prefix is four short values, written by hand straight into the frame:
- * the same bytes as msgpack's packer gives, without a callback per value.
+ * A TASK frame's prefix is four short values, written by hand straight into
+ * the frame: the same bytes as msgpack's packer gives, without a callback
+ * per value.  Here, the most they can take.
  */
 size_t fp__task_frame_max(size_t name_len, size_t args_len)
 {
@@ -312,9 +313,8 @@ int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n)
   return 0;
 }
 
-/* Reads the type and id every body starts with. */
-/* The message type and id; *type is the one wanted, or UINT64_MAX for
- * any. */
+/* Reads the type and id every body starts with: *type is the one wanted
+ * (UINT64_MAX: any), and the one read.  0, or FP_EPROTO. */
 static int decode_head(const char *body, size_t len, size_t *off,
                        uint64_t *type, uint64_t *id)
 {

@@ -45,8 +45,6 @@ void fp__log(fp_pool *p, int level, const char *fmt, ...)
 
 /* --- Locking and done-callbacks ------------------------------------------ */
 
-/* --- Locking and done-callbacks ---------------------------------------------- */
-
 void fp__pool_lock(fp_pool *p)
 {
   pthread_mutex_lock(&p->lock);
@@ -117,8 +115,6 @@ void fp__pool_unlock(fp_pool *p)
 }
 
 /* --- Lists and final states ---------------------------------------------- */
-
-/* --- Lists and final states ----------------------------------------------------- */
 
 void fp__list_push(fp_future **head, fp_future **tail, fp_future *f)
 {
@@ -216,8 +212,6 @@ void fp__slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
 
 /* --- Waking the thread in poll() ----------------------------------------- */
 
-/* --- Waking the thread in poll() -------------------------------------------- */
-
 void fp__wake_poller(fp_pool *p)
 {
   if (!p->polling || p->wake_pending)
@@ -227,8 +221,6 @@ void fp__wake_poller(fp_pool *p)
 }
 
 /* --- Results ------------------------------------------------------------- */
-
-/* --- Results ----------------------------------------------------------------- */
 
 /* Reads kind and message after a failure's code: "kind: message". */
 static void fail_from_body(fp_pool *p, fp_future *f, int code,

@@ -95,7 +95,7 @@ typedef struct fp__shm {
 } fp__shm;
 
 /* Maps the area: args bytes for arguments, a ring for each of nslots
- * workers.  0 with base NULL if the kernel would not. */
+ * workers.  0 with base NULL if the kernel would not; FP_ENOMEM. */
 int fp__shm_init(fp__shm *m, size_t args, unsigned nslots);
 /* After the fork server is forked: keep the area out of the caller's own
  * forks. */
@@ -365,8 +365,9 @@ static inline size_t fp__outbuf_size(const fp__outbuf *o)
   return o->sb.size + o->ref_bytes;
 }
 
-/* Runs tasks from in_fd, answers on out_fd (large results in slot's ring),
- * exits the process on EOF. */
+/* Runs tasks from in_fd, answers on out_fd (large results in slot's ring);
+ * exits the process at EOF, after max_tasks answers, or at a frame it
+ * cannot take. */
 void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
                      int out_fd) __attribute__((noreturn));
 /*

@@ -3,9 +3,9 @@
  * when a pool is created.  It forks every worker, the first ones and every
  * replacement, so each starts from the same image and no fork ever happens
  * in a multi-threaded parent.  It hands each worker's pipe ends to the
- * dispatcher over a SOCK_SEQPACKET socket (SCM_RIGHTS), reaps its workers
- * and reports each exit.  At end of file on that socket it kills what is
- * left, reaps it and exits.
+ * pool (supervise.c) over a SOCK_SEQPACKET socket (SCM_RIGHTS), reaps its
+ * workers and reports each exit.  At end of file on that socket it kills
+ * what is left, reaps it and exits.
  *
  * It is detached with a double fork, so the caller's process never has it as
  * a child: a caller's own waitpid(-1) loop or SIGCHLD handler sees nothing of

@@ -511,7 +511,7 @@ FP_EXTERN void fp_pool_destroy(fp_pool *p)
 
 /* --- Asking the pool ---------------------------------------------------------------------- */
 
-/* Returns the futures made final since the last call, in any call. */
+/* How many futures were made final since the last call, in any call. */
 FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
 {
   int64_t deadline;

@@ -17,8 +17,6 @@
 
 /* --- Control messages ---------------------------------------------------- */
 
-/* --- Worker slots ------------------------------------------------------------ */
-
 static int ctl_send(fp_pool *p, uint32_t op, unsigned slot, pid_t pid,
                     int value)
 {
