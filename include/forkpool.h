@@ -428,7 +428,7 @@ typedef enum fp_state {
   FP_RUNNING = 1,   /* handed to a worker */
   FP_FINISHED = 2,  /* has a result */
   FP_FAILED = 3,    /* has an error code and message */
-  FP_CANCELLED = 4, /* cancelled before a worker took it */
+  FP_CANCELLED = 4, /* cancelled, or its pool terminated, before done */
 } fp_state;
 
 /* The state now, after a dispatcher pass with no wait. */
@@ -558,7 +558,7 @@ typedef struct fp_map_options {
   size_t size;                /* sizeof(fp_map_options); set by _INIT */
   size_t chunksize;           /* items per message; 0: automatic */
   size_t buffersize;          /* items in flight at most; 0: automatic */
-  int deadline_ms;            /* per chunk, as fp_submit_options; 0: none */
+  int deadline_ms;            /* per item, as fp_submit_options; 0: none */
   fp_progress_fn progress;    /* NULL: none; total 0 while unknown */
   void *progress_arg;
   int timeout_ms;             /* > 0: the whole map's, from fp_map: then
