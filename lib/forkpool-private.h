@@ -129,7 +129,7 @@ int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since);
 /* CPU time in the same page: the worker stamps its own getrusage after
  * each answer (and after init); the parent reads it for worker pid, 0, or
- * -1 (no stamp of that pid: *user and *sys are 0). */
+ * FP_EAGAIN (no stamp of that pid: *user and *sys are 0). */
 void fp__stamp_cpu(fp__stamp *st, uint64_t user_us, uint64_t sys_us);
 int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
                        uint64_t *user_us, uint64_t *sys_us);
@@ -380,6 +380,8 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
 int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
                       size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
                       fp__outbuf *result, fp__outbuf *item);
+/* Worker, after fork: the pool's rlimits, CPU pin and stdout (cfg). */
+void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot);
 
 /* --- forkserver.c: forks workers and reports their exits ------------------ */
 
@@ -402,11 +404,6 @@ typedef struct fp__ctl {
   uint64_t user_us;      /* EXITED: the worker's user CPU, microseconds */
   uint64_t sys_us;       /* EXITED: its system CPU */
 } fp__ctl;
-
-/* Worker, after fork: the pool's rlimits, CPU pin and stdout (cfg). */
-void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot);
-/* Parent: counts an exited worker's CPU time into the pool's stats. */
-void fp__cpu_exited(fp_pool *pool, const fp__ctl *m);
 
 /*
  * Forks the fork server (detached: the caller's process never has it as a
@@ -654,10 +651,6 @@ typedef int (*fp__pool_pred)(fp_pool *pool, void *arg);
 int fp__pool_run_until(fp_pool *pool, fp__pool_pred pred, void *arg,
                        int64_t deadline);
 int fp__pool_wait_future(fp_pool *pool, fp_future *f, int64_t deadline);
-/* interrupt.c: fp__pool_run_until for the caller's waits, which also end
- * with FP_EINTR once the pool is interrupted and pred is not met. */
-int fp__pool_wait(fp_pool *pool, fp__pool_pred pred, void *arg,
-                  int64_t deadline);
 void fp__pool_lock(fp_pool *pool);
 /* Runs the callbacks of futures made final (unless this thread is running
  * them already, in a callback: its round runs them next), then unlocks. */
@@ -727,6 +720,8 @@ void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
 /* --- pool.c ------------------------------------------------------------------- */
 
 void fp__forkserver_stop(fp_pool *pool);
+/* Counts an exited worker's CPU time into the pool's stats. */
+void fp__cpu_exited(fp_pool *pool, const fp__ctl *m);
 
 /* --- submit.c ---------------------------------------------------------------- */
 
@@ -739,5 +734,12 @@ int fp__submit_refused(fp_pool *pool);
 int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out);
+
+/* --- interrupt.c -------------------------------------------------------------- */
+
+/* fp__pool_run_until for the caller's waits, which also end with FP_EINTR
+ * once the pool is interrupted and pred is not met. */
+int fp__pool_wait(fp_pool *pool, fp__pool_pred pred, void *arg,
+                  int64_t deadline);
 
 #endif

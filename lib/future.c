@@ -280,7 +280,7 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
 static int future_done(fp_pool *p, void *f)
 {
   (void)p;
-  return is_done(f);
+  return fp__future_is_done(f);
 }
 
 FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
@@ -327,7 +327,7 @@ FP_EXTERN int fp_future_error_info(fp_future *f, fp_error_info *info)
       info->size > sizeof *info)
     return FP_EINVAL;
   fp_error_info e = FP_ERROR_INFO_INIT;
-  int failed = is_done(f) && f->state != FP_FINISHED;
+  int failed = fp__future_is_done(f) && f->state != FP_FINISHED;
   if (failed) {
     e.err = f->err;
     e.kind = fp_err_name(f->err);

@@ -357,7 +357,7 @@ int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
 {
   *user_us = *sys_us = 0;
   if (m->base == NULL || slot >= m->nslots || pid <= 0)
-    return -1;
+    return FP_EAGAIN;
   const fp__stamp *st = stamp_of(m, slot);
   for (int tries = 0; tries < 64; tries++) {
     uint64_t seq = atomic_load_explicit(&st->seq, memory_order_acquire);
@@ -369,10 +369,10 @@ int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
         atomic_load_explicit(&st->seq, memory_order_relaxed) != seq)
       continue;
     if (who != pid)
-      return -1; /* a dead worker's figures are counted from its exit */
+      return FP_EAGAIN; /* a dead worker's figures are counted from its exit */
     *user_us = u;
     *sys_us = y;
     return 0;
   }
-  return -1;
+  return FP_EAGAIN;
 }
