@@ -22,7 +22,6 @@ cppcheck:ctuuninitvar|lib/forkserver.c|struct iovec iov = {m, sizeof *m};
 clang-tidy:clang-analyzer-core.NullDereference|lib/pipe.c|size_t rest = s->send->frame_len - s->send_off;
 clang-tidy:bugprone-implicit-widening-of-multiplication-result|lib/frame.c|FP__CHUNK
 clang-tidy:bugprone-branch-clone|lib/map.c|c->f = failed_future(m, rc); /* this item fails; the map goes on */
-clang-tidy:cert-err34-c|lib/sys.c|int fd = atoi(e->d_name);
 '
 
 work=$(mktemp -d)
