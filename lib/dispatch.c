@@ -247,6 +247,17 @@ static void fail_from_body(fp_pool *p, fp_future *f, int code,
     finalized(p, f, 0);
 }
 
+/* The task now at the head of slot i was cancelled while it waited in the
+ * pipe: it starts now, so it is stopped now. */
+static void stop_at_start(fp_pool *p, unsigned i)
+{
+  fp_future *f = p->slots[i].head;
+  if (fp__future_is_done(f))
+    fp__slot_kill_task(p, i, f, 0, NULL); /* a placeholder, no grace */
+  else
+    fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
+}
+
 /* The worker's READY, or the failure of its init function. */
 static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
                          size_t len, size_t off)
@@ -258,6 +269,8 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
+    if (s->head != NULL && s->head->kill_at_start)
+      stop_at_start(p, i); /* cancelled before its worker was ready */
   } else if (code != 0) {
     fp_future tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -284,17 +297,6 @@ typedef struct stop_note {
   int err;
   char msg[sizeof ((fp__slot *)0)->fail_msg];
 } stop_note;
-
-/* The task now at the head of slot i was cancelled while it waited in the
- * pipe: it starts now, so it is stopped now. */
-static void stop_at_start(fp_pool *p, unsigned i)
-{
-  fp_future *f = p->slots[i].head;
-  if (fp__future_is_done(f))
-    fp__slot_kill_task(p, i, f, 0, NULL); /* a placeholder, no grace */
-  else
-    fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
-}
 
 /* Takes the answered task off slot i's list: its future, which the caller
  * makes final or lets go of; *stop says whether it was asked to stop. */

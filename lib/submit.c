@@ -207,10 +207,9 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     if (f->grace_ms > 0) {
       /* Asked to stop, as at a deadline: the future ends when the task
        * returns or its worker is killed. */
-      if (p->slots[i].head == f)
+      f->kill_at_start = 1; /* if it has not started: when it starts */
+      if (p->slots[i].head == f && p->slots[i].state == SLOT_LIVE)
         fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
-      else
-        f->kill_at_start = 1;
       return 0;
     }
     fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
