@@ -130,6 +130,16 @@ FP_EXTERN int fp_call_fail(fp_call *call, const char *kind, const char *fmt,
 FP_EXTERN void *fp_call_state(fp_call *call);
 
 /*
+ * Called from a task: 1 once the task has been asked to stop (its deadline
+ * passed and its grace began, or it was cancelled with FP_CANCEL_RUNNING
+ * under a grace), else 0.  Cheap enough for an inner loop: it reads a flag
+ * in the worker's memory.  A task that has called it is not sent SIGTERM
+ * when asked to stop: it is trusted to return within its grace.  0 for a
+ * NULL call and in init.
+ */
+FP_EXTERN int fp_call_should_stop(fp_call *call);
+
+/*
  * Runs once in each worker before its first task.  It may set *state for
  * the tasks (fp_call_state).  It returns 0, or fails with fp_call_fail or any
  * non-zero value: the pool then becomes broken with that message, since a
@@ -178,9 +188,15 @@ typedef struct fp_pool_options {
   unsigned pin_workers;       /* 1: worker i runs only on the i-th CPU the
                                  caller may use (mod their count); 0: no */
   int worker_stdout;          /* where a worker's fd 1 goes: FP_STDOUT_* */
+  int deadline_grace_ms;      /* a task past its deadline (or cancelled
+                                 running) is asked to stop, and its worker
+                                 killed this much later; 0: killed at once;
+                                 0..FP_GRACE_MAX_MS */
 } fp_pool_options;
 
 #define FP_SHM_OFF ((size_t)-1)
+#define FP_GRACE_MAX_MS (3600 * 1000) /* the longest grace: an hour */
+#define FP_GRACE_POOL (-1) /* fp_submit_options.grace_ms: the pool's grace */
 
 /* Where the workers' standard output goes (fp_pool_options.worker_stdout).
  * In every case stdout is line-buffered in the worker. */
@@ -192,7 +208,7 @@ enum fp_stdout_mode {
 
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR }
+    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR, 0 }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is
@@ -375,13 +391,17 @@ FP_EXTERN int fp_submit(fp_pool *pool, const char *name, const void *args,
 /* Per-task options for fp_submit_ex; start from FP_SUBMIT_OPTIONS_INIT. */
 typedef struct fp_submit_options {
   size_t size;                /* sizeof(fp_submit_options); set by _INIT */
-  int deadline_ms;            /* > 0: kill the worker if the task runs longer
-                                 and fail it with FP_EDEADLINE; 0: none */
+  int deadline_ms;            /* > 0: stop the task if it runs longer (after
+                                 its grace, kill its worker) and fail it
+                                 with FP_EDEADLINE; 0: none */
   unsigned retries;           /* run again, up to this many times, when its
                                  worker dies under it; then FP_EWORKER */
+  int grace_ms;               /* FP_GRACE_POOL (set by _INIT): the pool's
+                                 deadline_grace_ms; else as that option */
 } fp_submit_options;
 
-#define FP_SUBMIT_OPTIONS_INIT { sizeof(fp_submit_options), 0, 0 }
+#define FP_SUBMIT_OPTIONS_INIT                                                \
+  { sizeof(fp_submit_options), 0, 0, FP_GRACE_POOL }
 
 /* As fp_submit, with options (NULL: the defaults). */
 FP_EXTERN int fp_submit_ex(fp_pool *pool, const char *name, const void *args,
@@ -484,7 +504,9 @@ FP_EXTERN int fp_future_error_info(fp_future *f, fp_error_info *info);
 enum fp_cancel_flags {
   /* Also stop a running task: its worker is killed and replaced, and the
    * tasks queued behind it are handed out again.  A task already in a
-   * worker's pipe but not started still runs there; its answer is dropped. */
+   * worker's pipe but not started still runs there; its answer is dropped.
+   * Under a grace (grace_ms), the task is asked to stop first, as at a
+   * deadline, and the future ends FP_CANCELLED once it has. */
   FP_CANCEL_RUNNING = 1u << 0,
 };
 

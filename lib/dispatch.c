@@ -238,6 +238,17 @@ static void fail_from_body(fp_pool *p, fp_future *f, int code,
     finalized(p, f, 0);
 }
 
+/* The task now at the head of slot i was cancelled while it waited in the
+ * pipe: it starts now, so it is stopped now. */
+static void stop_at_start(fp_pool *p, unsigned i)
+{
+  fp_future *f = p->slots[i].head;
+  if (fp__future_is_done(f))
+    fp__slot_kill_task(p, i, f, 0, NULL); /* a placeholder, no grace */
+  else
+    fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
+}
+
 /* The worker's READY, or the failure of its init function. */
 static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
                          size_t len, size_t off)
@@ -249,6 +260,8 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
+    if (s->head != NULL && s->head->kill_at_start)
+      stop_at_start(p, i); /* cancelled before its worker was ready */
   } else if (code != 0) {
     fp_future tmp;
     memset(&tmp, 0, sizeof tmp);
@@ -268,12 +281,26 @@ static int answer_out_of_step(const fp__slot *s, uint64_t id)
          (s->state != SLOT_LIVE && s->state != SLOT_DYING);
 }
 
+/* How a task that was asked to stop ends, whatever it answers: err
+ * (FP_EDEADLINE, FP_ECANCELLED; 0: it was not asked), with its own failure
+ * text, or msg if it sent none. */
+typedef struct stop_note {
+  int err;
+  char msg[sizeof ((fp__slot *)0)->fail_msg];
+} stop_note;
+
 /* Takes the answered task off slot i's list: its future, which the caller
- * makes final or lets go of. */
-static fp_future *pop_answered(fp_pool *p, unsigned i)
+ * makes final or lets go of; *stop says whether it was asked to stop. */
+static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
 {
   fp__slot *s = &p->slots[i];
   fp_future *f = s->head;
+  stop->err = 0;
+  if (s->stop_id != 0 && s->stop_id == f->id) {
+    stop->err = s->fail_err;
+    snprintf(stop->msg, sizeof stop->msg, "%s", s->fail_msg);
+    fp__slot_stopped(p, i); /* it stopped in time: the worker stays */
+  }
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
   s->answered++;
@@ -286,7 +313,7 @@ static fp_future *pop_answered(fp_pool *p, unsigned i)
   /* The next one was cancelled with FP_CANCEL_RUNNING while it waited in
    * the pipe: it starts now, so it is stopped now. */
   if (s->head != NULL && s->head->kill_at_start)
-    fp__slot_kill_task(p, i, s->head, 0, NULL);
+    stop_at_start(p, i);
   return f;
 }
 
@@ -308,10 +335,13 @@ static void handle_ring_result(fp_pool *p, unsigned i, const char *body,
     p->tr->close(p, i, FP__RECV); /* the stream is out of step */
     return;
   }
-  fp_future *f = pop_answered(p, i);
+  stop_note stop;
+  fp_future *f = pop_answered(p, i, &stop);
   p->st.shared_results++;
   if (fp__future_is_done(f)) {
     fp__pool_let_go(p, f); /* a cancelled task's answer */
+  } else if (stop.err != 0) {
+    fp__pool_fail(p, f, stop.err, stop.msg); /* a result after the ask */
   } else {
     fp__future_finish_lent(f, at, 0, rlen); /* copies it out first */
     finalized(p, f, 0);
@@ -355,10 +385,18 @@ void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
                   "message that is not a result for its task");
     return;
   }
-  fp_future *f = pop_answered(p, i);
+  stop_note stop;
+  fp_future *f = pop_answered(p, i, &stop);
   if (fp__future_is_done(f)) {
     free(owned); /* a cancelled task's answer */
     fp__pool_let_go(p, f);
+  } else if (stop.err != 0) {
+    /* Asked to stop: it ends so, with its own message if it failed. */
+    if (code != 0)
+      fail_from_body(p, f, stop.err, body, len, off);
+    else
+      fp__pool_fail(p, f, stop.err, stop.msg);
+    free(owned);
   } else if (code == 0) {
     if (owned != NULL)
       fp__future_finish(f, owned, off, len);
@@ -487,31 +525,55 @@ static int64_t deadline_end(const fp_pool *p, unsigned i, unsigned *item,
   return s->head_since + per;
 }
 
-/* Kills workers whose running task passed its deadline; returns the ms to
- * the next deadline, or -1. */
+/* Slot i's task was asked to stop: once its grace is over, the worker is
+ * killed, unless its answer waits in the pipe.  When, or -1. */
+static int64_t check_grace(fp_pool *p, unsigned i, int64_t now)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->state != SLOT_LIVE)
+    return -1;
+  if (now < s->stop_kill_ns)
+    return s->stop_kill_ns;
+  fp__slot_read(p, i);
+  if (s->stop_id != 0 && s->state == SLOT_LIVE)
+    fp__slot_stop_expired(p, i);
+  return -1;
+}
+
+/* Asks tasks past their deadline to stop, or kills their workers; kills
+ * those whose grace is over.  Returns the ms to the next of these, or -1. */
 static int check_deadlines(fp_pool *p)
 {
   int64_t now = fp__now_ns(), next = -1, end, limit_ms;
   unsigned item;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
-    if ((end = deadline_end(p, i, &item, &limit_ms)) < 0)
+    if (s->stop_id != 0)
+      end = check_grace(p, i, now);
+    else
+      end = deadline_end(p, i, &item, &limit_ms);
+    if (end < 0)
       continue;
     /* Its answer may wait in the pipe: then it is done, and the worker
      * runs the next task, whose time starts now. */
-    if (now >= end) {
+    if (now >= end && s->stop_id == 0) {
       fp__slot_read(p, i);
       if ((end = deadline_end(p, i, &item, &limit_ms)) < 0)
         continue;
     }
-    if (now >= end) {
+    if (now >= end && s->stop_id == 0) {
       fp_future *f = s->head;
       char msg[120];
       snprintf(msg, sizeof msg, "task ran past its deadline of %lld ms",
                (long long)limit_ms);
-      p->st.deadline_kills++;
       f->late_item = item; /* the map fails that item alone */
-      fp__slot_kill_task(p, i, f, FP_EDEADLINE, msg);
+      p->st.deadline_kills += f->grace_ms <= 0 || f->nitems != 1;
+      fp__slot_stop_task(p, i, f, FP_EDEADLINE, msg);
+      if (s->stop_id != 0)
+        end = s->stop_kill_ns; /* its grace */
+    }
+    if (now >= end) {
+      continue;
     } else if (next < 0 || end - now < next) {
       next = end - now;
     }

@@ -394,7 +394,14 @@ enum fp__ctl_op {
   FP__CTL_EXITED = 5,    /* fs -> parent: value is the wait status,
                             user_us and sys_us its CPU time (wait4) */
   FP__CTL_READY = 6,     /* fs -> parent: pid is the fork server's */
+  FP__CTL_STOP = 7,      /* parent -> fs: ask pid's task to stop: queue it
+                            FP__STOP_SIG with value, if alive */
 };
+
+/* Carries a request to stop a task to its worker (worker.c).  Ignored by
+ * default, so a request a worker cannot take is lost, not fatal; the
+ * worker is killed after the grace either way. */
+#define FP__STOP_SIG SIGURG
 
 typedef struct fp__ctl {
   uint32_t op;
@@ -442,6 +449,8 @@ struct fp_future {
   int slot;                  /* worker slot while running */
   unsigned nitems;           /* 1, or the items of a map chunk */
   int deadline_ms;           /* 0: none */
+  int grace_ms;              /* asked to stop, then killed this much later
+                                (a deadline, a cancel); 0: killed at once */
   unsigned retries;          /* reruns left when its worker dies */
   int64_t run_ns;            /* how long its worker took, about */
   int kill_at_start;          /* cancelled running while in a worker's pipe:
@@ -524,6 +533,10 @@ typedef struct fp__slot {
   char fail_msg[160];     /* the message for fail_err */
   uint64_t target;        /* the id of the task we killed it for, the only
                              one the kill may fail; 0: none */
+  uint64_t stop_id;       /* the task we asked to stop (it is the target
+                             too); 0: none */
+  int64_t stop_kill_ns;   /* when its worker is killed if it has not
+                             answered by then */
   /* Its tasks: the dispatcher's (dispatch.c). */
   fp_future *head, *tail; /* handed to it, oldest (the running one) first;
                              a final future here is a cancelled placeholder */
@@ -698,6 +711,16 @@ void fp__spawn(fp_pool *pool, unsigned slot);
 void fp__slot_await(fp_pool *pool, unsigned slot);
 /* Kills slot's worker for no task (err 0) or for its running task's fault. */
 void fp__slot_kill(fp_pool *pool, unsigned slot, int err, const char *msg);
+/* Asks f, the task slot's worker runs, to stop (FP_EDEADLINE or
+ * FP_ECANCELLED, with msg) and kills the worker after f's grace unless f
+ * answers first; without a grace, fp__slot_kill_task.  Again for the same
+ * f: nothing. */
+void fp__slot_stop_task(fp_pool *pool, unsigned slot, const fp_future *f,
+                        int err, const char *msg);
+/* The task asked to stop answered: the worker lives on. */
+void fp__slot_stopped(fp_pool *pool, unsigned slot);
+/* Its grace is over: kills the worker. */
+void fp__slot_stop_expired(fp_pool *pool, unsigned slot);
 /* Kills slot's worker, on purpose, for f, the task it runs: f alone may
  * fail (with err and msg; a final f is let go), and only if it has not
  * answered by the time the exit comes back.  The rest go back to the queue.
@@ -734,6 +757,10 @@ int fp__submit_refused(fp_pool *pool);
 int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out);
+/* The same with a grace (fp__submit's tasks have none). */
+int fp__submit_grace(fp_pool *pool, const char *name, const void *args,
+                     size_t len, unsigned nitems, int deadline_ms,
+                     int grace_ms, unsigned retries, fp_future **out);
 
 /* --- interrupt.c -------------------------------------------------------------- */
 

@@ -274,6 +274,11 @@ static void handle_ctl(fs_state *fs, const fp__ctl *m)
     /* A stopped worker would leave SIGTERM pending for ever. */
     if (m->value != SIGKILL && m->value != SIGCONT)
       kill(s->pid, SIGCONT);
+  } else if (m->op == FP__CTL_STOP && s->pid != 0 && s->pid == m->pid) {
+    /* The value names the task: a late request is not taken for the
+     * next one's. */
+    union sigval v = {.sival_int = m->value};
+    (void)sigqueue(s->pid, FP__STOP_SIG, v);
   }
 }
 

@@ -57,7 +57,8 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
-      (o->restart_limit > 0 && o->restart_window_ms == 0))
+      (o->restart_limit > 0 && o->restart_window_ms == 0) ||
+      o->deadline_grace_ms < 0 || o->deadline_grace_ms > FP_GRACE_MAX_MS)
     return FP_EINVAL;
   return 0;
 }

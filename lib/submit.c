@@ -59,6 +59,14 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out)
 {
+  return fp__submit_grace(p, name, args, len, nitems, deadline_ms, 0,
+                          retries, out);
+}
+
+int fp__submit_grace(fp_pool *p, const char *name, const void *args,
+                     size_t len, unsigned nitems, int deadline_ms,
+                     int grace_ms, unsigned retries, fp_future **out)
+{
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
   size_t name_len = strlen(name);
@@ -78,6 +86,7 @@ int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
   f->id = atomic_fetch_add(&p->next_id, 1);
   f->nitems = nitems;
   f->deadline_ms = deadline_ms;
+  f->grace_ms = grace_ms;
   f->retries = retries;
   /* The copy is made without the lock. */
   int rc = encode(p, f, name, shared, args, len);
@@ -134,15 +143,20 @@ FP_EXTERN int fp_submit_ex(fp_pool *p, const char *name, const void *args,
       return FP_EINVAL;
     memcpy(&o, opts, opts->size);
   }
-  if (o.deadline_ms < 0)
+  if (o.deadline_ms < 0 || (o.grace_ms < 0 && o.grace_ms != FP_GRACE_POOL) ||
+      o.grace_ms > FP_GRACE_MAX_MS)
     return FP_EINVAL;
+  /* The pool's is read without the lock: options never change. */
+  int grace = o.grace_ms == FP_GRACE_POOL ? p->opts.deadline_grace_ms
+                                          : o.grace_ms;
   size_t nobj;
   int rc = fp__count_objects(args, len, &nobj);
   if (rc != 0)
     return rc;
   if (nobj != 1)
     return FP_EINVAL;
-  return fp__submit(p, name, args, len, 1, o.deadline_ms, o.retries, out);
+  return fp__submit_grace(p, name, args, len, 1, o.deadline_ms, grace,
+                          o.retries, out);
 }
 
 FP_EXTERN int fp_submit(fp_pool *p, const char *name, const void *args,
@@ -190,6 +204,14 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     fp__slot_read(p, i);
     if (fp__future_is_done(f))
       return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
+    if (f->grace_ms > 0) {
+      /* Asked to stop, as at a deadline: the future ends when the task
+       * returns or its worker is killed. */
+      f->kill_at_start = 1; /* if it has not started: when it starts */
+      if (p->slots[i].head == f && p->slots[i].state == SLOT_LIVE)
+        fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
+      return 0;
+    }
     fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
     if (p->slots[i].head == f)
       fp__slot_kill_task(p, i, f, 0, NULL);

@@ -83,6 +83,53 @@ void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
   slot_signal(p, i, SIGKILL, f, err, msg);
 }
 
+/*
+ * A soft stop: the worker is asked, through the fork server, to stop f, and
+ * keeps taking answers and tasks.  f is named as a kill's target now, so
+ * that if the worker ends (at the SIGTERM, at the kill after the grace) f
+ * alone fails, with err and msg, and the end is not taken for a death.
+ */
+void fp__slot_stop_task(fp_pool *p, unsigned i, const fp_future *f, int err,
+                        const char *msg)
+{
+  fp__slot *s = &p->slots[i];
+  if (f->grace_ms <= 0 || f->nitems != 1) {
+    fp__slot_kill_task(p, i, f, err, msg);
+    return;
+  }
+  if (s->stop_id == f->id || s->state != SLOT_LIVE || target_running(s))
+    return; /* asked already, or being killed */
+  s->stop_id = f->id;
+  s->stop_kill_ns = fp__now_ns() + (int64_t)f->grace_ms * 1000000;
+  s->target = f->id;
+  s->asked = 1;
+  s->fail_err = err;
+  snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+  (void)ctl_send(p, FP__CTL_STOP, i, s->pid, (int32_t)(uint32_t)f->id);
+}
+
+void fp__slot_stopped(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  s->stop_id = 0;
+  if (s->state != SLOT_LIVE)
+    return; /* killed meanwhile: the kill's record stays */
+  s->target = 0;
+  s->asked = 0;
+  s->fail_err = 0;
+  s->fail_msg[0] = '\0';
+}
+
+void fp__slot_stop_expired(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  const fp_future *f = s->head;
+  size_t n = strlen(s->fail_msg);
+  snprintf(s->fail_msg + n, sizeof s->fail_msg - n,
+           " and did not stop within its grace of %d ms", f->grace_ms);
+  fp__slot_kill_task(p, i, f, s->fail_err, s->fail_msg);
+}
+
 void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
 {
   p->slots[i].asked = 1;
@@ -223,6 +270,11 @@ static void requeue(fp_pool *p, fp__slot *s)
       fp__pool_let_go(p, f); /* a placeholder */
       continue;
     }
+    if (f->kill_at_start) {
+      /* Cancelled under a grace before it started: it need not run. */
+      fp__pool_fail(p, f, FP_ECANCELLED, "cancelled while running");
+      continue;
+    }
     f->state = FP_PENDING;
     f->slot = -1;
     f->next = p->qhead;
@@ -311,6 +363,10 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
    * answered first, nothing is failed.  Whatever else the worker held goes
    * back to the queue. */
   fp_future *f = s->head;
+  /* Ended while asked to stop for a deadline (at the SIGTERM, or killed
+   * after the grace): a deadline kill, as one without a grace. */
+  if (s->stop_id != 0 && target_running(s) && s->fail_err == FP_EDEADLINE)
+    p->st.deadline_kills++;
   if (mem_recycled) {
     /* requeue() below hands out what it held, as not started. */
   } else if (f != NULL && s->target != 0 && !target_running(s)) {

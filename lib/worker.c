@@ -8,8 +8,10 @@
  */
 #include "forkpool-private.h"
 
+#include <errno.h>
 #include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,84 @@ static void stamp_item(uint64_t id, uint64_t item)
 {
   if (stamp != NULL)
     fp__stamp_set(stamp, id, item, fp__now_ns());
+}
+
+/*
+ * Asking a task to stop.  The dispatcher sends FP__STOP_SIG through the
+ * fork server, queued with the low 32 bits of the task's id (sigqueue), so
+ * that a request that arrives after its task returned is told apart from
+ * one for the task now running.  The worker is a process of the library's
+ * own: the handler is installed in it, never in the caller's process.  It
+ * raises the flag fp_call_should_stop reads and, unless the running task
+ * has shown that it polls, raises SIGTERM, whose default ends the worker
+ * and which a task may catch.  A request for a task not started yet is
+ * kept: that task is answered without being run.
+ */
+static volatile sig_atomic_t task_running; /* a task (not a chunk) runs */
+static volatile sig_atomic_t task_lo;      /* its id's low 32 bits */
+static volatile sig_atomic_t stop_asked;   /* it has been asked to stop */
+static volatile sig_atomic_t stop_polled;  /* it called fp_call_should_stop */
+static volatile sig_atomic_t early_valid;  /* a request for a task not */
+static volatile sig_atomic_t early_lo;     /*   running when it came */
+
+static void on_stop(int sig, siginfo_t *si, void *uc)
+{
+  (void)sig;
+  (void)uc;
+  if (si->si_code != SI_QUEUE)
+    return; /* not ours: SIGURG's default is to ignore it */
+  int saved = errno;
+  int lo = si->si_value.sival_int;
+  if (task_running && task_lo == lo) {
+    stop_asked = 1;
+    if (!stop_polled)
+      raise(SIGTERM);
+  } else {
+    early_lo = lo;
+    early_valid = 1;
+  }
+  errno = saved;
+}
+
+/* In the worker, once: takes FP__STOP_SIG, whatever the caller's mask. */
+static void stop_handler_install(void)
+{
+  struct sigaction sa = {.sa_sigaction = on_stop,
+                         .sa_flags = SA_SIGINFO | SA_RESTART};
+  sigemptyset(&sa.sa_mask);
+  sigaction(FP__STOP_SIG, &sa, NULL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, FP__STOP_SIG);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/* Task id starts: 0, or 1 if it was asked to stop before it started. */
+static int task_begin(uint64_t id)
+{
+  stop_asked = 0;
+  stop_polled = 0;
+  task_lo = (int)(uint32_t)id;
+  task_running = 1; /* before the test below: no request falls between */
+  if (early_valid && early_lo == task_lo) {
+    early_valid = 0;
+    return 1;
+  }
+  return 0;
+}
+
+static void task_end(void)
+{
+  task_running = 0;
+  stop_asked = 0;
+}
+
+FP_EXTERN int fp_call_should_stop(fp_call *call)
+{
+  if (call == NULL || !task_running)
+    return 0;
+  stop_polled = 1;
+  return stop_asked;
 }
 
 struct fp_call {
@@ -321,7 +401,12 @@ static int answer_one(const fp__worker_cfg *cfg, void *state,
    * shared memory. */
   result->lo = args;
   result->hi = args + args_len;
-  run_one(cfg, state, task, fn, &a, result, &o);
+  if (task_begin(id))
+    set_failure(&o, FP_ETASK, "Stopped",
+                "task '%s' was asked to stop before it started", task);
+  else
+    run_one(cfg, state, task, fn, &a, result, &o);
+  task_end();
   msgpack_sbuffer_clear(head);
   return o.code ? answer_failure(head, result, id, &o)
                 : fp__encode_result_head(head, id, 0);
@@ -574,6 +659,7 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
   fp__reader_init(&r);
   fp__ring_open(&ring, cfg, slot);
   stamp = fp__stamp_open(cfg->shm, slot);
+  stop_handler_install();
   msgpack_sbuffer_init(&head);
   fp__outbuf_init(&result);
   fp__outbuf_init(&item);

@@ -74,11 +74,11 @@ START_TEST(deadline_kills_an_infinite_loop)
   fp_future_release(after);
   ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x01", 2,
                                 &(fp_submit_options){sizeof(fp_submit_options),
-                                                     -1, 0},
+                                                     -1, 0, FP_GRACE_POOL},
                                 &after),
                    FP_EINVAL);
   ck_assert_int_eq(fp_submit_ex(p, "square", "\x91\x01", 2,
-                                &(fp_submit_options){3, 0, 0}, &after),
+                                &(fp_submit_options){3, 0, 0, 0}, &after),
                    FP_EINVAL);
   fpt_pool_destroy(p);
   fpt_end(&s);
