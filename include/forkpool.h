@@ -68,7 +68,8 @@ extern "C" {
   XX(ENOTASK, -4004, "no task registered under that name")                    \
   XX(ESHUTDOWN, -4005, "pool is shut down")                                   \
   XX(ETYPE, -4006, "value does not match the format")                         \
-  XX(EDEADLINE, -4007, "task ran past its deadline")
+  XX(EDEADLINE, -4007, "task ran past its deadline")                          \
+  XX(ENOTSUP, -ENOTSUP, "not supported in this pool's mode")
 
 typedef enum fp_errno {
 #define FP__ERR_ENUM(name, value, msg) FP_##name = (value),
@@ -165,13 +166,23 @@ typedef struct fp_pool_options {
   size_t shm_args;            /* shared memory for large arguments, bytes of
                                  address space: 0: 256 MiB; 1 MiB..1 TiB; or
                                  FP_SHM_OFF: every payload through pipes */
+  unsigned mode;              /* FP_MODE_PROCESSES (0), FP_MODE_THREADS or
+                                 FP_MODE_INLINE: see forkpool(7) */
 } fp_pool_options;
+
+/* Where tasks run: forked worker processes (the default), threads of the
+ * caller's process, or the caller's own thread inside the calls that wait. */
+enum fp_pool_mode {
+  FP_MODE_PROCESSES = 0,
+  FP_MODE_THREADS = 1,
+  FP_MODE_INLINE = 2,
+};
 
 #define FP_SHM_OFF ((size_t)-1)
 
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0, 0 }
+    NULL, NULL, 0, 0, 0 }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is

@@ -45,6 +45,15 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   if (o->shm_args != FP_SHM_OFF &&
       (o->shm_args < ((size_t)1 << 20) || o->shm_args > ((size_t)1 << 40)))
     return FP_EINVAL;
+  if (o->mode > FP_MODE_INLINE)
+    return FP_EINVAL;
+  /* Nothing replaces a thread or the caller. */
+  if (o->mode != FP_MODE_PROCESSES && o->max_tasks_per_worker != 0)
+    return FP_ENOTSUP;
+  if (o->mode == FP_MODE_INLINE) {
+    o->workers = 1;      /* the caller */
+    o->max_inflight = 1; /* the rest wait in the queue, cancellable */
+  }
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
@@ -102,6 +111,34 @@ static int create_failed(int rc, const char *why)
   return rc;
 }
 
+/* The shared area and the fork server, which forks every worker. */
+static int start_processes(fp_pool *p)
+{
+  int rc;
+  /* Before the fork server, so that every worker inherits it. */
+  if (p->opts.shm_args != FP_SHM_OFF &&
+      (rc = fp__shm_init(&p->shm, p->opts.shm_args, p->nslots)) != 0)
+    return rc;
+  p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
+  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
+                                 &p->fs_child)) != 0)
+    return rc;
+  fp__shm_private(&p->shm);
+  return 0;
+}
+
+/* A worker in this process (a thread, or the caller): no fork server, its
+ * transport starts it.  Lock held. */
+static void start_local(fp_pool *p, unsigned i)
+{
+  p->slots[i].state = SLOT_STARTING;
+  int rc = p->tr->open(p, i, NULL);
+  if (rc != 0)
+    fp__pool_break(p, rc, "could not start a worker %s: %s",
+                   p->opts.mode == FP_MODE_THREADS ? "thread" : "in the caller",
+                   fp_strerror(rc));
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
   create_error[0] = '\0';
@@ -130,7 +167,9 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   pthread_cond_init(&p->cond, &ca);
   pthread_condattr_destroy(&ca);
 
-  p->tr = &fp__pipe_transport;
+  p->tr = o.mode == FP_MODE_THREADS  ? &fp__thread_transport
+          : o.mode == FP_MODE_INLINE ? &fp__inline_transport
+                                     : &fp__pipe_transport;
   p->slots = calloc(p->nslots, sizeof *p->slots);
   for (unsigned i = 0; p->slots != NULL && i < p->nslots; i++)
     p->tr->reset(p, i);
@@ -151,20 +190,15 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init = o.init;
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
-  /* Before the fork server, so that every worker inherits it. */
-  if (o.shm_args != FP_SHM_OFF &&
-      (rc = fp__shm_init(&p->shm, o.shm_args, p->nslots)) != 0)
+  if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
     goto fail;
-  p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
-  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
-                                 &p->fs_child)) != 0)
-    goto fail;
-  fp__shm_private(&p->shm);
 
   /* Every worker has run init and said READY before create returns. */
   fp__pool_lock(p);
   for (unsigned i = 0; i < p->nslots; i++)
     fp__slot_await(p, i); /* the fork server forks them unasked */
+  for (unsigned i = 0; o.mode != FP_MODE_PROCESSES && i < p->nslots; i++)
+    start_local(p, i);
   rc = fp__pool_run_until(p, all_started, NULL, -1);
   if (rc == 0)
     rc = p->err;
@@ -512,7 +546,9 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
     int live = sl->state == SLOT_LIVE;
     s.workers_live += live;
     if (i < n)
-      workers[i] = (fp_worker_stats){live ? sl->pid : 0, sl->answered};
+      /* A thread or the caller: the caller's process. */
+      workers[i] = (fp_worker_stats){live ? (sl->pid ? sl->pid : p->owner)
+                                          : 0, sl->answered};
   }
   fp__pool_unlock(p);
   memcpy(st, &s, s.size);
