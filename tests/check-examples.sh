@@ -60,6 +60,15 @@ run "$ex/crashy" </dev/null &&
 run "$ex/primes" 100000 </dev/null &&
   expect primes "primes below 100000: 9592" "100% 100/100 ranges"
 
+# The same program in each mode, switched by its flag alone.
+for mode in processes threads inline; do
+  run "$ex/primes" --mode $mode 100000 </dev/null &&
+    expect "primes --mode $mode" "primes below 100000: 9592" \
+      "100% 100/100 ranges"
+done
+run "$ex/primes" --mode inline 100000 </dev/null &&
+  expect "primes --mode inline" "over 1 caller"
+
 # Large payloads: every band's pixels and its blurred result (256 KiB at
 # this width) cross through shared memory, and the image is right.
 run "$ex/blur" 1024 1024 </dev/null &&
