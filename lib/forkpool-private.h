@@ -564,6 +564,10 @@ int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
 int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
                   const char *body, size_t blen, char **out, size_t *len);
 
+/* At the end, with its worker gone: lets go of what the slot still holds
+ * (tasks cancelled while they ran), as a worker process's exit would. */
+void fp__local_release(fp_pool *pool, unsigned slot);
+
 /* The slot needs no fork server: open (fds NULL) starts its worker. */
 extern const fp__transport fp__inline_transport;
 extern const fp__transport fp__thread_transport;

@@ -87,6 +87,14 @@ int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
   return rc != 0 ? rc : flatten(w, out, len);
 }
 
+void fp__local_release(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  while (s->head != NULL)
+    fp__slot_pop(p, s, s->head, FP_ECANCELLED,
+                 "cancelled: the pool was destroyed");
+}
+
 /* --- The transport ------------------------------------------------------- */
 
 typedef struct inline_chan {
@@ -136,8 +144,10 @@ static void inline_close(fp_pool *p, unsigned i, int dir)
     s->can_send = 0;
   if (dir & FP__RECV)
     s->can_recv = 0;
-  if (dir == FP__BOTH)
+  if (dir == FP__BOTH) {
     inline_free(p, i, 1);
+    fp__local_release(p, i);
+  }
 }
 
 static void inline_forget(fp_pool *p, unsigned i)

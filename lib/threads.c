@@ -189,6 +189,7 @@ static void thread_close(fp_pool *p, unsigned i, int dir)
     pthread_join(c->tid, NULL);
   chan_free(c);
   s->local = NULL;
+  fp__local_release(p, i);
 }
 
 /* In a forked child there is no thread, and its mutex may be held by one

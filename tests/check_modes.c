@@ -362,6 +362,95 @@ START_TEST(cancel_running_is_refused)
 }
 END_TEST
 
+/* Opens gate for writing: returns once a task has opened it to read, that
+ * is, once that task runs.  The caller writes a byte to let it finish. */
+static int gate_reached(const char *gate)
+{
+  int fd = open(gate, O_WRONLY);
+  ck_assert_int_ge(fd, 0);
+  return fd;
+}
+
+/* Two threads run two tasks at once: each is inside its gate together. */
+START_TEST(threads_run_in_parallel)
+{
+  fpt_snapshot s;
+  char ga[256], gb[256];
+  fpt_begin(&s);
+  fpt_gate_make(ga, sizeof ga);
+  fpt_gate_make(gb, sizeof gb);
+  fp_pool *p = pool_in(FP_MODE_THREADS, 2);
+  fp_future *a, *b;
+  ck_assert_int_eq(fp_submitf(p, "gate", &a, "[s]", ga), 0);
+  ck_assert_int_eq(fp_submitf(p, "gate", &b, "[s]", gb), 0);
+  int fa = gate_reached(ga), fb = gate_reached(gb);
+  ck_assert_int_eq(write(fa, "x", 1), 1);
+  ck_assert_int_eq(write(fb, "x", 1), 1);
+  close(fa);
+  close(fb);
+  ck_assert_int_eq(fpt_i64(a), getpid());
+  ck_assert_int_eq(fpt_i64(b), getpid());
+  fp_future_release(a);
+  fp_future_release(b);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(ga);
+  fpt_gate_remove(gb);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_kill cancels a task a thread runs; the thread finishes it, and
+ * destroy waits for that. */
+START_TEST(kill_cancels_what_threads_run)
+{
+  fpt_snapshot s;
+  char gate[256];
+  const msgpack_object *r;
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = pool_in(FP_MODE_THREADS, 1);
+  fp_future *g, *q;
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  q = submit(p, "square", 5);
+  int fd = gate_reached(gate);
+  ck_assert_int_eq(fp_pool_kill(p), 0);
+  ck_assert_int_eq(fp_future_result(g, 0, &r), FP_ECANCELLED);
+  ck_assert_int_eq(fp_future_result(q, 0, &r), FP_ECANCELLED);
+  fp_future *late;
+  ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
+                   FP_ESHUTDOWN);
+  ck_assert_int_eq(write(fd, "x", 1), 1);
+  close(fd);
+  fpt_pool_destroy(p);
+  fp_future_release(g);
+  fp_future_release(q);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Inline, fp_pool_kill cancels the task about to run: it never runs. */
+START_TEST(inline_kill_before_the_task_runs)
+{
+  fpt_snapshot s;
+  const msgpack_object *r;
+  fpt_begin(&s);
+  fp_pool *p = pool_in(FP_MODE_INLINE, 1);
+  fp_future *a = submit(p, "square", 2), *b = submit(p, "square", 3);
+  ck_assert_int_eq(fp_pool_kill(p), 0);
+  ck_assert_int_eq(fp_future_result(a, FPT_LIMIT_MS, &r), FP_ECANCELLED);
+  ck_assert_int_eq(fp_future_result(b, FPT_LIMIT_MS, &r), FP_ECANCELLED);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.cancelled, 2);
+  ck_assert_uint_eq(st.finished, 0);
+  fpt_pool_destroy(p);
+  fp_future_release(a);
+  fp_future_release(b);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Inline, a task runs only inside a call that waits, never in a submit. */
 START_TEST(inline_runs_only_in_waits)
 {
@@ -405,8 +494,14 @@ int main(void)
     }
     if (m == 0)
       tcase_add_test(tc, bad_mode_is_einval);
-    if (m == 2)
+    if (m == 1) {
+      tcase_add_test(tc, threads_run_in_parallel);
+      tcase_add_test(tc, kill_cancels_what_threads_run);
+    }
+    if (m == 2) {
       tcase_add_test(tc, inline_runs_only_in_waits);
+      tcase_add_test(tc, inline_kill_before_the_task_runs);
+    }
   }
   fpt_run_suite(s);
 }
