@@ -19,11 +19,9 @@ jobs=${STATIC_JOBS:-2}
 waivers='
 cppcheck:nullPointer|lib/map.c|last->next = c->next;
 cppcheck:ctuuninitvar|lib/forkserver.c|struct iovec iov = {m, sizeof *m};
-clang-tidy:clang-analyzer-core.UndefinedBinaryOperatorResult|lib/forkserver.c|if (rc == 1 && m.op == FP__CTL_READY) {
 clang-tidy:clang-analyzer-core.NullDereference|lib/pipe.c|size_t rest = s->send->frame_len - s->send_off;
 clang-tidy:bugprone-implicit-widening-of-multiplication-result|lib/frame.c|FP__CHUNK
 clang-tidy:bugprone-branch-clone|lib/map.c|c->f = failed_future(m, rc); /* this item fails; the map goes on */
-clang-tidy:cert-err34-c|lib/sys.c|int fd = atoi(e->d_name);
 '
 
 work=$(mktemp -d)

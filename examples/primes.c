@@ -5,6 +5,9 @@
  * ever built.  The map packs ranges into chunks, sized automatically, and
  * a progress bar on stderr follows the results.  Prints the count and the
  * time taken, and checks the count when N is one whose answer is known.
+ * Ctrl-C stops it at once: the SIGINT handler calls fp_pool_interrupt,
+ * which makes the blocked fp_map_next return FP_EINTR; it prints what was
+ * counted so far and exits with status 130.
  *
  *   cc primes.c $(pkg-config --cflags --libs forkpool) -o primes
  *   ./primes [--mode processes|threads|inline] [N]
@@ -18,6 +21,8 @@
 #include <forkpool.h>
 
 #include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +118,30 @@ static void progress(void *arg, size_t done, size_t total)
           pct, done, of, b->tty ? "" : "\n");
 }
 
+/* --- Ctrl-C ------------------------------------------------------------------ */
+
+/* The pool the handler wakes; NULL before it exists and once it is going. */
+static _Atomic(fp_pool *) sigint_pool;
+
+/* Only async-signal-safe calls here: fp_pool_interrupt is one. */
+static void on_sigint(int sig)
+{
+  (void)sig;
+  fp_pool *p = atomic_load(&sigint_pool);
+  if (p != NULL)
+    (void)fp_pool_interrupt(p);
+}
+
+static void catch_sigint(fp_pool *pool)
+{
+  struct sigaction sa;
+  sa.sa_handler = pool != NULL ? on_sigint : SIG_DFL;
+  sa.sa_flags = 0;
+  sigemptyset(&sa.sa_mask);
+  atomic_store(&sigint_pool, pool);
+  sigaction(SIGINT, &sa, NULL);
+}
+
 /* --- The caller --------------------------------------------------------------- */
 
 /* The number of primes below n, for some n: the count is checked for these. */
@@ -181,6 +210,9 @@ int main(int argc, char **argv)
   }
   fp_pool_stats st = FP_POOL_STATS_INIT;
   fp_pool_stats_get(pool, &st, NULL, 0);
+  /* After create: the workers are not ours to stop, and are in a process
+   * group of their own, so a terminal's Ctrl-C reaches this process only. */
+  catch_sigint(pool);
 
   struct ranges in_state = {0, n};
   fp_map_input in = {NULL, 0, next_range, &in_state}; /* lazy: no array */
@@ -212,11 +244,17 @@ int main(int argc, char **argv)
   }
   if (bar.tty)
     fputc('\n', stderr); /* leave the bar's last state on screen */
-  if (rc != 0)
+  if (rc == FP_EINTR)
+    fprintf(stderr, "interrupted: %lld primes in the first %zu ranges\n",
+            (long long)primes, items);
+  else if (rc != 0)
     fprintf(stderr, "fp_map_next: %s\n", fp_strerror(rc));
-  fp_map_destroy(m);
+  catch_sigint(NULL); /* before destroy: the handler must not see it go */
+  fp_map_destroy(m);  /* cancels what has not started */
   double elapsed = now() - t0;
   fp_pool_destroy(pool);
+  if (rc == FP_EINTR)
+    return 130;
   if (rc != 0 || failed != 0)
     return 1;
 

@@ -45,27 +45,29 @@ static void expect_frame(expect *e, const char *body, size_t len)
   e->off += FP__HDR + n;
 }
 
-/* What the stream must end with once every complete frame is read. */
+/* What the stream must end with once every complete frame is read: 0
+ * (end of file) or FP_EPROTO. */
 static int expect_end(const expect *e)
 {
   if (e->len - e->off < FP__HDR)
-    return FP__IO_EOF;
+    return 0;
   uint32_t n = fp__frame_body_len((const char *)e->buf + e->off);
-  return n > e->max ? FP_EPROTO : FP__IO_EOF;
+  return n > e->max ? FP_EPROTO : 0;
 }
 
-/* Reads every frame the pipe has now: the reader's last answer.  As
- * pipe_recv (pipe.c) does when poll() says readable, it first forgets that an
- * earlier read emptied the pipe. */
-static int drain(fp__reader *r, int fd, expect *e)
+/* Reads every frame the pipe has now: the reader's last answer, 0 with *io
+ * (FP__IO_AGAIN or FP__IO_EOF) or its error.  As pipe_recv (pipe.c) does
+ * when poll() says readable, it first forgets that an earlier read emptied
+ * the pipe. */
+static int drain(fp__reader *r, int fd, expect *e, enum fp__io *io)
 {
   fp__reader_undrain(r);
   for (;;) {
     char *owned = NULL;
     const char *body = NULL;
     size_t len = 0;
-    int rc = fp__reader_next_lent(r, fd, e->max, &owned, &body, &len);
-    if (rc != FP__IO_FRAME)
+    int rc = fp__reader_next_lent(r, fd, e->max, io, &owned, &body, &len);
+    if (rc != 0 || *io != FP__IO_FRAME)
       return rc;
     FZ_CHECK(body != NULL);
     FZ_CHECK(owned == NULL || owned == body);
@@ -81,19 +83,21 @@ static void parent_side(const uint8_t *buf, size_t len, size_t max,
   fp__reader r;
   int fds[2];
   size_t off = 0;
-  int rc = FP__IO_AGAIN;
+  enum fp__io io = FP__IO_AGAIN;
+  int rc = 0;
 
   fz_pipe(fds);
   fp__reader_init(&r);
-  for (unsigned k = 0; off < len && rc == FP__IO_AGAIN; k++) {
+  for (unsigned k = 0; off < len && rc == 0 && io == FP__IO_AGAIN; k++) {
     fz_write_some(fds[1], buf, len, &off, fz_piece(seed, k));
-    rc = drain(&r, fds[0], &e);
+    rc = drain(&r, fds[0], &e, &io);
   }
-  if (rc == FP__IO_AGAIN) {
+  if (rc == 0 && io == FP__IO_AGAIN) {
     close(fds[1]);
     fds[1] = -1;
-    rc = drain(&r, fds[0], &e);
+    rc = drain(&r, fds[0], &e, &io);
     FZ_CHECK(rc == expect_end(&e));
+    FZ_CHECK(rc != 0 || io == FP__IO_EOF);
   } else {
     /* It stopped before the end: only at a length over the maximum. */
     FZ_CHECK(rc == FP_EPROTO);
@@ -123,15 +127,16 @@ static void worker_side(const uint8_t *buf, size_t len, size_t max)
   char *kept = NULL;
   size_t cap = 0;
   for (;;) {
+    enum fp__io io;
     const char *body = NULL;
     size_t blen = 0;
-    int rc = fp__read_frame_borrowed(fds[0], &r, max, &kept, &cap, &body,
+    int rc = fp__read_frame_borrowed(fds[0], &r, max, &io, &kept, &cap, &body,
                                      &blen);
-    if (rc == 1) {
+    if (rc == 0 && io == FP__IO_FRAME) {
       expect_frame(&e, body, blen);
       continue;
     }
-    FZ_CHECK(rc == (expect_end(&e) == FP__IO_EOF ? 0 : FP_EPROTO));
+    FZ_CHECK(rc == expect_end(&e));
     break;
   }
   free(kept);

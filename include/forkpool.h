@@ -69,6 +69,7 @@ extern "C" {
   XX(ESHUTDOWN, -4005, "pool is shut down")                                   \
   XX(ETYPE, -4006, "value does not match the format")                         \
   XX(EDEADLINE, -4007, "task ran past its deadline")                          \
+  XX(EINTR, -EINTR, "wait interrupted by fp_pool_interrupt")                  \
   XX(ENOTSUP, -ENOTSUP, "not supported in this pool's mode")
 
 typedef enum fp_errno {
@@ -166,6 +167,18 @@ typedef struct fp_pool_options {
   size_t shm_args;            /* shared memory for large arguments, bytes of
                                  address space: 0: 256 MiB; 1 MiB..1 TiB; or
                                  FP_SHM_OFF: every payload through pipes */
+  size_t max_worker_rss;      /* bytes; a worker whose resident memory is
+                                 above this after a task is replaced (a
+                                 recycle; the task's result is kept);
+                                 0: never; else at least 1 MiB */
+  size_t worker_rlimit_as;    /* bytes of address space per worker
+                                 (RLIMIT_AS), counting the shared area;
+                                 0: the caller's limit */
+  unsigned worker_rlimit_cpu; /* CPU seconds per worker process, over all
+                                 its tasks (RLIMIT_CPU); 0: the caller's */
+  unsigned pin_workers;       /* 1: worker i runs only on the i-th CPU the
+                                 caller may use (mod their count); 0: no */
+  int worker_stdout;          /* where a worker's fd 1 goes: FP_STDOUT_* */
   unsigned mode;              /* FP_MODE_PROCESSES (0), FP_MODE_THREADS or
                                  FP_MODE_INLINE: see forkpool(7) */
 } fp_pool_options;
@@ -180,9 +193,17 @@ enum fp_pool_mode {
 
 #define FP_SHM_OFF ((size_t)-1)
 
+/* Where the workers' standard output goes (fp_pool_options.worker_stdout).
+ * In every case stdout is line-buffered in the worker. */
+enum fp_stdout_mode {
+  FP_STDOUT_STDERR = 0,       /* the default: the caller's stderr */
+  FP_STDOUT_INHERIT = 1,      /* the caller's stdout */
+  FP_STDOUT_NULL = 2,         /* /dev/null */
+};
+
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0, 0, 0 }
+    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR, 0 }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is
@@ -220,6 +241,62 @@ FP_EXTERN int fp_pool_shutdown(fp_pool *pool, unsigned flags);
 FP_EXTERN void fp_pool_destroy(fp_pool *pool);
 
 /*
+ * After fp_pool_shutdown (FP_EINVAL before it), waits up to timeout_ms (-1:
+ * forever, 0: no wait) for every task to end and then every worker and the
+ * fork server to exit: 0 once they have, FP_ETIMEDOUT if time ran out
+ * first (the pool goes on; call again), FP_EINTR after fp_pool_interrupt.
+ * Workers still there 1 s after the last task ended are killed, as by
+ * fp_pool_destroy, which must still free the pool.
+ */
+FP_EXTERN int fp_pool_join(fp_pool *pool, int timeout_ms);
+
+/*
+ * Makes every wait on the pool return FP_EINTR at once: fp_future_result,
+ * fp_future_wait, fp_wait, fp_as_completed_next, fp_map_next,
+ * fp_pool_dispatch and fp_pool_join, in any thread, the ones blocked now and
+ * every later one that would block, until fp_pool_interrupt_clear: it is
+ * sticky, so a signal that comes just before a wait is not lost.  A wait
+ * whose condition is already met returns as usual.  Shutting down and
+ * destroying are not affected.  Async-signal-safe: an atomic flag and one
+ * write() to the pool's wake pipe; a signal handler may call it as long as
+ * the pool is not destroyed under it.  FP_EINVAL for NULL or in a child.
+ */
+FP_EXTERN int fp_pool_interrupt(fp_pool *pool);
+/* Ends fp_pool_interrupt's effect; waits block again.  Async-signal-safe. */
+FP_EXTERN int fp_pool_interrupt_clear(fp_pool *pool);
+
+typedef enum fp_pool_state {
+  FP_POOL_RUNNING = 0,        /* takes submits */
+  FP_POOL_SHUTTING_DOWN = 1,  /* shut down, terminated or killed: takes no
+                                 submits; tasks or processes remain */
+  FP_POOL_SHUT_DOWN = 2,      /* every task ended, every worker and the fork
+                                 server exited (shutdown WAIT or join) */
+  FP_POOL_BROKEN = 3,         /* takes no submits for the reason below */
+} fp_pool_state;
+
+/* Start from FP_POOL_STATUS_INIT so fields can be added later. */
+typedef struct fp_pool_status {
+  size_t size;                /* sizeof(fp_pool_status); set by _INIT */
+  fp_pool_state state;
+  int err;                    /* BROKEN: FP_EBROKEN, or FP_EMFILE if new
+                                 workers could not place their pipes; 0 */
+  char reason[256];           /* BROKEN: why, e.g. "worker initializer
+                                 failed: kind: message" or "crash loop: ...";
+                                 else "".  A copy: the caller's. */
+  int interrupted;            /* 1 between fp_pool_interrupt and _clear */
+} fp_pool_status;
+
+#define FP_POOL_STATUS_INIT { sizeof(fp_pool_status), FP_POOL_RUNNING, 0, \
+                              "", 0 }
+
+/*
+ * Fills *st (borrowed) with what the pool is doing, after a dispatcher
+ * pass with no wait, so that a crash loop nobody waited on is seen.  Needs
+ * no submit.  Why fp_pool_create failed is fp_pool_create_error's.
+ */
+FP_EXTERN int fp_pool_status_get(fp_pool *pool, fp_pool_status *st);
+
+/*
  * Stops every worker now, with SIGTERM (terminate) or SIGKILL (kill), and
  * shuts the pool down: every task not done ends FP_CANCELLED (its result
  * is FP_ECANCELLED).  No worker is restarted.  fp_pool_destroy still frees.
@@ -227,9 +304,18 @@ FP_EXTERN void fp_pool_destroy(fp_pool *pool);
 FP_EXTERN int fp_pool_terminate(fp_pool *pool);
 FP_EXTERN int fp_pool_kill(fp_pool *pool);
 
+/*
+ * One per slot.  The fields after tasks are filled only for a caller whose
+ * fp_pool_stats has cpu_user_us (its size says so): one built before
+ * passes an array of the older layout, and gets that.
+ */
 typedef struct fp_worker_stats {
   pid_t pid;                  /* 0: no live worker in this slot */
   uint64_t tasks;             /* tasks this worker has answered */
+  uint64_t cpu_user_us;       /* this worker's user CPU, microseconds, as of
+                                 an answer less than 1 ms of its time ago;
+                                 0 without shared memory */
+  uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_worker_stats;
 
 /*
@@ -255,10 +341,14 @@ typedef struct fp_pool_stats {
                                  through shared memory, not a pipe */
   uint64_t shared_results;    /* results that came back that way */
   uint64_t shared_bytes;      /* now: shared memory held by arguments */
+  uint64_t cpu_user_us;       /* user CPU of every worker, microseconds:
+                                 exited ones in full, live ones as their
+                                 fp_worker_stats says */
+  uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one
@@ -349,7 +439,7 @@ typedef enum fp_state {
   FP_RUNNING = 1,   /* handed to a worker */
   FP_FINISHED = 2,  /* has a result */
   FP_FAILED = 3,    /* has an error code and message */
-  FP_CANCELLED = 4, /* cancelled before a worker took it */
+  FP_CANCELLED = 4, /* cancelled, or its pool terminated, before done */
 } fp_state;
 
 /* The state now, after a dispatcher pass with no wait. */
@@ -376,6 +466,31 @@ FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
  * cancelled.
  */
 FP_EXTERN const char *fp_future_error(fp_future *f);
+
+/* fp_future_error in parts.  Start from FP_ERROR_INFO_INIT. */
+typedef struct fp_error_info {
+  size_t size;                /* sizeof(fp_error_info); set by _INIT */
+  int err;                    /* what fp_future_result returns for it */
+  const char *kind;           /* a worker's failure (a task's fp_call_fail,
+                                 "TaskError", "ResultError", ...): its kind;
+                                 any other: fp_err_name(err) */
+  const char *message;        /* a worker's failure: its message; any other:
+                                 the whole text of fp_future_error */
+  pid_t pid;                  /* the worker that died or was killed under
+                                 the task (FP_EWORKER, FP_EDEADLINE); 0 */
+  int exit_status;            /* that worker's exit status; -1: none */
+  int signal;                 /* the signal that ended it; 0: none */
+} fp_error_info;
+
+#define FP_ERROR_INFO_INIT { sizeof(fp_error_info), 0, NULL, NULL, 0, -1, 0 }
+
+/*
+ * Fills *info (borrowed): 1 if f failed or was cancelled, 0 if it has no
+ * failure (not done, or finished: then err 0 and both strings NULL), or
+ * FP_EINVAL.  kind and message are owned by f (or static), valid until it
+ * is released, like fp_future_error's text.
+ */
+FP_EXTERN int fp_future_error_info(fp_future *f, fp_error_info *info);
 
 enum fp_cancel_flags {
   /* Also stop a running task: its worker is killed and replaced, and the
@@ -454,12 +569,19 @@ typedef struct fp_map_options {
   size_t size;                /* sizeof(fp_map_options); set by _INIT */
   size_t chunksize;           /* items per message; 0: automatic */
   size_t buffersize;          /* items in flight at most; 0: automatic */
-  int deadline_ms;            /* per chunk, as fp_submit_options; 0: none */
+  int deadline_ms;            /* per item, as fp_submit_options; 0: none */
   fp_progress_fn progress;    /* NULL: none; total 0 while unknown */
   void *progress_arg;
+  int timeout_ms;             /* > 0: the whole map's, from fp_map: then
+                                 fp_map_next returns FP_ETIMEDOUT for good
+                                 and what is in flight is cancelled; 0: none */
+  unsigned timeout_cancel;    /* FP_CANCEL_RUNNING: that cancel also kills
+                                 running items; 0: they finish unread */
+  int item_args;              /* 1: fill fp_map_item.args; 0: leave it */
 } fp_map_options;
 
-#define FP_MAP_OPTIONS_INIT { sizeof(fp_map_options), 0, 0, 0, NULL, NULL }
+#define FP_MAP_OPTIONS_INIT { sizeof(fp_map_options), 0, 0, 0, NULL, NULL, \
+                              0, 0, 0 }
 
 /* One result of a map: valid until the next fp_map_next or destroy. */
 typedef struct fp_map_item {
@@ -467,6 +589,10 @@ typedef struct fp_map_item {
   int err;                    /* 0, or the item's FP_E* code */
   const msgpack_object *result; /* when err == 0 */
   const char *error;          /* when err != 0 */
+  /* Since 0.2, written only for a map made with item_args set (a program
+   * built with an older header has a shorter struct): */
+  const msgpack_object *args; /* the item's argument object, owned by the
+                                 map, valid as long as result */
 } fp_map_item;
 
 typedef struct fp_map_iter fp_map_iter;
@@ -483,7 +609,8 @@ FP_EXTERN int fp_map(fp_pool *pool, const char *name, const fp_map_input *in,
 FP_EXTERN int fp_map_unordered(fp_pool *pool, const char *name,
                                const fp_map_input *in,
                                const fp_map_options *opts, fp_map_iter **out);
-/* 1 with *item filled, 0 at the end, FP_ETIMEDOUT, or the input's error. */
+/* 1 with *item filled, 0 at the end, FP_ETIMEDOUT (for good once the map's
+ * timeout_ms passed), FP_EINTR, or the input's error. */
 FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item);
 /* Cancels what has not run and frees the map.  NULL is a no-op. */
 FP_EXTERN void fp_map_destroy(fp_map_iter *m);

@@ -47,8 +47,9 @@ static size_t put_str_head(unsigned char *p, uint32_t n)
 }
 
 /*
- * The prefix is four short values, written by hand straight into the frame:
- * the same bytes as msgpack's packer gives, without a callback per value.
+ * A TASK frame's prefix is four short values, written by hand straight into
+ * the frame: the same bytes as msgpack's packer gives, without a callback
+ * per value.  Here, the most they can take.
  */
 size_t fp__task_frame_max(size_t name_len, size_t args_len)
 {
@@ -195,7 +196,7 @@ int fp__read_code(const char *buf, size_t len, size_t *off, int *code)
   return 0;
 }
 
-int fp__worker_code(int code)
+int fp__is_worker_code(int code)
 {
   return code == FP_ETASK || code == FP_ENOTASK || code == FP_EMSGSIZE;
 }
@@ -312,9 +313,8 @@ int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n)
   return 0;
 }
 
-/* Reads the type and id every body starts with. */
-/* The message type and id; *type is the one wanted, or UINT64_MAX for
- * any. */
+/* Reads the type and id every body starts with: *type is the one wanted
+ * (UINT64_MAX: any), and the one read.  0, or FP_EPROTO. */
 static int decode_head(const char *body, size_t len, size_t *off,
                        uint64_t *type, uint64_t *id)
 {
@@ -475,14 +475,16 @@ typedef struct nest {
 
 /*
  * After an object's head (its bytes skipped, rest of them left in the
- * input): 1 once the outermost object is whole, 0 to read on, FP__EDEEP
- * when a container is nested too deep, FP_EPROTO when it cannot fit what
- * is left.
+ * input): 0 with *whole set once the outermost object is whole (0: read
+ * on), FP__EDEEP when a container is nested too deep, FP_EPROTO when it
+ * cannot fit what is left.
  */
 static inline __attribute__((always_inline)) int nest_step(nest *s, head h,
                                                          uint64_t n,
-                                                         size_t rest)
+                                                         size_t rest,
+                                                         int *whole)
 {
+  *whole = 0;
   if (h.kind == HEAD_ITEMS || h.kind == HEAD_PAIRS) {
     uint64_t items = h.kind == HEAD_PAIRS ? 2 * n : n;
     /* msgpack-c refuses even an empty container this deep. */
@@ -498,7 +500,8 @@ static inline __attribute__((always_inline)) int nest_step(nest *s, head h,
   /* An object ended: close every container it completes. */
   while (s->top > 0 && --s->left[s->top - 1] == 0)
     s->top--;
-  return s->top == 0;
+  *whole = s->top == 0;
+  return 0;
 }
 
 /* The bytes an object of head h and count n carries after its head. */
@@ -528,10 +531,10 @@ int fp__skip_object(const char *buf, size_t len, size_t *off)
     if (skip > len - i)
       return FP_EPROTO;
     i += skip;
-    int rc = nest_step(&s, h, n, len - i);
-    if (rc < 0)
+    int whole;
+    if (nest_step(&s, h, n, len - i, &whole) != 0)
       return FP_EPROTO;
-    if (rc == 1) {
+    if (whole) {
       *off = i;
       return 0;
     }
@@ -611,9 +614,10 @@ static int seg_skip_object(seg_cursor *c)
     if (h.kind == HEAD_BAD || (h.lenbytes && seg_be(c, h.lenbytes, &n)) ||
         seg_skip(c, payload(h, n)) != 0)
       return FP_EPROTO;
-    int rc = nest_step(&s, h, n, c->left);
-    if (rc != 0)
-      return rc < 0 ? rc : 0;
+    int whole;
+    int rc = nest_step(&s, h, n, c->left, &whole);
+    if (rc != 0 || whole)
+      return rc;
   }
 }
 

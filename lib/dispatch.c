@@ -45,8 +45,6 @@ void fp__log(fp_pool *p, int level, const char *fmt, ...)
 
 /* --- Locking and done-callbacks ------------------------------------------ */
 
-/* --- Locking and done-callbacks ---------------------------------------------- */
-
 void fp__pool_lock(fp_pool *p)
 {
   pthread_mutex_lock(&p->lock);
@@ -117,8 +115,6 @@ void fp__pool_unlock(fp_pool *p)
 }
 
 /* --- Lists and final states ---------------------------------------------- */
-
-/* --- Lists and final states ----------------------------------------------------- */
 
 void fp__list_push(fp_future **head, fp_future **tail, fp_future *f)
 {
@@ -216,8 +212,6 @@ void fp__slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
 
 /* --- Waking the thread in poll() ----------------------------------------- */
 
-/* --- Waking the thread in poll() -------------------------------------------- */
-
 void fp__wake_poller(fp_pool *p)
 {
   if (!p->polling || p->wake_pending)
@@ -228,8 +222,6 @@ void fp__wake_poller(fp_pool *p)
 
 /* --- Results ------------------------------------------------------------- */
 
-/* --- Results ----------------------------------------------------------------- */
-
 /* Reads kind and message after a failure's code: "kind: message". */
 static void fail_from_body(fp_pool *p, fp_future *f, int code,
                            const char *body, size_t len, size_t off)
@@ -239,8 +231,7 @@ static void fail_from_body(fp_pool *p, fp_future *f, int code,
   if (fp__read_str(body, len, &off, &kind, &kind_len) == 0 &&
       fp__read_str(body, len, &off, &msg, &msg_len) == 0 &&
       kind_len <= INT_MAX && msg_len <= INT_MAX)
-    fp__future_fail(f, code, "%.*s: %.*s", (int)kind_len, kind, (int)msg_len,
-                    msg);
+    fp__future_fail_parts(f, code, kind, kind_len, msg, msg_len);
   else
     fp__future_fail(f, FP_EPROTO, "protocol error: malformed failure");
   if (p != NULL)
@@ -342,7 +333,7 @@ void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
     return;
   }
   int rc = fp__decode_result_head(body, len, &id, &code, &off);
-  if (rc == 0 && code != 0 && !fp__worker_code(code))
+  if (rc == 0 && code != 0 && !fp__is_worker_code(code))
     rc = FP_EPROTO;
   if (rc != 0) {
     free(owned);

@@ -26,6 +26,8 @@
 #define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
 #define FP__FRAME_HERE 64 /* frames this small live in their future */
 #define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
+#define FP__EXIT_RECYCLE 73 /* a worker left after its answer, its resident
+                               memory over max_worker_rss: a recycle */
 
 /* --- sys.c: small OS helpers ---------------------------------------------- */
 
@@ -44,13 +46,16 @@ int fp__fd_top(void);
  * closed).
  */
 int fp__fd_high(int fd);
-/* Both ends of a pipe or socketpair; on failure both are closed and -1. */
+/* Both ends of a pipe or socketpair: 0, or -errno with both closed and
+ * set to -1. */
 int fp__fd_pair_high(int fds[2]);
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
 int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */
+/* This process's size and resident set, in pages, from /proc/self/statm. */
+int fp__statm(unsigned long *size, unsigned long *resident);
 
 /*
  * One large buffer kept for the next large frame: a megabyte freed and
@@ -90,7 +95,7 @@ typedef struct fp__shm {
 } fp__shm;
 
 /* Maps the area: args bytes for arguments, a ring for each of nslots
- * workers.  0 with base NULL if the kernel would not. */
+ * workers.  0 with base NULL if the kernel would not; FP_ENOMEM. */
 int fp__shm_init(fp__shm *m, size_t args, unsigned nslots);
 /* After the fork server is forked: keep the area out of the caller's own
  * forks. */
@@ -115,13 +120,19 @@ void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
  * dispatcher reads the stamp to time the item.  open: worker, takes write
  * access to its stamp and marks it with its pid (NULL: none).  set: worker,
  * item of task id started at since (fp__now_ns).  read: parent, 0 with what
- * worker pid last stamped, or -1 if it stamped nothing readable.
+ * worker pid last stamped, or FP_EAGAIN if it stamped nothing readable.
  */
 typedef struct fp__stamp fp__stamp;
 fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot);
 void fp__stamp_set(fp__stamp *st, uint64_t id, uint64_t item, int64_t since);
 int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since);
+/* CPU time in the same page: the worker stamps its own getrusage after
+ * each answer (and after init); the parent reads it for worker pid, 0, or
+ * FP_EAGAIN (no stamp of that pid: *user and *sys are 0). */
+void fp__stamp_cpu(fp__stamp *st, uint64_t user_us, uint64_t sys_us);
+int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
+                       uint64_t *user_us, uint64_t *sys_us);
 
 /* A worker's own ring. */
 typedef struct fp__ring {
@@ -162,35 +173,42 @@ typedef struct fp__reader {
   int drained;           /* the last read emptied the pipe */
 } fp__reader;
 
-enum { FP__IO_AGAIN = 0, FP__IO_FRAME = 1, FP__IO_EOF = 2 };
+/* What a read came to, through an out-parameter beside a return of 0:
+ * never 0, so never mistaken for a return code. */
+enum fp__io {
+  FP__IO_AGAIN = 1,      /* nothing more yet: poll again */
+  FP__IO_FRAME,          /* a whole frame (or control message) */
+  FP__IO_EOF,            /* end of file: the peer closed its end */
+};
 
 void fp__reader_init(fp__reader *r);
 void fp__reader_free(fp__reader *r);
 /*
- * Reads towards the next frame: FP__IO_FRAME with *body and *len,
- * FP__IO_AGAIN when the pipe is empty, FP__IO_EOF at end of file, or a
- * negative code: FP_EPROTO for a length over max.  A frame whole in the
+ * Reads towards the next frame: 0 with *io FP__IO_FRAME (and *body and
+ * *len), FP__IO_AGAIN when the pipe is empty or FP__IO_EOF at end of file;
+ * or a negative code: FP_EPROTO for a length over max.  A frame whole in the
  * read-ahead is lent: *body points into it until the next call, and *owned
  * is NULL.  Otherwise *owned is the malloc'd body, the caller's, and
  * *body == *owned.  Once a read has emptied the pipe, the next call that
  * would read says FP__IO_AGAIN without one: call again only when poll()
  * says readable, or after fp__reader_undrain.
  */
-int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
-                         const char **body, size_t *len);
+int fp__reader_next_lent(fp__reader *r, int fd, size_t max, enum fp__io *io,
+                         char **owned, const char **body, size_t *len);
 /* Forgets that the pipe was empty: the next call reads whatever is there. */
 void fp__reader_undrain(fp__reader *r);
 
 /*
  * Worker side, blocking, for a caller that is done with each body before it
- * reads the next: 1 frame, 0 end of file, or a negative code.  *body is
- * borrowed.  It points into
- * the read-ahead when the whole body is there, else into *buf, the caller's
- * buffer of *cap bytes, replaced by a larger malloc when too small.  Valid
- * until the next call.  A body cut short by FP_EAGAIN ends the stream.
+ * reads the next: 0 with *io FP__IO_FRAME or FP__IO_EOF, or a negative
+ * code.  *body is borrowed.  It points into the read-ahead when the whole
+ * body is there, else into *buf, the caller's buffer of *cap bytes,
+ * replaced by a larger malloc when too small.  Valid until the next call.
+ * A body cut short by FP_EAGAIN ends the stream.
  */
-int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
-                            size_t *cap, const char **body, size_t *len);
+int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max,
+                            enum fp__io *io, char **buf, size_t *cap,
+                            const char **body, size_t *len);
 int fp__write_all(int fd, struct iovec *iov, int iovcnt);
 
 /* --- codec.c: the messages, as msgpack ------------------------------------ */
@@ -271,9 +289,10 @@ int fp__skip_object(const char *buf, size_t len, size_t *off);
  */
 int fp__read_uint(const char *buf, size_t len, size_t *off, uint64_t *v);
 int fp__read_code(const char *buf, size_t len, size_t *off, int *code);
-/* 1 for the failure codes a worker sends: FP_ETASK, FP_ENOTASK and
- * FP_EMSGSIZE.  Any other (FP_ECANCELLED, say) would be a lie. */
-int fp__worker_code(int code);
+/* Whether code is one of the failure codes a worker sends: FP_ETASK,
+ * FP_ENOTASK and FP_EMSGSIZE.  Any other (FP_ECANCELLED, say) would be a
+ * lie. */
+int fp__is_worker_code(int code);
 int fp__read_str(const char *buf, size_t len, size_t *off, const char **s,
                  size_t *n);
 int fp__read_array(const char *buf, size_t len, size_t *off, uint32_t *n);
@@ -303,6 +322,11 @@ typedef struct fp__worker_cfg {
   uint64_t max_tasks;    /* exit after answering so many; 0: never */
   const fp__shm *shm;    /* the pool's shared area (read-only in a worker
                             but for its ring); NULL: none */
+  size_t max_rss;        /* leave with FP__EXIT_RECYCLE above it; 0: never */
+  size_t rlimit_as;      /* bytes; 0: leave RLIMIT_AS as it is */
+  unsigned rlimit_cpu;   /* seconds; 0: leave RLIMIT_CPU as it is */
+  unsigned pin;          /* pin worker i to the i-th allowed CPU */
+  int out_mode;          /* fp_stdout_mode for the worker's fd 1 */
 } fp__worker_cfg;
 
 /*
@@ -341,8 +365,9 @@ static inline size_t fp__outbuf_size(const fp__outbuf *o)
   return o->sb.size + o->ref_bytes;
 }
 
-/* Runs tasks from in_fd, answers on out_fd (large results in slot's ring),
- * exits the process on EOF. */
+/* Runs tasks from in_fd, answers on out_fd (large results in slot's ring);
+ * exits the process at EOF, after max_tasks answers, or at a frame it
+ * cannot take. */
 void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
                      int out_fd) __attribute__((noreturn));
 /*
@@ -360,6 +385,8 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
  * FP_ENOMEM (no frame). */
 int fp__worker_ready(const fp__worker_cfg *cfg, void **state,
                      msgpack_sbuffer *head, fp__outbuf *result);
+/* Worker, after fork: the pool's rlimits, CPU pin and stdout (cfg). */
+void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot);
 
 /* --- forkserver.c: forks workers and reports their exits ------------------ */
 
@@ -369,7 +396,8 @@ enum fp__ctl_op {
   FP__CTL_KILL = 2,      /* parent -> fs: signal value to pid, if alive */
   FP__CTL_SPAWNED = 3,   /* fs -> parent: pid, with its two fds attached */
   FP__CTL_SPAWN_FAILED = 4, /* fs -> parent: value is -errno */
-  FP__CTL_EXITED = 5,    /* fs -> parent: value is the wait status */
+  FP__CTL_EXITED = 5,    /* fs -> parent: value is the wait status,
+                            user_us and sys_us its CPU time (wait4) */
   FP__CTL_READY = 6,     /* fs -> parent: pid is the fork server's */
 };
 
@@ -378,6 +406,8 @@ typedef struct fp__ctl {
   uint32_t slot;
   int32_t pid;
   int32_t value;
+  uint64_t user_us;      /* EXITED: the worker's user CPU, microseconds */
+  uint64_t sys_us;       /* EXITED: its system CPU */
 } fp__ctl;
 
 /*
@@ -392,9 +422,11 @@ int fp__ctl_send(int fd, const fp__ctl *m);
 /* SPAWNED carries the task pipe's write end, the result pipe's read end and
  * the task pipe's read end (held only so writes never raise SIGPIPE). */
 #define FP__CTL_NFDS 3
-/* 1 message (fds[] filled for SPAWNED, or all -1 if the kernel dropped
- * them for want of descriptors), 0 nothing yet, FP__IO_EOF, or < 0. */
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS]);
+/* 0 with *io FP__IO_FRAME for a message in *m (fds[] filled for SPAWNED,
+ * or all -1 if the kernel dropped them for want of descriptors),
+ * FP__IO_AGAIN for nothing yet or FP__IO_EOF; or a negative code. */
+int fp__ctl_recv(int fd, enum fp__io *io, fp__ctl *m,
+                 int fds[FP__CTL_NFDS]);
 
 /* --- future.c -------------------------------------------------------------- */
 
@@ -426,7 +458,12 @@ struct fp_future {
   size_t frame_len;
   size_t shm_off, shm_len;   /* its arguments in the pool's shared area,
                                 held as long as its frame; len 0: none */
-  char *error;               /* failure text, owned */
+  char *error;               /* failure text, owned; for a worker's
+                                failure "kind: message", then a NUL and
+                                kind again (fp_future_error_info) */
+  size_t kind_len;           /* that kind's length + 1; 0: not a worker's */
+  pid_t died_pid;            /* the worker that died under it; 0: none */
+  int died_status;           /* its wait status */
   char *result_buf;          /* RESULT body the result points into, owned */
   msgpack_zone *zone;        /* result's containers, owned */
   msgpack_object result;      /* NIL for a map chunk: see result_off */
@@ -451,6 +488,12 @@ void fp__future_finish_lent(fp_future *f, const char *body, size_t off,
                             size_t len);
 void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
+/* The same for a failure a worker sent, kept in parts too. */
+void fp__future_fail_parts(fp_future *f, int err, const char *kind,
+                           size_t kind_len, const char *msg, size_t msg_len);
+/* Before f fails for the exit of its worker pid (wait status): notes them,
+ * unless f is final already. */
+void fp__future_died(fp_future *f, pid_t pid, int status);
 /* 1 once f is final (then it never changes); no lock needed. */
 int fp__future_is_done(const fp_future *f);
 /* Runs and frees a list of f's callbacks; no lock held. */
@@ -572,6 +615,8 @@ void fp__local_release(fp_pool *pool, unsigned slot);
 extern const fp__transport fp__inline_transport;
 extern const fp__transport fp__thread_transport;
 
+/* --- The pool: made in pool.c, read by every file of the parent side ----- */
+
 struct fp_pool {
   pthread_mutex_t lock;
   pthread_cond_t cond;    /* broadcast after every dispatcher pass */
@@ -615,6 +660,8 @@ struct fp_pool {
   int epfd;               /* for fp_pool_fd; -1 until asked for */
   fp__spare spare;        /* a large frame buffer kept for reuse */
   fp__shm shm;            /* where large arguments go */
+  atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
+  int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -708,6 +755,8 @@ void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
 /* --- pool.c ------------------------------------------------------------------- */
 
 void fp__forkserver_stop(fp_pool *pool);
+/* Counts an exited worker's CPU time into the pool's stats. */
+void fp__cpu_exited(fp_pool *pool, const fp__ctl *m);
 
 /* --- submit.c ---------------------------------------------------------------- */
 
@@ -720,5 +769,12 @@ int fp__submit_refused(fp_pool *pool);
 int fp__submit(fp_pool *pool, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out);
+
+/* --- interrupt.c -------------------------------------------------------------- */
+
+/* fp__pool_run_until for the caller's waits, which also end with FP_EINTR
+ * once the pool is interrupted and pred is not met. */
+int fp__pool_wait(fp_pool *pool, fp__pool_pred pred, void *arg,
+                  int64_t deadline);
 
 #endif

@@ -3,9 +3,9 @@
  * when a pool is created.  It forks every worker, the first ones and every
  * replacement, so each starts from the same image and no fork ever happens
  * in a multi-threaded parent.  It hands each worker's pipe ends to the
- * dispatcher over a SOCK_SEQPACKET socket (SCM_RIGHTS), reaps its workers
- * and reports each exit.  At end of file on that socket it kills what is
- * left, reaps it and exits.
+ * pool (supervise.c) over a SOCK_SEQPACKET socket (SCM_RIGHTS), reaps its
+ * workers and reports each exit.  At end of file on that socket it kills
+ * what is left, reaps it and exits.
  *
  * It is detached with a double fork, so the caller's process never has it as
  * a child: a caller's own waitpid(-1) loop or SIGCHLD handler sees nothing of
@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_PRCTL_H
@@ -110,7 +112,8 @@ static void close_fds(int fds[FP__CTL_NFDS])
   }
 }
 
-int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
+int fp__ctl_recv(int fd, enum fp__io *io, fp__ctl *m,
+                 int fds[FP__CTL_NFDS])
 {
   union {
     char buf[CMSG_SPACE(FP__CTL_NFDS * sizeof(int))];
@@ -124,10 +127,11 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
     fds[i] = -1;
   while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
     ;
-  if (n < 0)
-    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-  if (n == 0)
-    return FP__IO_EOF;
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    return -errno;
+  *io = n < 0 ? FP__IO_AGAIN : n == 0 ? FP__IO_EOF : FP__IO_FRAME;
+  if (n <= 0)
+    return 0;
   int got = 0;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
@@ -140,7 +144,7 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
   if (want_fds && (msg.msg_flags & MSG_CTRUNC) && got < FP__CTL_NFDS) {
     /* Out of descriptors: the kernel dropped what did not fit. */
     close_fds(fds);
-    return 1;
+    return 0;
   }
   if (n != (ssize_t)sizeof *m || (msg.msg_flags & MSG_CTRUNC) ||
       want_fds != (got == FP__CTL_NFDS) || (!want_fds && got != 0)) {
@@ -150,9 +154,9 @@ int fp__ctl_recv(int fd, fp__ctl *m, int fds[FP__CTL_NFDS])
   for (int i = 0; want_fds && i < FP__CTL_NFDS; i++)
     if ((fds[i] = fp__fd_high(fds[i])) < 0) {
       close_fds(fds); /* out of descriptors, as above */
-      return 1;
+      return 0;
     }
-  return 1;
+  return 0;
 }
 
 /* In the new worker: become the caller's image again, then run the loop. */
@@ -179,6 +183,7 @@ static void worker_child(fs_state *fs, uint32_t slot, int in_fd, int out_fd)
   if (out < 0)
     out = out_fd;
   fp__close_from_except(3, in, out);
+  fp__worker_setup(fs->cfg, slot);
   sigprocmask(SIG_SETMASK, &fs->caller_mask, NULL);
   fp__worker_main(fs->cfg, slot, in, out);
 }
@@ -232,13 +237,21 @@ static void reap(fs_state *fs, int block)
     if (s->pid == 0)
       continue;
     pid_t r;
-    while ((r = waitpid(s->pid, &st, block ? 0 : WNOHANG)) < 0 &&
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    /* wait4: the worker's CPU time, which no getrusage of the caller's
+     * ever sees (a worker is not the caller's child). */
+    while ((r = wait4(s->pid, &st, block ? 0 : WNOHANG, &ru)) < 0 &&
            errno == EINTR)
       ;
     if (r == 0)
       continue;
     fp__ctl m = {.op = FP__CTL_EXITED, .slot = i, .pid = s->pid,
-                 .value = r > 0 ? st : 0};
+                 .value = r > 0 ? st : 0,
+                 .user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
+                            (uint64_t)ru.ru_utime.tv_usec,
+                 .sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
+                           (uint64_t)ru.ru_stime.tv_usec};
     s->pid = 0;
     if (s->pidfd >= 0)
       close(s->pidfd);
@@ -290,12 +303,13 @@ static void serve(fs_state *fs)
     }
     reap(fs, 0);
     if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      enum fp__io io;
       fp__ctl m;
       int fds[FP__CTL_NFDS];
-      int rc = fp__ctl_recv(FS_CTL_FD, &m, fds);
-      if (rc < 0 || rc == FP__IO_EOF)
+      int rc = fp__ctl_recv(FS_CTL_FD, &io, &m, fds);
+      if (rc < 0 || io == FP__IO_EOF)
         break;
-      if (rc == 1)
+      if (io == FP__IO_FRAME)
         handle_ctl(fs, &m);
     }
   }
@@ -446,13 +460,15 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
     ;
 
+  enum fp__io io = FP__IO_AGAIN;
   fp__ctl m;
   int fds[FP__CTL_NFDS];
   struct pollfd p = {.fd = sv[0], .events = POLLIN};
   while ((rc = poll(&p, 1, -1)) < 0 && errno == EINTR)
     ;
-  rc = rc < 0 ? -errno : fp__ctl_recv(sv[0], &m, fds);
-  if (rc == 1 && m.op == FP__CTL_READY) {
+  rc = rc < 0 ? -errno : fp__ctl_recv(sv[0], &io, &m, fds);
+  int got = rc == 0 && io == FP__IO_FRAME; /* a message */
+  if (got && m.op == FP__CTL_READY) {
     rc = fp__set_nonblock(sv[0]);
     if (rc == 0) {
       *ctl_fd = sv[0];
@@ -460,9 +476,9 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
       *fs_child = forkserver_is_child();
       return 0;
     }
-  } else if (rc == 1 && m.op == FP__CTL_SPAWN_FAILED && m.value < 0) {
+  } else if (got && m.op == FP__CTL_SPAWN_FAILED && m.value < 0) {
     rc = m.value;
-  } else if (rc >= 0) {
+  } else if (rc == 0) {
     rc = FP_EBROKEN; /* it died before saying hello */
   }
   close(sv[0]);

@@ -82,13 +82,6 @@ static size_t take(fp__reader *r, char *dst, size_t want)
   return n;
 }
 
-static int io_result(ssize_t n)
-{
-  if (n == 0)
-    return FP__IO_EOF;
-  return n == FP_EAGAIN ? FP__IO_AGAIN : (int)n;
-}
-
 /* After an error the stream is out of step for good: say so again. */
 static int fail(fp__reader *r, int err)
 {
@@ -96,54 +89,67 @@ static int fail(fp__reader *r, int err)
   return err;
 }
 
-/* Reads until the header is whole and within max: FP__IO_FRAME with
- * r->body_len set, or FP__IO_AGAIN, FP__IO_EOF or a negative code. */
-static int read_header(fp__reader *r, int fd, size_t max, int nonblock)
+/* A read that gave no bytes (n <= 0): 0 with *io FP__IO_EOF or
+ * FP__IO_AGAIN, or its error, which ends the stream. */
+static int no_bytes(fp__reader *r, ssize_t n, enum fp__io *io)
+{
+  if (n < 0 && n != FP_EAGAIN)
+    return fail(r, (int)n);
+  *io = n == 0 ? FP__IO_EOF : FP__IO_AGAIN;
+  return 0;
+}
+
+/* Reads until the header is whole and within max: 0 with *io FP__IO_FRAME
+ * (r->body_len set), FP__IO_AGAIN or FP__IO_EOF, or a negative code. */
+static int read_header(fp__reader *r, int fd, size_t max, int nonblock,
+                       enum fp__io *io)
 {
   while (r->hdr_have < FP__HDR) {
     if (r->chunk_off == r->chunk_len && nonblock && r->drained) {
       r->drained = 0; /* a read now would only say EAGAIN */
-      return FP__IO_AGAIN;
+      *io = FP__IO_AGAIN;
+      return 0;
     }
     if (r->chunk_off == r->chunk_len) {
       ssize_t n = refill(r, fd);
-      if (n < 0 && n != FP_EAGAIN)
-        return fail(r, (int)n);
       if (n <= 0)
-        return io_result(n);
+        return no_bytes(r, n, io);
     }
     r->hdr_have += take(r, r->hdr + r->hdr_have, FP__HDR - r->hdr_have);
   }
   r->body_len = fp__frame_body_len(r->hdr);
-  return r->body_len > max ? fail(r, FP_EPROTO) : FP__IO_FRAME;
+  if (r->body_len > max)
+    return fail(r, FP_EPROTO);
+  *io = FP__IO_FRAME;
+  return 0;
 }
 
-/* Fills r->body up to r->body_len: FP__IO_FRAME once whole, or as above. */
-static int read_body(fp__reader *r, int fd)
+/* Fills r->body up to r->body_len: 0 with *io FP__IO_FRAME once whole, or
+ * as above. */
+static int read_body(fp__reader *r, int fd, enum fp__io *io)
 {
   r->body_have += take(r, r->body + r->body_have, r->body_len - r->body_have);
   while (r->body_have < r->body_len) {
     /* Large bodies are read straight into place, never through the chunk. */
     ssize_t n = read_some(fd, r->body + r->body_have,
                           r->body_len - r->body_have);
-    if (n < 0 && n != FP_EAGAIN)
-      return fail(r, (int)n);
     if (n <= 0)
-      return io_result(n);
+      return no_bytes(r, n, io);
     r->body_have += (size_t)n;
   }
-  return FP__IO_FRAME;
+  *io = FP__IO_FRAME;
+  return 0;
 }
 
-int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
-                         const char **body, size_t *len)
+int fp__reader_next_lent(fp__reader *r, int fd, size_t max, enum fp__io *io,
+                         char **owned, const char **body, size_t *len)
 {
   *owned = NULL;
   if (r->err != 0)
     return r->err;
   if (r->hdr_have < FP__HDR) {
-    int rc = read_header(r, fd, max, 1);
-    if (rc != FP__IO_FRAME)
+    int rc = read_header(r, fd, max, 1, io);
+    if (rc != 0 || *io != FP__IO_FRAME)
       return rc;
     if (r->chunk_len - r->chunk_off >= r->body_len) {
       /* Whole in the read-ahead: lend it, no malloc and no copy. */
@@ -151,20 +157,20 @@ int fp__reader_next_lent(fp__reader *r, int fd, size_t max, char **owned,
       *len = r->body_len;
       r->chunk_off += r->body_len;
       r->hdr_have = 0;
-      return FP__IO_FRAME;
+      return 0;
     }
     if ((r->body = malloc(r->body_len + 1)) == NULL)
       return fail(r, FP_ENOMEM);
     r->body_have = 0;
   }
-  int rc = read_body(r, fd);
-  if (rc != FP__IO_FRAME)
+  int rc = read_body(r, fd, io);
+  if (rc != 0 || *io != FP__IO_FRAME)
     return rc;
   *body = *owned = r->body;
   *len = r->body_len;
   r->body = NULL;
   r->hdr_have = 0;
-  return FP__IO_FRAME;
+  return 0;
 }
 
 /* Makes *buf hold at least need bytes; its old contents do not matter. */
@@ -183,34 +189,38 @@ static int reserve(char **buf, size_t *cap, size_t need)
   return 0;
 }
 
-int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max, char **buf,
-                            size_t *cap, const char **body, size_t *len)
+int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max,
+                            enum fp__io *io, char **buf, size_t *cap,
+                            const char **body, size_t *len)
 {
   if (r->err != 0)
     return r->err;
-  int rc = read_header(r, fd, max, 0);
-  if (rc != FP__IO_FRAME)
-    return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? FP_EAGAIN : rc;
+  int rc = read_header(r, fd, max, 0, io);
+  if (rc != 0 || *io == FP__IO_EOF)
+    return rc;
+  if (*io == FP__IO_AGAIN)
+    return FP_EAGAIN;
   r->hdr_have = 0;
   *len = r->body_len;
   if (r->body_len <= r->chunk_len - r->chunk_off) {
     /* The whole body is in the read-ahead: no copy at all. */
     *body = r->chunk + r->chunk_off;
     r->chunk_off += r->body_len;
-    return 1;
+    return 0;
   }
   if (reserve(buf, cap, r->body_len) != 0)
     return fail(r, FP_ENOMEM);
   r->body = *buf;
   r->body_have = 0;
-  rc = read_body(r, fd);
+  rc = read_body(r, fd, io);
   r->body = NULL; /* the caller's, never the reader's */
-  if (rc == FP__IO_FRAME) {
-    *body = *buf;
-    return 1;
-  }
+  if (rc != 0 || *io == FP__IO_EOF)
+    return rc;
   /* Cut short, the body is lost with the call: the stream cannot resume. */
-  return rc == FP__IO_EOF ? 0 : rc == FP__IO_AGAIN ? fail(r, FP_EAGAIN) : rc;
+  if (*io == FP__IO_AGAIN)
+    return fail(r, FP_EAGAIN);
+  *body = *buf;
+  return 0;
 }
 
 int fp__write_all(int fd, struct iovec *iov, int iovcnt)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 fp_future *fp__future_new(fp_pool *pool)
 {
@@ -70,7 +71,7 @@ static int check_chunk(fp_future *f, const char *body, size_t off, size_t len)
     if (size == 2 && code == 0) {
       rc = fp__skip_object(body, len, &off); /* the result: any one object */
       ok++;
-    } else if (size == 3 && fp__worker_code(code)) {
+    } else if (size == 3 && fp__is_worker_code(code)) {
       rc = fp__read_str(body, len, &off, &s, &slen); /* kind */
       if (rc == 0)
         rc = fp__read_str(body, len, &off, &s, &slen); /* message */
@@ -177,18 +178,40 @@ void fp__future_fail(fp_future *f, int err, const char *fmt, ...)
   va_list ap;
   va_start(ap, fmt);
   free(f->error);
+  f->kind_len = 0;
   if (vasprintf(&f->error, fmt, ap) < 0)
     f->error = NULL; /* fp_future_error falls back to fp_strerror */
   va_end(ap);
   make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
 }
 
+void fp__future_fail_parts(fp_future *f, int err, const char *kind,
+                           size_t kind_len, const char *msg, size_t msg_len)
+{
+  /* Lengths the text really has: a str may hold a NUL. */
+  int klen = (int)strnlen(kind, kind_len), mlen = (int)strnlen(msg, msg_len);
+  free(f->error);
+  f->kind_len = 0;
+  if (asprintf(&f->error, "%.*s: %.*s%c%.*s", klen, kind, mlen, msg, '\0',
+               klen, kind) < 0)
+    f->error = NULL; /* fp_future_error falls back to fp_strerror */
+  else
+    f->kind_len = (size_t)klen + 1;
+  make_final(f, err == FP_ECANCELLED ? FP_CANCELLED : FP_FAILED, err);
+}
+
+void fp__future_died(fp_future *f, pid_t pid, int status)
+{
+  if (fp__future_is_done(f))
+    return; /* final: immutable, and not failed by this exit */
+  f->died_pid = pid;
+  f->died_status = status;
+}
+
 int fp__future_is_done(const fp_future *f)
 {
   return atomic_load_explicit(&f->done, memory_order_acquire);
 }
-
-#define is_done fp__future_is_done
 
 void fp__callbacks_run(fp_future *f, fp__callback *cb)
 {
@@ -206,7 +229,7 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_EINVAL;
   /* Inside a callback of f's pool, a round is running: cb joins it rather
    * than nesting (see run_callbacks).  Only then is a done f's pool used. */
-  if (is_done(f) && !fp__in_callbacks(f->pool)) {
+  if (fp__future_is_done(f) && !fp__in_callbacks(f->pool)) {
     fn(f, arg);
     return 0;
   }
@@ -220,7 +243,7 @@ FP_EXTERN int fp_future_on_done(fp_future *f, fp_done_fn fn, void *arg)
     return FP_EINVAL;
   }
   fp__pool_lock(p);
-  int now = is_done(f) && !f->cb_queued;
+  int now = fp__future_is_done(f) && !f->cb_queued;
   if (now && fp__in_callbacks(p)) {
     fp__callbacks_queue(p, f);
     now = 0;
@@ -244,7 +267,7 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
 {
   if (f == NULL)
     return FP_FAILED;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return f->state;
   fp_pool *p = f->pool;
   fp__pool_lock(p);
@@ -254,17 +277,23 @@ FP_EXTERN fp_state fp_future_state(fp_future *f)
   return s;
 }
 
+static int future_done(fp_pool *p, void *f)
+{
+  (void)p;
+  return fp__future_is_done(f);
+}
+
 FP_EXTERN int fp_future_wait(fp_future *f, int timeout_ms)
 {
   int64_t deadline;
   if (f == NULL || timeout_ms < -1)
     return FP_EINVAL;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return 0; /* the common case, without reading the clock */
   (void)fp__deadline(timeout_ms, &deadline); /* timeout_ms is valid */
   fp_pool *p = f->pool;
   fp__pool_lock(p);
-  int rc = fp__pool_wait_future(p, f, deadline);
+  int rc = fp__pool_wait(p, future_done, f, deadline);
   fp__pool_unlock(p);
   return rc;
 }
@@ -287,16 +316,42 @@ FP_EXTERN int fp_future_result(fp_future *f, int timeout_ms,
 
 FP_EXTERN const char *fp_future_error(fp_future *f)
 {
-  if (f == NULL || !is_done(f) || f->state == FP_FINISHED)
+  if (f == NULL || !fp__future_is_done(f) || f->state == FP_FINISHED)
     return NULL;
   return f->error ? f->error : fp_strerror(f->err);
+}
+
+FP_EXTERN int fp_future_error_info(fp_future *f, fp_error_info *info)
+{
+  if (f == NULL || info == NULL || info->size < offsetof(fp_error_info, pid) ||
+      info->size > sizeof *info)
+    return FP_EINVAL;
+  fp_error_info e = FP_ERROR_INFO_INIT;
+  int failed = fp__future_is_done(f) && f->state != FP_FINISHED;
+  if (failed) {
+    e.err = f->err;
+    e.kind = fp_err_name(f->err);
+    e.message = fp_future_error(f);
+    if (f->error != NULL && f->kind_len != 0) {
+      e.kind = f->error + strlen(f->error) + 1;
+      e.message = f->error + f->kind_len + 1; /* after "kind: " */
+    }
+    e.pid = f->died_pid;
+    if (e.pid != 0 && WIFEXITED(f->died_status))
+      e.exit_status = WEXITSTATUS(f->died_status);
+    if (e.pid != 0 && WIFSIGNALED(f->died_status))
+      e.signal = WTERMSIG(f->died_status);
+  }
+  e.size = info->size;
+  memcpy(info, &e, info->size);
+  return failed;
 }
 
 FP_EXTERN int fp_future_cancel(fp_future *f, unsigned flags)
 {
   if (f == NULL || (flags & ~(unsigned)FP_CANCEL_RUNNING))
     return FP_EINVAL;
-  if (is_done(f))
+  if (fp__future_is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
   fp_pool *p = f->pool;
   fp__pool_lock(p);

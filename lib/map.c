@@ -23,10 +23,12 @@
  */
 #include "forkpool-private.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FP__CHUNK_TARGET_NS (2 * 1000 * 1000)
 #define FP__CHUNK_MAX 65536
@@ -42,7 +44,8 @@ typedef struct chunk {
                             in the caller's array */
   size_t args_len;
   char *own;             /* lazy input: the buffer args is in; owned */
-  struct chunk *next;
+  struct chunk *next, *prev; /* in flight: linked both ways, so that a
+                            chunk leaves or is split without a walk */
 } chunk;
 
 struct fp_map_iter {
@@ -62,6 +65,10 @@ struct fp_map_iter {
   size_t inflight;       /* items in flight */
   size_t nchunks;        /* chunks in flight */
   size_t inflight_bytes; /* their arguments */
+  size_t unsent;         /* of those chunks, not sent yet (f NULL):
+                            counted so that no call walks the list */
+  uint64_t quiet_ndone;  /* the pool's ndone when a wait's scan last found
+                            no chunk ready, + 1; 0: none in this wait */
   chunk *cur;            /* the finished chunk being yielded */
   unsigned cur_pos;      /* its next item */
   size_t ans_off;        /* its answer: the next entry in result_buf */
@@ -69,6 +76,8 @@ struct fp_map_iter {
   size_t chunksize;      /* the next chunk's size (automatic: adapts) */
   double sum_ns;         /* automatic mode: time measured, and */
   double sum_items;      /*   over how many items (see learn) */
+  double cpu_share;      /* automatic mode: of a CPU, what a busy worker
+                            gets, at most 1 (see learn) */
   size_t prev_n;         /* automatic mode: the last chunk cut; 0: none */
   int stop;              /* the pool refused work (FP_EBROKEN,
                             FP_ESHUTDOWN): no item is taken any more, and
@@ -77,6 +86,11 @@ struct fp_map_iter {
   msgpack_zone zone;     /* its containers; cleared before each result */
   msgpack_object result; /* the result being yielded */
   char errbuf[600];      /* an item's "kind: message" */
+  int64_t end;           /* the map's timeout_ms ends then (ms); -1: none */
+  int expired;           /* it did: FP_ETIMEDOUT for good */
+  size_t arg_off;        /* item_args: the next item's in cur's args */
+  msgpack_zone arg_zone; /* item_args: the item's containers */
+  msgpack_object arg;    /* item_args: the item being yielded */
 };
 
 /* --- Input ------------------------------------------------------------------------ */
@@ -101,11 +115,12 @@ static size_t cut_len(const fp_map_iter *m, size_t start)
   return m->in.next == NULL ? m->arr_off - start : m->sb.size;
 }
 
-/* Takes the next item into the chunk being cut: 1, 0 at the end, or a
- * negative code.  An array item stays where it is; a lazy one is packed
- * into m->sb. */
-static int take_item(fp_map_iter *m)
+/* Takes the next item into the chunk being cut: 0 with *took set (0 at
+ * the end), or a negative code.  An array item stays where it is; a lazy
+ * one is packed into m->sb. */
+static int take_item(fp_map_iter *m, int *took)
 {
+  *took = 0;
   if (m->input_done)
     return 0;
   if (m->in.next == NULL) {
@@ -118,7 +133,8 @@ static int take_item(fp_map_iter *m)
     if (fp__skip_object(m->in.array, m->in.len, &m->arr_off) != 0)
       return FP_EINVAL; /* not msgpack, or cut short */
     m->arr_left--;
-    return 1;
+    *took = 1;
+    return 0;
   }
   size_t before = m->sb.size, end = before;
   msgpack_packer pk;
@@ -131,7 +147,8 @@ static int take_item(fp_map_iter *m)
     rc = FP_EINVAL; /* the callback must pack exactly one object */
   if (rc != 1)
     m->sb.size = before;
-  return rc < 0 ? rc : rc == 1;
+  *took = rc == 1;
+  return rc < 0 ? rc : 0;
 }
 
 /*
@@ -193,14 +210,15 @@ static fp_future *failed_future(fp_map_iter *m, int err, const char *why)
  * Submits c.  A chunk the pool refuses fails: an item too large alone, a
  * chunk too large to be split later; a pool that takes no more work stops
  * the map, and the items it had taken fail FP_ECANCELLED (shut down or
- * terminated) or FP_EBROKEN.  0 if sent, 1 if failed, or FP_ENOMEM with c
- * left unsent.
+ * terminated) or FP_EBROKEN.  0 with *failed set if it failed so, or
+ * FP_ENOMEM with c left unsent.
  */
-static int submit(fp_map_iter *m, chunk *c)
+static int submit(fp_map_iter *m, chunk *c, int *failed)
 {
   int rc = fp__submit(m->pool, m->name, c->args, c->args_len, c->n,
                       m->o.deadline_ms, 0, &c->f);
   char why[128];
+  *failed = 0;
   if (rc == 0 || rc == FP_ENOMEM)
     return rc;
   if (rc == FP_EBROKEN || rc == FP_ESHUTDOWN || rc == FP_EINVAL)
@@ -211,12 +229,14 @@ static int submit(fp_map_iter *m, chunk *c)
            ? "cancelled: the pool was shut down before it was sent"
            : "could not submit: %s", fp_strerror(rc));
   c->f = failed_future(m, rc, why);
-  return c->f == NULL ? FP_ENOMEM : 1;
+  *failed = c->f != NULL;
+  return c->f == NULL ? FP_ENOMEM : 0;
 }
 
 /* Appends c to the chunks in flight. */
 static void link_chunk(fp_map_iter *m, chunk *c)
 {
+  c->prev = m->tail;
   if (m->tail)
     m->tail->next = c;
   else
@@ -224,13 +244,16 @@ static void link_chunk(fp_map_iter *m, chunk *c)
   m->tail = c;
   m->inflight += c->n;
   m->nchunks++;
+  m->unsent += c->f == NULL;
   m->inflight_bytes += c->args_len;
 }
 
-/* Packs and submits one chunk; 1 if one went out, 0 if none, or < 0. */
-static int send_chunk(fp_map_iter *m)
+/* Packs and submits one chunk: 0 with *more set if one went out and the
+ * next may follow at once, or a negative code. */
+static int send_chunk(fp_map_iter *m, int *more)
 {
   size_t goal = chunk_goal(m);
+  *more = 0;
   if (goal == 0 || m->input_done || m->stop != 0)
     return 0;
   /* Asked before any item is taken: an input may be endless. */
@@ -242,10 +265,10 @@ static int send_chunk(fp_map_iter *m)
     return FP_ENOMEM;
   msgpack_sbuffer_clear(&m->sb);
   unsigned n = 0;
-  int rc = 1;
+  int rc = 0, took;
   /* Items are taken whole: the last one may go past bytes. */
   while (n < goal && (n == 0 || cut_len(m, start) < bytes) &&
-         (rc = take_item(m)) == 1)
+         (rc = take_item(m, &took)) == 0 && took)
     n++;
   if (rc < 0) {
     m->input_err = rc; /* returned once by fp_map_next, after this chunk */
@@ -269,40 +292,47 @@ static int send_chunk(fp_map_iter *m)
   m->taken += n;
   if (m->o.chunksize == 0)
     m->prev_n = n;
-  rc = submit(m, c); /* FP_ENOMEM: kept unsent, resubmit() tries again */
+  int failed;
+  /* FP_ENOMEM: kept unsent, resubmit() tries again. */
+  rc = submit(m, c, &failed);
   link_chunk(m, c);
   if (rc == FP_ENOMEM)
     return FP_ENOMEM;
   /* A chunk that failed FP_EMSGSIZE is split before more are sent. */
-  return m->stop == 0 && (rc == 0 || n == 1);
+  *more = m->stop == 0 && (!failed || n == 1);
+  return 0;
 }
 
-/* Submits the chunks a shortage of memory left unsent, in order. */
+/* Submits the chunks a shortage of memory or a split left unsent, in
+ * order.  The walk stops at the last of them, and with none (nearly every
+ * call) does not start: the list holds two chunks per worker. */
 static int resubmit(fp_map_iter *m)
 {
-  for (chunk *c = m->head; c; c = c->next)
-    if (c->f == NULL && submit(m, c) == FP_ENOMEM)
+  int failed;
+  for (chunk *c = m->head; c && m->unsent > 0; c = c->next) {
+    if (c->f != NULL)
+      continue;
+    if (submit(m, c, &failed) == FP_ENOMEM)
       return FP_ENOMEM;
+    m->unsent--;
+  }
   return 0;
 }
 
-/* 1 if waiting can make a chunk ready: one it waits on was sent. */
+/* 1 if waiting can make a chunk ready: one it waits on was sent (ordered:
+ * the oldest; unordered: any). */
 static int waitable(const fp_map_iter *m)
 {
-  for (const chunk *c = m->head; c; c = c->next) {
-    if (c->f != NULL)
-      return 1;
-    if (m->ordered)
-      return 0;
-  }
-  return 0;
+  if (m->ordered)
+    return m->head != NULL && m->head->f != NULL;
+  return m->nchunks > m->unsent;
 }
 
 /* Fills the buffer; a failed submit (a broken pool) is the map's error. */
 static int top_up(fp_map_iter *m)
 {
-  int rc;
-  while ((rc = send_chunk(m)) == 1)
+  int rc, more;
+  while ((rc = send_chunk(m, &more)) == 0 && more)
     ;
   return rc;
 }
@@ -316,22 +346,18 @@ static void chunk_free(chunk *c)
   free(c);
 }
 
-/* The link that points at c. */
-static chunk **link_to(fp_map_iter *m, chunk *c)
-{
-  chunk **pp = &m->head;
-  while (*pp != c)
-    pp = &(*pp)->next;
-  return pp;
-}
-
+/* Takes c out of the chunks in flight. */
 static void unlink_chunk(fp_map_iter *m, chunk *c)
 {
-  *link_to(m, c) = c->next;
-  if (m->tail == c)
-    for (m->tail = m->head; m->tail && m->tail->next; m->tail = m->tail->next)
-      ;
-  c->next = NULL;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    m->head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  else
+    m->tail = c->prev;
+  c->next = c->prev = NULL;
   m->inflight -= c->n;
   m->nchunks--;
   m->inflight_bytes -= c->args_len;
@@ -386,6 +412,7 @@ static int split(fp_map_iter *m, chunk *c)
   size_t off = 0;
   unsigned late = c->f->err == FP_EDEADLINE ? c->f->late_item : 0;
   fp_future *late_f = NULL;
+  size_t unsent = 0;
   if (late != 0 && (late_f = failed_future(m, FP_EDEADLINE,
                                            fp_future_error(c->f))) == NULL)
     return FP_ENOMEM;
@@ -403,6 +430,8 @@ static int split(fp_map_iter *m, chunk *c)
     }
     if (i + 1 == late)
       one->f = late_f;
+    unsent += one->f == NULL;
+    one->prev = last;
     if (last != NULL)
       last->next = one;
     else
@@ -410,11 +439,18 @@ static int split(fp_map_iter *m, chunk *c)
     last = one;
   }
   /* The singles take c's place in the list. */
+  first->prev = c->prev;
   last->next = c->next;
-  *link_to(m, c) = first;
+  if (c->prev)
+    c->prev->next = first;
+  if (c->next)
+    c->next->prev = last;
+  if (m->head == c)
+    m->head = first;
   if (m->tail == c)
     m->tail = last;
   m->nchunks += c->n - 1;
+  m->unsent += unsent;
   /* The items count once in the pool's stats, as the singles: the chunk
    * that failed for them is forgotten, but for the late item, which is not
    * sent again. */
@@ -438,6 +474,25 @@ static int splittable(const chunk *c)
 }
 
 /*
+ * What share of a CPU each worker gets when all are busy: 1, or with more
+ * workers than the CPUs this process may run on, CPUs / workers.
+ */
+static double cpu_share(const fp_pool *p)
+{
+  long cpus = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    cpus = CPU_COUNT(&set);
+#endif
+  if (cpus <= 0)
+    cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus <= 0 || (unsigned long)cpus >= p->nslots)
+    return 1;
+  return (double)cpus / p->nslots;
+}
+
+/*
  * Learns the time per item from a finished chunk (automatic mode).  The
  * dispatcher times a chunk from the answer before it on the same worker:
  * when it reads several answers at once, the first seems to have taken
@@ -456,7 +511,12 @@ static void learn(fp_map_iter *m, const chunk *c)
   }
   m->sum_ns += c->f->run_ns > 0 ? (double)c->f->run_ns : 0;
   m->sum_items += c->n;
-  double per = m->sum_ns / m->sum_items;
+  /* The dispatcher's clock also runs while a worker waits for a CPU: with
+   * more workers than CPUs, an item seems to take workers / CPUs times its
+   * time, the chunks shrink to one item and the parent's work per item
+   * grows with the workers.  The time an item runs is what a chunk is
+   * sized by. */
+  double per = m->sum_ns / m->sum_items * m->cpu_share;
   double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
   m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
                                                      : (size_t)want;
@@ -474,10 +534,21 @@ static chunk *ready_chunk(fp_map_iter *m)
   return NULL;
 }
 
+/*
+ * The test fp_map_next waits on; lock held.  The chunks do not change while
+ * it waits and only the pool makes their futures final, counting each in
+ * ndone: a scan that found none ready (unordered, it may look at every
+ * chunk) is not repeated until the pool has made another final.
+ */
 static int any_ready(fp_pool *p, void *arg)
 {
-  (void)p;
-  return ready_chunk(arg) != NULL;
+  fp_map_iter *m = arg;
+  if (m->quiet_ndone == p->ndone + 1)
+    return 0;
+  if (ready_chunk(m) != NULL)
+    return 1;
+  m->quiet_ndone = p->ndone + 1;
+  return 0;
 }
 
 /*
@@ -540,7 +611,7 @@ static int next_entry(fp_map_iter *m, fp_map_item *item)
     if (rc == FP_ENOMEM)
       return rc;
     item->result = &m->result;
-  } else if (rc == 0 && n == 3 && fp__worker_code(code) &&
+  } else if (rc == 0 && n == 3 && fp__is_worker_code(code) &&
              fp__read_str(buf, end, &off, &kind, &kind_len) == 0 &&
              fp__read_str(buf, end, &off, &msg, &msg_len) == 0) {
     item->err = code;
@@ -560,14 +631,44 @@ static int next_entry(fp_map_iter *m, fp_map_item *item)
   return 0;
 }
 
+/*
+ * item_args: reads the current item's argument object, at m->arg_off in
+ * the chunk's arguments, which stay until the next fp_map_next; *next is
+ * the offset after it.  0, or FP_ENOMEM.
+ */
+static int item_args(fp_map_iter *m, fp_map_item *item, size_t *next)
+{
+  const chunk *c = m->cur;
+  size_t off = m->arg_off, end = off;
+  if (fp__skip_object(c->args, c->args_len, &end) != 0)
+    return FP_EPROTO; /* cannot be: the items were checked when taken */
+  *next = end;
+  if (fp__read_plain(c->args, end, &off, &m->arg) != 0) {
+    msgpack_zone_clear(&m->arg_zone); /* the previous item's */
+    off = m->arg_off;
+    int rc = msgpack_unpack(c->args, end, &off, &m->arg_zone, &m->arg);
+    if (rc != MSGPACK_UNPACK_SUCCESS)
+      return rc == MSGPACK_UNPACK_NOMEM_ERROR ? FP_ENOMEM : FP_EPROTO;
+  }
+  item->args = &m->arg;
+  return 0;
+}
+
 /* Fills *item with the current chunk's next item: 0, or FP_ENOMEM with
- * nothing taken. */
+ * nothing taken.  The args field is written only with item_args: a program
+ * built with 0.1's header has a struct that ends before it. */
 static int yield(fp_map_iter *m, fp_map_item *item)
 {
   chunk *c = m->cur;
   fp_future *f = c->f;
-  memset(item, 0, sizeof *item);
+  size_t next_arg = 0;
+  memset(item, 0, m->o.item_args ? sizeof *item
+                                  : offsetof(fp_map_item, args));
   item->index = c->first + m->cur_pos;
+  if (m->cur_pos == 0)
+    m->arg_off = 0;
+  if (m->o.item_args && item_args(m, item, &next_arg) == FP_ENOMEM)
+    return FP_ENOMEM;
   if (f->state != FP_FINISHED) {
     item->err = f->err;
     item->error = fp_future_error(f);
@@ -577,7 +678,19 @@ static int yield(fp_map_iter *m, fp_map_item *item)
     return FP_ENOMEM;
   }
   m->cur_pos++;
+  m->arg_off = next_arg;
   return 0;
+}
+
+/* The map's timeout passed: cancels what is in flight, for good. */
+static int expire(fp_map_iter *m)
+{
+  m->expired = 1;
+  m->input_done = 1;
+  for (chunk *c = m->head; c; c = c->next)
+    if (c->f != NULL)
+      (void)fp_future_cancel(c->f, m->o.timeout_cancel);
+  return FP_ETIMEDOUT;
 }
 
 FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
@@ -586,6 +699,8 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
   int timed = 0; /* deadline computed */
   if (m == NULL || item == NULL || timeout_ms < -1)
     return FP_EINVAL;
+  if (m->expired)
+    return FP_ETIMEDOUT;
   for (;;) {
     if (m->cur != NULL && m->cur_pos < m->cur->n)
       return yield(m, item) == 0 ? 1 : FP_ENOMEM; /* call again */
@@ -593,7 +708,9 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       chunk_free(m->cur);
       m->cur = NULL;
     }
-    int rc = top_up(m);
+    /* Past the map's timeout no item is taken, and none is waited for. */
+    int late = m->end >= 0 && fp__now_ms() >= m->end;
+    int rc = late ? 0 : top_up(m);
     if (m->input_err != 0) {
       rc = m->input_err;
       m->input_err = 0;
@@ -603,9 +720,11 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
     if (rc < 0 && m->head == NULL)
       return rc;
     if (m->head == NULL)
-      return m->stop; /* 0 at the input's end */
+      return late && !m->input_done ? expire(m) : m->stop; /* 0: the end */
     int rs = resubmit(m);
     chunk *c = ready_chunk(m);
+    if (c == NULL && late)
+      return expire(m);
     if (c == NULL && !waitable(m))
       return rs < 0 ? rs : FP_ENOMEM; /* call again: nothing was lost */
     if (c == NULL) {
@@ -614,12 +733,15 @@ FP_EXTERN int fp_map_next(fp_map_iter *m, int timeout_ms, fp_map_item *item)
       if (!timed)
         (void)fp__deadline(timeout_ms, &deadline); /* checked above */
       timed = 1;
+      m->quiet_ndone = 0; /* the chunks changed since the last wait */
+      int64_t until = m->end >= 0 && (deadline < 0 || m->end < deadline)
+                          ? m->end : deadline;
       fp__pool_lock(m->pool);
-      rc = fp__pool_run_until(m->pool, any_ready, m, deadline);
+      rc = fp__pool_wait(m->pool, any_ready, m, until);
       fp__pool_unlock(m->pool);
-      if (rc != 0)
+      if (rc != 0 && !(rc == FP_ETIMEDOUT && until == m->end))
         return rc;
-      continue;
+      continue; /* at the map's timeout, the loop's top expires it */
     }
     if (splittable(c)) {
       if ((rc = split(m, c)) != 0)
@@ -652,7 +774,9 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
       return FP_EINVAL;
     memcpy(&o, opts, opts->size);
   }
-  if (o.chunksize > FP__CHUNK_MAX || o.deadline_ms < 0)
+  if (o.chunksize > FP__CHUNK_MAX || o.deadline_ms < 0 || o.timeout_ms < 0 ||
+      (o.timeout_cancel & ~(unsigned)FP_CANCEL_RUNNING) ||
+      (o.item_args != 0 && o.item_args != 1))
     return FP_EINVAL;
   if (o.deadline_ms > 0 && pool->opts.mode != FP_MODE_PROCESSES)
     return FP_ENOTSUP; /* as fp_submit_ex: nothing can stop a late item */
@@ -672,6 +796,11 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
     free(m);
     return FP_ENOMEM;
   }
+  if (!msgpack_zone_init(&m->arg_zone, 256)) {
+    msgpack_zone_destroy(&m->zone);
+    free(m);
+    return FP_ENOMEM;
+  }
   msgpack_sbuffer_init(&m->sb);
   m->pool = pool;
   snprintf(m->name, sizeof m->name, "%s", name);
@@ -682,6 +811,8 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_off = off;
   m->total = n_items;
   m->chunksize = o.chunksize ? o.chunksize : 1;
+  m->cpu_share = cpu_share(pool);
+  m->end = o.timeout_ms > 0 ? fp__now_ms() + o.timeout_ms : -1;
   rc = top_up(m);
   if ((rc < 0 && m->head == NULL) || m->stop != 0) {
     /* Refused now, after all: another thread shut the pool down. */
@@ -720,5 +851,6 @@ FP_EXTERN void fp_map_destroy(fp_map_iter *m)
   }
   msgpack_sbuffer_destroy(&m->sb);
   msgpack_zone_destroy(&m->zone);
+  msgpack_zone_destroy(&m->arg_zone);
   free(m);
 }

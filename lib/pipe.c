@@ -89,20 +89,21 @@ static void pipe_recv(fp_pool *p, unsigned i)
   fp__pipe_chan *c = &s->pipe;
   fp__reader_undrain(&c->rd); /* from here on, a short read ends the loop */
   while (c->out_fd >= 0) {
+    enum fp__io io;
     char *owned;
     const char *body;
     size_t len;
     int rc = fp__reader_next_lent(&c->rd, c->out_fd, p->opts.max_message,
-                                  &owned, &body, &len);
-    if (rc == FP__IO_FRAME) {
+                                  &io, &owned, &body, &len);
+    if (rc == 0 && io == FP__IO_FRAME) {
       fp__dispatch_frame(p, i, owned, body, len);
-    } else if (rc == FP__IO_AGAIN) {
+    } else if (rc == 0 && io == FP__IO_AGAIN) {
       return;
     } else {
       pipe_close(p, i, FP__RECV);
-      if (rc != FP__IO_EOF)
+      if (rc != 0)
         fp__reader_free(&c->rd); /* it cannot go on from a frame it refused */
-      fp__slot_recv_ended(p, i, rc == FP__IO_EOF ? 0 : rc);
+      fp__slot_recv_ended(p, i, rc);
     }
   }
 }

@@ -20,6 +20,7 @@
 
 #define FP__MAX_WORKERS 1024
 #define FP__STOP_GRACE_MS 1000 /* for workers to exit at a shutdown */
+#define FP__AS_MARGIN ((size_t)16 << 20) /* worker_rlimit_as above the start */
 
 /* --- Options and creation --------------------------------------------------------- */
 
@@ -45,10 +46,22 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   if (o->shm_args != FP_SHM_OFF &&
       (o->shm_args < ((size_t)1 << 20) || o->shm_args > ((size_t)1 << 40)))
     return FP_EINVAL;
+  if ((o->max_worker_rss != 0 && o->max_worker_rss < ((size_t)1 << 20)) ||
+      o->pin_workers > 1 || o->worker_stdout < FP_STDOUT_STDERR ||
+      o->worker_stdout > FP_STDOUT_NULL)
+    return FP_EINVAL;
+#ifndef HAVE_SCHED_SETAFFINITY
+  if (o->pin_workers)
+    return FP_ENOSYS;
+#endif
   if (o->mode > FP_MODE_INLINE)
     return FP_EINVAL;
-  /* Nothing replaces a thread or the caller. */
-  if (o->mode != FP_MODE_PROCESSES && o->max_tasks_per_worker != 0)
+  /* Nothing replaces, limits, pins or redirects a thread or the caller
+   * alone. */
+  if (o->mode != FP_MODE_PROCESSES &&
+      (o->max_tasks_per_worker != 0 || o->max_worker_rss != 0 ||
+       o->worker_rlimit_as != 0 || o->worker_rlimit_cpu != 0 ||
+       o->pin_workers != 0 || o->worker_stdout == FP_STDOUT_NULL))
     return FP_ENOTSUP;
   if (o->mode == FP_MODE_INLINE) {
     o->workers = 1;      /* the caller */
@@ -60,6 +73,34 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
       (o->restart_limit > 0 && o->restart_window_ms == 0))
     return FP_EINVAL;
   return 0;
+}
+
+/* The address space a worker starts with: the caller's (the fork server is
+ * forked from it, after the shared area is mapped); 0 if unknown. */
+static size_t address_space_now(void)
+{
+  unsigned long pages, resident;
+  if (fp__statm(&pages, &resident) != 0)
+    return 0;
+  return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A worker_rlimit_as below what a worker has mapped at its start would make
+ * its every allocation fail: refused, and create says why. */
+static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
+{
+  size_t lim = p->opts.worker_rlimit_as;
+  size_t need = address_space_now();
+  if (need < p->shm.len)
+    need = p->shm.len;
+  need += FP__AS_MARGIN;
+  if (lim == 0 || lim >= need)
+    return 0;
+  snprintf(why, len, "worker_rlimit_as (%zu bytes) is below what a worker "
+           "has mapped at its start plus %zu MiB (%zu bytes: the caller's "
+           "address space and the pool's shared memory)", lim,
+           FP__AS_MARGIN >> 20, need);
+  return FP_EINVAL;
 }
 
 static int all_started(fp_pool *p, void *arg)
@@ -120,6 +161,9 @@ static int start_processes(fp_pool *p)
       (rc = fp__shm_init(&p->shm, p->opts.shm_args, p->nslots)) != 0)
     return rc;
   p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
+  /* Its message, in err_msg, is create's. */
+  if ((rc = check_rlimit_as(p, p->err_msg, sizeof p->err_msg)) != 0)
+    return rc;
   if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
                                  &p->fs_child)) != 0)
     return rc;
@@ -190,6 +234,11 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init = o.init;
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
+  p->wcfg.max_rss = o.max_worker_rss;
+  p->wcfg.rlimit_as = o.worker_rlimit_as;
+  p->wcfg.rlimit_cpu = o.worker_rlimit_cpu;
+  p->wcfg.pin = o.pin_workers;
+  p->wcfg.out_mode = o.worker_stdout;
   if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
     goto fail;
 
@@ -208,7 +257,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   *out = p;
   return 0;
 fail:
-  create_failed(rc, p->err != 0 ? p->err_msg : NULL);
+  create_failed(rc, p->err_msg[0] != '\0' ? p->err_msg : NULL);
   pool_free(p);
   return rc;
 }
@@ -263,16 +312,17 @@ void fp__forkserver_stop(fp_pool *p)
     return;
   shutdown(p->ctl_fd, SHUT_WR);
   for (;;) {
+    enum fp__io io;
     fp__ctl m;
     int fds[FP__CTL_NFDS];
     struct pollfd pf = {.fd = p->ctl_fd, .events = POLLIN};
     if (poll(&pf, 1, -1) < 0 && errno != EINTR)
       break;
-    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
+    int rc = fp__ctl_recv(p->ctl_fd, &io, &m, fds);
     for (int k = 0; k < FP__CTL_NFDS; k++)
       if (fds[k] >= 0)
         close(fds[k]);
-    if (rc < 0 || rc == FP__IO_EOF)
+    if (rc < 0 || io == FP__IO_EOF)
       break;
   }
   close(p->ctl_fd);
@@ -303,15 +353,17 @@ static void signal_workers(fp_pool *p, int sig)
 }
 
 /*
- * Lets every worker go (end of file on its pipe) and waits for them all,
- * then for the fork server.  An idle worker exits at end of file at once,
- * unless it is stopped (SIGCONT: it reads it), or a handler of its own
- * holds it (SIGTERM after fp_pool_terminate): after FP__STOP_GRACE_MS,
- * SIGKILL.  Lock held.
+ * Lets every worker go (end of file on its pipe), once.  An idle worker
+ * exits at end of file at once, unless it is stopped (SIGCONT: it reads
+ * it), or a handler of its own holds it (SIGTERM after fp_pool_terminate):
+ * stop_wait kills it FP__STOP_GRACE_MS after this.  Lock held.
  */
-static int stop_workers(fp_pool *p)
+static void stop_begin(fp_pool *p)
 {
+  if (p->stop_at != 0)
+    return;
   p->stopping = 1;
+  p->stop_at = fp__now_ms();
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
     p->tr->close(p, i, FP__SEND);
@@ -320,12 +372,32 @@ static int stop_workers(fp_pool *p)
       fp__slot_terminate(p, i, SIGKILL);
   }
   signal_workers(p, SIGCONT);
-  int rc = fp__pool_run_until(p, all_exited, NULL,
-                              fp__now_ms() + FP__STOP_GRACE_MS);
-  if (rc == FP_ETIMEDOUT) {
+}
+
+/* fp_pool_join's waits end early for fp_pool_interrupt; shutdown's not. */
+static int run_until(fp_pool *p, fp__pool_pred pred, int intr,
+                     int64_t deadline)
+{
+  return intr ? fp__pool_wait(p, pred, NULL, deadline)
+              : fp__pool_run_until(p, pred, NULL, deadline);
+}
+
+/*
+ * Waits until deadline (-1: none) for every worker to exit, killing those
+ * left at the grace's end, then for the fork server.  0, FP_ETIMEDOUT or
+ * FP_EINTR with the pool as it was (call again), or the dispatcher's error.
+ */
+static int stop_wait(fp_pool *p, int64_t deadline, int intr)
+{
+  int64_t grace = p->stop_at + FP__STOP_GRACE_MS;
+  int early = deadline >= 0 && deadline < grace;
+  int rc = run_until(p, all_exited, intr, early ? deadline : grace);
+  if (rc == FP_ETIMEDOUT && !early) {
     signal_workers(p, SIGKILL);
-    rc = fp__pool_run_until(p, all_exited, NULL, -1);
+    rc = run_until(p, all_exited, intr, deadline);
   }
+  if (rc == FP_ETIMEDOUT || rc == FP_EINTR)
+    return rc;
   /* Another thread may still be in poll() on the control socket. */
   while (p->polling) {
     fp__wake_poller(p);
@@ -333,6 +405,17 @@ static int stop_workers(fp_pool *p)
   }
   fp__forkserver_stop(p);
   return rc;
+}
+
+/* Every task ends, then every process.  Lock held. */
+static int finish(fp_pool *p, int64_t deadline, int intr)
+{
+  int rc = run_until(p, nothing_left, intr, deadline);
+  if (rc == FP_ETIMEDOUT || rc == FP_EINTR)
+    return rc;
+  stop_begin(p);
+  int rc2 = stop_wait(p, deadline, intr);
+  return rc ? rc : rc2;
 }
 
 FP_EXTERN int fp_pool_shutdown(fp_pool *p, unsigned flags)
@@ -347,11 +430,20 @@ FP_EXTERN int fp_pool_shutdown(fp_pool *p, unsigned flags)
     if (flags & FP_SHUTDOWN_CANCEL_PENDING)
       cancel_queued(p);
   }
-  if (rc == 0 && (flags & FP_SHUTDOWN_WAIT)) {
-    rc = fp__pool_run_until(p, nothing_left, NULL, -1);
-    int rc2 = stop_workers(p);
-    rc = rc ? rc : rc2;
-  }
+  if (rc == 0 && (flags & FP_SHUTDOWN_WAIT))
+    rc = finish(p, -1, 0);
+  fp__pool_unlock(p);
+  return rc;
+}
+
+FP_EXTERN int fp_pool_join(fp_pool *p, int timeout_ms)
+{
+  int64_t deadline;
+  if (p == NULL || fp__deadline(timeout_ms, &deadline) != 0)
+    return FP_EINVAL;
+  fp__pool_lock(p);
+  int rc = fp__pool_owned(p) && p->closed ? finish(p, deadline, 1)
+                                          : FP_EINVAL;
   fp__pool_unlock(p);
   return rc;
 }
@@ -455,21 +547,24 @@ FP_EXTERN void fp_pool_destroy(fp_pool *p)
 
 /* --- Asking the pool ---------------------------------------------------------------------- */
 
-/* Returns the futures made final since the last call, in any call. */
+/* How many futures were made final since the last call, in any call. */
 FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
 {
   int64_t deadline;
   if (p == NULL || fp__deadline(timeout_ms, &deadline) != 0)
     return FP_EINVAL;
   fp__pool_lock(p);
-  int rc = 0;
+  int rc = 0, intr = atomic_load(&p->interrupted);
   if (!fp__pool_owned(p))
     rc = FP_EINVAL;
   else if (!p->polling)
-    rc = fp__poll_once(p, p->ndone != p->ndone_reported
+    rc = fp__poll_once(p, p->ndone != p->ndone_reported || intr
                               ? 0 : fp__remaining_ms(deadline));
-  else if (timeout_ms != 0)
+  else if (timeout_ms != 0 && !intr)
     fp__cond_wait_until(p, deadline); /* the poller broadcasts */
+  if (rc == 0 && p->ndone == p->ndone_reported &&
+      atomic_load(&p->interrupted))
+    rc = FP_EINTR; /* after the pass, which drained the wake pipe */
   if (rc == 0) {
     uint64_t n = p->ndone - p->ndone_reported;
     p->ndone_reported = p->ndone;
@@ -523,6 +618,53 @@ FP_EXTERN int fp_pool_fd(fp_pool *p)
 #endif
 }
 
+void fp__cpu_exited(fp_pool *p, const fp__ctl *m)
+{
+  p->st.cpu_user_us += m->user_us;
+  p->st.cpu_sys_us += m->sys_us;
+}
+
+/* fp_worker_stats as a caller built before its CPU fields has it. */
+typedef struct worker_stats_short {
+  pid_t pid;
+  uint64_t tasks;
+} worker_stats_short;
+
+/* Slot i's entry in the caller's array, of the layout its header has. */
+static void worker_entry(void *workers, int wide, unsigned i,
+                         const fp_worker_stats *w)
+{
+  if (wide)
+    ((fp_worker_stats *)workers)[i] = *w;
+  else
+    ((worker_stats_short *)workers)[i] =
+        (worker_stats_short){w->pid, w->tasks};
+}
+
+FP_EXTERN int fp_pool_status_get(fp_pool *p, fp_pool_status *st)
+{
+  if (p == NULL || st == NULL ||
+      st->size < offsetof(fp_pool_status, interrupted) ||
+      st->size > sizeof *st || !fp__pool_owned(p))
+    return FP_EINVAL;
+  fp_pool_status s = FP_POOL_STATUS_INIT;
+  fp__pool_lock(p);
+  if (!p->polling)
+    (void)fp__poll_once(p, 0); /* deaths nobody waited for are read */
+  if (p->err != 0) {
+    s.state = FP_POOL_BROKEN;
+    s.err = p->err;
+    snprintf(s.reason, sizeof s.reason, "%s", p->err_msg);
+  } else if (p->closed) {
+    s.state = p->ctl_fd < 0 ? FP_POOL_SHUT_DOWN : FP_POOL_SHUTTING_DOWN;
+  }
+  s.interrupted = atomic_load(&p->interrupted);
+  fp__pool_unlock(p);
+  s.size = st->size;
+  memcpy(st, &s, s.size);
+  return 0;
+}
+
 FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
                                 fp_worker_stats *workers, size_t n)
 {
@@ -539,16 +681,28 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
   s.workers = p->nslots;
   s.workers_live = 0;
   s.shared_bytes = p->shm.in_use;
+  /* A caller whose stats have the CPU fields has them in fp_worker_stats
+   * too: the same header. */
+  int wide = st->size >= offsetof(fp_pool_stats, cpu_sys_us) +
+                             sizeof st->cpu_sys_us;
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *sl = &p->slots[i];
     for (fp_future *f = sl->head; f; f = f->next)
       s.running += fp__future_is_done(f) ? 0 : f->nitems;
     int live = sl->state == SLOT_LIVE;
     s.workers_live += live;
+    /* A thread or the caller (pid 0): the caller's process. */
+    fp_worker_stats w = {live ? (sl->pid ? sl->pid : p->owner) : 0,
+                         sl->answered, 0, 0};
+    /* Until its exit is counted (then pid is 0), a worker's CPU time is
+     * what it stamped after its last answer. */
+    if (sl->pid > 0 && sl->state != SLOT_OFF)
+      (void)fp__stamp_read_cpu(&p->shm, i, sl->pid, &w.cpu_user_us,
+                               &w.cpu_sys_us);
+    s.cpu_user_us += w.cpu_user_us;
+    s.cpu_sys_us += w.cpu_sys_us;
     if (i < n)
-      /* A thread or the caller: the caller's process. */
-      workers[i] = (fp_worker_stats){live ? (sl->pid ? sl->pid : p->owner)
-                                          : 0, sl->answered};
+      worker_entry(workers, wide, i, &w);
   }
   fp__pool_unlock(p);
   memcpy(st, &s, s.size);

@@ -275,6 +275,8 @@ typedef struct fp__stamp {
   _Atomic uint64_t id;   /* the task (a map chunk) */
   _Atomic uint64_t item; /* its item being run; its nitems once all are */
   _Atomic int64_t since; /* when that item started, CLOCK_MONOTONIC ns */
+  _Atomic uint64_t user_us; /* the worker's own CPU time, as of its last */
+  _Atomic uint64_t sys_us;  /*   answer (getrusage RUSAGE_SELF) */
 } fp__stamp;
 
 static fp__stamp *stamp_of(const fp__shm *m, unsigned slot)
@@ -305,6 +307,9 @@ fp__stamp *fp__stamp_open(const fp__shm *m, unsigned slot)
    * chunk n times the deadline instead. */
   if (mprotect(st, m->page, PROT_READ | PROT_WRITE) != 0)
     return NULL;
+  /* The last worker's CPU time first, so that no reader takes it for
+   * ours: it was counted at that worker's exit. */
+  fp__stamp_cpu(st, 0, 0);
   stamp_write(st, getpid(), 0, 0, 0);
   return st;
 }
@@ -319,7 +324,7 @@ int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
                    uint64_t *item, int64_t *since)
 {
   if (m->base == NULL || slot >= m->nslots)
-    return -1;
+    return FP_EAGAIN;
   const fp__stamp *st = stamp_of(m, slot);
   for (int tries = 0; tries < 64; tries++) {
     uint64_t seq = atomic_load_explicit(&st->seq, memory_order_acquire);
@@ -330,7 +335,44 @@ int fp__stamp_read(const fp__shm *m, unsigned slot, pid_t pid, uint64_t *id,
     atomic_thread_fence(memory_order_acquire);
     if (seq % 2 == 0 &&
         atomic_load_explicit(&st->seq, memory_order_relaxed) == seq)
-      return who == pid && pid > 0 ? 0 : -1;
+      return who == pid && pid > 0 ? 0 : FP_EAGAIN;
   }
-  return -1;
+  return FP_EAGAIN;
+}
+
+/* --- Stamps: the worker's CPU time -------------------------------------------- */
+
+void fp__stamp_cpu(fp__stamp *st, uint64_t user_us, uint64_t sys_us)
+{
+  uint64_t seq = atomic_load_explicit(&st->seq, memory_order_relaxed);
+  atomic_store_explicit(&st->seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&st->user_us, user_us, memory_order_relaxed);
+  atomic_store_explicit(&st->sys_us, sys_us, memory_order_relaxed);
+  atomic_store_explicit(&st->seq, seq + 2, memory_order_release);
+}
+
+int fp__stamp_read_cpu(const fp__shm *m, unsigned slot, pid_t pid,
+                       uint64_t *user_us, uint64_t *sys_us)
+{
+  *user_us = *sys_us = 0;
+  if (m->base == NULL || slot >= m->nslots || pid <= 0)
+    return FP_EAGAIN;
+  const fp__stamp *st = stamp_of(m, slot);
+  for (int tries = 0; tries < 64; tries++) {
+    uint64_t seq = atomic_load_explicit(&st->seq, memory_order_acquire);
+    int64_t who = atomic_load_explicit(&st->pid, memory_order_relaxed);
+    uint64_t u = atomic_load_explicit(&st->user_us, memory_order_relaxed);
+    uint64_t y = atomic_load_explicit(&st->sys_us, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (seq % 2 != 0 ||
+        atomic_load_explicit(&st->seq, memory_order_relaxed) != seq)
+      continue;
+    if (who != pid)
+      return FP_EAGAIN; /* a dead worker's figures are counted from its exit */
+    *user_us = u;
+    *sys_us = y;
+    return 0;
+  }
+  return FP_EAGAIN;
 }

@@ -17,8 +17,6 @@
 
 /* --- Control messages ---------------------------------------------------- */
 
-/* --- Worker slots ------------------------------------------------------------ */
-
 static int ctl_send(fp_pool *p, uint32_t op, unsigned slot, pid_t pid,
                     int value)
 {
@@ -260,7 +258,10 @@ static int crash_loop(fp_pool *p, const fp__slot *s)
 
 static void describe_exit(char *buf, size_t len, pid_t pid, int status)
 {
-  if (WIFSIGNALED(status))
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU)
+    snprintf(buf, len, "worker %d exceeded its CPU time limit (SIGXCPU)",
+             (int)pid);
+  else if (WIFSIGNALED(status))
     snprintf(buf, len, "worker %d was killed by signal %d (%s)", (int)pid,
              WTERMSIG(status), strsignal(WTERMSIG(status)));
   else
@@ -282,6 +283,11 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0 && s->head == NULL;
   int recycled = clean && p->wcfg.max_tasks != 0 &&
                  s->answered >= p->wcfg.max_tasks;
+  /* Over max_worker_rss after an answer: it started nothing after it. */
+  int mem_recycled = p->wcfg.max_rss != 0 && s->ready &&
+                     WIFEXITED(status) &&
+                     WEXITSTATUS(status) == FP__EXIT_RECYCLE;
+  recycled = recycled || mem_recycled;
   int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
   int died = !recycled && !asked && !(clean && p->stopping);
   if (!s->ready && WIFEXITED(status) &&
@@ -305,7 +311,9 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
    * answered first, nothing is failed.  Whatever else the worker held goes
    * back to the queue. */
   fp_future *f = s->head;
-  if (f != NULL && s->target != 0 && !target_running(s)) {
+  if (mem_recycled) {
+    /* requeue() below hands out what it held, as not started. */
+  } else if (f != NULL && s->target != 0 && !target_running(s)) {
     fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",
             (unsigned long long)s->target);
   } else if (f != NULL && !fp__future_is_done(f) && s->fail_err == 0 &&
@@ -314,6 +322,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
     fp__log(p, FP_LOG_INFO, "task %llu runs again: %s",
             (unsigned long long)f->id, why);
   } else if (f != NULL) {
+    fp__future_died(f, pid, status);
     fp__slot_pop(p, s, f, s->fail_err ? s->fail_err : FP_EWORKER,
              s->fail_err ? s->fail_msg : why);
   }
@@ -342,12 +351,13 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
 void fp__supervise_ctl(fp_pool *p)
 {
   while (p->ctl_fd >= 0) {
+    enum fp__io io;
     fp__ctl m;
     int fds[FP__CTL_NFDS];
-    int rc = fp__ctl_recv(p->ctl_fd, &m, fds);
-    if (rc == 0)
+    int rc = fp__ctl_recv(p->ctl_fd, &io, &m, fds);
+    if (rc == 0 && io == FP__IO_AGAIN)
       return;
-    if (rc < 0 || rc == FP__IO_EOF) {
+    if (rc < 0 || io == FP__IO_EOF) {
       forkserver_died(p);
       return;
     }
@@ -362,6 +372,7 @@ void fp__supervise_ctl(fp_pool *p)
       fp__pool_break(p, m.value, "could not start a worker: %s",
                      fp_strerror(m.value));
     } else if (m.op == FP__CTL_EXITED) {
+      fp__cpu_exited(p, &m);
       slot_exited(p, m.slot, m.pid, m.value);
     }
   }

@@ -69,6 +69,44 @@ static int kept(int fd, const int keep[2])
   return fd == keep[0] || fd == keep[1];
 }
 
+/* Calls fn for each descriptor of this process, but the directory's own:
+ * 0, or -1 where /proc is not mounted. */
+static int each_fd(void (*fn)(int fd, void *arg), void *arg)
+{
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL)
+    return -1;
+  int self = dirfd(d);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (e->d_name[0] != '.' && *end == '\0' && fd != self)
+      fn((int)fd, arg);
+  }
+  closedir(d);
+  return 0;
+}
+
+typedef struct close_args {
+  int lowfd;
+  const int *keep;
+} close_args;
+
+static void close_one(int fd, void *arg)
+{
+  const close_args *a = arg;
+  if (fd >= a->lowfd && !kept(fd, a->keep))
+    close(fd);
+}
+
+static void note_top(int fd, void *arg)
+{
+  int *top = arg;
+  if (fd > *top)
+    *top = fd;
+}
+
 /*
  * Used in freshly forked children only, so it must not allocate: with no
  * close_range, walk /proc/self/fd (opendir allocates, but the child is
@@ -91,18 +129,9 @@ int fp__close_from_except(int lowfd, int keep_a, int keep_b)
   if (ok && close_range(from, ~0u, 0) == 0)
     return 0;
 #endif
-  DIR *d = opendir("/proc/self/fd");
-  if (d != NULL) {
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-      int fd = atoi(e->d_name);
-      if (e->d_name[0] != '.' && fd >= lowfd && fd != self && !kept(fd, keep))
-        close(fd);
-    }
-    closedir(d);
+  close_args ca = {lowfd, keep};
+  if (each_fd(close_one, &ca) == 0)
     return 0;
-  }
   long max = sysconf(_SC_OPEN_MAX);
   for (long fd = lowfd; fd < max; fd++)
     if (!kept((int)fd, keep))
@@ -118,18 +147,8 @@ int fp__close_from(int lowfd)
 int fp__fd_top(void)
 {
   int top = -1;
-  DIR *d = opendir("/proc/self/fd");
-  if (d != NULL) {
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-      int fd = atoi(e->d_name);
-      if (e->d_name[0] != '.' && fd != self && fd > top)
-        top = fd;
-    }
-    closedir(d);
+  if (each_fd(note_top, &top) == 0)
     return top + 1;
-  }
   for (int fd = 0; fd < 1024; fd++)
     if (fcntl(fd, F_GETFD) >= 0)
       top = fd;
@@ -195,4 +214,23 @@ void fp__buf_give(fp__spare *slot, char *buf)
   (void)slot;
 #endif
   free(buf);
+}
+
+int fp__statm(unsigned long *size, unsigned long *resident)
+{
+  char buf[128];
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int err = n < 0 ? -errno : FP_EPROTO;
+  close(fd);
+  if (n <= 0)
+    return err;
+  buf[n] = '\0';
+  char *end;
+  errno = 0;
+  *size = strtoul(buf, &end, 10);
+  *resident = strtoul(end, &end, 10);
+  return errno != 0 || *end != ' ' ? FP_EPROTO : 0;
 }

@@ -97,7 +97,7 @@ FP_EXTERN int fp_wait(fp_future *const *fs, size_t n, fp_wait_mode mode,
   if (pool != NULL) {
     wait_set w = {fs, n, mode};
     fp__pool_lock(pool);
-    rc = fp__pool_run_until(pool, wait_met, &w, deadline);
+    rc = fp__pool_wait(pool, wait_met, &w, deadline);
     fp__pool_unlock(pool);
   }
   if (n_done != NULL)
@@ -238,7 +238,7 @@ FP_EXTERN int fp_as_completed_next(fp_as_completed *it, fp_future **f)
     return FP_EINVAL;
   if (it->head == it->tail && !collect(it) && it->npending > 0) {
     fp__pool_lock(it->pool);
-    int rc = fp__pool_run_until(it->pool, any_ready, it, it->deadline);
+    int rc = fp__pool_wait(it->pool, any_ready, it, it->deadline);
     fp__pool_unlock(it->pool);
     if (rc != 0)
       return rc;

@@ -9,16 +9,23 @@
 #include "forkpool-private.h"
 
 #include <msgpack/unpack_define.h> /* MSGPACK_EMBED_STACK_SIZE */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <unistd.h>
+#ifdef HAVE_SCHED_SETAFFINITY
+#include <sched.h>
+#endif
 
 #define FP__EXIT_PROTO 70 /* the parent sent bytes that are not a frame */
 #define FP__EXIT_INIT 71  /* the init function failed */
 #define FP__BODY_KEEP (8u << 20) /* largest body buffer kept for reuse */
 #define FP__BODY_IDLE 64         /* frames in a row without it free it */
+#define FP__CPU_STAMP_NS 1000000 /* CPU time stamped at most once a ms */
 
 /* This worker's stamp (fp__stamp_open), set in fp__worker_main: a worker is
  * a process of its own.  NULL elsewhere (a harness calling
@@ -450,6 +457,117 @@ static void body_done(bodybuf *b, const char *body)
   }
 }
 
+/* --- Set-up after fork, and what a worker measures of itself ------------------ */
+
+/* Lowers resource to want (soft) and want + slack (hard), never above the
+ * hard limit the caller had: raising it needs privilege. */
+static void lower_limit(int resource, rlim_t want, rlim_t slack)
+{
+  struct rlimit rl;
+  if (getrlimit(resource, &rl) != 0)
+    return;
+  rlim_t hard = want + slack;
+  if (rl.rlim_max != RLIM_INFINITY && hard > rl.rlim_max)
+    hard = rl.rlim_max;
+  rl.rlim_max = hard;
+  rl.rlim_cur = want < hard ? want : hard;
+  (void)setrlimit(resource, &rl);
+}
+
+/* Worker i on the i-th CPU (mod their count) of those the fork server may
+ * use, which are those of the thread that created the pool.  Best effort:
+ * a worker that cannot be pinned runs unpinned. */
+static void pin_to_cpu(unsigned slot)
+{
+#ifdef HAVE_SCHED_SETAFFINITY
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) <= 0)
+    return;
+  unsigned want = slot % (unsigned)CPU_COUNT(&set);
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, &set) && want-- == 0) {
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      (void)sched_setaffinity(0, sizeof set, &set);
+      return;
+    }
+#else
+  (void)slot; /* fp_pool_create refused the option */
+#endif
+}
+
+/* fd 1 to where the pool says, and line-buffered: a worker killed for a
+ * deadline has lost at most a part line.  Where fd 1 cannot be moved, it is
+ * closed rather than left on the caller's stdout. */
+static void stdout_setup(int mode)
+{
+  if (mode == FP_STDOUT_STDERR && dup2(2, 1) < 0)
+    mode = FP_STDOUT_NULL;
+  if (mode == FP_STDOUT_NULL) {
+    int null = open("/dev/null", O_WRONLY);
+    if (null < 0 || dup2(null, 1) < 0)
+      close(1);
+    if (null > 1)
+      close(null);
+  }
+  setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
+}
+
+void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot)
+{
+  if (cfg->rlimit_as != 0)
+    lower_limit(RLIMIT_AS, (rlim_t)cfg->rlimit_as, 0);
+  /* A second past the soft limit: SIGXCPU first, which the dispatcher
+   * names, and SIGKILL only for a task that ignores it. */
+  if (cfg->rlimit_cpu != 0)
+    lower_limit(RLIMIT_CPU, (rlim_t)cfg->rlimit_cpu, 1);
+  if (cfg->pin)
+    pin_to_cpu(slot);
+  stdout_setup(cfg->out_mode);
+}
+
+static uint64_t tv_us(struct timeval tv)
+{
+  return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+/* Whether resident memory is above max: the peak (free with getrusage)
+ * first, and only when that is above, the present figure from /proc, so
+ * that a task that freed what it used does not cost its worker. */
+static int rss_over(size_t max, const struct rusage *ru)
+{
+  if ((uint64_t)ru->ru_maxrss * 1024 <= max)
+    return 0;
+  unsigned long size, resident;
+  if (fp__statm(&size, &resident) != 0)
+    return 1; /* no /proc: the peak decides */
+  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) > max;
+}
+
+/* When the worker last stamped its CPU time (fp__now_ns); 0: never. */
+static int64_t cpu_stamped;
+
+/*
+ * After init and after an answer: the worker's CPU time into its stamp, for
+ * fp_pool_stats_get, if FP__CPU_STAMP_NS have passed since the last one
+ * (getrusage per task would halve the rate of tiny tasks; a task as long as
+ * that is always followed by a stamp); and whether it should leave for its
+ * memory, checked after every task.
+ */
+static int measure(const fp__worker_cfg *cfg)
+{
+  struct rusage ru;
+  int64_t now = stamp != NULL ? fp__now_ns() : 0;
+  int cpu_due = stamp != NULL && now - cpu_stamped >= FP__CPU_STAMP_NS;
+  if ((!cpu_due && cfg->max_rss == 0) || getrusage(RUSAGE_SELF, &ru))
+    return 0;
+  if (cpu_due) {
+    fp__stamp_cpu(stamp, tv_us(ru.ru_utime), tv_us(ru.ru_stime));
+    cpu_stamped = now;
+  }
+  return cfg->max_rss != 0 && rss_over(cfg->max_rss, &ru);
+}
+
 void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
                      int out_fd)
 {
@@ -472,15 +590,17 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
   fp__outbuf_init(&item);
   if (!msgpack_zone_init(&zone, 4096))
     _exit(FP__EXIT_PROTO);
+  (void)measure(cfg); /* before READY: init's CPU time shows at once */
   if (start(cfg, out_fd, &state, &head, &result) != 0)
     _exit(FP__EXIT_INIT);
 
   while (cfg->max_tasks == 0 || answered < cfg->max_tasks) {
+    enum fp__io io;
     const char *body;
     size_t len;
-    int rc = fp__read_frame_borrowed(in_fd, &r, cfg->max_message, &big.data,
-                                     &big.cap, &body, &len);
-    if (rc <= 0) {
+    int rc = fp__read_frame_borrowed(in_fd, &r, cfg->max_message, &io,
+                                     &big.data, &big.cap, &body, &len);
+    if (rc != 0 || io == FP__IO_EOF) {
       status = rc == 0 ? 0 : FP__EXIT_PROTO;
       break;
     }
@@ -490,6 +610,8 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
       status = FP__EXIT_PROTO;
       break;
     }
+    /* Before the answer: a caller holding a result sees its CPU time. */
+    int leave = measure(cfg);
     /* At once, never held back for the next task: if that one kills the
      * worker, the parent must already have this answer (crash isolation). */
     size_t small = answer_in_ring(&ring, &head, &result, ring_frame);
@@ -501,6 +623,11 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
     body_done(&big, body);
     answered++;
     shrink(&result.sb);
+    if (leave) {
+      /* Unread tasks in the pipe go back to the queue, not failed. */
+      status = FP__EXIT_RECYCLE;
+      break;
+    }
   }
   /* Tasks' own output; the fork server emptied what it inherited. */
   fflush(stdout);

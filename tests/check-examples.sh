@@ -69,6 +69,25 @@ done
 run "$ex/primes" --mode inline 100000 </dev/null &&
   expect "primes --mode inline" "over 1 caller"
 
+# Ctrl-C: once the map runs (its first progress line), SIGINT makes the
+# handler's fp_pool_interrupt end the blocked fp_map_next with FP_EINTR;
+# primes says so and exits 130.  The wait is for that line, not a time.
+"$ex/primes" 1000000000000 </dev/null >"$out" 2>&1 &
+pid=$!
+i=0
+until grep -q ranges "$out" || [ $i -ge 1200 ]; do
+  sleep 0.1
+  i=$((i + 1))
+done
+kill -INT $pid
+wait $pid
+st=$?
+if [ $st -ne 130 ]; then
+  fail "primes: Ctrl-C: exit status $st, not 130"
+else
+  expect "primes Ctrl-C" "interrupted: " && echo "ran: primes, Ctrl-C"
+fi
+
 # Large payloads: every band's pixels and its blurred result (256 KiB at
 # this width) cross through shared memory, and the image is right.
 run "$ex/blur" 1024 1024 </dev/null &&

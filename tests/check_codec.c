@@ -31,6 +31,13 @@ int fp__pool_wait_future(fp_pool *pool, fp_future *f, int64_t deadline)
   return FP_EINVAL;
 }
 
+int fp__pool_wait(fp_pool *pool, fp__pool_pred pred, void *arg,
+                  int64_t deadline)
+{
+  (void)pool, (void)pred, (void)arg, (void)deadline;
+  return FP_EINVAL;
+}
+
 int fp__pool_cancel(fp_pool *pool, fp_future *f, unsigned flags)
 {
   (void)pool, (void)f, (void)flags;

@@ -169,6 +169,54 @@ START_TEST(a_crash_fails_only_its_item)
 }
 END_TEST
 
+/* Unordered, a crash in a chunk between others: its items take its place
+ * among the chunks in flight, one message each, and every index comes out
+ * once, only the item that crashed failing. */
+START_TEST(unordered_crash_in_a_middle_chunk)
+{
+  enum { N = 20 };
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, N);
+  for (int i = 0; i < N; i++) { /* [v], v never 6: that one spins */
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, i == 5 ? 5 : i % 5);
+  }
+  fp_map_input in = {.array = sb.data, .len = sb.size};
+  fp_map_options o = FP_MAP_OPTIONS_INIT;
+  o.chunksize = 3; /* 5 is in the second chunk of seven */
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map_unordered(p, "sq_or_segv", &in, &o, &m), 0);
+  char seen[N] = {0};
+  fp_map_item it;
+  int rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_uint_lt(it.index, N);
+    ck_assert(!seen[it.index]);
+    seen[it.index] = 1;
+    if (it.index == 5) {
+      ck_assert_int_eq(it.err, FP_EWORKER);
+      continue;
+    }
+    ck_assert_int_eq(it.err, 0);
+    int64_t v = (int64_t)it.index % 5;
+    ck_assert_int_eq(it.result->via.i64, v * v);
+  }
+  ck_assert_int_eq(rc, 0);
+  for (int i = 0; i < N; i++)
+    ck_assert(seen[i]);
+  fpt_map_destroy(m);
+  msgpack_sbuffer_destroy(&sb);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(deadline_per_item)
 {
   fpt_snapshot s;
@@ -992,6 +1040,7 @@ int main(void)
   tcase_add_test(tc, unordered_yields_each_once);
   tcase_add_test(tc, items_3_and_7_fail_alone);
   tcase_add_test(tc, a_crash_fails_only_its_item);
+  tcase_add_test(tc, unordered_crash_in_a_middle_chunk);
   tcase_add_test(tc, deadline_per_item);
   tcase_add_test(tc, lazy_million_in_bounded_memory);
   tcase_add_test(tc, progress_reaches_total);

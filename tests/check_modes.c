@@ -302,6 +302,15 @@ START_TEST(limits_are_refused_at_the_call)
   o.mode = mode;
   o.max_tasks_per_worker = 5;
   ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  o.max_tasks_per_worker = 0;
+  o.pin_workers = 1;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  o.pin_workers = 0;
+  o.worker_rlimit_cpu = 10;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  o.worker_rlimit_cpu = 0;
+  o.worker_stdout = FP_STDOUT_NULL;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
 
   p = pool_in(mode, 1);
   char one[] = {(char)0x91, 0x02}; /* [2] */

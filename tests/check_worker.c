@@ -93,18 +93,21 @@ START_TEST(small_frames_are_lent_from_the_read_ahead)
   int fd = write_in_child(&s, s.len, &pid);
   fp__reader r;
   fp__reader_init(&r);
+  enum fp__io io;
   char *buf = NULL;
   size_t cap = 0, len;
   const char *body;
   static const size_t sizes[] = {10, 0, 1000};
   for (unsigned k = 0; k < 3; k++) {
-    ck_assert_int_eq(
-        fp__read_frame_borrowed(fd, &r, 4096, &buf, &cap, &body, &len), 1);
+    ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4096, &io, &buf, &cap,
+                                             &body, &len), 0);
+    ck_assert_int_eq(io, FP__IO_FRAME);
     check_body(body, len, k, sizes[k]);
   }
   ck_assert_ptr_null(buf); /* nothing copied */
-  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4096, &buf, &cap, &body,
-                                           &len), 0);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4096, &io, &buf, &cap,
+                                           &body, &len), 0);
+  ck_assert_int_eq(io, FP__IO_EOF);
   end_stream(&r, fd, pid);
   free(s.buf);
   fpt_end(&snap);
@@ -129,12 +132,14 @@ START_TEST(large_frames_reuse_one_buffer)
     int fd = write_in_child(&s, pieces[p], &pid);
     fp__reader r;
     fp__reader_init(&r);
+    enum fp__io io;
     char *buf = NULL, *first = NULL;
     size_t cap = 0, len;
     const char *body;
     for (unsigned k = 0; k < N; k++) {
-      ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap,
-                                               &body, &len), 1);
+      ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &io, &buf,
+                                               &cap, &body, &len), 0);
+      ck_assert_int_eq(io, FP__IO_FRAME);
       check_body(body, len, k, sizes[k]);
       if (k == 0)
         first = buf;
@@ -142,8 +147,9 @@ START_TEST(large_frames_reuse_one_buffer)
         ck_assert_ptr_eq(buf, first); /* 100000 fits where 200000 was */
       ck_assert_uint_ge(cap, sizes[k] > 65536 ? sizes[k] : 0);
     }
-    ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap,
-                                             &body, &len), 0);
+    ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &io, &buf,
+                                             &cap, &body, &len), 0);
+    ck_assert_int_eq(io, FP__IO_EOF);
     free(buf);
     end_stream(&r, fd, pid);
   }
@@ -163,14 +169,15 @@ START_TEST(over_max_and_cut_short)
   int fd = write_in_child(&s, s.len, &pid);
   fp__reader r;
   fp__reader_init(&r);
+  enum fp__io io;
   char *buf = NULL;
   size_t cap = 0, len;
   const char *body;
-  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4999, &buf, &cap, &body,
-                                           &len), FP_EPROTO);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 4999, &io, &buf, &cap,
+                                           &body, &len), FP_EPROTO);
   ck_assert_ptr_null(buf);
-  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
-                                           &len), FP_EPROTO);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &io, &buf, &cap,
+                                           &body, &len), FP_EPROTO);
   end_stream(&r, fd, pid);
 
   /* A large body cut short by the writer's exit is end of file. */
@@ -179,8 +186,9 @@ START_TEST(over_max_and_cut_short)
   s.len -= 1000;
   fd = write_in_child(&s, s.len, &pid);
   fp__reader_init(&r);
-  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &buf, &cap, &body,
-                                           &len), 0);
+  ck_assert_int_eq(fp__read_frame_borrowed(fd, &r, 1 << 20, &io, &buf, &cap,
+                                           &body, &len), 0);
+  ck_assert_int_eq(io, FP__IO_EOF);
   free(buf);
   end_stream(&r, fd, pid);
   free(s.buf);

@@ -261,7 +261,7 @@ int fpt_count_fds(void)
   return n - 1; /* the DIR's own */
 }
 
-/* Calls fn for each child of this process; stops at the first non-zero. */
+/* A child of this process (the first /proc lists), or 0 if it has none. */
 static pid_t each_child(void)
 {
   DIR *d = opendir("/proc");

@@ -56,7 +56,7 @@ void fpt_begin(fpt_snapshot *s);
 /* Waits (up to FPT_LIMIT_MS) until no child is left; checks the fds. */
 void fpt_end(const fpt_snapshot *s);
 int fpt_count_fds(void);
-int fpt_count_children(void);
+int fpt_count_children(void); /* 1 if any child is left (not a count) */
 pid_t fpt_first_child(void);
 
 fp_pool *fpt_pool(unsigned workers, unsigned max_inflight);
