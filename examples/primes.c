@@ -10,9 +10,12 @@
  * counted so far and exits with status 130.
  *
  *   cc primes.c $(pkg-config --cflags --libs forkpool) -o primes
- *   ./primes [N]
+ *   ./primes [--mode processes|threads|inline] [N]
  *
- * N is 3000000 by default.
+ * N is 3000000 by default.  --mode changes only the pool's option: the
+ * task, the map and the progress bar are the same in every mode (threads:
+ * the workers are threads of this process; inline: the tasks run in this
+ * thread, inside fp_map_next, where a debugger sees them).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <forkpool.h>
@@ -22,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -154,16 +158,42 @@ static double now(void)
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* "processes", "threads" or "inline": 0 and *mode, or -1. */
+static int parse_mode(const char *s, unsigned *mode)
+{
+  static const char *const names[] = {"processes", "threads", "inline"};
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  for (size_t i = 0; i < 3; i++)
+    if (strcmp(s, names[i]) == 0) {
+      *mode = modes[i];
+      return 0;
+    }
+  return -1;
+}
+
 int main(int argc, char **argv)
 {
   int64_t n = 3000000;
-  if (argc > 1) {
+  unsigned mode = FP_MODE_PROCESSES;
+  int a = 1;
+  if (a + 1 < argc && strcmp(argv[a], "--mode") == 0) {
+    if (parse_mode(argv[a + 1], &mode) != 0)
+      argc = 0; /* usage */
+    a += 2;
+  }
+  if (argc == 0 || argc > a + 1) {
+    fprintf(stderr, "usage: primes [--mode processes|threads|inline] [N]\n");
+    return 2;
+  }
+  if (a < argc) {
     char *end;
     errno = 0;
-    long long v = strtoll(argv[1], &end, 10);
-    if (argc > 2 || end == argv[1] || *end != '\0' || errno != 0 || v < 0 ||
+    long long v = strtoll(argv[a], &end, 10);
+    if (end == argv[a] || *end != '\0' || errno != 0 || v < 0 ||
         v > 1000000000000LL) {
-      fprintf(stderr, "usage: primes [N], N from 0 to 10^12\n");
+      fprintf(stderr, "usage: primes [--mode processes|threads|inline] [N], "
+                      "N from 0 to 10^12\n");
       return 2;
     }
     n = v;
@@ -171,6 +201,7 @@ int main(int argc, char **argv)
 
   fp_pool_options opts = FP_POOL_OPTIONS_INIT;
   opts.tasks = tasks;
+  opts.mode = mode;
   fp_pool *pool;
   int rc = fp_pool_create(&pool, &opts); /* one worker per online CPU */
   if (rc != 0) {
@@ -228,8 +259,9 @@ int main(int argc, char **argv)
     return 1;
 
   printf("primes below %lld: %lld\n", (long long)n, (long long)primes);
-  printf("time: %.3f s, %zu ranges of %d numbers over %u workers\n", elapsed,
-         items, RANGE, st.workers);
+  static const char *const kinds[] = {"workers", "threads", "caller"};
+  printf("time: %.3f s, %zu ranges of %d numbers over %u %s\n", elapsed,
+         items, RANGE, st.workers, kinds[mode]);
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
     if (known[i].n == n && known[i].primes != primes) {
       printf("wrong: there are %lld\n", (long long)known[i].primes);

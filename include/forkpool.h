@@ -68,8 +68,9 @@ extern "C" {
   XX(ENOTASK, -4004, "no task registered under that name")                    \
   XX(ESHUTDOWN, -4005, "pool is shut down")                                   \
   XX(ETYPE, -4006, "value does not match the format")                         \
-  XX(EDEADLINE, -4007, "task ran past its deadline")                        \
-  XX(EINTR, -EINTR, "wait interrupted by fp_pool_interrupt")
+  XX(EDEADLINE, -4007, "task ran past its deadline")                          \
+  XX(EINTR, -EINTR, "wait interrupted by fp_pool_interrupt")                  \
+  XX(ENOTSUP, -ENOTSUP, "not supported in this pool's mode")
 
 typedef enum fp_errno {
 #define FP__ERR_ENUM(name, value, msg) FP_##name = (value),
@@ -192,7 +193,17 @@ typedef struct fp_pool_options {
                                  running) is asked to stop, and its worker
                                  killed this much later; 0: killed at once;
                                  0..FP_GRACE_MAX_MS */
+  unsigned mode;              /* FP_MODE_PROCESSES (0), FP_MODE_THREADS or
+                                 FP_MODE_INLINE: see forkpool(7) */
 } fp_pool_options;
+
+/* Where tasks run: forked worker processes (the default), threads of the
+ * caller's process, or the caller's own thread inside the calls that wait. */
+enum fp_pool_mode {
+  FP_MODE_PROCESSES = 0,
+  FP_MODE_THREADS = 1,
+  FP_MODE_INLINE = 2,
+};
 
 #define FP_SHM_OFF ((size_t)-1)
 #define FP_GRACE_MAX_MS (3600 * 1000) /* the longest grace: an hour */
@@ -208,7 +219,7 @@ enum fp_stdout_mode {
 
 #define FP_POOL_OPTIONS_INIT                                                  \
   { sizeof(fp_pool_options), 0, 0, 10, 1000, 0, NULL, NULL, NULL,             \
-    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR, 0 }
+    NULL, NULL, 0, 0, 0, 0, 0, 0, FP_STDOUT_STDERR, 0, FP_MODE_PROCESSES }
 
 /*
  * Starts a fork server and the workers, and waits until every worker is

@@ -380,6 +380,11 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
 int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
                       size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
                       fp__outbuf *result, fp__outbuf *item);
+/* Runs init and leaves READY (id 0, code 0) or init's failure, sealed, in
+ * head and result: 0, init's failure code (the frame says why), or
+ * FP_ENOMEM (no frame). */
+int fp__worker_ready(const fp__worker_cfg *cfg, void **state,
+                     msgpack_sbuffer *head, fp__outbuf *result);
 /* Worker, after fork: the pool's rlimits, CPU pin and stdout (cfg). */
 void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot);
 
@@ -554,6 +559,7 @@ typedef struct fp__slot {
   int can_send, can_recv; /* the channel is open that way (the transport
                              keeps these) */
   fp__pipe_chan pipe;     /* the pipe transport's own */
+  void *local;            /* the thread or inline transport's own */
 } fp__slot;
 
 /*
@@ -592,6 +598,35 @@ typedef struct fp__transport {
 /* --- pipe.c: the transport for local workers -------------------------------- */
 
 extern const fp__transport fp__pipe_transport;
+
+/* --- inline.c, threads.c: workers in the caller's process ------------------ */
+
+/* What a worker keeps from task to task, for one run in this process. */
+typedef struct fp__local_worker {
+  void *state;           /* what init left, for this worker alone */
+  msgpack_zone zone;
+  msgpack_sbuffer head;
+  fp__outbuf result, item;
+} fp__local_worker;
+
+int fp__local_init(fp__local_worker *w);
+void fp__local_destroy(fp__local_worker *w);
+/* Runs init: the READY frame's body (or init's failure), malloc'd, in *out
+ * and *len.  0, or FP_ENOMEM. */
+int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
+                    char **out, size_t *len);
+/* Runs one TASK body: the RESULT frame's body, malloc'd.  0, or FP_EPROTO
+ * or FP_ENOMEM (then no answer). */
+int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
+                  const char *body, size_t blen, char **out, size_t *len);
+
+/* At the end, with its worker gone: lets go of what the slot still holds
+ * (tasks cancelled while they ran), as a worker process's exit would. */
+void fp__local_release(fp_pool *pool, unsigned slot);
+
+/* The slot needs no fork server: open (fds NULL) starts its worker. */
+extern const fp__transport fp__inline_transport;
+extern const fp__transport fp__thread_transport;
 
 /* --- The pool: made in pool.c, read by every file of the parent side ----- */
 

@@ -54,6 +54,19 @@ static int options_fill(fp_pool_options *o, const fp_pool_options *in)
   if (o->pin_workers)
     return FP_ENOSYS;
 #endif
+  if (o->mode > FP_MODE_INLINE)
+    return FP_EINVAL;
+  /* Nothing replaces, limits, pins or redirects a thread or the caller
+   * alone. */
+  if (o->mode != FP_MODE_PROCESSES &&
+      (o->max_tasks_per_worker != 0 || o->max_worker_rss != 0 ||
+       o->worker_rlimit_as != 0 || o->worker_rlimit_cpu != 0 ||
+       o->pin_workers != 0 || o->worker_stdout == FP_STDOUT_NULL))
+    return FP_ENOTSUP;
+  if (o->mode == FP_MODE_INLINE) {
+    o->workers = 1;      /* the caller */
+    o->max_inflight = 1; /* the rest wait in the queue, cancellable */
+  }
   if (o->workers > FP__MAX_WORKERS || o->max_message < 1024 ||
       o->max_message > UINT32_MAX || o->max_inflight > 1024 ||
       o->restart_limit > 100000 ||
@@ -140,6 +153,37 @@ static int create_failed(int rc, const char *why)
   return rc;
 }
 
+/* The shared area and the fork server, which forks every worker. */
+static int start_processes(fp_pool *p)
+{
+  int rc;
+  /* Before the fork server, so that every worker inherits it. */
+  if (p->opts.shm_args != FP_SHM_OFF &&
+      (rc = fp__shm_init(&p->shm, p->opts.shm_args, p->nslots)) != 0)
+    return rc;
+  p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
+  /* Its message, in err_msg, is create's. */
+  if ((rc = check_rlimit_as(p, p->err_msg, sizeof p->err_msg)) != 0)
+    return rc;
+  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
+                                 &p->fs_child)) != 0)
+    return rc;
+  fp__shm_private(&p->shm);
+  return 0;
+}
+
+/* A worker in this process (a thread, or the caller): no fork server, its
+ * transport starts it.  Lock held. */
+static void start_local(fp_pool *p, unsigned i)
+{
+  p->slots[i].state = SLOT_STARTING;
+  int rc = p->tr->open(p, i, NULL);
+  if (rc != 0)
+    fp__pool_break(p, rc, "could not start a worker %s: %s",
+                   p->opts.mode == FP_MODE_THREADS ? "thread" : "in the caller",
+                   fp_strerror(rc));
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
   create_error[0] = '\0';
@@ -168,7 +212,9 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   pthread_cond_init(&p->cond, &ca);
   pthread_condattr_destroy(&ca);
 
-  p->tr = &fp__pipe_transport;
+  p->tr = o.mode == FP_MODE_THREADS  ? &fp__thread_transport
+          : o.mode == FP_MODE_INLINE ? &fp__inline_transport
+                                     : &fp__pipe_transport;
   p->slots = calloc(p->nslots, sizeof *p->slots);
   for (unsigned i = 0; p->slots != NULL && i < p->nslots; i++)
     p->tr->reset(p, i);
@@ -189,30 +235,20 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init = o.init;
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
-  /* Before the fork server, so that every worker inherits it. */
-  if (o.shm_args != FP_SHM_OFF &&
-      (rc = fp__shm_init(&p->shm, o.shm_args, p->nslots)) != 0)
-    goto fail;
-  p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
   p->wcfg.max_rss = o.max_worker_rss;
   p->wcfg.rlimit_as = o.worker_rlimit_as;
   p->wcfg.rlimit_cpu = o.worker_rlimit_cpu;
   p->wcfg.pin = o.pin_workers;
   p->wcfg.out_mode = o.worker_stdout;
-  if ((rc = check_rlimit_as(p, p->err_msg, sizeof p->err_msg)) != 0) {
-    create_failed(rc, p->err_msg);
-    pool_free(p);
-    return rc;
-  }
-  if ((rc = fp__forkserver_start(&p->wcfg, &p->ctl_fd, &p->fs_pid,
-                                 &p->fs_child)) != 0)
+  if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
     goto fail;
-  fp__shm_private(&p->shm);
 
   /* Every worker has run init and said READY before create returns. */
   fp__pool_lock(p);
   for (unsigned i = 0; i < p->nslots; i++)
     fp__slot_await(p, i); /* the fork server forks them unasked */
+  for (unsigned i = 0; o.mode != FP_MODE_PROCESSES && i < p->nslots; i++)
+    start_local(p, i);
   rc = fp__pool_run_until(p, all_started, NULL, -1);
   if (rc == 0)
     rc = p->err;
@@ -222,7 +258,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   *out = p;
   return 0;
 fail:
-  create_failed(rc, p->err != 0 ? p->err_msg : NULL);
+  create_failed(rc, p->err_msg[0] != '\0' ? p->err_msg : NULL);
   pool_free(p);
   return rc;
 }
@@ -656,7 +692,9 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
       s.running += fp__future_is_done(f) ? 0 : f->nitems;
     int live = sl->state == SLOT_LIVE;
     s.workers_live += live;
-    fp_worker_stats w = {live ? sl->pid : 0, sl->answered, 0, 0};
+    /* A thread or the caller (pid 0): the caller's process. */
+    fp_worker_stats w = {live ? (sl->pid ? sl->pid : p->owner) : 0,
+                         sl->answered, 0, 0};
     /* Until its exit is counted (then pid is 0), a worker's CPU time is
      * what it stamped after its last answer. */
     if (sl->pid > 0 && sl->state != SLOT_OFF)

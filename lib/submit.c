@@ -69,6 +69,9 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
 {
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
+  /* Only a process can be killed when its time is up. */
+  if (deadline_ms > 0 && p->opts.mode != FP_MODE_PROCESSES)
+    return FP_ENOTSUP;
   size_t name_len = strlen(name);
   if (fp__tasks_find(&p->tasks, name, name_len) == NULL)
     return FP_ENOTASK;
@@ -119,7 +122,8 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
   }
   if (p->polling && (behind || gathering))
     fp__wake_poller(p);
-  else if (behind && ++p->since_pass >= FP__IOV_BATCH)
+  else if (behind && ++p->since_pass >= FP__IOV_BATCH &&
+           p->opts.mode != FP_MODE_INLINE) /* inline: tasks run in waits */
     (void)fp__poll_once(p, 0);
   fp__ep_sync(p);
   fp__signal_done(p);
@@ -199,6 +203,9 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
   if (f->state == FP_PENDING) {
     fp__list_unlink(&p->qhead, &p->qtail, f);
     fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
+  } else if ((flags & FP_CANCEL_RUNNING) &&
+             p->opts.mode != FP_MODE_PROCESSES) {
+    return FP_ENOTSUP; /* a thread, or the caller, cannot be killed */
   } else if (flags & FP_CANCEL_RUNNING) {
     unsigned i = (unsigned)f->slot;
     fp__slot_read(p, i);

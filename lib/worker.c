@@ -484,9 +484,8 @@ static size_t answer_in_ring(fp__ring *ring, const msgpack_sbuffer *head,
   return fp__encode_result_shm(frame, id, pos, size);
 }
 
-/* Runs init and sends READY (id 0, code 0) or the failure; 0 to go on. */
-static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
-                 msgpack_sbuffer *head, fp__outbuf *result)
+int fp__worker_ready(const fp__worker_cfg *cfg, void **state,
+                     msgpack_sbuffer *head, fp__outbuf *result)
 {
   outcome o = {.code = 0};
   if (cfg->init != NULL) {
@@ -500,14 +499,26 @@ static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
     free(call.message);
   }
   msgpack_packer pk;
+  msgpack_sbuffer_clear(head);
+  fp__outbuf_clear(result);
   msgpack_packer_init(&pk, &result->sb, msgpack_sbuffer_write);
   int rc = o.code ? answer_failure(head, result, 0, &o)
                   : fp__encode_result_head(head, 0, 0) || msgpack_pack_nil(&pk);
-  if (rc == 0) {
-    seal(head, result);
-    rc = send_answer(out_fd, head, result);
-  }
-  return rc != 0 ? rc : o.code;
+  if (rc != 0)
+    return FP_ENOMEM;
+  seal(head, result);
+  return o.code;
+}
+
+/* Runs init and sends READY or the failure; 0 to go on. */
+static int start(const fp__worker_cfg *cfg, int out_fd, void **state,
+                 msgpack_sbuffer *head, fp__outbuf *result)
+{
+  int rc = fp__worker_ready(cfg, state, head, result);
+  if (rc == FP_ENOMEM)
+    return rc;
+  int sent = send_answer(out_fd, head, result);
+  return sent != 0 ? sent : rc;
 }
 
 /*

@@ -60,6 +60,15 @@ run "$ex/crashy" </dev/null &&
 run "$ex/primes" 100000 </dev/null &&
   expect primes "primes below 100000: 9592" "100% 100/100 ranges"
 
+# The same program in each mode, switched by its flag alone.
+for mode in processes threads inline; do
+  run "$ex/primes" --mode $mode 100000 </dev/null &&
+    expect "primes --mode $mode" "primes below 100000: 9592" \
+      "100% 100/100 ranges"
+done
+run "$ex/primes" --mode inline 100000 </dev/null &&
+  expect "primes --mode inline" "over 1 caller"
+
 # Ctrl-C: once the map runs (its first progress line), SIGINT makes the
 # handler's fp_pool_interrupt end the blocked fp_map_next with FP_EINTR;
 # primes says so and exits 130.  The wait is for that line, not a time.

@@ -1,0 +1,363 @@
+/*
+ * The thread transport (FP_MODE_THREADS): each slot's worker is a thread of
+ * the caller's process running the worker's own code (fp__local_run), so
+ * tasks, arguments and results are the same msgpack as with processes.  A
+ * slot has an inbox of TASK bodies and an outbox of RESULT bodies, each
+ * guarded by the slot's own mutex (never the pool's: a worker thread never
+ * waits for the dispatcher), and a pipe the thread writes a byte to when
+ * its outbox stops being empty: the dispatcher's poll() wakes on it as on a
+ * worker's result pipe, and hands each body to fp__dispatch_frame under the
+ * pool lock.  Task frames are copied into the inbox: the pool may let go of
+ * a future (a broken pool fails what workers hold) while its thread still
+ * reads the arguments.
+ */
+#include "forkpool-private.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
+
+typedef struct tjob {
+  struct tjob *next;
+  char *body;            /* TASK or RESULT body, owned; NULL: the thread
+                            could not run the task (err says why) */
+  size_t len;
+  int err;
+} tjob;
+
+typedef struct thread_chan {
+  pthread_mutex_t mu;    /* guards what follows, up to fd */
+  pthread_cond_t cv;     /* the inbox has a job, or stop was set */
+  tjob *in_head, *in_tail; /* TASK bodies, oldest first */
+  tjob *out_head, *out_tail; /* RESULT bodies, oldest first */
+  int stop;              /* no more tasks: exit once the inbox is empty */
+  int drop;              /* exit after the running task, inbox unrun */
+  int signalled;         /* a byte is in fd[] */
+  int fd[2];             /* the thread -> the dispatcher's poll() */
+  uint32_t ep;           /* fd[0] is in the pool's epoll set */
+  pthread_t tid;
+  int started;           /* tid is a thread to join */
+  tjob *first;           /* for the READY, made before the thread: its
+                            answer must come, or the pool waits for ever */
+  const fp__worker_cfg *cfg;
+} thread_chan;
+
+static void jobs_free(tjob *j)
+{
+  while (j != NULL) {
+    tjob *next = j->next;
+    free(j->body);
+    free(j);
+    j = next;
+  }
+}
+
+static void push(tjob **head, tjob **tail, tjob *j)
+{
+  j->next = NULL;
+  if (*tail)
+    (*tail)->next = j;
+  else
+    *head = j;
+  *tail = j;
+}
+
+/* Worker: an answer for the dispatcher. */
+static void post(thread_chan *c, tjob *j)
+{
+  pthread_mutex_lock(&c->mu);
+  push(&c->out_head, &c->out_tail, j);
+  if (!c->signalled) {
+    c->signalled = 1;
+    (void)!write(c->fd[1], "", 1);
+  }
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Worker: the next TASK body, or NULL when it is to exit. */
+static tjob *take(thread_chan *c)
+{
+  pthread_mutex_lock(&c->mu);
+  while (c->in_head == NULL && !c->stop && !c->drop)
+    pthread_cond_wait(&c->cv, &c->mu);
+  tjob *j = c->drop ? NULL : c->in_head;
+  if (j != NULL && (c->in_head = j->next) == NULL)
+    c->in_tail = NULL;
+  pthread_mutex_unlock(&c->mu);
+  return j;
+}
+
+static void *thread_main(void *arg)
+{
+  thread_chan *c = arg;
+  fp__local_worker w;
+  tjob *j = c->first;
+  int rc = fp__local_init(&w);
+  c->first = NULL;
+  /* Init runs here, so its state is this thread's. */
+  j->err = rc != 0 ? rc : fp__local_ready(&w, c->cfg, &j->body, &j->len);
+  post(c, j);
+  if (rc != 0)
+    return NULL;
+  while ((j = take(c)) != NULL) {
+    char *out = NULL;
+    size_t len = 0;
+    j->err = fp__local_run(&w, c->cfg, j->body, j->len, &out, &len);
+    free(j->body);
+    j->body = out;
+    j->len = len;
+    post(c, j);
+  }
+  fp__local_destroy(&w);
+  return NULL;
+}
+
+/* --- The dispatcher's side ----------------------------------------------- */
+
+static void thread_reset(fp_pool *p, unsigned i)
+{
+  p->slots[i].local = NULL;
+}
+
+static void ep_set(fp_pool *p, thread_chan *c, uint32_t want, unsigned i)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  struct epoll_event ev = {.events = want, .data.u32 = i};
+  if (want == c->ep || p->epfd < 0)
+    return;
+  if (want != 0)
+    epoll_ctl(p->epfd, EPOLL_CTL_ADD, c->fd[0], &ev);
+  else
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd[0], NULL);
+#else
+  (void)p;
+  (void)i;
+#endif
+  c->ep = want;
+}
+
+static void chan_free(thread_chan *c)
+{
+  jobs_free(c->in_head);
+  jobs_free(c->out_head);
+  jobs_free(c->first); /* the thread never started */
+  for (int k = 0; k < 2; k++)
+    if (c->fd[k] >= 0)
+      close(c->fd[k]);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+/* Tells the thread to stop: at once (drop) or once its inbox is empty. */
+static void chan_stop(thread_chan *c, int drop)
+{
+  pthread_mutex_lock(&c->mu);
+  c->stop = 1;
+  c->drop |= drop;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/*
+ * FP__BOTH waits for the thread: one running a task cannot be interrupted,
+ * so fp_pool_destroy returns when that task does.  The thread never takes
+ * the pool lock, so waiting with it held cannot deadlock.
+ */
+static void thread_close(fp_pool *p, unsigned i, int dir)
+{
+  fp__slot *s = &p->slots[i];
+  thread_chan *c = s->local;
+  if (dir & FP__SEND)
+    s->can_send = 0;
+  if (dir & FP__RECV)
+    s->can_recv = 0;
+  if (c == NULL)
+    return;
+  if (dir & FP__SEND)
+    chan_stop(c, dir == FP__BOTH);
+  if (dir & FP__RECV)
+    ep_set(p, c, 0, i);
+  if (dir != FP__BOTH)
+    return;
+  if (c->started)
+    pthread_join(c->tid, NULL);
+  chan_free(c);
+  s->local = NULL;
+  fp__local_release(p, i);
+}
+
+/* In a forked child there is no thread, and its mutex may be held by one
+ * that the fork left behind: close our descriptors, free nothing. */
+static void thread_forget(fp_pool *p, unsigned i)
+{
+  thread_chan *c = p->slots[i].local;
+  if (c == NULL)
+    return;
+  for (int k = 0; k < 2; k++)
+    if (c->fd[k] >= 0)
+      close(c->fd[k]);
+  c->fd[0] = c->fd[1] = -1;
+  p->slots[i].local = NULL;
+}
+
+/* Starts the slot's thread with every signal blocked: the caller's
+ * handlers run in the caller's threads, as they did before the pool. */
+static int start_thread(thread_chan *c)
+{
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&c->tid, NULL, thread_main, c);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  c->started = rc == 0;
+  return rc == 0 ? 0 : rc == EAGAIN ? FP_EAGAIN : -rc;
+}
+
+static int thread_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
+{
+  (void)fds;
+  fp__slot *s = &p->slots[i];
+  thread_chan *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return FP_ENOMEM;
+  c->cfg = &p->wcfg;
+  c->fd[0] = c->fd[1] = -1;
+  c->first = calloc(1, sizeof *c->first);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  s->local = c;
+  int rc = c->first != NULL ? fp__pipe(c->fd) : FP_ENOMEM;
+  if (rc == 0 && (rc = fp__set_nonblock(c->fd[0])) == 0)
+    rc = fp__set_nonblock(c->fd[1]);
+  if (rc == 0)
+    rc = start_thread(c);
+  if (rc == 0)
+    s->can_send = s->can_recv = 1;
+  return rc;
+}
+
+/* Copies the frames from the send cursor on into the inbox. */
+static void thread_send(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  thread_chan *c = s->local;
+  tjob *head = NULL, *tail = NULL;
+  s->blocked = 0;
+  if (c == NULL || !s->can_send)
+    return;
+  for (; s->send != NULL; s->send = s->send->next, s->unsent--) {
+    fp_future *f = s->send;
+    tjob *j = malloc(sizeof *j);
+    char *b = malloc(f->frame_len - FP__HDR);
+    if (j == NULL || b == NULL) {
+      free(j);
+      free(b);
+      break; /* the next pass tries again */
+    }
+    memcpy(b, f->frame + FP__HDR, f->frame_len - FP__HDR);
+    *j = (tjob){NULL, b, f->frame_len - FP__HDR, 0};
+    push(&head, &tail, j);
+  }
+  s->send_off = 0;
+  if (head == NULL)
+    return;
+  pthread_mutex_lock(&c->mu);
+  if (c->in_tail)
+    c->in_tail->next = head;
+  else
+    c->in_head = head;
+  c->in_tail = tail;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* A task the thread could not run (its frame unreadable, or memory): it
+ * fails, as with a worker process that exits, and the thread goes on.
+ * Before READY it breaks the pool. */
+static void job_failed(fp_pool *p, unsigned i, int err)
+{
+  fp__slot *s = &p->slots[i];
+  const char *msg = err == FP_ENOMEM ? "out of memory in a worker thread"
+                                     : "protocol error: a worker thread could "
+                                       "not read its task";
+  if (s->state == SLOT_STARTING)
+    fp__pool_break(p, err, "%s", msg);
+  else if (s->head != NULL && s->head != s->send)
+    fp__slot_pop(p, s, s->head, err, msg);
+}
+
+/* Hands every answer in the outbox to the dispatcher. */
+static void thread_recv(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  thread_chan *c = s->local;
+  if (c == NULL)
+    return;
+  pthread_mutex_lock(&c->mu);
+  tjob *j = c->out_head;
+  c->out_head = c->out_tail = NULL;
+  if (c->signalled) {
+    char drain[16];
+    while (read(c->fd[0], drain, sizeof drain) > 0)
+      ;
+    c->signalled = 0;
+  }
+  pthread_mutex_unlock(&c->mu);
+  while (j != NULL) {
+    tjob *next = j->next;
+    if (!s->can_recv)
+      free(j->body);
+    else if (j->body != NULL)
+      fp__dispatch_frame(p, i, j->body, j->body, j->len);
+    else
+      job_failed(p, i, j->err);
+    free(j);
+    j = next;
+  }
+}
+
+static int thread_poll_add(fp_pool *p, unsigned i, struct pollfd *pfd)
+{
+  const thread_chan *c = p->slots[i].local;
+  if (c == NULL || !p->slots[i].can_recv)
+    return 0;
+  pfd[0] = (struct pollfd){.fd = c->fd[0], .events = POLLIN};
+  return 1;
+}
+
+static void thread_poll_event(fp_pool *p, unsigned i, const struct pollfd *pfd)
+{
+  const thread_chan *c = p->slots[i].local;
+  if (c != NULL && pfd->fd == c->fd[0])
+    thread_recv(p, i);
+}
+
+static void thread_ep_sync(fp_pool *p, unsigned i)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  thread_chan *c = p->slots[i].local;
+  if (c != NULL)
+    ep_set(p, c, p->slots[i].can_recv ? EPOLLIN : 0, i);
+#else
+  (void)p;
+  (void)i;
+#endif
+}
+
+const fp__transport fp__thread_transport = {
+    .reset = thread_reset,
+    .open = thread_open,
+    .send = thread_send,
+    .recv = thread_recv,
+    .close = thread_close,
+    .forget = thread_forget,
+    .poll_add = thread_poll_add,
+    .poll_event = thread_poll_event,
+    .ep_sync = thread_ep_sync,
+};
