@@ -9,14 +9,14 @@
  * a condition variable.  Every field of the pool is guarded by its lock.
  *
  * A task's life: submit puts it on the queue (PENDING); schedule hands it to
- * the least busy live worker (RUNNING) and the transport writes its frame
- * when the channel takes it; the worker answers in order, so the oldest
- * task of a worker is the one it runs.  When a worker dies, the supervisor
- * fails that oldest task (or runs it again, if it has retries left) and puts
- * the ones behind it back at the front of the queue.  A future made final
- * while still in a worker's list (a cancelled running task) stays there as
- * a placeholder until its answer or its worker's exit comes back, so the
- * order stays true.
+ * an idle live worker, or else one with room (RUNNING), and the transport
+ * writes its frame when the channel takes it; the worker answers in order,
+ * so the oldest task of a worker is the one it runs.  When a worker dies,
+ * the supervisor fails that oldest task (or runs it again, if it has
+ * retries left) and puts the ones behind it back at the front of the
+ * queue.  A future made final while still in a worker's list (a cancelled
+ * running task) stays there as a placeholder until its answer or its
+ * worker's exit comes back, so the order stays true.
  */
 #include "forkpool-private.h"
 
