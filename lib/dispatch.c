@@ -9,14 +9,14 @@
  * a condition variable.  Every field of the pool is guarded by its lock.
  *
  * A task's life: submit puts it on the queue (PENDING); schedule hands it to
- * the least busy live worker (RUNNING) and the transport writes its frame
- * when the channel takes it; the worker answers in order, so the oldest
- * task of a worker is the one it runs.  When a worker dies, the supervisor
- * fails that oldest task (or runs it again, if it has retries left) and puts
- * the ones behind it back at the front of the queue.  A future made final
- * while still in a worker's list (a cancelled running task) stays there as
- * a placeholder until its answer or its worker's exit comes back, so the
- * order stays true.
+ * an idle live worker, or else one with room (RUNNING), and the transport
+ * writes its frame when the channel takes it; the worker answers in order,
+ * so the oldest task of a worker is the one it runs.  When a worker dies,
+ * the supervisor fails that oldest task (or runs it again, if it has
+ * retries left) and puts the ones behind it back at the front of the
+ * queue.  A future made final while still in a worker's list (a cancelled
+ * running task) stays there as a placeholder until its answer or its
+ * worker's exit comes back, so the order stays true.
  */
 #include "forkpool-private.h"
 
@@ -114,6 +114,68 @@ void fp__pool_unlock(fp_pool *p)
   pthread_mutex_unlock(&p->lock);
 }
 
+/* --- The scheduler's rings ------------------------------------------------ */
+
+/*
+ * Which worker takes a task is found without a look at every slot: slots
+ * that may take work wait in rings (idle ones, ones with room, ones with
+ * frames to write), each slot at most once per ring.  An entry can go
+ * stale (its worker died, filled up, wrote everything); it is checked when
+ * taken, and an answer or a new channel puts the slot back.
+ */
+int fp__sched_init(fp_pool *p)
+{
+  size_t n = p->nslots;
+  unsigned *v = calloc(1, 3 * n * sizeof *v + n);
+  if (v == NULL)
+    return FP_ENOMEM;
+  p->idle.v = v;
+  p->room.v = v + n;
+  p->sendq.v = v + 2 * n;
+  p->ringed = (unsigned char *)(v + 3 * n);
+  p->last_pick = -1;
+  return 0;
+}
+
+void fp__sched_free(fp_pool *p)
+{
+  free(p->idle.v);
+  p->idle.v = NULL;
+}
+
+static void ring_put(fp_pool *p, fp__slotq *q, unsigned bit, unsigned i)
+{
+  if (p->ringed[i] & bit)
+    return;
+  p->ringed[i] |= bit;
+  unsigned at = q->head + q->len++;
+  q->v[at >= p->nslots ? at - p->nslots : at] = i;
+}
+
+static unsigned ring_take(fp_pool *p, fp__slotq *q, unsigned bit)
+{
+  unsigned i = q->v[q->head];
+  if (++q->head == p->nslots)
+    q->head = 0;
+  q->len--;
+  p->ringed[i] &= ~bit;
+  return i;
+}
+
+/* Slot i's list got shorter: it is idle, or has room again. */
+static void sched_freed(fp_pool *p, unsigned i)
+{
+  if (p->slots[i].inflight == 0)
+    ring_put(p, &p->idle, FP__IN_IDLE, i);
+  else
+    ring_put(p, &p->room, FP__IN_ROOM, i);
+}
+
+void fp__sched_offer(fp_pool *p, unsigned i)
+{
+  ring_put(p, &p->idle, FP__IN_IDLE, i);
+}
+
 /* --- Lists and final states ---------------------------------------------- */
 
 void fp__list_push(fp_future **head, fp_future **tail, fp_future *f)
@@ -199,6 +261,8 @@ void fp__slot_pop(fp_pool *p, fp__slot *s, fp_future *f, int err,
 {
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
+  p->ndeadlines -= f->deadline_ms > 0;
+  sched_freed(p, (unsigned)(s - p->slots));
   if (s->send == f) {
     s->send = f->next;
     s->send_off = 0;
@@ -304,17 +368,42 @@ static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
   fp__list_unlink(&s->head, &s->tail, f);
   s->inflight--;
   s->answered++;
+  p->ndeadlines -= f->deadline_ms > 0;
+  sched_freed(p, i);
   p->deaths_unanswered = 0; /* progress: not a crash loop */
   int64_t now = fp__now_ns();
   f->run_ns = now - s->head_since;
   s->head_since = now; /* the next one starts now */
-  /* A running mean over about the last 16 answers sizes the pipelines. */
-  p->avg_run_ns += (f->run_ns / (int64_t)f->nitems - p->avg_run_ns) / 16;
+  s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */
+  s->batch_items += f->nitems;
   /* The next one was cancelled with FP_CANCEL_RUNNING while it waited in
    * the pipe: it starts now, so it is stopped now. */
   if (s->head != NULL && s->head->kill_at_start)
     stop_at_start(p, i);
   return f;
+}
+
+/*
+ * A running mean of the time per item, over about the last 16 answers,
+ * sizes the pipelines (window()).  It is taken over what one read of a
+ * slot brought: the answers read together share the time since the first
+ * of them became the running task.  If the worker has nothing written left
+ * to run, it may have waited for us for part of that time, and the more so
+ * the more workers we serve: such a read may lower the mean, never raise
+ * it, or a slow parent would shrink the pipelines that hide its slowness.
+ */
+static void time_batch(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->batch_items == 0)
+    return;
+  int64_t per = s->batch_ns / (int64_t)s->batch_items;
+  int dry = s->inflight == s->unsent; /* nothing written is unanswered */
+  if (!dry || p->avg_run_ns == 0 || per < p->avg_run_ns)
+    for (uint64_t k = 0; k < s->batch_items && k < 16; k++)
+      p->avg_run_ns += (per - p->avg_run_ns) / 16;
+  s->batch_ns = 0;
+  s->batch_items = 0;
 }
 
 /* A success the worker left in its ring: copied out, then the ring space
@@ -445,23 +534,89 @@ static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
          (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
 }
 
+/* An idle slot that takes work, off the idle ring, or -1.  One given work
+ * since it went there moves to the room ring. */
+static int take_idle(fp_pool *p, unsigned w)
+{
+  while (p->idle.len > 0) {
+    unsigned i = ring_take(p, &p->idle, FP__IN_IDLE);
+    const fp__slot *s = &p->slots[i];
+    if (!slot_takes_work(p, s, w))
+      continue;
+    if (s->inflight == 0)
+      return (int)i;
+    ring_put(p, &p->room, FP__IN_ROOM, i);
+  }
+  return -1;
+}
+
+static int take_room(fp_pool *p, unsigned w)
+{
+  while (p->room.len > 0) {
+    unsigned i = ring_take(p, &p->room, FP__IN_ROOM);
+    if (slot_takes_work(p, &p->slots[i], w))
+      return (int)i;
+  }
+  return -1;
+}
+
+/*
+ * The worker for the next task: an idle one first (idle ones take turns),
+ * so that a task never waits behind another while a worker is idle; then
+ * one with room (window()), the last one taken after those that answered.
+ */
+static int pick(fp_pool *p, unsigned w)
+{
+  int last = p->last_pick;
+  const fp__slot *s = last >= 0 ? &p->slots[last] : NULL;
+  int i = take_idle(p, w);
+  if (i < 0)
+    i = take_room(p, w);
+  if (i < 0 && s != NULL && slot_takes_work(p, s, w))
+    i = last;
+  if (i >= 0 && last >= 0 && i != last)
+    ring_put(p, &p->room, FP__IN_ROOM, (unsigned)last); /* checked when taken */
+  if (i >= 0)
+    p->last_pick = i;
+  return i;
+}
+
+/* Writes slot i's frames (all, or if its worker may run dry) and keeps
+ * its place in the epoll set; 1 if it is left blocked. */
+static int send_slot(fp_pool *p, unsigned i, int all)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->send != NULL && (all || flush_now(s)))
+    p->tr->send(p, i);
+  if (p->epfd >= 0)
+    p->tr->ep_sync(p, i); /* its send cursor may have come or gone */
+  return s->send != NULL && s->blocked;
+}
+
+/* Writes the frames of every slot that has some; counts those left
+ * blocked.  Between two of these, only a schedule's new tasks can make a
+ * slot's frames due (answers are read in passes), so a submit looks at the
+ * slot it gave work to alone. */
+static void send_all(fp_pool *p)
+{
+  unsigned n = p->sendq.len;
+  p->nblocked = 0;
+  while (n-- > 0) {
+    unsigned i = ring_take(p, &p->sendq, FP__IN_SENDQ);
+    p->nblocked += send_slot(p, i, 1);
+    if (p->slots[i].send != NULL)
+      ring_put(p, &p->sendq, FP__IN_SENDQ, i);
+  }
+}
+
 void fp__schedule(fp_pool *p, int all)
 {
   unsigned w = window(p);
   while (p->qhead != NULL) {
-    int best = -1;
-    /* Ties go round-robin, so idle workers take turns. */
-    for (unsigned k = 0; k < p->nslots; k++) {
-      unsigned i = (p->rr + k) % p->nslots;
-      fp__slot *s = &p->slots[i];
-      if (slot_takes_work(p, s, w) &&
-          (best < 0 || s->inflight < p->slots[best].inflight))
-        best = (int)i;
-    }
+    int best = pick(p, w);
     if (best < 0)
       break;
     fp__slot *s = &p->slots[best];
-    p->rr = (unsigned)best + 1;
     fp_future *f = p->qhead;
     fp__list_unlink(&p->qhead, &p->qtail, f);
     if (s->head == NULL)
@@ -472,14 +627,17 @@ void fp__schedule(fp_pool *p, int all)
     s->inflight++;
     s->assigned++;
     s->unsent++;
+    p->ndeadlines += f->deadline_ms > 0;
     if (s->send == NULL) {
       s->send = f;
       s->send_off = 0;
+      ring_put(p, &p->sendq, FP__IN_SENDQ, (unsigned)best);
     }
+    if (!all)
+      p->nblocked += send_slot(p, (unsigned)best, 0);
   }
-  for (unsigned i = 0; i < p->nslots; i++)
-    if (p->slots[i].send != NULL && (all || flush_now(&p->slots[i])))
-      p->tr->send(p, i);
+  if (all)
+    send_all(p);
 }
 
 /* --- Deadlines ----------------------------------------------------------- */
@@ -544,6 +702,8 @@ static int64_t check_grace(fp_pool *p, unsigned i, int64_t now)
  * those whose grace is over.  Returns the ms to the next of these, or -1. */
 static int check_deadlines(fp_pool *p)
 {
+  if (p->ndeadlines == 0)
+    return -1; /* no task in a worker has one */
   int64_t now = fp__now_ns(), next = -1, end, limit_ms;
   unsigned item;
   for (unsigned i = 0; i < p->nslots; i++) {
@@ -618,6 +778,7 @@ static void handle_events(fp_pool *p, int n)
       p->wake_pending = 0;
     } else {
       p->tr->poll_event(p, (unsigned)who, &p->pfd[k]);
+      time_batch(p, (unsigned)who);
     }
   }
   /* Last: its messages may close and reopen slots' channels. */

@@ -546,6 +546,8 @@ typedef struct fp__slot {
   fp_future *head, *tail; /* handed to it, oldest (the running one) first;
                              a final future here is a cancelled placeholder */
   unsigned inflight;      /* length of the head..tail list */
+  int64_t batch_ns;       /* answers read since the last timing: their */
+  uint64_t batch_items;   /* time since head_since, and their items */
   uint64_t assigned;      /* tasks handed to this worker, ever */
   uint64_t answered;      /* results it sent */
   uint64_t ring_tail;     /* how far we have read its ring */
@@ -630,6 +632,13 @@ extern const fp__transport fp__thread_transport;
 
 /* --- The pool: made in pool.c, read by every file of the parent side ----- */
 
+/* A ring of slot numbers, nslots long (dispatch.c's scheduling). */
+typedef struct fp__slotq {
+  unsigned *v;            /* nslots entries */
+  unsigned head, len;     /* the oldest entry, how many */
+} fp__slotq;
+enum { FP__IN_IDLE = 1, FP__IN_ROOM = 2, FP__IN_SENDQ = 4 };
+
 struct fp_pool {
   pthread_mutex_t lock;
   pthread_cond_t cond;    /* broadcast after every dispatcher pass */
@@ -651,7 +660,18 @@ struct fp_pool {
   const fp__transport *tr; /* how frames reach the workers */
   fp__slot *slots;
   unsigned nslots;
-  unsigned rr;            /* where the next scheduling scan starts */
+  /* Scheduling without a scan of the slots (dispatch.c).  Each ring holds
+   * slot numbers, a slot at most once (its bit in ringed[]); an entry may be
+   * stale, and is checked when it is taken. */
+  fp__slotq idle;         /* slots that may take work and had none */
+  fp__slotq room;         /* slots that had work and room for more */
+  fp__slotq sendq;        /* slots whose send cursor was set */
+  unsigned char *ringed;  /* per slot: FP__IN_IDLE | FP__IN_ROOM | ... */
+  int last_pick;          /* the slot given the last task (in no ring
+                             while it has room); -1: none */
+  unsigned nblocked;      /* sendq's slots found blocked by the last
+                             schedule */
+  unsigned ndeadlines;    /* tasks in workers' lists with a deadline */
   struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
   int *pfd_who;           /* the slot of each entry; < 0 for ctl and wake */
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
@@ -712,6 +732,12 @@ int fp__poll_once(fp_pool *pool, int timeout_ms);
 /* Hands queued tasks to workers; sends all frames, or (all == 0, on
  * submit) only where a worker may run dry or a batch has gathered. */
 void fp__schedule(fp_pool *pool, int all);
+/* The scheduler's rings for nslots slots: 0 or FP_ENOMEM; freed by
+ * fp__sched_free (also after a failed init). */
+int fp__sched_init(fp_pool *pool);
+void fp__sched_free(fp_pool *pool);
+/* Slot's channel opened: its worker may take work. */
+void fp__sched_offer(fp_pool *pool, unsigned slot);
 void fp__wake_poller(fp_pool *pool);
 /* Waits on the pool's condition until broadcast or deadline (-1: none). */
 void fp__cond_wait_until(fp_pool *pool, int64_t deadline);

@@ -220,7 +220,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
     p->tr->reset(p, i);
   p->pfd = calloc(2 + 2 * p->nslots, sizeof *p->pfd);
   p->pfd_who = calloc(2 + 2 * p->nslots, sizeof *p->pfd_who);
-  if (!p->slots || !p->pfd || !p->pfd_who) {
+  if (!p->slots || !p->pfd || !p->pfd_who || fp__sched_init(p) != 0) {
     rc = FP_ENOMEM;
     goto fail;
   }
@@ -511,6 +511,7 @@ static void pool_free(fp_pool *p)
       close(p->notify[i]);
   fp__tasks_free(&p->tasks);
   free(p->slots);
+  fp__sched_free(p);
   free(p->pfd);
   free(p->pfd_who);
   free(atomic_load(&p->spare));

@@ -114,18 +114,16 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
   if (!queued)
     fp__schedule(p, 0);
   /* Workers full or a pipe full: every so often a pass without waiting
-   * reads their answers so they can go on. */
-  int behind = p->qhead != NULL, gathering = 0;
-  for (unsigned i = 0; i < p->nslots; i++) {
-    behind |= p->slots[i].blocked;
-    gathering |= p->slots[i].send != NULL;
-  }
+   * reads their answers so they can go on.  Behind none, the schedule
+   * just made counted the full pipes and the frames left to write (and
+   * kept the epoll set of the slots it wrote to). */
+  int behind = p->qhead != NULL || p->nblocked != 0;
+  int gathering = p->sendq.len != 0;
   if (p->polling && (behind || gathering))
     fp__wake_poller(p);
   else if (behind && ++p->since_pass >= FP__IOV_BATCH &&
            p->opts.mode != FP_MODE_INLINE) /* inline: tasks run in waits */
     (void)fp__poll_once(p, 0);
-  fp__ep_sync(p);
   fp__signal_done(p);
   fp__pool_unlock(p);
   *out = f;

@@ -203,6 +203,8 @@ static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
   }
   if (p->tr->open(p, m->slot, fds) != 0)
     fp__slot_kill(p, m->slot, 0, NULL);
+  else
+    fp__sched_offer(p, m->slot);
   if (p->stopping)
     p->tr->close(p, m->slot, FP__SEND);
 }
@@ -266,6 +268,7 @@ static void requeue(fp_pool *p, fp__slot *s)
   while (s->tail) {
     fp_future *f = s->tail;
     fp__list_unlink(&s->head, &s->tail, f);
+    p->ndeadlines -= f->deadline_ms > 0;
     if (fp__future_is_done(f)) {
       fp__pool_let_go(p, f); /* a placeholder */
       continue;
