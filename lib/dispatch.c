@@ -702,8 +702,8 @@ static int64_t check_grace(fp_pool *p, unsigned i, int64_t now)
  * those whose grace is over.  Returns the ms to the next of these, or -1. */
 static int check_deadlines(fp_pool *p)
 {
-  if (p->ndeadlines == 0)
-    return -1; /* no task in a worker has one */
+  if (p->ndeadlines == 0 && p->nstops == 0)
+    return -1; /* no task in a worker has one, and none is in its grace */
   int64_t now = fp__now_ns(), next = -1, end, limit_ms;
   unsigned item;
   for (unsigned i = 0; i < p->nslots; i++) {

@@ -672,6 +672,8 @@ struct fp_pool {
   unsigned nblocked;      /* sendq's slots found blocked by the last
                              schedule */
   unsigned ndeadlines;    /* tasks in workers' lists with a deadline */
+  unsigned nstops;        /* slots whose task was asked to stop, in its
+                             grace */
   struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
   int *pfd_who;           /* the slot of each entry; < 0 for ctl and wake */
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */

@@ -182,6 +182,8 @@ static void start_local(fp_pool *p, unsigned i)
     fp__pool_break(p, rc, "could not start a worker %s: %s",
                    p->opts.mode == FP_MODE_THREADS ? "thread" : "in the caller",
                    fp_strerror(rc));
+  else
+    fp__sched_offer(p, i); /* it takes work from now on */
 }
 
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)

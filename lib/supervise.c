@@ -99,6 +99,7 @@ void fp__slot_stop_task(fp_pool *p, unsigned i, const fp_future *f, int err,
   }
   if (s->stop_id == f->id || s->state != SLOT_LIVE || target_running(s))
     return; /* asked already, or being killed */
+  p->nstops += s->stop_id == 0;
   s->stop_id = f->id;
   s->stop_kill_ns = fp__now_ns() + (int64_t)f->grace_ms * 1000000;
   s->target = f->id;
@@ -111,6 +112,7 @@ void fp__slot_stop_task(fp_pool *p, unsigned i, const fp_future *f, int err,
 void fp__slot_stopped(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
+  p->nstops -= s->stop_id != 0;
   s->stop_id = 0;
   if (s->state != SLOT_LIVE)
     return; /* killed meanwhile: the kill's record stays */
@@ -172,6 +174,7 @@ void fp__slot_recv_ended(fp_pool *p, unsigned i, int err)
 void fp__slot_await(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
+  p->nstops -= s->stop_id != 0; /* a worker asked to stop, now gone */
   memset(s, 0, sizeof *s);
   p->tr->reset(p, i);
   s->state = SLOT_SPAWNING;
