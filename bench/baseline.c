@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,4 +397,108 @@ void base_crash(int respawn, double *detect, double *next)
   reap(&b);
   *detect = t1 - t0;
   *next = t2 - t1;
+}
+
+/* --- Modes: a hand-written thread queue ---------------------------------------- */
+
+/*
+ * What a C programmer writes instead of a thread pool: one mutex, a
+ * condition variable for work and one for results, a FIFO of integers and
+ * a done flag per item.  Each thread takes one item at a time, squares it,
+ * stores the result and signals the submitter, which waits item by item in
+ * order, as W1 reads its futures.  No msgpack, no futures, no allocation
+ * per item.
+ */
+typedef struct tqueue {
+  pthread_mutex_t mu;
+  pthread_cond_t work, done;
+  const uint64_t *in;
+  uint64_t *out;
+  unsigned char *ready;
+  size_t head, tail;
+  int stop;
+} tqueue;
+
+static void *tq_worker(void *arg)
+{
+  tqueue *q = arg;
+  pthread_mutex_lock(&q->mu);
+  for (;;) {
+    while (q->head == q->tail && !q->stop)
+      pthread_cond_wait(&q->work, &q->mu);
+    if (q->head == q->tail)
+      break;
+    size_t i = q->head++;
+    pthread_mutex_unlock(&q->mu);
+    uint64_t r = q->in[i] * q->in[i];
+    pthread_mutex_lock(&q->mu);
+    q->out[i] = r;
+    q->ready[i] = 1;
+    pthread_cond_signal(&q->done); /* the submitter is the only waiter */
+  }
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+static void tq_put(tqueue *q, size_t i)
+{
+  pthread_mutex_lock(&q->mu);
+  q->tail = i + 1;
+  pthread_cond_signal(&q->work);
+  pthread_mutex_unlock(&q->mu);
+}
+
+static uint64_t tq_take(tqueue *q, size_t i)
+{
+  pthread_mutex_lock(&q->mu);
+  while (!q->ready[i])
+    pthread_cond_wait(&q->done, &q->mu);
+  uint64_t r = q->out[i];
+  pthread_mutex_unlock(&q->mu);
+  return r;
+}
+
+double base_tqueue(size_t items, unsigned threads, int pingpong,
+                   uint64_t *sum)
+{
+  tqueue q = {.mu = PTHREAD_MUTEX_INITIALIZER,
+              .work = PTHREAD_COND_INITIALIZER,
+              .done = PTHREAD_COND_INITIALIZER};
+  uint64_t *in = malloc(items * sizeof *in);
+  q.out = malloc(items * sizeof *q.out);
+  q.ready = calloc(items, 1);
+  pthread_t th[64];
+  if (in == NULL || q.out == NULL || q.ready == NULL || threads > 64)
+    die("malloc", FP_ENOMEM);
+  for (size_t i = 0; i < items; i++)
+    in[i] = i;
+  q.in = in;
+  for (unsigned t = 0; t < threads; t++)
+    if ((errno = pthread_create(&th[t], NULL, tq_worker, &q)) != 0)
+      die("pthread_create", -errno);
+  uint64_t s = 0;
+  double t0 = now_s();
+  if (pingpong) {
+    for (size_t i = 0; i < items; i++) {
+      tq_put(&q, i);
+      s += tq_take(&q, i);
+    }
+  } else {
+    for (size_t i = 0; i < items; i++)
+      tq_put(&q, i);
+    for (size_t i = 0; i < items; i++)
+      s += tq_take(&q, i);
+  }
+  double t = now_s() - t0;
+  pthread_mutex_lock(&q.mu);
+  q.stop = 1;
+  pthread_cond_broadcast(&q.work);
+  pthread_mutex_unlock(&q.mu);
+  for (unsigned k = 0; k < threads; k++)
+    pthread_join(th[k], NULL);
+  free(in);
+  free(q.out);
+  free(q.ready);
+  *sum = s;
+  return t;
 }

@@ -5,7 +5,7 @@
  * so that a busy neighbour slows both alike; each figure is the median of
  * its repetitions.
  *
- *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,w8,mem]
+ *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,w8,modes,mem]
  *                  [--markdown FILE]
  *
  * One line per figure goes to stdout:
@@ -428,6 +428,7 @@ static void cfg_full(bench_cfg *c)
       .mem_pending = 1000000,
       .mem_lazy_small = 1000000, .mem_lazy_large = 10000000,
       .w8_tasks = 50000, .w8_items = 100000, .w8_reps = 5, .w8_pools = 5,
+      .io_tasks = 400,
   };
 }
 
@@ -442,13 +443,14 @@ static void cfg_quick(bench_cfg *c)
       .mem_pending = 20000,
       .mem_lazy_small = 20000, .mem_lazy_large = 200000,
       .w8_tasks = 1000, .w8_items = 5000, .w8_reps = 1, .w8_pools = 1,
+      .io_tasks = 32,
   };
 }
 
 static void usage(FILE *fp)
 {
   fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
-              "[--only w1,w2,w3,w4,w5,w6,w7,w8,mem] [--markdown FILE]\n"
+              "[--only w1,w2,w3,w4,w5,w6,w7,w8,modes,mem] [--markdown FILE]\n"
               "  for profiling: [--no-baseline] [--max-inflight N] "
               "[--shm-off] [--chunksize N (W2)] [--lazy-items N (Memory)]\n");
 }
@@ -541,6 +543,9 @@ int main(int argc, char **argv)
   RUN("w5", run_w5);
   RUN("w6", run_w6);
   RUN("w8", run_w8);
+  /* After every workload that pins or times this process as a single
+   * thread (W3, W8): the modes start threads (all joined again). */
+  RUN("modes", run_modes);
   RUN("mem", run_memory);
   double secs = now_s() - t0;
 

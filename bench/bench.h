@@ -45,6 +45,7 @@ typedef struct bench_cfg {
   size_t w8_items;         /* W8: map items per repetition and count */
   int w8_reps;             /* W8: repetitions of the CPU-time figures */
   int w8_pools;            /* W8: 256-worker pools created and destroyed */
+  size_t io_tasks;         /* Modes: 1 ms sleeps, I/O-bound row */
 } bench_cfg;
 
 /* Samples of one figure. */
@@ -141,6 +142,12 @@ void base_startup(unsigned n, double *start, double *stop, long *priv_kb);
 /* A child crashes (SIGSEGV): *detect is until EOF and reap, *next until a
  * round trip with a freshly forked child (respawn) or the surviving one. */
 void base_crash(int respawn, double *detect, double *next);
+/* items x*x through a mutex-and-condition-variable queue served by threads
+ * threads, results read in order; pingpong: each item waited for before the
+ * next is queued.  Seconds for the loop; *sum gets the sum of the results.
+ * The threads are joined before it returns. */
+double base_tqueue(size_t items, unsigned threads, int pingpong,
+                   uint64_t *sum);
 
 /* --- Workloads (workloads.c) --------------------------------------------------- */
 
@@ -156,6 +163,9 @@ void run_w6(const bench_cfg *c);
 void run_w7(const bench_cfg *c);
 void run_w8(const bench_cfg *c);
 void run_memory(const bench_cfg *c);
+/* Thread and inline modes against a thread queue and a direct call, and an
+ * I/O-bound row: 16 threads against 2 processes (issue 16). */
+void run_modes(const bench_cfg *c);
 
 /* Dies with a message: a benchmark that failed has nothing to report. */
 void die(const char *what, int err) __attribute__((noreturn));

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Waits are unbounded, as most callers write them (a finite timeout costs a
@@ -70,9 +71,22 @@ static int t_sleep(fp_call *call, const msgpack_object *args,
   return msgpack_pack_nil(out);
 }
 
+/* Sleeps args microseconds: a task that waits (the I/O-bound row). */
+static int t_nap(fp_call *call, const msgpack_object *args,
+                 msgpack_packer *out)
+{
+  (void)call;
+  struct timespec ts = {(time_t)(args->via.u64 / 1000000),
+                        (long)(args->via.u64 % 1000000) * 1000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+  return msgpack_pack_nil(out);
+}
+
 const fp_task bench_tasks[] = {
     {"square", t_square}, {"primes", t_primes}, {"echo", t_echo},
-    {"crash", t_crash},   {"sleep", t_sleep},   {NULL, NULL},
+    {"crash", t_crash},   {"sleep", t_sleep},   {"nap", t_nap},
+    {NULL, NULL},
 };
 
 /* --- Helpers ---------------------------------------------------------------- */
@@ -999,4 +1013,208 @@ void run_memory(const bench_cfg *c)
   snprintf(name, sizeof name, "Memory lazy map %zu items, rate",
            c->mem_lazy_large);
   figure_add(name, "items/s", &rate, NULL, "the same map's throughput");
+}
+
+/* --- Modes: threads and inline (issue 16) -------------------------------------------- */
+
+static fp_pool *pool_mode(unsigned mode, unsigned workers)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = workers;
+  o.max_inflight = tuned_inflight;
+  o.shm_args = tuned_shm;
+  o.tasks = bench_tasks;
+  o.mode = mode;
+  fp_pool *p;
+  int rc = fp_pool_create(&p, &o);
+  if (rc != 0)
+    die("fp_pool_create (mode)", rc);
+  return p;
+}
+
+/* W1 on p: n submits, then each result in order; seconds. */
+static double w1_once(fp_pool *p, fp_future **fs, size_t n, uint64_t want)
+{
+  uint64_t sum = 0;
+  double t0 = now_s();
+  for (size_t i = 0; i < n; i++)
+    fs[i] = submit_uint(p, "square", i);
+  for (size_t i = 0; i < n; i++)
+    sum += take_uint(fs[i]);
+  double t = now_s() - t0;
+  check_sum("W1 (modes)", sum, want);
+  return t;
+}
+
+/* W3 on p: n sequential round trips; µs each. */
+static double w3_once(fp_pool *p, size_t n)
+{
+  double t0 = now_s();
+  for (size_t i = 0; i < n; i++)
+    if (take_uint(submit_uint(p, "square", i)) != i * i)
+      die("W3 (modes): wrong result", 0);
+  return (now_s() - t0) / (double)n * 1e6;
+}
+
+/*
+ * The inline baseline: the task function called by hand, its argument an
+ * object built on the stack, its result packed into a small buffer and
+ * unpacked, which is the least a caller does to get the value; seconds.
+ */
+static double direct_once(size_t n, uint64_t want)
+{
+  msgpack_unpacked u;
+  msgpack_unpacked_init(&u);
+  uint64_t sum = 0;
+  double t0 = now_s();
+  for (size_t i = 0; i < n; i++) {
+    msgpack_object arg = {.type = MSGPACK_OBJECT_POSITIVE_INTEGER};
+    arg.via.u64 = i;
+    small_buf b = {.len = 0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, small_write);
+    if (t_square(NULL, &arg, &pk) != 0 ||
+        msgpack_unpack_next(&u, b.data, b.len, NULL) !=
+            MSGPACK_UNPACK_SUCCESS)
+      die("direct call", 0);
+    sum += u.data.via.u64;
+  }
+  double t = now_s() - t0;
+  msgpack_unpacked_destroy(&u);
+  check_sum("direct call", sum, want);
+  return t;
+}
+
+/* n tasks that sleep 1 ms on p, all submitted, then waited; tasks/s. */
+static double io_once(fp_pool *p, size_t n)
+{
+  fp_future *fs[4096];
+  if (n > 4096)
+    n = 4096;
+  small_buf b;
+  pack_uint(&b, 1000);
+  double t0 = now_s();
+  for (size_t i = 0; i < n; i++) {
+    int rc = fp_submit(p, "nap", b.data, b.len, &fs[i]);
+    if (rc != 0)
+      die("fp_submit (nap)", rc);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const msgpack_object *r;
+    int rc = fp_future_result(fs[i], WAIT_MS, &r);
+    if (rc != 0)
+      die("fp_future_result (nap)", rc);
+    fp_future_release(fs[i]);
+  }
+  return (double)n / (now_s() - t0);
+}
+
+/* W1 and W3 in each mode next to their baselines, one repetition. */
+static void modes_rep(const bench_cfg *c, fp_pool *const pools[3],
+                      fp_future **fs, series w1[3], series w3[3],
+                      series *bq, series *bpp, series *bdirect)
+{
+  size_t n = c->w1_tasks, trips = c->w3_trips;
+  uint64_t want = sum_squares(n), s;
+  if (!c->no_baseline) {
+    series_add(bq, (double)n / base_tqueue(n, 2, 0, &s));
+    check_sum("thread queue", s, want);
+    series_add(bpp, base_tqueue(trips, 1, 1, &s) / (double)trips * 1e6);
+    check_sum("thread ping-pong", s, sum_squares(trips));
+    series_add(bdirect, (double)n / direct_once(n, want));
+  }
+  for (int m = 0; m < 3; m++) {
+    series_add(&w1[m], (double)n / w1_once(pools[m], fs, n, want));
+    series_add(&w3[m], w3_once(pools[3 + m], trips));
+  }
+}
+
+static void modes_report(const bench_cfg *c, series w1[3], series w3[3],
+                         const series *bq, const series *bpp,
+                         const series *bdirect)
+{
+  static const char *const mname[3] = {"processes", "threads", "inline"};
+  char note[160], name[80];
+  snprintf(note, sizeof note, "%zu x*x through a mutex + 2 condition "
+           "variables, 2 threads, results waited for in order", c->w1_tasks);
+  figure *q = figure_add("Modes baseline: thread queue, 2 threads",
+                         "tasks/s", bq, NULL, note);
+  snprintf(note, sizeof note, "%zu calls of the task function, argument "
+           "built on the stack, result packed and unpacked", c->w1_tasks);
+  figure *d = figure_add("Modes baseline: direct call of the task",
+                         "tasks/s", bdirect, NULL, note);
+  snprintf(note, sizeof note, "%zu sequential round trips through the same "
+           "queue, 1 thread", c->w3_trips);
+  figure *pp = figure_add("Modes baseline: thread queue ping-pong", "µs",
+                          bpp, NULL, note);
+  for (int m = 0; m < 3; m++) {
+    snprintf(name, sizeof name, "W1 %s mode", mname[m]);
+    snprintf(note, sizeof note, "as W1: %zu fp_submit of x*x then each "
+             "result; %s", c->w1_tasks, m == 2 ? "tasks run in the waits"
+                                               : "2 workers");
+    figure *f = figure_add(name, "tasks/s", &w1[m], m == 1 ? q : m == 2 ? d
+                                                                        : NULL,
+                           note);
+    if (m == 1)
+      figure_target(f, f->ratio >= 0.8, ">= 0.80 of the thread queue");
+    if (m == 2)
+      figure_target(f, f->ratio >= 0.5, ">= 0.50 of the direct call");
+  }
+  for (int m = 0; m < 3; m++) {
+    snprintf(name, sizeof name, "W3 round trip, %s mode", mname[m]);
+    snprintf(note, sizeof note, "as W3: %zu sequential submit + result, "
+             "1 worker", c->w3_trips);
+    figure *f = figure_add(name, "µs", &w3[m], m == 1 ? pp : NULL, note);
+    if (m == 1)
+      figure_target(f, f->ratio <= 1.5, "<= 1.50x the queue's ping-pong");
+  }
+}
+
+/* I/O-bound: 1 ms sleeps, 2 worker processes against 16 worker threads. */
+static void modes_io(const bench_cfg *c)
+{
+  fp_pool *procs = pool_new(2, 10), *threads = pool_mode(FP_MODE_THREADS, 16);
+  warm(procs, 100);
+  warm(threads, 100);
+  series sp = {0}, st = {0};
+  for (int r = 0; r < c->reps; r++) {
+    series_add(&sp, io_once(procs, c->io_tasks));
+    series_add(&st, io_once(threads, c->io_tasks));
+  }
+  fp_pool_destroy(procs);
+  fp_pool_destroy(threads);
+  char note[160];
+  snprintf(note, sizeof note, "%zu tasks that sleep 1 ms (nanosleep), all "
+           "submitted, then waited for; 2 worker processes", c->io_tasks);
+  figure *b = figure_add("I/O-bound, 2 processes", "tasks/s", &sp, NULL,
+                         note);
+  snprintf(note, sizeof note, "the same tasks, 16 worker threads");
+  figure *f = figure_add("I/O-bound, 16 threads", "tasks/s", &st, b, note);
+  figure_target(f, f->ratio > 1.0, "faster than 2 processes");
+}
+
+void run_modes(const bench_cfg *c)
+{
+  static const unsigned mode[3] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  fp_pool *pools[6]; /* W1 pools (2 workers), then W3 pools (1 worker) */
+  for (int m = 0; m < 3; m++) {
+    pools[m] = pool_mode(mode[m], 2);
+    pools[3 + m] = pool_mode(mode[m], 1);
+    warm(pools[m], 1000);
+    warm(pools[3 + m], 200);
+  }
+  fp_future **fs = malloc(c->w1_tasks * sizeof *fs);
+  if (fs == NULL)
+    die("malloc", FP_ENOMEM);
+  series w1[3], w3[3], bq = {0}, bpp = {0}, bd = {0};
+  memset(w1, 0, sizeof w1);
+  memset(w3, 0, sizeof w3);
+  for (int r = 0; r < c->reps; r++)
+    modes_rep(c, pools, fs, w1, w3, &bq, &bpp, &bd);
+  for (int k = 0; k < 6; k++)
+    fp_pool_destroy(pools[k]);
+  free(fs);
+  modes_report(c, w1, w3, &bq, &bpp, &bd);
+  modes_io(c);
 }
