@@ -525,6 +525,10 @@ typedef struct fp__pipe_chan {
   int hold_fd;           /* the task pipe's read end, closed with in_fd */
   fp__reader rd;         /* partial result frame */
   uint32_t ep_in, ep_out; /* events registered in the pool's epoll set */
+  uint64_t sent_head;    /* when the task pipe was closed: the id of the
+                            oldest task written to it, and how many bytes
+                            had been written from its frame on */
+  size_t sent_bytes;
 } fp__pipe_chan;
 
 typedef struct fp__slot {
@@ -595,6 +599,9 @@ typedef struct fp__transport {
   void (*poll_event)(fp_pool *pool, unsigned slot, const struct pollfd *pfd);
   /* Keeps its descriptors in the epoll set behind fp_pool_fd (epfd >= 0). */
   void (*ep_sync)(fp_pool *pool, unsigned slot);
+  /* Once the worker is gone: 1 if it never read a byte of its oldest
+   * task's frame, which then never started; 0 if it may have.  NULL: 0. */
+  int (*unread)(fp_pool *pool, unsigned slot);
 } fp__transport;
 
 /* --- pipe.c: the transport for local workers -------------------------------- */

@@ -10,6 +10,7 @@
 #include "forkpool-private.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_EPOLL_H
 #include <sys/epoll.h>
@@ -30,16 +31,34 @@ static void close_fd(fp_pool *p, int *fd, uint32_t *ep)
   *fd = -1;
 }
 
+/* What was written from the oldest task's frame on, as the task pipe
+ * closes: nothing more is written after. */
+static void note_sent(fp__slot *s)
+{
+  fp__pipe_chan *c = &s->pipe;
+  size_t n = 0;
+  for (const fp_future *f = s->head; f != NULL && f != s->send; f = f->next)
+    n += f->frame_len;
+  if (s->send != NULL)
+    n += s->send_off;
+  c->sent_head = s->head != NULL ? s->head->id : 0;
+  c->sent_bytes = n;
+}
+
 static void pipe_close(fp_pool *p, unsigned i, int dir)
 {
   fp__slot *s = &p->slots[i];
   fp__pipe_chan *c = &s->pipe;
-  if (dir & FP__SEND) {
+  if ((dir & FP__SEND) && c->in_fd >= 0) {
+    note_sent(s);
     close_fd(p, &c->in_fd, &c->ep_in);
-    if (c->hold_fd >= 0)
-      close(c->hold_fd); /* with in_fd: no write can follow */
-    c->hold_fd = -1;
     s->can_send = 0;
+  }
+  /* The task pipe's read end stays until both ends close: what the worker
+   * left unread in it tells whether it began its oldest task. */
+  if (dir == FP__BOTH && c->hold_fd >= 0) {
+    close(c->hold_fd);
+    c->hold_fd = -1;
   }
   if (dir & FP__RECV) {
     close_fd(p, &c->out_fd, &c->ep_out);
@@ -63,6 +82,8 @@ static void pipe_reset(fp_pool *p, unsigned i)
   fp__pipe_chan *c = &p->slots[i].pipe;
   c->in_fd = c->out_fd = c->hold_fd = -1;
   c->ep_in = c->ep_out = 0;
+  c->sent_head = 0;
+  c->sent_bytes = 0;
   fp__reader_init(&c->rd);
 }
 
@@ -200,6 +221,20 @@ static void pipe_ep_sync(fp_pool *p, unsigned i)
 #endif
 }
 
+/* The worker is gone, so nobody reads the task pipe any more: if every
+ * byte written from its oldest task's frame on is still there, and that
+ * task is still the oldest, the worker never began it. */
+static int pipe_unread(fp_pool *p, unsigned i)
+{
+  const fp__slot *s = &p->slots[i];
+  const fp__pipe_chan *c = &s->pipe;
+  int left;
+  if (s->head == NULL || c->sent_head != s->head->id || c->sent_bytes == 0 ||
+      c->hold_fd < 0 || ioctl(c->hold_fd, FIONREAD, &left) != 0 || left < 0)
+    return 0;
+  return (size_t)left >= c->sent_bytes;
+}
+
 const fp__transport fp__pipe_transport = {
     .reset = pipe_reset,
     .open = pipe_open,
@@ -210,4 +245,5 @@ const fp__transport fp__pipe_transport = {
     .poll_add = pipe_poll_add,
     .poll_event = pipe_poll_event,
     .ep_sync = pipe_ep_sync,
+    .unread = pipe_unread,
 };

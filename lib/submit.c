@@ -209,14 +209,21 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     fp__slot_read(p, i);
     if (fp__future_is_done(f))
       return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
-    if (f->grace_ms > 0) {
-      /* Asked to stop, as at a deadline: the future ends when the task
-       * returns or its worker is killed. */
-      f->kill_at_start = 1; /* if it has not started: when it starts */
-      if (p->slots[i].head == f && p->slots[i].state == SLOT_LIVE)
-        fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
+    fp__slot *s = &p->slots[i];
+    if (f->grace_ms > 0 && s->head == f && s->state == SLOT_LIVE) {
+      /* Asked to stop, as at a deadline: the future ends, cancelled, when
+       * the task returns or its worker is killed.  A stop or kill already
+       * under way for f (its deadline's) now ends it cancelled too, as
+       * the 0 returned promises. */
+      fp__slot_stop_task(p, i, f, FP_ECANCELLED, "cancelled while running");
+      if (s->target == f->id) {
+        s->fail_err = FP_ECANCELLED;
+        snprintf(s->fail_msg, sizeof s->fail_msg, "cancelled while running");
+      }
       return 0;
     }
+    /* Not started yet (or no grace): cancelled now; its worker is killed
+     * when it starts, as a placeholder's. */
     fp__pool_fail_held(p, f, FP_ECANCELLED, "cancelled while running");
     if (p->slots[i].head == f)
       fp__slot_kill_task(p, i, f, 0, NULL);

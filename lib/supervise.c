@@ -334,6 +334,8 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   if (s->pid != pid || s->state == SLOT_OFF || s->state == SLOT_SPAWNING)
     return;
   p->tr->recv(p, i); /* answers it wrote before it died still count */
+  /* Dead before it read its oldest task: that task never started. */
+  int unread = s->fail_err == 0 && p->tr->unread != NULL && p->tr->unread(p, i);
   p->tr->close(p, i, FP__BOTH);
 
   char why[200];
@@ -373,7 +375,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
    * after the grace): a deadline kill, as one without a grace. */
   if (s->stop_id != 0 && target_running(s) && s->fail_err == FP_EDEADLINE)
     p->st.deadline_kills++;
-  if (mem_recycled) {
+  if (mem_recycled || unread) {
     /* requeue() below hands out what it held, as not started. */
   } else if (f != NULL && s->target != 0 && !target_running(s)) {
     fp__log(p, FP_LOG_INFO, "task %llu answered before its kill",

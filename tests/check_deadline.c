@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,9 +92,32 @@ static int t_pid_flag(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "[ii]", (int)getpid(), fp_call_should_stop(c));
 }
 
+/* [path]: polls until asked to stop, then waits for a byte in the FIFO at
+ * path (so the test acts inside the grace), then fails as t_polls. */
+static int t_polls_gate(fp_call *c, const msgpack_object *a,
+                        msgpack_packer *o)
+{
+  (void)o;
+  const char *p;
+  size_t n;
+  char path[256], b;
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  while (!fp_call_should_stop(c))
+    nap_1ms();
+  int fd = open(path, O_RDONLY);
+  if (fd < 0 || read(fd, &b, 1) != 1)
+    return fp_call_fail(c, "OSError", "gate %s", path);
+  close(fd);
+  return fp_call_fail(c, "Stopped", "worker %d stopped", (int)getpid());
+}
+
 static const fp_task tasks[] = {
     {"polls", t_polls},   {"deaf", t_deaf},         {"hangs", t_hangs},
-    {"catches", t_catches}, {"pid_flag", t_pid_flag}, {NULL, NULL}};
+    {"catches", t_catches}, {"pid_flag", t_pid_flag},
+    {"polls_gate", t_polls_gate}, {NULL, NULL}};
 
 /* --- Helpers ------------------------------------------------------------ */
 
@@ -309,6 +333,45 @@ START_TEST(cancel_running_asks_first)
 }
 END_TEST
 
+/* fp_future_cancel(3) RETURN VALUES: 0 means cancelled.  A cancel that
+ * comes while the task is already in its deadline's grace wins: the future
+ * ends FP_ECANCELLED, not FP_EDEADLINE.  The task holds on a gate after it
+ * sees the stop, so the cancel surely lands inside the grace. */
+START_TEST(cancel_inside_a_deadline_grace_wins)
+{
+  fpt_snapshot s;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = pool_grace(1, FP_GRACE_MAX_MS);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 1;
+  fp_future *f;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(fp_pack(&pk, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submit_ex(p, "polls_gate", sb.data, sb.size, &so, &f), 0);
+  msgpack_sbuffer_destroy(&sb);
+  /* The task opens the gate once it was asked to stop: wait for that. */
+  int fd, waited = 0;
+  while ((fd = open(gate, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+    ck_assert_int_lt(waited, FPT_LIMIT_MS);
+    ck_assert_int_ge(fp_pool_dispatch(p, 2), 0);
+    waited += 2;
+  }
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(write(fd, "x", 1), 1);
+  close(fd);
+  expect_error(f, FP_ECANCELLED, "Stopped: ");
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* A grace below 0 (but FP_GRACE_POOL for a submit) or above
  * FP_GRACE_MAX_MS is FP_EINVAL, for the pool and for a submit. */
 START_TEST(bad_grace_is_einval)
@@ -360,6 +423,7 @@ int main(void)
   tcase_add_test(tc, sigterm_catching_task_cleans_up);
   tcase_add_test(tc, grace_zero_kills_at_once);
   tcase_add_test(tc, cancel_running_asks_first);
+  tcase_add_test(tc, cancel_inside_a_deadline_grace_wins);
   tcase_add_test(tc, bad_grace_is_einval);
   fpt_run_suite(s);
   return 0;
