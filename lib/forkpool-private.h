@@ -327,6 +327,9 @@ typedef struct fp__worker_cfg {
   unsigned rlimit_cpu;   /* seconds; 0: leave RLIMIT_CPU as it is */
   unsigned pin;          /* pin worker i to the i-th allowed CPU */
   int out_mode;          /* fp_stdout_mode for the worker's fd 1 */
+  int own_process;       /* tasks run in a worker process, the only thread:
+                            the stop flags (process-wide, for the signal
+                            handler) are theirs; 0 for threads and inline */
 } fp__worker_cfg;
 
 /*

@@ -237,6 +237,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   p->wcfg.init = o.init;
   p->wcfg.init_arg = o.init_arg;
   p->wcfg.max_tasks = o.max_tasks_per_worker;
+  p->wcfg.own_process = o.mode == FP_MODE_PROCESSES;
   p->wcfg.max_rss = o.max_worker_rss;
   p->wcfg.rlimit_as = o.worker_rlimit_as;
   p->wcfg.rlimit_cpu = o.worker_rlimit_cpu;

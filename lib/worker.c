@@ -401,12 +401,14 @@ static int answer_one(const fp__worker_cfg *cfg, void *state,
    * shared memory. */
   result->lo = args;
   result->hi = args + args_len;
-  if (task_begin(id))
+  /* The stop flags are the worker process's: threads have no stop. */
+  if (cfg->own_process && task_begin(id))
     set_failure(&o, FP_ETASK, "Stopped",
                 "task '%s' was asked to stop before it started", task);
   else
     run_one(cfg, state, task, fn, &a, result, &o);
-  task_end();
+  if (cfg->own_process)
+    task_end();
   msgpack_sbuffer_clear(head);
   return o.code ? answer_failure(head, result, id, &o)
                 : fp__encode_result_head(head, id, 0);
