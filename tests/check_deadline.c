@@ -92,25 +92,41 @@ static int t_pid_flag(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "[ii]", (int)getpid(), fp_call_should_stop(c));
 }
 
-/* [path]: polls until asked to stop, then waits for a byte in the FIFO at
- * path (so the test acts inside the grace), then fails as t_polls. */
+/* Reads one byte from the FIFO at path: 0, or -1. */
+static int gate_pass(const char *path)
+{
+  char b;
+  int fd = open(path, O_RDONLY);
+  int ok = fd >= 0 && read(fd, &b, 1) == 1;
+  if (fd >= 0)
+    close(fd);
+  return ok ? 0 : -1;
+}
+
+/* [started, stopped]: says it polls, passes the FIFO started, polls until
+ * asked to stop, passes the FIFO stopped (so the test acts inside the
+ * grace), then fails as t_polls. */
 static int t_polls_gate(fp_call *c, const msgpack_object *a,
                         msgpack_packer *o)
 {
   (void)o;
-  const char *p;
-  size_t n;
-  char path[256], b;
-  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
-    return fp_call_fail(c, "TypeError", "takes a path");
-  memcpy(path, p, n);
-  path[n] = '\0';
+  const char *p1, *p2;
+  size_t n1, n2;
+  char started[256], stopped[256];
+  if (fp_unpack(a, "[ss]", &p1, &n1, &p2, &n2) != 0 ||
+      n1 >= sizeof started || n2 >= sizeof stopped)
+    return fp_call_fail(c, "TypeError", "takes two paths");
+  memcpy(started, p1, n1);
+  started[n1] = '\0';
+  memcpy(stopped, p2, n2);
+  stopped[n2] = '\0';
+  (void)fp_call_should_stop(c); /* it polls: no SIGTERM for it */
+  if (gate_pass(started) != 0)
+    return fp_call_fail(c, "OSError", "gate %s", started);
   while (!fp_call_should_stop(c))
     nap_1ms();
-  int fd = open(path, O_RDONLY);
-  if (fd < 0 || read(fd, &b, 1) != 1)
-    return fp_call_fail(c, "OSError", "gate %s", path);
-  close(fd);
+  if (gate_pass(stopped) != 0)
+    return fp_call_fail(c, "OSError", "gate %s", stopped);
   return fp_call_fail(c, "Stopped", "worker %d stopped", (int)getpid());
 }
 
@@ -335,14 +351,17 @@ END_TEST
 
 /* fp_future_cancel(3) RETURN VALUES: 0 means cancelled.  A cancel that
  * comes while the task is already in its deadline's grace wins: the future
- * ends FP_ECANCELLED, not FP_EDEADLINE.  The task holds on a gate after it
- * sees the stop, so the cancel surely lands inside the grace. */
+ * ends FP_ECANCELLED, not FP_EDEADLINE.  The task holds on a gate once it
+ * has started (the test makes no library call meanwhile, so no deadline is
+ * seen before), and on another once it has seen the stop, so the cancel
+ * surely lands inside the grace. */
 START_TEST(cancel_inside_a_deadline_grace_wins)
 {
   fpt_snapshot s;
-  char gate[256];
+  char started[256], stopped[256];
   fpt_begin(&s);
-  fpt_gate_make(gate, sizeof gate);
+  fpt_gate_make(started, sizeof started);
+  fpt_gate_make(stopped, sizeof stopped);
   fp_pool *p = pool_grace(1, FP_GRACE_MAX_MS);
   fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
   so.deadline_ms = 1;
@@ -351,15 +370,21 @@ START_TEST(cancel_inside_a_deadline_grace_wins)
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  ck_assert_int_eq(fp_pack(&pk, "[s]", gate), 0);
+  ck_assert_int_eq(fp_pack(&pk, "[ss]", started, stopped), 0);
   ck_assert_int_eq(fp_submit_ex(p, "polls_gate", sb.data, sb.size, &so, &f), 0);
   msgpack_sbuffer_destroy(&sb);
-  /* The task opens the gate once it was asked to stop: wait for that. */
-  int fd, waited = 0;
-  while ((fd = open(gate, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
-    ck_assert_int_lt(waited, FPT_LIMIT_MS);
+  int fd = open(started, O_WRONLY | O_CLOEXEC); /* until the task runs */
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(write(fd, "x", 1), 1);
+  close(fd);
+  /* Passes read the deadline (long past) and ask the task to stop; it then
+   * opens the second gate. */
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while ((fd = open(stopped, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    ck_assert_int_lt((t.tv_sec - t0.tv_sec) * 1000, FPT_LIMIT_MS);
     ck_assert_int_ge(fp_pool_dispatch(p, 2), 0);
-    waited += 2;
   }
   ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
   ck_assert_int_eq(write(fd, "x", 1), 1);
@@ -367,7 +392,8 @@ START_TEST(cancel_inside_a_deadline_grace_wins)
   expect_error(f, FP_ECANCELLED, "Stopped: ");
   fp_future_release(f);
   fpt_pool_destroy(p);
-  fpt_gate_remove(gate);
+  fpt_gate_remove(started);
+  fpt_gate_remove(stopped);
   fpt_end(&s);
 }
 END_TEST
@@ -415,7 +441,7 @@ END_TEST
 int main(void)
 {
   Suite *s = suite_create("deadline");
-  TCase *tc = fpt_tcase(s, "soft", 60);
+  TCase *tc = fpt_tcase(s, "soft", 300);
   tcase_add_test(tc, polling_task_stops_and_keeps_its_worker);
   tcase_add_test(tc, submit_grace_overrides_the_pool);
   tcase_add_test(tc, deaf_task_is_killed_after_the_grace);
