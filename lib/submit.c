@@ -192,6 +192,17 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
  * is the one the worker runs, the worker is killed and replaced.  Unless it
  * has answered already: its answer, in the pipe, is read first.
  */
+/* Inline mode hands every task to its one slot at once, but runs them only
+ * in a pass: those from the send cursor on have not run, and wait there as
+ * a pending task waits in the queue. */
+static int inline_unrun(const fp__slot *s, const fp_future *f)
+{
+  for (const fp_future *g = s->send; g != NULL; g = g->next)
+    if (g == f)
+      return 1;
+  return 0;
+}
+
 int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
 {
   if (!fp__pool_owned(p))
@@ -201,6 +212,12 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
   if (f->state == FP_PENDING) {
     fp__list_unlink(&p->qhead, &p->qtail, f);
     fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
+  } else if (p->opts.mode == FP_MODE_INLINE &&
+             inline_unrun(&p->slots[f->slot], f)) {
+    fp__slot *s = &p->slots[f->slot];
+    if (s->send != f)
+      s->unsent--; /* fp__slot_pop counts the cursor's own */
+    fp__slot_pop(p, s, f, FP_ECANCELLED, "cancelled");
   } else if ((flags & FP_CANCEL_RUNNING) &&
              p->opts.mode != FP_MODE_PROCESSES) {
     return FP_ENOTSUP; /* a thread, or the caller, cannot be killed */

@@ -353,16 +353,19 @@ START_TEST(cancel_running_is_refused)
   /* No fp_future_state inline: its pass would run the task. */
   if (mode == FP_MODE_THREADS)
     ck_assert_int_eq(fp_future_state(g), FP_RUNNING);
-  ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), FP_ENOTSUP);
-  /* Inline, q waits in the queue; with a thread it may be in its inbox. */
-  if (mode == FP_MODE_INLINE)
+  if (mode == FP_MODE_INLINE) {
+    /* Inline, nothing runs before a wait: both are taken back, as queued
+     * tasks are. */
+    ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), 0);
     ck_assert_int_eq(fp_future_cancel(q, 0), 0);
-  else
+    ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
+  } else {
+    ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), FP_ENOTSUP);
     ck_assert_int_eq(write(fd, "x", 1), 1);
-  ck_assert_int_eq(fpt_i64(g), getpid());
-  close(fd);
-  if (mode != FP_MODE_INLINE)
+    ck_assert_int_eq(fpt_i64(g), getpid());
     ck_assert_int_eq(fpt_i64(q), 9);
+  }
+  close(fd);
   fp_future_release(g);
   fp_future_release(q);
   fpt_pool_destroy(p);
@@ -483,6 +486,33 @@ START_TEST(inline_runs_only_in_waits)
 }
 END_TEST
 
+/* fp_pool_create(3), inline mode: tasks not yet run wait where they can be
+ * cancelled, the first one submitted too. */
+START_TEST(inline_cancels_what_has_not_run)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_in(FP_MODE_INLINE, 1);
+  fp_future *a = submit(p, "square", 2), *b = submit(p, "square", 3),
+            *c = submit(p, "square", 4);
+  ck_assert_int_eq(fp_future_cancel(a, 0), 0);
+  ck_assert_int_eq(fp_future_cancel(c, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(a), FP_CANCELLED);
+  ck_assert_int_eq(fpt_i64(b), 9);
+  ck_assert_int_eq(fp_future_state(c), FP_CANCELLED);
+  ck_assert_int_eq(fp_future_cancel(b, 0), FP_EBUSY); /* it ran */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.finished, 1);
+  ck_assert_uint_eq(st.cancelled, 2);
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_future_release(c);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   static const char *const names[] = {"processes", "threads", "inline"};
@@ -510,6 +540,7 @@ int main(void)
     if (m == 2) {
       tcase_add_test(tc, inline_runs_only_in_waits);
       tcase_add_test(tc, inline_kill_before_the_task_runs);
+      tcase_add_test(tc, inline_cancels_what_has_not_run);
     }
   }
   fpt_run_suite(s);
