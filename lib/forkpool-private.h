@@ -25,7 +25,6 @@
 #define FP__HDR 4 /* frame header: body length, 32-bit little-endian */
 #define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
 #define FP__FRAME_HERE 64 /* frames this small live in their future */
-#define FP__EXIT_SETUP 72 /* a new worker could not place its pipes */
 #define FP__EXIT_RECYCLE 73 /* a worker left after its answer, its resident
                                memory over max_worker_rss: a recycle */
 

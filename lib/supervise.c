@@ -350,13 +350,6 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   recycled = recycled || mem_recycled;
   int asked = s->asked || (s->fail_err != 0 && s->fail_err != FP_EPROTO);
   int died = !recycled && !asked && !(clean && p->stopping);
-  if (!s->ready && WIFEXITED(status) &&
-      WEXITSTATUS(status) == FP__EXIT_SETUP) {
-    /* Respawning cannot help: the descriptor limit is the same. */
-    fp__pool_break(p, FP_EMFILE, "a new worker could not place its pipes "
-                   "(too many open files)");
-    died = 0;
-  }
   if (died) {
     p->st.worker_deaths++;
     fp__log(p, FP_LOG_WARN, "%s", why);
