@@ -100,6 +100,9 @@ int fp__shm_init(fp__shm *m, size_t args, unsigned nslots);
  * forks. */
 void fp__shm_private(fp__shm *m);
 void fp__shm_destroy(fp__shm *m);
+/* Before a process that has the area (the fork server, a worker) exits:
+ * under valgrind, keeps its leak check out of the area.  Otherwise nothing. */
+void fp__shm_unseen(const fp__shm *m);
 /* In a forked child's copy of a pool: frees the bitmap, unmaps nothing. */
 void fp__shm_forget(fp__shm *m);
 /* 0 and *off (into args) of len free bytes, or FP_ENOMEM when no run is

@@ -409,6 +409,7 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
     if (fs.slots[i].pid != 0)
       kill(fs.slots[i].pid, SIGKILL);
   reap(&fs, 1);
+  fp__shm_unseen(cfg->shm);
   _exit(0);
 }
 
@@ -452,6 +453,7 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
       fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};
       (void)fp__ctl_send(sv[1], &m);
     }
+    fp__shm_unseen(cfg->shm);
     _exit(fs < 0 ? 1 : 0);
   }
   rc = mid < 0 ? -errno : 0;

@@ -655,6 +655,15 @@ static int measure(const fp__worker_cfg *cfg)
   return cfg->max_rss != 0 && rss_over(cfg->max_rss, &ru);
 }
 
+/* Every way out of a worker but a signal. */
+static void worker_exit(const fp__worker_cfg *cfg, int status)
+    __attribute__((noreturn));
+static void worker_exit(const fp__worker_cfg *cfg, int status)
+{
+  fp__shm_unseen(cfg->shm);
+  _exit(status);
+}
+
 void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
                      int out_fd)
 {
@@ -677,10 +686,10 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
   fp__outbuf_init(&result);
   fp__outbuf_init(&item);
   if (!msgpack_zone_init(&zone, 4096))
-    _exit(FP__EXIT_PROTO);
+    worker_exit(cfg, FP__EXIT_PROTO);
   (void)measure(cfg); /* before READY: init's CPU time shows at once */
   if (start(cfg, out_fd, &state, &head, &result) != 0)
-    _exit(FP__EXIT_INIT);
+    worker_exit(cfg, FP__EXIT_INIT);
 
   while (cfg->max_tasks == 0 || answered < cfg->max_tasks) {
     enum fp__io io;
@@ -720,5 +729,5 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
   /* Tasks' own output; the fork server emptied what it inherited. */
   fflush(stdout);
   fflush(stderr);
-  _exit(status);
+  worker_exit(cfg, status);
 }
