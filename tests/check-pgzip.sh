@@ -102,6 +102,14 @@ else
   fail "pgzip -o $tmp.o.gz $tmp.3m1"
 fi
 
+# -v: the summary counts the bytes and the blocks.
+if pgz -v "$tmp.3m1" && grep -qF "pgzip: 3145729 bytes in 4 blocks -> " "$out"
+then
+  echo "ok: -v: $(grep '^pgzip:' "$out")"
+else
+  fail "pgzip -v $tmp.3m1: no summary of 3145729 bytes in 4 blocks"
+fi
+
 # expect_error STATUS TEXT ARG...: pgzip ARG... exits STATUS and says TEXT.
 expect_error() {
   want=$1 text=$2
