@@ -401,6 +401,14 @@ int main(int argc, char **argv)
   int out = 1;
   const char *oname = a.out != NULL ? a.out : "stdout";
   if (a.out != NULL) {
+    /* O_TRUNC on the input itself would lose it before a byte is read. */
+    struct stat si, so;
+    if (fstat(in.fd, &si) == 0 && stat(a.out, &so) == 0 &&
+        si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+      fprintf(stderr, "pgzip: %s: the input and the output are the same "
+                      "file\n", a.out);
+      return 1;
+    }
     out = open(a.out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (out < 0) {
       fprintf(stderr, "pgzip: %s: %s\n", a.out, strerror(errno));

@@ -134,6 +134,9 @@ expect_error 2 "-o needs an argument" "$tmp.1" -o
 expect_error 2 "one input file at most" "$tmp.1" "$tmp.1m"
 expect_error 1 "Is a directory" "$top_builddir"
 expect_error 1 "$tmp.none/x.gz: No such file or directory" -o "$tmp.none/x.gz" "$tmp.1"
+cp "$tmp.1" "$tmp.same"
+expect_error 1 "the input and the output are the same file" -o "$tmp.same" "$tmp.same"
+cmp -s "$tmp.1" "$tmp.same" || fail "-o the input itself: the input was changed"
 # A read that fails after the pool started: the output file is removed.
 rm -f "$tmp.o.gz"
 expect_error 1 "Is a directory" -o "$tmp.o.gz" "$top_builddir"
