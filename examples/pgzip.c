@@ -16,8 +16,8 @@
  * Reads FILE, or stdin when FILE is "-" or absent; writes to -o FILE or to
  * stdout (never to a terminal).  Level 6 and one worker per online CPU by
  * default, as gzip and pigz; -v prints sizes, time and the workers' CPU
- * time (from fp_pool_stats_get) at the end.  Exit status: 0 done, 1 an error (said on
- * stderr), 2 bad usage, 130 interrupted.
+ * time (from fp_pool_stats_get) at the end.  Exit status: 0 done, 1 an
+ * error (said on stderr), 2 bad usage, 130 interrupted.
  *
  * Each member costs 18 bytes of header and trailer, and each block starts
  * with an empty dictionary: the output is a little larger than gzip's or
@@ -316,12 +316,12 @@ static int run(fp_pool *pool, unsigned workers, struct input *in, int out,
 {
   struct stat st;
   struct bar bar = {0, -1};
-  if (fstat(in->fd, &st) == 0 && S_ISREG(st.st_mode))
-    bar.expected = st.st_size == 0 ? 1 : ((size_t)st.st_size + BLOCK - 1) / BLOCK;
+  if (fstat(in->fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    bar.expected = ((size_t)st.st_size + BLOCK - 1) / BLOCK;
 
   fp_map_input mi = {NULL, 0, next_block, in}; /* lazy: a block at a time */
   fp_map_options mo = FP_MAP_OPTIONS_INIT;
-  mo.chunksize = 1; /* a block is ~20 ms of work: no need to batch */
+  mo.chunksize = 1; /* a block is tens of ms of work: nothing to batch */
   /* Results come out in input order: a block slower than the others holds
    * up the ones after it.  The default window (about 4 MiB of arguments,
    * two blocks per worker with two workers) lets that idle a worker; this
@@ -438,13 +438,21 @@ int main(int argc, char **argv)
             why != NULL ? ": " : "", why != NULL ? why : "");
   } else {
     fp_pool_stats st = FP_POOL_STATS_INIT;
-    fp_pool_stats_get(pool, &st, NULL, 0); /* st.workers: the real count */
     unsigned long long written = 0;
     double t0 = now();
-    catch_sigint(pool);
-    status = run(pool, st.workers, &in, out, oname, &written);
-    catch_sigint(NULL); /* before destroy: the handler must not see it go */
-    fp_pool_stats_get(pool, &st, NULL, 0);
+    /* st.workers: the count the pool chose when -p was not given. */
+    if ((rc = fp_pool_stats_get(pool, &st, NULL, 0)) != 0) {
+      fprintf(stderr, "pgzip: fp_pool_stats_get: %s\n", fp_strerror(rc));
+    } else {
+      catch_sigint(pool);
+      status = run(pool, st.workers, &in, out, oname, &written);
+      catch_sigint(NULL); /* before destroy: the handler must not see it */
+      if (a.verbose && status == 0 &&
+          (rc = fp_pool_stats_get(pool, &st, NULL, 0)) != 0) {
+        fprintf(stderr, "pgzip: fp_pool_stats_get: %s\n", fp_strerror(rc));
+        status = 1;
+      }
+    }
     fp_pool_destroy(pool);
     double secs = now() - t0;
     if (a.verbose && status == 0)
