@@ -119,14 +119,18 @@ struct input {
   unsigned long long bytes;
 };
 
+/* Set by the SIGINT handler: a read it interrupts is not restarted. */
+static volatile sig_atomic_t got_sigint;
+
 /* Fills buf with up to len bytes: the count (short only at end of input),
- * or -1 with errno set. */
+ * or -1 with errno set: EINTR after Ctrl-C, so that a pipe or a terminal
+ * that sends nothing does not keep the program waiting. */
 static ssize_t read_full(int fd, unsigned char *buf, size_t len, int *eof)
 {
   size_t got = 0;
   while (got < len) {
     ssize_t n = read(fd, buf + got, len - got);
-    if (n < 0 && errno == EINTR)
+    if (n < 0 && errno == EINTR && !got_sigint)
       continue;
     if (n < 0)
       return -1;
@@ -152,7 +156,7 @@ static int next_block(void *arg, msgpack_packer *pk)
   ssize_t n = read_full(in->fd, in->buf, BLOCK, &in->eof);
   if (n < 0) {
     in->err = errno;
-    return -in->err; /* fp_map_next returns it: -errno is an FP_E* code */
+    return -in->err; /* fp_map_next returns it: -EINTR is FP_EINTR */
   }
   if (n == 0 && in->blocks > 0)
     return 0;
@@ -198,6 +202,7 @@ static _Atomic(fp_pool *) sigint_pool;
 static void on_sigint(int sig)
 {
   (void)sig;
+  got_sigint = 1;
   fp_pool *p = atomic_load(&sigint_pool);
   if (p != NULL)
     (void)fp_pool_interrupt(p); /* async-signal-safe */
@@ -207,7 +212,7 @@ static void catch_sigint(fp_pool *pool)
 {
   struct sigaction sa;
   sa.sa_handler = pool != NULL ? on_sigint : SIG_DFL;
-  sa.sa_flags = 0;
+  sa.sa_flags = 0; /* no SA_RESTART: a blocked read returns EINTR */
   sigemptyset(&sa.sa_mask);
   atomic_store(&sigint_pool, pool);
   sigaction(SIGINT, &sa, NULL);
@@ -334,6 +339,10 @@ static int run(fp_pool *pool, unsigned workers, struct input *in, int out,
   }
   fp_map_iter *m;
   int rc = fp_map(pool, "deflate", &mi, &mo, &m);
+  if (rc == FP_EINTR) { /* Ctrl-C during the first read */
+    fprintf(stderr, "pgzip: interrupted\n");
+    return FP_EINTR;
+  }
   if (rc != 0) {
     if (in->err != 0)
       fprintf(stderr, "pgzip: %s: %s\n", in->name, strerror(in->err));

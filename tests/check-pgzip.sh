@@ -151,5 +151,48 @@ if [ -w /dev/full ]; then
   fi
 fi
 
+# Ctrl-C while pgzip waits for input: a FIFO this shell holds open for
+# writing sends a few bytes and no end.  Once pgzip catches SIGINT (bit 2 of
+# SigCgt in /proc: its handler is in place, so the pool exists), SIGINT
+# makes the blocked read return, the map end with FP_EINTR, and pgzip say
+# so, remove its output and exit 130.  The wait is for that bit, not a time.
+if [ -d /proc/$$ ] && mkfifo "$tmp.fifo" 2>/dev/null; then
+  exec 3<>"$tmp.fifo"
+  printf 'some bytes, and no end' >&3
+  rm -f "$tmp.o.gz"
+  "$pgzip" -o "$tmp.o.gz" <"$tmp.fifo" 2>"$out" &
+  pid=$!
+  i=0
+  until [ $i -ge 1200 ] || {
+    cgt=$(sed -n 's/^SigCgt:[[:space:]]*//p' /proc/$pid/status 2>/dev/null)
+    [ -n "$cgt" ] && [ $((0x$cgt & 2)) -ne 0 ]; }; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  kill -INT $pid
+  # A pgzip that ignored it would wait for input for ever: 120 s, then KILL.
+  i=0
+  while [ $i -lt 1200 ] && [ -d /proc/$pid ] &&
+    ! grep -q '^State:[[:space:]]*Z' /proc/$pid/status 2>/dev/null; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  [ $i -lt 1200 ] || kill -KILL $pid
+  wait $pid
+  st=$?
+  exec 3>&-
+  if [ $st -ne 130 ]; then
+    fail "Ctrl-C: exit status $st, not 130"
+  elif ! grep -qF "pgzip: interrupted" "$out"; then
+    fail "Ctrl-C: no 'pgzip: interrupted'"
+  elif [ -e "$tmp.o.gz" ]; then
+    fail "Ctrl-C: the output file was left behind"
+  else
+    echo "ok: Ctrl-C while reading: interrupted, 130, no output file"
+  fi
+else
+  echo "skip: Ctrl-C (no /proc or no mkfifo)"
+fi
+
 rm -f "$tmp".*
 exit $status
