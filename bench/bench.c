@@ -145,8 +145,18 @@ FILE *bench_data(const char *name)
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", data_dir, name);
   FILE *fp = fopen(path, "w");
-  if (fp == NULL)
+  if (fp == NULL) {
     bench_log("cannot write %s: %s (no plot from it)", path, strerror(errno));
+    return NULL;
+  }
+  /* When, and how busy the machine was: the plot shows it. */
+  time_t t = time(NULL);
+  char date[64];
+  double load[3] = {NAN, NAN, NAN};
+  strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
+  (void)getloadavg(load, 3);
+  fprintf(fp, "# made %s, load %.2f %.2f %.2f, forkpool %s\n", date, load[0],
+          load[1], load[2], fp_version());
   return fp;
 }
 

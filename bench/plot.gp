@@ -11,10 +11,13 @@ if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
   set terminal png size 800,500
 }
 set key top left box opaque
+# stamp FILE: "made DATE, load ..." from the data file's first line.
+stamp(f) = system("sed -n '1s/^# made //p' '".f."'")
 set grid
 set datafile missing "nan"
 
 set output dir."/w8.png"
+set label 1 stamp(dir."/w8.dat") at screen 0.01, screen 0.02 left font ",8"
 set title "W8: the parent's CPU time per task, against the pool's size\n(getrusage of the parent; medians, bars from min to max; target: 256 workers <= 1.2x 2)"
 set xlabel "workers"
 set ylabel "parent CPU, ns per task (map: per item)"
@@ -27,6 +30,7 @@ plot dir."/w8.dat" using 1:2:3:4 with yerrorlines lw 2 pt 7 title "fp\\_submit l
      ""            using 1:11:12:13 with yerrorlines lw 2 pt 9 title "fp\\_map, per item"
 
 set output dir."/w4.png"
+set label 1 stamp(dir."/w4.dat") at screen 0.01, screen 0.02 left font ",8"
 set title "W4: speedup over one thread against workers, counting primes (64 ranges)\n(medians, bars from min to max; the dashed line is the number of CPUs)"
 set ylabel "speedup (serial time / parallel time)"
 set xtics (1, 2, 4, 8)
