@@ -6,12 +6,13 @@
  * its repetitions.
  *
  *   forkpool-bench [--quick] [--reps N] [--only w1,w2,...,w8,modes,mem]
- *                  [--markdown FILE]
+ *                  [--markdown FILE] [--data DIR]
  *
  * One line per figure goes to stdout:
  *   NAME: median UNIT (min–max, n) ratio X.XX vs baseline (ITS NAME)
  * then the verdict of each target; with --markdown, the table of figures and
- * targets goes to FILE.  --quick runs every workload with tiny counts in a
+ * targets goes to FILE; with --data, W4 and W8 write their curves to
+ * DIR/w4.dat and DIR/w8.dat for bench/plot.gp.  --quick runs every workload with tiny counts in a
  * second or two: a smoke test, not a measurement.  For profiling (see
  * bench/NOTES.md): --no-baseline runs forkpool alone, --chunksize N runs W2
  * at one chunk size, --max-inflight N and --lazy-items N change the pools'
@@ -34,7 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FIGURES 96
+#define MAX_FIGURES 128
 
 static figure figures[MAX_FIGURES];
 static int nfigures;
@@ -132,6 +133,31 @@ void figure_target(figure *f, int met, const char *fmt, ...)
   vsnprintf(f->target, sizeof f->target, fmt, ap);
   va_end(ap);
   f->met = met;
+}
+
+/* --data DIR: where the workloads write their plot data; NULL: nowhere. */
+static const char *data_dir;
+
+FILE *bench_data(const char *name)
+{
+  if (data_dir == NULL)
+    return NULL;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", data_dir, name);
+  FILE *fp = fopen(path, "w");
+  if (fp == NULL) {
+    bench_log("cannot write %s: %s (no plot from it)", path, strerror(errno));
+    return NULL;
+  }
+  /* When, and how busy the machine was: the plot shows it. */
+  time_t t = time(NULL);
+  char date[64];
+  double load[3] = {NAN, NAN, NAN};
+  strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&t));
+  (void)getloadavg(load, 3);
+  fprintf(fp, "# made %s, load %.2f %.2f %.2f, forkpool %s\n", date, load[0],
+          load[1], load[2], fp_version());
+  return fp;
 }
 
 void bench_log(const char *fmt, ...)
@@ -451,6 +477,7 @@ static void usage(FILE *fp)
 {
   fprintf(fp, "usage: forkpool-bench [--quick] [--reps N] "
               "[--only w1,w2,w3,w4,w5,w6,w7,w8,modes,mem] [--markdown FILE]\n"
+              "  [--data DIR (plot data: w4.dat, w8.dat)]\n"
               "  for profiling: [--no-baseline] [--max-inflight N] "
               "[--shm-off] [--chunksize N (W2)] [--lazy-items N (Memory)]\n");
 }
@@ -491,6 +518,8 @@ int main(int argc, char **argv)
       only = argv[++i];
     } else if (strcmp(argv[i], "--markdown") == 0 && i + 1 < argc) {
       markdown = argv[++i];
+    } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+      data_dir = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
       return 0;

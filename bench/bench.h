@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <forkpool.h>
@@ -82,6 +83,10 @@ void figure_target(figure *f, int met, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Prints a line that is not a figure (progress, setup). */
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For plots (--data DIR): DIR/name opened for writing, or NULL without
+ * --data or if it cannot be opened (said once on stdout).  The caller
+ * closes it. */
+FILE *bench_data(const char *name);
 
 /* --- Clocks and /proc ------------------------------------------------------ */
 
@@ -120,9 +125,11 @@ extern const fp_task bench_tasks[];
 
 uint64_t primes_in(uint32_t lo, uint32_t hi); /* trial division, [lo, hi) */
 int have_openmp(void);
-/* Seconds for the 2-thread OpenMP count over ranges; *count gets the count.
- * Runs in a forked child so this process never becomes multi-threaded. */
-double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count);
+/* Seconds for the OpenMP count over ranges with threads threads; *count
+ * gets the count.  Runs in a forked child so this process never becomes
+ * multi-threaded. */
+double primes_openmp(uint32_t limit, unsigned ranges, unsigned threads,
+                     uint64_t *count);
 
 /* --- Baselines (baseline.c): each returns its figure's sample ---------------- */
 

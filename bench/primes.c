@@ -44,11 +44,12 @@ int have_openmp(void)
 
 #ifdef _OPENMP
 /* The same ranges as the forkpool run, handed out one at a time. */
-static double openmp_run(uint32_t limit, unsigned ranges, uint64_t *count)
+static double openmp_run(uint32_t limit, unsigned ranges, unsigned threads,
+                         uint64_t *count)
 {
   uint64_t total = 0;
   double t0 = now_s();
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total) num_threads(2)
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total) num_threads(threads)
   for (unsigned r = 0; r < ranges; r++) {
     uint32_t lo = (uint32_t)((uint64_t)limit * r / ranges);
     uint32_t hi = (uint32_t)((uint64_t)limit * (r + 1) / ranges);
@@ -60,7 +61,8 @@ static double openmp_run(uint32_t limit, unsigned ranges, uint64_t *count)
 }
 #endif
 
-double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count)
+double primes_openmp(uint32_t limit, unsigned ranges, unsigned threads,
+                     uint64_t *count)
 {
 #ifdef _OPENMP
   /* A child, so that the benchmark's own process never has threads: the
@@ -74,10 +76,10 @@ double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count)
   if (pid == 0) {
     close(fds[0]);
     uint64_t warm;
-    (void)openmp_run(limit / 64, ranges, &warm); /* start the threads */
+    (void)openmp_run(limit / 64, ranges, threads, &warm); /* start them */
     double r[2];
     uint64_t n;
-    r[0] = openmp_run(limit, ranges, &n);
+    r[0] = openmp_run(limit, ranges, threads, &n);
     r[1] = (double)n;
     _exit(write_all_fd(fds[1], r, sizeof r) != 0);
   }
@@ -92,6 +94,7 @@ double primes_openmp(uint32_t limit, unsigned ranges, uint64_t *count)
 #else
   (void)limit;
   (void)ranges;
+  (void)threads;
   *count = 0;
   return -1;
 #endif

@@ -430,13 +430,63 @@ static double primes_forkpool(fp_pool *p, uint32_t limit, unsigned ranges,
   return now_s() - t0;
 }
 
+/*
+ * The curve: 1, 2, 4 and 8 workers against as many OpenMP threads (more
+ * than the cores here: the speedup should stay flat past them).  2 is the
+ * count the target is on; the others are rows and w4.dat for the plot.
+ */
+static const unsigned w4_counts[] = {1, 2, 4, 8};
+enum { W4_N = sizeof w4_counts / sizeof w4_counts[0], W4_TARGET = 1 };
+
+static double series_max(const series *s)
+{
+  double m = s->n ? s->v[0] : NAN;
+  for (int i = 1; i < s->n; i++)
+    m = s->v[i] > m ? s->v[i] : m;
+  return m;
+}
+
+/* A series as three columns for gnuplot: median, min, max ("NaN" if
+ * empty, which gnuplot skips). */
+static void data_cols(FILE *fp, const series *s)
+{
+  fprintf(fp, " %.4f %.4f %.4f", series_median(s), series_min(s),
+          series_max(s));
+}
+
+/* W4 data for plots: workers, forkpool's speedup, OpenMP's. */
+static void w4_data(const series *fpsp, const series *omp)
+{
+  FILE *fp = bench_data("w4.dat");
+  if (fp == NULL)
+    return;
+  fprintf(fp, "# W4: speedup over the serial run against workers (OpenMP: "
+          "threads), medians and ranges; %ld online CPUs\n"
+          "# workers forkpool_med min max openmp_med min max\n",
+          sysconf(_SC_NPROCESSORS_ONLN));
+  for (int k = 0; k < W4_N; k++) {
+    fprintf(fp, "%u", w4_counts[k]);
+    data_cols(fp, &fpsp[k]);
+    data_cols(fp, &omp[k]);
+    fputc('\n', fp);
+  }
+  fclose(fp);
+}
+
 void run_w4(const bench_cfg *c)
 {
   uint32_t limit = c->w4_limit;
   unsigned ranges = c->w4_ranges;
-  fp_pool *p = pool_new(2, 10);
-  warm(p, 100);
-  series serial = {0}, omp = {0}, fpsp = {0}, fpt = {0}, ompt = {0};
+  fp_pool *p[W4_N];
+  for (int k = 0; k < W4_N; k++) {
+    p[k] = pool_new(w4_counts[k], 10);
+    warm(p[k], 100);
+  }
+  series serial = {0}, omp[W4_N], fpsp[W4_N], fpt[W4_N], ompt[W4_N];
+  memset(omp, 0, sizeof omp);
+  memset(fpsp, 0, sizeof fpsp);
+  memset(fpt, 0, sizeof fpt);
+  memset(ompt, 0, sizeof ompt);
   uint64_t want = 0;
   for (int r = 0; r < c->reps; r++) {
     double t0 = now_s();
@@ -447,36 +497,40 @@ void run_w4(const bench_cfg *c)
     double ts = now_s() - t0;
     want = n;
     series_add(&serial, ts);
-    if (have_openmp()) {
-      double to = primes_openmp(limit, ranges, &n);
+    for (int k = 0; k < W4_N; k++) {
+      if (have_openmp()) {
+        double to = primes_openmp(limit, ranges, w4_counts[k], &n);
+        if (n != want)
+          die("W4: OpenMP counted differently", 0);
+        series_add(&omp[k], ts / to);
+        series_add(&ompt[k], to);
+      }
+      double tf = primes_forkpool(p[k], limit, ranges, &n);
       if (n != want)
-        die("W4: OpenMP counted differently", 0);
-      series_add(&omp, ts / to);
-      series_add(&ompt, to);
+        die("W4: forkpool counted differently", 0);
+      series_add(&fpsp[k], ts / tf);
+      series_add(&fpt[k], tf);
     }
-    double tf = primes_forkpool(p, limit, ranges, &n);
-    if (n != want)
-      die("W4: forkpool counted differently", 0);
-    series_add(&fpsp, ts / tf);
-    series_add(&fpt, tf);
   }
-  fp_pool_destroy(p);
+  for (int k = 0; k < W4_N; k++)
+    fp_pool_destroy(p[k]);
   char note[160];
   snprintf(note, sizeof note, "%llu primes below %u by trial division, %u "
            "ranges, one thread", (unsigned long long)want, limit, ranges);
   figure_add("W4 serial", "s", &serial, NULL, note);
+  const int t = W4_TARGET;
   figure *o = NULL;
   if (have_openmp()) {
-    figure_add("W4 OpenMP 2 threads", "s", &ompt, NULL,
+    figure_add("W4 OpenMP 2 threads", "s", &ompt[t], NULL,
                "parallel for, schedule(dynamic, 1), in a forked child");
-    o = figure_add("W4 OpenMP speedup", "x", &omp, NULL,
+    o = figure_add("W4 OpenMP speedup", "x", &omp[t], NULL,
                    "serial time / OpenMP time, same repetition");
   } else {
     bench_log("W4: the compiler has no OpenMP: the OpenMP row is skipped");
   }
-  figure_add("W4 forkpool 2 workers", "s", &fpt, NULL,
+  figure_add("W4 forkpool 2 workers", "s", &fpt[t], NULL,
              "64 fp_submitf of [lo, hi], then every result");
-  figure *f = figure_add("W4 forkpool speedup", "x", &fpsp, o,
+  figure *f = figure_add("W4 forkpool speedup", "x", &fpsp[t], o,
                          "serial time / forkpool time, same repetition");
   if (o != NULL)
     figure_target(f, f->ratio >= 0.98, ">= 0.98x OpenMP's speedup");
@@ -485,10 +539,10 @@ void run_w4(const bench_cfg *c)
    * overlaps; the fastest run of each is the least disturbed. */
   series bo = {0}, bf = {0};
   double smin = series_min(&serial);
-  series_add(&bf, smin / series_min(&fpt));
+  series_add(&bf, smin / series_min(&fpt[t]));
   figure *ob = NULL;
   if (o != NULL) {
-    series_add(&bo, smin / series_min(&ompt));
+    series_add(&bo, smin / series_min(&ompt[t]));
     ob = figure_add("W4 OpenMP speedup, fastest runs", "x", &bo, NULL,
                     "fastest serial / fastest OpenMP run: the least "
                     "disturbed by other processes");
@@ -496,6 +550,25 @@ void run_w4(const bench_cfg *c)
   figure_add("W4 forkpool speedup, fastest runs", "x", &bf, ob,
              "fastest serial / fastest forkpool run (no target: the "
              "target is on medians)");
+
+  /* The rest of the curve, each count against OpenMP with as many threads. */
+  for (int k = 0; k < W4_N; k++) {
+    if (k == t)
+      continue;
+    char name[80];
+    figure *ok = NULL;
+    if (have_openmp()) {
+      snprintf(name, sizeof name, "W4 OpenMP speedup, %u threads",
+               w4_counts[k]);
+      ok = figure_add(name, "x", &omp[k], NULL,
+                      k ? "" : "the curve: 1, 4 and 8 threads, as above");
+    }
+    snprintf(name, sizeof name, "W4 forkpool speedup, %u workers",
+             w4_counts[k]);
+    figure_add(name, "x", &fpsp[k], ok,
+               k ? "" : "the curve: 1, 4 and 8 workers, as above");
+  }
+  w4_data(fpsp, omp);
 }
 
 /* --- W5: payload bandwidth ------------------------------------------------------------ */
@@ -795,6 +868,29 @@ static series *pick_sub(w8_series *s) { return &s->sub; }
 static series *pick_res(w8_series *s) { return &s->res; }
 static series *pick_map(w8_series *s) { return &s->map; }
 
+/* W8 data for plots: workers, then the parent's CPU per task, ns, of the
+ * submit loop, the results loop, both, and per map item. */
+static void w8_data(w8_series *s)
+{
+  FILE *fp = bench_data("w8.dat");
+  if (fp == NULL)
+    return;
+  fprintf(fp, "# W8: parent CPU (getrusage) per task, ns, against workers; "
+          "medians and ranges; %ld online CPUs\n"
+          "# workers submit_med min max results_med min max "
+          "submit+results_med min max map_med min max\n",
+          sysconf(_SC_NPROCESSORS_ONLN));
+  for (int k = 0; k < W8_N; k++) {
+    fprintf(fp, "%u", w8_counts[k]);
+    data_cols(fp, &s[k].sub);
+    data_cols(fp, &s[k].res);
+    data_cols(fp, &s[k].all);
+    data_cols(fp, &s[k].map);
+    fputc('\n', fp);
+  }
+  fclose(fp);
+}
+
 void run_w8(const bench_cfg *c)
 {
   double t0 = now_s();
@@ -844,6 +940,7 @@ void run_w8(const bench_cfg *c)
   snprintf(note, sizeof note, "parent CPU / %zu: fp_map of x*x over a "
            "msgpack array, automatic chunks, until fp_map_destroy", items);
   w8_rows("map CPU", "ns/item", note, s, pick_map, 1);
+  w8_data(s);
   bench_log("W8: %.1f s", now_s() - t0);
 }
 
