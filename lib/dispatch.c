@@ -27,6 +27,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
 
 #define FP__PIPELINE_NS ((int64_t)1000 * 1000)
 #define FP__PIPELINE_MAX 256
@@ -123,9 +126,44 @@ void fp__pool_unlock(fp_pool *p)
  * stale (its worker died, filled up, wrote everything); it is checked when
  * taken, and an answer or a new channel puts the slot back.
  */
+/*
+ * The dispatcher's own epoll set, for a transport that takes its events
+ * (ep_event): a pass then costs the descriptors that are ready, where
+ * poll() would walk two per worker.  Without epoll, or without a
+ * descriptor for it, the dispatcher polls as before: 0 either way, or
+ * FP_ENOMEM.
+ */
+#define FP__EVS_MAX 1024 /* events taken per pass; the rest wait for the next */
+static int ev_init(fp_pool *p)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->tr->ep_event == NULL)
+    return 0;
+  size_t n = 2 * (size_t)p->nslots + 2;
+  n = n < FP__EVS_MAX ? n : FP__EVS_MAX;
+  struct epoll_event *evs = calloc(n, sizeof *evs);
+  if (evs == NULL)
+    return FP_ENOMEM;
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd >= 0)
+    fd = fp__fd_high(fd);
+  if (fd < 0) {
+    free(evs);
+    return 0; /* out of descriptors: poll() needs none */
+  }
+  p->evfd = fd;
+  p->evs = evs;
+  p->nevs = (unsigned)n;
+#else
+  (void)p;
+#endif
+  return 0;
+}
+
 int fp__sched_init(fp_pool *p)
 {
   size_t n = p->nslots;
+  p->evfd = p->ev_ctl = -1;
   unsigned *v = calloc(1, 3 * n * sizeof *v + n);
   if (v == NULL)
     return FP_ENOMEM;
@@ -134,13 +172,18 @@ int fp__sched_init(fp_pool *p)
   p->sendq.v = v + 2 * n;
   p->ringed = (unsigned char *)(v + 3 * n);
   p->last_pick = -1;
-  return 0;
+  return ev_init(p);
 }
 
 void fp__sched_free(fp_pool *p)
 {
   free(p->idle.v);
   p->idle.v = NULL;
+  if (p->evs != NULL) /* evfd is ours (a forked child's is a copy) */
+    close(p->evfd);
+  free(p->evs);
+  p->evs = NULL;
+  p->evfd = -1;
 }
 
 static void ring_put(fp_pool *p, fp__slotq *q, unsigned bit, unsigned i)
@@ -588,7 +631,7 @@ static int send_slot(fp_pool *p, unsigned i, int all)
   fp__slot *s = &p->slots[i];
   if (s->send != NULL && (all || flush_now(s)))
     p->tr->send(p, i);
-  if (p->epfd >= 0)
+  if (fp__ep_set(p) >= 0)
     p->tr->ep_sync(p, i); /* its send cursor may have come or gone */
   return s->send != NULL && s->blocked;
 }
@@ -743,6 +786,14 @@ static int check_deadlines(fp_pool *p)
 
 /* --- The run loop -------------------------------------------------------- */
 
+static void drain_wake(fp_pool *p)
+{
+  char drain[64];
+  while (read(p->wake[0], drain, sizeof drain) > 0)
+    ;
+  p->wake_pending = 0;
+}
+
 /* The poll set: the fork server's socket, the wake pipe, then what each
  * slot's transport asks for. */
 static int build_pollset(fp_pool *p)
@@ -772,10 +823,7 @@ static void handle_events(fp_pool *p, int n)
     if (who == -1) {
       ctl_ready = 1;
     } else if (who == -2) {
-      char drain[64];
-      while (read(p->wake[0], drain, sizeof drain) > 0)
-        ;
-      p->wake_pending = 0;
+      drain_wake(p);
     } else {
       p->tr->poll_event(p, (unsigned)who, &p->pfd[k]);
       time_batch(p, (unsigned)who);
@@ -786,16 +834,103 @@ static void handle_events(fp_pool *p, int n)
     fp__supervise_ctl(p);
 }
 
+/* Waits with poll() over every slot's descriptors, then handles them. */
+static int wait_poll(fp_pool *p, int timeout_ms)
+{
+  int n = build_pollset(p);
+  p->polling = 1;
+  pthread_mutex_unlock(&p->lock);
+  int r = poll(p->pfd, (nfds_t)n, timeout_ms);
+  int saved = errno;
+  pthread_mutex_lock(&p->lock);
+  p->polling = 0;
+  if (r < 0 && saved != EINTR)
+    return -saved;
+  if (r > 0)
+    handle_events(p, n);
+  return 0;
+}
+
+#ifdef HAVE_SYS_EPOLL_H
+/*
+ * The wake pipe and the fork server's socket in the dispatcher's set.  The
+ * socket is one-shot, armed again after its messages are read: supervise.c
+ * and pool.c close it without a word to us, and a copy held by a process
+ * the caller forked would keep a level-triggered entry reporting it for
+ * ever.  One-shot, such an entry reports once, and is told apart by the
+ * descriptor we hold then.
+ */
+static void ev_arm(fp_pool *p)
+{
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = FP__EV_WAKE};
+  if (!p->ev_wake && p->wake[0] >= 0 &&
+      epoll_ctl(p->evfd, EPOLL_CTL_ADD, p->wake[0], &ev) == 0)
+    p->ev_wake = 1;
+  if (p->ctl_fd < 0 || (p->ev_ctl == p->ctl_fd && p->ev_ctl_armed))
+    return;
+  ev = (struct epoll_event){.events = EPOLLIN | EPOLLONESHOT,
+                            .data.u64 = FP__EV_CTL};
+  int op = p->ev_ctl == p->ctl_fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(p->evfd, op, p->ctl_fd, &ev) == 0) {
+    p->ev_ctl = p->ctl_fd;
+    p->ev_ctl_armed = 1;
+  }
+}
+
+/* Waits on the dispatcher's epoll set, then handles what is ready. */
+static int wait_epoll(fp_pool *p, int timeout_ms)
+{
+  ev_arm(p);
+  struct epoll_event *evs = p->evs;
+  p->polling = 1;
+  pthread_mutex_unlock(&p->lock);
+  int r = epoll_wait(p->evfd, evs, (int)p->nevs, timeout_ms);
+  int saved = errno;
+  pthread_mutex_lock(&p->lock);
+  p->polling = 0;
+  if (r < 0 && saved != EINTR)
+    return -saved;
+  int ctl_ready = 0;
+  for (int k = 0; k < r; k++) {
+    uint64_t tag = evs[k].data.u64;
+    if (tag == FP__EV_WAKE) {
+      drain_wake(p);
+    } else if (tag == FP__EV_CTL) {
+      p->ev_ctl_armed = 0;
+      ctl_ready = p->ctl_fd >= 0 && p->ctl_fd == p->ev_ctl;
+    } else if ((tag >> 1) < p->nslots) {
+      unsigned i = (unsigned)(tag >> 1);
+      p->tr->ep_event(p, i, (unsigned)(tag & 1), evs[k].events);
+      time_batch(p, i);
+    }
+  }
+  /* Last: its messages may close and reopen slots' channels. */
+  if (ctl_ready)
+    fp__supervise_ctl(p);
+  return 0;
+}
+#endif
+
 void fp__ep_sync(fp_pool *p)
 {
   if (p->epfd < 0)
     return;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->evfd >= 0) {
+    /* The slots are in our set, and our set in the caller's. */
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = FP__EV_WAKE};
+    if (!p->ev_user && (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) == 0 ||
+                        errno == EEXIST))
+      p->ev_user = 1;
+    return;
+  }
+#endif
   for (unsigned i = 0; i < p->nslots; i++)
     p->tr->ep_sync(p, i);
 }
 
 /*
- * One dispatcher pass: poll for up to timeout_ms (less if a deadline falls
+ * One dispatcher pass: wait for up to timeout_ms (less if a deadline falls
  * sooner) without the lock, handle what is ready, hand out work, run
  * callbacks.  Called with the lock held.
  */
@@ -812,17 +947,15 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
     timeout_ms = next;
   if (p->ndone != done)
     timeout_ms = 0; /* it read answers: report them without waiting */
-  int n = build_pollset(p);
-  p->polling = 1;
-  pthread_mutex_unlock(&p->lock);
-  int r = poll(p->pfd, (nfds_t)n, timeout_ms);
-  int saved = errno;
-  pthread_mutex_lock(&p->lock);
-  p->polling = 0;
-  if (r < 0 && saved != EINTR)
-    return -saved;
-  if (r > 0)
-    handle_events(p, n);
+  int rc;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->evfd >= 0)
+    rc = wait_epoll(p, timeout_ms);
+  else
+#endif
+    rc = wait_poll(p, timeout_ms);
+  if (rc != 0)
+    return rc;
   check_deadlines(p);
   p->since_pass = 0;
   fp__schedule(p, 1);
