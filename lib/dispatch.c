@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,21 @@ static int ev_init(fp_pool *p)
   return 0;
 }
 
+/* The CPUs this process may run on, which the fork server and its workers
+ * inherit; at least 1. */
+static unsigned cpus_allowed(void)
+{
+  long n = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    n = CPU_COUNT(&set);
+#endif
+  if (n <= 0)
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n <= 0 ? 1 : n > INT_MAX ? INT_MAX : (unsigned)n;
+}
+
 int fp__sched_init(fp_pool *p)
 {
   size_t n = p->nslots;
@@ -172,6 +188,7 @@ int fp__sched_init(fp_pool *p)
   p->sendq.v = v + 2 * n;
   p->ringed = (unsigned char *)(v + 3 * n);
   p->last_pick = -1;
+  p->ncpus = cpus_allowed();
   return ev_init(p);
 }
 
@@ -548,6 +565,17 @@ void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
  * about FP__PIPELINE_NS of work, so that short tasks travel in batches and
  * long ones stay at 2, where an idle worker never waits behind a busy one
  * for more than one task.
+ *
+ * The time per task is the dispatcher's clock, from a task's start to its
+ * answer, and with more workers than CPUs that clock also runs while a
+ * worker waits for a CPU: 256 workers on 2 CPUs each get 1/128 of one, a
+ * task of 2 us seems to take hundreds, the window falls to 2 and the parent
+ * pays a write and a read for every task or two.  So with more workers
+ * than CPUs a task counts its share of a CPU, ncpus / nslots of the time it
+ * seemed to take: what it would take with the CPUs to itself.  (The CPU
+ * time a worker stamps would say the same of a task that computes, but
+ * count nothing for one that sleeps or waits for I/O, which would then get
+ * a window of 256 and keep its worker's queue long.)
  */
 static unsigned window(const fp_pool *p)
 {
@@ -555,7 +583,10 @@ static unsigned window(const fp_pool *p)
     return p->opts.max_inflight;
   if (p->avg_run_ns <= 0)
     return 2;
-  int64_t w = FP__PIPELINE_NS / p->avg_run_ns;
+  int64_t per = p->avg_run_ns;
+  if (p->nslots > p->ncpus)
+    per = per * p->ncpus / p->nslots;
+  int64_t w = FP__PIPELINE_NS / (per > 0 ? per : 1);
   return w < 2 ? 2 : w > FP__PIPELINE_MAX ? FP__PIPELINE_MAX : (unsigned)w;
 }
 
