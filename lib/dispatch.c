@@ -970,8 +970,11 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
   uint64_t done = p->ndone;
   /* Work queued outside a pass (a task put back, a worker found ready by a
    * cancel that read its pipe first) is handed out before we sleep, or
-   * nothing would wake us; and before the deadlines, which start with it. */
-  if (p->qhead != NULL)
+   * nothing would wake us; and before the deadlines, which start with it.
+   * Frames that submits let gather go out now too: the wait watches a task
+   * pipe only while it is full (pipe.c), so they would otherwise wait for
+   * their worker's next answer, and it could run dry meanwhile. */
+  if (p->qhead != NULL || p->sendq.len != 0)
     fp__schedule(p, 1);
   int next = check_deadlines(p);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
