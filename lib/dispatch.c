@@ -22,11 +22,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_EPOLL_H
+#include <sys/epoll.h>
+#endif
 
 #define FP__PIPELINE_NS ((int64_t)1000 * 1000)
 #define FP__PIPELINE_MAX 256
@@ -123,9 +127,59 @@ void fp__pool_unlock(fp_pool *p)
  * stale (its worker died, filled up, wrote everything); it is checked when
  * taken, and an answer or a new channel puts the slot back.
  */
+/*
+ * The dispatcher's own epoll set, for a transport that takes its events
+ * (ep_event): a pass then costs the descriptors that are ready, where
+ * poll() would walk two per worker.  Without epoll, or without a
+ * descriptor for it, the dispatcher polls as before: 0 either way, or
+ * FP_ENOMEM.
+ */
+#define FP__EVS_MAX 1024 /* events taken per pass; the rest wait for the next */
+static int ev_init(fp_pool *p)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->tr->ep_event == NULL)
+    return 0;
+  size_t n = 2 * (size_t)p->nslots + 2;
+  n = n < FP__EVS_MAX ? n : FP__EVS_MAX;
+  struct epoll_event *evs = calloc(n, sizeof *evs);
+  if (evs == NULL)
+    return FP_ENOMEM;
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd >= 0)
+    fd = fp__fd_high(fd);
+  if (fd < 0) {
+    free(evs);
+    return 0; /* out of descriptors: poll() needs none */
+  }
+  p->evfd = fd;
+  p->evs = evs;
+  p->nevs = (unsigned)n;
+#else
+  (void)p;
+#endif
+  return 0;
+}
+
+/* The CPUs this process may run on, which the fork server and its workers
+ * inherit; at least 1. */
+static unsigned cpus_allowed(void)
+{
+  long n = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    n = CPU_COUNT(&set);
+#endif
+  if (n <= 0)
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n <= 0 ? 1 : n > INT_MAX ? INT_MAX : (unsigned)n;
+}
+
 int fp__sched_init(fp_pool *p)
 {
   size_t n = p->nslots;
+  p->evfd = p->ev_ctl = -1;
   unsigned *v = calloc(1, 3 * n * sizeof *v + n);
   if (v == NULL)
     return FP_ENOMEM;
@@ -134,13 +188,19 @@ int fp__sched_init(fp_pool *p)
   p->sendq.v = v + 2 * n;
   p->ringed = (unsigned char *)(v + 3 * n);
   p->last_pick = -1;
-  return 0;
+  p->ncpus = cpus_allowed();
+  return ev_init(p);
 }
 
 void fp__sched_free(fp_pool *p)
 {
   free(p->idle.v);
   p->idle.v = NULL;
+  if (p->evs != NULL) /* evfd is ours (a forked child's is a copy) */
+    close(p->evfd);
+  free(p->evs);
+  p->evs = NULL;
+  p->evfd = -1;
 }
 
 static void ring_put(fp_pool *p, fp__slotq *q, unsigned bit, unsigned i)
@@ -505,6 +565,17 @@ void fp__dispatch_frame(fp_pool *p, unsigned i, char *owned,
  * about FP__PIPELINE_NS of work, so that short tasks travel in batches and
  * long ones stay at 2, where an idle worker never waits behind a busy one
  * for more than one task.
+ *
+ * The time per task is the dispatcher's clock, from a task's start to its
+ * answer, and with more workers than CPUs that clock also runs while a
+ * worker waits for a CPU: 256 workers on 2 CPUs each get 1/128 of one, a
+ * task of 2 us seems to take hundreds, the window falls to 2 and the parent
+ * pays a write and a read for every task or two.  So with more workers
+ * than CPUs a task counts its share of a CPU, ncpus / nslots of the time it
+ * seemed to take: what it would take with the CPUs to itself.  (The CPU
+ * time a worker stamps would say the same of a task that computes, but
+ * count nothing for one that sleeps or waits for I/O, which would then get
+ * a window of 256 and keep its worker's queue long.)
  */
 static unsigned window(const fp_pool *p)
 {
@@ -512,7 +583,10 @@ static unsigned window(const fp_pool *p)
     return p->opts.max_inflight;
   if (p->avg_run_ns <= 0)
     return 2;
-  int64_t w = FP__PIPELINE_NS / p->avg_run_ns;
+  int64_t per = p->avg_run_ns;
+  if (p->nslots > p->ncpus)
+    per = per * p->ncpus / p->nslots;
+  int64_t w = FP__PIPELINE_NS / (per > 0 ? per : 1);
   return w < 2 ? 2 : w > FP__PIPELINE_MAX ? FP__PIPELINE_MAX : (unsigned)w;
 }
 
@@ -588,7 +662,7 @@ static int send_slot(fp_pool *p, unsigned i, int all)
   fp__slot *s = &p->slots[i];
   if (s->send != NULL && (all || flush_now(s)))
     p->tr->send(p, i);
-  if (p->epfd >= 0)
+  if (fp__ep_set(p) >= 0)
     p->tr->ep_sync(p, i); /* its send cursor may have come or gone */
   return s->send != NULL && s->blocked;
 }
@@ -743,6 +817,14 @@ static int check_deadlines(fp_pool *p)
 
 /* --- The run loop -------------------------------------------------------- */
 
+static void drain_wake(fp_pool *p)
+{
+  char drain[64];
+  while (read(p->wake[0], drain, sizeof drain) > 0)
+    ;
+  p->wake_pending = 0;
+}
+
 /* The poll set: the fork server's socket, the wake pipe, then what each
  * slot's transport asks for. */
 static int build_pollset(fp_pool *p)
@@ -772,10 +854,7 @@ static void handle_events(fp_pool *p, int n)
     if (who == -1) {
       ctl_ready = 1;
     } else if (who == -2) {
-      char drain[64];
-      while (read(p->wake[0], drain, sizeof drain) > 0)
-        ;
-      p->wake_pending = 0;
+      drain_wake(p);
     } else {
       p->tr->poll_event(p, (unsigned)who, &p->pfd[k]);
       time_batch(p, (unsigned)who);
@@ -786,32 +865,9 @@ static void handle_events(fp_pool *p, int n)
     fp__supervise_ctl(p);
 }
 
-void fp__ep_sync(fp_pool *p)
+/* Waits with poll() over every slot's descriptors, then handles them. */
+static int wait_poll(fp_pool *p, int timeout_ms)
 {
-  if (p->epfd < 0)
-    return;
-  for (unsigned i = 0; i < p->nslots; i++)
-    p->tr->ep_sync(p, i);
-}
-
-/*
- * One dispatcher pass: poll for up to timeout_ms (less if a deadline falls
- * sooner) without the lock, handle what is ready, hand out work, run
- * callbacks.  Called with the lock held.
- */
-int fp__poll_once(fp_pool *p, int timeout_ms)
-{
-  uint64_t done = p->ndone;
-  /* Work queued outside a pass (a task put back, a worker found ready by a
-   * cancel that read its pipe first) is handed out before we sleep, or
-   * nothing would wake us; and before the deadlines, which start with it. */
-  if (p->qhead != NULL)
-    fp__schedule(p, 1);
-  int next = check_deadlines(p);
-  if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
-    timeout_ms = next;
-  if (p->ndone != done)
-    timeout_ms = 0; /* it read answers: report them without waiting */
   int n = build_pollset(p);
   p->polling = 1;
   pthread_mutex_unlock(&p->lock);
@@ -823,6 +879,117 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
     return -saved;
   if (r > 0)
     handle_events(p, n);
+  return 0;
+}
+
+#ifdef HAVE_SYS_EPOLL_H
+/*
+ * The wake pipe and the fork server's socket in the dispatcher's set.  The
+ * socket is one-shot, armed again after its messages are read: supervise.c
+ * and pool.c close it without a word to us, and a copy held by a process
+ * the caller forked would keep a level-triggered entry reporting it for
+ * ever.  One-shot, such an entry reports once, and is told apart by the
+ * descriptor we hold then.
+ */
+static void ev_arm(fp_pool *p)
+{
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = FP__EV_WAKE};
+  if (!p->ev_wake && p->wake[0] >= 0 &&
+      epoll_ctl(p->evfd, EPOLL_CTL_ADD, p->wake[0], &ev) == 0)
+    p->ev_wake = 1;
+  if (p->ctl_fd < 0 || (p->ev_ctl == p->ctl_fd && p->ev_ctl_armed))
+    return;
+  ev = (struct epoll_event){.events = EPOLLIN | EPOLLONESHOT,
+                            .data.u64 = FP__EV_CTL};
+  int op = p->ev_ctl == p->ctl_fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(p->evfd, op, p->ctl_fd, &ev) == 0) {
+    p->ev_ctl = p->ctl_fd;
+    p->ev_ctl_armed = 1;
+  }
+}
+
+/* Waits on the dispatcher's epoll set, then handles what is ready. */
+static int wait_epoll(fp_pool *p, int timeout_ms)
+{
+  ev_arm(p);
+  struct epoll_event *evs = p->evs;
+  p->polling = 1;
+  pthread_mutex_unlock(&p->lock);
+  int r = epoll_wait(p->evfd, evs, (int)p->nevs, timeout_ms);
+  int saved = errno;
+  pthread_mutex_lock(&p->lock);
+  p->polling = 0;
+  if (r < 0 && saved != EINTR)
+    return -saved;
+  int ctl_ready = 0;
+  for (int k = 0; k < r; k++) {
+    uint64_t tag = evs[k].data.u64;
+    if (tag == FP__EV_WAKE) {
+      drain_wake(p);
+    } else if (tag == FP__EV_CTL) {
+      p->ev_ctl_armed = 0;
+      ctl_ready = p->ctl_fd >= 0 && p->ctl_fd == p->ev_ctl;
+    } else if ((tag >> 1) < p->nslots) {
+      unsigned i = (unsigned)(tag >> 1);
+      p->tr->ep_event(p, i, (unsigned)(tag & 1), evs[k].events);
+      time_batch(p, i);
+    }
+  }
+  /* Last: its messages may close and reopen slots' channels. */
+  if (ctl_ready)
+    fp__supervise_ctl(p);
+  return 0;
+}
+#endif
+
+void fp__ep_sync(fp_pool *p)
+{
+  if (p->epfd < 0)
+    return;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->evfd >= 0) {
+    /* The slots are in our set, and our set in the caller's. */
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = FP__EV_WAKE};
+    if (!p->ev_user && (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->evfd, &ev) == 0 ||
+                        errno == EEXIST))
+      p->ev_user = 1;
+    return;
+  }
+#endif
+  for (unsigned i = 0; i < p->nslots; i++)
+    p->tr->ep_sync(p, i);
+}
+
+/*
+ * One dispatcher pass: wait for up to timeout_ms (less if a deadline falls
+ * sooner) without the lock, handle what is ready, hand out work, run
+ * callbacks.  Called with the lock held.
+ */
+int fp__poll_once(fp_pool *p, int timeout_ms)
+{
+  uint64_t done = p->ndone;
+  /* Work queued outside a pass (a task put back, a worker found ready by a
+   * cancel that read its pipe first) is handed out before we sleep, or
+   * nothing would wake us; and before the deadlines, which start with it.
+   * Frames that submits let gather go out now too: the wait watches a task
+   * pipe only while it is full (pipe.c), so they would otherwise wait for
+   * their worker's next answer, and it could run dry meanwhile. */
+  if (p->qhead != NULL || p->sendq.len != 0)
+    fp__schedule(p, 1);
+  int next = check_deadlines(p);
+  if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+    timeout_ms = next;
+  if (p->ndone != done)
+    timeout_ms = 0; /* it read answers: report them without waiting */
+  int rc;
+#ifdef HAVE_SYS_EPOLL_H
+  if (p->evfd >= 0)
+    rc = wait_epoll(p, timeout_ms);
+  else
+#endif
+    rc = wait_poll(p, timeout_ms);
+  if (rc != 0)
+    return rc;
   check_deadlines(p);
   p->since_pass = 0;
   fp__schedule(p, 1);

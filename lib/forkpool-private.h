@@ -598,12 +598,21 @@ typedef struct fp__transport {
   void (*close)(fp_pool *pool, unsigned slot, int dir);
   /* The same in a forked child's copy of the pool: only our copies. */
   void (*forget)(fp_pool *pool, unsigned slot);
-  /* Its descriptors for poll(), at pfd: how many (at most 2). */
+  /* Its descriptors for poll(), at pfd: how many (at most 2).  Used each
+   * pass when the dispatcher has no epoll set of its own (no ep_event, or
+   * no epoll). */
   int (*poll_add)(fp_pool *pool, unsigned slot, struct pollfd *pfd);
   /* poll() set revents on one of them. */
   void (*poll_event)(fp_pool *pool, unsigned slot, const struct pollfd *pfd);
-  /* Keeps its descriptors in the epoll set behind fp_pool_fd (epfd >= 0). */
+  /* Keeps its descriptors in the epoll set fp__ep_set names, tagged
+   * fp__ev_tag(slot, which), whenever its channel or send cursor changes
+   * (and again when the dispatcher asks). */
   void (*ep_sync)(fp_pool *pool, unsigned slot);
+  /* epoll said events (EPOLLIN, ...) on its descriptor which, in the
+   * dispatcher's own set.  NULL: the transport's descriptors are polled
+   * every pass (poll_add), and the dispatcher keeps no set of its own. */
+  void (*ep_event)(fp_pool *pool, unsigned slot, unsigned which,
+                   uint32_t events);
   /* Once the worker is gone: 1 if it never read a byte of its oldest
    * task's frame, which then never started; 0 if it may have.  NULL: 0. */
   int (*unread)(fp_pool *pool, unsigned slot);
@@ -688,6 +697,16 @@ struct fp_pool {
                              grace */
   struct pollfd *pfd;     /* the poll set: ctl, wake, then two per slot */
   int *pfd_who;           /* the slot of each entry; < 0 for ctl and wake */
+  int evfd;               /* the dispatcher's own epoll set (transports
+                             with ep_event): ctl, wake and the slots'
+                             descriptors, so that a pass costs what is
+                             ready, not the number of workers; -1: poll() */
+  void *evs;              /* epoll_wait's array, nevs entries */
+  unsigned nevs;
+  int ev_ctl;             /* ctl_fd as registered in evfd (one-shot); -1 */
+  int ev_ctl_armed;       /* ... and armed */
+  int ev_wake;            /* wake[0] is in evfd */
+  int ev_user;            /* evfd is in epfd, fp_pool_fd's set */
   fp_future *qhead, *qtail; /* PENDING tasks, oldest first */
   fp_future *cbq;         /* final futures whose callbacks must run */
   atomic_uint_fast64_t next_id;
@@ -701,6 +720,7 @@ struct fp_pool {
   unsigned deaths_unanswered; /* worker deaths since a task was answered */
   unsigned deaths_unready; /* deaths before READY since a worker was ready */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
+  unsigned ncpus;         /* CPUs the workers may run on, at create */
   unsigned since_pass;    /* submits since the last dispatcher pass */
   unsigned oom_starts;    /* new workers in a row whose READY we could not
                              read for want of memory */
@@ -746,8 +766,9 @@ int fp__poll_once(fp_pool *pool, int timeout_ms);
 /* Hands queued tasks to workers; sends all frames, or (all == 0, on
  * submit) only where a worker may run dry or a batch has gathered. */
 void fp__schedule(fp_pool *pool, int all);
-/* The scheduler's rings for nslots slots: 0 or FP_ENOMEM; freed by
- * fp__sched_free (also after a failed init). */
+/* The scheduler's rings for nslots slots, and the dispatcher's epoll set
+ * when the transport takes its events (without one it polls): 0 or
+ * FP_ENOMEM; freed by fp__sched_free (also after a failed init). */
 int fp__sched_init(fp_pool *pool);
 void fp__sched_free(fp_pool *pool);
 /* Slot's channel opened: its worker may take work. */
@@ -756,8 +777,23 @@ void fp__wake_poller(fp_pool *pool);
 /* Waits on the pool's condition until broadcast or deadline (-1: none). */
 void fp__cond_wait_until(fp_pool *pool, int64_t deadline);
 void fp__signal_done(fp_pool *pool);
-/* Keeps every slot's descriptors in the epoll set behind fp_pool_fd. */
+/* Keeps every slot's descriptors in the epoll set behind fp_pool_fd (or,
+ * with the dispatcher's own set, that set in it). */
 void fp__ep_sync(fp_pool *pool);
+/* The epoll set the slots' descriptors belong in: the dispatcher's own,
+ * else fp_pool_fd's, else none (-1). */
+static inline int fp__ep_set(const fp_pool *pool)
+{
+  return pool->evfd >= 0 ? pool->evfd : pool->epfd;
+}
+/* The epoll tag of slot's descriptor which (0 or 1); FP__EV_CTL and
+ * FP__EV_WAKE are the dispatcher's own. */
+static inline uint64_t fp__ev_tag(unsigned slot, unsigned which)
+{
+  return (uint64_t)slot << 1 | which;
+}
+#define FP__EV_WAKE UINT64_MAX
+#define FP__EV_CTL (UINT64_MAX - 1)
 /* A frame from slot's worker, from its transport.  body is lent (valid
  * until the call returns), or malloc'd and then owned == body, which this
  * takes. */

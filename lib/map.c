@@ -79,6 +79,8 @@ struct fp_map_iter {
   double cpu_share;      /* automatic mode: of a CPU, what a busy worker
                             gets, at most 1 (see learn) */
   size_t prev_n;         /* automatic mode: the last chunk cut; 0: none */
+  int timed;             /* automatic mode: the time per item is known,
+                            from the pool or from a chunk (learn) */
   int stop;              /* the pool refused work (FP_EBROKEN,
                             FP_ESHUTDOWN): no item is taken any more, and
                             this is returned once none is left to give */
@@ -167,9 +169,12 @@ static size_t chunk_goal(const fp_map_iter *m)
   if (m->o.deadline_ms > 0 && m->pool->shm.base == NULL)
     goal = 1;
   if (m->o.chunksize == 0) {
+    /* What is left is cut in at least 4 chunks per worker that can run
+     * at once: with more workers than CPUs, per CPU. */
+    size_t par = workers < m->pool->ncpus ? workers : m->pool->ncpus;
     size_t twice = m->prev_n != 0 ? 2 * m->prev_n : 1;
     size_t share = m->total != 0
-                       ? (m->total - m->taken) / (4 * workers) + 1 : goal;
+                       ? (m->total - m->taken) / (4 * par) + 1 : goal;
     goal = goal < twice ? goal : twice;
     goal = goal < share ? goal : share;
   }
@@ -180,7 +185,11 @@ static size_t chunk_goal(const fp_map_iter *m)
   }
   if (m->nchunks >= workers && m->inflight_bytes >= FP__INFLIGHT_BYTES)
     return 0;
-  if (m->nchunks >= 2 * workers && m->inflight >= FP__MIN_ITEMS * workers)
+  /* Until the time per item is known, no more than two chunks per worker:
+   * at one item each, FP__MIN_ITEMS per worker is a message per item. */
+  if (m->nchunks >= 2 * workers &&
+      (m->inflight >= FP__MIN_ITEMS * workers ||
+       (m->o.chunksize == 0 && !m->timed)))
     return 0;
   return goal;
 }
@@ -511,6 +520,7 @@ static void learn(fp_map_iter *m, const chunk *c)
   }
   m->sum_ns += c->f->run_ns > 0 ? (double)c->f->run_ns : 0;
   m->sum_items += c->n;
+  m->timed = 1;
   /* The dispatcher's clock also runs while a worker waits for a CPU: with
    * more workers than CPUs, an item seems to take workers / CPUs times its
    * time, the chunks shrink to one item and the parent's work per item
@@ -520,6 +530,26 @@ static void learn(fp_map_iter *m, const chunk *c)
   double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
   m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
                                                      : (size_t)want;
+}
+
+/*
+ * The automatic chunk size before this map has timed a chunk: from the
+ * pool's time per item if it has run work already, else 1.  Starting at 1
+ * costs a message per item until the first answers are in, and up to
+ * FP__MIN_ITEMS items per worker go out so: with 256 workers, thousands of
+ * messages for a map that needs a hundred.
+ */
+static size_t first_chunksize(fp_map_iter *m)
+{
+  fp__pool_lock(m->pool);
+  int64_t avg = m->pool->avg_run_ns;
+  fp__pool_unlock(m->pool);
+  if (avg <= 0)
+    return 1;
+  m->timed = 1;
+  double per = (double)avg * m->cpu_share;
+  double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
+  return want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX : (size_t)want;
 }
 
 /* Picks a finished chunk to yield: the oldest, or in unordered mode any. */
@@ -810,8 +840,8 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
   m->arr_left = n_items;
   m->arr_off = off;
   m->total = n_items;
-  m->chunksize = o.chunksize ? o.chunksize : 1;
   m->cpu_share = cpu_share(pool);
+  m->chunksize = o.chunksize ? o.chunksize : first_chunksize(m);
   m->end = o.timeout_ms > 0 ? fp__now_ms() + o.timeout_ms : -1;
   rc = top_up(m);
   if ((rc < 0 && m->head == NULL) || m->stop != 0) {

@@ -16,19 +16,57 @@
 #include <sys/epoll.h>
 #endif
 
+/* Leaves the epoll set before the close: a copy of the descriptor in a
+ * process the caller forked would keep it there, reporting events for a
+ * descriptor we no longer have. */
 static void close_fd(fp_pool *p, int *fd, uint32_t *ep)
 {
   if (*fd < 0)
     return;
 #ifdef HAVE_SYS_EPOLL_H
-  if (p->epfd >= 0 && *ep != 0)
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
+  if (fp__ep_set(p) >= 0 && *ep != 0)
+    epoll_ctl(fp__ep_set(p), EPOLL_CTL_DEL, *fd, NULL);
 #else
   (void)p;
 #endif
   *ep = 0;
   close(*fd);
   *fd = -1;
+}
+
+/*
+ * Keeps slot i's descriptors in the epoll set (fp__ep_set), level
+ * triggered: the result pipe while it is open, the task pipe while frames
+ * wait that it did not take (blocked).  Frames merely gathered are written
+ * by the next pass, which the submit that gathered them wakes, or which
+ * the worker's next answer brings: watching the task pipe for them would
+ * cost two epoll_ctl per batch and wake the dispatcher at once.  A call
+ * that changes nothing makes no system call.
+ */
+static void pipe_ep_sync(fp_pool *p, unsigned i)
+{
+#ifdef HAVE_SYS_EPOLL_H
+  fp__slot *s = &p->slots[i];
+  fp__pipe_chan *c = &s->pipe;
+  int set = fp__ep_set(p);
+  if (set < 0)
+    return;
+  uint32_t want_out = c->out_fd >= 0 ? EPOLLIN : 0;
+  uint32_t want_in = c->in_fd >= 0 && s->send && s->blocked ? EPOLLOUT : 0;
+  struct epoll_event ev = {.events = want_out, .data.u64 = fp__ev_tag(i, 0)};
+  if (want_out != c->ep_out && want_out)
+    epoll_ctl(set, c->ep_out ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->out_fd, &ev);
+  c->ep_out = want_out; /* only close_fd takes it out */
+  ev = (struct epoll_event){.events = want_in, .data.u64 = fp__ev_tag(i, 1)};
+  if (want_in != c->ep_in && want_in)
+    epoll_ctl(set, c->ep_in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->in_fd, &ev);
+  else if (want_in != c->ep_in)
+    epoll_ctl(set, EPOLL_CTL_DEL, c->in_fd, NULL);
+  c->ep_in = want_in;
+#else
+  (void)p;
+  (void)i;
+#endif
 }
 
 /* What was written from the oldest task's frame on, as the task pipe
@@ -100,6 +138,7 @@ static int pipe_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
   s->can_send = s->can_recv = 1;
   if (fp__set_nonblock(c->in_fd) != 0 || fp__set_nonblock(c->out_fd) != 0)
     return FP_EBROKEN;
+  pipe_ep_sync(p, i); /* its results are watched from now on */
   return 0;
 }
 
@@ -149,10 +188,12 @@ static void pipe_send(fp_pool *p, unsigned i)
     if (w < 0) {
       if (errno == EINTR)
         continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        s->blocked = 1; /* poll() says when it takes more */
-      else
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        s->blocked = 1; /* poll() or epoll says when it takes more */
+        pipe_ep_sync(p, i);
+      } else {
         fp__slot_kill(p, i, 0, NULL);
+      }
       return;
     }
     size_t left = (size_t)w;
@@ -169,6 +210,7 @@ static void pipe_send(fp_pool *p, unsigned i)
     }
   }
   s->blocked = 0;
+  pipe_ep_sync(p, i);
 }
 
 static int pipe_poll_add(fp_pool *p, unsigned i, struct pollfd *pfd)
@@ -196,28 +238,26 @@ static void pipe_poll_event(fp_pool *p, unsigned i, const struct pollfd *pfd)
   }
 }
 
-static void pipe_ep_sync(fp_pool *p, unsigned i)
+/* An event from the dispatcher's epoll set.  A descriptor closed since
+ * epoll_wait left the set (close_fd), so its event is not ours. */
+static void pipe_ep_event(fp_pool *p, unsigned i, unsigned which,
+                          uint32_t events)
 {
 #ifdef HAVE_SYS_EPOLL_H
-  fp__slot *s = &p->slots[i];
-  fp__pipe_chan *c = &s->pipe;
-  uint32_t want_out = c->out_fd >= 0 ? EPOLLIN : 0;
-  uint32_t want_in = c->in_fd >= 0 && s->send ? EPOLLOUT : 0;
-  struct epoll_event ev = {.events = want_out, .data.u32 = i};
-  if (want_out != c->ep_out)
-    epoll_ctl(p->epfd, c->ep_out ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->out_fd,
-              &ev);
-  c->ep_out = want_out;
-  ev.events = want_in;
-  if (want_in != c->ep_in && want_in)
-    epoll_ctl(p->epfd, c->ep_in ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->in_fd,
-              &ev);
-  else if (want_in != c->ep_in)
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->in_fd, NULL);
-  c->ep_in = want_in;
+  fp__pipe_chan *c = &p->slots[i].pipe;
+  if (which == 0 && c->ep_out != 0) {
+    pipe_recv(p, i);
+  } else if (which == 1 && c->ep_in != 0) {
+    if (events & (EPOLLERR | EPOLLHUP))
+      fp__slot_kill(p, i, 0, NULL);
+    else
+      pipe_send(p, i);
+  }
 #else
   (void)p;
   (void)i;
+  (void)which;
+  (void)events;
 #endif
 }
 
@@ -245,5 +285,6 @@ const fp__transport fp__pipe_transport = {
     .poll_add = pipe_poll_add,
     .poll_event = pipe_poll_event,
     .ep_sync = pipe_ep_sync,
+    .ep_event = pipe_ep_event,
     .unread = pipe_unread,
 };

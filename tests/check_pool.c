@@ -855,6 +855,82 @@ START_TEST(nproc_limit_is_eagain)
 }
 END_TEST
 
+/*
+ * Many workers (issue 14): each of 64 is reachable and answers, through
+ * the dispatcher's own wait and through fp_pool_fd's event loop; a worker
+ * killed among them is replaced and answers too; destroy leaves no
+ * descriptor behind (fpt_end), with the dispatcher's epoll set in use.
+ * Rounds of one "pid" task per worker go on until every worker has
+ * answered one; a bounded number of rounds, never a clock.
+ */
+enum { MANY = 64 };
+
+/* Runs rounds of MANY "pid" tasks until MANY different pids answered;
+ * with loop, through fp_pool_fd and fp_pool_dispatch.  Returns the pids. */
+static void all_answer(fp_pool *p, int fd, pid_t pids[MANY])
+{
+  int seen = 0;
+  for (int round = 0; seen < MANY; round++) {
+    ck_assert_msg(round < 100, "only %d of %d workers answered", seen, MANY);
+    fp_future *f[MANY];
+    /* The count starts now: every future before this round is final. */
+    if (fd >= 0)
+      ck_assert_int_ge(fp_pool_dispatch(p, 0), 0);
+    for (int i = 0; i < MANY; i++)
+      ck_assert_int_eq(fp_submitf(p, "pid", &f[i], "[]"), 0);
+    for (int done = 0, rounds = 0; fd >= 0 && done < MANY; rounds++) {
+      struct pollfd pf = {.fd = fd, .events = POLLIN};
+      ck_assert_int_eq(poll(&pf, 1, FPT_LIMIT_MS), 1);
+      int n = fp_pool_dispatch(p, 0);
+      ck_assert_int_ge(n, 0);
+      done += n;
+      ck_assert_int_lt(rounds, 1000000);
+    }
+    for (int i = 0; i < MANY; i++) {
+      if (fd >= 0)
+        ck_assert_int_eq(fp_future_state(f[i]), FP_FINISHED);
+      pid_t pid = (pid_t)fpt_i64(f[i]);
+      fp_future_release(f[i]);
+      int known = 0;
+      for (int k = 0; k < seen; k++)
+        known |= pids[k] == pid;
+      if (!known)
+        pids[seen++] = pid;
+    }
+  }
+}
+
+START_TEST(many_workers_all_answer)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int fds_before = fpt_count_fds();
+  fp_pool *p = fpt_pool(MANY, 0);
+  /* Three descriptors per worker, and a few of the pool's own. */
+  ck_assert_int_ge(fpt_count_fds(), fds_before + 3 * MANY);
+  pid_t pids[MANY];
+  all_answer(p, -1, pids);
+  /* A worker killed with a real signal: its slot's descriptors leave the
+   * epoll set and its successor's come in. */
+  ck_assert_int_eq(kill(pids[MANY / 2], SIGKILL), 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)9), 0);
+  ck_assert_int_eq(fpt_i64(f), 81);
+  fp_future_release(f);
+  int fd = fp_pool_fd(p);
+  ck_assert_int_ge(fd, 0);
+  pid_t again[MANY];
+  all_answer(p, fd, again);
+  int gone = 1;
+  for (int k = 0; k < MANY; k++)
+    gone &= again[k] != pids[MANY / 2];
+  ck_assert_msg(gone, "the killed worker answered");
+  fpt_pool_destroy(p);
+  ck_assert_int_eq(fpt_count_fds(), fds_before);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("pool");
@@ -884,6 +960,7 @@ int main(void)
   tcase_add_test(tc, worker_pipes_are_close_on_exec);
   tcase_add_test(tc, callers_file_on_fd_4);
   tcase_add_test(tc, nproc_limit_is_eagain);
+  tcase_add_test(tc, many_workers_all_answer);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, four_threads_submit_and_wait);
