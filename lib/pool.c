@@ -201,7 +201,7 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   if (p == NULL)
     return create_failed(FP_ENOMEM, NULL);
   p->opts = o;
-  p->ctl_fd = p->epfd = p->wake[0] = p->wake[1] = -1;
+  p->ctl_fd = p->epfd = p->evfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
   p->owner = getpid();
   p->fork_guard = fork_guard_new();

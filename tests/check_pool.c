@@ -888,7 +888,7 @@ static void all_answer(fp_pool *p, int fd, pid_t pids[MANY])
     }
     for (int i = 0; i < MANY; i++) {
       if (fd >= 0)
-        ck_assert_int_eq(fp_future_state(f[i]), FP_FINISHED);
+        ck_assert_msg(fp_future_state(f[i]) == FP_FINISHED, "state %d: %s", (int)fp_future_state(f[i]), fp_future_error(f[i]) ? fp_future_error(f[i]) : "-");
       pid_t pid = (pid_t)fpt_i64(f[i]);
       fp_future_release(f[i]);
       int known = 0;
