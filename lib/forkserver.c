@@ -335,14 +335,35 @@ static void stdio_or_null(void)
     }
 }
 
+/*
+ * One past the highest descriptor open here, given top, the caller's
+ * fp__fd_top() just before the fork.  A descriptor another thread opened
+ * since takes the lowest free number, so it lies below top or just above
+ * it: one poll() over the next FS_FD_SLACK numbers finds it, where a fresh
+ * process reading /proc/self/fd would take tens of microseconds.
+ */
+#define FS_FD_SLACK 64
+static int fd_top_from(int top)
+{
+  struct pollfd p[FS_FD_SLACK];
+  for (int k = 0; k < FS_FD_SLACK; k++)
+    p[k] = (struct pollfd){.fd = top + k, .events = 0};
+  if (poll(p, FS_FD_SLACK, 0) < 0)
+    return fp__fd_top();
+  for (int k = FS_FD_SLACK - 1; k >= 0; k--)
+    if (!(p[k].revents & POLLNVAL))
+      return k == FS_FD_SLACK - 1 ? fp__fd_top() : top + k + 1;
+  return top;
+}
+
 /* The fork server's life; never returns. */
 static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
-                            const sigset_t *caller_mask)
+                            const sigset_t *caller_mask, int fd_top)
 {
   fs_state fs = {.cfg = cfg, .use_pidfd = 0, .sigchld_pipe = {-1, -1}};
   fs.caller_mask = *caller_mask;
   /* Our descriptors are still the caller's at fork. */
-  fs.fd_floor = fp__fd_top();
+  fs.fd_floor = fd_top_from(fd_top);
   if (fs.fd_floor < FS_CTL_FD + 1)
     fs.fd_floor = FS_CTL_FD + 1;
   if (ctl != FS_CTL_FD && (dup2(ctl, FS_CTL_FD) < 0 || close(ctl) < 0))
@@ -437,6 +458,8 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   if (rc != 0)
     return rc;
 
+  /* Read here, where /proc/self is warm after the first pool. */
+  int fd_top = fp__fd_top();
   /* Block signals across the forks so no caller handler runs in our
    * children before they have set up their own. */
   sigset_t all, old;
@@ -446,7 +469,7 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   if (mid == 0) {
     pid_t fs = fork();
     if (fs == 0)
-      forkserver_main(cfg, sv[1], &old);
+      forkserver_main(cfg, sv[1], &old, fd_top);
     if (fs < 0) {
       /* EAGAIN at the process limit: the caller's error, as fork(2)'s. */
       fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};

@@ -91,11 +91,13 @@ static size_t address_space_now(void)
 static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
 {
   size_t lim = p->opts.worker_rlimit_as;
+  if (lim == 0)
+    return 0; /* no limit: /proc is not read */
   size_t need = address_space_now();
   if (need < p->shm.len)
     need = p->shm.len;
   need += FP__AS_MARGIN;
-  if (lim == 0 || lim >= need)
+  if (lim >= need)
     return 0;
   snprintf(why, len, "worker_rlimit_as (%zu bytes) is below what a worker "
            "has mapped at its start plus %zu MiB (%zu bytes: the caller's "
@@ -104,6 +106,20 @@ static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
   return FP_EINVAL;
 }
 
+/* Worker processes: the fork server is up (it said hello) and one worker
+ * has run init and said READY; the others start meanwhile. */
+static int one_started(fp_pool *p, void *arg)
+{
+  (void)arg;
+  if (p->err != 0)
+    return 1;
+  for (unsigned i = 0; i < p->nslots; i++)
+    if (p->slots[i].state == SLOT_LIVE)
+      return 1;
+  return 0;
+}
+
+/* Threads, or the caller: every one has run init. */
 static int all_started(fp_pool *p, void *arg)
 {
   (void)arg;
@@ -246,13 +262,20 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
     goto fail;
 
-  /* Every worker has run init and said READY before create returns. */
+  /*
+   * Create returns once one worker has run init and said READY (every
+   * thread, in thread mode): the others start while the first tasks run,
+   * and take tasks once ready.  An init that fails before that fails
+   * create; one that fails after breaks the pool, as a replacement's does.
+   */
   fp__pool_lock(p);
   for (unsigned i = 0; i < p->nslots; i++)
     fp__slot_await(p, i); /* the fork server forks them unasked */
   for (unsigned i = 0; o.mode != FP_MODE_PROCESSES && i < p->nslots; i++)
     start_local(p, i);
-  rc = fp__pool_run_until(p, all_started, NULL, -1);
+  rc = fp__pool_run_until(p, o.mode == FP_MODE_PROCESSES ? one_started
+                                                        : all_started,
+                          NULL, -1);
   if (rc == 0)
     rc = p->err;
   fp__pool_unlock(p);

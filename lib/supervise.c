@@ -204,10 +204,10 @@ static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
                    "many open files)", (int)m->pid);
     return;
   }
+  /* No task is handed to it before its READY (dispatch.c offers it
+   * then): a task must not wait for an init while another worker is idle. */
   if (p->tr->open(p, m->slot, fds) != 0)
     fp__slot_kill(p, m->slot, 0, NULL);
-  else
-    fp__sched_offer(p, m->slot);
   if (p->stopping)
     p->tr->close(p, m->slot, FP__SEND);
 }
