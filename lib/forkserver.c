@@ -53,6 +53,7 @@ typedef struct fs_state {
   struct sigaction caller_chld; /* restored in workers */
   sigset_t caller_mask;  /* restored in workers */
   int fd_floor;          /* above every descriptor the caller had */
+  int finishing;         /* FP__CTL_FINISH read: exit once none is left */
 } fs_state;
 
 static int sigchld_write_fd = -1;
@@ -274,12 +275,26 @@ static void handle_ctl(fs_state *fs, const fp__ctl *m)
     /* A stopped worker would leave SIGTERM pending for ever. */
     if (m->value != SIGKILL && m->value != SIGCONT)
       kill(s->pid, SIGCONT);
+  } else if (m->op == FP__CTL_FINISH) {
+    fs->finishing = 1;
+    /* A stopped worker reads its end of file only once continued. */
+    for (uint32_t i = 0; i < fs->cfg->nslots; i++)
+      if (fs->slots[i].pid != 0)
+        kill(fs->slots[i].pid, SIGCONT);
   } else if (m->op == FP__CTL_STOP && s->pid != 0 && s->pid == m->pid) {
     /* The value names the task: a late request is not taken for the
      * next one's. */
     union sigval v = {.sival_int = m->value};
     (void)sigqueue(s->pid, FP__STOP_SIG, v);
   }
+}
+
+static int none_left(const fs_state *fs)
+{
+  for (uint32_t i = 0; i < fs->cfg->nslots; i++)
+    if (fs->slots[i].pid != 0)
+      return 0;
+  return 1;
 }
 
 static void serve(fs_state *fs)
@@ -317,6 +332,8 @@ static void serve(fs_state *fs)
       if (io == FP__IO_FRAME)
         handle_ctl(fs, &m);
     }
+    if (fs->finishing && none_left(fs))
+      break; /* every exit is reported: the pool is done with us */
   }
   free(p);
   fs->pfd = NULL;
@@ -430,6 +447,9 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
     if (fs.slots[i].pid != 0)
       kill(fs.slots[i].pid, SIGKILL);
   reap(&fs, 1);
+  /* Before our memory is torn down: the pool waits for this end of file,
+   * and need not wait for that. */
+  close(FS_CTL_FD);
   _exit(0);
 }
 

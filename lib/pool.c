@@ -381,9 +381,10 @@ static void signal_workers(fp_pool *p, int sig)
 
 /*
  * Lets every worker go (end of file on its pipe), once.  An idle worker
- * exits at end of file at once, unless it is stopped (SIGCONT: it reads
- * it), or a handler of its own holds it (SIGTERM after fp_pool_terminate):
- * stop_wait kills it FP__STOP_GRACE_MS after this.  Lock held.
+ * exits at end of file at once, unless it is stopped (the fork server
+ * sends SIGCONT: it reads it), or a handler of its own holds it (SIGTERM
+ * after fp_pool_terminate): stop_wait kills it FP__STOP_GRACE_MS after
+ * this.  Lock held.
  */
 static void stop_begin(fp_pool *p)
 {
@@ -391,14 +392,8 @@ static void stop_begin(fp_pool *p)
     return;
   p->stopping = 1;
   p->stop_at = fp__now_ms();
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    p->tr->close(p, i, FP__SEND);
-    /* A worker still busy with a cancelled task would make us wait on it. */
-    if (s->head != NULL)
-      fp__slot_terminate(p, i, SIGKILL);
-  }
-  signal_workers(p, SIGCONT);
+  fp__slots_let_go(p);
+  fp__wake_poller(p);
 }
 
 /* fp_pool_join's waits end early for fp_pool_interrupt; shutdown's not. */
