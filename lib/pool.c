@@ -106,17 +106,23 @@ static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
   return FP_EINVAL;
 }
 
-/* Worker processes: the fork server is up (it said hello) and one worker
- * has run init and said READY; the others start meanwhile. */
+/*
+ * Worker processes: every one forked, its pipes in our hands (so that a
+ * fork or a descriptor we cannot have fails create, as before), and one
+ * has run init and said READY; the others run init meanwhile.
+ */
 static int one_started(fp_pool *p, void *arg)
 {
   (void)arg;
+  int live = 0;
   if (p->err != 0)
     return 1;
-  for (unsigned i = 0; i < p->nslots; i++)
-    if (p->slots[i].state == SLOT_LIVE)
-      return 1;
-  return 0;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    if (p->slots[i].state == SLOT_SPAWNING)
+      return 0;
+    live |= p->slots[i].state == SLOT_LIVE;
+  }
+  return live;
 }
 
 /* Threads, or the caller: every one has run init. */
@@ -263,9 +269,9 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
     goto fail;
 
   /*
-   * Create returns once one worker has run init and said READY (every
-   * thread, in thread mode): the others start while the first tasks run,
-   * and take tasks once ready.  An init that fails before that fails
+   * Create returns once every worker is forked and one has run init and
+   * said READY (every thread, in thread mode): the others run init while
+   * the first tasks run, and take tasks once ready.  An init that fails before that fails
    * create; one that fails after breaks the pool, as a replacement's does.
    */
   fp__pool_lock(p);
