@@ -384,6 +384,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
     s->state = SLOT_LIVE;
     s->ready = 1;
     s->head_since = fp__now_ns();
+    fp__sched_offer(p, i); /* it takes work from now on, not before */
     if (s->head != NULL && s->head->kill_at_start)
       stop_at_start(p, i); /* cancelled before its worker was ready */
   } else if (code != 0) {

@@ -406,6 +406,9 @@ enum fp__ctl_op {
   FP__CTL_READY = 6,     /* fs -> parent: pid is the fork server's */
   FP__CTL_STOP = 7,      /* parent -> fs: ask pid's task to stop: queue it
                             FP__STOP_SIG with value, if alive */
+  FP__CTL_FINISH = 8,    /* parent -> fs: the pool is shutting down: send
+                            every worker SIGCONT, and exit (closing the
+                            socket) once every worker is reaped */
 };
 
 /* Carries a request to stop a task to its worker (worker.c).  Ignored by
@@ -715,6 +718,8 @@ struct fp_pool {
   fp_pool_stats st;       /* counters; queued, running, workers computed */
   int closed;             /* no more submits */
   int stopping;           /* workers are being let go */
+  int finishing;          /* FP__CTL_FINISH sent: the fork server's end of
+                             file is its exit, not a death */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
   unsigned deaths_unanswered; /* worker deaths since a task was answered */
@@ -842,6 +847,11 @@ void fp__slot_kill_task(fp_pool *pool, unsigned slot, const fp_future *f,
  * waiters. */
 void fp__slot_read(fp_pool *pool, unsigned slot);
 void fp__slot_terminate(fp_pool *pool, unsigned slot, int sig);
+/* At shutdown, once: lets every worker go.  A ready one reads end of file
+ * and exits; one not yet ready has run no task and is killed; the fork
+ * server sends each SIGCONT (a stopped one then reads its end of file
+ * too) and exits once it has reaped them all. */
+void fp__slots_let_go(fp_pool *pool);
 /* From the transport: slot's stream ended, at its end (err 0: the worker
  * closed it, dead or dying) or at bytes it could not take (FP_EPROTO,
  * FP_ENOMEM). */

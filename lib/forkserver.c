@@ -53,6 +53,7 @@ typedef struct fs_state {
   struct sigaction caller_chld; /* restored in workers */
   sigset_t caller_mask;  /* restored in workers */
   int fd_floor;          /* above every descriptor the caller had */
+  int finishing;         /* FP__CTL_FINISH read: exit once none is left */
 } fs_state;
 
 static int sigchld_write_fd = -1;
@@ -274,12 +275,26 @@ static void handle_ctl(fs_state *fs, const fp__ctl *m)
     /* A stopped worker would leave SIGTERM pending for ever. */
     if (m->value != SIGKILL && m->value != SIGCONT)
       kill(s->pid, SIGCONT);
+  } else if (m->op == FP__CTL_FINISH) {
+    fs->finishing = 1;
+    /* A stopped worker reads its end of file only once continued. */
+    for (uint32_t i = 0; i < fs->cfg->nslots; i++)
+      if (fs->slots[i].pid != 0)
+        kill(fs->slots[i].pid, SIGCONT);
   } else if (m->op == FP__CTL_STOP && s->pid != 0 && s->pid == m->pid) {
     /* The value names the task: a late request is not taken for the
      * next one's. */
     union sigval v = {.sival_int = m->value};
     (void)sigqueue(s->pid, FP__STOP_SIG, v);
   }
+}
+
+static int none_left(const fs_state *fs)
+{
+  for (uint32_t i = 0; i < fs->cfg->nslots; i++)
+    if (fs->slots[i].pid != 0)
+      return 0;
+  return 1;
 }
 
 static void serve(fs_state *fs)
@@ -317,6 +332,8 @@ static void serve(fs_state *fs)
       if (io == FP__IO_FRAME)
         handle_ctl(fs, &m);
     }
+    if (fs->finishing && none_left(fs))
+      break; /* every exit is reported: the pool is done with us */
   }
   free(p);
   fs->pfd = NULL;
@@ -335,14 +352,35 @@ static void stdio_or_null(void)
     }
 }
 
+/*
+ * One past the highest descriptor open here, given top, the caller's
+ * fp__fd_top() just before the fork.  A descriptor another thread opened
+ * since takes the lowest free number, so it lies below top or just above
+ * it: one poll() over the next FS_FD_SLACK numbers finds it, where a fresh
+ * process reading /proc/self/fd would take tens of microseconds.
+ */
+#define FS_FD_SLACK 64
+static int fd_top_from(int top)
+{
+  struct pollfd p[FS_FD_SLACK];
+  for (int k = 0; k < FS_FD_SLACK; k++)
+    p[k] = (struct pollfd){.fd = top + k, .events = 0};
+  if (poll(p, FS_FD_SLACK, 0) < 0)
+    return fp__fd_top();
+  for (int k = FS_FD_SLACK - 1; k >= 0; k--)
+    if (!(p[k].revents & POLLNVAL))
+      return k == FS_FD_SLACK - 1 ? fp__fd_top() : top + k + 1;
+  return top;
+}
+
 /* The fork server's life; never returns. */
 static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
-                            const sigset_t *caller_mask)
+                            const sigset_t *caller_mask, int fd_top)
 {
   fs_state fs = {.cfg = cfg, .use_pidfd = 0, .sigchld_pipe = {-1, -1}};
   fs.caller_mask = *caller_mask;
   /* Our descriptors are still the caller's at fork. */
-  fs.fd_floor = fp__fd_top();
+  fs.fd_floor = fd_top_from(fd_top);
   if (fs.fd_floor < FS_CTL_FD + 1)
     fs.fd_floor = FS_CTL_FD + 1;
   if (ctl != FS_CTL_FD && (dup2(ctl, FS_CTL_FD) < 0 || close(ctl) < 0))
@@ -410,6 +448,9 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
       kill(fs.slots[i].pid, SIGKILL);
   reap(&fs, 1);
   fp__shm_unseen(cfg->shm);
+  /* Before our memory is torn down: the pool waits for this end of file,
+   * and need not wait for that. */
+  close(FS_CTL_FD);
   _exit(0);
 }
 
@@ -438,6 +479,8 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   if (rc != 0)
     return rc;
 
+  /* Read here, where /proc/self is warm after the first pool. */
+  int fd_top = fp__fd_top();
   /* Block signals across the forks so no caller handler runs in our
    * children before they have set up their own. */
   sigset_t all, old;
@@ -447,7 +490,7 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   if (mid == 0) {
     pid_t fs = fork();
     if (fs == 0)
-      forkserver_main(cfg, sv[1], &old);
+      forkserver_main(cfg, sv[1], &old, fd_top);
     if (fs < 0) {
       /* EAGAIN at the process limit: the caller's error, as fork(2)'s. */
       fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};

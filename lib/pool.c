@@ -91,11 +91,13 @@ static size_t address_space_now(void)
 static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
 {
   size_t lim = p->opts.worker_rlimit_as;
+  if (lim == 0)
+    return 0; /* no limit: /proc is not read */
   size_t need = address_space_now();
   if (need < p->shm.len)
     need = p->shm.len;
   need += FP__AS_MARGIN;
-  if (lim == 0 || lim >= need)
+  if (lim >= need)
     return 0;
   snprintf(why, len, "worker_rlimit_as (%zu bytes) is below what a worker "
            "has mapped at its start plus %zu MiB (%zu bytes: the caller's "
@@ -104,6 +106,26 @@ static int check_rlimit_as(const fp_pool *p, char *why, size_t len)
   return FP_EINVAL;
 }
 
+/*
+ * Worker processes: every one forked, its pipes in our hands (so that a
+ * fork or a descriptor we cannot have fails create, as before), and one
+ * has run init and said READY; the others run init meanwhile.
+ */
+static int one_started(fp_pool *p, void *arg)
+{
+  (void)arg;
+  int live = 0;
+  if (p->err != 0)
+    return 1;
+  for (unsigned i = 0; i < p->nslots; i++) {
+    if (p->slots[i].state == SLOT_SPAWNING)
+      return 0;
+    live |= p->slots[i].state == SLOT_LIVE;
+  }
+  return live;
+}
+
+/* Threads, or the caller: every one has run init. */
 static int all_started(fp_pool *p, void *arg)
 {
   (void)arg;
@@ -246,13 +268,20 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
     goto fail;
 
-  /* Every worker has run init and said READY before create returns. */
+  /*
+   * Create returns once every worker is forked and one has run init and
+   * said READY (every thread, in thread mode): the others run init while
+   * the first tasks run, and take tasks once ready.  An init that fails before that fails
+   * create; one that fails after breaks the pool, as a replacement's does.
+   */
   fp__pool_lock(p);
   for (unsigned i = 0; i < p->nslots; i++)
     fp__slot_await(p, i); /* the fork server forks them unasked */
   for (unsigned i = 0; o.mode != FP_MODE_PROCESSES && i < p->nslots; i++)
     start_local(p, i);
-  rc = fp__pool_run_until(p, all_started, NULL, -1);
+  rc = fp__pool_run_until(p, o.mode == FP_MODE_PROCESSES ? one_started
+                                                        : all_started,
+                          NULL, -1);
   if (rc == 0)
     rc = p->err;
   fp__pool_unlock(p);
@@ -358,9 +387,10 @@ static void signal_workers(fp_pool *p, int sig)
 
 /*
  * Lets every worker go (end of file on its pipe), once.  An idle worker
- * exits at end of file at once, unless it is stopped (SIGCONT: it reads
- * it), or a handler of its own holds it (SIGTERM after fp_pool_terminate):
- * stop_wait kills it FP__STOP_GRACE_MS after this.  Lock held.
+ * exits at end of file at once, unless it is stopped (the fork server
+ * sends SIGCONT: it reads it), or a handler of its own holds it (SIGTERM
+ * after fp_pool_terminate): stop_wait kills it FP__STOP_GRACE_MS after
+ * this.  Lock held.
  */
 static void stop_begin(fp_pool *p)
 {
@@ -368,14 +398,8 @@ static void stop_begin(fp_pool *p)
     return;
   p->stopping = 1;
   p->stop_at = fp__now_ms();
-  for (unsigned i = 0; i < p->nslots; i++) {
-    fp__slot *s = &p->slots[i];
-    p->tr->close(p, i, FP__SEND);
-    /* A worker still busy with a cancelled task would make us wait on it. */
-    if (s->head != NULL)
-      fp__slot_terminate(p, i, SIGKILL);
-  }
-  signal_workers(p, SIGCONT);
+  fp__slots_let_go(p);
+  fp__wake_poller(p);
 }
 
 /* fp_pool_join's waits end early for fp_pool_interrupt; shutdown's not. */

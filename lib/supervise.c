@@ -48,7 +48,7 @@ static int target_running(const fp__slot *s)
  * still running keeps its own.  err without f is a kill for no task.
  */
 static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
-                        int err, const char *msg)
+                        int err, const char *msg, int send)
 {
   fp__slot *s = &p->slots[i];
   if (f != NULL ? !target_running(s) : (err != 0 && s->fail_err == 0)) {
@@ -56,7 +56,7 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
     s->fail_err = err;
     snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg ? msg : "");
   }
-  if (s->killed != sig && s->killed != SIGKILL && s->pid > 0)
+  if (send && s->killed != sig && s->killed != SIGKILL && s->pid > 0)
     (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
   if (s->killed != SIGKILL)
     s->killed = sig;
@@ -73,14 +73,15 @@ void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
 {
   /* A fault the worker made (a malformed answer, say) is its running
    * task's. */
-  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg);
+  slot_signal(p, i, SIGKILL, err != 0 ? p->slots[i].head : NULL, err, msg,
+              1);
 }
 
 void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
                         const char *msg)
 {
   p->slots[i].asked = 1;
-  slot_signal(p, i, SIGKILL, f, err, msg);
+  slot_signal(p, i, SIGKILL, f, err, msg, 1);
 }
 
 /*
@@ -135,7 +136,31 @@ void fp__slot_stop_expired(fp_pool *p, unsigned i)
 void fp__slot_terminate(fp_pool *p, unsigned i, int sig)
 {
   p->slots[i].asked = 1;
-  slot_signal(p, i, sig, NULL, 0, NULL);
+  slot_signal(p, i, sig, NULL, 0, NULL, 1);
+}
+
+/* The same, for a signal the fork server sends of its own accord. */
+static void slot_note_signal(fp_pool *p, unsigned i, int sig)
+{
+  p->slots[i].asked = 1;
+  slot_signal(p, i, sig, NULL, 0, NULL, 0);
+}
+
+void fp__slots_let_go(fp_pool *p)
+{
+  for (unsigned i = 0; i < p->nslots; i++) {
+    fp__slot *s = &p->slots[i];
+    p->tr->close(p, i, FP__SEND);
+    /* A worker still busy with a cancelled task would make us wait on it;
+     * one still in init has run nothing. */
+    if (s->head != NULL || (s->state == SLOT_STARTING && s->pid > 0))
+      fp__slot_terminate(p, i, SIGKILL);
+    else if (s->pid > 0 && s->state != SLOT_OFF)
+      slot_note_signal(p, i, SIGCONT); /* the fork server sends it */
+  }
+  if (p->opts.mode == FP_MODE_PROCESSES && !p->finishing &&
+      ctl_send(p, FP__CTL_FINISH, 0, 0, 0) == 0)
+    p->finishing = 1;
 }
 
 void fp__slot_read(fp_pool *p, unsigned i)
@@ -204,12 +229,12 @@ static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
                    "many open files)", (int)m->pid);
     return;
   }
+  /* No task is handed to it before its READY (dispatch.c offers it
+   * then): a task must not wait for an init while another worker is idle. */
   if (p->tr->open(p, m->slot, fds) != 0)
     fp__slot_kill(p, m->slot, 0, NULL);
-  else
-    fp__sched_offer(p, m->slot);
   if (p->stopping)
-    p->tr->close(p, m->slot, FP__SEND);
+    fp__slot_terminate(p, m->slot, SIGKILL); /* it has run nothing */
 }
 
 /* --- Breaking the pool --------------------------------------------------- */
@@ -404,6 +429,14 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
 
 /* --- What the fork server sends ------------------------------------------ */
 
+static int all_off(const fp_pool *p)
+{
+  for (unsigned i = 0; i < p->nslots; i++)
+    if (p->slots[i].state != SLOT_OFF)
+      return 0;
+  return 1;
+}
+
 /* Reads every message the fork server has sent. */
 void fp__supervise_ctl(fp_pool *p)
 {
@@ -414,6 +447,11 @@ void fp__supervise_ctl(fp_pool *p)
     int rc = fp__ctl_recv(p->ctl_fd, &io, &m, fds);
     if (rc == 0 && io == FP__IO_AGAIN)
       return;
+    if (rc == 0 && io == FP__IO_EOF && p->finishing && all_off(p)) {
+      close(p->ctl_fd); /* it exited as asked, every exit reported */
+      p->ctl_fd = -1;
+      return;
+    }
     if (rc < 0 || io == FP__IO_EOF) {
       forkserver_died(p);
       return;

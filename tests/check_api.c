@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "fpt.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -267,6 +268,207 @@ START_TEST(replacement_that_crashes_in_init_breaks)
   }
   fpt_pool_destroy(p);
   unlink(marker);
+  fpt_end(&s);
+}
+END_TEST
+
+/* --- Create returns once one worker is ready -------------------------------- */
+
+/* Two files and a FIFO: the first worker whose init creates `first` is
+ * ready at once; every later one writes its pid to `pidfile`, then waits
+ * in init until the test opens `gate`, and then fails or not. */
+typedef struct later_init {
+  char first[256];
+  char pidfile[256];
+  char gate[256];
+  int fail;
+} later_init;
+
+static void later_init_make(later_init *li, int fail)
+{
+  const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  snprintf(li->first, sizeof li->first, "%s/fpt-first-%d", tmp, (int)getpid());
+  snprintf(li->pidfile, sizeof li->pidfile, "%s/fpt-later-%d", tmp,
+           (int)getpid());
+  unlink(li->first);
+  unlink(li->pidfile);
+  fpt_gate_make(li->gate, sizeof li->gate);
+  li->fail = fail;
+}
+
+static void later_init_remove(const later_init *li)
+{
+  unlink(li->first);
+  unlink(li->pidfile);
+  fpt_gate_remove(li->gate);
+}
+
+static int init_first_at_once(void **state, void *arg, fp_call *call)
+{
+  const later_init *li = arg;
+  (void)state;
+  int fd = open(li->first, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  fd = open(li->pidfile, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    (void)!write(fd, buf, (size_t)n);
+    close(fd);
+  }
+  fd = open(li->gate, O_RDONLY | O_CLOEXEC); /* until the test opens it */
+  if (fd >= 0) {
+    char c;
+    while (read(fd, &c, 1) > 0)
+      ;
+    close(fd);
+  }
+  return li->fail ? fp_call_fail(call, "OSError", "only one worker may start")
+                  : 0;
+}
+
+static fp_pool *pool_later_init(later_init *li, unsigned workers)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.workers = workers;
+  o.tasks = fpt_tasks;
+  o.init = init_first_at_once;
+  o.init_arg = li;
+  fp_pool *p;
+  int rc = fpt_pool_create_early(&p, &o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+/* fp_pool_create(3): create returns once one worker is ready; tasks
+ * submitted at once run on it, none waits for the other's init. */
+START_TEST(create_returns_with_one_worker_ready)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  later_init li;
+  later_init_make(&li, 0);
+  fp_pool *p = pool_later_init(&li, 2);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats ws[2];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 2), 0);
+  ck_assert_uint_eq(st.workers, 2);
+  ck_assert_uint_eq(st.workers_live, 1);
+  ck_assert_int_eq((ws[0].pid > 0) + (ws[1].pid > 0), 1);
+  fp_future *f[20];
+  for (int k = 0; k < 20; k++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[k], "[I]", (int64_t)k), 0);
+  for (int k = 0; k < 20; k++) {
+    ck_assert_int_eq(fpt_i64(f[k]), k * k);
+    fp_future_release(f[k]);
+  }
+  ck_assert_uint_eq(stats(p).workers_live, 1); /* the other is in init */
+  fpt_gate_open(li.gate);
+  fpt_pool_wait_ready(p);
+  ck_assert_uint_eq(stats(p).workers_live, 2);
+  ck_assert_uint_eq(stats(p).worker_deaths, 0);
+  fpt_pool_destroy(p);
+  later_init_remove(&li);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3): an init that fails in a worker that was not ready
+ * when create returned breaks the pool, as a replacement's does. */
+START_TEST(init_failing_after_create_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  later_init li;
+  later_init_make(&li, 1);
+  fp_pool *p = pool_later_init(&li, 2);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)4), 0);
+  ck_assert_int_eq(fpt_i64(f), 16);
+  fp_future_release(f);
+  fpt_gate_open(li.gate); /* the other init fails now */
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  int64_t waited = 0;
+  for (;;) {
+    ck_assert_int_eq(fp_pool_status_get(p, &ps), 0);
+    if (ps.state != FP_POOL_RUNNING)
+      break;
+    ck_assert_msg(waited < FPT_LIMIT_MS, "the pool did not break");
+    (void)fp_pool_dispatch(p, 100); /* returns at the failure */
+    waited += 100;
+  }
+  ck_assert_int_eq(ps.state, FP_POOL_BROKEN);
+  ck_assert_int_eq(ps.err, FP_EBROKEN);
+  ck_assert_ptr_nonnull(strstr(ps.reason, "worker initializer failed: "
+                                          "OSError: only one worker may "
+                                          "start"));
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)4),
+                   FP_EBROKEN);
+  fpt_pool_destroy(p);
+  later_init_remove(&li);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Nothing is left once destroy returns, right after create: not the ready
+ * worker, not one still in init (killed: it has run nothing), not the fork
+ * server (our child here, as we are a subreaper). */
+START_TEST(destroy_right_after_create_leaves_no_process)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  for (int k = 0; k < 5; k++) {
+    fp_pool *p = fpt_pool(4, 0);
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_worker_stats ws[4];
+    ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 4), 0);
+    fpt_pool_destroy(p);
+    ck_assert_int_eq(fpt_count_children(), 0);
+    for (int i = 0; i < 4; i++)
+      ck_assert(ws[i].pid == 0 || (kill(ws[i].pid, 0) < 0 && errno == ESRCH));
+  }
+  for (int k = 0; k < 5; k++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    o.workers = 4;
+    o.tasks = fpt_tasks;
+    fp_pool *p;
+    ck_assert_int_eq(fpt_pool_create_early(&p, &o), 0);
+    fpt_pool_destroy(p);
+    ck_assert_int_eq(fpt_count_children(), 0);
+  }
+
+  later_init li;
+  later_init_make(&li, 0);
+  fp_pool *p = pool_later_init(&li, 2);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats ws[2];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 2), 0);
+  pid_t ready = ws[0].pid > 0 ? ws[0].pid : ws[1].pid;
+  /* The other worker is in init once it holds the FIFO open. */
+  int fd, waited = 0;
+  while ((fd = open(li.gate, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+    ck_assert_int_eq(errno, ENXIO);
+    ck_assert_msg(waited < FPT_LIMIT_MS, "the second init never ran");
+    (void)fp_pool_dispatch(p, 2);
+    waited += 2;
+  }
+  char buf[32] = "";
+  FILE *pf = fopen(li.pidfile, "r");
+  ck_assert_ptr_nonnull(pf);
+  ck_assert_ptr_nonnull(fgets(buf, sizeof buf, pf));
+  fclose(pf);
+  pid_t starting = (pid_t)atoi(buf);
+  ck_assert_int_gt(starting, 0);
+  ck_assert_int_ne(starting, ready);
+  fpt_pool_destroy(p);
+  ck_assert_int_eq(fpt_count_children(), 0);
+  ck_assert(kill(ready, 0) < 0 && errno == ESRCH);
+  ck_assert(kill(starting, 0) < 0 && errno == ESRCH);
+  close(fd);
+  later_init_remove(&li);
   fpt_end(&s);
 }
 END_TEST
@@ -812,6 +1014,9 @@ int main(void)
   tcase_add_test(tc, failed_test_leaves_nothing_behind);
   tcase_add_test(tc, init_that_crashes_fails_create);
   tcase_add_test(tc, replacement_that_crashes_in_init_breaks);
+  tcase_add_test(tc, create_returns_with_one_worker_ready);
+  tcase_add_test(tc, init_failing_after_create_breaks_the_pool);
+  tcase_add_test(tc, destroy_right_after_create_leaves_no_process);
   tcase_add_test(tc, destroy_continues_a_stopped_worker);
   tcase_add_test(tc, terminate_continues_a_stopped_worker);
   tcase_add_test(tc, terminate_escalates_to_sigkill);

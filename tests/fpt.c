@@ -369,11 +369,42 @@ static void untrack(tracked *t, const void *x)
     }
 }
 
-int fpt_pool_create(fp_pool **out, const fp_pool_options *o)
+int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o)
 {
   int rc = fp_pool_create(out, o);
   if (rc == 0)
     track(&pools, *out);
+  return rc;
+}
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits on the pool's own events (a READY wakes the dispatcher), not on
+ * the clock. */
+void fpt_pool_wait_ready(fp_pool *p)
+{
+  int64_t end = now_ms() + FPT_LIMIT_MS;
+  for (;;) {
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_pool_status ps = FP_POOL_STATUS_INIT;
+    if (fp_pool_stats_get(p, &st, NULL, 0) != 0 ||
+        st.workers_live == st.workers || fp_pool_status_get(p, &ps) != 0 ||
+        ps.state != FP_POOL_RUNNING || now_ms() > end)
+      return;
+    (void)fp_pool_dispatch(p, 100);
+  }
+}
+
+int fpt_pool_create(fp_pool **out, const fp_pool_options *o)
+{
+  int rc = fpt_pool_create_early(out, o);
+  if (rc == 0)
+    fpt_pool_wait_ready(*out);
   return rc;
 }
 

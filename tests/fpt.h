@@ -34,7 +34,14 @@ typedef struct fpt_snapshot {
  * that the tests create and destroy pools and maps through the tracked
  * wrappers below. */
 TCase *fpt_tcase(Suite *s, const char *name, double timeout_s);
+/* fp_pool_create returns once one worker is ready (fp_pool_create(3));
+ * fpt_pool_create then waits (up to FPT_LIMIT_MS) for every worker, since
+ * most tests count on all of a pool's workers taking tasks from the start.
+ * fpt_pool_create_early returns as fp_pool_create does. */
 int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
+int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o);
+/* Until every worker is ready, the pool is broken, or FPT_LIMIT_MS. */
+void fpt_pool_wait_ready(fp_pool *p);
 void fpt_pool_destroy(fp_pool *p);
 int fpt_map(fp_pool *p, const char *task, const fp_map_input *in,
             const fp_map_options *o, fp_map_iter **out);
