@@ -16,6 +16,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ typedef struct mpt_cfg {
   int more;              /* 0: the suite is over, hosts leave */
   unsigned workers;      /* per host */
   int init_fails;        /* every worker's init fails */
-  int bad_option;        /* an option every rank refuses */
+  int bad_option;        /* an option every rank refuses: 1 invalid, 2
+                            threads */
   int grace_ms;          /* deadline_grace_ms */
 } mpt_cfg;
 
@@ -70,8 +72,10 @@ static fp_pool_options options_of(const mpt_cfg *c)
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
   o.deadline_grace_ms = c->grace_ms;
-  if (c->bad_option)
+  if (c->bad_option == 1)
     o.max_inflight = 100000; /* over 1024: FP_EINVAL everywhere */
+  if (c->bad_option == 2)
+    o.mode = FP_MODE_THREADS; /* FP_ENOTSUP */
   return o;
 }
 
@@ -382,6 +386,14 @@ START_TEST(large_payloads_cross)
     ck_assert_int_eq(r->via.bin.ptr[i], (char)(i * 7));
   fp_future_release(g);
   free(big);
+  /* No shared memory: nothing went through it, and a live worker's CPU
+   * time is not known. */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[2];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 2), 0);
+  ck_assert_uint_eq(st.shared_args, 0);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  ck_assert_uint_eq(w[0].cpu_user_us + w[0].cpu_sys_us, 0);
   mpt_destroy(p, 0);
   fpt_end(&s);
 }
@@ -430,6 +442,63 @@ START_TEST(map_chunks_automatically)
 }
 END_TEST
 
+/* A per-item deadline in a map: the item that hangs fails alone. */
+START_TEST(map_item_deadline)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  static const char items[] = {1, 2, 3, -1, 5, 6, 7, 8}; /* -1: pauses */
+  char packed[9] = {(char)0x98}; /* a msgpack array of 8 */
+  for (int i = 0; i < 8; i++)
+    packed[i + 1] = items[i]; /* positive and negative fixints */
+  fp_map_input in = {packed, 9, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.deadline_ms = 300;
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq_or_pause", &in, &mo, &m), 0);
+  fp_map_item it;
+  int n = 0;
+  while (fp_map_next(m, FPT_LIMIT_MS, &it) == 1) {
+    if (items[it.index] < 0) {
+      ck_assert_int_eq(it.err, FP_EDEADLINE);
+    } else {
+      ck_assert_int_eq(it.err, 0);
+      ck_assert_int_eq(it.result->via.i64, items[it.index] * items[it.index]);
+    }
+    n++;
+  }
+  ck_assert_int_eq(n, 8);
+  fpt_map_destroy(m);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_fd becomes readable when a result is in. */
+START_TEST(pool_fd_works)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  int fd = fp_pool_fd(p);
+  ck_assert_int_ge(fd, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)11), 0);
+  int done = 0;
+  for (int waited = 0; !done; waited += 100) {
+    ck_assert(waited < FPT_LIMIT_MS);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 100) > 0)
+      done = fp_pool_dispatch(p, 0) > 0 || fp_future_state(f) == FP_FINISHED;
+  }
+  ck_assert_int_eq(fpt_i64(f), 121);
+  fp_future_release(f);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Every worker's init fails: create fails on the root, as on one machine;
  * the hosts return 0 and leave nothing. */
 START_TEST(failing_init_fails_create)
@@ -457,6 +526,13 @@ START_TEST(refused_options_fail_everywhere)
   ck_assert_int_eq(mpt_create(c, &p), FP_EINVAL);
   ck_assert_ptr_null(p);
   ck_assert_int_eq(gather_reports(FP_EINVAL), 0);
+  c.bad_option = 2; /* threads */
+  ck_assert_int_eq(mpt_create(c, &p), FP_ENOTSUP);
+  ck_assert_int_eq(gather_reports(FP_ENOTSUP), 0);
+  /* A communicator of the root alone: no host, refused at once. */
+  fp_pool_options o = options_of(&c);
+  ck_assert_int_eq(fp_mpi_pool_create(&p, &o, MPI_COMM_SELF, 0), FP_EINVAL);
+  ck_assert_ptr_null(p);
   fpt_end(&s);
 }
 END_TEST
@@ -555,6 +631,8 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, cancel_running_kills_on_the_host);
   tcase_add_test(tc, large_payloads_cross);
   tcase_add_test(tc, map_chunks_automatically);
+  tcase_add_test(tc, map_item_deadline);
+  tcase_add_test(tc, pool_fd_works);
   tcase_add_test(tc, failing_init_fails_create);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
