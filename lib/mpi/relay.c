@@ -161,7 +161,9 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
 {
   int64_t now = fpm_now_ns();
-  if (busy) {
+  /* A send in flight is work too: a large one moves only while this side
+   * calls MPI, and the peer waits in its receive meanwhile. */
+  if (busy || rl->nreq > 0) {
     rl->busy_ns = now;
     rl->nap_ns = FPM_NAP_MIN_NS;
   }
