@@ -437,6 +437,8 @@ int fp__ctl_send(int fd, const fp__ctl *m);
 /* SPAWNED carries the task pipe's write end, the result pipe's read end and
  * the task pipe's read end (held only so writes never raise SIGPIPE). */
 #define FP__CTL_NFDS 3
+/* fp__ctl_send with those descriptors attached (SPAWNED). */
+int fp__ctl_send_fds(int fd, const fp__ctl *m, const int fds[FP__CTL_NFDS]);
 /* 0 with *io FP__IO_FRAME for a message in *m (fds[] filled for SPAWNED,
  * or all -1 if the kernel dropped them for want of descriptors),
  * FP__IO_AGAIN for nothing yet or FP__IO_EOF; or a negative code. */
@@ -862,6 +864,17 @@ void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
 
 /* --- pool.c ------------------------------------------------------------------- */
+
+/* The caller's options (NULL: the defaults) checked, defaults filled in. */
+int fp__options_fill(fp_pool_options *o, const fp_pool_options *in);
+/* What the workers of a pool with options o run. */
+void fp__worker_cfg_fill(fp__worker_cfg *w, const fp_pool_options *o,
+                         const fp__tasks *tasks, unsigned nslots);
+/* fp_pool_create; with remote_ctl >= 0 (consumed, also on failure), a
+ * process pool whose fork server is the peer of that control socket, with
+ * no shared memory (remote.c). */
+int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
+                    int remote_ctl);
 
 void fp__forkserver_stop(fp_pool *pool);
 /* Counts an exited worker's CPU time into the pool's stats. */

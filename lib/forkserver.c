@@ -82,8 +82,7 @@ int fp__ctl_send(int fd, const fp__ctl *m)
   }
 }
 
-/* Sends a message with a worker's descriptors attached. */
-static int ctl_send_fds(int fd, const fp__ctl *m, const int fds[FP__CTL_NFDS])
+int fp__ctl_send_fds(int fd, const fp__ctl *m, const int fds[FP__CTL_NFDS])
 {
   union {
     char buf[CMSG_SPACE(FP__CTL_NFDS * sizeof(int))];
@@ -214,7 +213,7 @@ static void spawn(fs_state *fs, uint32_t slot)
     /* The dispatcher keeps in[0] open too, so that writing to a dead
      * worker fills the pipe instead of raising SIGPIPE. */
     int fds[FP__CTL_NFDS] = {in[1], out[0], in[0]};
-    rc = ctl_send_fds(FS_CTL_FD, &m, fds);
+    rc = fp__ctl_send_fds(FS_CTL_FD, &m, fds);
   } else {
     m.value = rc;
     rc = fp__ctl_send(FS_CTL_FD, &m);

@@ -24,7 +24,7 @@
 
 /* --- Options and creation --------------------------------------------------------- */
 
-static int options_fill(fp_pool_options *o, const fp_pool_options *in)
+int fp__options_fill(fp_pool_options *o, const fp_pool_options *in)
 {
   fp_pool_options def = FP_POOL_OPTIONS_INIT;
   *o = def;
@@ -175,10 +175,16 @@ static int create_failed(int rc, const char *why)
   return rc;
 }
 
-/* The shared area and the fork server, which forks every worker. */
-static int start_processes(fp_pool *p)
+/* The shared area and the fork server, which forks every worker; or, for a
+ * remote pool, only the control socket to whatever stands in for the fork
+ * server. */
+static int start_processes(fp_pool *p, int remote_ctl)
 {
   int rc;
+  if (remote_ctl >= 0) {
+    p->ctl_fd = remote_ctl;
+    return 0;
+  }
   /* Before the fork server, so that every worker inherits it. */
   if (p->opts.shm_args != FP_SHM_OFF &&
       (rc = fp__shm_init(&p->shm, p->opts.shm_args, p->nslots)) != 0)
@@ -208,20 +214,50 @@ static void start_local(fp_pool *p, unsigned i)
     fp__sched_offer(p, i); /* it takes work from now on */
 }
 
+void fp__worker_cfg_fill(fp__worker_cfg *w, const fp_pool_options *o,
+                         const fp__tasks *tasks, unsigned nslots)
+{
+  memset(w, 0, sizeof *w);
+  w->tasks = tasks;
+  w->max_message = o->max_message;
+  w->nslots = nslots;
+  w->init = o->init;
+  w->init_arg = o->init_arg;
+  w->max_tasks = o->max_tasks_per_worker;
+  w->own_process = o->mode == FP_MODE_PROCESSES;
+  w->max_rss = o->max_worker_rss;
+  w->rlimit_as = o->worker_rlimit_as;
+  w->rlimit_cpu = o->worker_rlimit_cpu;
+  w->pin = o->pin_workers;
+  w->out_mode = o->worker_stdout;
+}
+
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
-  create_error[0] = '\0';
-  if (out == NULL)
-    return create_failed(FP_EINVAL, NULL);
-  *out = NULL;
-  fp_pool_options o;
-  int rc = options_fill(&o, opts);
-  if (rc != 0)
-    return create_failed(rc, NULL);
+  return fp__pool_create(out, opts, -1);
+}
 
-  fp_pool *p = calloc(1, sizeof *p);
-  if (p == NULL)
-    return create_failed(FP_ENOMEM, NULL);
+int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
+                    int remote_ctl)
+{
+  create_error[0] = '\0';
+  fp_pool_options o;
+  int rc = out == NULL ? FP_EINVAL : fp__options_fill(&o, opts);
+  if (out != NULL)
+    *out = NULL;
+  /* Its workers are on other machines: nothing is shared with them. */
+  if (rc == 0 && remote_ctl >= 0 && o.mode != FP_MODE_PROCESSES)
+    rc = FP_ENOTSUP;
+  if (remote_ctl >= 0)
+    o.shm_args = FP_SHM_OFF;
+  fp_pool *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
+  if (rc == 0 && p == NULL)
+    rc = FP_ENOMEM;
+  if (rc != 0) {
+    if (remote_ctl >= 0)
+      close(remote_ctl);
+    return create_failed(rc, NULL);
+  }
   p->opts = o;
   p->ctl_fd = p->epfd = p->evfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
@@ -253,20 +289,10 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
       (rc = fp__set_nonblock(p->wake[0])) != 0 ||
       (rc = fp__set_nonblock(p->wake[1])) != 0)
     goto fail;
-  p->wcfg.tasks = &p->tasks;
-  p->wcfg.max_message = o.max_message;
-  p->wcfg.nslots = p->nslots;
-  p->wcfg.init = o.init;
-  p->wcfg.init_arg = o.init_arg;
-  p->wcfg.max_tasks = o.max_tasks_per_worker;
-  p->wcfg.own_process = o.mode == FP_MODE_PROCESSES;
-  p->wcfg.max_rss = o.max_worker_rss;
-  p->wcfg.rlimit_as = o.worker_rlimit_as;
-  p->wcfg.rlimit_cpu = o.worker_rlimit_cpu;
-  p->wcfg.pin = o.pin_workers;
-  p->wcfg.out_mode = o.worker_stdout;
-  if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p)) != 0)
+  fp__worker_cfg_fill(&p->wcfg, &o, &p->tasks, p->nslots);
+  if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p, remote_ctl)) != 0)
     goto fail;
+  remote_ctl = -1; /* the pool's now */
 
   /*
    * Create returns once every worker is forked and one has run init and
@@ -290,6 +316,8 @@ FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
   *out = p;
   return 0;
 fail:
+  if (remote_ctl >= 0)
+    close(remote_ctl);
   create_failed(rc, p->err_msg[0] != '\0' ? p->err_msg : NULL);
   pool_free(p);
   return rc;

@@ -16,6 +16,8 @@ set -u
 
 top_srcdir=${top_srcdir:-.}
 hdr=$top_srcdir/include/forkpool.h
+# forkpool over MPI's header, in the tree whether or not it is built.
+hdr_mpi=$top_srcdir/include/forkpool-mpi.h
 man=$top_srcdir/man
 fail=0
 
@@ -33,13 +35,13 @@ trap 'exit 1' HUP INT TERM
 mkdir "$tmp" || exit 1
 
 # The functions of the header: a line "FP_EXTERN ... fp_name(".
-sed -n 's/^FP_EXTERN[^(]*[^A-Za-z0-9_]\(fp_[A-Za-z0-9_]*\)(.*/\1/p' "$hdr" |
+sed -n 's/^FP_EXTERN[^(]*[^A-Za-z0-9_]\(fp_[A-Za-z0-9_]*\)(.*/\1/p' "$hdr" "$hdr_mpi" |
   sort -u > "$tmp/functions"
 nfunc=$(wc -l < "$tmp/functions" | tr -d ' ')
 [ "$nfunc" -gt 0 ] || bad "no FP_EXTERN function found in $hdr"
 
 while read -r fn; do
-  [ -f "$man/$fn.3" ] || bad "$fn is declared in include/forkpool.h but man/$fn.3 is missing"
+  [ -f "$man/$fn.3" ] || bad "$fn is declared in include/ but man/$fn.3 is missing"
 done < "$tmp/functions"
 
 # The pages, as man3/x.3 and man7/x.7 names.
@@ -70,7 +72,7 @@ while read -r kind name where; do
   case $kind in
   fn)
     grep -qx "$name" "$tmp/functions" ||
-      bad "$where: .Fn $name is not a function of include/forkpool.h"
+      bad "$where: .Fn $name is not a function of include/forkpool.h or forkpool-mpi.h"
     ;;
   xr)
     [ -f "$man/$name" ] || bad "$where: .Xr to $name, which is not in man/"

@@ -1,0 +1,351 @@
+/*
+ * The bridge: on the root, a thread that stands in for the pool's fork
+ * server.  It holds the other end of the pool's control socket.  A worker
+ * forked on a host is, to the pool, a SPAWNED message with pipe ends
+ * attached, as from a local fork server: the bridge makes the two pipes,
+ * passes the pool its ends, and relays the bytes of the other ends to and
+ * from the host as DATA messages.  SPAWN, KILL and STOP go to the host of
+ * the slot; EXITED comes back once the bytes the worker sent before it
+ * died are in the pool's pipe.  When the pool closes the socket, every
+ * host is told to stop, and the bridge closes its end once all have: so
+ * the pool's destroy returns when no worker is left on any rank.
+ *
+ * The root's slots are the hosts' in rank order: rank r's local slot k is
+ * base[r] + k.
+ */
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct fpm_bridge {
+  fpm_relay rl;
+  int root, size;
+  int ctl;               /* our end of the pool's control socket */
+  unsigned nslots;
+  unsigned *base;        /* per rank: its first slot */
+  int *rank;             /* per slot: its host */
+  fpm_chan *ch;          /* per slot: rfd the task pipe's read end, wfd the
+                            result pipe's write end */
+  fp__ctl *exited;       /* per slot: EXITED waiting for its bytes */
+  int *exit_pending;
+  struct pollfd *pfd;    /* ctl, then up to two per slot */
+  int *pfd_slot;
+};
+
+fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
+                           int ctl)
+{
+  fpm_bridge *b = calloc(1, sizeof *b);
+  int size;
+  MPI_Comm_size(comm, &size);
+  if (b != NULL) {
+    b->base = calloc((size_t)size, sizeof *b->base);
+    for (int r = 0; b->base != NULL && r < size; r++) {
+      b->base[r] = b->nslots;
+      b->nslots += r == root ? 0 : (unsigned)count[r];
+    }
+  }
+  unsigned n = b != NULL ? b->nslots : 0;
+  if (b == NULL || b->base == NULL ||
+      !(b->rank = calloc(n + 1, sizeof *b->rank)) ||
+      !(b->ch = calloc(n + 1, sizeof *b->ch)) ||
+      !(b->exited = calloc(n + 1, sizeof *b->exited)) ||
+      !(b->exit_pending = calloc(n + 1, sizeof *b->exit_pending)) ||
+      !(b->pfd = calloc(2 * n + 1, sizeof *b->pfd)) ||
+      !(b->pfd_slot = calloc(2 * n + 1, sizeof *b->pfd_slot))) {
+    if (b != NULL) {
+      free(b->base);
+      free(b->rank);
+      free(b->ch);
+      free(b->exited);
+      free(b->exit_pending);
+      free(b->pfd);
+      free(b);
+    }
+    close(ctl);
+    return NULL;
+  }
+  fpm_relay_init(&b->rl, comm);
+  b->root = root;
+  b->size = size;
+  b->ctl = ctl;
+  for (int r = 0; r < size; r++)
+    for (unsigned k = 0; r != root && k < (unsigned)count[r]; k++)
+      b->rank[b->base[r] + k] = r;
+  for (unsigned i = 0; i < n; i++)
+    fpm_chan_init(&b->ch[i]);
+  return b;
+}
+
+static void bridge_free(fpm_bridge *b)
+{
+  for (unsigned i = 0; i < b->nslots; i++)
+    fpm_chan_close(&b->ch[i]);
+  free(b->base);
+  free(b->rank);
+  free(b->ch);
+  free(b->exited);
+  free(b->exit_pending);
+  free(b->pfd);
+  free(b->pfd_slot);
+  free(b);
+}
+
+static uint32_t local_slot(const fpm_bridge *b, unsigned i)
+{
+  return i - b->base[b->rank[i]];
+}
+
+static void to_pool(fpm_bridge *b, const fp__ctl *m, const int *fds)
+{
+  (void)fp__remote_ctl_send(b->ctl, m, fds);
+}
+
+/* A pipe, both ends from 3 up and close-on-exec; the pool's ends are
+ * made non-blocking by the pool. */
+static int pipe_high(int fds[2])
+{
+  if (pipe2(fds, O_CLOEXEC) != 0)
+    return -errno;
+  for (int k = 0; k < 2; k++)
+    if (fds[k] < 3) {
+      int high = fcntl(fds[k], F_DUPFD_CLOEXEC, 3);
+      close(fds[k]);
+      fds[k] = high;
+    }
+  if (fds[0] < 0 || fds[1] < 0) {
+    int err = -errno;
+    for (int k = 0; k < 2; k++)
+      if (fds[k] >= 0)
+        close(fds[k]);
+    return err;
+  }
+#ifdef F_SETPIPE_SZ
+  (void)fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
+#endif
+  return 0;
+}
+
+/* A host forked slot i's worker: its pipes, the pool's ends passed on. */
+static void slot_spawned(fpm_bridge *b, unsigned i, const fp__ctl *in)
+{
+  fpm_chan *c = &b->ch[i];
+  int task[2] = {-1, -1}, result[2] = {-1, -1};
+  int rc = pipe_high(task);
+  if (rc == 0 && (rc = pipe_high(result)) != 0) {
+    close(task[0]);
+    close(task[1]);
+  }
+  fp__ctl m = *in;
+  m.slot = i;
+  if (rc != 0) {
+    /* The worker is no use without its pipes: the host kills it. */
+    fp__ctl kill = {.op = FP__CTL_KILL, .slot = local_slot(b, i),
+                    .pid = in->pid, .value = SIGKILL};
+    fpm_post_ctl(&b->rl, b->rank[i], &kill);
+    m.op = FP__CTL_SPAWN_FAILED;
+    m.value = rc;
+    to_pool(b, &m, NULL);
+    return;
+  }
+  int rfd = fpm_fd_prep(task[0]);
+  int wfd = fpm_fd_prep(result[1]);
+  int fds[FP__CTL_NFDS] = {task[1], result[0], rfd};
+  to_pool(b, &m, fds);
+  close(task[1]);
+  close(result[0]);
+  fpm_chan_open(c, rfd, wfd, -1);
+  b->exit_pending[i] = 0;
+}
+
+/* Slot i's EXITED goes to the pool once the pool can read everything the
+ * worker sent before it: after its pipe, which then ends. */
+static int flush_exit(fpm_bridge *b, unsigned i)
+{
+  fpm_chan *c = &b->ch[i];
+  if (!b->exit_pending[i] || !fpm_chan_flushed(c))
+    return 0;
+  fpm_chan_close(c);
+  b->exit_pending[i] = 0;
+  to_pool(b, &b->exited[i], NULL);
+  return 1;
+}
+
+/* A message from host rank from.  Returns 1 if it made work. */
+static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
+{
+  fp__ctl m;
+  memcpy(&m, msg, sizeof m);
+  unsigned n = from != b->root ? b->base[from] : 0;
+  unsigned i = n + m.slot;
+  int valid = from != b->root && m.slot < b->nslots && i < b->nslots &&
+              b->rank[i] == from;
+  if (!valid) {
+    free(msg);
+    return;
+  }
+  fpm_chan *c = &b->ch[i];
+  switch (m.op) {
+  case FP__CTL_SPAWNED:
+    slot_spawned(b, i, &m);
+    break;
+  case FP__CTL_SPAWN_FAILED:
+    m.slot = i;
+    to_pool(b, &m, NULL);
+    break;
+  case FP__CTL_EXITED:
+    m.slot = i;
+    b->exited[i] = m;
+    b->exit_pending[i] = 1;
+    fpm_chan_write(c);
+    flush_exit(b, i);
+    break;
+  case FPM_DATA:
+    if (c->open) {
+      fpm_chan_put(c, msg, len);
+      msg = NULL;
+      fpm_chan_write(c);
+    }
+    break;
+  case FPM_ACK:
+    if (c->open)
+      c->unacked -= m.user_us < c->unacked ? m.user_us : c->unacked;
+    break;
+  case FPM_CLOSE:
+    if (c->open) {
+      c->wclose = 1;
+      fpm_chan_write(c);
+    }
+    break;
+  default:
+    break;
+  }
+  free(msg);
+}
+
+/* What the pool asks of the fork server goes to the slot's host.  0, or 1
+ * at end of file. */
+static int from_pool(fpm_bridge *b, int *busy)
+{
+  for (;;) {
+    enum fp__io io;
+    fp__ctl m;
+    int fds[FP__CTL_NFDS];
+    int rc = fp__remote_ctl_recv(b->ctl, &io, &m, fds);
+    for (int k = 0; k < FP__CTL_NFDS; k++)
+      if (fds[k] >= 0)
+        close(fds[k]);
+    if (rc == 0 && io == FP__IO_AGAIN)
+      return 0;
+    if (rc < 0 || io == FP__IO_EOF)
+      return 1;
+    *busy = 1;
+    if (m.slot >= b->nslots)
+      continue;
+    unsigned i = m.slot;
+    if (m.op == FP__CTL_SPAWN || m.op == FP__CTL_KILL ||
+        m.op == FP__CTL_STOP) {
+      m.slot = local_slot(b, i);
+      fpm_post_ctl(&b->rl, b->rank[i], &m);
+    }
+  }
+}
+
+/* Tells every host to stop and waits until each has: no worker is left on
+ * any rank after this. */
+static void stop_hosts(fpm_bridge *b)
+{
+  for (unsigned i = 0; i < b->nslots; i++)
+    fpm_chan_close(&b->ch[i]);
+  int left = 0;
+  for (int r = 0; r < b->size; r++)
+    if (r != b->root) {
+      fp__ctl m = {.op = FPM_END};
+      fpm_post_ctl(&b->rl, r, &m);
+      left++;
+    }
+  while (left > 0) {
+    char *msg;
+    size_t len;
+    int from, busy = 0;
+    while (fpm_take(&b->rl, MPI_ANY_SOURCE, &msg, &len, &from)) {
+      fp__ctl m;
+      memcpy(&m, msg, sizeof m);
+      left -= m.op == FPM_END_ACK;
+      free(msg);
+      busy = 1;
+    }
+    fpm_progress(&b->rl);
+    if (left > 0)
+      fpm_pace(&b->rl, NULL, 0, busy);
+  }
+  fpm_relay_drain(&b->rl);
+}
+
+void fpm_bridge_run(fpm_bridge *b)
+{
+  int busy = 1;
+  for (;;) {
+    int np = 0;
+    b->pfd[np] = (struct pollfd){.fd = b->ctl, .events = POLLIN};
+    b->pfd_slot[np++] = -1;
+    for (unsigned i = 0; i < b->nslots; i++) {
+      fpm_chan *c = &b->ch[i];
+      if (fpm_chan_wants_read(c)) {
+        b->pfd[np] = (struct pollfd){.fd = c->rfd, .events = POLLIN};
+        b->pfd_slot[np++] = (int)i;
+      }
+      if (c->wfd >= 0 && !fpm_chan_flushed(c)) {
+        b->pfd[np] = (struct pollfd){.fd = c->wfd, .events = POLLOUT};
+        b->pfd_slot[np++] = (int)i;
+      }
+    }
+    int ready = fpm_pace(&b->rl, b->pfd, np, busy);
+    busy = 0;
+    if (ready > 0 && b->pfd[0].revents != 0 && from_pool(b, &busy))
+      break;
+    for (int k = 1; ready > 0 && k < np; k++) {
+      if (b->pfd[k].revents == 0)
+        continue;
+      unsigned i = (unsigned)b->pfd_slot[k];
+      fpm_chan *c = &b->ch[i];
+      if (b->pfd[k].events == POLLIN && b->pfd[k].fd == c->rfd)
+        busy |= fpm_chan_read(&b->rl, c, b->rank[i], local_slot(b, i), 0) > 0;
+      else if (b->pfd[k].fd == c->wfd)
+        busy |= fpm_chan_write(c) > 0;
+    }
+    char *msg;
+    size_t len;
+    int from;
+    for (int k = 0; k < FPM_BATCH &&
+                    fpm_take(&b->rl, MPI_ANY_SOURCE, &msg, &len, &from); k++) {
+      from_host(b, from, msg, len);
+      busy = 1;
+    }
+    for (unsigned i = 0; i < b->nslots; i++) {
+      fpm_chan *c = &b->ch[i];
+      if (!c->open)
+        continue;
+      busy |= flush_exit(b, i);
+      if (c->open)
+        fpm_chan_ack(&b->rl, c, b->rank[i], local_slot(b, i));
+    }
+    fpm_progress(&b->rl);
+    if (b->rl.failed)
+      break; /* out of memory: the pool sees its fork server die */
+  }
+  stop_hosts(b);
+  MPI_Comm comm = b->rl.comm;
+  int ctl = b->ctl;
+  bridge_free(b);
+  MPI_Comm_free(&comm);
+  /* Last: the pool's destroy returns at this end of file. */
+  close(ctl);
+}

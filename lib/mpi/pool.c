@@ -1,0 +1,166 @@
+/*
+ * fp_mpi_pool_create: the start-up every rank goes through together.  Each
+ * host starts its fork server and says how many workers it has (or why it
+ * could not); the root adds them up and says whether to go on.  Then each
+ * host serves (host.c) until the root's pool is gone, and the root starts
+ * the bridge thread (bridge.c) and creates an ordinary pool whose fork
+ * server the bridge stands in for.
+ */
+#include "relay.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define FPM_MAX_WORKERS 1024 /* a pool's, all hosts together */
+
+static void *bridge_main(void *arg)
+{
+  fpm_bridge_run(arg);
+  return NULL;
+}
+
+/* When the bridge cannot be made: END to every host, and what each sends
+ * taken until its END_ACK.  Frees comm. */
+static void stop_hosts_plain(MPI_Comm comm, int root)
+{
+  int size;
+  MPI_Comm_size(comm, &size);
+  fp__ctl end = {.op = FPM_END};
+  for (int r = 0; r < size; r++)
+    if (r != root)
+      MPI_Send(&end, (int)sizeof end, MPI_BYTE, r, FPM_TAG, comm);
+  for (int r = 0; r < size; r++) {
+    fp__ctl m = {.op = 0};
+    while (r != root && m.op != FPM_END_ACK) {
+      MPI_Status st;
+      int count;
+      MPI_Probe(r, FPM_TAG, comm, &st);
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      char *buf = malloc((size_t)count);
+      MPI_Recv(buf, buf != NULL ? count : 0, MPI_BYTE, r, FPM_TAG, comm,
+               MPI_STATUS_IGNORE);
+      if (buf != NULL && (size_t)count >= sizeof m)
+        memcpy(&m, buf, sizeof m);
+      free(buf);
+    }
+  }
+  MPI_Comm_free(&comm);
+}
+
+/* The root: the bridge, then the pool.  On failure the hosts were told to
+ * stop and comm is freed. */
+static int root_create(fp_pool **out, const fp_pool_options *opts,
+                       MPI_Comm comm, int root, const int *count,
+                       unsigned total)
+{
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    int rc = -errno;
+    stop_hosts_plain(comm, root);
+    return rc;
+  }
+  sv[0] = fpm_fd_prep(sv[0]);
+  sv[1] = fpm_fd_prep(sv[1]);
+  fpm_bridge *b = NULL;
+  if (sv[1] >= 0)
+    b = fpm_bridge_new(comm, root, count, sv[1]); /* takes sv[1] */
+  if (b == NULL || sv[0] < 0) {
+    if (sv[0] >= 0)
+      close(sv[0]);
+    if (b != NULL)
+      fpm_bridge_run(b); /* sees end of file at once */
+    else
+      stop_hosts_plain(comm, root);
+    return sv[0] < 0 ? sv[0] : FP_ENOMEM;
+  }
+
+  /* The bridge takes no signal of the caller's, and a write to a pipe
+   * the pool has closed is EPIPE, not SIGPIPE. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  int trc = pthread_create(&t, NULL, bridge_main, b);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (trc != 0) {
+    close(sv[0]);
+    fpm_bridge_run(b); /* sees end of file at once */
+    return -trc;
+  }
+
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  if (opts != NULL) {
+    memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
+    o.size = opts->size;
+  }
+  o.workers = total;
+  int rc = fp__remote_pool_create(out, &o, sv[0]);
+  if (rc != 0)
+    pthread_join(t, NULL); /* the pool closed sv[0]: the bridge is done */
+  else
+    pthread_detach(t);
+  return rc;
+}
+
+FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
+                                 MPI_Comm comm, int root)
+{
+  int inited = 0, finalized = 0, rank, size;
+  if (out != NULL)
+    *out = NULL;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&finalized);
+  if (out == NULL || !inited || finalized || comm == MPI_COMM_NULL)
+    return FP_EINVAL;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  if (root < 0 || root >= size || size < 2)
+    return FP_EINVAL;
+
+  MPI_Comm fc;
+  MPI_Comm_dup(comm, &fc);
+  int mine = 0, ctl = -1, fs_child = 0;
+  unsigned n = 0;
+  pid_t fs_pid = 0;
+  if (rank != root) {
+    mine = fp__remote_forkserver_start(opts, &n, &ctl, &fs_pid, &fs_child);
+    if (mine == 0)
+      mine = (int)n;
+  }
+  int *count = rank == root ? calloc((size_t)size, sizeof *count) : NULL;
+  int status = rank == root && count == NULL ? FP_ENOMEM : 0;
+  int dummy;
+  MPI_Gather(&mine, 1, MPI_INT, count != NULL ? count : &dummy, 1, MPI_INT,
+             root, fc);
+  unsigned total = 0;
+  for (int r = 0; count != NULL && r < size; r++) {
+    if (r == root)
+      count[r] = 0;
+    else if (count[r] < 0 && status == 0)
+      status = count[r];
+    else if (count[r] > 0)
+      total += (unsigned)count[r];
+  }
+  if (status == 0 && rank == root && total > FPM_MAX_WORKERS)
+    status = FP_EINVAL;
+  MPI_Bcast(&status, 1, MPI_INT, root, fc);
+
+  int rc = status;
+  if (status != 0) {
+    if (ctl >= 0)
+      fpm_forkserver_stop(ctl, fs_pid, fs_child);
+    MPI_Comm_free(&fc);
+  } else if (rank != root) {
+    rc = fpm_host_run(fc, root, n, ctl, fs_pid, fs_child);
+    MPI_Comm_free(&fc);
+  } else {
+    rc = root_create(out, opts, fc, root, count, total);
+  }
+  free(count);
+  return rc;
+}

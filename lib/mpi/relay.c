@@ -1,0 +1,343 @@
+/*
+ * What the bridge and a host's relay share: sends in flight, the loop's
+ * pace, and channels (a worker's pipes on this side, with their windows).
+ */
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t fpm_now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int fpm_fd_prep(int fd)
+{
+  if (fd < 0)
+    return fd;
+  if (fd < 3) {
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    close(fd);
+    if (high < 0)
+      return -err;
+    fd = high;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+/* --- Sends ----------------------------------------------------------------- */
+
+void fpm_relay_init(fpm_relay *rl, MPI_Comm comm)
+{
+  memset(rl, 0, sizeof *rl);
+  rl->comm = comm;
+  rl->busy_ns = fpm_now_ns();
+}
+
+char *fpm_msg_new(fpm_relay *rl, size_t payload)
+{
+  char *m = malloc(sizeof(fp__ctl) + payload);
+  if (m == NULL)
+    rl->failed = 1;
+  return m;
+}
+
+void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
+{
+  if (rl->nreq == rl->cap) {
+    int cap = rl->cap ? 2 * rl->cap : 64;
+    MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
+    if (r != NULL)
+      rl->reqs = r;
+    char **b = r != NULL ? realloc(rl->bufs, (size_t)cap * sizeof *b) : NULL;
+    if (b != NULL)
+      rl->bufs = b;
+    if (r == NULL || b == NULL) {
+      /* No room to track it: send it now, in place. */
+      MPI_Send(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+      free(msg);
+      return;
+    }
+    rl->cap = cap;
+  }
+  MPI_Isend(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm,
+            &rl->reqs[rl->nreq]);
+  rl->bufs[rl->nreq++] = msg;
+}
+
+void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m)
+{
+  char *msg = fpm_msg_new(rl, 0);
+  if (msg == NULL) {
+    MPI_Send((void *)m, (int)sizeof *m, MPI_BYTE, dest, FPM_TAG, rl->comm);
+    return;
+  }
+  memcpy(msg, m, sizeof *m);
+  fpm_post(rl, dest, msg, sizeof *m);
+}
+
+void fpm_progress(fpm_relay *rl)
+{
+  if (rl->nreq == 0)
+    return;
+  int done[FPM_BATCH], ndone = 0;
+  int n = rl->nreq < FPM_BATCH ? rl->nreq : FPM_BATCH;
+  /* The oldest first: they complete about in order. */
+  MPI_Testsome(n, rl->reqs, &ndone, done, MPI_STATUSES_IGNORE);
+  if (ndone == MPI_UNDEFINED || ndone == 0)
+    return;
+  for (int k = 0; k < ndone; k++) {
+    free(rl->bufs[done[k]]);
+    rl->bufs[done[k]] = NULL;
+  }
+  int j = 0;
+  for (int i = 0; i < rl->nreq; i++)
+    if (rl->bufs[i] != NULL) {
+      rl->reqs[j] = rl->reqs[i];
+      rl->bufs[j++] = rl->bufs[i];
+    }
+  rl->nreq = j;
+}
+
+void fpm_relay_drain(fpm_relay *rl)
+{
+  if (rl->nreq > 0)
+    MPI_Waitall(rl->nreq, rl->reqs, MPI_STATUSES_IGNORE);
+  for (int i = 0; i < rl->nreq; i++)
+    free(rl->bufs[i]);
+  free(rl->reqs);
+  free(rl->bufs);
+  rl->reqs = NULL;
+  rl->bufs = NULL;
+  rl->nreq = rl->cap = 0;
+}
+
+int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
+{
+  int flag = 0, count = 0;
+  MPI_Status st;
+  MPI_Iprobe(source, FPM_TAG, rl->comm, &flag, &st);
+  if (!flag)
+    return 0;
+  MPI_Get_count(&st, MPI_BYTE, &count);
+  char *m = malloc(count > 0 ? (size_t)count : 1);
+  if (m == NULL) {
+    rl->failed = 1;
+    return 0;
+  }
+  MPI_Recv(m, count, MPI_BYTE, st.MPI_SOURCE, FPM_TAG, rl->comm,
+           MPI_STATUS_IGNORE);
+  if ((size_t)count < sizeof(fp__ctl)) {
+    free(m);
+    return 0; /* not ours: the communicator is our duplicate, so never */
+  }
+  *msg = m;
+  *len = (size_t)count;
+  *from = st.MPI_SOURCE;
+  return 1;
+}
+
+/* --- The pace of the loop ----------------------------------------------- */
+
+int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
+{
+  int64_t now = fpm_now_ns();
+  /* A send in flight is work too: a large one moves only while this side
+   * calls MPI, and the peer waits in its receive meanwhile. */
+  if (busy || rl->nreq > 0) {
+    rl->busy_ns = now;
+    rl->nap_ns = FPM_NAP_MIN_NS;
+  }
+  int64_t nap = 0;
+  if (now - rl->busy_ns >= FPM_SPIN_NS) {
+    nap = rl->nap_ns;
+    rl->nap_ns = nap * 2 > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap * 2;
+  }
+  struct timespec ts = {nap / 1000000000, nap % 1000000000};
+  int rc = ppoll(pfd, (nfds_t)n, &ts, NULL);
+  if (rc == 0 && nap == 0)
+    sched_yield(); /* spinning: a worker on this core goes first */
+  return rc < 0 ? 0 : rc;
+}
+
+/* --- Channels ------------------------------------------------------------ */
+
+void fpm_chan_init(fpm_chan *c)
+{
+  memset(c, 0, sizeof *c);
+  c->rfd = c->wfd = c->hold = -1;
+}
+
+void fpm_chan_open(fpm_chan *c, int rfd, int wfd, int hold)
+{
+  fpm_chan_close(c);
+  c->rfd = rfd;
+  c->wfd = wfd;
+  c->hold = hold;
+  c->open = 1;
+}
+
+static void chan_drop(fpm_chan *c)
+{
+  while (c->qhead != NULL) {
+    fpm_chunk *k = c->qhead;
+    c->qhead = k->next;
+    free(k->msg);
+    free(k);
+  }
+  c->qtail = NULL;
+}
+
+void fpm_chan_close(fpm_chan *c)
+{
+  int *fds[3] = {&c->rfd, &c->wfd, &c->hold};
+  for (int i = 0; i < 3; i++)
+    if (*fds[i] >= 0) {
+      close(*fds[i]);
+      *fds[i] = -1;
+    }
+  chan_drop(c);
+  c->open = c->wclose = 0;
+  c->unacked = c->to_ack = 0;
+}
+
+int fpm_chan_wants_read(const fpm_chan *c)
+{
+  return c->open && c->rfd >= 0 && c->unacked < FPM_WINDOW;
+}
+
+size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
+                     int all)
+{
+  size_t sent = 0;
+  while (c->rfd >= 0 && (all || c->unacked < FPM_WINDOW)) {
+    int avail = 0;
+    if (ioctl(c->rfd, FIONREAD, &avail) != 0 || avail < 0)
+      avail = 0;
+    size_t want = avail > 0 ? (size_t)avail : 4096;
+    size_t room = all ? FPM_CHUNK : FPM_WINDOW - c->unacked;
+    if (want > room)
+      want = room;
+    if (want > FPM_CHUNK)
+      want = FPM_CHUNK;
+    char *msg = fpm_msg_new(rl, want);
+    if (msg == NULL)
+      return sent;
+    ssize_t r;
+    while ((r = read(c->rfd, msg + sizeof(fp__ctl), want)) < 0 &&
+           errno == EINTR)
+      ;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      free(msg);
+      return sent;
+    }
+    if (r <= 0) {
+      /* End of file (or an error, which ends it as well). */
+      free(msg);
+      close(c->rfd);
+      c->rfd = -1;
+      fp__ctl m = {.op = FPM_CLOSE, .slot = slot};
+      fpm_post_ctl(rl, dest, &m);
+      return sent;
+    }
+    fp__ctl m = {.op = FPM_DATA, .slot = slot};
+    memcpy(msg, &m, sizeof m);
+    fpm_post(rl, dest, msg, sizeof m + (size_t)r);
+    c->unacked += (size_t)r;
+    sent += (size_t)r;
+    if ((size_t)r < want)
+      return sent; /* the pipe is empty */
+  }
+  return sent;
+}
+
+void fpm_chan_put(fpm_chan *c, char *msg, size_t len)
+{
+  fpm_chunk *k = malloc(sizeof *k);
+  if (k == NULL || len <= sizeof(fp__ctl) || c->wfd < 0) {
+    free(k);
+    free(msg);
+    return;
+  }
+  *k = (fpm_chunk){NULL, msg, sizeof(fp__ctl), len};
+  if (c->qtail != NULL)
+    c->qtail->next = k;
+  else
+    c->qhead = k;
+  c->qtail = k;
+}
+
+size_t fpm_chan_write(fpm_chan *c)
+{
+  size_t done = 0;
+  while (c->qhead != NULL && c->wfd >= 0) {
+    struct iovec iov[16];
+    int n = 0;
+    for (fpm_chunk *k = c->qhead; k != NULL && n < 16; k = k->next) {
+      iov[n].iov_base = k->msg + k->off;
+      iov[n++].iov_len = k->end - k->off;
+    }
+    ssize_t w = writev(c->wfd, iov, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (w < 0) {
+      /* Its reader is gone (EPIPE): nobody wants these bytes. */
+      chan_drop(c);
+      close(c->wfd);
+      c->wfd = -1;
+      break;
+    }
+    done += (size_t)w;
+    c->to_ack += (size_t)w;
+    size_t left = (size_t)w;
+    while (left > 0) {
+      fpm_chunk *k = c->qhead;
+      size_t rest = k->end - k->off;
+      if (left < rest) {
+        k->off += left;
+        break;
+      }
+      left -= rest;
+      c->qhead = k->next;
+      free(k->msg);
+      free(k);
+    }
+    if (c->qhead == NULL)
+      c->qtail = NULL;
+  }
+  if (c->qhead == NULL && c->wclose && c->wfd >= 0) {
+    close(c->wfd);
+    c->wfd = -1;
+  }
+  return done;
+}
+
+void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot)
+{
+  if (c->to_ack < FPM_ACK_AT)
+    return;
+  fp__ctl m = {.op = FPM_ACK, .slot = slot, .user_us = c->to_ack};
+  fpm_post_ctl(rl, dest, &m);
+  c->to_ack = 0;
+}

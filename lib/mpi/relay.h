@@ -1,0 +1,147 @@
+/*
+ * libforkpool-mpi's internals: what the root's bridge (bridge.c) and a
+ * host's relay (host.c) share.  Both move bytes between pipes and MPI
+ * messages without reading them: a channel is one worker's pair of pipes
+ * on this side, and the bytes of its frames travel as DATA messages of at
+ * most FPM_CHUNK bytes, in order (MPI does not reorder messages between two
+ * ranks on one communicator and tag).  Each direction of a channel has a
+ * window of FPM_WINDOW bytes: the sender reads its pipe only while less
+ * than that is unacknowledged, and the receiver acknowledges what it has
+ * written into its pipe, so that neither side ever holds more than a
+ * window per worker.
+ */
+#ifndef FPM_RELAY_H
+#define FPM_RELAY_H
+
+#include "../forkpool-remote.h"
+
+#include <forkpool-mpi.h>
+
+#define FPM_TAG 17                    /* every message, on our own comm */
+#define FPM_CHUNK ((size_t)1 << 20)   /* payload bytes per DATA, at most */
+#define FPM_WINDOW ((size_t)8 << 20)  /* unacknowledged bytes per direction */
+#define FPM_ACK_AT (FPM_WINDOW / 4)   /* written bytes worth an ACK */
+#define FPM_SPIN_NS 200000            /* keep polling this long after work */
+#define FPM_NAP_MIN_NS 10000          /* then sleep this long, doubling */
+#define FPM_NAP_MAX_NS 1000000        /* up to this: 1 ms */
+#define FPM_BATCH 64                  /* messages taken per pass, at most */
+
+/*
+ * Every message is an fp__ctl, then for DATA its payload.  The fork
+ * server's ops (below 64) are relayed as they are, their slot the host's
+ * own number; these are the relays' own.
+ */
+enum fpm_op {
+  FPM_DATA = 64,       /* both ways: the payload goes into slot's pipe */
+  FPM_ACK = 65,        /* both ways: user_us bytes of slot's were written */
+  FPM_CLOSE = 66,      /* both ways: slot's stream ends (end of file) */
+  FPM_END = 67,        /* root -> host: the pool is gone; stop */
+  FPM_END_ACK = 68,    /* host -> root: stopped, every worker reaped */
+};
+
+/* A received DATA message, or what is left of it to write. */
+typedef struct fpm_chunk {
+  struct fpm_chunk *next;
+  char *msg;           /* the whole message, owned */
+  size_t off, end;     /* the payload bytes not yet written */
+} fpm_chunk;
+
+/* One worker's two streams on this side of the relay. */
+typedef struct fpm_chan {
+  int open;            /* its worker exists: DATA, ACK and CLOSE count */
+  int rfd;             /* bytes to send to the peer; -1: closed */
+  int wfd;             /* where the peer's bytes go; -1: closed */
+  int hold;            /* host: the task pipe's read end; -1: none */
+  fpm_chunk *qhead, *qtail; /* the peer's bytes not yet written */
+  size_t unacked;      /* bytes sent, not yet acknowledged */
+  size_t to_ack;       /* bytes written, not yet acknowledged */
+  int wclose;          /* the peer's stream ended: close wfd once written */
+} fpm_chan;
+
+/* Sends in flight, and the pace of the loop. */
+typedef struct fpm_relay {
+  MPI_Comm comm;       /* a duplicate of the caller's */
+  MPI_Request *reqs;   /* nreq sends in flight */
+  char **bufs;         /* their messages, owned */
+  int nreq, cap;
+  int64_t busy_ns;     /* when the last work was done */
+  int64_t nap_ns;      /* the next sleep when idle */
+  int failed;          /* out of memory: the relay stops */
+} fpm_relay;
+
+int64_t fpm_now_ns(void);
+void fpm_relay_init(fpm_relay *rl, MPI_Comm comm);
+/* Waits for every send, then frees what is left. */
+void fpm_relay_drain(fpm_relay *rl);
+/* A message of payload bytes after its header, or NULL (rl->failed). */
+char *fpm_msg_new(fpm_relay *rl, size_t payload);
+/* Sends msg (taken) of len bytes to rank dest. */
+void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len);
+/* Sends a header alone. */
+void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
+/* Frees the messages whose sends completed. */
+void fpm_progress(fpm_relay *rl);
+/*
+ * Waits for one of n descriptors, or for the next look at MPI: not at all
+ * just after work (busy), then a sleep that doubles up to FPM_NAP_MAX_NS.
+ * Returns poll's count (0: none ready).
+ */
+int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy);
+
+/* The next message from source (MPI_ANY_SOURCE: any): 1 and *msg (owned),
+ * *len and *from; 0 if none is there. */
+int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from);
+
+void fpm_chan_init(fpm_chan *c);
+/* Opens c on its descriptors (taken; hold may be -1). */
+void fpm_chan_open(fpm_chan *c, int rfd, int wfd, int hold);
+/* Closes its descriptors and drops what it holds. */
+void fpm_chan_close(fpm_chan *c);
+/* Whether to poll rfd: open and room in the window. */
+int fpm_chan_wants_read(const fpm_chan *c);
+/*
+ * Reads what rfd has (within the window unless all) and sends it as DATA
+ * for slot to dest.  Returns bytes sent; at end of file sends CLOSE and
+ * closes rfd.
+ */
+size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
+                     int all);
+/* Takes a DATA message (msg, owned) for c. */
+void fpm_chan_put(fpm_chan *c, char *msg, size_t len);
+/* Writes what wfd takes; drops the rest if its reader is gone.  Returns
+ * bytes written. */
+size_t fpm_chan_write(fpm_chan *c);
+/* Sends an ACK for slot to dest once enough was written. */
+void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot);
+/* Nothing of the peer's is left to write. */
+static inline int fpm_chan_flushed(const fpm_chan *c)
+{
+  return c->qhead == NULL;
+}
+
+/* A descriptor from 3 up, close-on-exec and non-blocking (fd is consumed);
+ * -errno. */
+int fpm_fd_prep(int fd);
+
+/* --- bridge.c: the root's stand-in for a fork server ---------------------- */
+
+typedef struct fpm_bridge fpm_bridge;
+/* For ranks whose hosts run count[r] workers (count[root] 0), talking to
+ * the pool on ctl (taken).  NULL: out of memory (ctl closed). */
+fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
+                           int ctl);
+/* Relays until the pool closes its control socket, then stops every host,
+ * frees comm, and closes ctl last.  Frees b. */
+void fpm_bridge_run(fpm_bridge *b);
+
+/* --- host.c: a host's relay ------------------------------------------------ */
+
+/* Relays between root and the fork server on ctl (taken) with n workers
+ * until the root says END; stops the fork server (every worker is reaped
+ * when this returns).  0, or FP_ENOMEM. */
+int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
+                 int fs_child);
+/* Stops a fork server that never served. */
+void fpm_forkserver_stop(int ctl, pid_t fs_pid, int fs_child);
+
+#endif

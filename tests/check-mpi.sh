@@ -1,0 +1,56 @@
+#!/bin/sh
+# forkpool over MPI, for make check: tests/check_mpi and examples/mpi_primes
+# under mpirun with 3 ranks (rank 0 the root, two hosts), twice: with Open
+# MPI's defaults (shared memory between ranks on one machine) and with
+# --mca btl tcp,self, the path ranks on separate machines take.  Exits 77
+# (skip) only when configure did not build libforkpool-mpi; 0 or 1 else.
+# Every run is under a timeout: a rank that does not return fails it.
+top_builddir=${top_builddir:-.}
+if [ "${FP_HAVE_MPI:-no}" != yes ]; then
+  echo "skip: configure found no MPI (--with-mpi, apt-get install openmpi-bin libopenmpi-dev)"
+  exit 77
+fi
+mpirun=${MPIRUN:-mpirun}
+# CI runs as root; Open MPI refuses that unless told.
+OMPI_ALLOW_RUN_AS_ROOT=1
+OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
+# Check's own fork per test would make a child that is no MPI rank.
+CK_FORK=no
+export CK_FORK
+status=0
+out=$top_builddir/check-mpi.out
+
+run() {
+  what=$1
+  shift
+  if timeout 600 "$mpirun" --oversubscribe -n 3 "$@" >"$out" 2>&1; then
+    echo "pass: $what"
+  else
+    echo "FAIL: $what (exit status $?)"
+    sed 's/^/  | /' "$out"
+    status=1
+  fi
+}
+
+for btl in default tcp; do
+  # The tcp run also leaves out Open MPI's crash handlers, which workers
+  # inherit (fp_mpi_pool_create(3), CAVEATS): no stack trace is printed.
+  if [ $btl = tcp ]; then
+    set -- --mca btl tcp,self --mca opal_signal ""
+  else
+    set --
+  fi
+  run "check_mpi, btl $btl" "$@" "$top_builddir/tests/check_mpi"
+  grep -E '^[0-9]+%: Checks' "$out"
+  if [ $btl = tcp ] && grep -q 'Process received signal' "$out"; then
+    echo "FAIL: --mca opal_signal \"\" still printed a stack trace"
+    status=1
+  fi
+  run "mpi_primes, btl $btl" "$@" "$top_builddir/examples/mpi_primes" \
+    --workers 1 1000000
+  grep -q '^primes below 1000000: 78498$' "$out" ||
+    { echo "FAIL: mpi_primes, btl $btl: no 'primes below 1000000: 78498'"; status=1; }
+done
+rm -f "$out"
+exit $status

@@ -1,0 +1,688 @@
+/*
+ * forkpool over MPI, with real ranks and real workers: run by
+ * tests/check-mpi.sh as `mpirun -n 3 tests/check_mpi`.  Rank 0 runs the
+ * Check suite, without forking (a forked child is no MPI process); every
+ * other rank is a host for each pool a test makes.  Pools are made
+ * collectively: before each, rank 0 broadcasts the test's options (or the
+ * end of the suite), and after each every host reports how its
+ * fp_mpi_pool_create returned and whether any process it started is left,
+ * which rank 0 checks.  A test that fails on rank 0 still kills and
+ * destroys its pool in the teardown, so every host returns and every rank
+ * exits.
+ */
+#include <forkpool-mpi.h>
+
+#include "fpt.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* What a test's pool is made with, the same on every rank. */
+typedef struct mpt_cfg {
+  int more;              /* 0: the suite is over, hosts leave */
+  unsigned workers;      /* per host */
+  int init_fails;        /* every worker's init fails */
+  int bad_option;        /* an option every rank refuses: 1 invalid, 2
+                            threads */
+  int grace_ms;          /* deadline_grace_ms */
+} mpt_cfg;
+
+/* What a host says after its fp_mpi_pool_create returned. */
+typedef struct mpt_report {
+  int rc;                /* what it returned */
+  int got_pool;          /* *out was not NULL */
+  int left;              /* a process it started was still there */
+} mpt_report;
+
+static int nranks;
+
+/* --- Tasks of this suite's own (fpt's are there too) ---------------------- */
+
+static int init_fails(void **state, void *arg, fp_call *call)
+{
+  (void)state;
+  (void)arg;
+  return fp_call_fail(call, "InitError", "this host refuses");
+}
+
+/* Runs until asked to stop, then fails with "Stopped". */
+static int t_polls(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  (void)o;
+  while (!fp_call_should_stop(c)) {
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  return fp_call_fail(c, "Stopped", "asked to stop");
+}
+
+static fp_pool_options options_of(const mpt_cfg *c)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.tasks = fpt_tasks;
+  o.workers = c->workers;
+  o.init = c->init_fails ? init_fails : NULL;
+  o.deadline_grace_ms = c->grace_ms;
+  if (c->bad_option == 1)
+    o.max_inflight = 100000; /* over 1024: FP_EINVAL everywhere */
+  if (c->bad_option == 2)
+    o.mode = FP_MODE_THREADS; /* FP_ENOTSUP */
+  return o;
+}
+
+/* --- Hosts ------------------------------------------------------------------ */
+
+/* Whether this process has a child, from /proc: fpt's own count asserts,
+ * and a host is not running a test. */
+static int has_child(void)
+{
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int found = 0;
+  pid_t me = getpid();
+  while (d != NULL && !found && (e = readdir(d)) != NULL) {
+    char path[300], buf[512];
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    int ppid;
+    char st;
+    found = rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == me;
+  }
+  if (d != NULL)
+    closedir(d);
+  return found;
+}
+
+/* Waits up to FPT_LIMIT_MS until this process (a subreaper) has no child:
+ * 0, or 1 if one is left. */
+static int children_left(void)
+{
+  for (int waited = 0; waited < FPT_LIMIT_MS; waited += 2) {
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+      ;
+    if (!has_child())
+      return 0;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+  return 1;
+}
+
+static void host_loop(void)
+{
+  /* The fork server and the workers stay countable as our descendants. */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  for (;;) {
+    mpt_cfg c;
+    MPI_Bcast(&c, (int)sizeof c, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (!c.more)
+      return;
+    fp_pool_options o = options_of(&c);
+    fp_pool *p = (fp_pool *)&c; /* must be set to NULL */
+    mpt_report r;
+    r.rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    r.got_pool = p != NULL;
+    r.left = children_left();
+    MPI_Gather(&r, (int)sizeof r, MPI_BYTE, NULL, 0, MPI_BYTE, 0,
+               MPI_COMM_WORLD);
+  }
+}
+
+/* --- Rank 0: the pool a test has, and its end ------------------------------ */
+
+static fp_pool *cur;     /* the test's pool; NULL: none */
+static int owed;         /* the hosts' reports are still to be gathered */
+static mpt_report reports[64];
+
+/* Gathers every host's report; 0, or 1 if one did not return 0 with no
+ * pool and nothing left behind. */
+static int gather_reports(int expect_rc)
+{
+  mpt_report mine = {0, 0, 0};
+  owed = 0;
+  MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, reports, (int)sizeof mine,
+             MPI_BYTE, 0, MPI_COMM_WORLD);
+  int bad = 0;
+  for (int r = 1; r < nranks; r++)
+    bad |= reports[r].rc != expect_rc || reports[r].got_pool ||
+           reports[r].left;
+  return bad;
+}
+
+static int mpt_create(mpt_cfg c, fp_pool **out)
+{
+  c.more = 1;
+  MPI_Bcast(&c, (int)sizeof c, MPI_BYTE, 0, MPI_COMM_WORLD);
+  fp_pool_options o = options_of(&c);
+  int rc = fp_mpi_pool_create(out, &o, MPI_COMM_WORLD, 0);
+  owed = 1;
+  cur = rc == 0 ? *out : NULL;
+  return rc;
+}
+
+/* The end of a test's pool: destroyed, and every host reported back. */
+static void mpt_destroy(fp_pool *p, int host_rc)
+{
+  cur = NULL;
+  fp_pool_destroy(p);
+  int bad = gather_reports(host_rc);
+  for (int r = 1; r < nranks; r++)
+    ck_assert_msg(!bad, "rank %d: rc %d, pool %d, process left %d", r,
+                  reports[r].rc, reports[r].got_pool, reports[r].left);
+}
+
+static void mpt_teardown(void)
+{
+  if (cur != NULL) {
+    fp_pool_kill(cur);
+    fp_pool_destroy(cur);
+    cur = NULL;
+  }
+  if (owed)
+    (void)gather_reports(0);
+}
+
+static fp_pool *pool_of(unsigned workers)
+{
+  mpt_cfg c = {.workers = workers};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+static void expect_error(fp_future *f, int err, const char *text)
+{
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), err);
+  const char *e = fp_future_error(f);
+  ck_assert_msg(e != NULL && strstr(e, text) != NULL, "error '%s', not '%s'",
+                e ? e : "(none)", text);
+  fp_future_release(f);
+}
+
+static int64_t square_of(fp_pool *p, int64_t x)
+{
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", x), 0);
+  int64_t v = fpt_i64(f);
+  fp_future_release(f);
+  return v;
+}
+
+/* --- Tests ------------------------------------------------------------------- */
+
+START_TEST(results_and_errors_cross)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.workers, (unsigned)(nranks - 1));
+  ck_assert_uint_eq(st.workers_live, (unsigned)(nranks - 1));
+
+  ck_assert_int_eq(square_of(p, 12), 144);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "echo", &f, "[s{sI}[yn]]", "hello", "k",
+                              (int64_t)-5, "\x01\x02", (size_t)2), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_ARRAY);
+  ck_assert_uint_eq(r->via.array.size, 3);
+  ck_assert_int_eq(r->via.array.ptr[0].via.str.size, 5);
+  ck_assert_int_eq(memcmp(r->via.array.ptr[0].via.str.ptr, "hello", 5), 0);
+  ck_assert_int_eq(r->via.array.ptr[1].via.map.ptr[0].val.via.i64, -5);
+  ck_assert_int_eq(r->via.array.ptr[2].via.array.ptr[0].via.bin.size, 2);
+  fp_future_release(f);
+
+  ck_assert_int_eq(fp_submitf(p, "fail", &f, "[]"), 0);
+  expect_error(f, FP_ETASK, "ValueError: bad value 42");
+  ck_assert_int_eq(fp_submitf(p, "none", &f, "[]"), 0);
+  expect_error(f, FP_ETASK, "ResultError: task 'none' packed 0 results");
+  ck_assert_int_eq(fp_submitf(p, "two", &f, "[]"), 0);
+  expect_error(f, FP_ETASK, "ResultError: task 'two' packed 2 results");
+  ck_assert_int_eq(fp_submitf(p, "badrc", &f, "[]"), 0);
+  expect_error(f, FP_ETASK, "TaskError: task 'badrc' returned -7");
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[s]", "x"), 0);
+  expect_error(f, FP_ETASK, "TypeError: square takes one integer");
+  ck_assert_int_eq(fp_submitf(p, "no-such-task", &f, "[]"), FP_ENOTASK);
+
+  /* Many at once, over both hosts. */
+  fp_future *fs[200];
+  for (int i = 0; i < 200; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &fs[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < 200; i++) {
+    ck_assert_int_eq(fpt_i64(fs[i]), (int64_t)i * i);
+    fp_future_release(fs[i]);
+  }
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A crash of any kind on a host fails its task alone; the pool goes on. */
+START_TEST(crashes_fail_one_future_each)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  const char *kinds[] = {"segv", "abort", "exit3", "sigkill"};
+  const char *why[] = {"killed by signal 11", "killed by signal 6",
+                       "exited with status 3", "killed by signal 9"};
+  fp_future *f[4], *ok[8];
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(fp_submitf(p, kinds[i], &f[i], "[]"), 0);
+  for (int i = 0; i < 8; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &ok[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < 4; i++)
+    expect_error(f[i], FP_EWORKER, why[i]);
+  for (int i = 0; i < 8; i++) {
+    ck_assert_int_eq(fpt_i64(ok[i]), (int64_t)i * i);
+    fp_future_release(ok[i]);
+  }
+  ck_assert_int_eq(square_of(p, 9), 81);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 4);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A deadline kills the worker on its host (the kill goes through the
+ * bridge), with or without a grace (the stop request too). */
+START_TEST(deadlines_reach_the_host)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .grace_ms = 0};
+  fp_pool *p;
+  ck_assert_int_eq(mpt_create(c, &p), 0);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 100;
+  fp_future *f;
+  ck_assert_int_eq(fp_submit_ex(p, "forever", "\x90", 1, &so, &f), 0);
+  expect_error(f, FP_EDEADLINE, "deadline of 100 ms");
+  ck_assert_int_eq(square_of(p, 3), 9);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  mpt_destroy(p, 0);
+
+  /* With a grace: the task is asked to stop (a signal the host's fork
+   * server queues), answers, and its worker lives on. */
+  c.grace_ms = FP_GRACE_MAX_MS;
+  ck_assert_int_eq(mpt_create(c, &p), 0);
+  ck_assert_int_eq(fp_submit_ex(p, "polls", "\x90", 1, &so, &f), 0);
+  expect_error(f, FP_EDEADLINE, "Stopped");
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths + st.deadline_kills, 0);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(cancel_running_kills_on_the_host)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  fp_future *f;
+  /* -1: pauses until killed. */
+  ck_assert_int_eq(fp_submit(p, "sq_or_pause", "\xff", 1, &f), 0);
+  for (int waited = 0; fp_future_state(f) != FP_RUNNING; waited++) {
+    ck_assert(waited < FPT_LIMIT_MS);
+    (void)fp_pool_dispatch(p, 1);
+  }
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  expect_error(f, FP_ECANCELLED, "cancel");
+  ck_assert_int_eq(square_of(p, 5), 25);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* 64 MiB each way: an argument echoed, and a result made on the host. */
+START_TEST(large_payloads_cross)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  size_t n = fpt_scaled((size_t)64 << 20, 1 << 20);
+  char *big = malloc(n);
+  ck_assert_ptr_nonnull(big);
+  for (size_t i = 0; i < n; i++)
+    big[i] = (char)(i * 13 + (i >> 20));
+  fp_future *f, *g;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "echo", &f, "y", big, n), 0);
+  ck_assert_int_eq(fp_submitf(p, "bytes", &g, "[I]", (int64_t)n), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+  ck_assert_int_eq(r->type, MSGPACK_OBJECT_BIN);
+  ck_assert_uint_eq(r->via.bin.size, n);
+  ck_assert(memcmp(r->via.bin.ptr, big, n) == 0);
+  fp_future_release(f);
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  ck_assert_uint_eq(r->via.bin.size, n);
+  for (size_t i = 0; i < n; i += 4093)
+    ck_assert_int_eq(r->via.bin.ptr[i], (char)(i * 7));
+  fp_future_release(g);
+  free(big);
+  /* No shared memory: nothing went through it, and a live worker's CPU
+   * time is not known. */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[2];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 2), 0);
+  ck_assert_uint_eq(st.shared_args, 0);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  ck_assert_uint_eq(w[0].cpu_user_us + w[0].cpu_sys_us, 0);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+struct counter {
+  int64_t next, end;
+};
+
+static int next_int(void *arg, msgpack_packer *pk)
+{
+  struct counter *c = arg;
+  if (c->next >= c->end)
+    return 0;
+  return msgpack_pack_int64(pk, c->next++) == 0 ? 1 : -1;
+}
+
+/* A lazy input of many items, chunked automatically. */
+START_TEST(map_chunks_automatically)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(2);
+  int64_t n = (int64_t)fpt_scaled(1000000, 1000);
+  struct counter c = {0, n};
+  fp_map_input in = {NULL, 0, next_int, &c};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq", &in, NULL, &m), 0);
+  fp_map_item it;
+  int rc;
+  int64_t k = 0;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+    ck_assert_int_eq(it.err, 0);
+    ck_assert_uint_eq(it.index, (size_t)k);
+    ck_assert_int_eq(it.result->via.i64, k * k);
+    k++;
+  }
+  ck_assert_int_eq(rc, 0);
+  ck_assert_int_eq(k, n);
+  fpt_map_destroy(m);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A per-item deadline in a map: the item that hangs fails alone. */
+START_TEST(map_item_deadline)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  static const char items[] = {1, 2, 3, -1, 5, 6, 7, 8}; /* -1: pauses */
+  char packed[9] = {(char)0x98}; /* a msgpack array of 8 */
+  for (int i = 0; i < 8; i++)
+    packed[i + 1] = items[i]; /* positive and negative fixints */
+  fp_map_input in = {packed, 9, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.deadline_ms = 300;
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "sq_or_pause", &in, &mo, &m), 0);
+  fp_map_item it;
+  int n = 0;
+  while (fp_map_next(m, FPT_LIMIT_MS, &it) == 1) {
+    if (items[it.index] < 0) {
+      ck_assert_int_eq(it.err, FP_EDEADLINE);
+    } else {
+      ck_assert_int_eq(it.err, 0);
+      ck_assert_int_eq(it.result->via.i64, items[it.index] * items[it.index]);
+    }
+    n++;
+  }
+  ck_assert_int_eq(n, 8);
+  fpt_map_destroy(m);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_fd becomes readable when a result is in. */
+START_TEST(pool_fd_works)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  int fd = fp_pool_fd(p);
+  ck_assert_int_ge(fd, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)11), 0);
+  int done = 0;
+  for (int waited = 0; !done; waited += 100) {
+    ck_assert(waited < FPT_LIMIT_MS);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 100) > 0)
+      done = fp_pool_dispatch(p, 0) > 0 || fp_future_state(f) == FP_FINISHED;
+  }
+  ck_assert_int_eq(fpt_i64(f), 121);
+  fp_future_release(f);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Every worker's init fails: create fails on the root, as on one machine;
+ * the hosts return 0 and leave nothing. */
+START_TEST(failing_init_fails_create)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .init_fails = 1};
+  fp_pool *p = (fp_pool *)&c;
+  int rc = mpt_create(c, &p);
+  ck_assert_int_eq(rc, FP_EBROKEN);
+  ck_assert_ptr_null(p);
+  ck_assert_ptr_nonnull(strstr(fp_pool_create_error(), "InitError"));
+  ck_assert_int_eq(gather_reports(0), 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Options a host refuses: every rank returns the same error. */
+START_TEST(refused_options_fail_everywhere)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .bad_option = 1};
+  fp_pool *p;
+  ck_assert_int_eq(mpt_create(c, &p), FP_EINVAL);
+  ck_assert_ptr_null(p);
+  ck_assert_int_eq(gather_reports(FP_EINVAL), 0);
+  c.bad_option = 2; /* threads */
+  ck_assert_int_eq(mpt_create(c, &p), FP_ENOTSUP);
+  ck_assert_int_eq(gather_reports(FP_ENOTSUP), 0);
+  /* A communicator of the root alone: no host, refused at once. */
+  fp_pool_options o = options_of(&c);
+  ck_assert_int_eq(fp_mpi_pool_create(&p, &o, MPI_COMM_SELF, 0), FP_EINVAL);
+  ck_assert_ptr_null(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Every task pauses on every host; kill (or terminate) reaches them all,
+ * and destroy returns with no process left on any rank. */
+static void stop_all(int (*stop)(fp_pool *))
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(2);
+  unsigned n = 2 * (unsigned)(nranks - 1);
+  fp_future *f[16];
+  for (unsigned i = 0; i < n; i++)
+    ck_assert_int_eq(fp_submit(p, "sq_or_pause", "\xff", 1, &f[i]), 0);
+  for (unsigned i = 0; i < n; i++)
+    for (int waited = 0; fp_future_state(f[i]) != FP_RUNNING; waited++) {
+      ck_assert(waited < FPT_LIMIT_MS);
+      (void)fp_pool_dispatch(p, 1);
+    }
+  ck_assert_int_eq(stop(p), 0);
+  for (unsigned i = 0; i < n; i++)
+    expect_error(f[i], FP_ECANCELLED, "cancelled");
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+
+START_TEST(kill_reaches_every_host)
+{
+  stop_all(fp_pool_kill);
+}
+END_TEST
+
+START_TEST(terminate_reaches_every_host)
+{
+  stop_all(fp_pool_terminate);
+}
+END_TEST
+
+/* Shutdown finishes what was submitted, then the hosts return: before
+ * the root's destroy. */
+START_TEST(shutdown_finishes_then_hosts_return)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(1);
+  fp_future *f[50];
+  for (int i = 0; i < 50; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+  for (int i = 0; i < 50; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &ps), 0);
+  ck_assert_int_eq(ps.state, FP_POOL_SHUT_DOWN);
+  /* The hosts returned at the shutdown: their reports are in already. */
+  cur = NULL;
+  ck_assert_int_eq(gather_reports(0), 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* At MPI_THREAD_MULTIPLE the program may call MPI while the pool works. */
+START_TEST(program_calls_mpi_meanwhile)
+{
+  int level;
+  MPI_Query_thread(&level);
+  if (level < MPI_THREAD_MULTIPLE)
+    return;
+  fp_pool *p = pool_of(1);
+  fp_future *f[100];
+  for (int i = 0; i < 100; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < 100; i++) {
+    int one = 1, sum = 0;
+    MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_SELF);
+    ck_assert_int_eq(sum, 1);
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  mpt_destroy(p, 0);
+}
+END_TEST
+
+static Suite *mpi_suite(void)
+{
+  Suite *s = suite_create("mpi");
+  TCase *tc = fpt_tcase(s, "mpi", 300);
+  tcase_add_checked_fixture(tc, NULL, mpt_teardown);
+  tcase_add_test(tc, results_and_errors_cross);
+  tcase_add_test(tc, crashes_fail_one_future_each);
+  tcase_add_test(tc, deadlines_reach_the_host);
+  tcase_add_test(tc, cancel_running_kills_on_the_host);
+  tcase_add_test(tc, large_payloads_cross);
+  tcase_add_test(tc, map_chunks_automatically);
+  tcase_add_test(tc, map_item_deadline);
+  tcase_add_test(tc, pool_fd_works);
+  tcase_add_test(tc, failing_init_fails_create);
+  tcase_add_test(tc, refused_options_fail_everywhere);
+  tcase_add_test(tc, kill_reaches_every_host);
+  tcase_add_test(tc, terminate_reaches_every_host);
+  tcase_add_test(tc, shutdown_finishes_then_hosts_return);
+  tcase_add_test(tc, program_calls_mpi_meanwhile);
+  return s;
+}
+
+int main(int argc, char **argv)
+{
+  int level, rank;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+  if (nranks < 2 || nranks > 64) {
+    if (rank == 0)
+      fprintf(stderr, "check_mpi: run it with mpirun -n 3 (2 to 64 ranks)\n");
+    MPI_Finalize();
+    return 77;
+  }
+  /* Every connection MPI opens between rank 0 and a host is opened now,
+   * so that a test's count of descriptors sees only the pool's. */
+  int one = 1, sum = 0;
+  MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  for (int r = 1; r < nranks; r++) {
+    int x = r;
+    if (rank == 0)
+      MPI_Sendrecv_replace(&x, 1, MPI_INT, r, 0, r, 0, MPI_COMM_WORLD,
+                           MPI_STATUS_IGNORE);
+    else if (rank == r)
+      MPI_Sendrecv_replace(&x, 1, MPI_INT, 0, 0, 0, 0, MPI_COMM_WORLD,
+                           MPI_STATUS_IGNORE);
+  }
+  /* Registered by name on every rank: the hosts run it. */
+  if (fp_task_register("polls", t_polls) != 0)
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  int failed = 0;
+  if (rank != 0) {
+    host_loop();
+  } else {
+    SRunner *sr = srunner_create(mpi_suite());
+    srunner_set_fork_status(sr, CK_NOFORK); /* a forked child is no rank */
+    srunner_run_all(sr, CK_ENV);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    mpt_cfg end = {.more = 0};
+    MPI_Bcast(&end, (int)sizeof end, MPI_BYTE, 0, MPI_COMM_WORLD);
+  }
+  MPI_Bcast(&failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return failed ? 1 : 0;
+}
