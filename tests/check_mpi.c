@@ -205,6 +205,7 @@ static fp_pool *pool_of(unsigned workers)
   fp_pool *p;
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p); /* create returns with one worker ready */
   return p;
 }
 
