@@ -982,12 +982,16 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
     timeout_ms = next;
   if (p->ndone != done)
     timeout_ms = 0; /* it read answers: report them without waiting */
-  int rc;
+  int rc = 0;
+  /* A task to run here and now (inline mode) is the pass's event: no
+   * system call to find it. */
+  if (p->tr->run_now != NULL && p->tr->run_now(p))
+    ;
 #ifdef HAVE_SYS_EPOLL_H
-  if (p->evfd >= 0)
+  else if (p->evfd >= 0)
     rc = wait_epoll(p, timeout_ms);
-  else
 #endif
+  else
     rc = wait_poll(p, timeout_ms);
   if (rc != 0)
     return rc;

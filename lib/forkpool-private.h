@@ -621,6 +621,10 @@ typedef struct fp__transport {
   /* Once the worker is gone: 1 if it never read a byte of its oldest
    * task's frame, which then never started; 0 if it may have.  NULL: 0. */
   int (*unread)(fp_pool *pool, unsigned slot);
+  /* Runs, in this thread, work that needs no waiting (the inline
+   * transport's next task): 1 if it ran some, and the pass then does not
+   * wait at all; 0 if none.  NULL: never any. */
+  int (*run_now)(fp_pool *pool);
 } fp__transport;
 
 /* --- pipe.c: the transport for local workers -------------------------------- */

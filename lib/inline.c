@@ -247,6 +247,17 @@ static void inline_poll_event(fp_pool *p, unsigned i, const struct pollfd *pfd)
     inline_run(p, i);
 }
 
+/* The next task, without a poll() to learn that it is there. */
+static int inline_run_now(fp_pool *p)
+{
+  for (unsigned i = 0; i < p->nslots; i++)
+    if (has_work(p, &p->slots[i])) {
+      inline_run(p, i);
+      return 1;
+    }
+  return 0;
+}
+
 /* An event loop on fp_pool_fd must wake to run the next task, too. */
 static void inline_ep_sync(fp_pool *p, unsigned i)
 {
@@ -270,4 +281,5 @@ const fp__transport fp__inline_transport = {
     .poll_add = inline_poll_add,
     .poll_event = inline_poll_event,
     .ep_sync = inline_ep_sync,
+    .run_now = inline_run_now,
 };
