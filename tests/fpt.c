@@ -377,7 +377,7 @@ int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o)
   return rc;
 }
 
-static int64_t now_ms(void)
+int64_t fpt_now_ms(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -388,13 +388,13 @@ static int64_t now_ms(void)
  * the clock. */
 void fpt_pool_wait_ready(fp_pool *p)
 {
-  int64_t end = now_ms() + FPT_LIMIT_MS;
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
   for (;;) {
     fp_pool_stats st = FP_POOL_STATS_INIT;
     fp_pool_status ps = FP_POOL_STATUS_INIT;
     if (fp_pool_stats_get(p, &st, NULL, 0) != 0 ||
         st.workers_live == st.workers || fp_pool_status_get(p, &ps) != 0 ||
-        ps.state != FP_POOL_RUNNING || now_ms() > end)
+        ps.state != FP_POOL_RUNNING || fpt_now_ms() > end)
       return;
     (void)fp_pool_dispatch(p, 100);
   }

@@ -42,6 +42,8 @@ int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
 int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o);
 /* Until every worker is ready, the pool is broken, or FPT_LIMIT_MS. */
 void fpt_pool_wait_ready(fp_pool *p);
+/* CLOCK_MONOTONIC in milliseconds, for limits (never for verdicts). */
+int64_t fpt_now_ms(void);
 void fpt_pool_destroy(fp_pool *p);
 int fpt_map(fp_pool *p, const char *task, const fp_map_input *in,
             const fp_map_options *o, fp_map_iter **out);
