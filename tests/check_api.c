@@ -797,23 +797,49 @@ int main(void)
 {
   Suite *s = suite_create("api");
   TCase *tc = fpt_tcase(s, "api", 300);
-  tcase_add_test(tc, deadline_kills_an_infinite_loop);
-  tcase_add_test(tc, cancel_a_running_task);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a deadline kills a task that never returns", tc,
+                  deadline_kills_an_infinite_loop);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a cancel kills a task that never returns", tc,
+                  cancel_a_running_task);
   tcase_add_test(tc, initializer);
-  tcase_add_test(tc, recycle_every_5_tasks);
-  tcase_add_test(tc, retries_after_a_crash);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "max_tasks_per_worker replaces worker processes", tc,
+                  recycle_every_5_tasks);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  retries_after_a_crash);
   tcase_add_test(tc, callbacks_that_submit);
   tcase_add_test(tc, callback_storm_on_a_small_stack);
   tcase_add_test(tc, on_done_inside_a_callback_does_not_nest);
   tcase_add_test(tc, result_nested_too_deep_says_so);
-  tcase_add_test(tc, terminate_);
-  tcase_add_test(tc, kill_);
-  tcase_add_test(tc, stats_add_up);
-  tcase_add_test(tc, failed_test_leaves_nothing_behind);
-  tcase_add_test(tc, init_that_crashes_fails_create);
-  tcase_add_test(tc, replacement_that_crashes_in_init_breaks);
-  tcase_add_test(tc, destroy_continues_a_stopped_worker);
-  tcase_add_test(tc, terminate_continues_a_stopped_worker);
-  tcase_add_test(tc, terminate_escalates_to_sigkill);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "terminate ends workers held at a gate", tc,
+                  terminate_);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "kill ends workers held at a gate", tc,
+                  kill_);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  stats_add_up);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "the teardown kills a worker held at a gate", tc,
+                  failed_test_leaves_nothing_behind);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  init_that_crashes_fails_create);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  replacement_that_crashes_in_init_breaks);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "SIGSTOP on a worker process", tc,
+                  destroy_continues_a_stopped_worker);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "SIGSTOP on a worker process", tc,
+                  terminate_continues_a_stopped_worker);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "signals to worker processes", tc,
+                  terminate_escalates_to_sigkill);
   fpt_run_suite(s);
 }

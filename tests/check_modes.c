@@ -23,7 +23,7 @@ static fp_pool *pool_in(unsigned mode, unsigned workers)
   o.workers = workers;
   o.tasks = fpt_tasks;
   o.mode = mode;
-  int rc = fpt_pool_create(&p, &o);
+  int rc = fpt_pool_create_as(&p, &o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
   return p;
 }
@@ -220,7 +220,7 @@ START_TEST(init_runs_per_worker)
   o.mode = mode;
   o.init = init_count;
   atomic_store(&inits, 0);
-  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
   int want = mode == FP_MODE_THREADS ? 3 : mode == FP_MODE_INLINE ? 1 : 0;
   ck_assert_int_eq(atomic_load(&inits), want);
   fp_future *f = submit(p, "state", 0);
@@ -250,7 +250,7 @@ START_TEST(init_failure_fails_create)
   o.tasks = fpt_tasks;
   o.mode = modes[_i];
   o.init = init_fails;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EBROKEN);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EBROKEN);
   ck_assert_ptr_nonnull(strstr(fp_pool_create_error(),
                                "SetupError: no database"));
   fpt_end(&s);
@@ -286,9 +286,9 @@ START_TEST(bad_mode_is_einval)
   fp_pool *p;
   o.tasks = fpt_tasks;
   o.mode = 3;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EINVAL);
   o.mode = (unsigned)-1;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EINVAL);
 }
 END_TEST
 
@@ -302,16 +302,16 @@ START_TEST(limits_are_refused_at_the_call)
   o.tasks = fpt_tasks;
   o.mode = mode;
   o.max_tasks_per_worker = 5;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.max_tasks_per_worker = 0;
   o.pin_workers = 1;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.pin_workers = 0;
   o.worker_rlimit_cpu = 10;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.worker_rlimit_cpu = 0;
   o.worker_stdout = FP_STDOUT_NULL;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
 
   p = pool_in(mode, 1);
   char one[] = {(char)0x91, 0x02}; /* [2] */
@@ -439,7 +439,7 @@ static fp_pool *thread_pool(unsigned workers, unsigned inflight, int grace)
   o.tasks = stop_tasks;
   o.mode = FP_MODE_THREADS;
   o.deadline_grace_ms = grace;
-  int rc = fpt_pool_create(&p, &o);
+  int rc = fpt_pool_create_as(&p, &o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
   return p;
 }

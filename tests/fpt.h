@@ -34,7 +34,33 @@ typedef struct fpt_snapshot {
  * that the tests create and destroy pools and maps through the tracked
  * wrappers below. */
 TCase *fpt_tcase(Suite *s, const char *name, double timeout_s);
+/*
+ * The pool mode the behavioural suites run in: FPT_MODE=processes (the
+ * default), threads or inline.  fpt_pool_create (and fpt_pool) make a pool
+ * whose options leave mode at FP_MODE_PROCESSES in that mode instead;
+ * fpt_pool_create_as keeps the mode the test set (pinned).
+ */
+unsigned fpt_mode(void);
 int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
+int fpt_pool_create_as(fp_pool **out, const fp_pool_options *o);
+/*
+ * Registers test t in tc only when fpt_mode() is one of modes (FPT_IN_*);
+ * otherwise it is left out, and fpt_run_suite prints which tests were and
+ * why, so that a run in threads or inline never passes them silently.
+ * PROCESSES: the test needs worker processes (kills, crashes, rlimits,
+ * shared memory, the fork server, deadlines in a map...).  BESIDE: it needs
+ * a worker running beside the caller (a task that blocks on a gate the test
+ * opens, parallel workers): processes or threads, not inline.
+ */
+enum {
+  FPT_IN_PROCESSES = 1 << 0,
+  FPT_IN_THREADS = 1 << 1,
+  FPT_IN_INLINE = 1 << 2,
+  FPT_IN_BESIDE = FPT_IN_PROCESSES | FPT_IN_THREADS,
+  FPT_IN_ALL = FPT_IN_BESIDE | FPT_IN_INLINE,
+};
+void fpt_add_test_in(unsigned modes, const char *why, TCase *tc,
+                     const TTest *t);
 void fpt_pool_destroy(fp_pool *p);
 int fpt_map(fp_pool *p, const char *task, const fp_map_input *in,
             const fp_map_options *o, fp_map_iter **out);
