@@ -114,7 +114,8 @@ END_TEST
 static int init_ok(void **state, void *arg, fp_call *call)
 {
   (void)call;
-  static int value;
+  /* Per worker: in a thread pool, init runs in each thread at once. */
+  static _Thread_local int value;
   value = *(int *)arg;
   *state = &value;
   return 0;
