@@ -193,8 +193,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   msgpack_sbuffer_init(&head);
   fp__outbuf_init(&result);
   fp__outbuf_init(&item);
-  int rc = fp__worker_handle(&cfg, NULL, body, z.n, &zone, &head, &result,
-                             &item);
+  int rc = fp__worker_handle(&cfg, NULL, NULL, body, z.n, &zone, &head,
+                             &result, &item);
   if (rc == 0) {
     /* What it answered: the id and item count it decoded. */
     uint64_t id;

@@ -347,7 +347,8 @@ typedef struct fp_pool_stats {
   uint64_t finished;
   uint64_t failed;            /* any failure, deadline kills included */
   uint64_t cancelled;
-  uint64_t deadline_kills;    /* workers killed for a task's deadline */
+  uint64_t deadline_kills;    /* workers killed for a task's deadline
+                                 (threads: tasks given up on) */
   uint64_t worker_deaths;     /* workers that died unasked */
   uint64_t worker_restarts;   /* replacements forked after a death or kill */
   uint64_t worker_recycles;   /* replaced after max_tasks_per_worker */

@@ -376,14 +376,28 @@ static inline size_t fp__outbuf_size(const fp__outbuf *o)
 void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
                      int out_fd) __attribute__((noreturn));
 /*
+ * How a worker thread is asked to stop (FP_MODE_THREADS): a thread cannot
+ * be signalled as a worker process is, so the dispatcher raises one of
+ * these flags, which fp_call_should_stop reads.  Atomic: the dispatcher
+ * writes, the worker thread reads, neither under a lock.
+ */
+typedef struct fp__stop {
+  _Atomic uint64_t id;   /* the task (or map chunk) asked to stop; 0: none */
+  atomic_int all;        /* every task from now on: the pool is going */
+} fp__stop;
+
+/*
  * One TASK body, as the worker runs it: decodes it, runs its task (or each
  * item of a map chunk) and leaves the RESULT frame in head (the sealed
  * header and the prefix) and result (the rest, which may point into body).
  * 0, or FP_EPROTO or FP_ENOMEM: the worker exits instead of answering.  body
- * is only read; zone is cleared before it returns.
+ * is only read; zone is cleared before it returns.  stop: a worker
+ * thread's flags (a task asked to stop before it starts is not run), or
+ * NULL: a worker process's signal-driven flags (cfg->own_process), or none.
  */
-int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
-                      size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
+int fp__worker_handle(const fp__worker_cfg *cfg, const fp__stop *stop,
+                      void *state, const char *body, size_t len,
+                      msgpack_zone *zone, msgpack_sbuffer *head,
                       fp__outbuf *result, fp__outbuf *item);
 /* Runs init and leaves READY (id 0, code 0) or init's failure, sealed, in
  * head and result: 0, init's failure code (the frame says why), or
@@ -625,6 +639,16 @@ typedef struct fp__transport {
    * transport's next task): 1 if it ran some, and the pass then does not
    * wait at all; 0 if none.  NULL: never any. */
   int (*run_now)(fp_pool *pool);
+  /* For a worker that cannot be killed (a thread): raises the flag that
+   * asks task id to stop (fp_call_should_stop), or with id 0 every task
+   * from now on.  NULL: the worker is a process, stopped by a signal and
+   * killed when its grace is over (supervise.c). */
+  void (*stop)(fp_pool *pool, unsigned slot, uint64_t id);
+  /* With stop: the slot's worker goes on with a task the pool gave up on
+   * (its future failed, its answer will be dropped).  Stops handing it
+   * work until that answer comes, and takes back the tasks it was handed
+   * and has not started: how many, the newest of those it was sent. */
+  unsigned (*give_up)(fp_pool *pool, unsigned slot);
 } fp__transport;
 
 /* --- pipe.c: the transport for local workers -------------------------------- */
@@ -636,6 +660,7 @@ extern const fp__transport fp__pipe_transport;
 /* What a worker keeps from task to task, for one run in this process. */
 typedef struct fp__local_worker {
   void *state;           /* what init left, for this worker alone */
+  const fp__stop *stop;  /* a worker thread's stop flags; NULL inline */
   msgpack_zone zone;
   msgpack_sbuffer head;
   fp__outbuf result, item;

@@ -82,8 +82,8 @@ int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
 int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
                   const char *body, size_t blen, char **out, size_t *len)
 {
-  int rc = fp__worker_handle(cfg, w->state, body, blen, &w->zone, &w->head,
-                             &w->result, &w->item);
+  int rc = fp__worker_handle(cfg, w->stop, w->state, body, blen, &w->zone,
+                             &w->head, &w->result, &w->item);
   return rc != 0 ? rc : flatten(w, out, len);
 }
 

@@ -809,7 +809,7 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
       (o.item_args != 0 && o.item_args != 1))
     return FP_EINVAL;
   if (o.deadline_ms > 0 && pool->opts.mode != FP_MODE_PROCESSES)
-    return FP_ENOTSUP; /* as fp_submit_ex: nothing can stop a late item */
+    return FP_ENOTSUP; /* a late item fails alone: its worker is killed */
   size_t n_items = 0, off = 0; /* its items are checked as they are taken */
   if (in->array != NULL && array_header(in->array, in->len, &n_items, &off))
     return FP_EINVAL;

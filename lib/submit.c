@@ -69,8 +69,9 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
 {
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
-  /* Only a process can be killed when its time is up. */
-  if (deadline_ms > 0 && p->opts.mode != FP_MODE_PROCESSES)
+  /* A process is killed when its time is up, a thread is asked to stop;
+   * inline, nothing runs beside the task to watch the clock. */
+  if (deadline_ms > 0 && p->opts.mode == FP_MODE_INLINE)
     return FP_ENOTSUP;
   size_t name_len = strlen(name);
   if (fp__tasks_find(&p->tasks, name, name_len) == NULL)
@@ -219,8 +220,8 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
       s->unsent--; /* fp__slot_pop counts the cursor's own */
     fp__slot_pop(p, s, f, FP_ECANCELLED, "cancelled");
   } else if ((flags & FP_CANCEL_RUNNING) &&
-             p->opts.mode != FP_MODE_PROCESSES) {
-    return FP_ENOTSUP; /* a thread, or the caller, cannot be killed */
+             p->opts.mode == FP_MODE_INLINE) {
+    return FP_ENOTSUP; /* the caller runs it: nothing can be asked */
   } else if (flags & FP_CANCEL_RUNNING) {
     unsigned i = (unsigned)f->slot;
     fp__slot_read(p, i);

@@ -9,6 +9,7 @@
  */
 #include "forkpool-private.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,6 +59,8 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
   }
   if (send && s->killed != sig && s->killed != SIGKILL && s->pid > 0)
     (void)ctl_send(p, FP__CTL_KILL, i, s->pid, sig);
+  if (p->tr->stop != NULL)
+    p->tr->stop(p, i, 0); /* a thread: its tasks are asked to stop */
   if (s->killed != SIGKILL)
     s->killed = sig;
   p->tr->close(p, i, FP__SEND);
@@ -77,9 +80,38 @@ void fp__slot_kill(fp_pool *p, unsigned i, int err, const char *msg)
               1);
 }
 
+static void requeue_newest(fp_pool *p, fp__slot *s, unsigned n);
+
+/*
+ * A worker that cannot be killed (a thread) is not: f, the task it runs,
+ * fails now (err and msg; a final f is left as it is) and stays at the
+ * head of its list, a placeholder whose answer will be dropped, and its
+ * stop flag is raised.  The thread takes no more work until f returns, and
+ * the tasks it was handed and has not started go back to the queue: a task
+ * that never returns holds its own thread, nothing else.
+ */
+static void give_up_task(fp_pool *p, unsigned i, fp_future *f, int err,
+                         const char *msg)
+{
+  fp__slot *s = &p->slots[i];
+  if (!fp__future_is_done(f))
+    fp__pool_fail_held(p, f, err, msg);
+  p->tr->stop(p, i, f->id);
+  if (s->head != f || s->state != SLOT_LIVE)
+    return;
+  unsigned n = p->tr->give_up(p, i); /* sent, not started */
+  requeue_newest(p, s, s->unsent + n);
+  pthread_cond_broadcast(&p->cond);
+}
+
 void fp__slot_kill_task(fp_pool *p, unsigned i, const fp_future *f, int err,
                         const char *msg)
 {
+  if (p->tr->stop != NULL) {
+    /* The pool's lists hold f; const only for the process path. */
+    give_up_task(p, i, (fp_future *)f, err, msg);
+    return;
+  }
   p->slots[i].asked = 1;
   slot_signal(p, i, SIGKILL, f, err, msg, 1);
 }
@@ -94,7 +126,9 @@ void fp__slot_stop_task(fp_pool *p, unsigned i, const fp_future *f, int err,
                         const char *msg)
 {
   fp__slot *s = &p->slots[i];
-  if (f->grace_ms <= 0 || f->nitems != 1) {
+  /* A thread's task, a map chunk too, is always asked: nothing kills it. */
+  int ask = p->tr->stop != NULL || f->nitems == 1;
+  if (f->grace_ms <= 0 || !ask) {
     fp__slot_kill_task(p, i, f, err, msg);
     return;
   }
@@ -107,7 +141,10 @@ void fp__slot_stop_task(fp_pool *p, unsigned i, const fp_future *f, int err,
   s->asked = 1;
   s->fail_err = err;
   snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
-  (void)ctl_send(p, FP__CTL_STOP, i, s->pid, (int32_t)(uint32_t)f->id);
+  if (p->tr->stop != NULL)
+    p->tr->stop(p, i, f->id);
+  else
+    (void)ctl_send(p, FP__CTL_STOP, i, s->pid, (int32_t)(uint32_t)f->id);
 }
 
 void fp__slot_stopped(fp_pool *p, unsigned i)
@@ -130,6 +167,16 @@ void fp__slot_stop_expired(fp_pool *p, unsigned i)
   size_t n = strlen(s->fail_msg);
   snprintf(s->fail_msg + n, sizeof s->fail_msg - n,
            " and did not stop within its grace of %d ms", f->grace_ms);
+  if (p->tr->stop != NULL) {
+    /* Given up on, not killed: the slot is no longer stopping a task. */
+    p->st.deadline_kills += s->fail_err == FP_EDEADLINE;
+    char msg[sizeof s->fail_msg];
+    int err = s->fail_err;
+    memcpy(msg, s->fail_msg, sizeof msg);
+    fp__slot_stopped(p, i);
+    fp__slot_kill_task(p, i, f, err, msg);
+    return;
+  }
   fp__slot_kill_task(p, i, f, s->fail_err, s->fail_msg);
 }
 
@@ -290,12 +337,14 @@ static void forkserver_died(fp_pool *p)
 
 /* --- A worker's exit ----------------------------------------------------- */
 
-/* Puts a dead worker's unstarted tasks back at the front of the queue. */
-static void requeue(fp_pool *p, fp__slot *s)
+/* Puts the n newest tasks of slot s, which its worker has not started,
+ * back at the front of the queue (n may exceed what it holds). */
+static void requeue_newest(fp_pool *p, fp__slot *s, unsigned n)
 {
-  while (s->tail) {
+  for (; n > 0 && s->tail != NULL; n--) {
     fp_future *f = s->tail;
     fp__list_unlink(&s->head, &s->tail, f);
+    s->inflight--;
     p->ndeadlines -= f->deadline_ms > 0;
     if (fp__future_is_done(f)) {
       fp__pool_let_go(p, f); /* a placeholder */
@@ -316,8 +365,15 @@ static void requeue(fp_pool *p, fp__slot *s)
       p->qtail = f;
     p->qhead = f;
   }
+  /* The unsent frames were the newest: they went first. */
   s->send = NULL;
   s->unsent = 0;
+}
+
+/* Puts a dead worker's unstarted tasks back at the front of the queue. */
+static void requeue(fp_pool *p, fp__slot *s)
+{
+  requeue_newest(p, s, UINT_MAX);
   s->inflight = 0;
 }
 

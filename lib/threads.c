@@ -10,6 +10,13 @@
  * pool lock.  Task frames are copied into the inbox: the pool may let go of
  * a future (a broken pool fails what workers hold) while its thread still
  * reads the arguments.
+ *
+ * Nothing can kill a thread, so a deadline or FP_CANCEL_RUNNING asks: the
+ * dispatcher raises the thread's stop flag (fp__stop, read by
+ * fp_call_should_stop), and at the end of the grace gives the task up (its
+ * future fails, its answer will be dropped; supervise.c).  The thread goes
+ * on with it meanwhile, so it is handed nothing more, and what it was
+ * handed and has not started goes back to the pool's queue (give_up).
  */
 #include "forkpool-private.h"
 
@@ -45,6 +52,11 @@ typedef struct thread_chan {
   tjob *first;           /* for the READY, made before the thread: its
                             answer must come, or the pool waits for ever */
   const fp__worker_cfg *cfg;
+  fp__stop asked;        /* the dispatcher raises, the thread reads */
+  int stop_sent;         /* the dispatcher's: sending was closed */
+  uint64_t given_up;     /* the dispatcher's: the task the pool gave up on,
+                            which the thread still runs; 0: none.  The slot
+                            takes no work until it answers */
 } thread_chan;
 
 static void jobs_free(tjob *j)
@@ -98,6 +110,7 @@ static void *thread_main(void *arg)
   fp__local_worker w;
   tjob *j = c->first;
   int rc = fp__local_init(&w);
+  w.stop = &c->asked;
   c->first = NULL;
   /* Init runs here, so its state is this thread's. */
   j->err = rc != 0 ? rc : fp__local_ready(&w, c->cfg, &j->body, &j->len);
@@ -179,12 +192,16 @@ static void thread_close(fp_pool *p, unsigned i, int dir)
     s->can_recv = 0;
   if (c == NULL)
     return;
-  if (dir & FP__SEND)
+  if (dir & FP__SEND) {
+    c->stop_sent = 1;
     chan_stop(c, dir == FP__BOTH);
+  }
   if (dir & FP__RECV)
     ep_set(p, c, 0, i);
   if (dir != FP__BOTH)
     return;
+  /* The task it runs, if it polls, returns sooner. */
+  atomic_store(&c->asked.all, 1);
   if (c->started)
     pthread_join(c->tid, NULL);
   chan_free(c);
@@ -320,6 +337,44 @@ static void thread_recv(fp_pool *p, unsigned i)
     free(j);
     j = next;
   }
+  /* The task given up on has answered: the thread takes work again. */
+  if (c->given_up != 0 && (s->head == NULL || s->head->id != c->given_up)) {
+    c->given_up = 0;
+    if (!c->stop_sent && s->state == SLOT_LIVE) {
+      s->can_send = 1;
+      fp__sched_offer(p, i);
+    }
+  }
+}
+
+static void thread_stop(fp_pool *p, unsigned i, uint64_t id)
+{
+  thread_chan *c = p->slots[i].local;
+  if (c == NULL)
+    return;
+  if (id == 0)
+    atomic_store(&c->asked.all, 1);
+  else
+    atomic_store(&c->asked.id, id);
+}
+
+static unsigned thread_give_up(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  thread_chan *c = s->local;
+  if (c == NULL || s->head == NULL)
+    return 0;
+  c->given_up = s->head->id;
+  s->can_send = 0;
+  pthread_mutex_lock(&c->mu);
+  tjob *j = c->in_head;
+  c->in_head = c->in_tail = NULL;
+  pthread_mutex_unlock(&c->mu);
+  unsigned n = 0;
+  for (tjob *k = j; k != NULL; k = k->next)
+    n++;
+  jobs_free(j);
+  return n;
 }
 
 static int thread_poll_add(fp_pool *p, unsigned i, struct pollfd *pfd)
@@ -360,4 +415,6 @@ const fp__transport fp__thread_transport = {
     .poll_add = thread_poll_add,
     .poll_event = thread_poll_event,
     .ep_sync = thread_ep_sync,
+    .stop = thread_stop,
+    .give_up = thread_give_up,
 };

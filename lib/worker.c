@@ -111,21 +111,36 @@ static void task_end(void)
   stop_asked = 0;
 }
 
-FP_EXTERN int fp_call_should_stop(fp_call *call)
-{
-  if (call == NULL || !task_running)
-    return 0;
-  stop_polled = 1;
-  return stop_asked;
-}
-
 struct fp_call {
   const char *task;      /* the running task's name, NUL-ended copy */
   void *state;           /* what init left for the tasks */
   int failed;            /* fp_call_fail was called */
   char kind[64];         /* its kind, truncated */
   char *message;         /* its message, owned */
+  const fp__stop *stop;  /* in a worker thread: its stop flags; NULL in a
+                            worker process (the flags above) and inline */
+  uint64_t id;           /* the task's (or chunk's) id, for stop */
 };
+
+/* In a worker thread: whether task id has been asked to stop.  The
+ * dispatcher raises the flag from another thread: atomic, no lock. */
+static int thread_stop_asked(const fp__stop *stop, uint64_t id)
+{
+  return atomic_load_explicit(&stop->id, memory_order_relaxed) == id ||
+         atomic_load_explicit(&stop->all, memory_order_relaxed) != 0;
+}
+
+FP_EXTERN int fp_call_should_stop(fp_call *call)
+{
+  if (call == NULL)
+    return 0;
+  if (call->stop != NULL)
+    return thread_stop_asked(call->stop, call->id);
+  if (!task_running)
+    return 0; /* inline, an init function, or no task */
+  stop_polled = 1;
+  return stop_asked;
+}
 
 FP_EXTERN int fp_call_fail(fp_call *call, const char *kind, const char *fmt,
                            ...)
@@ -246,11 +261,12 @@ static int count_result(const fp__outbuf *o, size_t *n)
 
 /* Calls fn once with result empty; on success it holds exactly one
  * object. */
-static void run_one(const fp__worker_cfg *cfg, void *state, const char *task,
+static void run_one(const fp__worker_cfg *cfg, const fp__stop *stop,
+                    uint64_t id, void *state, const char *task,
                     fp_task_fn fn, const msgpack_object *args,
                     fp__outbuf *result, outcome *o)
 {
-  fp_call call = {.task = task, .state = state};
+  fp_call call = {.task = task, .state = state, .stop = stop, .id = id};
   msgpack_packer out;
   size_t n = 0;
   int count_rc = 0;
@@ -306,7 +322,8 @@ static int answer_failure(msgpack_sbuffer *head, fp__outbuf *result,
  * start is stamped, and the chunk's end, so that the dispatcher can time
  * each item against the deadline.
  */
-static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
+static int run_chunk(const fp__worker_cfg *cfg, const fp__stop *stop,
+                     void *state, const char *task,
                      fp_task_fn fn, uint64_t id, unsigned n, const char *args,
                      size_t args_len, msgpack_zone *zone,
                      fp__outbuf *item, fp__outbuf *result)
@@ -325,7 +342,13 @@ static int run_chunk(const fp__worker_cfg *cfg, void *state, const char *task,
       return FP_EPROTO;
     stamp_item(id, i);
     fp__outbuf_clear(item);
-    run_one(cfg, state, task, fn, &a, item, &o);
+    /* A thread asked to stop the chunk runs none of its items left. */
+    if (stop != NULL && thread_stop_asked(stop, id))
+      set_failure(&o, FP_ETASK, "Stopped",
+                  "task '%s' was asked to stop before this item started",
+                  task);
+    else
+      run_one(cfg, stop, id, state, task, fn, &a, item, &o);
     /* An item's objects die with its call.  Only containers take zone
      * memory (scalars, strings and bins point into args); clearing after
      * each keeps the zone at one chunk instead of growing with the chunk. */
@@ -364,14 +387,15 @@ static int answer_no_task(uint64_t id, const char *task,
   return answer_failure(head, result, id, &o);
 }
 
-static int answer_chunk(const fp__worker_cfg *cfg, void *state,
-                        const char *task, fp_task_fn fn, uint64_t id,
+static int answer_chunk(const fp__worker_cfg *cfg, const fp__stop *stop,
+                        void *state, const char *task, fp_task_fn fn,
+                        uint64_t id,
                         unsigned n, const char *args, size_t args_len,
                         msgpack_zone *zone, msgpack_sbuffer *head,
                         fp__outbuf *result, fp__outbuf *item)
 {
-  int rc = run_chunk(cfg, state, task, fn, id, n, args, args_len, zone, item,
-                     result);
+  int rc = run_chunk(cfg, stop, state, task, fn, id, n, args, args_len, zone,
+                     item, result);
   shrink(&item->sb);
   if (rc != 0)
     return rc;
@@ -387,8 +411,9 @@ static int answer_chunk(const fp__worker_cfg *cfg, void *state,
   return fp__encode_result_head(head, id, 0);
 }
 
-static int answer_one(const fp__worker_cfg *cfg, void *state,
-                      const char *task, fp_task_fn fn, uint64_t id,
+static int answer_one(const fp__worker_cfg *cfg, const fp__stop *stop,
+                      void *state, const char *task, fp_task_fn fn,
+                      uint64_t id,
                       const char *args, size_t args_len, msgpack_zone *zone,
                       msgpack_sbuffer *head, fp__outbuf *result)
 {
@@ -401,12 +426,16 @@ static int answer_one(const fp__worker_cfg *cfg, void *state,
    * shared memory. */
   result->lo = args;
   result->hi = args + args_len;
-  /* The stop flags are the worker process's: threads have no stop. */
-  if (cfg->own_process && task_begin(id))
+  /* The signal-driven flags are the worker process's alone (threads
+   * would race on them): a thread has its own, in stop. */
+  int early = cfg->own_process ? task_begin(id)
+              : stop != NULL  ? thread_stop_asked(stop, id)
+                              : 0;
+  if (early)
     set_failure(&o, FP_ETASK, "Stopped",
                 "task '%s' was asked to stop before it started", task);
   else
-    run_one(cfg, state, task, fn, &a, result, &o);
+    run_one(cfg, stop, id, state, task, fn, &a, result, &o);
   if (cfg->own_process)
     task_end();
   msgpack_sbuffer_clear(head);
@@ -419,8 +448,9 @@ static void seal(msgpack_sbuffer *head, const fp__outbuf *result)
   fp__frame_seal(head->data, head->size - FP__HDR + fp__outbuf_size(result));
 }
 
-int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
-                      size_t len, msgpack_zone *zone, msgpack_sbuffer *head,
+int fp__worker_handle(const fp__worker_cfg *cfg, const fp__stop *stop,
+                      void *state, const char *body, size_t len,
+                      msgpack_zone *zone, msgpack_sbuffer *head,
                       fp__outbuf *result, fp__outbuf *item)
 {
   size_t name_len, args_len;
@@ -439,11 +469,11 @@ int fp__worker_handle(const fp__worker_cfg *cfg, void *state, const char *body,
     if (fn == NULL)
       rc = answer_no_task(id, task, head, result);
     else if (n > 1)
-      rc = answer_chunk(cfg, state, task, fn, id, n, args, args_len, zone,
-                        head, result, item);
+      rc = answer_chunk(cfg, stop, state, task, fn, id, n, args, args_len,
+                        zone, head, result, item);
     else
-      rc = answer_one(cfg, state, task, fn, id, args, args_len, zone, head,
-                      result);
+      rc = answer_one(cfg, stop, state, task, fn, id, args, args_len, zone,
+                      head, result);
   }
   msgpack_zone_clear(zone);
   if (rc == 0)
@@ -701,8 +731,8 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
       status = rc == 0 ? 0 : FP__EXIT_PROTO;
       break;
     }
-    rc = fp__worker_handle(cfg, state, body, len, &zone, &head, &result,
-                           &item);
+    rc = fp__worker_handle(cfg, NULL, state, body, len, &zone, &head,
+                           &result, &item);
     if (rc != 0) {
       status = FP__EXIT_PROTO;
       break;

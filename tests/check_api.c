@@ -115,7 +115,8 @@ END_TEST
 static int init_ok(void **state, void *arg, fp_call *call)
 {
   (void)call;
-  static int value;
+  /* Per worker: in a thread pool, init runs in each thread at once. */
+  static _Thread_local int value;
   value = *(int *)arg;
   *state = &value;
   return 0;
@@ -999,26 +1000,58 @@ int main(void)
 {
   Suite *s = suite_create("api");
   TCase *tc = fpt_tcase(s, "api", 300);
-  tcase_add_test(tc, deadline_kills_an_infinite_loop);
-  tcase_add_test(tc, cancel_a_running_task);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a deadline kills a task that never returns", tc,
+                  deadline_kills_an_infinite_loop);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a cancel kills a task that never returns", tc,
+                  cancel_a_running_task);
   tcase_add_test(tc, initializer);
-  tcase_add_test(tc, recycle_every_5_tasks);
-  tcase_add_test(tc, retries_after_a_crash);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "max_tasks_per_worker replaces worker processes", tc,
+                  recycle_every_5_tasks);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  retries_after_a_crash);
   tcase_add_test(tc, callbacks_that_submit);
   tcase_add_test(tc, callback_storm_on_a_small_stack);
   tcase_add_test(tc, on_done_inside_a_callback_does_not_nest);
   tcase_add_test(tc, result_nested_too_deep_says_so);
-  tcase_add_test(tc, terminate_);
-  tcase_add_test(tc, kill_);
-  tcase_add_test(tc, stats_add_up);
-  tcase_add_test(tc, failed_test_leaves_nothing_behind);
-  tcase_add_test(tc, init_that_crashes_fails_create);
-  tcase_add_test(tc, replacement_that_crashes_in_init_breaks);
-  tcase_add_test(tc, create_returns_with_one_worker_ready);
-  tcase_add_test(tc, init_failing_after_create_breaks_the_pool);
-  tcase_add_test(tc, destroy_right_after_create_leaves_no_process);
-  tcase_add_test(tc, destroy_continues_a_stopped_worker);
-  tcase_add_test(tc, terminate_continues_a_stopped_worker);
-  tcase_add_test(tc, terminate_escalates_to_sigkill);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "terminate ends workers held at a gate", tc,
+                  terminate_);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "kill ends workers held at a gate", tc,
+                  kill_);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  stats_add_up);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "the teardown kills a worker held at a gate", tc,
+                  failed_test_leaves_nothing_behind);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  init_that_crashes_fails_create);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  replacement_that_crashes_in_init_breaks);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "SIGSTOP on a worker process", tc,
+                  destroy_continues_a_stopped_worker);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "SIGSTOP on a worker process", tc,
+                  terminate_continues_a_stopped_worker);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "signals to worker processes", tc,
+                  terminate_escalates_to_sigkill);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "workers held in init in worker processes", tc,
+                  create_returns_with_one_worker_ready);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a worker process's init fails", tc,
+                  init_failing_after_create_breaks_the_pool);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "worker processes left behind", tc,
+                  destroy_right_after_create_leaves_no_process);
   fpt_run_suite(s);
 }

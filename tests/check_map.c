@@ -1041,25 +1041,41 @@ int main(void)
   tcase_add_test(tc, ordered_chunks_of_1_and_100);
   tcase_add_test(tc, unordered_yields_each_once);
   tcase_add_test(tc, items_3_and_7_fail_alone);
-  tcase_add_test(tc, a_crash_fails_only_its_item);
-  tcase_add_test(tc, unordered_crash_in_a_middle_chunk);
-  tcase_add_test(tc, deadline_per_item);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  a_crash_fails_only_its_item);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  unordered_crash_in_a_middle_chunk);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a map's deadline kills the worker", tc,
+                  deadline_per_item);
   tcase_add_test(tc, lazy_million_in_bounded_memory);
   tcase_add_test(tc, progress_reaches_total);
   tcase_add_test(tc, bad_input);
   tcase_add_test(tc, bad_array_items_found_when_reached);
   tcase_add_test(tc, results_of_every_kind);
   tcase_add_test(tc, work_in_flight_is_bounded);
-  tcase_add_test(tc, next_times_out);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a map's deadline kills the worker", tc,
+                  next_times_out);
   tcase_add_test(tc, destroy_midway);
   tcase_add_test(tc, big_items_never_lost);
   tc = fpt_tcase(s, "limits", 300);
-  tcase_add_test(tc, deadline_fires_per_item_in_a_big_chunk);
-  tcase_add_test(tc, deadline_without_shm_sends_single_items);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a map's deadline kills the worker", tc,
+                  deadline_fires_per_item_in_a_big_chunk);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a map's deadline kills the worker", tc,
+                  deadline_without_shm_sends_single_items);
   tcase_add_test(tc, automatic_chunks_at_most_double);
   tcase_add_test(tc, slow_items_stay_in_small_chunks);
-  tcase_add_test(tc, broken_pool_ends_the_map);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  broken_pool_ends_the_map);
   tcase_add_test(tc, map_after_shutdown_fails);
-  tcase_add_test(tc, terminate_during_map);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "terminate kills a worker held at a gate", tc,
+                  terminate_during_map);
   fpt_run_suite(s);
 }

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
@@ -22,7 +23,7 @@ static fp_pool *pool_in(unsigned mode, unsigned workers)
   o.workers = workers;
   o.tasks = fpt_tasks;
   o.mode = mode;
-  int rc = fpt_pool_create(&p, &o);
+  int rc = fpt_pool_create_as(&p, &o);
   ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
   return p;
 }
@@ -219,7 +220,7 @@ START_TEST(init_runs_per_worker)
   o.mode = mode;
   o.init = init_count;
   atomic_store(&inits, 0);
-  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
   int want = mode == FP_MODE_THREADS ? 3 : mode == FP_MODE_INLINE ? 1 : 0;
   ck_assert_int_eq(atomic_load(&inits), want);
   fp_future *f = submit(p, "state", 0);
@@ -249,7 +250,7 @@ START_TEST(init_failure_fails_create)
   o.tasks = fpt_tasks;
   o.mode = modes[_i];
   o.init = init_fails;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EBROKEN);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EBROKEN);
   ck_assert_ptr_nonnull(strstr(fp_pool_create_error(),
                                "SetupError: no database"));
   fpt_end(&s);
@@ -285,9 +286,9 @@ START_TEST(bad_mode_is_einval)
   fp_pool *p;
   o.tasks = fpt_tasks;
   o.mode = 3;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EINVAL);
   o.mode = (unsigned)-1;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_EINVAL);
 }
 END_TEST
 
@@ -301,75 +302,320 @@ START_TEST(limits_are_refused_at_the_call)
   o.tasks = fpt_tasks;
   o.mode = mode;
   o.max_tasks_per_worker = 5;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.max_tasks_per_worker = 0;
   o.pin_workers = 1;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.pin_workers = 0;
   o.worker_rlimit_cpu = 10;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
   o.worker_rlimit_cpu = 0;
   o.worker_stdout = FP_STDOUT_NULL;
-  ck_assert_int_eq(fpt_pool_create(&p, &o), FP_ENOTSUP);
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), FP_ENOTSUP);
 
   p = pool_in(mode, 1);
   char one[] = {(char)0x91, 0x02}; /* [2] */
   fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
-  so.deadline_ms = 1000;
+  so.deadline_ms = FPT_LIMIT_MS;
   fp_future *f = NULL;
-  ck_assert_int_eq(fp_submit_ex(p, "square", one, sizeof one, &so, &f),
-                   FP_ENOTSUP);
-  ck_assert_ptr_null(f);
+  if (mode == FP_MODE_INLINE) {
+    /* Nothing runs beside the caller's thread to watch the clock. */
+    ck_assert_int_eq(fp_submit_ex(p, "square", one, sizeof one, &so, &f),
+                     FP_ENOTSUP);
+    ck_assert_ptr_null(f);
+  } else {
+    /* A thread is asked to stop at its deadline: accepted, and a task
+     * that returns in time is not touched. */
+    ck_assert_int_eq(fp_submit_ex(p, "square", one, sizeof one, &so, &f), 0);
+    ck_assert_int_eq(fpt_i64(f), 4);
+    fp_future_release(f);
+  }
   char arr[] = {(char)0x91, (char)0x91, 0x02}; /* [[2]] */
   fp_map_input in = {.array = arr, .len = sizeof arr};
   fp_map_options mo = FP_MAP_OPTIONS_INIT;
   mo.deadline_ms = 1000;
   fp_map_iter *m = NULL;
+  /* A map's late item fails alone, which needs its worker killed. */
   ck_assert_int_eq(fpt_map(p, "square", &in, &mo, &m), FP_ENOTSUP);
   fpt_pool_destroy(p);
   fpt_end(&s);
 }
 END_TEST
 
-/* A running task in a thread cannot be stopped: FP_ENOTSUP, and it runs on
- * to its result.  A queued one is cancelled as ever. */
-START_TEST(cancel_running_is_refused)
+/* Inline, nothing runs before a wait: FP_CANCEL_RUNNING takes back the
+ * task about to run, as a queued one. */
+START_TEST(inline_cancel_running_before_it_runs)
 {
   fpt_snapshot s;
   char gate[256];
   fpt_begin(&s);
   fpt_gate_make(gate, sizeof gate);
-  unsigned mode = modes[_i];
-  fp_pool *p = pool_in(mode, 1);
-  /* Inline, the gate task will run in this thread: open it first.  A
-   * thread's waits until the cancel has been refused. */
+  fp_pool *p = pool_in(FP_MODE_INLINE, 1);
+  /* The gate task would run in this thread: open it first. */
   int fd = open(gate, O_RDWR | O_NONBLOCK);
   ck_assert_int_ge(fd, 0);
-  if (mode == FP_MODE_INLINE)
-    ck_assert_int_eq(write(fd, "x", 1), 1);
+  ck_assert_int_eq(write(fd, "x", 1), 1);
   fp_future *g;
   ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
   fp_future *q = submit(p, "square", 3);
-  /* No fp_future_state inline: its pass would run the task. */
-  if (mode == FP_MODE_THREADS)
-    ck_assert_int_eq(fp_future_state(g), FP_RUNNING);
-  if (mode == FP_MODE_INLINE) {
-    /* Inline, nothing runs before a wait: both are taken back, as queued
-     * tasks are. */
-    ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), 0);
-    ck_assert_int_eq(fp_future_cancel(q, 0), 0);
-    ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
-  } else {
-    ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), FP_ENOTSUP);
-    ck_assert_int_eq(write(fd, "x", 1), 1);
-    ck_assert_int_eq(fpt_i64(g), getpid());
-    ck_assert_int_eq(fpt_i64(q), 9);
-  }
+  /* No fp_future_state before the cancel: its pass would run the task. */
+  ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_cancel(q, 0), 0);
+  ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
   close(fd);
   fp_future_release(g);
   fp_future_release(q);
   fpt_pool_destroy(p);
   fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* --- Stopping a thread's task: asked, never killed ------------------------ */
+
+static void nap_1ms(void)
+{
+  struct timespec ts = {0, 1000 * 1000};
+  nanosleep(&ts, NULL);
+}
+
+/* Polls until asked to stop, then fails with its own message. */
+static int t_polls(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  (void)o;
+  while (!fp_call_should_stop(c))
+    nap_1ms();
+  return fp_call_fail(c, "Stopped", "stopped, flag still %d",
+                      fp_call_should_stop(c));
+}
+
+/* fp_call_should_stop as the task starts. */
+static int t_flag(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  return msgpack_pack_int(o, fp_call_should_stop(c));
+}
+
+/* [path]: never polls; blocks until the test writes a byte into the FIFO,
+ * then returns fp_call_should_stop. */
+static int t_deaf_gate(fp_call *c, const msgpack_object *a,
+                       msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  char path[256], b;
+  if (fp_unpack(a, "[s]", &p, &n) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "takes a path");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  int fd = open(path, O_RDONLY);
+  if (fd < 0 || read(fd, &b, 1) != 1)
+    return fp_call_fail(c, "OSError", "gate %s", path);
+  close(fd);
+  return msgpack_pack_int(o, fp_call_should_stop(c));
+}
+
+static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "takes one integer");
+  return msgpack_pack_int64(o, x * x);
+}
+
+static const fp_task stop_tasks[] = {{"polls", t_polls},
+                                     {"flag", t_flag},
+                                     {"deaf_gate", t_deaf_gate},
+                                     {"square", t_sq},
+                                     {NULL, NULL}};
+
+static fp_pool *thread_pool(unsigned workers, unsigned inflight, int grace)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = workers;
+  o.max_inflight = inflight;
+  o.tasks = stop_tasks;
+  o.mode = FP_MODE_THREADS;
+  o.deadline_grace_ms = grace;
+  int rc = fpt_pool_create_as(&p, &o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+static fp_future *submit_deadline(fp_pool *p, const char *task,
+                                  const char *path, int deadline_ms,
+                                  int grace_ms)
+{
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  ck_assert_int_eq(fp_pack(&pk, "[s]", path ? path : ""), 0);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = deadline_ms;
+  so.grace_ms = grace_ms;
+  fp_future *f;
+  int rc = fp_submit_ex(p, task, sb.data, sb.size, &so, &f);
+  msgpack_sbuffer_destroy(&sb);
+  ck_assert_msg(rc == 0, "submit %s: %s", task, fp_strerror(rc));
+  return f;
+}
+
+static void assert_thread_alive(fp_pool *p)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_future *f = submit(p, "flag", 0);
+  ck_assert_int_eq(fpt_i64(f), 0); /* the flag is down for the next task */
+  fp_future_release(f);
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.workers_live, st.workers);
+  ck_assert_uint_eq(st.worker_deaths + st.worker_restarts, 0);
+}
+
+/* fp_call_should_stop(3): at its deadline a thread's task is asked; one
+ * that polls returns within its grace, its future fails FP_EDEADLINE with
+ * its own message, and the thread takes the next task. */
+START_TEST(thread_deadline_asks_a_polling_task)
+{
+  fpt_snapshot s;
+  const msgpack_object *r;
+  fpt_begin(&s);
+  fp_pool *p = thread_pool(1, 0, 0);
+  fp_future *f = submit_deadline(p, "polls", NULL, 20, FPT_LIMIT_MS);
+  ck_assert_int_eq(fp_future_result(f, 2 * FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_str_eq(fp_future_error(f), "Stopped: stopped, flag still 1");
+  fp_future_release(f);
+  assert_thread_alive(p);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* The same without a grace: the flag is raised all the same (no kill can
+ * replace it), and the future fails at the deadline, not when the task
+ * returns: a task that never polls cannot hold its waiter. */
+START_TEST(thread_deadline_gives_up_a_deaf_task)
+{
+  fpt_snapshot s;
+  const msgpack_object *r;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = thread_pool(1, 2, 0);
+  fp_future *f = submit_deadline(p, "deaf_gate", gate, 20, 0);
+  fp_future *q = submit(p, "square", 3);
+  /* The gate is closed: the task still runs when its future fails. */
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(f), "deadline of 20 ms"));
+  /* The only thread is still in the gate: the task behind it waits. */
+  ck_assert_int_ne(fp_future_state(q), FP_FINISHED);
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fpt_i64(q), 9);
+  /* The task's answer, when it came, was dropped. */
+  ck_assert_int_eq(fp_future_state(f), FP_FAILED);
+  ck_assert_int_eq(fp_future_result(f, 0, &r), FP_EDEADLINE);
+  fp_future_release(f);
+  fp_future_release(q);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  assert_thread_alive(p);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* With a grace, a task that does not poll is given up on when the grace is
+ * over, while it still runs; the tasks handed to its thread behind it go
+ * to another thread meanwhile. */
+START_TEST(thread_grace_over_gives_up_and_moves_the_rest)
+{
+  fpt_snapshot s;
+  const msgpack_object *r;
+  char ga[256], gb[256];
+  fpt_begin(&s);
+  fpt_gate_make(ga, sizeof ga);
+  fpt_gate_make(gb, sizeof gb);
+  fp_pool *p = thread_pool(2, 4, 0);
+  fp_future *a = submit_deadline(p, "deaf_gate", ga, 20, 50);
+  fp_future *b = submit_deadline(p, "deaf_gate", gb, 0, 0);
+  fp_future *q[6];
+  for (int k = 0; k < 6; k++)
+    q[k] = submit(p, "square", k);
+  ck_assert_int_eq(fp_future_result(a, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_ptr_nonnull(strstr(fp_future_error(a), "within its grace"));
+  /* a's thread is still in its gate: b's thread runs every square. */
+  fpt_gate_open(gb);
+  for (int k = 0; k < 6; k++) {
+    ck_assert_int_eq(fpt_i64(q[k]), k * k);
+    fp_future_release(q[k]);
+  }
+  ck_assert_int_eq(fpt_i64(b), 0);
+  fpt_gate_open(ga);
+  fp_future_release(a);
+  fp_future_release(b);
+  assert_thread_alive(p);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(ga);
+  fpt_gate_remove(gb);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_future_cancel(3) with FP_CANCEL_RUNNING in a thread: without a grace
+ * the future is cancelled at once and the task, which does not poll, runs
+ * on (it sees the flag when it looks); with one, a polling task is asked
+ * and its future ends cancelled when it returns.  The thread lives on. */
+START_TEST(thread_cancel_running_asks)
+{
+  fpt_snapshot s;
+  const msgpack_object *r;
+  char gate[256];
+  fpt_begin(&s);
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = thread_pool(1, 0, 0);
+  fp_future *g;
+  ck_assert_int_eq(fp_submitf(p, "deaf_gate", &g, "[s]", gate), 0);
+  int fd = open(gate, O_WRONLY); /* returns once the task has opened it */
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
+  ck_assert_int_eq(fp_future_result(g, 0, &r), FP_ECANCELLED);
+  ck_assert_int_eq(write(fd, "x", 1), 1);
+  close(fd);
+  assert_thread_alive(p);
+  fp_future_release(g);
+
+  fp_future *f = submit_deadline(p, "polls", NULL, 0, FPT_LIMIT_MS);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_result(f, 2 * FPT_LIMIT_MS, &r), FP_ECANCELLED);
+  /* Asked before or after it started: "Stopped" either way. */
+  ck_assert_ptr_nonnull(strstr(fp_future_error(f), "Stopped"));
+  fp_future_release(f);
+  assert_thread_alive(p);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_kill asks the tasks its threads run to stop: polling tasks do
+ * not hold fp_pool_destroy. */
+START_TEST(thread_kill_asks_running_tasks)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = thread_pool(2, 0, 0);
+  fp_future *f = submit(p, "polls", 0), *g = submit(p, "polls", 0);
+  ck_assert_int_eq(fp_pool_kill(p), 0);
+  fpt_pool_destroy(p);
+  ck_assert_int_eq(fp_future_state(f), FP_CANCELLED);
+  ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
+  fp_future_release(f);
+  fp_future_release(g);
   fpt_end(&s);
 }
 END_TEST
@@ -527,18 +773,22 @@ int main(void)
     tcase_add_loop_test(tc, init_runs_per_worker, m, m + 1);
     tcase_add_loop_test(tc, init_failure_fails_create, m, m + 1);
     tcase_add_loop_test(tc, event_loop_drives_tasks, m, m + 1);
-    if (m != 0) {
+    if (m != 0)
       tcase_add_loop_test(tc, limits_are_refused_at_the_call, m, m + 1);
-      tcase_add_loop_test(tc, cancel_running_is_refused, m, m + 1);
-    }
     if (m == 0)
       tcase_add_test(tc, bad_mode_is_einval);
     if (m == 1) {
       tcase_add_test(tc, threads_run_in_parallel);
       tcase_add_test(tc, kill_cancels_what_threads_run);
+      tcase_add_test(tc, thread_deadline_asks_a_polling_task);
+      tcase_add_test(tc, thread_deadline_gives_up_a_deaf_task);
+      tcase_add_test(tc, thread_grace_over_gives_up_and_moves_the_rest);
+      tcase_add_test(tc, thread_cancel_running_asks);
+      tcase_add_test(tc, thread_kill_asks_running_tasks);
     }
     if (m == 2) {
       tcase_add_test(tc, inline_runs_only_in_waits);
+      tcase_add_test(tc, inline_cancel_running_before_it_runs);
       tcase_add_test(tc, inline_kill_before_the_task_runs);
       tcase_add_test(tc, inline_cancels_what_has_not_run);
     }

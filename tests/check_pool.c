@@ -950,26 +950,43 @@ int main(void)
   tcase_add_test(tc, unknown_task_is_refused_at_submit);
   tcase_add_test(tc, malformed_args_are_refused);
   tcase_add_test(tc, task_failures_are_clear);
-  tcase_add_test(tc, cancel_pending_not_running);
-  tcase_add_test(tc, result_timeout);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  cancel_pending_not_running);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  result_timeout);
   tcase_add_test(tc, shutdown_wait_runs_everything);
-  tcase_add_test(tc, shutdown_cancel_pending);
-  tcase_add_test(tc, destroy_with_outstanding_futures);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  shutdown_cancel_pending);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "destroy kills a worker whose task never returns", tc,
+                  destroy_with_outstanding_futures);
   tcase_add_test(tc, future_outlives_pool_and_retain);
   tcase_add_test(tc, busy_loop_on_state_makes_progress);
   tcase_add_test(tc, big_payloads_cross);
   tcase_add_test(tc, max_message_both_ways);
-  tcase_add_test(tc, bad_options);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "inline ignores workers and max_inflight", tc,
+                  bad_options);
   tcase_add_test(tc, global_registry);
   tcase_add_test(tc, event_loop_fd);
-  tcase_add_test(tc, caller_reaps_with_waitpid_minus_one);
-  tcase_add_test(tc, caller_without_stdio);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  caller_reaps_with_waitpid_minus_one);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "the fork server's and workers' descriptors", tc,
+                  caller_without_stdio);
   tcase_add_test(tc, caller_without_stdio_sigkilled);
   tcase_add_test(tc, subreaper_caller_gets_no_zombies);
-  tcase_add_test(tc, worker_pipes_are_close_on_exec);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "worker processes' pipes", tc,
+                  worker_pipes_are_close_on_exec);
   tcase_add_test(tc, callers_file_on_fd_4);
   tcase_add_test(tc, nproc_limit_is_eagain);
-  tcase_add_test(tc, many_workers_all_answer);
+  fpt_add_test_in(FPT_IN_PROCESSES, "kills a worker process by its pid", tc,
+                  many_workers_all_answer);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, four_threads_submit_and_wait);

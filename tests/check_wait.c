@@ -722,23 +722,51 @@ int main(void)
 {
   Suite *s = suite_create("wait");
   TCase *tc = fpt_tcase(s, "core", 300);
-  tcase_add_test(tc, first_completed_while_gate_runs);
-  tcase_add_test(tc, first_exception_returns_on_failure);
-  tcase_add_test(tc, cancelled_is_not_an_exception);
-  tcase_add_test(tc, all_completed_times_out_then_succeeds);
-  tcase_add_test(tc, done_futures_outlive_their_pool);
-  tcase_add_test(tc, bad_input);
-  tcase_add_test(tc, as_completed_yields_each_once);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  first_completed_while_gate_runs);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  first_exception_returns_on_failure);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  cancelled_is_not_an_exception);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  all_completed_times_out_then_succeeds);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  done_futures_outlive_their_pool);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  bad_input);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  as_completed_yields_each_once);
   tcase_add_test(tc, as_completed_thousands);
-  tcase_add_test(tc, as_completed_order);
-  tcase_add_test(tc, as_completed_timeout);
-  tcase_add_test(tc, as_completed_destroy_while_pending);
-  tcase_add_test(tc, as_completed_yields_a_repeated_future_once);
-  tcase_add_test(tc, wait_with_a_repeated_future);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  as_completed_order);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  as_completed_timeout);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  as_completed_destroy_while_pending);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  as_completed_yields_a_repeated_future_once);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", tc,
+                  wait_with_a_repeated_future);
   /* Its own case, so CI can run it alone under ThreadSanitizer. */
   TCase *threads = fpt_tcase(s, "threads", 300);
   tcase_add_test(threads, two_threads_wait_on_one_pool);
-  tcase_add_test(threads, cancel_wakes_a_waiting_thread);
-  tcase_add_test(threads, shutdown_cancel_pending_wakes_a_waiting_thread);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", threads,
+                  cancel_wakes_a_waiting_thread);
+  fpt_add_test_in(FPT_IN_BESIDE,
+                  "a task waits at a gate the test opens", threads,
+                  shutdown_cancel_pending_wakes_a_waiting_thread);
   fpt_run_suite(s);
 }

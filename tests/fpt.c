@@ -369,6 +369,19 @@ static void untrack(tracked *t, const void *x)
     }
 }
 
+unsigned fpt_mode(void)
+{
+  const char *m = getenv("FPT_MODE");
+  if (m == NULL || *m == '\0' || strcmp(m, "processes") == 0)
+    return FP_MODE_PROCESSES;
+  if (strcmp(m, "threads") == 0)
+    return FP_MODE_THREADS;
+  if (strcmp(m, "inline") == 0)
+    return FP_MODE_INLINE;
+  fprintf(stderr, "FPT_MODE=%s: not processes, threads or inline\n", m);
+  exit(EXIT_FAILURE);
+}
+
 int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o)
 {
   int rc = fp_pool_create(out, o);
@@ -400,12 +413,42 @@ void fpt_pool_wait_ready(fp_pool *p)
   }
 }
 
-int fpt_pool_create(fp_pool **out, const fp_pool_options *o)
+int fpt_pool_create_as(fp_pool **out, const fp_pool_options *o)
 {
   int rc = fpt_pool_create_early(out, o);
   if (rc == 0)
     fpt_pool_wait_ready(*out);
   return rc;
+}
+
+int fpt_pool_create(fp_pool **out, const fp_pool_options *o)
+{
+  if (o == NULL || o->mode != FP_MODE_PROCESSES ||
+      fpt_mode() == FP_MODE_PROCESSES)
+    return fpt_pool_create_as(out, o);
+  fp_pool_options m = *o;
+  m.mode = fpt_mode();
+  return fpt_pool_create_as(out, &m);
+}
+
+/* Tests left out of this run for its mode, and why (fpt_add_test_in). */
+static unsigned nleft_out;
+static char left_out[4096];
+
+void fpt_add_test_in(unsigned modes, const char *why, TCase *tc,
+                     const TTest *t)
+{
+  unsigned m = fpt_mode();
+  unsigned bit = m == FP_MODE_THREADS  ? FPT_IN_THREADS
+                 : m == FP_MODE_INLINE ? FPT_IN_INLINE
+                                       : FPT_IN_PROCESSES;
+  if (modes & bit) {
+    _tcase_add_test(tc, t, 0, 0, 0, 1);
+    return;
+  }
+  size_t n = strlen(left_out);
+  snprintf(left_out + n, sizeof left_out - n, "  %s: %s\n", t->name, why);
+  nleft_out++;
 }
 
 void fpt_pool_destroy(fp_pool *p)
@@ -585,6 +628,10 @@ int64_t fpt_i64(fp_future *f)
 
 void fpt_run_suite(Suite *s)
 {
+  if (nleft_out != 0)
+    printf("FPT_MODE=%s: %u tests not run in this mode:\n%s",
+           getenv("FPT_MODE"), nleft_out, left_out);
+  fflush(stdout);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_ENV); /* CK_VERBOSITY=verbose names each test */
   int failed = srunner_ntests_failed(sr);

@@ -34,11 +34,38 @@ typedef struct fpt_snapshot {
  * that the tests create and destroy pools and maps through the tracked
  * wrappers below. */
 TCase *fpt_tcase(Suite *s, const char *name, double timeout_s);
+/*
+ * The pool mode the behavioural suites run in: FPT_MODE=processes (the
+ * default), threads or inline.  fpt_pool_create (and fpt_pool) make a pool
+ * whose options leave mode at FP_MODE_PROCESSES in that mode instead;
+ * fpt_pool_create_as keeps the mode the test set (pinned).
+ */
+unsigned fpt_mode(void);
+int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
+int fpt_pool_create_as(fp_pool **out, const fp_pool_options *o);
+/*
+ * Registers test t in tc only when fpt_mode() is one of modes (FPT_IN_*);
+ * otherwise it is left out, and fpt_run_suite prints which tests were and
+ * why, so that a run in threads or inline never passes them silently.
+ * PROCESSES: the test needs worker processes (kills, crashes, rlimits,
+ * shared memory, the fork server, deadlines in a map...).  BESIDE: it needs
+ * a worker running beside the caller (a task that blocks on a gate the test
+ * opens, parallel workers): processes or threads, not inline.
+ */
+enum {
+  FPT_IN_PROCESSES = 1 << 0,
+  FPT_IN_THREADS = 1 << 1,
+  FPT_IN_INLINE = 1 << 2,
+  FPT_IN_BESIDE = FPT_IN_PROCESSES | FPT_IN_THREADS,
+  FPT_IN_ALL = FPT_IN_BESIDE | FPT_IN_INLINE,
+};
+void fpt_add_test_in(unsigned modes, const char *why, TCase *tc,
+                     const TTest *t);
 /* fp_pool_create returns once one worker is ready (fp_pool_create(3));
  * fpt_pool_create then waits (up to FPT_LIMIT_MS) for every worker, since
  * most tests count on all of a pool's workers taking tasks from the start.
- * fpt_pool_create_early returns as fp_pool_create does. */
-int fpt_pool_create(fp_pool **out, const fp_pool_options *o);
+ * fpt_pool_create_early returns as fp_pool_create does (and keeps the
+ * test's mode, as fpt_pool_create_as does). */
 int fpt_pool_create_early(fp_pool **out, const fp_pool_options *o);
 /* Until every worker is ready, the pool is broken, or FPT_LIMIT_MS. */
 void fpt_pool_wait_ready(fp_pool *p);

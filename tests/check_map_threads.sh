@@ -1,0 +1,4 @@
+#!/bin/sh
+# check_map's tests again with every pool in threads mode (FPT_MODE, tests/fpt.h);
+# the tests that need another mode are listed in the log, not run.
+FPT_MODE=threads exec ./tests/check_map
