@@ -184,11 +184,12 @@ int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
    * and the peer waits in its receive meanwhile, so look again at once.
    * Otherwise the wait grows with the time since the last work: a reply
    * or the next task usually comes soon after work, so the first looks
-   * come every few microseconds, and the longer nothing comes the less it
-   * matters to see it late (at most 1/FPM_NAP_DIV of the time waited
-   * already), up to FPM_NAP_MAX_NS when idle.  Short sleeps, not
-   * spinning: on a small machine a spinning relay takes the CPU its own
-   * workers need.
+   * come every microsecond or so (a wake-up from a sleep costs more than
+   * that, about 20 us on a loaded virtual machine), and the longer nothing
+   * comes the less it matters to see it late: at most 1/FPM_NAP_DIV of the
+   * time waited already, up to FPM_NAP_MAX_NS when idle.  Short sleeps,
+   * not spinning: on a small machine a spinning relay takes the CPU its
+   * own workers need.
    */
   int64_t nap = 0;
   if (rl->nreq == 0) {

@@ -21,9 +21,9 @@
 #define FPM_CHUNK ((size_t)1 << 20)   /* payload bytes per DATA, at most */
 #define FPM_WINDOW ((size_t)8 << 20)  /* unacknowledged bytes per direction */
 #define FPM_ACK_AT (FPM_WINDOW / 4)   /* written bytes worth an ACK */
-#define FPM_NAP_MIN_NS 4000           /* the shortest wait between looks */
+#define FPM_NAP_MIN_NS 1000           /* the shortest wait between looks */
 #define FPM_NAP_MAX_NS 1000000        /* the longest: 1 ms */
-#define FPM_NAP_DIV 16                /* a wait is 1/16 of the time since work */
+#define FPM_NAP_DIV 64                /* a wait is 1/64 of the time since work */
 #define FPM_SLACK_NS 1000             /* timer slack while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
 
