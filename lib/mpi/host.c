@@ -241,7 +241,12 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL) {
     for (unsigned k = 0; k < n; k++)
       fpm_chan_init(&h.ch[k]);
+    /* The caller's thread: short waits while serving, its own slack
+     * back after. */
+    long slack = fpm_slack_set(FPM_SLACK_NS);
     rc = serve(&h);
+    if (slack >= 0)
+      (void)fpm_slack_set(slack);
   }
   /* Workers see end of file on their task pipes; the fork server kills
    * and reaps what is left once its socket ends. */

@@ -14,12 +14,28 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
 
 int64_t fpm_now_ns(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+long fpm_slack_set(long ns)
+{
+#if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_TIMERSLACK)
+  int old = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  if (old < 0 || prctl(PR_SET_TIMERSLACK, (unsigned long)ns, 0, 0, 0) != 0)
+    return -1;
+  return old;
+#else
+  (void)ns;
+  return -1;
+#endif
 }
 
 int fpm_fd_prep(int fd)
@@ -161,21 +177,30 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
 {
   int64_t now = fpm_now_ns();
-  /* A send in flight is work too: a large one moves only while this side
-   * calls MPI, and the peer waits in its receive meanwhile. */
-  if (busy || rl->nreq > 0) {
+  if (busy)
     rl->busy_ns = now;
-    rl->nap_ns = FPM_NAP_MIN_NS;
-  }
+  /*
+   * A send in flight: a large one moves only while this side calls MPI,
+   * and the peer waits in its receive meanwhile, so look again at once.
+   * Otherwise the wait grows with the time since the last work: a reply
+   * or the next task usually comes soon after work, so the first looks
+   * come every microsecond or so (a wake-up from a sleep costs more than
+   * that, about 20 us on a loaded virtual machine), and the longer nothing
+   * comes the less it matters to see it late: at most 1/FPM_NAP_DIV of the
+   * time waited already, up to FPM_NAP_MAX_NS when idle.  Short sleeps,
+   * not spinning: on a small machine a spinning relay takes the CPU its
+   * own workers need.
+   */
   int64_t nap = 0;
-  if (now - rl->busy_ns >= FPM_SPIN_NS) {
-    nap = rl->nap_ns;
-    rl->nap_ns = nap * 2 > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap * 2;
+  if (rl->nreq == 0) {
+    nap = (now - rl->busy_ns) / FPM_NAP_DIV;
+    nap = nap < FPM_NAP_MIN_NS ? FPM_NAP_MIN_NS
+          : nap > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap;
   }
   struct timespec ts = {nap / 1000000000, nap % 1000000000};
   int rc = ppoll(pfd, (nfds_t)n, &ts, NULL);
   if (rc == 0 && nap == 0)
-    sched_yield(); /* spinning: a worker on this core goes first */
+    sched_yield(); /* a send in flight: a worker on this core goes first */
   return rc < 0 ? 0 : rc;
 }
 

@@ -21,9 +21,10 @@
 #define FPM_CHUNK ((size_t)1 << 20)   /* payload bytes per DATA, at most */
 #define FPM_WINDOW ((size_t)8 << 20)  /* unacknowledged bytes per direction */
 #define FPM_ACK_AT (FPM_WINDOW / 4)   /* written bytes worth an ACK */
-#define FPM_SPIN_NS 200000            /* keep polling this long after work */
-#define FPM_NAP_MIN_NS 10000          /* then sleep this long, doubling */
-#define FPM_NAP_MAX_NS 1000000        /* up to this: 1 ms */
+#define FPM_NAP_MIN_NS 1000           /* the shortest wait between looks */
+#define FPM_NAP_MAX_NS 1000000        /* the longest: 1 ms */
+#define FPM_NAP_DIV 64                /* a wait is 1/64 of the time since work */
+#define FPM_SLACK_NS 1000             /* timer slack while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
 
 /*
@@ -65,11 +66,13 @@ typedef struct fpm_relay {
   char **bufs;         /* their messages, owned */
   int nreq, cap;
   int64_t busy_ns;     /* when the last work was done */
-  int64_t nap_ns;      /* the next sleep when idle */
   int failed;          /* out of memory: the relay stops */
 } fpm_relay;
 
 int64_t fpm_now_ns(void);
+/* Sets the calling thread's timer slack to ns, so that a short wait is as
+ * short as asked; returns the old slack, or -1 where there is none. */
+long fpm_slack_set(long ns);
 void fpm_relay_init(fpm_relay *rl, MPI_Comm comm);
 /* Waits for every send, then frees what is left. */
 void fpm_relay_drain(fpm_relay *rl);
@@ -83,7 +86,8 @@ void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
 void fpm_progress(fpm_relay *rl);
 /*
  * Waits for one of n descriptors, or for the next look at MPI: not at all
- * just after work (busy), then a sleep that doubles up to FPM_NAP_MAX_NS.
+ * while a send is in flight, else for 1/FPM_NAP_DIV of the time since the
+ * last work (busy: now), between FPM_NAP_MIN_NS and FPM_NAP_MAX_NS.
  * Returns poll's count (0: none ready).
  */
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy);
