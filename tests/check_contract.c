@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- tasks ---- */
@@ -717,6 +718,118 @@ START_TEST(map_refuses_bad_input)
 }
 END_TEST
 
+/* fp_submit(3), fp_map(3): FP_EINVAL when "the call is made in a child of
+ * the process that created the pool". */
+START_TEST(calls_from_a_child_are_einval)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  static const char arr[] = "\x91\x91\x01";
+  fp_map_input in = {arr, 3, NULL, NULL};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "square", &in, NULL, &m), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    fp_future *f = (fp_future *)&f;
+    fp_map_iter *m2 = (fp_map_iter *)&m2;
+    fp_map_item it;
+    int bad = 0;
+    bad |= fp_submitf(p, "square", &f, "[I]", (int64_t)2) != FP_EINVAL;
+    bad |= (f != NULL) << 1;
+    bad |= (fp_map(p, "square", &in, NULL, &m2) != FP_EINVAL) << 2;
+    bad |= (m2 != NULL) << 3;
+    bad |= (fp_map_next(m, 0, &it) != FP_EINVAL) << 4;
+    _exit(bad);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x", st);
+  fp_map_item it;
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+  ck_assert_int_eq(it.result->via.i64, 1);
+  fpt_map_destroy(m);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_map(3), Input: trailing bytes after the array "end the input with
+ * FP_EINVAL, returned as an error of next would be": once, by fp_map_next,
+ * after the items sent before; a next function that returns 1 without
+ * packing is FP_EINVAL; an error of next before any item sent is fp_map's. */
+static int next_err(void *arg, msgpack_packer *pk)
+{
+  (void)arg, (void)pk;
+  return FP_ENOMEM;
+}
+static int next_empty(void *arg, msgpack_packer *pk)
+{
+  (void)arg, (void)pk;
+  return 1;
+}
+START_TEST(map_input_errors)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  static const char trail[] = "\x92\x91\x01\x91\x02\x00"; /* [[1],[2]] 0 */
+  fp_map_input in = {trail, 6, NULL, NULL};
+  fp_map_iter *m;
+  fp_map_item it;
+  int rc, items = 0, einval = 0;
+  ck_assert_int_eq(fpt_map(p, "square", &in, NULL, &m), 0);
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) != 0) {
+    if (rc == 1)
+      items++;
+    else if (rc == FP_EINVAL)
+      einval++;
+    else
+      ck_abort_msg("fp_map_next: %s", fp_err_name(rc));
+    ck_assert_int_le(items + einval, 3);
+  }
+  ck_assert_int_eq(items, 2);
+  ck_assert_int_eq(einval, 1);
+  fpt_map_destroy(m);
+  fp_map_input e = {NULL, 0, next_err, NULL};
+  m = (fp_map_iter *)&m;
+  ck_assert_int_eq(fp_map(p, "square", &e, NULL, &m), FP_ENOMEM);
+  ck_assert_ptr_null(m);
+  fp_map_input z = {NULL, 0, next_empty, NULL};
+  m = (fp_map_iter *)&m;
+  ck_assert_int_eq(fp_map(p, "square", &z, NULL, &m), FP_EINVAL);
+  ck_assert_ptr_null(m);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_map(3), timeout_ms: after it, the first fp_map_next that finds no
+ * result returns FP_ETIMEDOUT, and so does every later call. */
+START_TEST(map_timeout_is_sticky)
+{
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 0);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, 1);
+  fp_pack(&pk, "[s]", gate);
+  fp_map_input in = {sb.data, sb.size, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.timeout_ms = 50;
+  fp_map_iter *m;
+  fp_map_item it;
+  ck_assert_int_eq(fpt_map(p, "gate", &in, &mo, &m), 0);
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), FP_ETIMEDOUT);
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), FP_ETIMEDOUT);
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), FP_ETIMEDOUT);
+  fpt_map_destroy(m);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
 START_TEST(threads_refuse_map_deadline)
 {
   fp_pool *p = make(FP_MODE_THREADS, 1, 0);
@@ -743,6 +856,9 @@ int main(void)
   tcase_add_test(tc, submit_refuses_bad_input);
   tcase_add_test(tc, cancel_refuses_bad_input);
   tcase_add_test(tc, map_refuses_bad_input);
+  tcase_add_test(tc, calls_from_a_child_are_einval);
+  tcase_add_test(tc, map_input_errors);
+  tcase_add_test(tc, map_timeout_is_sticky);
   tcase_add_test(tc, should_stop_is_0_for_null_and_in_init);
   tc = fpt_tcase(s, "modes", 120);
   tcase_add_test(tc, inline_refuses_deadlines_and_cancel_of_the_running_task);
