@@ -609,6 +609,27 @@ START_TEST(thread_grace_over_text)
 }
 END_TEST
 
+/* fp_submit(3), grace_ms: "A caller built before this field existed gets
+ * the pool's grace": an fp_submit_options that ends before grace_ms is
+ * accepted, and the pool's deadline_grace_ms applies (threads: a polling
+ * task returns within it, so its own text is the future's). */
+START_TEST(old_submit_options_get_the_pool_grace)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.size = offsetof(fp_submit_options, grace_ms);
+  so.deadline_ms = 30;
+  so.grace_ms = 0; /* beyond size: must not be read */
+  fp_future *f;
+  ck_assert_int_eq(fp_submit_ex(p, "poll", "\x91\x01", 2, &so, &f), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_str_eq(fp_future_error(f), "Stopped: by request");
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
 /* Cancel without a grace: FP_CANCELLED at once, "cancelled while running",
  * the task runs on with the flag up and its result is dropped. */
 START_TEST(thread_cancel_running_without_grace)
@@ -866,6 +887,7 @@ int main(void)
   tcase_add_test(tc, thread_deadline_gives_up_without_grace);
   tcase_add_test(tc, thread_deadline_with_grace_polling_task);
   tcase_add_test(tc, thread_grace_over_text);
+  tcase_add_test(tc, old_submit_options_get_the_pool_grace);
   tcase_add_test(tc, thread_cancel_running_without_grace);
   tcase_add_test(tc, thread_cancel_running_with_grace);
   fpt_run_suite(s);
