@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 static int rank = -1, bad = 0;
@@ -74,6 +76,28 @@ static int init_fail(void **state, void *arg, fp_call *call)
   (void)state, (void)arg;
   return fp_call_fail(call, "InitError", "no");
 }
+
+static int init_die(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg, (void)call;
+  raise(SIGKILL);
+  return 0;
+}
+
+static int t_burn(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  volatile uint64_t x = 0;
+  do {
+    for (int i = 0; i < 100000; i++)
+      x += (uint64_t)i;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 200);
+  return fp_pack(o, "I", (int64_t)getpid());
+}
+static const fp_task burn_tasks[] = {{"burn", t_burn}, {NULL, NULL}};
 
 static fp_pool_options base(void)
 {
@@ -143,6 +167,72 @@ int main(int argc, char **argv)
     p = (fp_pool *)&bad;
     rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
     expect_all(rc, p, FP_EINVAL, "workers 1025");
+  } else if (strcmp(c, "initdie") == 0) {
+    /* "[FP_EBROKEN] On the root: ... a worker died before it was ready ...
+     * The hosts return 0." */
+    o.init = init_die;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, rank == 0 ? FP_EBROKEN : 0, "init dies");
+    if (rank == 0) {
+      const char *e = fp_pool_create_error();
+      EXPECT(e != NULL && strstr(e, "before it was ready") != NULL, "create_error: %s",
+             e ? e : "(null)");
+    }
+  } else if (strcmp(c, "cpu") == 0) {
+    /* "a live worker's CPU time is not known until it exits: the CPU
+     * counters count workers that have exited"; a pid is the host's. */
+    o.tasks = burn_tasks;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "burn", &f, "[]") == 0, "submit");
+      int64_t pid = result_i64(f, &err);
+      EXPECT(err == 0, "burn: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[8];
+      fp_pool_stats_get(p, &st, ws, 8);
+      EXPECT(st.cpu_user_us == 0 && st.cpu_sys_us == 0,
+             "no worker exited, yet cpu_user_us %llu cpu_sys_us %llu",
+             (unsigned long long)st.cpu_user_us, (unsigned long long)st.cpu_sys_us);
+      int found = 0;
+      for (unsigned i = 0; i < st.workers && i < 8; i++)
+        found |= ws[i].pid == (pid_t)pid;
+      EXPECT(found, "the task's pid %lld is no worker's pid in the counters", (long long)pid);
+      fp_pool_destroy(p);
+    } else if (rc == 0 && p != NULL) {
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "idle") == 0) {
+    /* "An idle pool so uses a small fraction of a core on each rank":
+     * CPU time of each rank over 3 s of an idle pool (printed; a rank
+     * above 25% of a core is a mismatch). */
+    struct rusage r0, r1;
+    struct timespec t0, t1;
+    getrusage(RUSAGE_SELF, &r0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      sleep(1); /* every worker ready */
+      getrusage(RUSAGE_SELF, &r0);
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      sleep(3);
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rank == 0 && p != NULL)
+      fp_pool_destroy(p);
+    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
+                          r0.ru_stime.tv_sec) +
+                 (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec -
+                          r0.ru_stime.tv_usec) / 1e6;
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("rank %d: idle pool: %.3f s CPU over %.3f s (%.1f%% of a core)\n", rank, cpu,
+           wall, 100 * cpu / wall);
+    EXPECT(cpu / wall < 0.25, "idle rank uses %.0f%% of a core", 100 * cpu / wall);
   } else if (strcmp(c, "onerank") == 0) {
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
     expect_all(rc, p, size < 2 ? FP_EINVAL : 0, "MPI_COMM_WORLD");

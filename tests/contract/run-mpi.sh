@@ -15,7 +15,7 @@ prog=$here/mpi_contract
 mpicc -O1 -g -Wall -Wextra -I"$top/include" "$here/mpi_contract.c" -o "$prog" \
   -L"$top/lib/.libs" -lforkpool-mpi -lforkpool -lmsgpackc \
   -Wl,-rpath,"$top/lib/.libs" || exit 1
-PASSING="bad toomany basic root1 initfail optsnull"
+PASSING="bad toomany basic root1 initfail initdie cpu idle optsnull"
 FAILING="create_error shm_args"
 status=0
 run() {
