@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -183,6 +184,46 @@ START_TEST(create_refuses_bad_options)
   o.tasks = toolong;
   ck_assert_int_eq(fp_pool_create(&p, &o), 0);
   fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3): the limits themselves are allowed. */
+START_TEST(create_accepts_the_limits)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o;
+  fp_pool *p;
+#define GOOD(field, value)                                                    \
+  do {                                                                        \
+    o = (fp_pool_options)FP_POOL_OPTIONS_INIT;                                \
+    o.workers = 1;                                                            \
+    o.field = value;                                                          \
+    int rc_ = fp_pool_create(&p, &o);                                         \
+    ck_assert_msg(rc_ == 0, #field " = " #value ": %s", fp_err_name(rc_));    \
+    ck_assert_ptr_null(fp_pool_create_error());                               \
+    fp_pool_destroy(p);                                                       \
+  } while (0)
+  GOOD(max_message, 1024);
+  GOOD(max_message, 0xffffffffu);
+  GOOD(max_inflight, 1024);
+  GOOD(restart_limit, 100000);
+  GOOD(shm_args, (size_t)1 << 20);
+  GOOD(shm_args, (size_t)1 << 40);
+  GOOD(shm_args, FP_SHM_OFF);
+  GOOD(max_worker_rss, (size_t)1 << 20);
+  GOOD(max_worker_rss, SIZE_MAX);
+  GOOD(worker_rlimit_as, SIZE_MAX);
+  GOOD(worker_stdout, FP_STDOUT_NULL);
+  GOOD(deadline_grace_ms, FP_GRACE_MAX_MS);
+  GOOD(size, offsetof(fp_pool_options, log_arg) + sizeof(void *)); /* 0.1 */
+  /* worker_rlimit_as too low: FP_EINVAL, and the error says what it needs */
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.worker_rlimit_as = 1 << 20;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_ptr_nonnull(strstr(fp_pool_create_error(), "worker_rlimit_as"));
   fpt_end(&s);
 }
 END_TEST
@@ -431,6 +472,10 @@ START_TEST(submit_refuses_bad_input)
   SUB(FP_EINVAL, fp_submitf(p, "sq", &f, NULL));
   SUB(FP_EINVAL, fp_submitf(p, "sq", &f, "[I"));
   SUB(FP_EINVAL, fp_submitf(p, "sq", &f, "I I", (int64_t)1, (int64_t)2));
+  /* "On failure ... nothing was queued": only the 4 that succeeded count */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.submitted, 4);
   /* after shutdown */
   ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
   SUB(FP_ESHUTDOWN, fp_submit(p, "sq", one, 2, &f));
@@ -522,6 +567,56 @@ START_TEST(cancel_refuses_bad_input)
   ck_assert_int_eq(fp_future_state(f), FP_FINISHED);
   fp_future_release(f);
   fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_future_cancel(3): callbacks "run in the calling thread before it
+ * returns", and "A thread waiting for f ... returns at once, whatever its
+ * timeout". */
+static pthread_t cb_thread;
+static atomic_int cb_ran;
+static void on_done(fp_future *f, void *arg)
+{
+  (void)f, (void)arg;
+  cb_thread = pthread_self();
+  atomic_store(&cb_ran, 1);
+}
+static void *waiter(void *arg)
+{
+  return (void *)(intptr_t)fp_future_wait(arg, -1);
+}
+START_TEST(cancel_runs_callbacks_and_wakes_waiters)
+{
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.max_inflight = 1;
+  o.tasks = fpt_tasks;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  fp_future *a, *b;
+  ck_assert_int_eq(fp_submitf(p, "gate", &a, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submitf(p, "square", &b, "[I]", (int64_t)2), 0);
+  ck_assert_int_eq(fp_future_state(b), FP_PENDING);
+  atomic_store(&cb_ran, 0);
+  ck_assert_int_eq(fp_future_on_done(b, on_done, NULL), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, waiter, b), 0);
+  ck_assert_int_eq(fp_future_cancel(b, 0), 0);
+  ck_assert_int_eq(atomic_load(&cb_ran), 1);
+  ck_assert(pthread_equal(cb_thread, pthread_self()));
+  void *r;
+  ck_assert_int_eq(pthread_join(t, &r), 0);
+  ck_assert_int_eq((int)(intptr_t)r, 0);
+  ck_assert_str_eq(fp_future_error(b), "cancelled");
+  ck_assert_int_eq(fp_future_cancel(b, 0), 0); /* again: nothing */
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fp_future_wait(a, FPT_LIMIT_MS), 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
 }
 END_TEST
 
@@ -869,6 +964,7 @@ int main(void)
   Suite *s = suite_create("contract");
   TCase *tc = fpt_tcase(s, "create", 120);
   tcase_add_test(tc, create_refuses_bad_options);
+  tcase_add_test(tc, create_accepts_the_limits);
   tcase_add_test(tc, create_refuses_process_options_in_other_modes);
   tcase_add_test(tc, other_modes_create_after_every_init);
   tcase_add_test(tc, create_returns_once_one_worker_is_ready);
@@ -876,6 +972,7 @@ int main(void)
   tc = fpt_tcase(s, "calls", 120);
   tcase_add_test(tc, submit_refuses_bad_input);
   tcase_add_test(tc, cancel_refuses_bad_input);
+  tcase_add_test(tc, cancel_runs_callbacks_and_wakes_waiters);
   tcase_add_test(tc, map_refuses_bad_input);
   tcase_add_test(tc, calls_from_a_child_are_einval);
   tcase_add_test(tc, map_input_errors);
