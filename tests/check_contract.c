@@ -622,6 +622,11 @@ END_TEST
 
 /* ---- Threads: fp_call_should_stop(3), fp_submit(3), fp_future_cancel(3) */
 
+/* The deadlines below are long (500 ms) on purpose: a deadline counts from
+ * when the task is handed to the thread, and one that passes before the
+ * thread starts the task ends it with another text, "Stopped: task 'x' was
+ * asked to stop before it started" (see check_contract_failing). */
+
 /* Without a grace: the future fails at the deadline with the pool's text,
  * the task runs on with the flag up, its thread takes no other task, and
  * what it returns is dropped; deadline_kills counts it. */
@@ -631,12 +636,12 @@ START_TEST(thread_deadline_gives_up_without_grace)
   reset_deaf();
   fp_future *f, *g;
   fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
-  so.deadline_ms = 50;
+  so.deadline_ms = 500;
   ck_assert_int_eq(fp_submit_ex(p, "deaf", "\x90", 1, &so, &f), 0);
   ck_assert_int_eq(fp_submitf(p, "sq", &g, "[I]", (int64_t)4), 0);
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
-  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 50 ms");
+  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms");
   ck_assert_int_eq(atomic_load(&deaf_returned), 0);
   /* the one thread is still held: g cannot run */
   ck_assert_int_eq(fp_future_wait(g, 100), FP_ETIMEDOUT);
@@ -664,7 +669,7 @@ START_TEST(thread_deadline_with_grace_polling_task)
   for (int how = 0; how < 2; how++) {
     fp_future *f;
     fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
-    so.deadline_ms = 30;
+    so.deadline_ms = 500;
     ck_assert_int_eq(fp_submit_ex(p, "poll", how ? "\x91\x01" : "\x91\x00", 2,
                                   &so, &f), 0);
     const msgpack_object *r;
@@ -672,7 +677,7 @@ START_TEST(thread_deadline_with_grace_polling_task)
     if (how)
       ck_assert_str_eq(fp_future_error(f), "Stopped: by request");
     else
-      ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 30 ms");
+      ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms");
     fp_future_release(f);
     ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)5), 0);
     ck_assert_int_eq(fpt_i64(f), 25);
@@ -690,12 +695,12 @@ START_TEST(thread_grace_over_text)
   reset_deaf();
   fp_future *f;
   fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
-  so.deadline_ms = 30;
+  so.deadline_ms = 500;
   so.grace_ms = 40;
   ck_assert_int_eq(fp_submit_ex(p, "deaf", "\x90", 1, &so, &f), 0);
   const msgpack_object *r;
   ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
-  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 30 ms "
+  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms "
                                        "and did not stop within its grace of 40 ms");
   atomic_store(&release_deaf, 1);
   wait_until(&deaf_returned, 1);
@@ -713,7 +718,7 @@ START_TEST(old_submit_options_get_the_pool_grace)
   fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
   fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
   so.size = offsetof(fp_submit_options, grace_ms);
-  so.deadline_ms = 30;
+  so.deadline_ms = 500;
   so.grace_ms = 0; /* beyond size: must not be read */
   fp_future *f;
   ck_assert_int_eq(fp_submit_ex(p, "poll", "\x91\x01", 2, &so, &f), 0);
