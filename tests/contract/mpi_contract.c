@@ -233,6 +233,30 @@ int main(int argc, char **argv)
     printf("rank %d: idle pool: %.3f s CPU over %.3f s (%.1f%% of a core)\n", rank, cpu,
            wall, 100 * cpu / wall);
     EXPECT(cpu / wall < 0.25, "idle rank uses %.0f%% of a core", 100 * cpu / wall);
+  } else if (strcmp(c, "nullhost") == 0 || strcmp(c, "nullroot") == 0) {
+    /* "[FP_EINVAL] out is NULL ... (on every rank)": out NULL on the hosts
+     * only (nullhost) or on the root only (nullroot).  Every rank should
+     * return; today the others wait in the collective for ever (run under
+     * timeout). */
+    int null_here = strcmp(c, "nullhost") == 0 ? rank != 0 : rank == 0;
+    rc = fp_mpi_pool_create(null_here ? NULL : &p, &o, MPI_COMM_WORLD, 0);
+    printf("rank %d: returned %s\n", rank, fp_err_name(rc));
+    fflush(stdout);
+    EXPECT(rc == FP_EINVAL, "out NULL on %s: %s", c + 4, fp_err_name(rc));
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
+  } else if (strcmp(c, "rootopts") == 0) {
+    /* Options valid on the hosts, refused on the root only (a mode the
+     * page refuses; max_message too small): every rank returns. */
+    fp_pool_options b = base();
+    if (rank == 0)
+      b.max_message = 5;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    printf("rank %d: returned %s\n", rank, fp_err_name(rc));
+    fflush(stdout);
+    EXPECT(rank == 0 ? rc == FP_EINVAL : rc == 0 || rc == FP_EINVAL, "%s", fp_err_name(rc));
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
   } else if (strcmp(c, "onerank") == 0) {
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
     expect_all(rc, p, size < 2 ? FP_EINVAL : 0, "MPI_COMM_WORLD");
