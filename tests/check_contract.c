@@ -1,0 +1,996 @@
+/* The man pages' promises, sentence by sentence, checked against the
+ * library: return codes on bad input (NULL pointers, out-of-range values,
+ * the wrong mode), *out on failure, fp_pool_create_error, the thread mode's
+ * deadline and cancel, inline refusals, and the "ready" paragraph of
+ * fp_pool_create(3).  Each test names the page it checks. */
+#define _GNU_SOURCE
+#include "fpt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- tasks ---- */
+
+static atomic_int release_deaf; /* lets t_deaf return */
+static atomic_int deaf_saw_stop;
+static atomic_int deaf_running;
+static atomic_int deaf_returned;
+static atomic_int poll_returned;
+static atomic_int poll_started;
+
+static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "[I]");
+  return fp_pack(o, "I", x * x);
+}
+
+/* Never polls; returns 7 once the test releases it (or after the limit). */
+static int t_deaf(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  atomic_store(&deaf_running, 1);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (!atomic_load(&release_deaf) && fpt_now_ms() < end)
+    usleep(1000);
+  atomic_store(&deaf_saw_stop, fp_call_should_stop(c));
+  atomic_store(&deaf_returned, 1);
+  return fp_pack(o, "I", (int64_t)7);
+}
+
+/* Polls; on a stop, fails with its own text ([1]) or returns 5 ([0]). */
+static int t_poll(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t how;
+  if (fp_unpack(a, "[I]", &how) != 0)
+    return fp_call_fail(c, "TypeError", "[I]");
+  atomic_store(&poll_started, 1);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (!fp_call_should_stop(c) && fpt_now_ms() < end)
+    usleep(1000);
+  atomic_store(&poll_returned, 1);
+  if (how == 1)
+    return fp_call_fail(c, "Stopped", "by request");
+  return fp_pack(o, "I", (int64_t)5);
+}
+
+static fp_future *volatile self_future;
+static atomic_int self_cancel_rc = 1, self_cancel0_rc = 1, self_stop = -1;
+
+/* Inline: cancels its own future while it runs. */
+static int t_self_cancel(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)a;
+  atomic_store(&self_cancel0_rc, fp_future_cancel(self_future, 0));
+  atomic_store(&self_cancel_rc, fp_future_cancel(self_future, FP_CANCEL_RUNNING));
+  atomic_store(&self_stop, fp_call_should_stop(c));
+  return fp_pack(o, "I", (int64_t)1);
+}
+
+static const fp_task tasks[] = {
+    {"sq", t_sq},     {"deaf", t_deaf}, {"poll", t_poll},
+    {"self_cancel", t_self_cancel},     {NULL, NULL}};
+
+static void reset_deaf(void)
+{
+  atomic_store(&release_deaf, 0);
+  atomic_store(&deaf_saw_stop, -1);
+  atomic_store(&deaf_running, 0);
+  atomic_store(&deaf_returned, 0);
+}
+
+static fp_pool *make(unsigned mode, unsigned workers, int grace)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p = NULL;
+  o.workers = workers;
+  o.tasks = tasks;
+  o.mode = mode;
+  o.deadline_grace_ms = grace;
+  int rc = fpt_pool_create_as(&p, &o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  return p;
+}
+
+static void wait_until(atomic_int *v, int want)
+{
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (atomic_load(v) != want && fpt_now_ms() < end)
+    usleep(1000);
+  ck_assert_int_eq(atomic_load(v), want);
+}
+
+/* ---- fp_pool_create(3): ERRORS ---- */
+
+static void create_fails(const fp_pool_options *o, int want, const char *what)
+{
+  fp_pool *p = (fp_pool *)&p;
+  int rc = fp_pool_create(&p, o);
+  ck_assert_msg(rc == want, "%s: %s, want %s", what, fp_err_name(rc),
+                fp_err_name(want));
+  ck_assert_msg(p == NULL, "%s: *out not NULL on failure", what);
+  ck_assert_msg(fp_pool_create_error() != NULL, "%s: no create_error", what);
+}
+
+static int t_other(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  return t_sq(c, a, o);
+}
+
+START_TEST(create_refuses_bad_options)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o;
+  ck_assert_int_eq(fp_pool_create(NULL, NULL), FP_EINVAL);
+#define BAD(field, value, want)                                               \
+  do {                                                                        \
+    o = (fp_pool_options)FP_POOL_OPTIONS_INIT;                                \
+    o.workers = 1;                                                            \
+    o.field = value;                                                          \
+    create_fails(&o, want, #field " = " #value);                              \
+  } while (0)
+  BAD(size, offsetof(fp_pool_options, log_arg) + sizeof(void *) - 1, FP_EINVAL);
+  BAD(size, sizeof(fp_pool_options) + 8, FP_EINVAL);
+  BAD(size, 0, FP_EINVAL);
+  BAD(workers, 1025, FP_EINVAL);
+  BAD(max_message, 1023, FP_EINVAL);
+  BAD(max_message, (size_t)4 << 30, FP_EINVAL);
+  BAD(max_inflight, 1025, FP_EINVAL);
+  BAD(restart_limit, 100001, FP_EINVAL);
+  BAD(restart_window_ms, 0, FP_EINVAL);
+  BAD(shm_args, 1, FP_EINVAL);
+  BAD(shm_args, ((size_t)1 << 40) + 1, FP_EINVAL);
+  BAD(max_worker_rss, 1, FP_EINVAL);
+  BAD(pin_workers, 2, FP_EINVAL);
+  BAD(worker_stdout, 3, FP_EINVAL);
+  BAD(worker_stdout, -1, FP_EINVAL);
+  BAD(mode, 3, FP_EINVAL);
+  BAD(deadline_grace_ms, -1, FP_EINVAL);
+  BAD(deadline_grace_ms, FP_GRACE_MAX_MS + 1, FP_EINVAL);
+  static const fp_task empty[] = {{"", t_sq}, {NULL, NULL}};
+  static const fp_task nullfn[] = {{"x", NULL}, {NULL, NULL}};
+  static const fp_task twice[] = {{"x", t_sq}, {"x", t_other}, {NULL, NULL}};
+  static char longname[257];
+  memset(longname, 'n', 256);
+  static fp_task toolong[] = {{longname, t_sq}, {NULL, NULL}};
+  BAD(tasks, empty, FP_EINVAL);
+  BAD(tasks, nullfn, FP_EINVAL);
+  BAD(tasks, twice, FP_EINVAL);
+  BAD(tasks, toolong, FP_EINVAL);
+  /* restart_limit 0 with restart_window_ms 0: no limit, allowed */
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.restart_limit = 0;
+  o.restart_window_ms = 0;
+  fp_pool *p;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  ck_assert_ptr_null(fp_pool_create_error());
+  fp_pool_destroy(p);
+  /* a name of exactly 255 bytes is allowed */
+  longname[255] = '\0';
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.tasks = toolong;
+  ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3): the limits themselves are allowed. */
+START_TEST(create_accepts_the_limits)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o;
+  fp_pool *p;
+#define GOOD(field, value)                                                    \
+  do {                                                                        \
+    o = (fp_pool_options)FP_POOL_OPTIONS_INIT;                                \
+    o.workers = 1;                                                            \
+    o.field = value;                                                          \
+    int rc_ = fp_pool_create(&p, &o);                                         \
+    ck_assert_msg(rc_ == 0, #field " = " #value ": %s", fp_err_name(rc_));    \
+    ck_assert_ptr_null(fp_pool_create_error());                               \
+    fp_pool_destroy(p);                                                       \
+  } while (0)
+  GOOD(max_message, 1024);
+  GOOD(max_message, 0xffffffffu);
+  GOOD(max_inflight, 1024);
+  GOOD(restart_limit, 100000);
+  GOOD(shm_args, (size_t)1 << 20);
+  GOOD(shm_args, (size_t)1 << 40);
+  GOOD(shm_args, FP_SHM_OFF);
+  GOOD(max_worker_rss, (size_t)1 << 20);
+  GOOD(max_worker_rss, SIZE_MAX);
+  GOOD(worker_rlimit_as, SIZE_MAX);
+  GOOD(worker_stdout, FP_STDOUT_NULL);
+  GOOD(deadline_grace_ms, FP_GRACE_MAX_MS);
+  GOOD(size, offsetof(fp_pool_options, log_arg) + sizeof(void *)); /* 0.1 */
+  /* worker_rlimit_as too low: FP_EINVAL, and the error says what it needs */
+  o = (fp_pool_options)FP_POOL_OPTIONS_INIT;
+  o.workers = 1;
+  o.worker_rlimit_as = 1 << 20;
+  ck_assert_int_eq(fp_pool_create(&p, &o), FP_EINVAL);
+  ck_assert_ptr_nonnull(strstr(fp_pool_create_error(), "worker_rlimit_as"));
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3) ERRORS, FP_ENOTSUP: per-process limits in the other
+ * modes. */
+START_TEST(create_refuses_process_options_in_other_modes)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o;
+  for (unsigned mode = FP_MODE_THREADS; mode <= FP_MODE_INLINE; mode++) {
+#define NOTSUP(field, value)                                                  \
+  do {                                                                        \
+    o = (fp_pool_options)FP_POOL_OPTIONS_INIT;                                \
+    o.workers = 1;                                                            \
+    o.mode = mode;                                                            \
+    o.field = value;                                                          \
+    create_fails(&o, FP_ENOTSUP, #field " = " #value);                        \
+  } while (0)
+    NOTSUP(max_tasks_per_worker, 1);
+    NOTSUP(max_worker_rss, (size_t)1 << 30);
+    NOTSUP(worker_rlimit_as, (size_t)1 << 40);
+    NOTSUP(worker_rlimit_cpu, 100);
+    NOTSUP(pin_workers, 1);
+    NOTSUP(worker_stdout, FP_STDOUT_NULL);
+  }
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3): "In thread mode ... and inline mode, fp_pool_create()
+ * returns when every worker has run init"; inline, init runs once. */
+static atomic_int inits;
+static int count_init(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg, (void)call;
+  usleep(20000);
+  atomic_fetch_add(&inits, 1);
+  return 0;
+}
+
+START_TEST(other_modes_create_after_every_init)
+{
+  for (unsigned mode = FP_MODE_THREADS; mode <= FP_MODE_INLINE; mode++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    atomic_store(&inits, 0);
+    o.workers = 4;
+    o.mode = mode;
+    o.init = count_init;
+    ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
+    ck_assert_int_eq(atomic_load(&inits), mode == FP_MODE_THREADS ? 4 : 1);
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+    ck_assert_uint_eq(st.workers_live, st.workers);
+    fpt_pool_destroy(p);
+  }
+}
+END_TEST
+
+/* ---- fp_pool_create(3): "ready" ---- */
+
+static char ready_dir[64];
+
+/* The first worker to get here is ready at once; the others wait for the
+ * file "go" (the test makes it), then succeed or fail as "fail" says. */
+static int gated_init(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  char path[128];
+  snprintf(path, sizeof path, "%s/first", ready_dir);
+  int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0600);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  snprintf(path, sizeof path, "%s/go", ready_dir);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (access(path, F_OK) != 0 && fpt_now_ms() < end)
+    usleep(2000);
+  snprintf(path, sizeof path, "%s/fail", ready_dir);
+  if (access(path, F_OK) == 0)
+    return fp_call_fail(call, "InitError", "late");
+  return 0;
+}
+
+static void ready_setup(int fail)
+{
+  snprintf(ready_dir, sizeof ready_dir, "/tmp/fpt-ready-XXXXXX");
+  ck_assert_ptr_nonnull(mkdtemp(ready_dir));
+  if (fail) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/fail", ready_dir);
+    close(open(path, O_CREAT | O_WRONLY, 0600));
+  }
+}
+
+static void ready_go(void)
+{
+  char path[128];
+  snprintf(path, sizeof path, "%s/go", ready_dir);
+  close(open(path, O_CREAT | O_WRONLY, 0600));
+}
+
+static void ready_cleanup(void)
+{
+  static const char *const names[] = {"first", "go", "fail"};
+  char path[128];
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/%s", ready_dir, names[i]);
+    unlink(path);
+  }
+  rmdir(ready_dir);
+}
+
+START_TEST(create_returns_once_one_worker_is_ready)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ready_setup(0);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 3;
+  o.tasks = tasks;
+  o.init = gated_init;
+  ck_assert_int_eq(fpt_pool_create_early(&p, &o), 0);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_pool_stats_get(p, &st, NULL, 0);
+  ck_assert_uint_eq(st.workers, 3);
+  ck_assert_uint_eq(st.workers_live, 1); /* the others wait for "go" */
+  /* tasks run on the ready worker meanwhile */
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)6), 0);
+  ck_assert_int_eq(fpt_i64(f), 36);
+  fp_future_release(f);
+  ready_go();
+  fpt_pool_wait_ready(p);
+  fp_pool_stats_get(p, &st, NULL, 0);
+  ck_assert_uint_eq(st.workers_live, 3);
+  fpt_pool_destroy(p);
+  ready_cleanup();
+  fpt_end(&s);
+}
+END_TEST
+
+START_TEST(late_init_failure_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  ready_setup(1);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 2;
+  o.tasks = tasks;
+  o.init = gated_init;
+  ck_assert_int_eq(fpt_pool_create_early(&p, &o), 0);
+  reset_deaf();
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  ready_go(); /* the second worker now fails its init */
+  const msgpack_object *r;
+  int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  ck_assert_msg(rc == FP_EBROKEN, "future: %s", fp_err_name(rc));
+  ck_assert_str_eq(fp_future_error(f),
+                   "pool broken: worker initializer failed: InitError: late");
+  fp_future_release(f);
+  ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)1), FP_EBROKEN);
+  ck_assert_ptr_null(f);
+  fpt_pool_destroy(p);
+  ready_cleanup();
+  fpt_end(&s);
+}
+END_TEST
+
+/* ---- fp_submit(3): ERRORS ---- */
+
+START_TEST(submit_refuses_bad_input)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.tasks = tasks;
+  o.max_message = 1024;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  fp_future *f = (fp_future *)&f;
+  static const char one[] = "\x91\x01"; /* [1] */
+#define SUB(want, ...)                                                        \
+  do {                                                                        \
+    f = (fp_future *)&f;                                                      \
+    int rc_ = __VA_ARGS__;                                                    \
+    ck_assert_msg(rc_ == (want), "%s: %s", #__VA_ARGS__, fp_err_name(rc_));   \
+    if (rc_ != 0)                                                             \
+      ck_assert_msg(f == NULL, "%s: *out not NULL", #__VA_ARGS__);            \
+    else                                                                      \
+      fp_future_release(f);                                                   \
+  } while (0)
+  ck_assert_int_eq(fp_submit(NULL, "sq", one, 2, &f), FP_EINVAL);
+  ck_assert_int_eq(fp_submit(p, "sq", one, 2, NULL), FP_EINVAL);
+  SUB(FP_EINVAL, fp_submit(p, NULL, one, 2, &f));
+  SUB(FP_EINVAL, fp_submit(p, "", one, 2, &f));
+  char longname[257];
+  memset(longname, 'x', 256);
+  longname[256] = '\0';
+  SUB(FP_EINVAL, fp_submit(p, longname, one, 2, &f));
+  SUB(FP_EINVAL, fp_submit(p, "sq", NULL, 2, &f));
+  SUB(FP_EINVAL, fp_submit(p, "sq", NULL, 0, &f));   /* empty */
+  SUB(FP_EINVAL, fp_submit(p, "sq", one, 1, &f));    /* truncated */
+  SUB(FP_EINVAL, fp_submit(p, "sq", "\x01\x02", 2, &f)); /* two objects */
+  SUB(FP_EINVAL, fp_submit(p, "sq", "\xc1", 1, &f)); /* never used byte */
+  char deep[40];
+  memset(deep, '\x91', 33);
+  deep[33] = '\x01';
+  SUB(FP_EINVAL, fp_submit(p, "sq", deep, 34, &f));  /* 33 deep */
+  SUB(0, fp_submit(p, "sq", deep + 1, 33, &f));      /* 32 deep */
+  SUB(FP_ENOTASK, fp_submit(p, "nope", one, 2, &f));
+  /* max_message - 287 bytes of arguments pass, one more is too many */
+  char big[1024];
+  size_t room = 1024 - 287;
+  big[0] = '\xc5'; /* bin 16 */
+  big[1] = (char)((room - 3) >> 8);
+  big[2] = (char)((room - 3) & 0xff);
+  memset(big + 3, 0, sizeof big - 3);
+  SUB(0, fp_submit(p, "sq", big, room, &f));
+  big[1] = (char)((room - 2) >> 8);
+  big[2] = (char)((room - 2) & 0xff);
+  SUB(FP_EMSGSIZE, fp_submit(p, "sq", big, room + 1, &f));
+  /* fp_submit_ex */
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.size = 3;
+  SUB(FP_EINVAL, fp_submit_ex(p, "sq", one, 2, &so, &f));
+  so = (fp_submit_options)FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = -1;
+  SUB(FP_EINVAL, fp_submit_ex(p, "sq", one, 2, &so, &f));
+  so = (fp_submit_options)FP_SUBMIT_OPTIONS_INIT;
+  so.grace_ms = -2;
+  SUB(FP_EINVAL, fp_submit_ex(p, "sq", one, 2, &so, &f));
+  so.grace_ms = FP_GRACE_MAX_MS + 1;
+  SUB(FP_EINVAL, fp_submit_ex(p, "sq", one, 2, &so, &f));
+  so.grace_ms = FP_GRACE_MAX_MS;
+  SUB(0, fp_submit_ex(p, "sq", one, 2, &so, &f));
+  SUB(0, fp_submit_ex(p, "sq", one, 2, NULL, &f));
+  /* fp_submitf */
+  SUB(FP_EINVAL, fp_submitf(p, "sq", &f, NULL));
+  SUB(FP_EINVAL, fp_submitf(p, "sq", &f, "[I"));
+  SUB(FP_EINVAL, fp_submitf(p, "sq", &f, "I I", (int64_t)1, (int64_t)2));
+  /* "On failure ... nothing was queued": only the 4 that succeeded count */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.submitted, 4);
+  /* after shutdown */
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  SUB(FP_ESHUTDOWN, fp_submit(p, "sq", one, 2, &f));
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_submit(3) ERRORS FP_ENOTSUP: a deadline inline. */
+START_TEST(inline_refuses_deadlines_and_cancel_of_the_running_task)
+{
+  fp_pool *p = make(FP_MODE_INLINE, 1, 0);
+  fp_future *f = (fp_future *)&f;
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 100;
+  ck_assert_int_eq(fp_submit_ex(p, "sq", "\x91\x02", 2, &so, &f), FP_ENOTSUP);
+  ck_assert_ptr_null(f);
+  /* fp_map(3): a deadline is FP_ENOTSUP */
+  fp_map_input in = {"\x91\x91\x01", 3, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  fp_map_iter *m = (fp_map_iter *)&m;
+  mo.deadline_ms = 100;
+  ck_assert_int_eq(fp_map(p, "sq", &in, &mo, &m), FP_ENOTSUP);
+  ck_assert_ptr_null(m);
+  /* fp_future_cancel(3): FP_CANCEL_RUNNING of the running task is
+   * FP_ENOTSUP; the task runs on and ends as it does.  fp_call_should_stop
+   * returns 0 inline. */
+  ck_assert_int_eq(fp_submitf(p, "self_cancel", &f, "[]"), 0);
+  self_future = f;
+  ck_assert_int_eq(fpt_i64(f), 1);
+  ck_assert_int_eq(atomic_load(&self_cancel_rc), FP_ENOTSUP);
+  ck_assert_int_eq(atomic_load(&self_cancel0_rc), FP_EBUSY);
+  ck_assert_int_eq(atomic_load(&self_stop), 0);
+  ck_assert_int_eq(fp_future_state(f), FP_FINISHED);
+  fp_future_release(f);
+  /* A task not yet run is cancelled, even one whose state reads
+   * FP_RUNNING, with FP_CANCEL_RUNNING. */
+  fp_future *g;
+  ck_assert_int_eq(fp_submitf(p, "sq", &g, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fp_future_cancel(g, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(g), FP_CANCELLED);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, 0, &r), FP_ECANCELLED);
+  fp_future_release(g);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_call_should_stop(3): 0 for a NULL call, and in an init function. */
+static atomic_int init_stop = -1;
+static int stop_in_init(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  atomic_store(&init_stop, fp_call_should_stop(call));
+  return 0;
+}
+
+START_TEST(should_stop_is_0_for_null_and_in_init)
+{
+  ck_assert_int_eq(fp_call_should_stop(NULL), 0);
+  for (unsigned mode = FP_MODE_THREADS; mode <= FP_MODE_INLINE; mode++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.workers = 1;
+    o.mode = mode;
+    o.init = stop_in_init;
+    atomic_store(&init_stop, -1);
+    ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
+    ck_assert_int_eq(atomic_load(&init_stop), 0);
+    fpt_pool_destroy(p);
+  }
+}
+END_TEST
+
+/* ---- fp_future_cancel(3): ERRORS ---- */
+
+START_TEST(cancel_refuses_bad_input)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_future_cancel(NULL, 0), FP_EINVAL);
+  ck_assert_int_eq(fp_future_cancel(NULL, FP_CANCEL_RUNNING), FP_EINVAL);
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)3), 0);
+  ck_assert_int_eq(fp_future_cancel(f, 2), FP_EINVAL);
+  ck_assert_int_eq(fp_future_cancel(f, ~0u), FP_EINVAL);
+  ck_assert_int_eq(fpt_i64(f), 9);
+  ck_assert_int_eq(fp_future_cancel(f, 0), FP_EBUSY);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), FP_EBUSY);
+  ck_assert_int_eq(fp_future_state(f), FP_FINISHED);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_future_cancel(3): callbacks "run in the calling thread before it
+ * returns", and "A thread waiting for f ... returns at once, whatever its
+ * timeout". */
+static pthread_t cb_thread;
+static atomic_int cb_ran;
+static void on_done(fp_future *f, void *arg)
+{
+  (void)f, (void)arg;
+  cb_thread = pthread_self();
+  atomic_store(&cb_ran, 1);
+}
+static void *waiter(void *arg)
+{
+  return (void *)(intptr_t)fp_future_wait(arg, -1);
+}
+START_TEST(cancel_runs_callbacks_and_wakes_waiters)
+{
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.max_inflight = 1;
+  o.tasks = fpt_tasks;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  fp_future *a, *b;
+  ck_assert_int_eq(fp_submitf(p, "gate", &a, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submitf(p, "square", &b, "[I]", (int64_t)2), 0);
+  ck_assert_int_eq(fp_future_state(b), FP_PENDING);
+  atomic_store(&cb_ran, 0);
+  ck_assert_int_eq(fp_future_on_done(b, on_done, NULL), 0);
+  pthread_t t;
+  ck_assert_int_eq(pthread_create(&t, NULL, waiter, b), 0);
+  ck_assert_int_eq(fp_future_cancel(b, 0), 0);
+  ck_assert_int_eq(atomic_load(&cb_ran), 1);
+  ck_assert(pthread_equal(cb_thread, pthread_self()));
+  void *r;
+  ck_assert_int_eq(pthread_join(t, &r), 0);
+  ck_assert_int_eq((int)(intptr_t)r, 0);
+  ck_assert_str_eq(fp_future_error(b), "cancelled");
+  ck_assert_int_eq(fp_future_cancel(b, 0), 0); /* again: nothing */
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fp_future_wait(a, FPT_LIMIT_MS), 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+}
+END_TEST
+
+/* ---- Threads: fp_call_should_stop(3), fp_submit(3), fp_future_cancel(3) */
+
+/* The deadlines below are long (500 ms) on purpose: a deadline counts from
+ * when the task is handed to the thread, and one that passes before the
+ * thread starts the task ends it with another text, "Stopped: task 'x' was
+ * asked to stop before it started" (see check_contract_failing). */
+
+/* Without a grace: the future fails at the deadline with the pool's text,
+ * the task runs on with the flag up, its thread takes no other task, and
+ * what it returns is dropped; deadline_kills counts it. */
+START_TEST(thread_deadline_gives_up_without_grace)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  reset_deaf();
+  fp_future *f, *g;
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 500;
+  ck_assert_int_eq(fp_submit_ex(p, "deaf", "\x90", 1, &so, &f), 0);
+  ck_assert_int_eq(fp_submitf(p, "sq", &g, "[I]", (int64_t)4), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms");
+  ck_assert_int_eq(atomic_load(&deaf_returned), 0);
+  /* the one thread is still held: g cannot run */
+  ck_assert_int_eq(fp_future_wait(g, 100), FP_ETIMEDOUT);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_pool_stats_get(p, &st, NULL, 0);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  ck_assert_uint_eq(st.failed, 1);
+  atomic_store(&release_deaf, 1);
+  ck_assert_int_eq(fpt_i64(g), 16);
+  wait_until(&deaf_returned, 1);
+  ck_assert_int_eq(atomic_load(&deaf_saw_stop), 1);
+  ck_assert_int_eq(fp_future_state(f), FP_FAILED); /* answer dropped */
+  fp_future_release(f);
+  fp_future_release(g);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* With a grace, a polling task that returns in time: FP_EDEADLINE with its
+ * own "kind: message", or the pool's text if it returned a result; the
+ * thread takes the next task. */
+START_TEST(thread_deadline_with_grace_polling_task)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
+  for (int how = 0; how < 2; how++) {
+    fp_future *f;
+    fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+    so.deadline_ms = 500;
+    ck_assert_int_eq(fp_submit_ex(p, "poll", how ? "\x91\x01" : "\x91\x00", 2,
+                                  &so, &f), 0);
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+    if (how)
+      ck_assert_str_eq(fp_future_error(f), "Stopped: by request");
+    else
+      ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms");
+    fp_future_release(f);
+    ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)5), 0);
+    ck_assert_int_eq(fpt_i64(f), 25);
+    fp_future_release(f);
+  }
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* With a grace and a task that does not poll: given up when the grace is
+ * over, with "and did not stop within its grace of N ms". */
+START_TEST(thread_grace_over_text)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  reset_deaf();
+  fp_future *f;
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.deadline_ms = 500;
+  so.grace_ms = 40;
+  ck_assert_int_eq(fp_submit_ex(p, "deaf", "\x90", 1, &so, &f), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_str_eq(fp_future_error(f), "task ran past its deadline of 500 ms "
+                                       "and did not stop within its grace of 40 ms");
+  atomic_store(&release_deaf, 1);
+  wait_until(&deaf_returned, 1);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_submit(3), grace_ms: "A caller built before this field existed gets
+ * the pool's grace": an fp_submit_options that ends before grace_ms is
+ * accepted, and the pool's deadline_grace_ms applies (threads: a polling
+ * task returns within it, so its own text is the future's). */
+START_TEST(old_submit_options_get_the_pool_grace)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  so.size = offsetof(fp_submit_options, grace_ms);
+  so.deadline_ms = 500;
+  so.grace_ms = 0; /* beyond size: must not be read */
+  fp_future *f;
+  ck_assert_int_eq(fp_submit_ex(p, "poll", "\x91\x01", 2, &so, &f), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EDEADLINE);
+  ck_assert_str_eq(fp_future_error(f), "Stopped: by request");
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* Cancel without a grace: FP_CANCELLED at once, "cancelled while running",
+ * the task runs on with the flag up and its result is dropped. */
+START_TEST(thread_cancel_running_without_grace)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  reset_deaf();
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  wait_until(&deaf_running, 1);
+  ck_assert_int_eq(fp_future_cancel(f, 0), FP_EBUSY);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(f), FP_CANCELLED);
+  ck_assert_str_eq(fp_future_error(f), "cancelled while running");
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0); /* again */
+  atomic_store(&release_deaf, 1);
+  wait_until(&deaf_returned, 1);
+  ck_assert_int_eq(atomic_load(&deaf_saw_stop), 1);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, 0, &r), FP_ECANCELLED);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* Cancel with a grace: the future stays FP_RUNNING until the task returns,
+ * then FP_CANCELLED with the task's own text. */
+START_TEST(thread_cancel_running_with_grace)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
+  fp_future *f;
+  atomic_store(&poll_started, 0);
+  ck_assert_int_eq(fp_submitf(p, "poll", &f, "[I]", (int64_t)1), 0);
+  wait_until(&poll_started, 1);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_ECANCELLED);
+  ck_assert_str_eq(fp_future_error(f), "Stopped: by request");
+  fp_future_release(f);
+  /* the thread is kept */
+  ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)2), 0);
+  ck_assert_int_eq(fpt_i64(f), 4);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* ---- fp_map(3): ERRORS ---- */
+
+START_TEST(map_refuses_bad_input)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  static const char arr[] = "\x92\x91\x01\x91\x02"; /* [[1],[2]] */
+  fp_map_input in = {arr, 5, NULL, NULL};
+  fp_map_options mo;
+  fp_map_iter *m;
+#define MAPBAD(want, ...)                                                     \
+  do {                                                                        \
+    m = (fp_map_iter *)&m;                                                    \
+    int rc_ = __VA_ARGS__;                                                    \
+    ck_assert_msg(rc_ == (want), "%s: %s", #__VA_ARGS__, fp_err_name(rc_));   \
+    ck_assert_msg(m == NULL, "%s: *out not NULL", #__VA_ARGS__);              \
+  } while (0)
+  MAPBAD(FP_EINVAL, fp_map(NULL, "square", &in, NULL, &m));
+  MAPBAD(FP_EINVAL, fp_map(p, "square", NULL, NULL, &m));
+  ck_assert_int_eq(fp_map(p, "square", &in, NULL, NULL), FP_EINVAL);
+  MAPBAD(FP_EINVAL, fp_map(p, NULL, &in, NULL, &m));
+  MAPBAD(FP_EINVAL, fp_map(p, "", &in, NULL, &m));
+  MAPBAD(FP_ENOTASK, fp_map(p, "nope", &in, NULL, &m));
+  fp_map_input none = {NULL, 0, NULL, NULL};
+  MAPBAD(FP_EINVAL, fp_map(p, "square", &none, NULL, &m));
+  fp_map_input notarr = {"\x01", 1, NULL, NULL};
+  MAPBAD(FP_EINVAL, fp_map_unordered(p, "square", &notarr, NULL, &m));
+  fp_map_input badfirst = {"\x91\xc1", 2, NULL, NULL};
+  MAPBAD(FP_EINVAL, fp_map(p, "square", &badfirst, NULL, &m));
+#define MAPOPT(field, value)                                                  \
+  do {                                                                        \
+    mo = (fp_map_options)FP_MAP_OPTIONS_INIT;                                 \
+    mo.field = value;                                                         \
+    MAPBAD(FP_EINVAL, fp_map(p, "square", &in, &mo, &m));                     \
+  } while (0)
+  MAPOPT(size, 3);
+  MAPOPT(chunksize, 65537);
+  MAPOPT(deadline_ms, -1);
+  MAPOPT(timeout_ms, -1);
+  MAPOPT(timeout_cancel, 2);
+  MAPOPT(item_args, 2);
+  MAPOPT(item_args, -1);
+  /* chunksize 65536 is allowed */
+  mo = (fp_map_options)FP_MAP_OPTIONS_INIT;
+  mo.chunksize = 65536;
+  ck_assert_int_eq(fpt_map(p, "square", &in, &mo, &m), 0);
+  fp_map_item it;
+  ck_assert_int_eq(fp_map_next(NULL, 0, &it), FP_EINVAL);
+  ck_assert_int_eq(fp_map_next(m, 0, NULL), FP_EINVAL);
+  ck_assert_int_eq(fp_map_next(m, -2, &it), FP_EINVAL);
+  int n = 0, rc;
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1)
+    n++;
+  ck_assert_int_eq(rc, 0);
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), 0); /* and at every later call */
+  fpt_map_destroy(m);
+  fp_map_destroy(NULL);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  MAPBAD(FP_ESHUTDOWN, fp_map(p, "square", &in, NULL, &m));
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_submit(3), fp_map(3): FP_EINVAL when "the call is made in a child of
+ * the process that created the pool". */
+START_TEST(calls_from_a_child_are_einval)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  static const char arr[] = "\x91\x91\x01";
+  fp_map_input in = {arr, 3, NULL, NULL};
+  fp_map_iter *m;
+  ck_assert_int_eq(fpt_map(p, "square", &in, NULL, &m), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    fp_future *f = (fp_future *)&f;
+    fp_map_iter *m2 = (fp_map_iter *)&m2;
+    fp_map_item it;
+    int bad = 0;
+    bad |= fp_submitf(p, "square", &f, "[I]", (int64_t)2) != FP_EINVAL;
+    bad |= (f != NULL) << 1;
+    bad |= (fp_map(p, "square", &in, NULL, &m2) != FP_EINVAL) << 2;
+    bad |= (m2 != NULL) << 3;
+    bad |= (fp_map_next(m, 0, &it) != FP_EINVAL) << 4;
+    _exit(bad);
+  }
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %#x", st);
+  fp_map_item it;
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), 1);
+  ck_assert_int_eq(it.result->via.i64, 1);
+  fpt_map_destroy(m);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_map(3), Input: trailing bytes after the array "end the input with
+ * FP_EINVAL, returned as an error of next would be": once, by fp_map_next,
+ * after the items sent before; a next function that returns 1 without
+ * packing is FP_EINVAL; an error of next before any item sent is fp_map's. */
+static int next_err(void *arg, msgpack_packer *pk)
+{
+  (void)arg, (void)pk;
+  return FP_ENOMEM;
+}
+static int next_empty(void *arg, msgpack_packer *pk)
+{
+  (void)arg, (void)pk;
+  return 1;
+}
+START_TEST(map_input_errors)
+{
+  fp_pool *p = fpt_pool(1, 0);
+  static const char trail[] = "\x92\x91\x01\x91\x02\x00"; /* [[1],[2]] 0 */
+  fp_map_input in = {trail, 6, NULL, NULL};
+  fp_map_iter *m;
+  fp_map_item it;
+  int rc, items = 0, einval = 0;
+  ck_assert_int_eq(fpt_map(p, "square", &in, NULL, &m), 0);
+  while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) != 0) {
+    if (rc == 1)
+      items++;
+    else if (rc == FP_EINVAL)
+      einval++;
+    else
+      ck_abort_msg("fp_map_next: %s", fp_err_name(rc));
+    ck_assert_int_le(items + einval, 3);
+  }
+  ck_assert_int_eq(items, 2);
+  ck_assert_int_eq(einval, 1);
+  fpt_map_destroy(m);
+  fp_map_input e = {NULL, 0, next_err, NULL};
+  m = (fp_map_iter *)&m;
+  ck_assert_int_eq(fp_map(p, "square", &e, NULL, &m), FP_ENOMEM);
+  ck_assert_ptr_null(m);
+  fp_map_input z = {NULL, 0, next_empty, NULL};
+  m = (fp_map_iter *)&m;
+  ck_assert_int_eq(fp_map(p, "square", &z, NULL, &m), FP_EINVAL);
+  ck_assert_ptr_null(m);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_map(3), timeout_ms: after it, the first fp_map_next that finds no
+ * result returns FP_ETIMEDOUT, and so does every later call. */
+START_TEST(map_timeout_is_sticky)
+{
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = fpt_pool(1, 0);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, 1);
+  fp_pack(&pk, "[s]", gate);
+  fp_map_input in = {sb.data, sb.size, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.timeout_ms = 50;
+  fp_map_iter *m;
+  fp_map_item it;
+  ck_assert_int_eq(fpt_map(p, "gate", &in, &mo, &m), 0);
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), FP_ETIMEDOUT);
+  fpt_gate_open(gate);
+  ck_assert_int_eq(fp_map_next(m, 0, &it), FP_ETIMEDOUT);
+  ck_assert_int_eq(fp_map_next(m, FPT_LIMIT_MS, &it), FP_ETIMEDOUT);
+  fpt_map_destroy(m);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  msgpack_sbuffer_destroy(&sb);
+}
+END_TEST
+
+START_TEST(threads_refuse_map_deadline)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  fp_map_input in = {"\x91\x91\x01", 3, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  fp_map_iter *m = (fp_map_iter *)&m;
+  mo.deadline_ms = 100;
+  ck_assert_int_eq(fp_map(p, "sq", &in, &mo, &m), FP_ENOTSUP);
+  ck_assert_ptr_null(m);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("contract");
+  TCase *tc = fpt_tcase(s, "create", 120);
+  tcase_add_test(tc, create_refuses_bad_options);
+  tcase_add_test(tc, create_accepts_the_limits);
+  tcase_add_test(tc, create_refuses_process_options_in_other_modes);
+  tcase_add_test(tc, other_modes_create_after_every_init);
+  tcase_add_test(tc, create_returns_once_one_worker_is_ready);
+  tcase_add_test(tc, late_init_failure_breaks_the_pool);
+  tc = fpt_tcase(s, "calls", 120);
+  tcase_add_test(tc, submit_refuses_bad_input);
+  tcase_add_test(tc, cancel_refuses_bad_input);
+  tcase_add_test(tc, cancel_runs_callbacks_and_wakes_waiters);
+  tcase_add_test(tc, map_refuses_bad_input);
+  tcase_add_test(tc, calls_from_a_child_are_einval);
+  tcase_add_test(tc, map_input_errors);
+  tcase_add_test(tc, map_timeout_is_sticky);
+  tcase_add_test(tc, should_stop_is_0_for_null_and_in_init);
+  tc = fpt_tcase(s, "modes", 120);
+  tcase_add_test(tc, inline_refuses_deadlines_and_cancel_of_the_running_task);
+  tcase_add_test(tc, threads_refuse_map_deadline);
+  tcase_add_test(tc, thread_deadline_gives_up_without_grace);
+  tcase_add_test(tc, thread_deadline_with_grace_polling_task);
+  tcase_add_test(tc, thread_grace_over_text);
+  tcase_add_test(tc, old_submit_options_get_the_pool_grace);
+  tcase_add_test(tc, thread_cancel_running_without_grace);
+  tcase_add_test(tc, thread_cancel_running_with_grace);
+  fpt_run_suite(s);
+}

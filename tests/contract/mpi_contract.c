@@ -1,0 +1,494 @@
+/* Probes of fp_mpi_pool_create(3)'s promises, one case per run:
+ *   mpirun --oversubscribe -n 3 tests/contract/mpi_contract CASE
+ * Every rank prints "rank R: ok|MISMATCH ..." and exits 1 on a mismatch. */
+#define _GNU_SOURCE
+#include <forkpool-mpi.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static int rank = -1, bad = 0;
+/* fp_mpi_pool_create(3): "a negative error code with *out set to NULL,
+ * and fp_pool_create_error(3) says why" (case create_error). */
+static int check_error = 0;
+
+#define EXPECT(cond, ...)                                                     \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      printf("rank %d: MISMATCH %s:%d: ", rank, __FILE__, __LINE__);          \
+      printf(__VA_ARGS__);                                                    \
+      printf("\n");                                                           \
+      fflush(stdout);                                                         \
+      bad = 1;                                                                \
+    }                                                                         \
+  } while (0)
+
+static int t_sq(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "[I]");
+  return fp_pack(o, "I", x * x);
+}
+static int t_pid(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  return fp_pack(o, "I", (int64_t)getpid());
+}
+static int t_spin(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a, (void)o;
+  for (;;)
+    pause();
+  return 0;
+}
+static int t_crash(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a, (void)o;
+  raise(SIGKILL);
+  return 0;
+}
+static int t_len(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  return fp_pack(o, "I", a->type == MSGPACK_OBJECT_BIN ? (int64_t)a->via.bin.size : -1);
+}
+static int t_item(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  if (a->via.i64 == 3)
+    for (;;)
+      pause();
+  return fp_pack(o, "I", a->via.i64);
+}
+static const fp_task tasks[] = {{"sq", t_sq},     {"pid", t_pid},
+                                {"spin", t_spin}, {"crash", t_crash},
+                                {"len", t_len},   {"item", t_item},
+                                {NULL, NULL}};
+
+static int init_fail(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  return fp_call_fail(call, "InitError", "no");
+}
+
+static int init_die(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg, (void)call;
+  raise(SIGKILL);
+  return 0;
+}
+
+static int t_burn(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  volatile uint64_t x = 0;
+  do {
+    for (int i = 0; i < 100000; i++)
+      x += (uint64_t)i;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 200);
+  return fp_pack(o, "I", (int64_t)getpid());
+}
+static const fp_task burn_tasks[] = {{"burn", t_burn}, {NULL, NULL}};
+
+static fp_pool_options base(void)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.tasks = tasks;
+  o.workers = 2;
+  return o;
+}
+
+/* Expect every rank to get want, and *out NULL, with no pool. */
+static void expect_all(int rc, fp_pool *p, int want, const char *what)
+{
+  EXPECT(rc == want, "%s: rc %d (%s), want %d (%s)", what, rc,
+         fp_err_name(rc), want, fp_err_name(want));
+  EXPECT(p == NULL, "%s: *out not NULL", what);
+  if (check_error && rc != 0 && rank == 0)
+    EXPECT(fp_pool_create_error() != NULL,
+           "%s: fp_pool_create_error() is NULL after a failure", what);
+  if (p != NULL)
+    fp_pool_destroy(p);
+}
+
+static int64_t result_i64(fp_future *f, int *err)
+{
+  const msgpack_object *r;
+  *err = fp_future_result(f, 60000, &r);
+  return *err == 0 ? r->via.i64 : 0;
+}
+
+int main(int argc, char **argv)
+{
+  const char *c = argc > 1 ? argv[1] : "basic";
+  fp_pool *p = (fp_pool *)&bad; /* not NULL: checks the call sets it */
+  fp_pool_options o = base();
+  int rc;
+
+  if (strcmp(c, "noinit") == 0) {
+    check_error = 1;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "before MPI_Init");
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Finalize();
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "after MPI_Finalize");
+    printf("rank %d: %s %s\n", rank, c, bad ? "FAILED" : "ok");
+    return bad;
+  }
+
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  int size;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+  if (strcmp(c, "create_error") == 0) {
+    check_error = 1;
+    fp_pool *lp;
+    fp_pool_options lo = FP_POOL_OPTIONS_INIT;
+    lo.workers = 1;
+    if (fp_pool_create(&lp, &lo) == 0)
+      fp_pool_destroy(lp);
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, -1);
+    expect_all(rc, p, FP_EINVAL, "root -1");
+    fp_pool_options b = base();
+    b.workers = 1025; /* refused by the hosts */
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "workers 1025");
+  } else if (strcmp(c, "initdie") == 0) {
+    /* "[FP_EBROKEN] On the root: ... a worker died before it was ready ...
+     * The hosts return 0." */
+    o.init = init_die;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, rank == 0 ? FP_EBROKEN : 0, "init dies");
+    if (rank == 0) {
+      const char *e = fp_pool_create_error();
+      EXPECT(e != NULL && strstr(e, "before it was ready") != NULL, "create_error: %s",
+             e ? e : "(null)");
+    }
+  } else if (strcmp(c, "cpu") == 0) {
+    /* "a live worker's CPU time is not known until it exits: the CPU
+     * counters count workers that have exited"; a pid is the host's. */
+    o.tasks = burn_tasks;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "burn", &f, "[]") == 0, "submit");
+      int64_t pid = result_i64(f, &err);
+      EXPECT(err == 0, "burn: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[8];
+      fp_pool_stats_get(p, &st, ws, 8);
+      EXPECT(st.cpu_user_us == 0 && st.cpu_sys_us == 0,
+             "no worker exited, yet cpu_user_us %llu cpu_sys_us %llu",
+             (unsigned long long)st.cpu_user_us, (unsigned long long)st.cpu_sys_us);
+      int found = 0;
+      for (unsigned i = 0; i < st.workers && i < 8; i++)
+        found |= ws[i].pid == (pid_t)pid;
+      EXPECT(found, "the task's pid %lld is no worker's pid in the counters", (long long)pid);
+      fp_pool_destroy(p);
+    } else if (rc == 0 && p != NULL) {
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "idle") == 0) {
+    /* "An idle pool so uses a small fraction of a core on each rank":
+     * CPU time of each rank over 3 s of an idle pool (printed; a rank
+     * above 25% of a core is a mismatch). */
+    struct rusage r0, r1;
+    struct timespec t0, t1;
+    getrusage(RUSAGE_SELF, &r0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      sleep(1); /* every worker ready */
+      getrusage(RUSAGE_SELF, &r0);
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      sleep(3);
+    }
+    getrusage(RUSAGE_SELF, &r1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rank == 0 && p != NULL)
+      fp_pool_destroy(p);
+    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec -
+                          r0.ru_stime.tv_sec) +
+                 (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec -
+                          r0.ru_stime.tv_usec) / 1e6;
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("rank %d: idle pool: %.3f s CPU over %.3f s (%.1f%% of a core)\n", rank, cpu,
+           wall, 100 * cpu / wall);
+    EXPECT(cpu / wall < 0.25, "idle rank uses %.0f%% of a core", 100 * cpu / wall);
+  } else if (strcmp(c, "nullhost") == 0 || strcmp(c, "nullroot") == 0) {
+    /* "[FP_EINVAL] out is NULL ... (on every rank)": out NULL on the hosts
+     * only (nullhost) or on the root only (nullroot).  Every rank should
+     * return; today the others wait in the collective for ever (run under
+     * timeout). */
+    int null_here = strcmp(c, "nullhost") == 0 ? rank != 0 : rank == 0;
+    rc = fp_mpi_pool_create(null_here ? NULL : &p, &o, MPI_COMM_WORLD, 0);
+    printf("rank %d: returned %s\n", rank, fp_err_name(rc));
+    fflush(stdout);
+    EXPECT(rc == FP_EINVAL, "out NULL on %s: %s", c + 4, fp_err_name(rc));
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
+  } else if (strcmp(c, "rootopts") == 0) {
+    /* Options valid on the hosts, refused on the root only (a mode the
+     * page refuses; max_message too small): every rank returns. */
+    fp_pool_options b = base();
+    if (rank == 0)
+      b.max_message = 5;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    printf("rank %d: returned %s\n", rank, fp_err_name(rc));
+    fflush(stdout);
+    EXPECT(rank == 0 ? rc == FP_EINVAL : rc == 0 || rc == FP_EINVAL, "%s", fp_err_name(rc));
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
+  } else if (strcmp(c, "onerank") == 0) {
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, size < 2 ? FP_EINVAL : 0, "MPI_COMM_WORLD");
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
+  } else if (strcmp(c, "bad") == 0) {
+    /* A successful local create first, so that a stale NULL shows. */
+    fp_pool *lp;
+    fp_pool_options lo = FP_POOL_OPTIONS_INIT;
+    lo.workers = 1;
+    if (fp_pool_create(&lp, &lo) == 0)
+      fp_pool_destroy(lp);
+    rc = fp_mpi_pool_create(NULL, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, NULL, FP_EINVAL, "out NULL");
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_NULL, 0);
+    expect_all(rc, p, FP_EINVAL, "MPI_COMM_NULL");
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_SELF, 0);
+    expect_all(rc, p, FP_EINVAL, "MPI_COMM_SELF (one rank)");
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, -1);
+    expect_all(rc, p, FP_EINVAL, "root -1");
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, size);
+    expect_all(rc, p, FP_EINVAL, "root == size");
+    /* Options, on every rank. */
+    fp_pool_options b = base();
+    b.mode = FP_MODE_THREADS;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_ENOTSUP, "mode threads");
+    b.mode = FP_MODE_INLINE;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_ENOTSUP, "mode inline");
+    b = base();
+    b.workers = 1025;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "workers 1025");
+    b = base();
+    b.max_message = 5;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "max_message 5");
+    b = base();
+    b.size = 3;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "size 3");
+    b = base();
+    b.deadline_grace_ms = -5;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "deadline_grace_ms -5");
+    b = base();
+    b.pin_workers = 2;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "pin_workers 2");
+    /* A task table with a NULL function: an invalid option. */
+    static const fp_task badt[] = {{"x", NULL}, {NULL, NULL}};
+    b = base();
+    b.tasks = badt;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "task with NULL function");
+    /* After all that, a good pool still works on the same communicator. */
+    p = NULL;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "good create after bad ones: %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "sq", &f, "[I]", (int64_t)9) == 0, "submit");
+      EXPECT(result_i64(f, &err) == 81 && err == 0, "sq 9: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "shm_args") == 0) {
+    /* "opts->shm_args is ignored": even a value a local pool refuses. */
+    o.shm_args = 5;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "shm_args 5 (ignored): rc %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL)
+      fp_pool_destroy(p);
+  } else if (strcmp(c, "toomany") == 0) {
+    o.workers = 1024 / (unsigned)(size - 1) + 1; /* sum just above 1024 */
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "hosts' workers add up to more than 1024");
+  } else if (strcmp(c, "exactly") == 0) {
+    o.workers = 1024 / (unsigned)(size - 1);
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "hosts' workers add up to <= 1024: %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL) {
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_pool_stats_get(p, &st, NULL, 0);
+      EXPECT(st.workers == o.workers * (unsigned)(size - 1), "workers %u", st.workers);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "optsnull") == 0) {
+    fp_task_register("sq", t_sq);
+    rc = fp_mpi_pool_create(&p, NULL, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "opts NULL: %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "sq", &f, "[I]", (int64_t)3) == 0, "submit");
+      EXPECT(result_i64(f, &err) == 9, "sq 3: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "initfail") == 0) {
+    o.init = init_fail;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, rank == 0 ? FP_EBROKEN : 0, "failing init");
+    if (rank == 0) {
+      const char *e = fp_pool_create_error();
+      EXPECT(e != NULL && strstr(e, "worker initializer failed: InitError: no") != NULL,
+             "create_error: %s", e ? e : "(null)");
+    }
+  } else if (strcmp(c, "root1") == 0 || strcmp(c, "basic") == 0) {
+    int root = strcmp(c, "root1") == 0 ? size - 1 : 0;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, root);
+    if (rank != root) {
+      EXPECT(rc == 0 && p == NULL, "host: rc %s, *out %p", fp_err_name(rc), (void *)p);
+    } else {
+      EXPECT(rc == 0 && p != NULL, "root: rc %s", fp_err_name(rc));
+      EXPECT(fp_pool_create_error() == NULL, "create_error not NULL after success");
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_future *f;
+      int err;
+      fp_pool_stats_get(p, &st, NULL, 0);
+      EXPECT(st.workers == 2u * (unsigned)(size - 1), "workers %u", st.workers);
+      EXPECT(st.workers_live >= 1, "workers_live %u at return", st.workers_live);
+      /* results */
+      EXPECT(fp_submitf(p, "sq", &f, "[I]", (int64_t)12) == 0, "submit");
+      EXPECT(result_i64(f, &err) == 144, "sq: %s", fp_err_name(err));
+      fp_future_release(f);
+      /* the task does not run in an MPI process */
+      EXPECT(fp_submitf(p, "pid", &f, "[]") == 0, "submit pid");
+      int64_t pid = result_i64(f, &err);
+      EXPECT(err == 0 && pid != getpid(), "pid task ran in the root");
+      fp_future_release(f);
+      /* a 200 KiB argument and a 64 MiB one */
+      static char buf[64 << 20];
+      for (size_t n = 200 << 10; n <= sizeof buf; n = n == (200 << 10) ? sizeof buf : n + 1) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_bin(&pk, n);
+        msgpack_pack_bin_body(&pk, buf, n);
+        EXPECT(fp_submit(p, "len", sb.data, sb.size, &f) == 0, "submit len");
+        msgpack_sbuffer_destroy(&sb);
+        EXPECT(result_i64(f, &err) == (int64_t)n, "len %zu: %s", n, fp_err_name(err));
+        fp_future_release(f);
+      }
+      fp_pool_stats_get(p, &st, NULL, 0);
+      EXPECT(st.shared_bytes == 0 && st.shared_args == 0,
+             "shared_bytes %llu shared_args %llu", (unsigned long long)st.shared_bytes,
+             (unsigned long long)st.shared_args);
+      /* deadline: fails its own future, the pool goes on */
+      fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+      so.deadline_ms = 200;
+      EXPECT(fp_submit_ex(p, "spin", "\x90", 1, &so, &f) == 0, "submit spin");
+      result_i64(f, &err);
+      EXPECT(err == FP_EDEADLINE, "spin past deadline: %s (%s)", fp_err_name(err),
+             fp_future_error(f));
+      fp_future_release(f);
+      /* cancel a running task */
+      EXPECT(fp_submitf(p, "spin", &f, "[]") == 0, "submit spin");
+      while (fp_future_state(f) == FP_PENDING)
+        fp_pool_dispatch(p, 10);
+      for (int k = 0; k < 20; k++)
+        fp_pool_dispatch(p, 10);
+      EXPECT(fp_future_cancel(f, 0) == FP_EBUSY, "cancel running without flag");
+      EXPECT(fp_future_cancel(f, FP_CANCEL_RUNNING) == 0, "cancel running");
+      result_i64(f, &err);
+      EXPECT(err == FP_ECANCELLED, "cancelled: %s", fp_err_name(err));
+      fp_future_release(f);
+      /* a crash */
+      EXPECT(fp_submitf(p, "crash", &f, "[]") == 0, "submit crash");
+      result_i64(f, &err);
+      EXPECT(err == FP_EWORKER, "crash: %s", fp_err_name(err));
+      fp_future_release(f);
+      /* a map with a per-item deadline: item 3 fails alone */
+      msgpack_sbuffer sb;
+      msgpack_packer pk;
+      msgpack_sbuffer_init(&sb);
+      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+      msgpack_pack_array(&pk, 20);
+      for (int k = 0; k < 20; k++)
+        msgpack_pack_int64(&pk, k);
+      fp_map_input in = {sb.data, sb.size, NULL, NULL};
+      fp_map_options mo = FP_MAP_OPTIONS_INIT;
+      mo.deadline_ms = 300;
+      fp_map_iter *m;
+      rc = fp_map(p, "item", &in, &mo, &m);
+      EXPECT(rc == 0, "fp_map with deadline: %s", fp_err_name(rc));
+      if (rc == 0) {
+        fp_map_item it;
+        int n = 0;
+        while ((rc = fp_map_next(m, 60000, &it)) == 1) {
+          if (it.index == 3)
+            EXPECT(it.err == FP_EDEADLINE, "item 3: %s", fp_err_name(it.err));
+          else
+            EXPECT(it.err == 0 && it.result->via.i64 == (int64_t)it.index,
+                   "item %zu: %s", it.index, fp_err_name(it.err));
+          n++;
+        }
+        EXPECT(rc == 0 && n == 20, "map end rc %d n %d", rc, n);
+        fp_map_destroy(m);
+      }
+      msgpack_sbuffer_destroy(&sb);
+      /* every worker eventually live */
+      for (int k = 0; k < 600; k++) {
+        fp_pool_dispatch(p, 10);
+        fp_pool_stats_get(p, &st, NULL, 0);
+        if (st.workers_live == st.workers)
+          break;
+      }
+      EXPECT(st.workers_live == st.workers, "workers_live %u of %u", st.workers_live,
+             st.workers);
+      fp_pool_destroy(p);
+    }
+  } else {
+    printf("unknown case %s\n", c);
+    bad = 1;
+  }
+  MPI_Finalize();
+  printf("rank %d: %s %s\n", rank, c, bad ? "FAILED" : "ok");
+  return bad;
+}
