@@ -526,6 +526,8 @@ static int terminate(fp_pool *p, int sig)
       }
       if (s->pid > 0 && s->state != SLOT_OFF)
         fp__slot_terminate(p, i, sig);
+      else if (p->tr->stop != NULL && s->state != SLOT_OFF)
+        p->tr->stop(p, i, 0); /* a thread: no signal, its tasks are asked */
     }
     fp__wake_poller(p);
     pthread_cond_broadcast(&p->cond);
