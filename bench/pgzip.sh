@@ -12,7 +12,9 @@
 # text, and files already compressed), in sorted order, and cached as
 # DIR/pgzip-input.bin.  Each tool runs PGZIP_REPS times (3; --quick: 1, on
 # 20 MB), the three taking turns, reading the file and writing to a file in
-# DIR; the figure is the median wall time.  pgzip's output must pass gzip -t
+# DIR; the figure is the median wall time.  With perf, the median CPU time
+# (task-clock of every process and thread the command started) is printed
+# too: on a shared machine it moves much less than the wall time.  pgzip's output must pass gzip -t
 # and gunzip back to the input.  Prints the figures and the target
 # "pgzip >= 1.0x pigz's speed", met or missed, and appends them to
 # DIR/results.md.  Skipped, with a note and status 0, without pgzip or pigz.
@@ -73,21 +75,42 @@ mb=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
 load0=$(cat /proc/loadavg)
 echo "# pgzip: $input, $mb MB; $reps runs each of pgzip -p $ncpu -6, pigz -p $ncpu -6, gzip -6; load $load0"
 
+# CPU time: perf stat's task-clock counts every process and thread a
+# command starts (pgzip's fork server and workers are not reaped by the
+# shell, so the times builtin would miss them).  Without a usable perf the
+# CPU column says n/a.
+if perf stat -x, -e task-clock -o /dev/null true >/dev/null 2>&1; then
+  perf=perf
+else
+  perf=
+fi
+
 # timed NAME CMD...: runs CMD <input >DIR/pgzip-NAME.gz, appends its wall
-# time in seconds to DIR/pgzip-NAME.times.
+# time in seconds to DIR/pgzip-NAME.times and, with perf, its CPU time
+# (task-clock: user + system of every process and thread it started) to
+# DIR/pgzip-NAME.cpu.
 timed() {
   name=$1
   shift
   t0=$(date +%s.%N)
-  if ! "$@" <"$input" >"$dir/pgzip-$name.gz"; then
+  if [ -n "$perf" ]; then
+    $perf stat -x, -e task-clock -o "$dir/pgzip-perf.txt" -- "$@" \
+      <"$input" >"$dir/pgzip-$name.gz"
+  else
+    "$@" <"$input" >"$dir/pgzip-$name.gz"
+  fi
+  if [ $? -ne 0 ]; then
     echo "pgzip bench: $* failed" >&2
     exit 1
   fi
   t1=$(date +%s.%N)
   echo "$t0 $t1" | awk '{ printf "%.4f\n", $2 - $1 }' >>"$dir/pgzip-$name.times"
+  [ -z "$perf" ] ||
+    awk -F, '$3 == "task-clock" { printf "%.3f\n", $1 / 1000 }' \
+      "$dir/pgzip-perf.txt" >>"$dir/pgzip-$name.cpu"
 }
 
-rm -f "$dir"/pgzip-*.times
+rm -f "$dir"/pgzip-*.times "$dir"/pgzip-*.cpu
 r=0
 while [ $r -lt "$reps" ]; do
   # Who goes first takes turns: a neighbour's burst hits each alike.
@@ -107,9 +130,9 @@ while [ $r -lt "$reps" ]; do
 done
 load1=$(cat /proc/loadavg)
 
-# stats NAME: "median min max n" of its times.
+# stats NAME [EXT]: "median min max n" of its times (or of DIR/pgzip-NAME.EXT).
 stats() {
-  sort -n "$dir/pgzip-$1.times" | awk '{ v[NR] = $1 } END {
+  sort -n "$dir/pgzip-$1.${2:-times}" | awk '{ v[NR] = $1 } END {
     m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
     printf "%.3f %.3f %.3f %d\n", m, v[1], v[NR], NR }'
 }
@@ -119,6 +142,16 @@ set -- $(stats pigz)
 pi_med=$1 pi_min=$2 pi_max=$3
 set -- $(stats gzip)
 gz_med=$1 gz_min=$2 gz_max=$3
+if [ -n "$perf" ]; then
+  set -- $(stats pgzip cpu)
+  pg_cpu="$1 s" pg_crange="$2–$3"
+  set -- $(stats pigz cpu)
+  pi_cpu="$1 s" pi_crange="$2–$3"
+  set -- $(stats gzip cpu)
+  gz_cpu="$1 s" gz_crange="$2–$3"
+else
+  pg_cpu=n/a pi_cpu=n/a gz_cpu=n/a pg_crange=- pi_crange=- gz_crange=- cpu_ratio=n/a
+fi
 
 # Round trip: what pgzip wrote in its last run.
 ok=yes
@@ -130,6 +163,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 bytes() { wc -c <"$dir/pgzip-$1.gz"; }
 vs_pigz=$(ratio "$pi_med" "$pg_med")   # speed: pigz's time / pgzip's
 vs_gzip=$(ratio "$gz_med" "$pg_med")
+[ -n "$perf" ] && cpu_ratio=$(ratio "${pg_cpu% s}" "${pi_cpu% s}")
 pigz_vs_gzip=$(ratio "$gz_med" "$pi_med")
 met=$(awk -v r="$vs_pigz" 'BEGIN { print (r >= 1.0 ? "met" : "MISS") }')
 [ $ok = yes ] || met=MISS
@@ -137,6 +171,7 @@ met=$(awk -v r="$vs_pigz" 'BEGIN { print (r >= 1.0 ? "met" : "MISS") }')
 echo "P1 gzip -6: $gz_med s ($gz_min–$gz_max, $n) $(rate "$gz_med") MB/s, $(bytes gzip) bytes"
 echo "P1 pigz -p $ncpu -6: $pi_med s ($pi_min–$pi_max, $n) $(rate "$pi_med") MB/s, $(bytes pigz) bytes; speed $pigz_vs_gzip x gzip's"
 echo "P1 pgzip -p $ncpu -6: $pg_med s ($pg_min–$pg_max, $n) $(rate "$pg_med") MB/s, $(bytes pgzip) bytes; speed $vs_gzip x gzip's, ratio $vs_pigz x pigz's speed"
+echo "P1 CPU time (perf stat task-clock), medians: gzip $gz_cpu ($gz_crange), pigz $pi_cpu ($pi_crange), pgzip $pg_cpu ($pg_crange); pgzip's CPU / pigz's: $cpu_ratio"
 echo "P1 pgzip round trip (gzip -t, gunzip | cmp): $ok"
 echo "  $met  P1 pgzip speed >= 1.0x pigz's (same input, same run): $vs_pigz"
 echo "# pgzip: load at start $load0; at end $load1"
@@ -152,13 +187,13 @@ same $mb MB input ($input: files from /usr/lib and /usr/share).  Medians of
 $n runs each, taking turns; wall time, file to file.  Load at start:
 $load0; at end: $load1.
 
-| Command | Median | Min–max (n) | MB/s | Output bytes | Speed vs pigz | Target | Met |
-|---|---:|---:|---:|---:|---:|---|:-:|
-| gzip -6 | $gz_med s | $gz_min–$gz_max ($n) | $(rate "$gz_med") | $(bytes gzip) | $(ratio "$pi_med" "$gz_med") | – | – |
-| pigz -p $ncpu -6 | $pi_med s | $pi_min–$pi_max ($n) | $(rate "$pi_med") | $(bytes pigz) | 1.00 | – | – |
-| pgzip -p $ncpu -6 | $pg_med s | $pg_min–$pg_max ($n) | $(rate "$pg_med") | $(bytes pgzip) | $vs_pigz | >= 1.0x pigz's speed, output round-trips ($ok) | $([ "$met" = met ] && echo yes || echo "**no**") |
+| Command | Median | Min–max (n) | MB/s | CPU (task-clock), median | Output bytes | Speed vs pigz | Target | Met |
+|---|---:|---:|---:|---:|---:|---:|---|:-:|
+| gzip -6 | $gz_med s | $gz_min–$gz_max ($n) | $(rate "$gz_med") | $gz_cpu | $(bytes gzip) | $(ratio "$pi_med" "$gz_med") | – | – |
+| pigz -p $ncpu -6 | $pi_med s | $pi_min–$pi_max ($n) | $(rate "$pi_med") | $pi_cpu | $(bytes pigz) | 1.00 | – | – |
+| pgzip -p $ncpu -6 | $pg_med s | $pg_min–$pg_max ($n) | $(rate "$pg_med") | $pg_cpu | $(bytes pgzip) | $vs_pigz | >= 1.0x pigz's speed, output round-trips ($ok) | $([ "$met" = met ] && echo yes || echo "**no**") |
 EOF
 fi
-rm -f "$dir"/pgzip-*.gz "$dir"/pgzip-*.times
+rm -f "$dir"/pgzip-*.gz "$dir"/pgzip-*.times "$dir"/pgzip-*.cpu "$dir"/pgzip-perf.txt
 [ $ok = yes ] || { echo "pgzip bench: the output does not round-trip" >&2; exit 1; }
 exit 0

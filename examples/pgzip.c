@@ -19,6 +19,15 @@
  * time (from fp_pool_stats_get) at the end.  Exit status: 0 done, 1 an
  * error (said on stderr), 2 bad usage, 130 interrupted.
  *
+ * When the input is a regular file (a name, or stdin redirected from one),
+ * the blocks do not pass through this process: a task is only the block's
+ * offset and length, and the worker reads it with pread from its own
+ * descriptor, into a buffer it keeps.  That saves this process a read and
+ * two copies of every block (into the packed item, then into the shared
+ * area), which it would otherwise do while the workers wait.  Bytes that
+ * follow the file's size at the start (a file still growing) are read here
+ * and sent as bytes, as from a pipe.
+ *
  * Each member costs 18 bytes of header and trailer, and each block starts
  * with an empty dictionary: the output is a little larger than gzip's or
  * pigz's (which primes each block with the last 32 KiB of the one before).
@@ -32,6 +41,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,32 +49,79 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef BLOCK
 #define BLOCK (1u << 20) /* input bytes per task, and per gzip member */
+#endif
 
 /* --- The task: it runs in the workers ------------------------------------ */
 
-/* A worker's deflate state and output buffer, made once by init. */
+/* What init is given, in the caller's memory (each worker has a copy). */
+struct setup {
+  int level;
+  int ranged;           /* the workers read the blocks from the file */
+  const char *path;     /* that file's name; NULL: descriptor 0 (stdin) */
+  dev_t dev;            /* the file the caller opened, to check that the */
+  ino_t ino;            /* worker reads the same one */
+};
+
+/* A worker's deflate state and buffers, made once by init. */
 struct deflater {
   z_stream zs;          /* gzip wrapper: header, CRC-32 and size per member */
   unsigned char *out;   /* room for one block's member, however bad */
   size_t cap;
+  int fd;               /* the input file (ranged), or -1 */
+  unsigned char *in;    /* one block read from it; NULL when not ranged */
 };
+
+/* Opens the input file in a worker: its descriptor, or -1 after a message
+ * in the call.  Stdin is the caller's descriptor 0, which workers inherit. */
+static int open_input(const struct setup *s, fp_call *call)
+{
+  int fd = s->path != NULL ? open(s->path, O_RDONLY | O_CLOEXEC) : 0;
+  struct stat st;
+  if (fd < 0) {
+    fp_call_fail(call, "OSError", "%s: %s", s->path, strerror(errno));
+    return -1;
+  }
+  if (fstat(fd, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
+    fp_call_fail(call, "OSError", "%s: not the file pgzip opened",
+                 s->path != NULL ? s->path : "stdin");
+    if (fd != 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 /*
  * The pool's init hook: runs once in each worker before its first task.
- * arg points to the level in the caller's memory, which the worker has a
- * copy of.  The state lives as long as the worker; a worker process frees
- * it by exiting.
+ * arg points to a struct setup in the caller's memory, which the worker
+ * has a copy of.  The state lives as long as the worker; a worker process
+ * frees it, and closes the file, by exiting.
  */
 static int deflater_init(void **state, void *arg, fp_call *call)
 {
-  int level = *(const int *)arg;
+  const struct setup *s = arg;
+  int level = s->level;
   struct deflater *d = calloc(1, sizeof *d);
   if (d == NULL)
     return fp_call_fail(call, "MemoryError", "no memory for a deflate state");
+  d->fd = -1;
+  if (s->ranged) {
+    if ((d->in = malloc(BLOCK)) == NULL) {
+      free(d);
+      return fp_call_fail(call, "MemoryError", "no memory for a block");
+    }
+    if ((d->fd = open_input(s, call)) < 0) {
+      free(d->in);
+      free(d);
+      return FP_ETASK;
+    }
+  }
   /* windowBits 15 + 16: a gzip header and trailer around each stream. */
   if (deflateInit2(&d->zs, level, Z_DEFLATED, 15 + 16, 8,
                    Z_DEFAULT_STRATEGY) != Z_OK) {
+    free(d->in);
     free(d);
     return fp_call_fail(call, "ZlibError", "deflateInit2 failed at level %d",
                         level);
@@ -72,6 +129,7 @@ static int deflater_init(void **state, void *arg, fp_call *call)
   size_t cap = deflateBound(&d->zs, BLOCK);
   if ((d->out = malloc(cap)) == NULL) {
     deflateEnd(&d->zs);
+    free(d->in);
     free(d);
     return fp_call_fail(call, "MemoryError", "no memory for %zu bytes", cap);
   }
@@ -80,16 +138,51 @@ static int deflater_init(void **state, void *arg, fp_call *call)
   return 0;
 }
 
-/* A bin of at most BLOCK bytes -> that block as one gzip member, a bin. */
+/* Reads len bytes at off: the count (short only at the end of the file),
+ * or -1 with errno set. */
+static ssize_t pread_full(int fd, unsigned char *buf, size_t len, off_t off)
+{
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+/* A block -> that block as one gzip member, a bin.  The block is a bin of
+ * at most BLOCK bytes, or [offset, length] in the input file, which the
+ * worker reads. */
 static int deflate_block(fp_call *call, const msgpack_object *args,
                          msgpack_packer *out)
 {
   struct deflater *d = fp_call_state(call);
   const void *in;
   size_t n;
-  if (fp_unpack(args, "y", &in, &n) != 0 || n > BLOCK)
-    return fp_call_fail(call, "TypeError",
-                        "deflate takes one bin of at most %u bytes", BLOCK);
+  uint64_t off, len;
+  if (args->type == MSGPACK_OBJECT_ARRAY && d->fd >= 0 &&
+      fp_unpack(args, "[UU]", &off, &len) == 0 && len <= BLOCK &&
+      off <= (uint64_t)INT64_MAX - BLOCK) {
+    ssize_t got = pread_full(d->fd, d->in, (size_t)len, (off_t)off);
+    if (got < 0)
+      return fp_call_fail(call, "OSError", "reading the input: %s",
+                          strerror(errno));
+    if ((uint64_t)got != len)
+      return fp_call_fail(call, "OSError", "the input file shrank while "
+                          "being compressed");
+    in = d->in;
+    n = (size_t)len;
+  } else if (fp_unpack(args, "y", &in, &n) != 0 || n > BLOCK) {
+    return fp_call_fail(call, "TypeError", "deflate takes one bin of at "
+                        "most %u bytes, or [offset, length] in the file",
+                        BLOCK);
+  }
   if (deflateReset(&d->zs) != Z_OK) /* keeps the level and the memory */
     return fp_call_fail(call, "ZlibError", "deflateReset failed");
   d->zs.next_in = in;
@@ -111,6 +204,8 @@ static const fp_task tasks[] = {{"deflate", deflate_block}, {NULL, NULL}};
 struct input {
   int fd;
   const char *name;     /* for messages: the file, or "stdin" */
+  int ranged;           /* blocks [off, end) go as offsets, not bytes */
+  off_t off, end;
   unsigned char *buf;   /* one block */
   size_t blocks;        /* given so far */
   int eof;              /* read returned 0: never read again (a terminal
@@ -151,6 +246,17 @@ static ssize_t read_full(int fd, unsigned char *buf, size_t len, int *eof)
 static int next_block(void *arg, msgpack_packer *pk)
 {
   struct input *in = arg;
+  if (in->ranged && in->off < in->end) {
+    off_t left = in->end - in->off;
+    uint64_t n = left < (off_t)BLOCK ? (uint64_t)left : BLOCK;
+    int rc = fp_pack(pk, "[UU]", (uint64_t)in->off, n);
+    if (rc != 0)
+      return rc;
+    in->off += (off_t)n;
+    in->blocks++;
+    in->bytes += n;
+    return 1;
+  }
   if (in->eof)
     return 0;
   ssize_t n = read_full(in->fd, in->buf, BLOCK, &in->eof);
@@ -399,7 +505,7 @@ int main(int argc, char **argv)
   }
 
   /* Every file first: a bad name fails before any worker is forked. */
-  struct input in = {0, "stdin", NULL, 0, 0, 0, 0};
+  struct input in = {.fd = 0, .name = "stdin"};
   if (a.in != NULL) {
     in.name = a.in;
     if ((in.fd = open(a.in, O_RDONLY | O_CLOEXEC)) < 0) {
@@ -433,11 +539,28 @@ int main(int argc, char **argv)
     return 1;
   }
 
+  /* A regular file with bytes left: the workers read its blocks, from
+   * where the offset is (stdin may have been read from already) to its
+   * size now; this process goes on from there with read(), for bytes
+   * added later. */
+  struct setup setup = {.level = a.level, .path = a.in};
+  struct stat si;
+  off_t start;
+  if (fstat(in.fd, &si) == 0 && S_ISREG(si.st_mode) &&
+      (start = lseek(in.fd, 0, SEEK_CUR)) >= 0 && start < si.st_size &&
+      lseek(in.fd, si.st_size, SEEK_SET) == si.st_size) {
+    setup.ranged = in.ranged = 1;
+    setup.dev = si.st_dev;
+    setup.ino = si.st_ino;
+    in.off = start;
+    in.end = si.st_size;
+  }
+
   fp_pool_options opts = FP_POOL_OPTIONS_INIT;
   opts.tasks = tasks;
   opts.workers = a.workers;
   opts.init = deflater_init;
-  opts.init_arg = &a.level; /* read in each worker's copy of this memory */
+  opts.init_arg = &setup; /* read in each worker's copy of this memory */
   fp_pool *pool;
   int rc = fp_pool_create(&pool, &opts);
   int status = 1;

@@ -1,9 +1,10 @@
 #!/bin/sh
 # examples/pgzip round trips: compresses inputs of 0 bytes, 1 byte, 1 MiB,
-# 3 MiB + 1 and a multi-block mix of text and random bytes, from a file and
-# from stdin, with several levels and worker counts; each output must pass
-# "gzip -t" and gunzip back to the same bytes (cmp).  Then bad usage and bad
-# files: each must fail with a clear message and the documented status.  For
+# 3 MiB + 1 and a multi-block mix of text and random bytes, from a file,
+# from stdin (at its start and part way in) and from a pipe, with several
+# levels and worker counts; each output must pass "gzip -t" and gunzip back
+# to the same bytes (cmp).  Then bad usage and bad files: each must fail
+# with a clear message and the documented status.  For
 # make check: top_builddir (default ".") is where pgzip was built; skipped
 # (77) when it was not (configure found no zlib).  Files go to
 # top_builddir/check-pgzip.*, removed by make clean.  Exits 0, 1 or 77.
@@ -89,6 +90,21 @@ roundtrip "3m1, -9 -p 3" "$tmp.3m1" -9 -p 3 "$tmp.3m1"
 roundtrip "mix, -p 5, -" "$tmp.mix" -p 5 - <"$tmp.mix"
 # More workers than blocks, and the level after the file name.
 roundtrip "1, -p 8" "$tmp.1" "$tmp.1" -p 8 -2
+# A regular file's blocks are read by the workers, from where stdin's
+# offset is: here 1000 bytes in (dd seeks, reads nothing).
+tail -c +1001 "$tmp.3m1" >"$tmp.tail"
+{ dd bs=1000 skip=1 count=0 2>/dev/null
+  roundtrip "3m1 after 1000 bytes, stdin" "$tmp.tail"; } <"$tmp.3m1"
+# A pipe's blocks go through this process, as bytes.
+if mkfifo "$tmp.pipe" 2>/dev/null; then
+  for f in 0 3m1 mix; do
+    cat "$tmp.$f" >"$tmp.pipe" &
+    roundtrip "$f, a pipe" "$tmp.$f" -p 2 <"$tmp.pipe"
+    wait
+  done
+else
+  echo "skip: pipes (no mkfifo)"
+fi
 
 # -o FILE, and the blocks are members: 3 MiB + 1 makes 4, each with the
 # gzip magic and header zlib writes (1f 8b 08 00), in input order.
