@@ -909,6 +909,10 @@ void fp__forkserver_stop(fp_pool *pool);
 /* Counts an exited worker's CPU time into the pool's stats. */
 void fp__cpu_exited(fp_pool *pool, const fp__ctl *m);
 
+/* Records why this thread's fp_pool_create failed (fp_pool_create_error;
+ * why NULL or "": fp_strerror(rc)) and returns rc. */
+int fp__create_failed(int rc, const char *why);
+
 /* --- submit.c ---------------------------------------------------------------- */
 
 /* fp_future_cancel's work, with the lock held. */

@@ -41,6 +41,11 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
                                           unsigned *nworkers, int *ctl_fd,
                                           pid_t *fs_pid, int *fs_child);
 
+/* What fp_pool_create_error(3) then says in this thread (printf-style);
+ * returns rc. */
+FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
+    FP_PRINTF(2, 3);
+
 /* A control message on a non-blocking socket, waiting while it is full;
  * fds (NULL: none) are attached for SPAWNED.  0 or -errno. */
 FP_EXTERN int fp__remote_ctl_send(int fd, const fp__ctl *m,

@@ -168,7 +168,7 @@ FP_EXTERN const char *fp_pool_create_error(void)
   return create_error[0] != '\0' ? create_error : NULL;
 }
 
-static int create_failed(int rc, const char *why)
+int fp__create_failed(int rc, const char *why)
 {
   snprintf(create_error, sizeof create_error, "%s",
            why != NULL && why[0] != '\0' ? why : fp_strerror(rc));
@@ -256,7 +256,7 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   if (rc != 0) {
     if (remote_ctl >= 0)
       close(remote_ctl);
-    return create_failed(rc, NULL);
+    return fp__create_failed(rc, NULL);
   }
   p->opts = o;
   p->ctl_fd = p->epfd = p->evfd = p->wake[0] = p->wake[1] = -1;
@@ -318,7 +318,7 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
 fail:
   if (remote_ctl >= 0)
     close(remote_ctl);
-  create_failed(rc, p->err_msg[0] != '\0' ? p->err_msg : NULL);
+  fp__create_failed(rc, p->err_msg[0] != '\0' ? p->err_msg : NULL);
   pool_free(p);
   return rc;
 }

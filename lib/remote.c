@@ -7,7 +7,19 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+
+FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
+{
+  char why[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  return fp__create_failed(rc, why);
+}
 
 FP_EXTERN int fp__remote_pool_create(fp_pool **out,
                                      const fp_pool_options *opts, int ctl_fd)

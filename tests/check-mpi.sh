@@ -52,5 +52,22 @@ for btl in default tcp; do
   grep -q '^primes below 1000000: 78498$' "$out" ||
     { echo "FAIL: mpi_primes, btl $btl: no 'primes below 1000000: 78498'"; status=1; }
 done
+# fp_mpi_pool_create(3)'s promises, bad input on one rank or all of them
+# included (tests/contract/mpi_contract.c says what each case checks).
+contract=$top_builddir/tests/contract/mpi_contract
+for c in bad toomany basic root1 initfail initdie cpu idle optsnull rootopts \
+  create_error nullhost nullroot shm_args; do
+  run "contract $c" "$contract" "$c"
+done
+for n in 2:basic 1:onerank; do
+  if timeout 600 "$mpirun" --oversubscribe -n "${n%%:*}" "$contract" "${n#*:}" \
+    >"$out" 2>&1; then
+    echo "pass: contract ${n#*:}, ${n%%:*} ranks"
+  else
+    echo "FAIL: contract ${n#*:}, ${n%%:*} ranks"; sed 's/^/  | /' "$out"; status=1
+  fi
+done
+"$contract" noinit >"$out" 2>&1 && echo "pass: contract noinit" ||
+  { echo "FAIL: contract noinit"; sed 's/^/  | /' "$out"; status=1; }
 rm -f "$out"
 exit $status

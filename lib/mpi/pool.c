@@ -62,7 +62,7 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     int rc = -errno;
     stop_hosts_plain(comm, root);
-    return rc;
+    return fp__remote_create_failed(rc, "socketpair: %s", fp_strerror(rc));
   }
   sv[0] = fpm_fd_prep(sv[0]);
   sv[1] = fpm_fd_prep(sv[1]);
@@ -76,7 +76,10 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
       fpm_bridge_run(b); /* sees end of file at once */
     else
       stop_hosts_plain(comm, root);
-    return sv[0] < 0 ? sv[0] : FP_ENOMEM;
+    return fp__remote_create_failed(sv[0] < 0 ? sv[0] : FP_ENOMEM,
+                                    "the bridge to the hosts: %s",
+                                    fp_strerror(sv[0] < 0 ? sv[0]
+                                                          : FP_ENOMEM));
   }
 
   /* The bridge takes no signal of the caller's, and a write to a pipe
@@ -90,7 +93,8 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   if (trc != 0) {
     close(sv[0]);
     fpm_bridge_run(b); /* sees end of file at once */
-    return -trc;
+    return fp__remote_create_failed(-trc, "the bridge thread: %s",
+                                    strerror(trc));
   }
 
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -107,6 +111,18 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   return rc;
 }
 
+/* The hosts' start-up failed, or their workers are too many: why, as
+ * fp_pool_create_error(3) says it, on every rank. */
+static int hosts_failed(int status, unsigned total)
+{
+  if (status == FP_EINVAL && total > FPM_MAX_WORKERS)
+    return fp__remote_create_failed(status, "the hosts' workers add up to "
+                                    "%u, more than %d", total,
+                                    FPM_MAX_WORKERS);
+  return fp__remote_create_failed(status, "a host could not start its "
+                                  "workers: %s", fp_strerror(status));
+}
+
 FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
                                  MPI_Comm comm, int root)
 {
@@ -115,12 +131,28 @@ FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
     *out = NULL;
   MPI_Initialized(&inited);
   MPI_Finalized(&finalized);
-  if (out == NULL || !inited || finalized || comm == MPI_COMM_NULL)
-    return FP_EINVAL;
+  if (!inited || finalized)
+    return fp__remote_create_failed(FP_EINVAL, "MPI is %s",
+                                    inited ? "finalized" : "not initialized");
+  if (comm == MPI_COMM_NULL)
+    return fp__remote_create_failed(FP_EINVAL,
+                                    "the communicator is MPI_COMM_NULL");
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  if (root < 0 || root >= size || size < 2)
-    return FP_EINVAL;
+  /* A bad argument on one rank fails the call on all of them, rather than
+   * leave the others waiting in the collective calls below. */
+  int bad = out == NULL, any_bad = 0;
+  MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, comm);
+  if (any_bad)
+    return fp__remote_create_failed(FP_EINVAL, "out is NULL%s",
+                                    bad ? "" : " on another rank");
+  if (root < 0 || root >= size)
+    return fp__remote_create_failed(FP_EINVAL, "root %d is not a rank of "
+                                    "the communicator (%d ranks)", root,
+                                    size);
+  if (size < 2)
+    return fp__remote_create_failed(FP_EINVAL, "the communicator has one "
+                                    "rank: no host");
 
   MPI_Comm fc;
   MPI_Comm_dup(comm, &fc);
@@ -148,13 +180,17 @@ FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
   }
   if (status == 0 && rank == root && total > FPM_MAX_WORKERS)
     status = FP_EINVAL;
-  MPI_Bcast(&status, 1, MPI_INT, root, fc);
+  unsigned st[2] = {(unsigned)status, total};
+  MPI_Bcast(st, 2, MPI_UNSIGNED, root, fc);
+  status = (int)st[0];
+  total = st[1];
 
   int rc = status;
   if (status != 0) {
     if (ctl >= 0)
       fpm_forkserver_stop(ctl, fs_pid, fs_child);
     MPI_Comm_free(&fc);
+    rc = hosts_failed(status, total);
   } else if (rank != root) {
     rc = fpm_host_run(fc, root, n, ctl, fs_pid, fs_child);
     MPI_Comm_free(&fc);

@@ -338,12 +338,11 @@ int main(int argc, char **argv)
       fp_pool_destroy(p);
     }
   } else if (strcmp(c, "shm_args") == 0) {
-    /* "opts->shm_args is ignored": even a value a local pool refuses. */
+    /* "opts->shm_args is checked as fp_pool_create(3) checks it (a value
+     * it refuses is FP_EINVAL on every rank) and otherwise ignored". */
     o.shm_args = 5;
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
-    EXPECT(rc == 0, "shm_args 5 (ignored): rc %s", fp_err_name(rc));
-    if (rc == 0 && p != NULL)
-      fp_pool_destroy(p);
+    expect_all(rc, p, FP_EINVAL, "shm_args 5, refused by fp_pool_create");
   } else if (strcmp(c, "toomany") == 0) {
     o.workers = 1024 / (unsigned)(size - 1) + 1; /* sum just above 1024 */
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
