@@ -194,13 +194,28 @@ static size_t chunk_goal(const fp_map_iter *m)
   return goal;
 }
 
-/* Bytes of arguments after which a chunk takes no more items: a quarter of
- * max_message leaves its answer room; the automatic buffersize also gives
- * each chunk in flight an even share of FP__INFLIGHT_BYTES. */
+/*
+ * Bytes of arguments after which a chunk takes no more items: a quarter of
+ * max_message leaves its answer room.  The automatic buffersize also gives
+ * each chunk an even share of FP__INFLIGHT_BYTES, two per worker that can
+ * run at once: per CPU when the workers outnumber the CPUs, since a share
+ * per worker would cut a map of quick items into as many more chunks, each
+ * a message that wakes a worker.  Such a chunk takes no more than what is
+ * left of FP__INFLIGHT_BYTES, or a share per worker when less is left, so
+ * that the arguments in flight stay under about 1.5 FP__INFLIGHT_BYTES
+ * (chunk_goal stops at FP__INFLIGHT_BYTES once every worker has a chunk).
+ */
 static size_t chunk_bytes(const fp_map_iter *m)
 {
   size_t bytes = m->pool->opts.max_message / 4;
-  size_t share = FP__INFLIGHT_BYTES / (2 * (size_t)m->pool->nslots);
+  size_t workers = m->pool->nslots, cpus = m->pool->ncpus;
+  size_t par = cpus != 0 && cpus < workers ? cpus : workers;
+  size_t share = FP__INFLIGHT_BYTES / (2 * par);
+  size_t floor = FP__INFLIGHT_BYTES / (2 * workers);
+  size_t left = FP__INFLIGHT_BYTES > m->inflight_bytes
+                    ? FP__INFLIGHT_BYTES - m->inflight_bytes : 0;
+  share = share < left ? share : left;
+  share = share > floor ? share : floor;
   return m->o.buffersize == 0 && share < bytes ? share : bytes;
 }
 
