@@ -382,6 +382,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
     p->oom_starts = 0;
     p->deaths_unready = 0;
     s->state = SLOT_LIVE;
+    p->nlive++;
     s->ready = 1;
     s->head_since = fp__now_ns();
     fp__sched_offer(p, i); /* it takes work from now on, not before */
@@ -602,10 +603,21 @@ static int flush_now(const fp__slot *s)
          (s->inflight - s->unsent < 2 || s->unsent >= FP__IOV_BATCH);
 }
 
+/*
+ * A worker still in init takes work only while no worker of the pool is
+ * ready (after a crash in a pool of one, say): a task then waits for an
+ * init whatever we do, and waits less in its pipe, run as soon as init
+ * returns, than written after the READY.  While a worker is ready, a task
+ * never waits behind an init: the worker in init gets work at its READY
+ * (handle_ready offers it).  A thread or inline worker takes work from
+ * the start, as it always did (start_local).
+ */
 static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
 {
-  return (s->state == SLOT_LIVE || s->state == SLOT_STARTING) &&
-         s->can_send && s->inflight < w &&
+  int up = s->state == SLOT_LIVE ||
+           (s->state == SLOT_STARTING &&
+            (p->nlive == 0 || p->opts.mode != FP_MODE_PROCESSES));
+  return up && s->can_send && s->inflight < w &&
          (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
 }
 

@@ -757,6 +757,8 @@ struct fp_pool {
   unsigned deaths_unready; /* deaths before READY since a worker was ready */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
   unsigned ncpus;         /* CPUs the workers may run on, at create */
+  unsigned nlive;         /* slots in SLOT_LIVE: workers that said READY
+                             and were not told to stop since */
   unsigned since_pass;    /* submits since the last dispatcher pass */
   unsigned oom_starts;    /* new workers in a row whose READY we could not
                              read for want of memory */

@@ -159,7 +159,8 @@ static int take_item(fp_map_iter *m, int *took)
  * so that each has the next one queued behind the one it runs, or more
  * while they hold fewer than FP__MIN_ITEMS items per worker: tiny chunks
  * end before the caller comes back for more.  Either way no more than
- * about FP__INFLIGHT_BYTES of arguments, but at least a chunk per worker.
+ * about FP__INFLIGHT_BYTES of arguments, but at least a chunk per worker,
+ * once the time per item is known; before, two per CPU at most.
  */
 static size_t chunk_goal(const fp_map_iter *m)
 {
@@ -171,10 +172,10 @@ static size_t chunk_goal(const fp_map_iter *m)
   if (m->o.chunksize == 0) {
     /* What is left is cut in at least 4 chunks per worker that can run
      * at once: with more workers than CPUs, per CPU. */
-    size_t par = workers < m->pool->ncpus ? workers : m->pool->ncpus;
+    size_t cpus = workers < m->pool->ncpus ? workers : m->pool->ncpus;
     size_t twice = m->prev_n != 0 ? 2 * m->prev_n : 1;
     size_t share = m->total != 0
-                       ? (m->total - m->taken) / (4 * par) + 1 : goal;
+                       ? (m->total - m->taken) / (4 * cpus) + 1 : goal;
     goal = goal < twice ? goal : twice;
     goal = goal < share ? goal : share;
   }
@@ -185,22 +186,44 @@ static size_t chunk_goal(const fp_map_iter *m)
   }
   if (m->nchunks >= workers && m->inflight_bytes >= FP__INFLIGHT_BYTES)
     return 0;
-  /* Until the time per item is known, no more than two chunks per worker:
-   * at one item each, FP__MIN_ITEMS per worker is a message per item. */
-  if (m->nchunks >= 2 * workers &&
-      (m->inflight >= FP__MIN_ITEMS * workers ||
-       (m->o.chunksize == 0 && !m->timed)))
+  /* Until the time per item is known (a fresh pool), chunks hold one
+   * item, and no more than two go out per worker that can run at once:
+   * with more workers than CPUs, two per worker would be hundreds of
+   * messages before the first answer says how large a chunk should be.
+   * The first answer lifts this, so slow items still reach every worker,
+   * one item's time later. */
+  size_t par = workers < m->pool->ncpus ? workers : m->pool->ncpus;
+  if (m->o.chunksize == 0 && !m->timed && m->nchunks >= 2 * par)
+    return 0;
+  /* Then no more than two chunks per worker while they hold FP__MIN_ITEMS
+   * items per worker. */
+  if (m->nchunks >= 2 * workers && m->inflight >= FP__MIN_ITEMS * workers)
     return 0;
   return goal;
 }
 
-/* Bytes of arguments after which a chunk takes no more items: a quarter of
- * max_message leaves its answer room; the automatic buffersize also gives
- * each chunk in flight an even share of FP__INFLIGHT_BYTES. */
+/*
+ * Bytes of arguments after which a chunk takes no more items: a quarter of
+ * max_message leaves its answer room.  The automatic buffersize also gives
+ * each chunk an even share of FP__INFLIGHT_BYTES, two per worker that can
+ * run at once: per CPU when the workers outnumber the CPUs, since a share
+ * per worker would cut a map of quick items into as many more chunks, each
+ * a message that wakes a worker.  Such a chunk takes no more than what is
+ * left of FP__INFLIGHT_BYTES, or a share per worker when less is left, so
+ * that the arguments in flight stay under about 1.5 FP__INFLIGHT_BYTES
+ * (chunk_goal stops at FP__INFLIGHT_BYTES once every worker has a chunk).
+ */
 static size_t chunk_bytes(const fp_map_iter *m)
 {
   size_t bytes = m->pool->opts.max_message / 4;
-  size_t share = FP__INFLIGHT_BYTES / (2 * (size_t)m->pool->nslots);
+  size_t workers = m->pool->nslots, cpus = m->pool->ncpus;
+  size_t par = cpus != 0 && cpus < workers ? cpus : workers;
+  size_t share = FP__INFLIGHT_BYTES / (2 * par);
+  size_t floor = FP__INFLIGHT_BYTES / (2 * workers);
+  size_t left = FP__INFLIGHT_BYTES > m->inflight_bytes
+                    ? FP__INFLIGHT_BYTES - m->inflight_bytes : 0;
+  share = share < left ? share : left;
+  share = share > floor ? share : floor;
   return m->o.buffersize == 0 && share < bytes ? share : bytes;
 }
 

@@ -68,6 +68,7 @@ static void slot_signal(fp_pool *p, unsigned i, int sig, const fp_future *f,
     p->tr->close(p, i, FP__RECV); /* what follows garbage is garbage */
   s->send = NULL;
   s->unsent = 0;
+  p->nlive -= s->state == SLOT_LIVE;
   if (s->state == SLOT_LIVE || s->state == SLOT_STARTING)
     s->state = SLOT_DYING;
 }
@@ -247,6 +248,7 @@ void fp__slot_await(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
   p->nstops -= s->stop_id != 0; /* a worker asked to stop, now gone */
+  p->nlive -= s->state == SLOT_LIVE;
   memset(s, 0, sizeof *s);
   p->tr->reset(p, i);
   s->state = SLOT_SPAWNING;
@@ -276,10 +278,13 @@ static void slot_spawned(fp_pool *p, const fp__ctl *m, int fds[FP__CTL_NFDS])
                    "many open files)", (int)m->pid);
     return;
   }
-  /* No task is handed to it before its READY (dispatch.c offers it
-   * then): a task must not wait for an init while another worker is idle. */
+  /* Offered now, it takes work before its READY only while no worker is
+   * ready (slot_takes_work, dispatch.c): a task must not wait for an init
+   * while another worker is idle.  Its READY offers it again. */
   if (p->tr->open(p, m->slot, fds) != 0)
     fp__slot_kill(p, m->slot, 0, NULL);
+  else
+    fp__sched_offer(p, m->slot);
   if (p->stopping)
     fp__slot_terminate(p, m->slot, SIGKILL); /* it has run nothing */
 }
@@ -331,6 +336,7 @@ static void forkserver_died(fp_pool *p)
     fp__slot *s = &p->slots[i];
     /* Its workers die with it (PR_SET_PDEATHSIG and end of file). */
     p->tr->close(p, i, FP__BOTH);
+    p->nlive -= s->state == SLOT_LIVE;
     s->state = SLOT_OFF;
   }
 }
@@ -465,6 +471,7 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
              s->fail_err ? s->fail_msg : why);
   }
   requeue(p, s);
+  p->nlive -= s->state == SLOT_LIVE;
   s->state = SLOT_OFF;
   s->pid = 0;
   if (p->stopping)

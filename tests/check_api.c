@@ -414,6 +414,135 @@ START_TEST(init_failing_after_create_breaks_the_pool)
 }
 END_TEST
 
+/* fp_pool_create(3): with no worker ready (the only one crashed), a task
+ * is written to the replacement while it is in init, and runs once init
+ * returns; its future says RUNNING before the replacement is ready. */
+START_TEST(task_waits_in_the_pipe_of_the_only_worker_in_init)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  later_init li;
+  later_init_make(&li, 0);
+  fp_pool *p = pool_later_init(&li, 1);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "segv", &f, "[]"), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EWORKER);
+  fp_future_release(f);
+  /* The replacement is held in init at the gate. */
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)7), 0);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (fp_future_state(f) == FP_PENDING) {
+    ck_assert_msg(fpt_now_ms() < end, "the task was not handed out");
+    (void)fp_pool_dispatch(p, 100);
+  }
+  ck_assert_int_eq(fp_future_state(f), FP_RUNNING);
+  ck_assert_uint_eq(stats(p).workers_live, 0); /* still in init */
+  fpt_gate_open(li.gate);
+  ck_assert_int_eq(fpt_i64(f), 49);
+  fp_future_release(f);
+  ck_assert_uint_eq(stats(p).workers_live, 1);
+  fpt_pool_destroy(p);
+  later_init_remove(&li);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Holds a worker in init at a gate once a marker file exists. */
+typedef struct held_init {
+  char marker[256];
+  char started[300]; /* made by a worker held so, before the gate */
+  char gate[256];
+} held_init;
+
+static int init_held_after_marker(void **state, void *arg, fp_call *call)
+{
+  const held_init *h = arg;
+  (void)state;
+  (void)call;
+  if (access(h->marker, F_OK) != 0)
+    return 0;
+  int fd = open(h->started, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0)
+    close(fd);
+  fd = open(h->gate, O_RDONLY | O_CLOEXEC); /* until the test opens it */
+  if (fd >= 0) {
+    char c;
+    while (read(fd, &c, 1) > 0)
+      ;
+    close(fd);
+  }
+  return 0;
+}
+
+/* fp_pool_create(3): while a worker is ready, no task goes to a worker in
+ * init, even when the ready one has no room: the task waits in the queue
+ * and runs on the ready worker once it is free. */
+START_TEST(no_task_waits_for_an_init_while_a_worker_is_ready)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  held_init h;
+  char task_gate[256];
+  snprintf(h.marker, sizeof h.marker, "%s/fpt-held-%d",
+           getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+  snprintf(h.started, sizeof h.started, "%s-started", h.marker);
+  unlink(h.marker);
+  unlink(h.started);
+  fpt_gate_make(h.gate, sizeof h.gate);
+  fpt_gate_make(task_gate, sizeof task_gate);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.init = init_held_after_marker;
+  o.init_arg = &h;
+  o.max_inflight = 1; /* a busy worker has no room */
+  o.restart_limit = 0;
+  fp_pool *p = pool_with(&o, 2);
+  int fd = open(h.marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ck_assert_int_ge(fd, 0); /* from now on, a new worker is held in init */
+  close(fd);
+  fp_future *f, *run;
+  const msgpack_object *r;
+  /* One worker is busy; the other crashes, and its replacement is the
+   * worker last given a task. */
+  ck_assert_int_eq(fp_submitf(p, "gate", &run, "[s]", task_gate), 0);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (fp_future_state(run) != FP_RUNNING) {
+    ck_assert_msg(fpt_now_ms() < end, "the gate task did not start");
+    (void)fp_pool_dispatch(p, 10);
+  }
+  ck_assert_int_eq(fp_submitf(p, "segv", &f, "[]"), 0);
+  ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), FP_EWORKER);
+  fp_future_release(f);
+  ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)6), 0);
+  /* Until the replacement is in init, and a few passes after that, in
+   * which its pipes come in: the task stays in the queue. */
+  int passes = 0;
+  while (passes < 10) {
+    (void)fp_pool_dispatch(p, 10);
+    ck_assert_int_eq(fp_future_state(f), FP_PENDING);
+    ck_assert_uint_eq(stats(p).workers_live, 1);
+    passes += access(h.started, F_OK) == 0;
+    ck_assert_msg(fpt_now_ms() < end, "no replacement");
+  }
+  ck_assert_int_eq(fp_future_state(run), FP_RUNNING);
+  fpt_gate_open(task_gate); /* the ready worker is free: it runs the task */
+  ck_assert_int_eq(fp_future_result(run, FPT_LIMIT_MS, &r), 0);
+  fp_future_release(run);
+  ck_assert_int_eq(fpt_i64(f), 36);
+  fp_future_release(f);
+  ck_assert_uint_eq(stats(p).workers_live, 1); /* the other is in init */
+  fpt_gate_open(h.gate);
+  fpt_pool_wait_ready(p);
+  ck_assert_uint_eq(stats(p).workers_live, 2);
+  fpt_pool_destroy(p);
+  unlink(h.marker);
+  unlink(h.started);
+  fpt_gate_remove(h.gate);
+  fpt_gate_remove(task_gate);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Nothing is left once destroy returns, right after create: not the ready
  * worker, not one still in init (killed: it has run nothing), not the fork
  * server (our child here, as we are a subreaper). */
@@ -1050,6 +1179,12 @@ int main(void)
   fpt_add_test_in(FPT_IN_PROCESSES,
                   "a worker process's init fails", tc,
                   init_failing_after_create_breaks_the_pool);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  task_waits_in_the_pipe_of_the_only_worker_in_init);
+  fpt_add_test_in(FPT_IN_PROCESSES,
+                  "a task crashes its worker process", tc,
+                  no_task_waits_for_an_init_while_a_worker_is_ready);
   fpt_add_test_in(FPT_IN_PROCESSES,
                   "worker processes left behind", tc,
                   destroy_right_after_create_leaves_no_process);
