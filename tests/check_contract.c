@@ -964,6 +964,69 @@ START_TEST(threads_refuse_map_deadline)
 }
 END_TEST
 
+/* fp_future_cancel(3): a task cancelled with a grace ends FP_CANCELLED
+ * with "cancelled while running", its own "kind: message", or "Stopped:
+ * task 'poll' was asked to stop before it started" when the request
+ * reached its thread first; no other text.  The loop cancels at once after
+ * submitting, many times, to land in each window. */
+START_TEST(cancel_with_grace_before_start_has_a_text_of_its_own)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 10000);
+  int odd = 0;
+  char seen[256] = "";
+  for (int k = 0; k < 2000 && !odd; k++) {
+    fp_future *f;
+    atomic_store(&poll_started, 0);
+    ck_assert_int_eq(fp_submitf(p, "poll", &f, "[I]", (int64_t)1), 0);
+    int rc = fp_future_cancel(f, FP_CANCEL_RUNNING);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(fp_future_wait(f, FPT_LIMIT_MS), 0);
+    ck_assert_int_eq(fp_future_state(f), FP_CANCELLED);
+    const char *e = fp_future_error(f);
+    if (strcmp(e, "cancelled while running") != 0 &&
+        strcmp(e, "cancelled") != 0 && strcmp(e, "Stopped: by request") != 0 &&
+        strcmp(e, "Stopped: task 'poll' was asked to stop before it started") != 0) {
+      odd = 1;
+      snprintf(seen, sizeof seen, "%s (iteration %d)", e, k);
+    }
+    fp_future_release(f);
+  }
+  fpt_pool_destroy(p);
+  ck_assert_msg(!odd, "cancelled future's text: %s", seen);
+}
+END_TEST
+
+/* fp_call_should_stop(3), Threads: "every task is asked ... when the pool
+ * is terminated or killed (fp_pool_terminate(3), fp_pool_kill(3))": the
+ * running task sees the flag before the pool is destroyed.  (It did not
+ * while terminate() reached only slots with a pid.)  The loop index picks
+ * terminate (0) or kill (1). */
+START_TEST(thread_terminate_and_kill_ask)
+{
+  int kill = _i;
+  {
+    fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+    atomic_store(&poll_returned, 0);
+    atomic_store(&poll_started, 0);
+    fp_future *f;
+    ck_assert_int_eq(fp_submitf(p, "poll", &f, "[I]", (int64_t)0), 0);
+    wait_until(&poll_started, 1);
+    ck_assert_int_eq(kill ? fp_pool_kill(p) : fp_pool_terminate(p), 0);
+    ck_assert_int_eq(fp_future_wait(f, FPT_LIMIT_MS), 0);
+    ck_assert_int_eq(fp_future_state(f), FP_CANCELLED);
+    /* The task polls: asked, it returns, before the pool is destroyed. */
+    int64_t end = fpt_now_ms() + 20000; /* the task polls every ms */
+    while (!atomic_load(&poll_returned) && fpt_now_ms() < end)
+      fp_pool_dispatch(p, 10);
+    ck_assert_msg(atomic_load(&poll_returned),
+                  "%s: the running task was never asked to stop",
+                  kill ? "fp_pool_kill" : "fp_pool_terminate");
+    fpt_pool_destroy(p);
+    fp_future_release(f);
+  }
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("contract");
@@ -992,5 +1055,7 @@ int main(void)
   tcase_add_test(tc, old_submit_options_get_the_pool_grace);
   tcase_add_test(tc, thread_cancel_running_without_grace);
   tcase_add_test(tc, thread_cancel_running_with_grace);
+  tcase_add_test(tc, cancel_with_grace_before_start_has_a_text_of_its_own);
+  tcase_add_loop_test(tc, thread_terminate_and_kill_ask, 0, 2);
   fpt_run_suite(s);
 }
