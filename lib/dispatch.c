@@ -346,6 +346,24 @@ void fp__wake_poller(fp_pool *p)
 
 /* --- Results ------------------------------------------------------------- */
 
+/* The time for an answer's bookkeeping: one reading per held batch. */
+static int64_t answer_clock(fp_pool *p)
+{
+  if (p->clock_ns < 0)
+    p->clock_ns = fp__now_ns();
+  return p->clock_ns > 0 ? p->clock_ns : fp__now_ns();
+}
+
+void fp__clock_hold(fp_pool *p)
+{
+  p->clock_ns = -1; /* read at the first answer */
+}
+
+void fp__clock_release(fp_pool *p)
+{
+  p->clock_ns = 0;
+}
+
 /* Reads kind and message after a failure's code: "kind: message". */
 static void fail_from_body(fp_pool *p, fp_future *f, int code,
                            const char *body, size_t len, size_t off)
@@ -432,7 +450,7 @@ static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
   p->ndeadlines -= f->deadline_ms > 0;
   sched_freed(p, i);
   p->deaths_unanswered = 0; /* progress: not a crash loop */
-  int64_t now = fp__now_ns();
+  int64_t now = answer_clock(p);
   f->run_ns = now - s->head_since;
   s->head_since = now; /* the next one starts now */
   s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */

@@ -467,6 +467,8 @@ typedef struct fp__callback {
   struct fp__callback *next;
 } fp__callback;
 
+typedef struct fp__fcache fp__fcache;
+
 struct fp_future {
   atomic_int refs;           /* the caller's and, until final, the pool's */
   atomic_int done;           /* 1 once final; then immutable */
@@ -506,12 +508,37 @@ struct fp_future {
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */
   int cb_queued;             /* in that queue, or its callbacks running */
+  fp__fcache *fc;            /* where its block goes back; NULL: free() */
   char frame_here[];         /* a small frame, in the same allocation */
 };
+
+/*
+ * Futures' memory kept for reuse by a pool: a burst of submits then
+ * releases would otherwise have malloc give the pages back and fault them
+ * in again.  Blocks have room for a frame of FP__FRAME_HERE.  Refcounted:
+ * the pool's reference, and one per future made from it, so a future may
+ * outlive its pool.  Its lock is only tried: taken, or plain malloc and
+ * free (a forked child's copy whose lock a thread held at the fork).
+ */
+#define FP__FUTURES_KEPT 16384 /* blocks kept, at most (~5 MiB) */
+struct fp__fcache {
+  pthread_mutex_t mu;    /* guards free and n */
+  atomic_int refs;
+  atomic_int closed;     /* the pool is gone: keep nothing more */
+  void *free;            /* blocks, linked through their first word */
+  unsigned n;
+};
+/* NULL if out of memory: the pool's futures are then malloc'd. */
+fp__fcache *fp__fcache_new(void);
+/* The pool lets go of it. */
+void fp__fcache_close(fp__fcache *fc);
 
 fp_future *fp__future_new(fp_pool *pool);
 /* With room for a frame of up to extra bytes at f->frame_here. */
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra);
+/* Frees f's memory (to its pool's cache, if it came from one): for a
+ * future no one else holds, whose contents are freed already. */
+void fp__future_free(fp_future *f);
 /* Frees f->frame unless it is f->frame_here. */
 void fp__future_drop_frame(fp_future *f);
 /* Make f final; called with the pool lock held.  finish takes body. */
@@ -672,10 +699,12 @@ void fp__local_destroy(fp__local_worker *w);
  * and *len.  0, or FP_ENOMEM. */
 int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
                     char **out, size_t *len);
-/* Runs one TASK body: the RESULT frame's body, malloc'd.  0, or FP_EPROTO
+/* Runs one TASK body: the RESULT frame's body in *out, which is buf when
+ * it fits in cap bytes, else a malloc the caller frees.  0, or FP_EPROTO
  * or FP_ENOMEM (then no answer). */
 int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
-                  const char *body, size_t blen, char **out, size_t *len);
+                  const char *body, size_t blen, char *buf, size_t cap,
+                  char **out, size_t *len);
 
 /* At the end, with its worker gone: lets go of what the slot still holds
  * (tasks cancelled while they ran), as a worker process's exit would. */
@@ -762,9 +791,11 @@ struct fp_pool {
                              read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
   fp__spare spare;        /* a large frame buffer kept for reuse */
+  fp__fcache *fcache;     /* futures' blocks kept for reuse; NULL: none */
   fp__shm shm;            /* where large arguments go */
   atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
   int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
+  int64_t clock_ns;       /* fp__clock_hold's reading; 0: none held */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -830,6 +861,11 @@ static inline uint64_t fp__ev_tag(unsigned slot, unsigned which)
 }
 #define FP__EV_WAKE UINT64_MAX
 #define FP__EV_CTL (UINT64_MAX - 1)
+/* Answers handed over together (a transport's batch) share one reading
+ * of the clock, taken at the first that asks: hold, then release after the
+ * last.  Lock held. */
+void fp__clock_hold(fp_pool *pool);
+void fp__clock_release(fp_pool *pool);
 /* A frame from slot's worker, from its transport.  body is lent (valid
  * until the call returns), or malloc'd and then owned == body, which this
  * takes. */

@@ -24,9 +24,92 @@ void fp__future_drop_frame(fp_future *f)
   f->frame = NULL;
 }
 
+#define FP__BLOCK (sizeof(fp_future) + FP__FRAME_HERE)
+
+fp__fcache *fp__fcache_new(void)
+{
+  fp__fcache *fc = calloc(1, sizeof *fc);
+  if (fc == NULL)
+    return NULL;
+  pthread_mutex_init(&fc->mu, NULL);
+  atomic_init(&fc->refs, 1);
+  atomic_init(&fc->closed, 0);
+  return fc;
+}
+
+/* Drops a reference; the last frees every block kept, and the cache. */
+static void fcache_unref(fp__fcache *fc)
+{
+  if (atomic_fetch_sub_explicit(&fc->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (void *b = fc->free; b != NULL;) {
+    void *next = *(void **)b;
+    free(b);
+    b = next;
+  }
+  pthread_mutex_destroy(&fc->mu);
+  free(fc);
+}
+
+void fp__fcache_close(fp__fcache *fc)
+{
+  if (fc == NULL)
+    return;
+  atomic_store(&fc->closed, 1);
+  fcache_unref(fc);
+}
+
+/* A zeroed block from fc, or a calloc'd one; NULL if out of memory. */
+static fp_future *fcache_take(fp__fcache *fc)
+{
+  void *b = NULL;
+  if (pthread_mutex_trylock(&fc->mu) == 0) {
+    if ((b = fc->free) != NULL) {
+      fc->free = *(void **)b;
+      fc->n--;
+    }
+    pthread_mutex_unlock(&fc->mu);
+  }
+  if (b != NULL)
+    memset(b, 0, FP__BLOCK);
+  else if ((b = calloc(1, FP__BLOCK)) == NULL)
+    return NULL;
+  atomic_fetch_add_explicit(&fc->refs, 1, memory_order_relaxed);
+  fp_future *f = b;
+  f->fc = fc;
+  return f;
+}
+
+/* f's block back to its cache, or to malloc. */
+void fp__future_free(fp_future *f)
+{
+  fp__fcache *fc = f->fc;
+  int kept = 0;
+  if (fc == NULL) {
+    free(f);
+    return;
+  }
+  if (!atomic_load_explicit(&fc->closed, memory_order_relaxed) &&
+      pthread_mutex_trylock(&fc->mu) == 0) {
+    if (fc->n < FP__FUTURES_KEPT) {
+      *(void **)(void *)f = fc->free;
+      fc->free = f;
+      fc->n++;
+      kept = 1;
+    }
+    pthread_mutex_unlock(&fc->mu);
+  }
+  if (!kept)
+    free(f);
+  fcache_unref(fc);
+}
+
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
 {
-  fp_future *f = calloc(1, sizeof *f + extra);
+  fp_future *f = pool != NULL && pool->fcache != NULL &&
+                         extra <= FP__FRAME_HERE
+                     ? fcache_take(pool->fcache)
+                     : calloc(1, sizeof *f + extra);
   if (f == NULL)
     return NULL;
   atomic_init(&f->refs, 2); /* the caller's and the pool's */
@@ -382,5 +465,5 @@ FP_EXTERN void fp_future_release(fp_future *f)
   }
   if (f->zone != NULL)
     msgpack_zone_free(f->zone);
-  free(f);
+  fp__future_free(f);
 }

@@ -103,7 +103,7 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
       fp__shm_free(&p->shm, f->shm_off, f->shm_len);
     fp__pool_unlock(p);
     fp__future_drop_frame(f);
-    free(f);
+    fp__future_free(f);
     return rc;
   }
   p->st.shared_args += f->shm_len != 0;
