@@ -346,22 +346,36 @@ void fp__wake_poller(fp_pool *p)
 
 /* --- Results ------------------------------------------------------------- */
 
-/* The time for an answer's bookkeeping: one reading per held batch. */
+/* The time for an answer's bookkeeping: one reading per held batch.  The
+ * last reading is kept too (clock_last), for the pass that made it. */
 static int64_t answer_clock(fp_pool *p)
 {
+  if (p->clock_ns > 0)
+    return p->clock_ns;
+  int64_t now = fp__now_ns();
   if (p->clock_ns < 0)
-    p->clock_ns = fp__now_ns();
-  return p->clock_ns > 0 ? p->clock_ns : fp__now_ns();
+    p->clock_ns = now;
+  p->clock_last = now;
+  return now;
 }
 
-void fp__clock_hold(fp_pool *p)
+void fp__clock_fresh(fp_pool *p)
 {
+  p->clock_last = 0;
+}
+
+int fp__clock_hold(fp_pool *p)
+{
+  if (p->clock_ns != 0)
+    return 0; /* held by a caller */
   p->clock_ns = -1; /* read at the first answer */
+  return 1;
 }
 
-void fp__clock_release(fp_pool *p)
+void fp__clock_release(fp_pool *p, int took)
 {
-  p->clock_ns = 0;
+  if (took)
+    p->clock_ns = 0;
 }
 
 /* Reads kind and message after a failure's code: "kind: message". */
@@ -713,7 +727,7 @@ void fp__schedule(fp_pool *p, int all)
     fp_future *f = p->qhead;
     fp__list_unlink(&p->qhead, &p->qtail, f);
     if (s->head == NULL)
-      s->head_since = fp__now_ns();
+      s->head_since = answer_clock(p);
     fp__list_push(&s->head, &s->tail, f);
     f->state = FP_RUNNING;
     f->slot = best;
@@ -894,6 +908,7 @@ static int wait_poll(fp_pool *p, int timeout_ms)
   int saved = errno;
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p);
   if (r < 0 && saved != EINTR)
     return -saved;
   if (r > 0)
@@ -938,6 +953,7 @@ static int wait_epoll(fp_pool *p, int timeout_ms)
   int saved = errno;
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p);
   if (r < 0 && saved != EINTR)
     return -saved;
   int ctl_ready = 0;
@@ -987,6 +1003,7 @@ void fp__ep_sync(fp_pool *p)
 int fp__poll_once(fp_pool *p, int timeout_ms)
 {
   uint64_t done = p->ndone;
+  fp__clock_fresh(p); /* the lock may have been let go since a reading */
   /* Work queued outside a pass (a task put back, a worker found ready by a
    * cancel that read its pipe first) is handed out before we sleep, or
    * nothing would wake us; and before the deadlines, which start with it.
@@ -1013,9 +1030,15 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
     rc = wait_poll(p, timeout_ms);
   if (rc != 0)
     return rc;
+  /* What the pass hands out starts when its answers came: the reading
+   * they took (since the lock was last taken back), or one more. */
+  int took = fp__clock_hold(p);
+  if (took && p->clock_last > 0)
+    p->clock_ns = p->clock_last;
   check_deadlines(p);
   p->since_pass = 0;
   fp__schedule(p, 1);
+  fp__clock_release(p, took);
   fp__ep_sync(p);
   fp__signal_done(p);
   pthread_cond_broadcast(&p->cond);

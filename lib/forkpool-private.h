@@ -795,7 +795,10 @@ struct fp_pool {
   fp__shm shm;            /* where large arguments go */
   atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
   int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
-  int64_t clock_ns;       /* fp__clock_hold's reading; 0: none held */
+  int64_t clock_ns;       /* fp__clock_hold's reading; 0: none held, -1:
+                             held, not read yet */
+  int64_t clock_last;     /* the last reading since fp__clock_fresh; 0:
+                             none */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -861,11 +864,15 @@ static inline uint64_t fp__ev_tag(unsigned slot, unsigned which)
 }
 #define FP__EV_WAKE UINT64_MAX
 #define FP__EV_CTL (UINT64_MAX - 1)
-/* Answers handed over together (a transport's batch) share one reading
- * of the clock, taken at the first that asks: hold, then release after the
- * last.  Lock held. */
-void fp__clock_hold(fp_pool *pool);
-void fp__clock_release(fp_pool *pool);
+/* Answers handed over together (a transport's batch, a dispatcher pass)
+ * and the tasks handed out after them share one reading of the clock,
+ * taken at the first that asks: hold (1 if this call took the hold, 0 if
+ * a caller holds it), then release with what hold returned.  Lock held. */
+int fp__clock_hold(fp_pool *pool);
+void fp__clock_release(fp_pool *pool, int took);
+/* The lock was let go and taken back: a reading kept from before it is
+ * stale (fp__poll_once reuses one from after). */
+void fp__clock_fresh(fp_pool *pool);
 /* A frame from slot's worker, from its transport.  body is lent (valid
  * until the call returns), or malloc'd and then owned == body, which this
  * takes. */

@@ -229,6 +229,7 @@ static void inline_run(fp_pool *p, unsigned i)
                          &body, &len);
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p); /* submits meanwhile read the clock before the end */
   if (rc != 0) {
     fp__slot_pop(p, s, f, rc, rc == FP_ENOMEM
                  ? "out of memory running the task inline"

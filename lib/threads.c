@@ -422,7 +422,7 @@ static void thread_recv(fp_pool *p, unsigned i)
   if (got > 0)
     c->owed -= (unsigned)got;
   /* The answers read together share one reading of the clock. */
-  fp__clock_hold(p);
+  int took = fp__clock_hold(p);
   while (j != NULL) {
     tjob *next = j->next;
     if (s->can_recv && j->body != NULL) {
@@ -435,7 +435,7 @@ static void thread_recv(fp_pool *p, unsigned i)
     job_recycle(c, j);
     j = next;
   }
-  fp__clock_release(p);
+  fp__clock_release(p, took);
   /* The task given up on has answered: the thread takes work again. */
   if (c->given_up != 0 && (s->head == NULL || s->head->id != c->given_up)) {
     c->given_up = 0;
