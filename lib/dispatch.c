@@ -464,11 +464,13 @@ static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
   p->ndeadlines -= f->deadline_ms > 0;
   sched_freed(p, i);
   p->deaths_unanswered = 0; /* progress: not a crash loop */
-  int64_t now = answer_clock(p);
-  f->run_ns = now - s->head_since;
-  s->head_since = now; /* the next one starts now */
-  s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */
-  s->batch_items += f->nitems;
+  if (f->timed) {
+    int64_t now = answer_clock(p);
+    f->run_ns = now - s->head_since;
+    s->head_since = now; /* the next one starts now */
+    s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */
+    s->batch_items += f->nitems;
+  }
   /* The next one was cancelled with FP_CANCEL_RUNNING while it waited in
    * the pipe: it starts now, so it is stopped now. */
   if (s->head != NULL && s->head->kill_at_start)
@@ -726,7 +728,7 @@ void fp__schedule(fp_pool *p, int all)
     fp__slot *s = &p->slots[best];
     fp_future *f = p->qhead;
     fp__list_unlink(&p->qhead, &p->qtail, f);
-    if (s->head == NULL)
+    if (s->head == NULL && f->timed)
       s->head_since = answer_clock(p);
     fp__list_push(&s->head, &s->tail, f);
     f->state = FP_RUNNING;

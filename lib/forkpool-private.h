@@ -484,6 +484,9 @@ struct fp_future {
                                 (a deadline, a cancel); 0: killed at once */
   unsigned retries;          /* reruns left when its worker dies */
   int64_t run_ns;            /* how long its worker took, about */
+  int timed;                 /* run_ns is wanted (the dispatcher reads the
+                                clock for it): 0 only for an inline pool's
+                                tasks that are not map chunks */
   int kill_at_start;          /* cancelled running while in a worker's pipe:
                                 its worker is killed when it starts */
   unsigned late_item;        /* map chunk killed for its deadline: the item

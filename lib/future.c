@@ -71,7 +71,7 @@ static fp_future *fcache_take(fp__fcache *fc)
     pthread_mutex_unlock(&fc->mu);
   }
   if (b != NULL)
-    memset(b, 0, FP__BLOCK);
+    memset(b, 0, sizeof(fp_future)); /* frame_here is written before read */
   else if ((b = calloc(1, FP__BLOCK)) == NULL)
     return NULL;
   atomic_fetch_add_explicit(&fc->refs, 1, memory_order_relaxed);
