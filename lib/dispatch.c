@@ -630,10 +630,11 @@ static unsigned window(const fp_pool *p)
  * worker may soon run dry (fewer than 2 written and unanswered), or a
  * writev's worth is waiting.  Every pass of the dispatcher writes all.
  */
-static int flush_now(const fp__slot *s)
+static int flush_now(const fp_pool *p, const fp__slot *s)
 {
+  unsigned batch = p->tr->batch != 0 ? p->tr->batch : FP__IOV_BATCH;
   return !s->blocked &&
-         (s->inflight - s->unsent < 2 || s->unsent >= FP__IOV_BATCH);
+         (s->inflight - s->unsent < 2 || s->unsent >= batch);
 }
 
 static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
@@ -695,7 +696,7 @@ static int pick(fp_pool *p, unsigned w)
 static int send_slot(fp_pool *p, unsigned i, int all)
 {
   fp__slot *s = &p->slots[i];
-  if (s->send != NULL && (all || flush_now(s)))
+  if (s->send != NULL && (all || flush_now(p, s)))
     p->tr->send(p, i);
   if (fp__ep_set(p) >= 0)
     p->tr->ep_sync(p, i); /* its send cursor may have come or gone */

@@ -679,6 +679,9 @@ typedef struct fp__transport {
    * work until that answer comes, and takes back the tasks it was handed
    * and has not started: how many, the newest of those it was sent. */
   unsigned (*give_up)(fp_pool *pool, unsigned slot);
+  /* Frames a submit lets gather for a busy worker before it sends them;
+   * 0: FP__IOV_BATCH, a writev's worth. */
+  unsigned batch;
 } fp__transport;
 
 /* --- pipe.c: the transport for local workers -------------------------------- */

@@ -35,6 +35,11 @@
 
 #define FP__TJOB_SMALL 96 /* answers this small travel in their job */
 #define FP__TJOB_KEEP 512 /* jobs kept per slot for reuse */
+#ifndef FP__THREAD_BATCH
+#define FP__THREAD_BATCH 128 /* tasks a submit lets gather for a busy
+                                thread: one wake of a thread costs the
+                                dispatcher more than a task */
+#endif
 
 typedef struct tjob {
   struct tjob *next;
@@ -519,4 +524,5 @@ const fp__transport fp__thread_transport = {
     .ep_sync = thread_ep_sync,
     .stop = thread_stop,
     .give_up = thread_give_up,
+    .batch = FP__THREAD_BATCH,
 };
