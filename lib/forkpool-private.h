@@ -518,7 +518,8 @@ struct fp_future {
 /*
  * Futures' memory kept for reuse by a pool: a burst of submits then
  * releases would otherwise have malloc give the pages back and fault them
- * in again.  Blocks have room for a frame of FP__FRAME_HERE.  Refcounted:
+ * in again.  Blocks have room for a frame of 40 bytes (future.c); a
+ * future with a larger one is malloc'd at its size.  Refcounted:
  * the pool's reference, and one per future made from it, so a future may
  * outlive its pool.  Its lock is only tried: taken, or plain malloc and
  * free (a forked child's copy whose lock a thread held at the fork).

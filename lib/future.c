@@ -24,7 +24,11 @@ void fp__future_drop_frame(fp_future *f)
   f->frame = NULL;
 }
 
-#define FP__BLOCK (sizeof(fp_future) + FP__FRAME_HERE)
+/* A task's small frame (a short name, a number or two) fits the room a
+ * kept block has: 40 bytes, which malloc rounds up to the same chunk as
+ * the exact size would be for most (a future is not made larger by it). */
+#define FP__BLOCK_FRAME 40
+#define FP__BLOCK (sizeof(fp_future) + FP__BLOCK_FRAME)
 
 fp__fcache *fp__fcache_new(void)
 {
@@ -107,7 +111,7 @@ void fp__future_free(fp_future *f)
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
 {
   fp_future *f = pool != NULL && pool->fcache != NULL &&
-                         extra <= FP__FRAME_HERE
+                         extra <= FP__BLOCK_FRAME
                      ? fcache_take(pool->fcache)
                      : calloc(1, sizeof *f + extra);
   if (f == NULL)
