@@ -483,10 +483,10 @@ struct fp_future {
   int grace_ms;              /* asked to stop, then killed this much later
                                 (a deadline, a cancel); 0: killed at once */
   unsigned retries;          /* reruns left when its worker dies */
-  int64_t run_ns;            /* how long its worker took, about */
   int timed;                 /* run_ns is wanted (the dispatcher reads the
                                 clock for it): 0 only for an inline pool's
                                 tasks that are not map chunks */
+  int64_t run_ns;            /* how long its worker took, about */
   int kill_at_start;          /* cancelled running while in a worker's pipe:
                                 its worker is killed when it starts */
   unsigned late_item;        /* map chunk killed for its deadline: the item
@@ -507,19 +507,21 @@ struct fp_future {
   msgpack_object result;      /* NIL for a map chunk: see result_off */
   size_t result_off;         /* chunk: its answer array in result_buf */
   size_t result_len;         /* chunk: where that array (the body) ends */
-  unsigned chunk_ok;         /* chunk: entries that are [0, result] */
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */
   int cb_queued;             /* in that queue, or its callbacks running */
-  fp__fcache *fc;            /* where its block goes back; NULL: free() */
+  unsigned chunk_ok;         /* chunk: entries that are [0, result] */
+  uintptr_t fc;              /* the fp__fcache its block goes back to, its
+                                size class in the low bit; 0: free() */
   char frame_here[];         /* a small frame, in the same allocation */
 };
 
 /*
  * Futures' memory kept for reuse by a pool: a burst of submits then
  * releases would otherwise have malloc give the pages back and fault them
- * in again.  Blocks have room for a frame of 40 bytes (future.c); a
- * future with a larger one is malloc'd at its size.  Refcounted:
+ * in again.  Blocks come in two sizes (future.c), each the malloc chunk a
+ * future with a frame of that size had anyway; a future with a larger
+ * frame is malloc'd at its size.  Refcounted:
  * the pool's reference, and one per future made from it, so a future may
  * outlive its pool.  Its lock is only tried: taken, or plain malloc and
  * free (a forked child's copy whose lock a thread held at the fork).
@@ -529,8 +531,9 @@ struct fp__fcache {
   pthread_mutex_t mu;    /* guards free and n */
   atomic_int refs;
   atomic_int closed;     /* the pool is gone: keep nothing more */
-  void *free;            /* blocks, linked through their first word */
-  unsigned n;
+  void *free[2];         /* blocks of each size class, linked through
+                            their first word */
+  unsigned n;            /* blocks kept, both classes */
 };
 /* NULL if out of memory: the pool's futures are then malloc'd. */
 fp__fcache *fp__fcache_new(void);

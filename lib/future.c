@@ -24,11 +24,12 @@ void fp__future_drop_frame(fp_future *f)
   f->frame = NULL;
 }
 
-/* A task's small frame (a short name, a number or two) fits the room a
- * kept block has: 40 bytes, which malloc rounds up to the same chunk as
- * the exact size would be for most (a future is not made larger by it). */
-#define FP__BLOCK_FRAME 40
-#define FP__BLOCK (sizeof(fp_future) + FP__BLOCK_FRAME)
+/* Two sizes of block: room for a frame of 32 bytes or of 48, which malloc
+ * rounds up to the chunks a future with such a frame had anyway (272 and
+ * 288 bytes with a 232-byte future), so a kept future costs no more memory
+ * while pending.  A small task's frame (a short name, a number) is 30-40. */
+static const size_t block_frame[2] = {32, 48};
+#define FP__BLOCK(k) (sizeof(fp_future) + block_frame[k])
 
 fp__fcache *fp__fcache_new(void)
 {
@@ -46,11 +47,12 @@ static void fcache_unref(fp__fcache *fc)
 {
   if (atomic_fetch_sub_explicit(&fc->refs, 1, memory_order_acq_rel) != 1)
     return;
-  for (void *b = fc->free; b != NULL;) {
-    void *next = *(void **)b;
-    free(b);
-    b = next;
-  }
+  for (int k = 0; k < 2; k++)
+    for (void *b = fc->free[k]; b != NULL;) {
+      void *next = *(void **)b;
+      free(b);
+      b = next;
+    }
   pthread_mutex_destroy(&fc->mu);
   free(fc);
 }
@@ -63,31 +65,33 @@ void fp__fcache_close(fp__fcache *fc)
   fcache_unref(fc);
 }
 
-/* A zeroed block from fc, or a calloc'd one; NULL if out of memory. */
-static fp_future *fcache_take(fp__fcache *fc)
+/* A zeroed block of class k from fc, or a calloc'd one; NULL if out of
+ * memory. */
+static fp_future *fcache_take(fp__fcache *fc, unsigned k)
 {
   void *b = NULL;
   if (pthread_mutex_trylock(&fc->mu) == 0) {
-    if ((b = fc->free) != NULL) {
-      fc->free = *(void **)b;
+    if ((b = fc->free[k]) != NULL) {
+      fc->free[k] = *(void **)b;
       fc->n--;
     }
     pthread_mutex_unlock(&fc->mu);
   }
   if (b != NULL)
     memset(b, 0, sizeof(fp_future)); /* frame_here is written before read */
-  else if ((b = calloc(1, FP__BLOCK)) == NULL)
+  else if ((b = calloc(1, FP__BLOCK(k))) == NULL)
     return NULL;
   atomic_fetch_add_explicit(&fc->refs, 1, memory_order_relaxed);
   fp_future *f = b;
-  f->fc = fc;
+  f->fc = (uintptr_t)fc | k;
   return f;
 }
 
 /* f's block back to its cache, or to malloc. */
 void fp__future_free(fp_future *f)
 {
-  fp__fcache *fc = f->fc;
+  fp__fcache *fc = (fp__fcache *)(f->fc & ~(uintptr_t)1);
+  unsigned k = (unsigned)(f->fc & 1);
   int kept = 0;
   if (fc == NULL) {
     free(f);
@@ -96,8 +100,8 @@ void fp__future_free(fp_future *f)
   if (!atomic_load_explicit(&fc->closed, memory_order_relaxed) &&
       pthread_mutex_trylock(&fc->mu) == 0) {
     if (fc->n < FP__FUTURES_KEPT) {
-      *(void **)(void *)f = fc->free;
-      fc->free = f;
+      *(void **)(void *)f = fc->free[k];
+      fc->free[k] = f;
       fc->n++;
       kept = 1;
     }
@@ -110,10 +114,11 @@ void fp__future_free(fp_future *f)
 
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
 {
-  fp_future *f = pool != NULL && pool->fcache != NULL &&
-                         extra <= FP__BLOCK_FRAME
-                     ? fcache_take(pool->fcache)
-                     : calloc(1, sizeof *f + extra);
+  fp_future *f;
+  if (pool != NULL && pool->fcache != NULL && extra <= block_frame[1])
+    f = fcache_take(pool->fcache, extra <= block_frame[0] ? 0 : 1);
+  else
+    f = calloc(1, sizeof *f + extra);
   if (f == NULL)
     return NULL;
   atomic_init(&f->refs, 2); /* the caller's and the pool's */
