@@ -531,8 +531,9 @@ struct fp__fcache {
   pthread_mutex_t mu;    /* guards free and n */
   atomic_int refs;
   atomic_int closed;     /* the pool is gone: keep nothing more */
-  void *free[2];         /* blocks of each size class, linked through
-                            their first word */
+  void *free[2];         /* blocks of each size class, oldest first,
+                            linked through their first word */
+  void *last[2];         /* the newest of each; NULL: none */
   unsigned n;            /* blocks kept, both classes */
 };
 /* NULL if out of memory: the pool's futures are then malloc'd. */

@@ -65,16 +65,26 @@ void fp__fcache_close(fp__fcache *fc)
   fcache_unref(fc);
 }
 
+/* The oldest block of class k kept, taken off its list; NULL: none.
+ * Lock held. */
+static void *fcache_pop(fp__fcache *fc, unsigned k)
+{
+  void *b = fc->free[k];
+  if (b != NULL) {
+    if ((fc->free[k] = *(void **)b) == NULL)
+      fc->last[k] = NULL;
+    fc->n--;
+  }
+  return b;
+}
+
 /* A zeroed block of class k from fc, or a calloc'd one; NULL if out of
  * memory. */
 static fp_future *fcache_take(fp__fcache *fc, unsigned k)
 {
   void *b = NULL;
   if (pthread_mutex_trylock(&fc->mu) == 0) {
-    if ((b = fc->free[k]) != NULL) {
-      fc->free[k] = *(void **)b;
-      fc->n--;
-    }
+    b = fcache_pop(fc, k);
     pthread_mutex_unlock(&fc->mu);
   }
   if (b != NULL)
@@ -87,28 +97,39 @@ static fp_future *fcache_take(fp__fcache *fc, unsigned k)
   return f;
 }
 
-/* f's block back to its cache, or to malloc. */
+/*
+ * f's block back to its cache, or to malloc.  A full cache keeps the
+ * newest blocks and frees its oldest: after a burst released in order, it
+ * holds the last ones malloc gave, at the heap's top, and the rest, freed
+ * below them, stay malloc's to reuse instead of going back to the kernel
+ * and faulting in again at the next burst.
+ */
 void fp__future_free(fp_future *f)
 {
   fp__fcache *fc = (fp__fcache *)(f->fc & ~(uintptr_t)1);
   unsigned k = (unsigned)(f->fc & 1);
-  int kept = 0;
+  void *gone = f;
   if (fc == NULL) {
     free(f);
     return;
   }
   if (!atomic_load_explicit(&fc->closed, memory_order_relaxed) &&
       pthread_mutex_trylock(&fc->mu) == 0) {
+    gone = fc->n < FP__FUTURES_KEPT ? NULL : fcache_pop(fc, k);
     if (fc->n < FP__FUTURES_KEPT) {
-      *(void **)(void *)f = fc->free[k];
-      fc->free[k] = f;
+      *(void **)(void *)f = NULL;
+      if (fc->last[k] != NULL)
+        *(void **)fc->last[k] = f;
+      else
+        fc->free[k] = f;
+      fc->last[k] = f;
       fc->n++;
-      kept = 1;
+    } else {
+      gone = f; /* the other class fills the cache */
     }
     pthread_mutex_unlock(&fc->mu);
   }
-  if (!kept)
-    free(f);
+  free(gone);
   fcache_unref(fc);
 }
 
