@@ -346,6 +346,38 @@ void fp__wake_poller(fp_pool *p)
 
 /* --- Results ------------------------------------------------------------- */
 
+/* The time for an answer's bookkeeping: one reading per held batch.  The
+ * last reading is kept too (clock_last), for the pass that made it. */
+static int64_t answer_clock(fp_pool *p)
+{
+  if (p->clock_ns > 0)
+    return p->clock_ns;
+  int64_t now = fp__now_ns();
+  if (p->clock_ns < 0)
+    p->clock_ns = now;
+  p->clock_last = now;
+  return now;
+}
+
+void fp__clock_fresh(fp_pool *p)
+{
+  p->clock_last = 0;
+}
+
+int fp__clock_hold(fp_pool *p)
+{
+  if (p->clock_ns != 0)
+    return 0; /* held by a caller */
+  p->clock_ns = -1; /* read at the first answer */
+  return 1;
+}
+
+void fp__clock_release(fp_pool *p, int took)
+{
+  if (took)
+    p->clock_ns = 0;
+}
+
 /* Reads kind and message after a failure's code: "kind: message". */
 static void fail_from_body(fp_pool *p, fp_future *f, int code,
                            const char *body, size_t len, size_t off)
@@ -433,11 +465,13 @@ static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
   p->ndeadlines -= f->deadline_ms > 0;
   sched_freed(p, i);
   p->deaths_unanswered = 0; /* progress: not a crash loop */
-  int64_t now = fp__now_ns();
-  f->run_ns = now - s->head_since;
-  s->head_since = now; /* the next one starts now */
-  s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */
-  s->batch_items += f->nitems;
+  if (f->timed) {
+    int64_t now = answer_clock(p);
+    f->run_ns = now - s->head_since;
+    s->head_since = now; /* the next one starts now */
+    s->batch_ns += f->run_ns; /* timed when the read is over: time_batch */
+    s->batch_items += f->nitems;
+  }
   /* The next one was cancelled with FP_CANCEL_RUNNING while it waited in
    * the pipe: it starts now, so it is stopped now. */
   if (s->head != NULL && s->head->kill_at_start)
@@ -597,10 +631,11 @@ static unsigned window(const fp_pool *p)
  * worker may soon run dry (fewer than 2 written and unanswered), or a
  * writev's worth is waiting.  Every pass of the dispatcher writes all.
  */
-static int flush_now(const fp__slot *s)
+static int flush_now(const fp_pool *p, const fp__slot *s)
 {
+  unsigned batch = p->tr->batch != 0 ? p->tr->batch : FP__IOV_BATCH;
   return !s->blocked &&
-         (s->inflight - s->unsent < 2 || s->unsent >= FP__IOV_BATCH);
+         (s->inflight - s->unsent < 2 || s->unsent >= batch);
 }
 
 /*
@@ -673,7 +708,7 @@ static int pick(fp_pool *p, unsigned w)
 static int send_slot(fp_pool *p, unsigned i, int all)
 {
   fp__slot *s = &p->slots[i];
-  if (s->send != NULL && (all || flush_now(s)))
+  if (s->send != NULL && (all || flush_now(p, s)))
     p->tr->send(p, i);
   if (fp__ep_set(p) >= 0)
     p->tr->ep_sync(p, i); /* its send cursor may have come or gone */
@@ -706,8 +741,8 @@ void fp__schedule(fp_pool *p, int all)
     fp__slot *s = &p->slots[best];
     fp_future *f = p->qhead;
     fp__list_unlink(&p->qhead, &p->qtail, f);
-    if (s->head == NULL)
-      s->head_since = fp__now_ns();
+    if (s->head == NULL && f->timed)
+      s->head_since = answer_clock(p);
     fp__list_push(&s->head, &s->tail, f);
     f->state = FP_RUNNING;
     f->slot = best;
@@ -888,6 +923,7 @@ static int wait_poll(fp_pool *p, int timeout_ms)
   int saved = errno;
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p);
   if (r < 0 && saved != EINTR)
     return -saved;
   if (r > 0)
@@ -932,6 +968,7 @@ static int wait_epoll(fp_pool *p, int timeout_ms)
   int saved = errno;
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p);
   if (r < 0 && saved != EINTR)
     return -saved;
   int ctl_ready = 0;
@@ -981,6 +1018,7 @@ void fp__ep_sync(fp_pool *p)
 int fp__poll_once(fp_pool *p, int timeout_ms)
 {
   uint64_t done = p->ndone;
+  fp__clock_fresh(p); /* the lock may have been let go since a reading */
   /* Work queued outside a pass (a task put back, a worker found ready by a
    * cancel that read its pipe first) is handed out before we sleep, or
    * nothing would wake us; and before the deadlines, which start with it.
@@ -1007,9 +1045,15 @@ int fp__poll_once(fp_pool *p, int timeout_ms)
     rc = wait_poll(p, timeout_ms);
   if (rc != 0)
     return rc;
+  /* What the pass hands out starts when its answers came: the reading
+   * they took (since the lock was last taken back), or one more. */
+  int took = fp__clock_hold(p);
+  if (took && p->clock_last > 0)
+    p->clock_ns = p->clock_last;
   check_deadlines(p);
   p->since_pass = 0;
   fp__schedule(p, 1);
+  fp__clock_release(p, took);
   fp__ep_sync(p);
   fp__signal_done(p);
   pthread_cond_broadcast(&p->cond);

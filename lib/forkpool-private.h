@@ -467,6 +467,8 @@ typedef struct fp__callback {
   struct fp__callback *next;
 } fp__callback;
 
+typedef struct fp__fcache fp__fcache;
+
 struct fp_future {
   atomic_int refs;           /* the caller's and, until final, the pool's */
   atomic_int done;           /* 1 once final; then immutable */
@@ -481,6 +483,9 @@ struct fp_future {
   int grace_ms;              /* asked to stop, then killed this much later
                                 (a deadline, a cancel); 0: killed at once */
   unsigned retries;          /* reruns left when its worker dies */
+  int timed;                 /* run_ns is wanted (the dispatcher reads the
+                                clock for it): 0 only for an inline pool's
+                                tasks that are not map chunks */
   int64_t run_ns;            /* how long its worker took, about */
   int kill_at_start;          /* cancelled running while in a worker's pipe:
                                 its worker is killed when it starts */
@@ -502,16 +507,46 @@ struct fp_future {
   msgpack_object result;      /* NIL for a map chunk: see result_off */
   size_t result_off;         /* chunk: its answer array in result_buf */
   size_t result_len;         /* chunk: where that array (the body) ends */
-  unsigned chunk_ok;         /* chunk: entries that are [0, result] */
   fp__callback *callbacks;   /* to run once final; guarded by the pool lock */
   fp_future *cb_next;        /* in the pool's queue of callbacks to run */
   int cb_queued;             /* in that queue, or its callbacks running */
+  unsigned chunk_ok;         /* chunk: entries that are [0, result] */
+  uintptr_t fc;              /* the fp__fcache its block goes back to, its
+                                size class in the low bit; 0: free() */
   char frame_here[];         /* a small frame, in the same allocation */
 };
+
+/*
+ * Futures' memory kept for reuse by a pool: a burst of submits then
+ * releases would otherwise have malloc give the pages back and fault them
+ * in again.  Blocks come in two sizes (future.c), each the malloc chunk a
+ * future with a frame of that size had anyway; a future with a larger
+ * frame is malloc'd at its size.  Refcounted:
+ * the pool's reference, and one per future made from it, so a future may
+ * outlive its pool.  Its lock is only tried: taken, or plain malloc and
+ * free (a forked child's copy whose lock a thread held at the fork).
+ */
+#define FP__FUTURES_KEPT 16384 /* blocks kept, at most (~5 MiB) */
+struct fp__fcache {
+  pthread_mutex_t mu;    /* guards free and n */
+  atomic_int refs;
+  atomic_int closed;     /* the pool is gone: keep nothing more */
+  void *free[2];         /* blocks of each size class, oldest first,
+                            linked through their first word */
+  void *last[2];         /* the newest of each; NULL: none */
+  unsigned n;            /* blocks kept, both classes */
+};
+/* NULL if out of memory: the pool's futures are then malloc'd. */
+fp__fcache *fp__fcache_new(void);
+/* The pool lets go of it. */
+void fp__fcache_close(fp__fcache *fc);
 
 fp_future *fp__future_new(fp_pool *pool);
 /* With room for a frame of up to extra bytes at f->frame_here. */
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra);
+/* Frees f's memory (to its pool's cache, if it came from one): for a
+ * future no one else holds, whose contents are freed already. */
+void fp__future_free(fp_future *f);
 /* Frees f->frame unless it is f->frame_here. */
 void fp__future_drop_frame(fp_future *f);
 /* Make f final; called with the pool lock held.  finish takes body. */
@@ -649,6 +684,9 @@ typedef struct fp__transport {
    * work until that answer comes, and takes back the tasks it was handed
    * and has not started: how many, the newest of those it was sent. */
   unsigned (*give_up)(fp_pool *pool, unsigned slot);
+  /* Frames a submit lets gather for a busy worker before it sends them;
+   * 0: FP__IOV_BATCH, a writev's worth. */
+  unsigned batch;
 } fp__transport;
 
 /* --- pipe.c: the transport for local workers -------------------------------- */
@@ -672,10 +710,12 @@ void fp__local_destroy(fp__local_worker *w);
  * and *len.  0, or FP_ENOMEM. */
 int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
                     char **out, size_t *len);
-/* Runs one TASK body: the RESULT frame's body, malloc'd.  0, or FP_EPROTO
+/* Runs one TASK body: the RESULT frame's body in *out, which is buf when
+ * it fits in cap bytes, else a malloc the caller frees.  0, or FP_EPROTO
  * or FP_ENOMEM (then no answer). */
 int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
-                  const char *body, size_t blen, char **out, size_t *len);
+                  const char *body, size_t blen, char *buf, size_t cap,
+                  char **out, size_t *len);
 
 /* At the end, with its worker gone: lets go of what the slot still holds
  * (tasks cancelled while they ran), as a worker process's exit would. */
@@ -764,9 +804,14 @@ struct fp_pool {
                              read for want of memory */
   int epfd;               /* for fp_pool_fd; -1 until asked for */
   fp__spare spare;        /* a large frame buffer kept for reuse */
+  fp__fcache *fcache;     /* futures' blocks kept for reuse; NULL: none */
   fp__shm shm;            /* where large arguments go */
   atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
   int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
+  int64_t clock_ns;       /* fp__clock_hold's reading; 0: none held, -1:
+                             held, not read yet */
+  int64_t clock_last;     /* the last reading since fp__clock_fresh; 0:
+                             none */
 };
 
 /* 1 in the process that created the pool; a forked child's copy of the
@@ -832,6 +877,15 @@ static inline uint64_t fp__ev_tag(unsigned slot, unsigned which)
 }
 #define FP__EV_WAKE UINT64_MAX
 #define FP__EV_CTL (UINT64_MAX - 1)
+/* Answers handed over together (a transport's batch, a dispatcher pass)
+ * and the tasks handed out after them share one reading of the clock,
+ * taken at the first that asks: hold (1 if this call took the hold, 0 if
+ * a caller holds it), then release with what hold returned.  Lock held. */
+int fp__clock_hold(fp_pool *pool);
+void fp__clock_release(fp_pool *pool, int took);
+/* The lock was let go and taken back: a reading kept from before it is
+ * stale (fp__poll_once reuses one from after). */
+void fp__clock_fresh(fp_pool *pool);
 /* A frame from slot's worker, from its transport.  body is lent (valid
  * until the call returns), or malloc'd and then owned == body, which this
  * takes. */

@@ -24,9 +24,122 @@ void fp__future_drop_frame(fp_future *f)
   f->frame = NULL;
 }
 
+/* Two sizes of block: room for a frame of 32 bytes or of 48, which malloc
+ * rounds up to the chunks a future with such a frame had anyway (272 and
+ * 288 bytes with a 232-byte future), so a kept future costs no more memory
+ * while pending.  A small task's frame (a short name, a number) is 30-40. */
+static const size_t block_frame[2] = {32, 48};
+#define FP__BLOCK(k) (sizeof(fp_future) + block_frame[k])
+
+fp__fcache *fp__fcache_new(void)
+{
+  fp__fcache *fc = calloc(1, sizeof *fc);
+  if (fc == NULL)
+    return NULL;
+  pthread_mutex_init(&fc->mu, NULL);
+  atomic_init(&fc->refs, 1);
+  atomic_init(&fc->closed, 0);
+  return fc;
+}
+
+/* Drops a reference; the last frees every block kept, and the cache. */
+static void fcache_unref(fp__fcache *fc)
+{
+  if (atomic_fetch_sub_explicit(&fc->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (int k = 0; k < 2; k++)
+    for (void *b = fc->free[k]; b != NULL;) {
+      void *next = *(void **)b;
+      free(b);
+      b = next;
+    }
+  pthread_mutex_destroy(&fc->mu);
+  free(fc);
+}
+
+void fp__fcache_close(fp__fcache *fc)
+{
+  if (fc == NULL)
+    return;
+  atomic_store(&fc->closed, 1);
+  fcache_unref(fc);
+}
+
+/* The oldest block of class k kept, taken off its list; NULL: none.
+ * Lock held. */
+static void *fcache_pop(fp__fcache *fc, unsigned k)
+{
+  void *b = fc->free[k];
+  if (b != NULL) {
+    if ((fc->free[k] = *(void **)b) == NULL)
+      fc->last[k] = NULL;
+    fc->n--;
+  }
+  return b;
+}
+
+/* A zeroed block of class k from fc, or a calloc'd one; NULL if out of
+ * memory. */
+static fp_future *fcache_take(fp__fcache *fc, unsigned k)
+{
+  void *b = NULL;
+  if (pthread_mutex_trylock(&fc->mu) == 0) {
+    b = fcache_pop(fc, k);
+    pthread_mutex_unlock(&fc->mu);
+  }
+  if (b != NULL)
+    memset(b, 0, sizeof(fp_future)); /* frame_here is written before read */
+  else if ((b = calloc(1, FP__BLOCK(k))) == NULL)
+    return NULL;
+  atomic_fetch_add_explicit(&fc->refs, 1, memory_order_relaxed);
+  fp_future *f = b;
+  f->fc = (uintptr_t)fc | k;
+  return f;
+}
+
+/*
+ * f's block back to its cache, or to malloc.  A full cache keeps the
+ * newest blocks and frees its oldest: after a burst released in order, it
+ * holds the last ones malloc gave, at the heap's top, and the rest, freed
+ * below them, stay malloc's to reuse instead of going back to the kernel
+ * and faulting in again at the next burst.
+ */
+void fp__future_free(fp_future *f)
+{
+  fp__fcache *fc = (fp__fcache *)(f->fc & ~(uintptr_t)1);
+  unsigned k = (unsigned)(f->fc & 1);
+  void *gone = f;
+  if (fc == NULL) {
+    free(f);
+    return;
+  }
+  if (!atomic_load_explicit(&fc->closed, memory_order_relaxed) &&
+      pthread_mutex_trylock(&fc->mu) == 0) {
+    gone = fc->n < FP__FUTURES_KEPT ? NULL : fcache_pop(fc, k);
+    if (fc->n < FP__FUTURES_KEPT) {
+      *(void **)(void *)f = NULL;
+      if (fc->last[k] != NULL)
+        *(void **)fc->last[k] = f;
+      else
+        fc->free[k] = f;
+      fc->last[k] = f;
+      fc->n++;
+    } else {
+      gone = f; /* the other class fills the cache */
+    }
+    pthread_mutex_unlock(&fc->mu);
+  }
+  free(gone);
+  fcache_unref(fc);
+}
+
 fp_future *fp__future_new_extra(fp_pool *pool, size_t extra)
 {
-  fp_future *f = calloc(1, sizeof *f + extra);
+  fp_future *f;
+  if (pool != NULL && pool->fcache != NULL && extra <= block_frame[1])
+    f = fcache_take(pool->fcache, extra <= block_frame[0] ? 0 : 1);
+  else
+    f = calloc(1, sizeof *f + extra);
   if (f == NULL)
     return NULL;
   atomic_init(&f->refs, 2); /* the caller's and the pool's */
@@ -382,5 +495,5 @@ FP_EXTERN void fp_future_release(fp_future *f)
   }
   if (f->zone != NULL)
     msgpack_zone_free(f->zone);
-  free(f);
+  fp__future_free(f);
 }

@@ -46,14 +46,16 @@ void fp__local_destroy(fp__local_worker *w)
 }
 
 /* The frame in head and result as one body, without its header: the
- * result's pieces may point into the TASK body, which is not ours to keep. */
-static int flatten(fp__local_worker *w, char **out, size_t *len)
+ * result's pieces may point into the TASK body, which is not ours to keep.
+ * Into buf if it fits in cap bytes, else into a malloc. */
+static int flatten(fp__local_worker *w, char *buf, size_t cap, char **out,
+                   size_t *len)
 {
   struct iovec iov[FP__OUT_IOV];
   int n = fp__outbuf_pieces(&w->result, iov);
   size_t head = w->head.size - FP__HDR;
   size_t total = head + fp__outbuf_size(&w->result);
-  char *b = malloc(total);
+  char *b = total <= cap ? buf : malloc(total);
   if (b == NULL)
     return FP_ENOMEM;
   memcpy(b, w->head.data + FP__HDR, head);
@@ -76,15 +78,16 @@ int fp__local_ready(fp__local_worker *w, const fp__worker_cfg *cfg,
                     char **out, size_t *len)
 {
   int rc = fp__worker_ready(cfg, &w->state, &w->head, &w->result);
-  return rc == FP_ENOMEM ? rc : flatten(w, out, len);
+  return rc == FP_ENOMEM ? rc : flatten(w, NULL, 0, out, len);
 }
 
 int fp__local_run(fp__local_worker *w, const fp__worker_cfg *cfg,
-                  const char *body, size_t blen, char **out, size_t *len)
+                  const char *body, size_t blen, char *buf, size_t cap,
+                  char **out, size_t *len)
 {
   int rc = fp__worker_handle(cfg, w->stop, w->state, body, blen, &w->zone,
                              &w->head, &w->result, &w->item);
-  return rc != 0 ? rc : flatten(w, out, len);
+  return rc != 0 ? rc : flatten(w, buf, cap, out, len);
 }
 
 void fp__local_release(fp_pool *p, unsigned i)
@@ -97,9 +100,12 @@ void fp__local_release(fp_pool *p, unsigned i)
 
 /* --- The transport ------------------------------------------------------- */
 
+#define FP__INLINE_KEEP 4096 /* answers this small need no malloc */
+
 typedef struct inline_chan {
   fp__local_worker w;
   uint32_t ep;           /* the wake pipe's write end is in the epoll set */
+  char answer[FP__INLINE_KEEP]; /* the last answer, lent to the dispatcher */
 } inline_chan;
 
 static void inline_ep_set(fp_pool *p, inline_chan *c, uint32_t want)
@@ -219,18 +225,20 @@ static void inline_run(fp_pool *p, unsigned i)
   p->polling = 1;
   pthread_mutex_unlock(&p->lock);
   int rc = fp__local_run(&c->w, &p->wcfg, f->frame + FP__HDR,
-                         f->frame_len - FP__HDR, &body, &len);
+                         f->frame_len - FP__HDR, c->answer, sizeof c->answer,
+                         &body, &len);
   pthread_mutex_lock(&p->lock);
   p->polling = 0;
+  fp__clock_fresh(p); /* submits meanwhile read the clock before the end */
   if (rc != 0) {
-    free(body); /* NULL, or what a failed run left */
     fp__slot_pop(p, s, f, rc, rc == FP_ENOMEM
                  ? "out of memory running the task inline"
                  : "protocol error: the task's frame could not be read");
     return;
   }
   fp__dispatch_frame(p, i, NULL, body, len); /* lent: it copies what it keeps */
-  free(body);
+  if (body != c->answer)
+    free(body);
 }
 
 static int inline_poll_add(fp_pool *p, unsigned i, struct pollfd *pfd)

@@ -264,6 +264,7 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   p->owner = getpid();
   p->fork_guard = fork_guard_new();
   p->nslots = o.workers;
+  p->fcache = fp__fcache_new();
   atomic_init(&p->next_id, 1);
   pthread_mutex_init(&p->lock, NULL);
   pthread_condattr_t ca;
@@ -573,6 +574,7 @@ static void pool_free(fp_pool *p)
   free(p->pfd_who);
   free(atomic_load(&p->spare));
   fp__shm_destroy(&p->shm);
+  fp__fcache_close(p->fcache);
   pthread_mutex_destroy(&p->lock);
   pthread_cond_destroy(&p->cond);
   if (p->fork_guard != NULL)

@@ -55,17 +55,28 @@ static int encode(fp_pool *p, fp_future *f, const char *name, int shared,
                          &f->frame, &f->frame_len);
 }
 
+static int submit(fp_pool *p, const char *name, const void *args,
+                  size_t len, unsigned nitems, int deadline_ms, int grace_ms,
+                  unsigned retries, int map_chunk, fp_future **out);
+
 int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out)
 {
-  return fp__submit_grace(p, name, args, len, nitems, deadline_ms, 0,
-                          retries, out);
+  return submit(p, name, args, len, nitems, deadline_ms, 0, retries, 1, out);
 }
 
 int fp__submit_grace(fp_pool *p, const char *name, const void *args,
                      size_t len, unsigned nitems, int deadline_ms,
                      int grace_ms, unsigned retries, fp_future **out)
+{
+  return submit(p, name, args, len, nitems, deadline_ms, grace_ms, retries,
+                0, out);
+}
+
+static int submit(fp_pool *p, const char *name, const void *args,
+                  size_t len, unsigned nitems, int deadline_ms, int grace_ms,
+                  unsigned retries, int map_chunk, fp_future **out)
 {
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
@@ -92,6 +103,9 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
   f->deadline_ms = deadline_ms;
   f->grace_ms = grace_ms;
   f->retries = retries;
+  /* Inline, a task's time is only wanted to size a map's chunks: nothing
+   * else runs beside it to watch a deadline. */
+  f->timed = map_chunk || p->opts.mode != FP_MODE_INLINE;
   /* The copy is made without the lock. */
   int rc = encode(p, f, name, shared, args, len);
 
@@ -103,7 +117,7 @@ int fp__submit_grace(fp_pool *p, const char *name, const void *args,
       fp__shm_free(&p->shm, f->shm_off, f->shm_len);
     fp__pool_unlock(p);
     fp__future_drop_frame(f);
-    free(f);
+    fp__future_free(f);
     return rc;
   }
   p->st.shared_args += f->shm_len != 0;

@@ -7,9 +7,13 @@
  * waits for the dispatcher), and a pipe the thread writes a byte to when
  * its outbox stops being empty: the dispatcher's poll() wakes on it as on a
  * worker's result pipe, and hands each body to fp__dispatch_frame under the
- * pool lock.  Task frames are copied into the inbox: the pool may let go of
- * a future (a broken pool fails what workers hold) while its thread still
- * reads the arguments.
+ * pool lock.  A task frame that lives in its future (a small one) is lent
+ * to the thread, which holds a reference to the future until the job comes
+ * back: the pool may let go of the future (a broken pool fails what
+ * workers hold) while its thread still reads the arguments, and the
+ * reference keeps them.  A larger frame is copied into the inbox.  Jobs are
+ * kept for reuse, and a small answer travels in its job: a task costs no
+ * malloc here.
  *
  * Nothing can kill a thread, so a deadline or FP_CANCEL_RUNNING asks: the
  * dispatcher raises the thread's stop flag (fp__stop, read by
@@ -29,12 +33,25 @@
 #include <sys/epoll.h>
 #endif
 
+#define FP__TJOB_SMALL 96 /* answers this small travel in their job */
+#define FP__TJOB_KEEP 512 /* jobs kept per slot for reuse */
+#ifndef FP__THREAD_BATCH
+#define FP__THREAD_BATCH 128 /* tasks a submit lets gather for a busy
+                                thread: one wake of a thread costs the
+                                dispatcher more than a task */
+#endif
+
 typedef struct tjob {
   struct tjob *next;
-  char *body;            /* TASK or RESULT body, owned; NULL: the thread
-                            could not run the task (err says why) */
+  const char *body;      /* TASK or RESULT body: own, small or the lent
+                            future's frame; NULL: the thread could not run
+                            the task (err says why) */
   size_t len;
+  char *own;             /* a malloc'd body, owned; NULL: none */
+  fp_future *lent;       /* the future whose frame body is, referenced
+                            until the job comes back; NULL: none */
   int err;
+  char small[FP__TJOB_SMALL];
 } tjob;
 
 typedef struct thread_chan {
@@ -44,13 +61,17 @@ typedef struct thread_chan {
   tjob *out_head, *out_tail; /* RESULT bodies, oldest first */
   int stop;              /* no more tasks: exit once the inbox is empty */
   int drop;              /* exit after the running task, inbox unrun */
-  int signalled;         /* a byte is in fd[] */
+  int signalled;         /* a byte is in fd[], or on its way */
   int fd[2];             /* the thread -> the dispatcher's poll() */
   uint32_t ep;           /* fd[0] is in the pool's epoll set */
   pthread_t tid;
   int started;           /* tid is a thread to join */
   tjob *first;           /* for the READY, made before the thread: its
                             answer must come, or the pool waits for ever */
+  unsigned owed;         /* bytes of fd[] whose outbox the dispatcher
+                            took, not read yet: the dispatcher's */
+  tjob *spare;           /* jobs for reuse: the dispatcher's alone */
+  unsigned nspare;
   const fp__worker_cfg *cfg;
   fp__stop asked;        /* the dispatcher raises, the thread reads */
   int stop_sent;         /* the dispatcher's: sending was closed */
@@ -59,14 +80,39 @@ typedef struct thread_chan {
                             takes no work until it answers */
 } thread_chan;
 
+/* What a job holds: its malloc'd body, its future's reference.  The
+ * dispatcher's: a future is released under the pool lock. */
+static void job_clear(tjob *j)
+{
+  free(j->own);
+  j->own = NULL;
+  j->body = NULL;
+  if (j->lent != NULL)
+    fp_future_release(j->lent);
+  j->lent = NULL;
+}
+
 static void jobs_free(tjob *j)
 {
   while (j != NULL) {
     tjob *next = j->next;
-    free(j->body);
+    job_clear(j);
     free(j);
     j = next;
   }
+}
+
+/* A job emptied, kept for the next task or freed. */
+static void job_recycle(thread_chan *c, tjob *j)
+{
+  job_clear(j);
+  if (c->nspare >= FP__TJOB_KEEP) {
+    free(j);
+    return;
+  }
+  j->next = c->spare;
+  c->spare = j;
+  c->nspare++;
 }
 
 static void push(tjob **head, tjob **tail, tjob *j)
@@ -79,28 +125,38 @@ static void push(tjob **head, tjob **tail, tjob *j)
   *tail = j;
 }
 
-/* Worker: an answer for the dispatcher. */
-static void post(thread_chan *c, tjob *j)
+/*
+ * Worker: posts done's answer (NULL: none) and takes the next TASK body,
+ * in one hold of the lock; NULL when it is to exit.  A thread that
+ * finishes a task goes on with the next one in its inbox at once.  The
+ * pipe gets a byte only when the outbox stops being empty (the dispatcher
+ * takes all), written after the lock is let go: the write wakes the
+ * dispatcher, which would otherwise wake only to wait for the lock.
+ */
+static tjob *post_take(thread_chan *c, tjob *done)
 {
+  int wake = 0;
   pthread_mutex_lock(&c->mu);
-  push(&c->out_head, &c->out_tail, j);
-  if (!c->signalled) {
+  if (done != NULL) {
+    push(&c->out_head, &c->out_tail, done);
+    wake = !c->signalled;
     c->signalled = 1;
-    (void)!write(c->fd[1], "", 1);
   }
-  pthread_mutex_unlock(&c->mu);
-}
-
-/* Worker: the next TASK body, or NULL when it is to exit. */
-static tjob *take(thread_chan *c)
-{
-  pthread_mutex_lock(&c->mu);
+  if (wake && c->in_head == NULL) {
+    /* About to sleep: the byte goes first. */
+    pthread_mutex_unlock(&c->mu);
+    (void)!write(c->fd[1], "", 1);
+    wake = 0;
+    pthread_mutex_lock(&c->mu);
+  }
   while (c->in_head == NULL && !c->stop && !c->drop)
     pthread_cond_wait(&c->cv, &c->mu);
   tjob *j = c->drop ? NULL : c->in_head;
   if (j != NULL && (c->in_head = j->next) == NULL)
     c->in_tail = NULL;
   pthread_mutex_unlock(&c->mu);
+  if (wake)
+    (void)!write(c->fd[1], "", 1);
   return j;
 }
 
@@ -113,18 +169,27 @@ static void *thread_main(void *arg)
   w.stop = &c->asked;
   c->first = NULL;
   /* Init runs here, so its state is this thread's. */
-  j->err = rc != 0 ? rc : fp__local_ready(&w, c->cfg, &j->body, &j->len);
-  post(c, j);
-  if (rc != 0)
+  j->err = rc != 0 ? rc : fp__local_ready(&w, c->cfg, &j->own, &j->len);
+  j->body = j->own;
+  if (rc != 0) {
+    pthread_mutex_lock(&c->mu);
+    push(&c->out_head, &c->out_tail, j);
+    c->signalled = 1;
+    pthread_mutex_unlock(&c->mu);
+    (void)!write(c->fd[1], "", 1);
     return NULL;
-  while ((j = take(c)) != NULL) {
+  }
+  for (j = post_take(c, j); j != NULL; j = post_take(c, j)) {
     char *out = NULL;
     size_t len = 0;
-    j->err = fp__local_run(&w, c->cfg, j->body, j->len, &out, &len);
-    free(j->body);
-    j->body = out;
+    j->err = fp__local_run(&w, c->cfg, j->body, j->len, j->small,
+                           sizeof j->small, &out, &len);
+    /* The TASK body is done with; its future's reference goes back with
+     * the job, to be dropped by the dispatcher. */
+    free(j->own);
+    j->own = out != j->small ? out : NULL;
+    j->body = j->err == 0 ? out : NULL;
     j->len = len;
-    post(c, j);
   }
   fp__local_destroy(&w);
   return NULL;
@@ -159,6 +224,7 @@ static void chan_free(thread_chan *c)
   jobs_free(c->in_head);
   jobs_free(c->out_head);
   jobs_free(c->first); /* the thread never started */
+  jobs_free(c->spare);
   for (int k = 0; k < 2; k++)
     if (c->fd[k] >= 0)
       close(c->fd[k]);
@@ -259,7 +325,36 @@ static int thread_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
   return rc;
 }
 
-/* Copies the frames from the send cursor on into the inbox. */
+/* A job for the frame of f: lent if it lives in f, else copied. */
+static tjob *job_for(thread_chan *c, fp_future *f)
+{
+  tjob *j = c->spare;
+  if (j != NULL) {
+    c->spare = j->next;
+    c->nspare--;
+  } else if ((j = malloc(sizeof *j)) == NULL) {
+    return NULL;
+  } else {
+    j->own = NULL;
+    j->lent = NULL;
+  }
+  j->err = 0;
+  j->len = f->frame_len - FP__HDR;
+  if (f->frame == f->frame_here) {
+    j->lent = fp_future_retain(f);
+    j->body = f->frame + FP__HDR;
+    return j;
+  }
+  if ((j->own = malloc(j->len)) == NULL) {
+    job_recycle(c, j);
+    return NULL;
+  }
+  memcpy(j->own, f->frame + FP__HDR, j->len);
+  j->body = j->own;
+  return j;
+}
+
+/* Hands the frames from the send cursor on to the inbox. */
 static void thread_send(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
@@ -269,29 +364,26 @@ static void thread_send(fp_pool *p, unsigned i)
   if (c == NULL || !s->can_send)
     return;
   for (; s->send != NULL; s->send = s->send->next, s->unsent--) {
-    fp_future *f = s->send;
-    tjob *j = malloc(sizeof *j);
-    char *b = malloc(f->frame_len - FP__HDR);
-    if (j == NULL || b == NULL) {
-      free(j);
-      free(b);
+    tjob *j = job_for(c, s->send);
+    if (j == NULL)
       break; /* the next pass tries again */
-    }
-    memcpy(b, f->frame + FP__HDR, f->frame_len - FP__HDR);
-    *j = (tjob){NULL, b, f->frame_len - FP__HDR, 0};
     push(&head, &tail, j);
   }
   s->send_off = 0;
   if (head == NULL)
     return;
   pthread_mutex_lock(&c->mu);
+  int was_empty = c->in_head == NULL;
   if (c->in_tail)
     c->in_tail->next = head;
   else
     c->in_head = head;
   c->in_tail = tail;
-  pthread_cond_signal(&c->cv);
   pthread_mutex_unlock(&c->mu);
+  /* After the unlock, so that the thread does not wake to wait for it; a
+   * thread with work in its inbox is not waiting. */
+  if (was_empty)
+    pthread_cond_signal(&c->cv);
 }
 
 /* A task the thread could not run (its frame unreadable, or memory): it
@@ -319,24 +411,36 @@ static void thread_recv(fp_pool *p, unsigned i)
   pthread_mutex_lock(&c->mu);
   tjob *j = c->out_head;
   c->out_head = c->out_tail = NULL;
-  if (c->signalled) {
-    char drain[16];
-    while (read(c->fd[0], drain, sizeof drain) > 0)
-      ;
-    c->signalled = 0;
-  }
+  c->owed += c->signalled;
+  c->signalled = 0;
   pthread_mutex_unlock(&c->mu);
+  /* A byte per time the outbox stopped being empty, written after the
+   * thread let go of the lock: it may come after this read, and is then
+   * read by the next one (one wake for nothing).  Only the bytes of the
+   * outboxes taken are read, never a later one's, whose answers would
+   * then wait for no wake. */
+  char drain[16];
+  ssize_t got = c->owed > 0 ? read(c->fd[0], drain, c->owed < sizeof drain
+                                                      ? c->owed
+                                                      : sizeof drain)
+                            : 0;
+  if (got > 0)
+    c->owed -= (unsigned)got;
+  /* The answers read together share one reading of the clock. */
+  int took = fp__clock_hold(p);
   while (j != NULL) {
     tjob *next = j->next;
-    if (!s->can_recv)
-      free(j->body);
-    else if (j->body != NULL)
-      fp__dispatch_frame(p, i, j->body, j->body, j->len);
-    else
+    if (s->can_recv && j->body != NULL) {
+      /* A body in the job is lent; a malloc'd one is handed over. */
+      fp__dispatch_frame(p, i, j->own, j->body, j->len);
+      j->own = NULL;
+    } else if (s->can_recv) {
       job_failed(p, i, j->err);
-    free(j);
+    }
+    job_recycle(c, j);
     j = next;
   }
+  fp__clock_release(p, took);
   /* The task given up on has answered: the thread takes work again. */
   if (c->given_up != 0 && (s->head == NULL || s->head->id != c->given_up)) {
     c->given_up = 0;
@@ -371,9 +475,12 @@ static unsigned thread_give_up(fp_pool *p, unsigned i)
   c->in_head = c->in_tail = NULL;
   pthread_mutex_unlock(&c->mu);
   unsigned n = 0;
-  for (tjob *k = j; k != NULL; k = k->next)
+  while (j != NULL) {
+    tjob *next = j->next;
+    job_recycle(c, j);
+    j = next;
     n++;
-  jobs_free(j);
+  }
   return n;
 }
 
@@ -417,4 +524,5 @@ const fp__transport fp__thread_transport = {
     .ep_sync = thread_ep_sync,
     .stop = thread_stop,
     .give_up = thread_give_up,
+    .batch = FP__THREAD_BATCH,
 };

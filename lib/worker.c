@@ -420,7 +420,14 @@ static int answer_one(const fp__worker_cfg *cfg, const fp__stop *stop,
   msgpack_object a;
   size_t off = 0;
   outcome o;
-  if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0 || off != args_len)
+  /* A nil, bool, number, str or bin is read by hand, without the zone;
+   * anything else (or anything malformed) by msgpack_unpack. */
+  if (fp__read_plain(args, args_len, &off, &a) != 0) {
+    off = 0;
+    if (msgpack_unpack(args, args_len, &off, zone, &a) <= 0)
+      return FP_EPROTO;
+  }
+  if (off != args_len)
     return FP_EPROTO;
   /* The argument's strings and bins point into args: in the body, or in
    * shared memory. */
