@@ -207,24 +207,8 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
     fpm_chan_write(c);
     flush_exit(b, i);
     break;
-  case FPM_DATA:
-    if (c->open) {
-      fpm_chan_put(c, msg, len);
-      msg = NULL;
-      fpm_chan_write(c);
-    }
-    break;
-  case FPM_ACK:
-    if (c->open)
-      c->unacked -= m.user_us < c->unacked ? m.user_us : c->unacked;
-    break;
-  case FPM_CLOSE:
-    if (c->open) {
-      c->wclose = 1;
-      fpm_chan_write(c);
-    }
-    break;
   default:
+    (void)fpm_chan_message(c, &m, &msg, len); /* DATA, ACK, CLOSE */
     break;
   }
   free(msg);

@@ -150,24 +150,8 @@ static int from_root(host *h, char *msg, size_t len)
     if (h->ctl >= 0)
       (void)fp__remote_ctl_send(h->ctl, &m, NULL);
     break;
-  case FPM_DATA:
-    if (c->open) {
-      fpm_chan_put(c, msg, len);
-      msg = NULL;
-      fpm_chan_write(c);
-    }
-    break;
-  case FPM_ACK:
-    if (c->open)
-      c->unacked -= m.user_us < c->unacked ? m.user_us : c->unacked;
-    break;
-  case FPM_CLOSE:
-    if (c->open) {
-      c->wclose = 1;
-      fpm_chan_write(c);
-    }
-    break;
   default:
+    (void)fpm_chan_message(c, &m, &msg, len); /* DATA, ACK, CLOSE */
     break;
   }
   free(msg);

@@ -366,3 +366,28 @@ void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot)
   fpm_post_ctl(rl, dest, &m);
   c->to_ack = 0;
 }
+
+int fpm_chan_message(fpm_chan *c, const fp__ctl *m, char **msg, size_t len)
+{
+  switch (m->op) {
+  case FPM_DATA:
+    if (c->open) {
+      fpm_chan_put(c, *msg, len);
+      *msg = NULL;
+      fpm_chan_write(c);
+    }
+    return 1;
+  case FPM_ACK:
+    if (c->open)
+      c->unacked -= m->user_us < c->unacked ? m->user_us : c->unacked;
+    return 1;
+  case FPM_CLOSE:
+    if (c->open) {
+      c->wclose = 1;
+      fpm_chan_write(c);
+    }
+    return 1;
+  default:
+    return 0;
+  }
+}

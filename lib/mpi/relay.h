@@ -115,6 +115,9 @@ void fpm_chan_put(fpm_chan *c, char *msg, size_t len);
 /* Writes what wfd takes; drops the rest if its reader is gone.  Returns
  * bytes written. */
 size_t fpm_chan_write(fpm_chan *c);
+/* A DATA, ACK or CLOSE message m for channel c, alike on both sides: 1 if
+ * it was one (a DATA's msg is then taken: *msg becomes NULL), 0 if not. */
+int fpm_chan_message(fpm_chan *c, const fp__ctl *m, char **msg, size_t len);
 /* Sends an ACK for slot to dest once enough was written. */
 void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot);
 /* Nothing of the peer's is left to write. */
