@@ -495,7 +495,11 @@ static void time_batch(fp_pool *p, unsigned i)
     return;
   int64_t per = s->batch_ns / (int64_t)s->batch_items;
   int dry = s->inflight == s->unsent; /* nothing written is unanswered */
-  if (!dry || p->avg_run_ns == 0 || per < p->avg_run_ns)
+  if (p->avg_run_ns == 0)
+    p->avg_run_ns = per > 0 ? per : 1; /* the first figure is the mean: a
+                                          sixteenth of it would make the
+                                          window 16 times too deep */
+  else if (!dry || per < p->avg_run_ns)
     for (uint64_t k = 0; k < s->batch_items && k < 16; k++)
       p->avg_run_ns += (per - p->avg_run_ns) / 16;
   s->batch_ns = 0;

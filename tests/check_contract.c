@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,9 +78,17 @@ static int t_self_cancel(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "I", (int64_t)1);
 }
 
+/* Sleeps its argument's microseconds: a task of known length. */
+static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  usleep((useconds_t)a->via.i64);
+  return fp_pack(o, "I", (int64_t)1);
+}
+
 static const fp_task tasks[] = {
     {"sq", t_sq},     {"deaf", t_deaf}, {"poll", t_poll},
-    {"self_cancel", t_self_cancel},     {NULL, NULL}};
+    {"self_cancel", t_self_cancel},     {"nap", t_nap}, {NULL, NULL}};
 
 static void reset_deaf(void)
 {
@@ -1027,6 +1036,252 @@ START_TEST(thread_terminate_and_kill_ask)
 }
 END_TEST
 
+/* ---- attack2: more sentences of fp_pool_create(3), fp_map(3),
+ * forkpool(7) and fp_future_cancel(3) ---- */
+
+/* forkpool(7) Descriptors: "4 + 3 x workers, plus three" once fp_pool_fd
+ * has been called; fp_pool_destroy closes them all. */
+START_TEST(descriptors_are_four_plus_three_per_worker)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static const unsigned ws[] = {1, 2, 5};
+  for (unsigned i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.workers = ws[i];
+    o.tasks = tasks;
+    int before = fpt_count_fds();
+    ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+    int after = fpt_count_fds();
+    ck_assert_int_eq(after - before, (int)(4 + 3 * ws[i]));
+    ck_assert_int_ge(fp_pool_fd(p), 3);
+    ck_assert_int_eq(fpt_count_fds() - after, 3);
+    fp_pool_destroy(p);
+    ck_assert_int_eq(fpt_count_fds(), before);
+  }
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3) ERRORS: workers or max_inflight out of range is
+ * FP_EINVAL "(not in inline mode, which ignores them)". */
+START_TEST(inline_ignores_workers_and_max_inflight)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static const unsigned bad[][2] = {{1025, 0}, {0, 1025}, {UINT32_MAX, UINT32_MAX}};
+  for (unsigned i = 0; i < 3; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.mode = FP_MODE_INLINE;
+    o.tasks = tasks;
+    o.workers = bad[i][0];
+    o.max_inflight = bad[i][1];
+    ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+    fp_future *f;
+    ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)3), 0);
+    ck_assert_int_eq(fpt_i64(f), 9);
+    fp_future_release(f);
+    fp_pool_destroy(p);
+    o.mode = FP_MODE_THREADS; /* the other modes do not ignore them */
+    create_fails(&o, FP_EINVAL, "threads, out of range");
+  }
+  fpt_end(&s);
+}
+END_TEST
+
+/* A msgpack str object of exactly n bytes, packed. */
+static void pack_str_of(msgpack_packer *pk, size_t n)
+{
+  size_t body = n <= 32 ? n - 1 : n <= 257 ? n - 2 : n - 3;
+  char *b = malloc(body);
+  ck_assert_ptr_nonnull(b);
+  memset(b, 'x', body);
+  msgpack_pack_str(pk, body);
+  msgpack_pack_str_body(pk, b, body);
+  free(b);
+}
+
+/* fp_map(3) CAVEATS: "An item that fp_submit(3) would refuse as too large
+ * ... fails alone with FP_EMSGSIZE", the first item too; fp_pool_create(3):
+ * "Arguments larger than max_message - 287 bytes fail at submit". */
+START_TEST(map_item_too_large_fails_alone)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 2;
+  o.tasks = tasks;
+  o.max_message = 1024;
+  ck_assert_int_eq(fpt_pool_create(&p, &o), 0);
+  static const size_t sizes[] = {1024 - 286, 10, 1024 - 287, 900, 10};
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  for (unsigned i = 0; i < N; i++) { /* what fp_submit says */
+    fp_future *f;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_str_of(&pk, sizes[i]);
+    int rc = fp_submit(p, "sq", sb.data, sb.size, &f);
+    ck_assert_int_eq(rc, sizes[i] > 1024 - 287 ? FP_EMSGSIZE : 0);
+    if (rc == 0)
+      fp_future_release(f);
+    msgpack_sbuffer_destroy(&sb);
+  }
+  for (size_t chunksize = 0; chunksize <= 8; chunksize += 8) {
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, N);
+    for (unsigned i = 0; i < N; i++)
+      pack_str_of(&pk, sizes[i]);
+    fp_map_input in = {sb.data, sb.size, NULL, NULL};
+    fp_map_options mo = FP_MAP_OPTIONS_INIT;
+    mo.chunksize = chunksize;
+    fp_map_iter *m;
+    fp_map_item it;
+    ck_assert_int_eq(fpt_map(p, "sq", &in, &mo, &m), 0);
+    size_t n = 0;
+    int rc;
+    while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
+      ck_assert_uint_eq(it.index, n);
+      n++;
+      if (sizes[it.index] > 1024 - 287)
+        ck_assert_int_eq(it.err, FP_EMSGSIZE);
+      else /* sq takes [I]: a string is its TypeError, run by a worker */
+        ck_assert_int_eq(it.err, FP_ETASK);
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(n, N);
+    fpt_map_destroy(m);
+    msgpack_sbuffer_destroy(&sb);
+  }
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Seen by the test and by worker processes alike. */
+static atomic_int *xstarted;
+
+static int t_xpoll(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t how;
+  if (fp_unpack(a, "[I]", &how) != 0)
+    return fp_call_fail(c, "TypeError", "[I]");
+  atomic_store(xstarted, 1);
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (!fp_call_should_stop(c) && fpt_now_ms() < end)
+    usleep(1000);
+  if (how == 1)
+    return fp_call_fail(c, "Halt", "mine");
+  return fp_pack(o, "I", (int64_t)getpid());
+}
+
+static const fp_task xtasks[] = {{"xpoll", t_xpoll}, {NULL, NULL}};
+
+static void xstart_wait(fp_pool *p)
+{
+  int64_t end = fpt_now_ms() + FPT_LIMIT_MS;
+  while (!atomic_load(xstarted) && fpt_now_ms() < end)
+    (void)fp_pool_dispatch(p, 10);
+  ck_assert_int_eq(atomic_load(xstarted), 1);
+}
+
+/* fp_future_cancel(3): a running task cancelled with FP_CANCEL_RUNNING
+ * ends FP_CANCELLED with "cancelled while running" without a grace; with
+ * one, with its own "kind: message" if it failed, else "cancelled while
+ * running", and it keeps its worker.  In worker processes, also in a
+ * replacement for a worker killed by a cancel. */
+START_TEST(process_cancel_texts)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  xstarted = mmap(NULL, sizeof *xstarted, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(xstarted, MAP_FAILED);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.tasks = xtasks;
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
+  const int g = FPT_LIMIT_MS;
+  const struct {
+    int grace;
+    int64_t how;
+    const char *text;
+  } cases[] = {
+      {0, 1, "cancelled while running"},
+      {g, 1, "Halt: mine"},
+      {g, 0, "cancelled while running"},
+      {0, 0, "cancelled while running"},
+      {g, 1, "Halt: mine"}, /* after a replacement */
+  };
+  for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+    fp_future *f;
+    so.grace_ms = cases[i].grace;
+    atomic_store(xstarted, 0);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    ck_assert_int_eq(fp_pack(&pk, "[I]", cases[i].how), 0);
+    ck_assert_int_eq(fp_submit_ex(p, "xpoll", sb.data, sb.size, &so, &f), 0);
+    msgpack_sbuffer_destroy(&sb);
+    xstart_wait(p);
+    ck_assert_int_eq(fp_future_state(f), FP_RUNNING);
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_worker_stats w1, w2;
+    ck_assert_int_eq(fp_pool_stats_get(p, &st, &w1, 1), 0);
+    ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+    ck_assert_int_eq(fp_future_wait(f, FPT_LIMIT_MS), 0);
+    ck_assert_int_eq(fp_future_state(f), FP_CANCELLED);
+    ck_assert_str_eq(fp_future_error(f), cases[i].text);
+    if (cases[i].grace != 0) { /* a task that returns in time keeps it */
+      ck_assert_int_eq(fp_pool_stats_get(p, &st, &w2, 1), 0);
+      ck_assert_int_eq(w1.pid, w2.pid);
+    }
+    fp_future_release(f);
+  }
+  fpt_pool_destroy(p);
+  munmap(xstarted, sizeof *xstarted);
+  fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_create(3), max_inflight: the automatic window is "between 2 (for
+ * tasks of a millisecond or more, and until the first answers are in) and
+ * 256".  One worker, 100 tasks of 2 ms: never more than 2 handed to it,
+ * also right after the first answers (the mean once started at a sixteenth
+ * of the first figure, and the window was 7 deep).  A slower machine only
+ * makes the measured time longer and the window shallower. */
+START_TEST(window_of_slow_tasks_is_two)
+{
+  enum { N = 100 };
+  fp_pool *p = make(FP_MODE_PROCESSES, 1, 0);
+  fp_future *f[N];
+  uint64_t most = 0;
+  for (unsigned i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, "nap", &f[i], "I", (int64_t)2000), 0);
+  for (unsigned i = 0; i < N; i++) {
+    while (fp_future_wait(f[i], 0) != 0) {
+      (void)fp_pool_dispatch(p, 5);
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+      if (st.running > most)
+        most = st.running;
+    }
+    fp_future_release(f[i]);
+  }
+  fpt_pool_destroy(p);
+  ck_assert_msg(most <= 2, "%llu tasks of 2 ms handed to one worker at once",
+                (unsigned long long)most);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("contract");
@@ -1037,6 +1292,11 @@ int main(void)
   tcase_add_test(tc, other_modes_create_after_every_init);
   tcase_add_test(tc, create_returns_once_one_worker_is_ready);
   tcase_add_test(tc, late_init_failure_breaks_the_pool);
+  fpt_add_test_in(FPT_IN_PROCESSES, "counts worker pipes", tc,
+                  descriptors_are_four_plus_three_per_worker);
+  tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
+  fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
+                  window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);
   tcase_add_test(tc, submit_refuses_bad_input);
   tcase_add_test(tc, cancel_refuses_bad_input);
@@ -1045,6 +1305,7 @@ int main(void)
   tcase_add_test(tc, calls_from_a_child_are_einval);
   tcase_add_test(tc, map_input_errors);
   tcase_add_test(tc, map_timeout_is_sticky);
+  tcase_add_test(tc, map_item_too_large_fails_alone);
   tcase_add_test(tc, should_stop_is_0_for_null_and_in_init);
   tc = fpt_tcase(s, "modes", 120);
   tcase_add_test(tc, inline_refuses_deadlines_and_cancel_of_the_running_task);
@@ -1057,5 +1318,7 @@ int main(void)
   tcase_add_test(tc, thread_cancel_running_with_grace);
   tcase_add_test(tc, cancel_with_grace_before_start_has_a_text_of_its_own);
   tcase_add_loop_test(tc, thread_terminate_and_kill_ask, 0, 2);
+  fpt_add_test_in(FPT_IN_PROCESSES, "kills worker processes", tc,
+                  process_cancel_texts);
   fpt_run_suite(s);
 }
