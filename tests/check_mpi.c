@@ -81,33 +81,11 @@ static fp_pool_options options_of(const mpt_cfg *c)
 
 /* --- Hosts ------------------------------------------------------------------ */
 
-/* Whether this process has a child, from /proc: fpt's own count asserts,
- * and a host is not running a test. */
+/* Whether this process has a child, from /proc (fpt_child_pid: a host is
+ * not running a test, so nothing asserts). */
 static int has_child(void)
 {
-  DIR *d = opendir("/proc");
-  struct dirent *e;
-  int found = 0;
-  pid_t me = getpid();
-  while (d != NULL && !found && (e = readdir(d)) != NULL) {
-    char path[300], buf[512];
-    if (e->d_name[0] < '0' || e->d_name[0] > '9')
-      continue;
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-      continue;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
-    int ppid;
-    char st;
-    found = rp && sscanf(rp + 2, "%c %d", &st, &ppid) == 2 && ppid == me;
-  }
-  if (d != NULL)
-    closedir(d);
-  return found;
+  return fpt_child_pid() > 0;
 }
 
 /* Waits up to FPT_LIMIT_MS until this process (a subreaper) has no child:

@@ -94,6 +94,8 @@ void fpt_end(const fpt_snapshot *s);
 int fpt_count_fds(void);
 int fpt_count_children(void); /* 1 if any child is left (not a count) */
 pid_t fpt_first_child(void);
+/* The same without an assertion: -1 if /proc cannot be read. */
+pid_t fpt_child_pid(void);
 
 fp_pool *fpt_pool(unsigned workers, unsigned max_inflight);
 
