@@ -304,6 +304,18 @@ static void later_init_remove(const later_init *li)
   fpt_gate_remove(li->gate);
 }
 
+/* In init: blocks until the test opens the FIFO at path and closes it. */
+static void hold_at(const char *path)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char c;
+    while (read(fd, &c, 1) > 0)
+      ;
+    close(fd);
+  }
+}
+
 static int init_first_at_once(void **state, void *arg, fp_call *call)
 {
   const later_init *li = arg;
@@ -320,13 +332,7 @@ static int init_first_at_once(void **state, void *arg, fp_call *call)
     (void)!write(fd, buf, (size_t)n);
     close(fd);
   }
-  fd = open(li->gate, O_RDONLY | O_CLOEXEC); /* until the test opens it */
-  if (fd >= 0) {
-    char c;
-    while (read(fd, &c, 1) > 0)
-      ;
-    close(fd);
-  }
+  hold_at(li->gate);
   return li->fail ? fp_call_fail(call, "OSError", "only one worker may start")
                   : 0;
 }
@@ -465,13 +471,7 @@ static int init_held_after_marker(void **state, void *arg, fp_call *call)
   int fd = open(h->started, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
   if (fd >= 0)
     close(fd);
-  fd = open(h->gate, O_RDONLY | O_CLOEXEC); /* until the test opens it */
-  if (fd >= 0) {
-    char c;
-    while (read(fd, &c, 1) > 0)
-      ;
-    close(fd);
-  }
+  hold_at(h->gate);
   return 0;
 }
 
