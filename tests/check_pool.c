@@ -828,14 +828,19 @@ static int count_tasks_of(uid_t uid)
   return n;
 }
 
-/* Room for one more process: the fork server's fork fails as fork(2) does,
- * with EAGAIN.  RLIMIT_NPROC does not hold for root: run as nobody. */
+/* At the process limit: the first fork create makes fails as fork(2)
+ * does, with EAGAIN, or, if a process counted here has ended since, the
+ * next one (the fork server's, reported by the middle process): EAGAIN
+ * either way.  (Room for exactly one more made a second ended process, seen
+ * once under valgrind, leave room for the fork server too, and a worker's
+ * fork failed instead.)  RLIMIT_NPROC does not hold for root: run as
+ * nobody. */
 static int create_at_nproc_limit(void)
 {
   if (setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
     return 77;
   int n = count_tasks_of(NOBODY);
-  struct rlimit rl = {(rlim_t)n + 1, (rlim_t)n + 1};
+  struct rlimit rl = {(rlim_t)n, (rlim_t)n};
   if (n < 1 || setrlimit(RLIMIT_NPROC, &rl) != 0)
     return 78;
   fp_pool *p;
