@@ -151,6 +151,8 @@ static void pipe_recv(fp_pool *p, unsigned i)
   fp__slot *s = &p->slots[i];
   fp__pipe_chan *c = &s->pipe;
   fp__reader_undrain(&c->rd); /* from here on, a short read ends the loop */
+  /* The answers read together share one reading of the clock. */
+  int took = fp__clock_hold(p);
   while (c->out_fd >= 0) {
     enum fp__io io;
     char *owned;
@@ -161,7 +163,7 @@ static void pipe_recv(fp_pool *p, unsigned i)
     if (rc == 0 && io == FP__IO_FRAME) {
       fp__dispatch_frame(p, i, owned, body, len);
     } else if (rc == 0 && io == FP__IO_AGAIN) {
-      return;
+      break;
     } else {
       pipe_close(p, i, FP__RECV);
       if (rc != 0)
@@ -169,6 +171,7 @@ static void pipe_recv(fp_pool *p, unsigned i)
       fp__slot_recv_ended(p, i, rc);
     }
   }
+  fp__clock_release(p, took);
 }
 
 /*

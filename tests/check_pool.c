@@ -1008,7 +1008,8 @@ int main(void)
   TCase *tc = fpt_tcase(s, "core", 300);
   tcase_add_test(tc, happy_path);
   tcase_add_test(tc, ten_thousand_tasks);
-  tcase_add_test(tc, full_task_pipe_keeps_frames_whole);
+  fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's task pipe", tc,
+                  full_task_pipe_keeps_frames_whole);
   tcase_add_test(tc, forked_child_copy_is_refused);
   tcase_add_test(tc, unknown_task_is_refused_at_submit);
   tcase_add_test(tc, malformed_args_are_refused);
