@@ -138,7 +138,7 @@ void fp__pool_unlock(fp_pool *p)
 static int ev_init(fp_pool *p)
 {
 #ifdef HAVE_SYS_EPOLL_H
-  if (p->tr->ep_event == NULL || (getenv("FP_POLL_MAX") && p->nslots <= (unsigned)atoi(getenv("FP_POLL_MAX"))))
+  if (p->tr->ep_event == NULL)
     return 0;
   size_t n = 2 * (size_t)p->nslots + 2;
   n = n < FP__EVS_MAX ? n : FP__EVS_MAX;
