@@ -175,7 +175,7 @@ static void pipe_recv(fp_pool *p, unsigned i)
 }
 
 /*
- * One write of the frames from slot i's send cursor on: those that fit in
+ * One write of the frames from s's send cursor on: those that fit in
  * FP__SEND_JOIN bytes copied into one buffer and written with write(),
  * which costs the kernel far less than a writev of as many small pieces
  * (it copies each piece on its own); a first frame too large for it with

@@ -498,7 +498,8 @@ static int send_answer(int fd, const msgpack_sbuffer *head,
     /* One buffer: write() costs the kernel less than a writev of two. */
     char buf[FP__ANSWER_JOIN];
     memcpy(buf, head->data, head->size);
-    memcpy(buf + head->size, result->sb.data, result->sb.size);
+    if (result->sb.size > 0) /* data may be NULL while empty */
+      memcpy(buf + head->size, result->sb.data, result->sb.size);
     struct iovec one = {buf, size};
     return fp__write_all(fd, &one, 1);
   }
