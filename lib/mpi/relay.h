@@ -26,7 +26,7 @@
 #define FPM_NAP_DIV 64                /* a wait is 1/64 of the time since work */
 #define FPM_SLACK_NS 1000             /* timer slack while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
-#define FPM_SPIN_MAX_NS 150000        /* answers slower than this: no spin */
+#define FPM_SPIN_MAX_NS 300000        /* answers slower than this: no spin */
 
 /*
  * Every message is an fp__ctl, then for DATA its payload.  The fork
