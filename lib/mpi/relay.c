@@ -169,9 +169,10 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
     return 0; /* not ours: the communicator is our duplicate, so never */
   }
   /*
-   * How long the peer took to answer what was posted last: a message that
-   * follows a post the loop waited for, an eighth of it into the mean
-   * (capped, so that one slow answer does not stop the spin for long).
+   * The first message after a post: the time since that post goes into
+   * the running mean that fpm_pace's spin rests on, weighing an eighth
+   * (capped at twice FPM_SPIN_MAX_NS, so that one slow answer does not
+   * stop the spin for long).
    */
   int64_t now = fpm_now_ns();
   if (rl->post_ns > rl->take_ns) {
