@@ -44,6 +44,14 @@ typedef struct mpt_report {
 
 static int nranks;
 
+/* Each rank's process, and whether it runs on rank 0's machine (its
+ * /proc is then ours to read). */
+typedef struct mpt_rank {
+  pid_t pid;
+  char host[64];
+} mpt_rank;
+static mpt_rank ranks[64];
+
 /* --- Tasks of this suite's own (fpt's are there too) ---------------------- */
 
 static int init_fails(void **state, void *arg, fp_call *call)
@@ -599,6 +607,62 @@ START_TEST(program_calls_mpi_meanwhile)
 }
 END_TEST
 
+/* CPU seconds (user + system) of pid so far, from /proc; -1 if unknown. */
+static double cpu_seconds(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  unsigned long ut, st;
+  if (p == NULL ||
+      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+             &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * After many quick round trips (the relays then look for each answer
+ * without a nap while it is due), a pool left idle stops looking: every
+ * rank on this machine uses a small part of a core.  A relay that went on
+ * spinning would use all the CPU it gets; the limit is far above the
+ * naps' cost and far below a spin's, whatever the machine's load.
+ */
+START_TEST(idle_after_round_trips_is_quiet)
+{
+  fp_pool *p = pool_of(1);
+  for (int i = 0; i < 2000; i++)
+    ck_assert_int_eq(square_of(p, i), (int64_t)i * i);
+  struct timespec pause = {0, 50000000}; /* past any spin: under 1 ms */
+  nanosleep(&pause, NULL);
+  double before[64], after[64];
+  for (int r = 0; r < nranks; r++)
+    before[r] = strcmp(ranks[r].host, ranks[0].host) == 0
+                    ? cpu_seconds(ranks[r].pid) : -1;
+  struct timespec t0, t1, idle = {2, 0};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  nanosleep(&idle, NULL);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  for (int r = 0; r < nranks; r++)
+    after[r] = before[r] >= 0 ? cpu_seconds(ranks[r].pid) : -1;
+  double wall = (double)(t1.tv_sec - t0.tv_sec) +
+                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  for (int r = 0; r < nranks; r++)
+    if (before[r] >= 0 && after[r] >= 0)
+      ck_assert_msg(after[r] - before[r] < 0.25 * wall,
+                    "rank %d used %.2f s of CPU in %.2f s idle", r,
+                    after[r] - before[r], wall);
+  ck_assert_int_eq(square_of(p, 3), 9); /* and it still answers */
+  mpt_destroy(p, 0);
+}
+END_TEST
+
 static Suite *mpi_suite(void)
 {
   Suite *s = suite_create("mpi");
@@ -618,6 +682,7 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, terminate_reaches_every_host);
   tcase_add_test(tc, shutdown_finishes_then_hosts_return);
   tcase_add_test(tc, program_calls_mpi_meanwhile);
+  tcase_add_test(tc, idle_after_round_trips_is_quiet);
   return s;
 }
 
@@ -646,6 +711,10 @@ int main(int argc, char **argv)
       MPI_Sendrecv_replace(&x, 1, MPI_INT, 0, 0, 0, 0, MPI_COMM_WORLD,
                            MPI_STATUS_IGNORE);
   }
+  mpt_rank me = {.pid = getpid()};
+  (void)gethostname(me.host, sizeof me.host - 1);
+  MPI_Gather(&me, (int)sizeof me, MPI_BYTE, ranks, (int)sizeof me, MPI_BYTE,
+             0, MPI_COMM_WORLD);
   /* Registered by name on every rank: the hosts run it. */
   if (fp_task_register("polls", t_polls) != 0)
     MPI_Abort(MPI_COMM_WORLD, 1);

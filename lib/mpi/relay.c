@@ -66,7 +66,8 @@ void fpm_relay_init(fpm_relay *rl, MPI_Comm comm)
 {
   memset(rl, 0, sizeof *rl);
   rl->comm = comm;
-  rl->busy_ns = fpm_now_ns();
+  rl->busy_ns = rl->post_ns = rl->take_ns = fpm_now_ns();
+  rl->gap_ns = FPM_SPIN_MAX_NS; /* no spin until an answer came quickly */
 }
 
 char *fpm_msg_new(fpm_relay *rl, size_t payload)
@@ -79,6 +80,7 @@ char *fpm_msg_new(fpm_relay *rl, size_t payload)
 
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
 {
+  rl->post_ns = fpm_now_ns();
   if (rl->nreq == rl->cap) {
     int cap = rl->cap ? 2 * rl->cap : 64;
     MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
@@ -166,6 +168,20 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
     free(m);
     return 0; /* not ours: the communicator is our duplicate, so never */
   }
+  /*
+   * The first message after a post: the time since that post goes into
+   * the running mean that fpm_pace's spin rests on, weighing an eighth
+   * (capped at twice FPM_SPIN_MAX_NS, so that one slow answer does not
+   * stop the spin for long).
+   */
+  int64_t now = fpm_now_ns();
+  if (rl->post_ns > rl->take_ns) {
+    int64_t gap = now - rl->post_ns;
+    if (gap > 2 * FPM_SPIN_MAX_NS)
+      gap = 2 * FPM_SPIN_MAX_NS;
+    rl->gap_ns += (gap - rl->gap_ns) / 8;
+  }
+  rl->take_ns = now;
   *msg = m;
   *len = (size_t)count;
   *from = st.MPI_SOURCE;
@@ -174,6 +190,19 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
 
 /* --- The pace of the loop ----------------------------------------------- */
 
+/*
+ * Whether the peer's answer to what was posted last is due: nothing came
+ * since the post, and answers have lately come within FPM_SPIN_MAX_NS.
+ * Then the loop looks for it for up to twice the usual gap, without a nap.
+ */
+static int answer_due(const fpm_relay *rl, int64_t now)
+{
+  if (rl->post_ns <= rl->take_ns || rl->gap_ns >= FPM_SPIN_MAX_NS)
+    return 0;
+  int64_t spin = 2 * rl->gap_ns;
+  return now - rl->post_ns < (spin < FPM_SPIN_MAX_NS ? spin : FPM_SPIN_MAX_NS);
+}
+
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
 {
   int64_t now = fpm_now_ns();
@@ -181,25 +210,28 @@ int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
     rl->busy_ns = now;
   /*
    * A send in flight: a large one moves only while this side calls MPI,
-   * and the peer waits in its receive meanwhile, so look again at once.
-   * Otherwise the wait grows with the time since the last work: a reply
-   * or the next task usually comes soon after work, so the first looks
-   * come every microsecond or so (a wake-up from a sleep costs more than
-   * that, about 20 us on a loaded virtual machine), and the longer nothing
-   * comes the less it matters to see it late: at most 1/FPM_NAP_DIV of the
-   * time waited already, up to FPM_NAP_MAX_NS when idle.  Short sleeps,
-   * not spinning: on a small machine a spinning relay takes the CPU its
-   * own workers need.
+   * and the peer waits in its receive meanwhile, so look again at once
+   * (after a yield to a worker on this core).  An answer due soon: look
+   * again at once as well.  A sleep to wait for it costs its wake-up, 20 us
+   * or more on a loaded virtual machine, then a wait for a CPU, on each of
+   * the two MPI hops of a round trip; the spin lasts at most twice the gap
+   * measured (answer_due), so a peer that answers slowly (a long task, a
+   * busy machine) is waited for with naps and the spin does not take the
+   * CPU its workers need.  Otherwise the wait grows with the time since
+   * the last work: the first looks come every microsecond or so, and the
+   * longer nothing comes the less it matters to see it late: at most
+   * 1/FPM_NAP_DIV of the time waited already, up to FPM_NAP_MAX_NS when
+   * idle.
    */
   int64_t nap = 0;
-  if (rl->nreq == 0) {
+  if (rl->nreq == 0 && !answer_due(rl, now)) {
     nap = (now - rl->busy_ns) / FPM_NAP_DIV;
     nap = nap < FPM_NAP_MIN_NS ? FPM_NAP_MIN_NS
           : nap > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap;
   }
   struct timespec ts = {nap / 1000000000, nap % 1000000000};
   int rc = ppoll(pfd, (nfds_t)n, &ts, NULL);
-  if (rc == 0 && nap == 0)
+  if (rc == 0 && rl->nreq > 0)
     sched_yield(); /* a send in flight: a worker on this core goes first */
   return rc < 0 ? 0 : rc;
 }

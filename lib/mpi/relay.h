@@ -26,6 +26,7 @@
 #define FPM_NAP_DIV 64                /* a wait is 1/64 of the time since work */
 #define FPM_SLACK_NS 1000             /* timer slack while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
+#define FPM_SPIN_MAX_NS 300000        /* answers slower than this: no spin */
 
 /*
  * Every message is an fp__ctl, then for DATA its payload.  The fork
@@ -66,6 +67,9 @@ typedef struct fpm_relay {
   char **bufs;         /* their messages, owned */
   int nreq, cap;
   int64_t busy_ns;     /* when the last work was done */
+  int64_t post_ns;     /* when the last message was posted */
+  int64_t take_ns;     /* when the last message was taken */
+  int64_t gap_ns;      /* the usual time from a post to the next message */
   int failed;          /* out of memory: the relay stops */
 } fpm_relay;
 
@@ -86,9 +90,11 @@ void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
 void fpm_progress(fpm_relay *rl);
 /*
  * Waits for one of n descriptors, or for the next look at MPI: not at all
- * while a send is in flight, else for 1/FPM_NAP_DIV of the time since the
- * last work (busy: now), between FPM_NAP_MIN_NS and FPM_NAP_MAX_NS.
- * Returns poll's count (0: none ready).
+ * while a send is in flight, nor while the peer's answer to the last post
+ * is due (for up to twice the usual gap from a post to the next message,
+ * if that gap is under FPM_SPIN_MAX_NS), else for 1/FPM_NAP_DIV of the time
+ * since the last work (busy: now), between FPM_NAP_MIN_NS and
+ * FPM_NAP_MAX_NS.  Returns poll's count (0: none ready).
  */
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy);
 
