@@ -116,6 +116,9 @@ const char *fp__shm_ring_read(const fp__shm *m, unsigned slot, uint64_t tail,
                               uint64_t pos, size_t len);
 /* Parent: everything before tail in slot's ring has been read. */
 void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail);
+/* Under valgrind: len bytes at at are about to be written (by a relay, in
+ * the pool's process).  Otherwise nothing. */
+void fp__shm_lend(const void *at, size_t len);
 
 /*
  * Per-item deadlines: a worker stamps each item of a map chunk as it starts
@@ -155,6 +158,9 @@ void fp__ring_open(fp__ring *r, const struct fp__worker_cfg *cfg,
  * ring has no room (the parent has not read enough). */
 int fp__ring_place(fp__ring *r, size_t len, uint64_t *pos);
 char *fp__ring_at(const fp__ring *r, uint64_t pos);
+/* In the pool's own process, a relay that writes slot's ring for a remote
+ * worker: r as fp__ring_open makes it, without a change of protection. */
+void fp__ring_attach(fp__ring *r, const fp__shm *m, unsigned slot);
 
 /* --- frame.c: length-prefixed frames on a descriptor ---------------------- */
 
@@ -807,6 +813,9 @@ struct fp_pool {
   fp__spare spare;        /* a large frame buffer kept for reuse */
   fp__fcache *fcache;     /* futures' blocks kept for reuse; NULL: none */
   fp__shm shm;            /* where large arguments go */
+  int remote;             /* workers on other machines (remote.c): the
+                             area is the bridge's to fill, and no worker
+                             stamps it */
   atomic_int interrupted; /* fp_pool_interrupt: waits return FP_EINTR */
   int64_t stop_at;        /* when workers were let go (ms); 0: not yet */
   int64_t clock_ns;       /* fp__clock_hold's reading; 0: none held, -1:
@@ -957,8 +966,8 @@ int fp__options_fill(fp_pool_options *o, const fp_pool_options *in);
 void fp__worker_cfg_fill(fp__worker_cfg *w, const fp_pool_options *o,
                          const fp__tasks *tasks, unsigned nslots);
 /* fp_pool_create; with remote_ctl >= 0 (consumed, also on failure), a
- * process pool whose fork server is the peer of that control socket, with
- * no shared memory (remote.c). */
+ * process pool whose fork server is the peer of that control socket; its
+ * shared area, if any, is for whatever relays its frames (remote.c). */
 int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
                     int remote_ctl);
 

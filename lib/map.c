@@ -166,8 +166,10 @@ static size_t chunk_goal(const fp_map_iter *m)
 {
   size_t goal = m->chunksize, workers = m->pool->nslots;
   /* Without the shared area no stamp says which item a worker runs: only
-   * an item per message keeps the deadline per item. */
-  if (m->o.deadline_ms > 0 && m->pool->shm.base == NULL)
+   * an item per message keeps the deadline per item.  A remote worker
+   * stamps its host's area, which this process cannot read. */
+  if (m->o.deadline_ms > 0 &&
+      (m->pool->shm.base == NULL || m->pool->remote))
     goal = 1;
   if (m->o.chunksize == 0) {
     /* What is left is cut in at least 4 chunks per worker that can run

@@ -179,14 +179,17 @@ int fp__create_failed(int rc, const char *why)
 static int start_processes(fp_pool *p, int remote_ctl)
 {
   int rc;
-  if (remote_ctl >= 0) {
-    p->ctl_fd = remote_ctl;
-    return 0;
-  }
-  /* Before the fork server, so that every worker inherits it. */
+  /* Before the fork server, so that every worker inherits it.  A remote
+   * pool's is filled and read by its relay, in this process. */
   if (p->opts.shm_args != FP_SHM_OFF &&
       (rc = fp__shm_init(&p->shm, p->opts.shm_args, p->nslots)) != 0)
     return rc;
+  if (remote_ctl >= 0) {
+    p->ctl_fd = remote_ctl;
+    p->remote = 1;
+    fp__shm_private(&p->shm);
+    return 0;
+  }
   p->wcfg.shm = p->shm.base != NULL ? &p->shm : NULL;
   /* Its message, in err_msg, is create's. */
   if ((rc = check_rlimit_as(p, p->err_msg, sizeof p->err_msg)) != 0)
@@ -246,8 +249,6 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   /* Its workers are on other machines: nothing is shared with them. */
   if (rc == 0 && remote_ctl >= 0 && o.mode != FP_MODE_PROCESSES)
     rc = FP_ENOTSUP;
-  if (remote_ctl >= 0)
-    o.shm_args = FP_SHM_OFF;
   fp_pool *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
   if (rc == 0 && p == NULL)
     rc = FP_ENOMEM;

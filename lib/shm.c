@@ -298,10 +298,36 @@ const char *fp__shm_ring_read(const fp__shm *m, unsigned slot, uint64_t tail,
 
 void fp__shm_ring_done(fp__shm *m, unsigned slot, uint64_t tail)
 {
-  if (m->base != NULL && slot < m->nslots) {
-    atomic_store_explicit(tail_of(m->base, slot), tail, memory_order_release);
-    VG_NOACCESS(m->rings + (size_t)slot * FP__SHM_RING, FP__SHM_RING);
+  if (m->base == NULL || slot >= m->nslots)
+    return;
+  _Atomic uint64_t *t = tail_of(m->base, slot);
+  char *ring = m->rings + (size_t)slot * FP__SHM_RING;
+  uint64_t old = atomic_load_explicit(t, memory_order_relaxed);
+  atomic_store_explicit(t, tail, memory_order_release);
+  /* Only what was read: a relay in this process (a remote pool's) may be
+   * writing the next result further on meanwhile. */
+  if (tail < old || tail - old >= FP__SHM_RING) {
+    VG_NOACCESS(ring, FP__SHM_RING); /* a new worker: nothing is written */
+  } else if (tail > old) {
+    size_t from = (size_t)(old % FP__SHM_RING), n = (size_t)(tail - old);
+    size_t first = n < FP__SHM_RING - from ? n : FP__SHM_RING - from;
+    VG_NOACCESS(ring + from, first);
+    VG_NOACCESS(ring, n - first);
   }
+}
+
+void fp__ring_attach(fp__ring *r, const fp__shm *m, unsigned slot)
+{
+  memset(r, 0, sizeof *r);
+  if (m == NULL || m->base == NULL || slot >= m->nslots)
+    return;
+  r->base = m->rings + (size_t)slot * FP__SHM_RING;
+  r->tail = tail_of(m->base, slot);
+}
+
+void fp__shm_lend(const void *at, size_t len)
+{
+  VG_UNDEFINED(at, len);
 }
 
 /* --- Stamps: which map item a worker runs ------------------------------------ */

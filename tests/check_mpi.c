@@ -33,7 +33,13 @@ typedef struct mpt_cfg {
   int bad_option;        /* an option every rank refuses: 1 invalid, 2
                             threads */
   int grace_ms;          /* deadline_grace_ms */
+  int small_area;        /* hosts: shm_args of HOST_AREA */
 } mpt_cfg;
+
+/* With small_area, a host's area holds one BIG_ARG at a time: an argument
+ * a host failed to free would make the next one go framed. */
+#define HOST_AREA ((size_t)8 << 20)
+#define BIG_ARG ((size_t)5 << 20)
 
 /* What a host says after its fp_mpi_pool_create returned. */
 typedef struct mpt_report {
@@ -73,9 +79,53 @@ static int t_polls(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_call_fail(c, "Stopped", "asked to stop");
 }
 
+/*
+ * [shared, pid]: whether the argument (a bin) lies in the worker's shared
+ * area (a shared mapping of /dev/zero, in /proc/self/maps), and the
+ * worker's pid.
+ */
+static int t_where(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  if (a->type != MSGPACK_OBJECT_BIN)
+    return fp_call_fail(c, "TypeError", "where takes a bin");
+  uintptr_t at = (uintptr_t)a->via.bin.ptr;
+  FILE *f = fopen("/proc/self/maps", "r");
+  char line[512];
+  int shared = 0;
+  while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+    unsigned long lo, hi;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && at >= lo &&
+        at < hi)
+      shared = perms[3] == 's' && strstr(line, "/dev/zero") != NULL;
+  }
+  if (f != NULL)
+    fclose(f);
+  return msgpack_pack_array(o, 2) || msgpack_pack_int(o, shared) ||
+         msgpack_pack_int64(o, (int64_t)getpid());
+}
+
+/* A bin whose first byte says what to do: 's' crash, 'p' pause until
+ * killed or asked to stop (then fail with "Stopped"). */
+static int t_hold(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)o;
+  if (a->type != MSGPACK_OBJECT_BIN || a->via.bin.size == 0)
+    return fp_call_fail(c, "TypeError", "hold takes a bin");
+  if (a->via.bin.ptr[0] == 's') {
+    volatile int *null = NULL;
+    *null = 1;
+  }
+  return t_polls(c, a, o);
+}
+
 static fp_pool_options options_of(const mpt_cfg *c)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  int rank;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (c->small_area && rank != 0)
+    o.shm_args = HOST_AREA;
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
@@ -373,16 +423,190 @@ START_TEST(large_payloads_cross)
     ck_assert_int_eq(r->via.bin.ptr[i], (char)(i * 7));
   fp_future_release(g);
   free(big);
-  /* No shared memory: nothing went through it, and a live worker's CPU
-   * time is not known. */
+  /* The argument went through the shared areas of the root and the host
+   * (and was freed once answered); the results, larger than a worker's
+   * ring, were framed.  A live worker's CPU time is not known. */
   fp_pool_stats st = FP_POOL_STATS_INIT;
   fp_worker_stats w[2];
   ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 2), 0);
-  ck_assert_uint_eq(st.shared_args, 0);
+  ck_assert_uint_eq(st.shared_args, 1);
+  ck_assert_uint_eq(st.shared_results, 0);
   ck_assert_uint_eq(st.shared_bytes, 0);
   ck_assert_uint_eq(w[0].cpu_user_us + w[0].cpu_sys_us, 0);
   mpt_destroy(p, 0);
   fpt_end(&s);
+}
+END_TEST
+
+/* Every host's worker gets a BIG_ARG argument in its area: a few tries
+ * until each host answered (the scheduler picks the worker). */
+static void each_host_shares(fp_pool *p)
+{
+  char *arg = calloc(1, BIG_ARG);
+  int64_t seen[64];
+  int nseen = 0;
+  ck_assert_ptr_nonnull(arg);
+  for (int tries = 0; nseen < nranks - 1 && tries < 200; tries++) {
+    fp_future *f;
+    const msgpack_object *r;
+    int64_t shared, pid;
+    ck_assert_int_eq(fp_submitf(p, "where", &f, "y", arg, BIG_ARG), 0);
+    ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+    ck_assert_int_eq(fp_unpack(r, "[II]", &shared, &pid), 0);
+    fp_future_release(f);
+    ck_assert_msg(shared == 1, "worker %lld: its argument was framed",
+                  (long long)pid);
+    int known = 0;
+    for (int i = 0; i < nseen; i++)
+      known |= seen[i] == pid;
+    if (!known)
+      seen[nseen++] = pid;
+  }
+  free(arg);
+}
+
+/* A task with a large argument, hold mode m, submitted with so. */
+static fp_future *hold_big(fp_pool *p, char m, const fp_submit_options *so)
+{
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  char *arg = calloc(1, BIG_ARG);
+  ck_assert_ptr_nonnull(arg);
+  arg[0] = m;
+  msgpack_pack_bin(&pk, BIG_ARG);
+  msgpack_pack_bin_body(&pk, arg, BIG_ARG);
+  free(arg);
+  fp_future *f;
+  ck_assert_int_eq(fp_submit_ex(p, "hold", sb.data, sb.size, so, &f), 0);
+  msgpack_sbuffer_destroy(&sb);
+  return f;
+}
+
+static void wait_running(fp_pool *p, fp_future *f)
+{
+  for (int waited = 0; fp_future_state(f) != FP_RUNNING; waited++) {
+    ck_assert(waited < FPT_LIMIT_MS);
+    (void)fp_pool_dispatch(p, 1);
+  }
+}
+
+/*
+ * A large argument is in the host's area while its task runs; a crash, a
+ * deadline's kill and a cancel of the running task each fail that future
+ * alone and free the argument on the host (each host's area holds one
+ * such argument: the next ones would go framed otherwise) and on the root.
+ */
+START_TEST(large_args_freed_after_faults)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .small_area = 1};
+  fp_pool *p;
+  ck_assert_int_eq(mpt_create(c, &p), 0);
+  fpt_pool_wait_ready(p);
+  each_host_shares(p);
+
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  expect_error(hold_big(p, 's', &so), FP_EWORKER, "killed by signal 11");
+  each_host_shares(p);
+
+  so.deadline_ms = 200;
+  expect_error(hold_big(p, 'p', &so), FP_EDEADLINE, "deadline of 200 ms");
+  each_host_shares(p);
+
+  so.deadline_ms = 0;
+  fp_future *f = hold_big(p, 'p', &so);
+  wait_running(p, f);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  expect_error(f, FP_ECANCELLED, "cancel");
+  each_host_shares(p);
+
+  /* A large result comes through both rings. */
+  fp_future *g;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "bytes", &g, "[I]", (int64_t)BIG_ARG), 0);
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  ck_assert_uint_eq(r->via.bin.size, BIG_ARG);
+  for (size_t i = 0; i < BIG_ARG; i += 4093)
+    ck_assert_int_eq(r->via.bin.ptr[i], (char)(i * 7));
+  fp_future_release(g);
+
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  ck_assert_uint_eq(st.shared_results, 1);
+  ck_assert_uint_eq(st.deadline_kills, 1);
+  ck_assert_uint_ge(st.worker_deaths, 1);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Kill, terminate and shutdown with large arguments and results in
+ * flight: every future ends, and no process is left on any rank. */
+static void stop_with_payloads(int (*stop)(fp_pool *))
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_of(2);
+  unsigned n = 2 * (unsigned)(nranks - 1);
+  fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+  fp_future *f[16], *g[8];
+  for (unsigned i = 0; i < n; i++)
+    f[i] = hold_big(p, 'p', &so);
+  for (unsigned i = 0; i < n; i++)
+    wait_running(p, f[i]);
+  char *arg = calloc(1, BIG_ARG);
+  ck_assert_ptr_nonnull(arg);
+  for (int i = 0; i < 8; i++)
+    if (i % 2)
+      ck_assert_int_eq(fp_submitf(p, "echo", &g[i], "y", arg, BIG_ARG), 0);
+    else
+      ck_assert_int_eq(fp_submitf(p, "bytes", &g[i], "[I]",
+                                  (int64_t)BIG_ARG), 0);
+  free(arg);
+  if (stop != NULL) {
+    ck_assert_int_eq(stop(p), 0);
+    for (unsigned i = 0; i < n; i++)
+      expect_error(f[i], FP_ECANCELLED, "cancelled");
+    for (int i = 0; i < 8; i++)
+      fp_future_release(g[i]); /* done or cancelled, either way */
+  } else {
+    /* Shutdown: the pausing tasks are cancelled first, then what was
+     * queued finishes. */
+    for (unsigned i = 0; i < n; i++) {
+      ck_assert_int_eq(fp_future_cancel(f[i], FP_CANCEL_RUNNING), 0);
+      expect_error(f[i], FP_ECANCELLED, "cancel");
+    }
+    ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+    for (int i = 0; i < 8; i++) {
+      const msgpack_object *r;
+      ck_assert_int_eq(fp_future_result(g[i], FPT_LIMIT_MS, &r), 0);
+      ck_assert_uint_eq(r->via.bin.size, BIG_ARG);
+      fp_future_release(g[i]);
+    }
+  }
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+
+START_TEST(kill_with_payloads_in_flight)
+{
+  stop_with_payloads(fp_pool_kill);
+}
+END_TEST
+
+START_TEST(terminate_with_payloads_in_flight)
+{
+  stop_with_payloads(fp_pool_terminate);
+}
+END_TEST
+
+START_TEST(shutdown_with_payloads_in_flight)
+{
+  stop_with_payloads(NULL);
 }
 END_TEST
 
@@ -673,6 +897,10 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, deadlines_reach_the_host);
   tcase_add_test(tc, cancel_running_kills_on_the_host);
   tcase_add_test(tc, large_payloads_cross);
+  tcase_add_test(tc, large_args_freed_after_faults);
+  tcase_add_test(tc, kill_with_payloads_in_flight);
+  tcase_add_test(tc, terminate_with_payloads_in_flight);
+  tcase_add_test(tc, shutdown_with_payloads_in_flight);
   tcase_add_test(tc, map_chunks_automatically);
   tcase_add_test(tc, map_item_deadline);
   tcase_add_test(tc, pool_fd_works);
@@ -716,7 +944,9 @@ int main(int argc, char **argv)
   MPI_Gather(&me, (int)sizeof me, MPI_BYTE, ranks, (int)sizeof me, MPI_BYTE,
              0, MPI_COMM_WORLD);
   /* Registered by name on every rank: the hosts run it. */
-  if (fp_task_register("polls", t_polls) != 0)
+  if (fp_task_register("polls", t_polls) != 0 ||
+      fp_task_register("where", t_where) != 0 ||
+      fp_task_register("hold", t_hold) != 0)
     MPI_Abort(MPI_COMM_WORLD, 1);
   int failed = 0;
   if (rank != 0) {

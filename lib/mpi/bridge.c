@@ -12,6 +12,13 @@
  *
  * The root's slots are the hosts' in rank order: rank r's local slot k is
  * base[r] + k.
+ *
+ * With the pool's shared area, a large argument is not in the task pipe:
+ * the pool's frame names it in the area, and the bridge sends it to the
+ * host from there (task_out).  A large result comes as a BIG message, and
+ * the bridge takes it straight into the slot's ring, as a local worker
+ * would have written it, and gives the pool a frame that names it
+ * (result_in).
  */
 #include "relay.h"
 
@@ -19,6 +26,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -37,7 +45,16 @@ struct fpm_bridge {
   int *exit_pending;
   struct pollfd *pfd;    /* ctl, then up to two per slot */
   int *pfd_slot;
+  _Atomic(fp__shm *) area; /* the pool's shared area; NULL: none (yet) */
+  fp__ring *ring;        /* per slot: the writer's side of its ring */
+  unsigned char *ring_on; /* per slot: ring attached since the worker came */
 };
+
+static int task_peek(void *ctx, fpm_chan *c, uint32_t slot, const char *body,
+                     size_t have, size_t len);
+static size_t task_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
+                       uint32_t slot, const char *frame, size_t len);
+static const fpm_hooks task_hooks = {task_peek, task_out};
 
 fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
                            int ctl)
@@ -59,8 +76,12 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
       !(b->exited = calloc(n + 1, sizeof *b->exited)) ||
       !(b->exit_pending = calloc(n + 1, sizeof *b->exit_pending)) ||
       !(b->pfd = calloc(2 * n + 1, sizeof *b->pfd)) ||
-      !(b->pfd_slot = calloc(2 * n + 1, sizeof *b->pfd_slot))) {
+      !(b->pfd_slot = calloc(2 * n + 1, sizeof *b->pfd_slot)) ||
+      !(b->ring = calloc(n + 1, sizeof *b->ring)) ||
+      !(b->ring_on = calloc(n + 1, sizeof *b->ring_on))) {
     if (b != NULL) {
+      free(b->ring);
+      free(b->pfd_slot);
       free(b->base);
       free(b->rank);
       free(b->ch);
@@ -79,9 +100,18 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
   for (int r = 0; r < size; r++)
     for (unsigned k = 0; r != root && k < (unsigned)count[r]; k++)
       b->rank[b->base[r] + k] = r;
-  for (unsigned i = 0; i < n; i++)
+  atomic_init(&b->area, NULL);
+  for (unsigned i = 0; i < n; i++) {
     fpm_chan_init(&b->ch[i]);
+    b->ch[i].hooks = &task_hooks;
+    b->ch[i].hctx = b;
+  }
   return b;
+}
+
+void fpm_bridge_area(fpm_bridge *b, fp__shm *area)
+{
+  atomic_store_explicit(&b->area, area, memory_order_release);
 }
 
 static void bridge_free(fpm_bridge *b)
@@ -95,6 +125,8 @@ static void bridge_free(fpm_bridge *b)
   free(b->exit_pending);
   free(b->pfd);
   free(b->pfd_slot);
+  free(b->ring);
+  free(b->ring_on);
   free(b);
 }
 
@@ -163,6 +195,111 @@ static void slot_spawned(fpm_bridge *b, unsigned i, const fp__ctl *in)
   close(result[0]);
   fpm_chan_open(c, rfd, wfd, -1);
   b->exit_pending[i] = 0;
+  b->ring_on[i] = 0; /* its ring starts afresh, as the pool's reading */
+}
+
+/* --- Large payloads --------------------------------------------------------- */
+
+static fp__shm *area_of(fpm_bridge *b)
+{
+  return atomic_load_explicit(&b->area, memory_order_acquire);
+}
+
+/* A frame that names its arguments in the pool's area is taken whole. */
+static int task_peek(void *ctx, fpm_chan *c, uint32_t slot, const char *body,
+                     size_t have, size_t len)
+{
+  (void)c;
+  (void)slot;
+  (void)len;
+  return have > 0 && (unsigned char)body[0] == FP__MSG_TASK_SHM &&
+         area_of(ctx) != NULL;
+}
+
+/*
+ * Such a frame goes to the host as BIG, its body as it is (the host reads
+ * the id, name and count, and places the arguments in its own area), then
+ * the arguments, sent from the pool's area: they stay there until the
+ * task's answer is in or its worker is gone, which the pool learns only
+ * after the host has them.  Returns the weight in the window.
+ */
+static size_t task_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
+                       uint32_t slot, const char *frame, size_t len)
+{
+  (void)c;
+  fp__shm *area = area_of(ctx);
+  const char *body = frame + FP__HDR, *name;
+  size_t blen = len - FP__HDR, name_len;
+  uint64_t id, off, alen;
+  unsigned n;
+  if (fp__remote_task_ref(body, blen, &id, &name, &name_len, &n, &off,
+                          &alen) != 0 ||
+      off > area->args_len || alen > area->args_len - off) {
+    /* Not what the pool writes: as bytes, for the worker to refuse. */
+    char *msg = fpm_msg_new(rl, len);
+    if (msg != NULL) {
+      fp__ctl m = {.op = FPM_DATA, .slot = slot};
+      memcpy(msg, &m, sizeof m);
+      memcpy(msg + sizeof m, frame, len);
+      fpm_post(rl, dest, msg, sizeof m + len);
+    }
+    return len;
+  }
+  char *msg = fpm_msg_new(rl, blen);
+  if (msg == NULL)
+    return len;
+  fp__ctl m = {.op = FPM_BIG, .slot = slot, .user_us = len + alen,
+               .sys_us = alen};
+  memcpy(msg, &m, sizeof m);
+  memcpy(msg + sizeof m, body, blen);
+  fpm_post(rl, dest, msg, sizeof m + blen);
+  for (uint64_t at = 0; at < alen; at += FPM_PIECE)
+    fpm_post_lent(rl, dest, area->args + off + at,
+                  alen - at < FPM_PIECE ? alen - at : FPM_PIECE, NULL, NULL,
+                  0);
+  return len + alen;
+}
+
+/*
+ * A BIG message from a host: a worker's large result, which follows.  It
+ * goes into slot i's ring (valid: i is the sender's) and the pool gets a
+ * frame that names it there; with no room, a frame that carries it.
+ * Taken, and dropped, whatever becomes of the slot.
+ */
+static void result_in(fpm_bridge *b, int from, unsigned i, int valid,
+                      const fp__ctl *m, const char *body, size_t blen)
+{
+  size_t rlen = (size_t)m->sys_us, n;
+  uint64_t id, pos = 0;
+  fp__shm *area = area_of(b);
+  fpm_chan *c = valid ? &b->ch[i] : NULL;
+  int ok = c != NULL && c->open && c->wfd >= 0 &&
+           fp__remote_result_ref(body, blen, &id, &pos, &n) == 0 &&
+           n == rlen && rlen > 0;
+  char *dst = NULL, *buf = NULL;
+  if (ok && area != NULL) {
+    if (!b->ring_on[i]) {
+      fp__remote_ring_attach(&b->ring[i], area, i);
+      b->ring_on[i] = 1;
+    }
+    dst = fp__remote_ring_place(&b->ring[i], rlen, &pos);
+  }
+  if (ok && dst == NULL && (dst = buf = malloc(rlen)) == NULL)
+    ok = 0;
+  if (fpm_recv_payload(&b->rl, from, ok ? dst : NULL, rlen) != 0 || !ok) {
+    free(buf);
+    return;
+  }
+  char *frame;
+  size_t flen;
+  int rc = fp__remote_result_frame(id, buf, pos, rlen, &frame, &flen);
+  free(buf);
+  if (rc != 0) {
+    b->rl.failed = 1;
+    return;
+  }
+  fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us);
+  fpm_chan_write(c);
 }
 
 /* Slot i's EXITED goes to the pool once the pool can read everything the
@@ -187,6 +324,11 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
   unsigned i = n + m.slot;
   int valid = from != b->root && m.slot < b->nslots && i < b->nslots &&
               b->rank[i] == from;
+  if (m.op == FPM_BIG) {
+    result_in(b, from, i, valid, &m, msg + sizeof m, len - sizeof m);
+    free(msg);
+    return;
+  }
   if (!valid) {
     free(msg);
     return;
@@ -263,6 +405,8 @@ static void stop_hosts(fpm_bridge *b)
       fp__ctl m;
       memcpy(&m, msg, sizeof m);
       left -= m.op == FPM_END_ACK;
+      if (m.op == FPM_BIG) /* its payload comes next: nobody wants it */
+        (void)fpm_recv_payload(&b->rl, from, NULL, (size_t)m.sys_us);
       free(msg);
       busy = 1;
     }

@@ -10,6 +10,13 @@
  * pool reads its answers first, as it does from a local worker.  If the
  * fork server itself dies, each live worker is reported killed, and a
  * SPAWN is answered with SPAWN_FAILED: the pool breaks.
+ *
+ * With the workers' shared area, the host plays the dispatcher's part in
+ * it: a large argument (a BIG message) is taken straight into the area and
+ * the worker gets a frame that names it (task_in); the block is freed when
+ * the worker's answer to that task goes by, or the worker is gone.  A
+ * large result the worker left in its ring goes to the root from there
+ * (result_out), and the ring is handed back once MPI is done with it.
  */
 #include "relay.h"
 
@@ -22,6 +29,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* An argument placed in the area for a task sent to a worker. */
+typedef struct hblock {
+  uint64_t id;           /* the task */
+  size_t off, len;
+} hblock;
+
+/* A slot's share of the area. */
+typedef struct hslot {
+  hblock *blk;           /* arguments of tasks sent, oldest first */
+  size_t nblk, cap;
+  uint32_t gen;          /* its worker: sends of an earlier one's ring
+                            hand nothing back */
+  uint64_t tail;         /* how far the ring was read */
+  unsigned inflight;     /* sends from the ring not done */
+  uint64_t done_tail;    /* handed back once they are */
+} hslot;
+
 typedef struct host {
   fpm_relay rl;
   int root;
@@ -31,7 +55,180 @@ typedef struct host {
                             the task pipe's write end, hold its read end */
   struct pollfd *pfd;
   int *pfd_slot;
+  fp__shm *area;         /* the workers' shared area; NULL: none */
+  hslot *hs;             /* per slot */
 } host;
+
+static int result_peek(void *ctx, fpm_chan *c, uint32_t slot,
+                       const char *body, size_t have, size_t len);
+static size_t result_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
+                         uint32_t slot, const char *frame, size_t len);
+static const fpm_hooks result_hooks = {result_peek, result_out};
+
+/* --- Large payloads --------------------------------------------------------- */
+
+/* Frees slot k's arguments up to task id's (all of them if id is 0). */
+static void blocks_free(host *h, unsigned k, uint64_t id)
+{
+  hslot *s = &h->hs[k];
+  size_t upto = s->nblk;
+  if (id != 0) {
+    size_t j = 0;
+    while (j < s->nblk && s->blk[j].id != id)
+      j++;
+    if (j == s->nblk)
+      return; /* a task whose arguments were framed */
+    upto = j + 1;
+  }
+  for (size_t j = 0; j < upto; j++)
+    fp__remote_shm_free(h->area, s->blk[j].off, s->blk[j].len);
+  memmove(s->blk, s->blk + upto, (s->nblk - upto) * sizeof *s->blk);
+  s->nblk -= upto;
+}
+
+/* Slot k has a new worker: its ring starts afresh. */
+static void slot_fresh(host *h, unsigned k)
+{
+  hslot *s = &h->hs[k];
+  blocks_free(h, k, 0);
+  s->gen++;
+  s->tail = s->done_tail = 0;
+  s->inflight = 0;
+  if (h->area != NULL)
+    fp__remote_ring_done(h->area, k, 0);
+}
+
+/* Every answer frees its task's arguments (a worker answers in order);
+ * a result in the ring is taken whole. */
+static int result_peek(void *ctx, fpm_chan *c, uint32_t slot,
+                       const char *body, size_t have, size_t len)
+{
+  (void)c;
+  (void)len;
+  host *h = ctx;
+  uint64_t type, id;
+  if (fp__remote_frame_head(body, have, &type, &id) != 0)
+    return 0;
+  if ((type == FP__MSG_RESULT || type == FP__MSG_RESULT_SHM) && id != 0 &&
+      h->hs[slot].nblk > 0)
+    blocks_free(h, slot, id);
+  return type == FP__MSG_RESULT_SHM && h->area != NULL;
+}
+
+/* A send from slot's ring is done (arg: slot and its worker's gen). */
+static void ring_sent(void *ctx, uint64_t arg)
+{
+  host *h = ctx;
+  unsigned k = (unsigned)(arg & UINT32_MAX);
+  hslot *s = &h->hs[k];
+  if ((uint32_t)(arg >> 32) != s->gen || s->inflight == 0)
+    return;
+  if (--s->inflight == 0)
+    fp__remote_ring_done(h->area, k, s->done_tail);
+}
+
+/*
+ * A result the worker left in its ring: BIG, the frame's body as it is
+ * (the bridge reads the id and length), then the bytes, sent from the
+ * ring, which is handed back to the worker once every such send is done.
+ * Returns the weight in the window.
+ */
+static size_t result_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
+                         uint32_t slot, const char *frame, size_t len)
+{
+  (void)c;
+  host *h = ctx;
+  hslot *s = &h->hs[slot];
+  const char *body = frame + FP__HDR, *at = NULL;
+  size_t blen = len - FP__HDR, rlen;
+  uint64_t id, pos;
+  if (fp__remote_result_ref(body, blen, &id, &pos, &rlen) == 0)
+    at = fp__remote_ring_read(h->area, slot, s->tail, pos, rlen);
+  char *msg = fpm_msg_new(rl, at != NULL ? blen : len);
+  if (msg == NULL)
+    return len;
+  if (at == NULL) {
+    /* Not in its ring: as bytes, for the pool to refuse. */
+    fp__ctl m = {.op = FPM_DATA, .slot = slot};
+    memcpy(msg, &m, sizeof m);
+    memcpy(msg + sizeof m, frame, len);
+    fpm_post(rl, dest, msg, sizeof m + len);
+    return len;
+  }
+  fp__ctl m = {.op = FPM_BIG, .slot = slot, .user_us = len + rlen,
+               .sys_us = rlen};
+  memcpy(msg, &m, sizeof m);
+  memcpy(msg + sizeof m, body, blen);
+  fpm_post(rl, dest, msg, sizeof m + blen);
+  s->tail = s->done_tail = pos + rlen;
+  for (size_t off = 0; off < rlen; off += FPM_PIECE) {
+    s->inflight++;
+    fpm_post_lent(rl, dest, at + off,
+                  rlen - off < FPM_PIECE ? rlen - off : FPM_PIECE, ring_sent,
+                  h, (uint64_t)s->gen << 32 | slot);
+  }
+  return len + rlen;
+}
+
+/*
+ * A BIG message from the root: a large argument, which follows.  It goes
+ * into the area and the worker gets a frame that names it; with no room,
+ * a frame that carries it.  Taken, and dropped, whatever became of the
+ * slot.
+ */
+static void task_in(host *h, const fp__ctl *m, const char *body, size_t blen)
+{
+  size_t alen = (size_t)m->sys_us, name_len, off = 0;
+  uint64_t id, off0, n2;
+  const char *name;
+  unsigned n;
+  fpm_chan *c = m->slot < h->n ? &h->ch[m->slot] : NULL;
+  int ok = c != NULL && c->open && c->wfd >= 0 &&
+           fp__remote_task_ref(body, blen, &id, &name, &name_len, &n, &off0,
+                               &n2) == 0 &&
+           n2 == alen && alen > 0;
+  char *dst = NULL, *buf = NULL;
+  int placed = ok && h->area != NULL &&
+               fp__remote_shm_alloc(h->area, alen, &off) == 0;
+  if (placed)
+    dst = h->area->args + off;
+  else if (ok && (dst = buf = malloc(alen)) == NULL)
+    ok = 0;
+  if (fpm_recv_payload(&h->rl, h->root, ok ? dst : NULL, alen) != 0 || !ok) {
+    if (placed)
+      fp__remote_shm_free(h->area, off, alen);
+    free(buf);
+    return;
+  }
+  hslot *s = &h->hs[m->slot];
+  if (placed && s->nblk == s->cap) {
+    size_t cap = s->cap ? 2 * s->cap : 8;
+    hblock *nb = realloc(s->blk, cap * sizeof *nb);
+    if (nb == NULL) {
+      fp__remote_shm_free(h->area, off, alen);
+      h->rl.failed = 1;
+      return;
+    }
+    s->blk = nb;
+    s->cap = cap;
+  }
+  char *frame;
+  size_t flen;
+  int rc = fp__remote_task_frame(id, name, name_len, n,
+                                 placed ? h->area : NULL, off, buf, alen,
+                                 &frame, &flen);
+  free(buf);
+  if (rc != 0) {
+    if (placed)
+      fp__remote_shm_free(h->area, off, alen);
+    h->rl.failed = 1;
+    return;
+  }
+  if (placed)
+    s->blk[s->nblk++] = (hblock){id, off, alen};
+  fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us);
+  fpm_chan_write(c);
+}
 
 void fpm_forkserver_stop(int ctl, pid_t fs_pid, int fs_child)
 {
@@ -67,6 +264,7 @@ static void worker_gone(host *h, const fp__ctl *m)
     while (c->rfd >= 0 && fpm_chan_read(&h->rl, c, h->root, m->slot, 1) > 0)
       ;
   fpm_chan_close(c);
+  blocks_free(h, m->slot, 0); /* the arguments of tasks it did not answer */
   fpm_post_ctl(&h->rl, h->root, m);
 }
 
@@ -114,6 +312,7 @@ static void from_forkserver(host *h, int *busy)
     } else if (m.op == FP__CTL_SPAWNED) {
       int wfd = fpm_fd_prep(fds[0]), rfd = fpm_fd_prep(fds[1]);
       fpm_chan_open(&h->ch[m.slot], rfd, wfd, fds[2]);
+      slot_fresh(h, m.slot);
     } else if (m.op == FP__CTL_EXITED) {
       worker_gone(h, &m);
       continue;
@@ -130,6 +329,11 @@ static int from_root(host *h, char *msg, size_t len)
   if (m.op == FPM_END) {
     free(msg);
     return 1;
+  }
+  if (m.op == FPM_BIG) {
+    task_in(h, &m, msg + sizeof m, len - sizeof m);
+    free(msg);
+    return 0;
   }
   if (m.slot >= h->n) {
     free(msg);
@@ -214,17 +418,21 @@ static int serve(host *h)
 }
 
 int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
-                 int fs_child)
+                 int fs_child, fp__shm *area)
 {
-  host h = {.root = root, .ctl = ctl, .n = n};
+  host h = {.root = root, .ctl = ctl, .n = n, .area = area};
   fpm_relay_init(&h.rl, comm);
   h.ch = calloc(n + 1, sizeof *h.ch);
   h.pfd = calloc(2 * n + 1, sizeof *h.pfd);
   h.pfd_slot = calloc(2 * n + 1, sizeof *h.pfd_slot);
+  h.hs = calloc(n + 1, sizeof *h.hs);
   int rc = FP_ENOMEM;
-  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL) {
-    for (unsigned k = 0; k < n; k++)
+  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL && h.hs != NULL) {
+    for (unsigned k = 0; k < n; k++) {
       fpm_chan_init(&h.ch[k]);
+      h.ch[k].hooks = &result_hooks;
+      h.ch[k].hctx = &h;
+    }
     /* The caller's thread: short waits while serving, its own slack
      * back after. */
     long slack = fpm_slack_set(FPM_SLACK_NS);
@@ -247,6 +455,8 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
         fp__ctl m;
         memcpy(&m, msg, sizeof m);
         end = m.op == FPM_END;
+        if (m.op == FPM_BIG) /* its payload comes next: nobody wants it */
+          (void)fpm_recv_payload(&h.rl, root, NULL, (size_t)m.sys_us);
         free(msg);
       }
       fpm_progress(&h.rl);
@@ -256,9 +466,13 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   }
   fp__ctl ack = {.op = FPM_END_ACK};
   MPI_Send(&ack, (int)sizeof ack, MPI_BYTE, root, FPM_TAG, comm);
-  fpm_relay_drain(&h.rl);
+  fpm_relay_drain(&h.rl); /* last: sends from the area are done */
+  for (unsigned k = 0; h.hs != NULL && k < n; k++)
+    free(h.hs[k].blk);
+  fp__remote_area_free(area);
   free(h.ch);
   free(h.pfd);
   free(h.pfd_slot);
+  free(h.hs);
   return rc;
 }

@@ -103,11 +103,15 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
     o.size = opts->size;
   }
   o.workers = total;
-  int rc = fp__remote_pool_create(out, &o, sv[0]);
-  if (rc != 0)
+  fp__shm *area;
+  int rc = fp__remote_pool_create(out, &o, sv[0], &area);
+  if (rc != 0) {
     pthread_join(t, NULL); /* the pool closed sv[0]: the bridge is done */
-  else
+  } else {
+    /* No task was submitted yet: nothing needed the area before. */
+    fpm_bridge_area(b, area);
     pthread_detach(t);
+  }
   return rc;
 }
 
@@ -159,8 +163,10 @@ FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
   int mine = 0, ctl = -1, fs_child = 0;
   unsigned n = 0;
   pid_t fs_pid = 0;
+  fp__shm *area = NULL;
   if (rank != root) {
-    mine = fp__remote_forkserver_start(opts, &n, &ctl, &fs_pid, &fs_child);
+    mine = fp__remote_forkserver_start(opts, &n, &ctl, &fs_pid, &fs_child,
+                                       &area);
     if (mine == 0)
       mine = (int)n;
   }
@@ -189,10 +195,11 @@ FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
   if (status != 0) {
     if (ctl >= 0)
       fpm_forkserver_stop(ctl, fs_pid, fs_child);
+    fp__remote_area_free(area);
     MPI_Comm_free(&fc);
     rc = hosts_failed(status, total);
   } else if (rank != root) {
-    rc = fpm_host_run(fc, root, n, ctl, fs_pid, fs_child);
+    rc = fpm_host_run(fc, root, n, ctl, fs_pid, fs_child, area);
     MPI_Comm_free(&fc);
   } else {
     rc = root_create(out, opts, fc, root, count, total);

@@ -78,28 +78,82 @@ char *fpm_msg_new(fpm_relay *rl, size_t payload)
   return m;
 }
 
+/* Room for one more send; 0 if there is none. */
+static int send_room(fpm_relay *rl)
+{
+  if (rl->nreq < rl->cap)
+    return 1;
+  int cap = rl->cap ? 2 * rl->cap : 64;
+  MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
+  if (r != NULL)
+    rl->reqs = r;
+  fpm_send *s = r != NULL ? realloc(rl->sends, (size_t)cap * sizeof *s) : NULL;
+  if (s != NULL)
+    rl->sends = s;
+  if (r == NULL || s == NULL)
+    return 0;
+  rl->cap = cap;
+  return 1;
+}
+
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
 {
   rl->post_ns = fpm_now_ns();
-  if (rl->nreq == rl->cap) {
-    int cap = rl->cap ? 2 * rl->cap : 64;
-    MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
-    if (r != NULL)
-      rl->reqs = r;
-    char **b = r != NULL ? realloc(rl->bufs, (size_t)cap * sizeof *b) : NULL;
-    if (b != NULL)
-      rl->bufs = b;
-    if (r == NULL || b == NULL) {
-      /* No room to track it: send it now, in place. */
-      MPI_Send(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
-      free(msg);
-      return;
-    }
-    rl->cap = cap;
+  if (!send_room(rl)) {
+    /* No room to track it: send it now, in place. */
+    MPI_Send(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+    free(msg);
+    return;
   }
   MPI_Isend(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm,
             &rl->reqs[rl->nreq]);
-  rl->bufs[rl->nreq++] = msg;
+  rl->sends[rl->nreq++] = (fpm_send){msg, NULL, NULL, 0};
+}
+
+void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
+                   void (*done)(void *ctx, uint64_t arg), void *ctx,
+                   uint64_t arg)
+{
+  rl->post_ns = fpm_now_ns();
+  if (!send_room(rl)) {
+    MPI_Send((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+    if (done != NULL)
+      done(ctx, arg);
+    return;
+  }
+  MPI_Isend((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm,
+            &rl->reqs[rl->nreq]);
+  rl->sends[rl->nreq++] = (fpm_send){NULL, done, ctx, arg};
+}
+
+int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
+{
+  char *scratch = NULL;
+  if (buf == NULL && len > 0) {
+    /* Nobody wants it, but it must be taken: the next message is after. */
+    scratch = malloc(len < FPM_PIECE ? len : FPM_PIECE);
+    if (scratch == NULL) {
+      rl->failed = 1;
+      return -1;
+    }
+  }
+  for (size_t at = 0; at < len;) {
+    size_t n = len - at < FPM_PIECE ? len - at : FPM_PIECE;
+    MPI_Recv(buf != NULL ? buf + at : scratch, (int)n, MPI_BYTE, source,
+             FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
+    at += n;
+  }
+  free(scratch);
+  rl->busy_ns = fpm_now_ns();
+  return 0;
+}
+
+/* A send is done: its buffer freed, or its owner told. */
+static void send_done(fpm_send *s)
+{
+  free(s->buf);
+  if (s->done != NULL)
+    s->done(s->ctx, s->arg);
 }
 
 void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m)
@@ -119,19 +173,18 @@ void fpm_progress(fpm_relay *rl)
     return;
   int done[FPM_BATCH], ndone = 0;
   int n = rl->nreq < FPM_BATCH ? rl->nreq : FPM_BATCH;
-  /* The oldest first: they complete about in order. */
+  /* The oldest first: they complete about in order.  A request that
+   * completes becomes MPI_REQUEST_NULL. */
   MPI_Testsome(n, rl->reqs, &ndone, done, MPI_STATUSES_IGNORE);
   if (ndone == MPI_UNDEFINED || ndone == 0)
     return;
-  for (int k = 0; k < ndone; k++) {
-    free(rl->bufs[done[k]]);
-    rl->bufs[done[k]] = NULL;
-  }
+  for (int k = 0; k < ndone; k++)
+    send_done(&rl->sends[done[k]]);
   int j = 0;
   for (int i = 0; i < rl->nreq; i++)
-    if (rl->bufs[i] != NULL) {
+    if (rl->reqs[i] != MPI_REQUEST_NULL) {
       rl->reqs[j] = rl->reqs[i];
-      rl->bufs[j++] = rl->bufs[i];
+      rl->sends[j++] = rl->sends[i];
     }
   rl->nreq = j;
 }
@@ -141,11 +194,11 @@ void fpm_relay_drain(fpm_relay *rl)
   if (rl->nreq > 0)
     MPI_Waitall(rl->nreq, rl->reqs, MPI_STATUSES_IGNORE);
   for (int i = 0; i < rl->nreq; i++)
-    free(rl->bufs[i]);
+    send_done(&rl->sends[i]);
   free(rl->reqs);
-  free(rl->bufs);
+  free(rl->sends);
   rl->reqs = NULL;
-  rl->bufs = NULL;
+  rl->sends = NULL;
   rl->nreq = rl->cap = 0;
 }
 
@@ -273,6 +326,9 @@ void fpm_chan_close(fpm_chan *c)
       *fds[i] = -1;
     }
   chan_drop(c);
+  free(c->carry);
+  c->carry = NULL;
+  c->ncarry = c->fleft = 0;
   c->open = c->wclose = 0;
   c->unacked = c->to_ack = 0;
 }
@@ -280,6 +336,90 @@ void fpm_chan_close(fpm_chan *c)
 int fpm_chan_wants_read(const fpm_chan *c)
 {
   return c->open && c->rfd >= 0 && c->unacked < FPM_WINDOW;
+}
+
+/* Bytes [from, to) of msg's payload as a DATA message for slot: msg
+ * itself when they start it (MPI only reads a send's buffer, so the rest
+ * of msg may still be looked at; it is freed once the send is done), else
+ * a copy. */
+static void post_data(fpm_relay *rl, int dest, uint32_t slot, char *msg,
+                      size_t from, size_t to, int *msg_posted)
+{
+  fp__ctl m = {.op = FPM_DATA, .slot = slot};
+  if (from == 0 && !*msg_posted) {
+    memcpy(msg, &m, sizeof m);
+    fpm_post(rl, dest, msg, sizeof m + to);
+    *msg_posted = 1;
+    return;
+  }
+  char *copy = fpm_msg_new(rl, to - from);
+  if (copy == NULL)
+    return;
+  memcpy(copy, &m, sizeof m);
+  memcpy(copy + sizeof m, msg + sizeof m + from, to - from);
+  fpm_post(rl, dest, copy, sizeof m + to - from);
+}
+
+/*
+ * Sends the n bytes of msg's payload for a channel with hooks: frames the
+ * hooks take go to take, in their place; what cannot be judged yet (a
+ * frame's start too short to peek at, or a frame to take not yet whole)
+ * is kept in c->carry for the next read.  msg is taken.  Returns the
+ * weight sent.
+ */
+static size_t split_frames(fpm_relay *rl, fpm_chan *c, int dest,
+                           uint32_t slot, char *msg, size_t n)
+{
+  const char *b = msg + sizeof(fp__ctl);
+  size_t p = 0, start = 0, weight = 0;
+  int posted = 0;
+  while (p < n) {
+    if (c->fleft > 0) {
+      size_t k = c->fleft < n - p ? c->fleft : n - p;
+      p += k;
+      c->fleft -= k;
+      continue;
+    }
+    if (n - p < FP__HDR)
+      break;
+    const unsigned char *h = (const unsigned char *)b + p;
+    size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 |
+                 (size_t)h[3] << 24; /* frame.c: 32-bit little-endian */
+    size_t have = n - p - FP__HDR < len ? n - p - FP__HDR : len;
+    if (have < (len < FPM_PEEK ? len : FPM_PEEK))
+      break;
+    if (len > FPM_REF_MAX ||
+        !c->hooks->peek(c->hctx, c, slot, b + p + FP__HDR, have, len)) {
+      c->fleft = FP__HDR + len;
+      continue;
+    }
+    if (have < len)
+      break;
+    if (p > start) {
+      post_data(rl, dest, slot, msg, start, p, &posted);
+      weight += p - start;
+    }
+    weight += c->hooks->take(c->hctx, rl, c, dest, slot, b + p,
+                             FP__HDR + len);
+    p += FP__HDR + len;
+    start = p;
+  }
+  if (p > start) {
+    post_data(rl, dest, slot, msg, start, p, &posted);
+    weight += p - start;
+  }
+  if (p < n) {
+    char *keep = malloc(n - p);
+    if (keep == NULL)
+      rl->failed = 1;
+    else
+      memcpy(keep, b + p, n - p);
+    c->carry = keep;
+    c->ncarry = keep != NULL ? n - p : 0;
+  }
+  if (!posted)
+    free(msg);
+  return weight;
 }
 
 size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
@@ -296,30 +436,48 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
       want = room;
     if (want > FPM_CHUNK)
       want = FPM_CHUNK;
-    char *msg = fpm_msg_new(rl, want);
+    size_t kept = c->ncarry;
+    char *msg = fpm_msg_new(rl, kept + want);
     if (msg == NULL)
       return sent;
+    if (kept > 0)
+      memcpy(msg + sizeof(fp__ctl), c->carry, kept);
     ssize_t r;
-    while ((r = read(c->rfd, msg + sizeof(fp__ctl), want)) < 0 &&
+    while ((r = read(c->rfd, msg + sizeof(fp__ctl) + kept, want)) < 0 &&
            errno == EINTR)
       ;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       free(msg);
       return sent;
     }
+    free(c->carry);
+    c->carry = NULL;
+    c->ncarry = 0;
     if (r <= 0) {
-      /* End of file (or an error, which ends it as well). */
-      free(msg);
+      /* End of file (or an error, which ends it as well): a frame's start
+       * kept back goes as it is. */
+      if (kept > 0) {
+        fp__ctl d = {.op = FPM_DATA, .slot = slot};
+        memcpy(msg, &d, sizeof d);
+        fpm_post(rl, dest, msg, sizeof d + kept);
+      } else {
+        free(msg);
+      }
       close(c->rfd);
       c->rfd = -1;
       fp__ctl m = {.op = FPM_CLOSE, .slot = slot};
       fpm_post_ctl(rl, dest, &m);
       return sent;
     }
-    fp__ctl m = {.op = FPM_DATA, .slot = slot};
-    memcpy(msg, &m, sizeof m);
-    fpm_post(rl, dest, msg, sizeof m + (size_t)r);
-    c->unacked += (size_t)r;
+    size_t n = kept + (size_t)r;
+    if (c->hooks != NULL) {
+      c->unacked += split_frames(rl, c, dest, slot, msg, n);
+    } else {
+      fp__ctl m = {.op = FPM_DATA, .slot = slot};
+      memcpy(msg, &m, sizeof m);
+      fpm_post(rl, dest, msg, sizeof m + n);
+      c->unacked += n;
+    }
     sent += (size_t)r;
     if ((size_t)r < want)
       return sent; /* the pipe is empty */
@@ -335,7 +493,23 @@ void fpm_chan_put(fpm_chan *c, char *msg, size_t len)
     free(msg);
     return;
   }
-  *k = (fpm_chunk){NULL, msg, sizeof(fp__ctl), len};
+  *k = (fpm_chunk){NULL, msg, sizeof(fp__ctl), len, 0};
+  if (c->qtail != NULL)
+    c->qtail->next = k;
+  else
+    c->qhead = k;
+  c->qtail = k;
+}
+
+void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight)
+{
+  fpm_chunk *k = malloc(sizeof *k);
+  if (k == NULL || len == 0 || c->wfd < 0) {
+    free(k);
+    free(frame);
+    return;
+  }
+  *k = (fpm_chunk){NULL, frame, 0, len, weight > 0 ? weight : 1};
   if (c->qtail != NULL)
     c->qtail->next = k;
   else
@@ -366,16 +540,18 @@ size_t fpm_chan_write(fpm_chan *c)
       break;
     }
     done += (size_t)w;
-    c->to_ack += (size_t)w;
     size_t left = (size_t)w;
     while (left > 0) {
       fpm_chunk *k = c->qhead;
       size_t rest = k->end - k->off;
+      if (k->weight == 0)
+        c->to_ack += left < rest ? left : rest;
       if (left < rest) {
         k->off += left;
         break;
       }
       left -= rest;
+      c->to_ack += k->weight; /* a frame that stood for a payload */
       c->qhead = k->next;
       free(k->msg);
       free(k);

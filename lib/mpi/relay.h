@@ -9,6 +9,18 @@
  * than that is unacknowledged, and the receiver acknowledges what it has
  * written into its pipe, so that neither side ever holds more than a
  * window per worker.
+ *
+ * Large payloads do not travel inside that byte stream.  Each side of the
+ * relay shares memory with its end of the pool: on the root the pool's own
+ * area (the bridge runs in the pool's process), on a host the area of the
+ * host's workers (fp__remote_forkserver_start).  A frame that names a
+ * payload in an area (a TASK_SHM from the pool, a RESULT_SHM from a
+ * worker) is taken out of the stream whole (fpm_hooks), and goes as a BIG
+ * message, its body after the header, followed at once by the payload,
+ * sent from where it lies; the receiver takes the payload straight into
+ * its own area and puts a frame that names it there into the stream, in
+ * the same place.  Where an area has no room the frame carries the
+ * payload as before.
  */
 #ifndef FPM_RELAY_H
 #define FPM_RELAY_H
@@ -39,14 +51,40 @@ enum fpm_op {
   FPM_CLOSE = 66,      /* both ways: slot's stream ends (end of file) */
   FPM_END = 67,        /* root -> host: the pool is gone; stop */
   FPM_END_ACK = 68,    /* host -> root: stopped, every worker reaped */
+  FPM_BIG = 69,        /* both ways: a frame naming a payload, its body
+                          after the header; user_us is its weight in the
+                          window, sys_us the payload's length, which comes
+                          next in messages of at most FPM_PIECE bytes */
 };
+
+#define FPM_PIECE ((size_t)1 << 30)   /* a BIG payload's messages, at most */
+#define FPM_PEEK 16                   /* a frame's first bytes, to judge it */
+#define FPM_REF_MAX 4096              /* frames naming a payload are smaller */
 
 /* A received DATA message, or what is left of it to write. */
 typedef struct fpm_chunk {
   struct fpm_chunk *next;
-  char *msg;           /* the whole message, owned */
+  char *msg;           /* the whole message (or frame), owned */
   size_t off, end;     /* the payload bytes not yet written */
+  size_t weight;       /* acknowledged once all is written; 0: each byte
+                          as it is written (DATA) */
 } fpm_chunk;
+
+struct fpm_relay;
+struct fpm_chan;
+/*
+ * A relay that looks into the frames it reads: peek sees each frame's
+ * start (at least FPM_PEEK bytes of its body, or all of it: have of len)
+ * and says 1 if the whole frame goes to take instead of into DATA; take
+ * gets it, header included, in its place in the stream, sends what it
+ * stands for, and returns its weight in the window.
+ */
+typedef struct fpm_hooks {
+  int (*peek)(void *ctx, struct fpm_chan *c, uint32_t slot,
+              const char *body, size_t have, size_t len);
+  size_t (*take)(void *ctx, struct fpm_relay *rl, struct fpm_chan *c,
+                 int dest, uint32_t slot, const char *frame, size_t len);
+} fpm_hooks;
 
 /* One worker's two streams on this side of the relay. */
 typedef struct fpm_chan {
@@ -58,13 +96,26 @@ typedef struct fpm_chan {
   size_t unacked;      /* bytes sent, not yet acknowledged */
   size_t to_ack;       /* bytes written, not yet acknowledged */
   int wclose;          /* the peer's stream ended: close wfd once written */
+  const fpm_hooks *hooks; /* NULL: bytes only, no frames looked at */
+  void *hctx;
+  size_t fleft;        /* bytes of the current frame not read yet */
+  char *carry;         /* a frame's start read but not yet judged, owned */
+  size_t ncarry;
 } fpm_chan;
+
+/* A send in flight: what to free or do when it is done. */
+typedef struct fpm_send {
+  char *buf;           /* the message, owned; NULL: lent */
+  void (*done)(void *ctx, uint64_t arg); /* NULL: nothing */
+  void *ctx;
+  uint64_t arg;
+} fpm_send;
 
 /* Sends in flight, and the pace of the loop. */
 typedef struct fpm_relay {
   MPI_Comm comm;       /* a duplicate of the caller's */
   MPI_Request *reqs;   /* nreq sends in flight */
-  char **bufs;         /* their messages, owned */
+  fpm_send *sends;     /* theirs */
   int nreq, cap;
   int64_t busy_ns;     /* when the last work was done */
   int64_t post_ns;     /* when the last message was posted */
@@ -84,6 +135,14 @@ void fpm_relay_drain(fpm_relay *rl);
 char *fpm_msg_new(fpm_relay *rl, size_t payload);
 /* Sends msg (taken) of len bytes to rank dest. */
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len);
+/* Sends len bytes at buf, which stay put until the send is done; then
+ * done(ctx, arg) unless done is NULL. */
+void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
+                   void (*done)(void *ctx, uint64_t arg), void *ctx,
+                   uint64_t arg);
+/* The len bytes of a BIG payload from source, into buf (NULL: dropped).
+ * Returns 0, or -1 out of memory (rl->failed). */
+int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len);
 /* Sends a header alone. */
 void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
 /* Frees the messages whose sends completed. */
@@ -118,6 +177,8 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
                      int all);
 /* Takes a DATA message (msg, owned) for c. */
 void fpm_chan_put(fpm_chan *c, char *msg, size_t len);
+/* Takes a frame (owned) for c, worth weight in the window. */
+void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight);
 /* Writes what wfd takes; drops the rest if its reader is gone.  Returns
  * bytes written. */
 size_t fpm_chan_write(fpm_chan *c);
@@ -143,6 +204,9 @@ typedef struct fpm_bridge fpm_bridge;
  * the pool on ctl (taken).  NULL: out of memory (ctl closed). */
 fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
                            int ctl);
+/* The pool's shared area, once it exists (NULL: none): the pool's until
+ * the bridge closes ctl. */
+void fpm_bridge_area(fpm_bridge *b, fp__shm *area);
 /* Relays until the pool closes its control socket, then stops every host,
  * frees comm, and closes ctl last.  Frees b. */
 void fpm_bridge_run(fpm_bridge *b);
@@ -150,10 +214,11 @@ void fpm_bridge_run(fpm_bridge *b);
 /* --- host.c: a host's relay ------------------------------------------------ */
 
 /* Relays between root and the fork server on ctl (taken) with n workers
- * until the root says END; stops the fork server (every worker is reaped
- * when this returns).  0, or FP_ENOMEM. */
+ * and their shared area (taken; NULL: none) until the root says END;
+ * stops the fork server (every worker is reaped when this returns) and
+ * frees the area.  0, or FP_ENOMEM. */
 int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
-                 int fs_child);
+                 int fs_child, fp__shm *area);
 /* Stops a fork server that never served. */
 void fpm_forkserver_stop(int ctl, pid_t fs_pid, int fs_child);
 
