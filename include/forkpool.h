@@ -362,10 +362,14 @@ typedef struct fp_pool_stats {
                                  exited ones in full, live ones as their
                                  fp_worker_stats says */
   uint64_t cpu_sys_us;        /* the same, system CPU */
+  unsigned hosts_retired;     /* over MPI: hosts that left the pool for a
+                                 crash loop, a failing init or a lost fork
+                                 server while others went on; else 0 */
+  unsigned workers_retired;   /* their slots, which get no worker again */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0, 0, 0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one

@@ -770,6 +770,10 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
   s.workers = p->nslots;
   s.workers_live = 0;
   s.shared_bytes = p->shm.in_use;
+  s.hosts_retired = p->nretired;
+  s.workers_retired = 0;
+  for (unsigned g = 0; g < p->ngroups; g++)
+    s.workers_retired += p->groups[g].retired ? p->groups[g].n : 0;
   /* A caller whose stats have the CPU fields has them in fp_worker_stats
    * too: the same header. */
   int wide = st->size >= offsetof(fp_pool_stats, cpu_sys_us) +
