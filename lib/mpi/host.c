@@ -31,6 +31,7 @@ typedef struct host {
   unsigned n;
   fpm_chan *ch;          /* per slot: rfd the result pipe's read end, wfd
                             the task pipe's write end, hold its read end */
+  pid_t *pid;            /* per slot: its worker, for an EXITED of ours */
   struct pollfd *pfd;
   int *pfd_slot;
 } host;
@@ -78,10 +79,11 @@ static void host_gone(host *h, int why)
 {
   fp__ctl gone = {.op = FP__CTL_GONE, .value = why};
   fpm_post_ctl(&h->rl, h->root, &gone);
-  for (unsigned k = 0; h->ch != NULL && k < h->n; k++) {
+  for (unsigned k = 0; h->ch != NULL && h->pid != NULL && k < h->n; k++) {
     if (!h->ch[k].open)
       continue;
-    fp__ctl m = {.op = FP__CTL_EXITED, .slot = k, .value = SIGKILL};
+    fp__ctl m = {.op = FP__CTL_EXITED, .slot = k, .pid = h->pid[k],
+                 .value = SIGKILL};
     worker_gone(h, &m);
   }
 }
@@ -124,6 +126,7 @@ static void from_forkserver(host *h, int *busy)
     } else if (m.op == FP__CTL_SPAWNED) {
       int wfd = fpm_fd_prep(fds[0]), rfd = fpm_fd_prep(fds[1]);
       fpm_chan_open(&h->ch[m.slot], rfd, wfd, fds[2]);
+      h->pid[m.slot] = m.pid;
     } else if (m.op == FP__CTL_EXITED) {
       worker_gone(h, &m);
       continue;
@@ -231,8 +234,9 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   h.ch = calloc(n + 1, sizeof *h.ch);
   h.pfd = calloc(2 * n + 1, sizeof *h.pfd);
   h.pfd_slot = calloc(2 * n + 1, sizeof *h.pfd_slot);
+  h.pid = calloc(n + 1, sizeof *h.pid);
   int rc = FP_ENOMEM;
-  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL) {
+  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL && h.pid != NULL) {
     for (unsigned k = 0; k < n; k++)
       fpm_chan_init(&h.ch[k]);
     /* The caller's thread: short waits while serving, its own slack
@@ -273,5 +277,6 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   free(h.ch);
   free(h.pfd);
   free(h.pfd_slot);
+  free(h.pid);
   return rc;
 }
