@@ -17,17 +17,28 @@
 
 #include "forkpool-private.h"
 
+/* One host's slots in a remote pool: they fail together (fp__group). */
+typedef struct fp__remote_group {
+  unsigned workers;      /* its slots, after the previous group's */
+  char name[48];         /* who it is, in log lines: "host rank 1" */
+} fp__remote_group;
+
 /*
  * A process pool whose fork server is the peer of ctl_fd (a SOCK_SEQPACKET
  * socket; consumed, on failure too), with no shared memory: every payload
- * is framed.  opts->workers is the number of slots, all remote; the peer
- * must answer a SPAWNED (fds attached) or SPAWN_FAILED for each of them
- * unasked, as a fork server does at start, and the pool is returned once
- * every worker said READY.  Destroying it closes ctl_fd's write side and
- * waits for the peer to close its end.  0, or what fp_pool_create returns.
+ * is framed.  opts->workers is the number of slots, all remote, in ngroups
+ * groups (their workers add up to it); the peer must answer a SPAWNED (fds
+ * attached) or SPAWN_FAILED for each of them unasked, as a fork server does
+ * at start, and the pool is returned once a worker said READY.  The peer
+ * sends GONE for a slot whose host can run no worker any more: that host's
+ * group is retired, or the pool breaks if it is the last.  Destroying it
+ * closes ctl_fd's write side and waits for the peer to close its end.  0,
+ * or what fp_pool_create returns.
  */
 FP_EXTERN int fp__remote_pool_create(fp_pool **out,
-                                     const fp_pool_options *opts, int ctl_fd);
+                                     const fp_pool_options *opts, int ctl_fd,
+                                     const fp__remote_group *groups,
+                                     unsigned ngroups);
 
 /*
  * On a host: checks opts as fp_pool_create does and starts a fork server

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
 {
@@ -22,14 +23,18 @@ FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
 }
 
 FP_EXTERN int fp__remote_pool_create(fp_pool **out,
-                                     const fp_pool_options *opts, int ctl_fd)
+                                     const fp_pool_options *opts, int ctl_fd,
+                                     const fp__remote_group *groups,
+                                     unsigned ngroups)
 {
-  if (ctl_fd < 0) {
+  if (ctl_fd < 0 || groups == NULL || ngroups == 0) {
+    if (ctl_fd >= 0)
+      close(ctl_fd);
     if (out != NULL)
       *out = NULL;
     return FP_EINVAL;
   }
-  return fp__pool_create(out, opts, ctl_fd);
+  return fp__pool_create(out, opts, ctl_fd, groups, ngroups);
 }
 
 FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
