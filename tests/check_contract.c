@@ -844,6 +844,42 @@ START_TEST(thread_cancel_of_a_task_handed_back_by_the_read)
 }
 END_TEST
 
+/* fp_future_cancel(3), threads: "the task runs on in its thread until it
+ * returns (or, if it had not started, is not run)", and the thread is held
+ * only "until that task returns".  A task cancelled (or past its deadline)
+ * while its job still waited in the thread's inbox never runs, so never
+ * answers: the thread must take work again at once.  It waited for that
+ * answer for ever, and the pool's one thread with it.  A cancel right
+ * after the submit mostly comes before the thread wakes to take the job;
+ * whichever comes first, b must run. */
+START_TEST(thread_cancel_before_the_thread_takes_the_task)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  unsigned n = (unsigned)fpt_scaled(200, 20), cancelled = 0;
+  for (unsigned k = 0; k < n; k++) {
+    fp_future *a, *b;
+    ck_assert_int_eq(fp_submitf(p, "sq", &a, "[I]", (int64_t)k), 0);
+    int rc = fp_future_cancel(a, FP_CANCEL_RUNNING);
+    ck_assert_msg(rc == 0 || rc == FP_EBUSY, "cancel: %s", fp_err_name(rc));
+    cancelled += rc == 0; /* else it answered first, and was read */
+    ck_assert_int_eq(fp_submitf(p, "sq", &b, "[I]", (int64_t)k), 0);
+    ck_assert_msg(fp_future_wait(b, FPT_LIMIT_MS) == 0,
+                  "round %u: the task after a cancelled one never ran", k);
+    ck_assert_int_eq(fpt_i64(b), (int64_t)k * k);
+    ck_assert_int_eq(fp_future_state(a), rc == 0 ? FP_CANCELLED : FP_FINISHED);
+    fp_future_release(a);
+    fp_future_release(b);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.cancelled, cancelled);
+  ck_assert_uint_eq(st.finished, 2 * n - cancelled);
+  printf("thread_cancel_before_the_thread_takes_the_task: %u of %u "
+         "cancelled before they answered\n", cancelled, n);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
 /* ---- fp_map(3): ERRORS ---- */
 
 START_TEST(map_refuses_bad_input)
@@ -1414,6 +1450,7 @@ int main(void)
   tcase_add_test(tc, thread_cancel_running_without_grace);
   tcase_add_test(tc, thread_cancel_running_with_grace);
   tcase_add_test(tc, thread_cancel_of_a_task_handed_back_by_the_read);
+  tcase_add_test(tc, thread_cancel_before_the_thread_takes_the_task);
   tcase_add_test(tc, cancel_with_grace_before_start_has_a_text_of_its_own);
   tcase_add_loop_test(tc, thread_terminate_and_kill_ask, 0, 2);
   fpt_add_test_in(FPT_IN_PROCESSES, "kills worker processes", tc,
