@@ -17,7 +17,7 @@
  * replays it (the actions of each thread, not the kernel's scheduling),
  * FP_MODEL_STEPS=n sets the length ("make soak" runs 100 times longer).
  * On a failure the seed, the step and the events around the failing future
- * are printed.
+ * are printed (every event with FP_MODEL_EVENTS=1).
  *
  * For the lead: on the tree before the fixes of issue 11, these checks fail
  * (deadline, cancel and chain in nearly every run of the default length, mix
@@ -415,6 +415,8 @@ static void report_failure(const char *tcase)
         show[j] = 1;
   for (size_t j = n > 20 ? n - 20 : 0; j < n; j++)
     show[j] = 1;
+  if (getenv("FP_MODEL_EVENTS") != NULL) /* all of them */
+    memset(show, 1, n);
   fprintf(stderr, "\n%s\nevents (thread.step rec: what):\n", M.failure);
   for (size_t k = 0; k < n; k++) {
     if (!show[k])
