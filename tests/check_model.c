@@ -52,9 +52,12 @@
  * (worker_deaths 0, retries unused); fp_call_should_stop says 1 only to a
  * task that was asked; done-callbacks never run in a worker thread
  * (forkpool(7) "Threads"); deadline_kills counts the tasks given up on
- * (fp_pool_stats_get(3)).  It found that a cancel-running whose read gave
- * a thread's task up cancelled a task handed back to the queue as if it
- * were still on its thread: done, yet queued and run again.
+ * (fp_pool_stats_get(3)).  It found two bugs on its first runs (threads-
+ * stop, most runs): a task given up on before its thread took it held the
+ * thread for ever ("not done after", a map that never ends), and a
+ * cancel-running whose read gave a thread's task up cancelled a task just
+ * handed back to the queue as if it were still on its thread: done, yet
+ * queued, run again, its state FP_RUNNING for good.
  *
  * Left out on purpose: cancel-running a task that
  * hangs in a pool with max_inflight > 1 (if it waits in the pipe behind
@@ -493,7 +496,8 @@ static void rec_draw(rec *r, uint64_t *s)
     r->retries = 1 + (unsigned)(rnd(s) % 3);
   r->spawn = rnd(s) % 100 < pf->pct_spawn;
   r->grace_ms = M.pool_grace_ms;
-  if (rnd(s) % 100 < pf->pct_grace) {
+  /* Drawn only where used: a process case's seed replays as before. */
+  if (pf->pct_grace > 0 && rnd(s) % 100 < pf->pct_grace) {
     r->own_grace = 1;
     r->grace_ms = rnd(s) % 3 ? 0 : 1 + (int)(rnd(s) % 30);
   }
