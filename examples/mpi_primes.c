@@ -2,8 +2,8 @@
  * mpi_primes: the primes example over MPI.  Every rank runs this same
  * program and calls fp_mpi_pool_create; rank 0 gets the pool and maps the
  * count task over ranges of numbers, as examples/primes.c does on one
- * machine, and every other rank lends its workers (one per online CPU, or
- * --workers K) until rank 0 destroys the pool.  No task runs in an MPI
+ * machine, and every other rank lends its workers (one per CPU it may run
+ * on, or --workers K) until rank 0 destroys the pool.  No task runs in an MPI
  * process: a task that crashed would fail its range alone.
  *
  *   mpicc mpi_primes.c $(pkg-config --cflags --libs forkpool-mpi) -o mpi_primes
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   fp_pool_options opts = FP_POOL_OPTIONS_INIT;
   opts.tasks = tasks;
-  opts.workers = workers; /* per host; 0: each host's online CPUs */
+  opts.workers = workers; /* per host; 0: the CPUs each host may run on */
   fp_pool *pool;
   int rc = fp_mpi_pool_create(&pool, &opts, MPI_COMM_WORLD, 0);
   int status = 0;

@@ -14,7 +14,7 @@
  *   ./pgzip [-1..-9] [-p N] [-o FILE] [-v] [FILE]
  *
  * Reads FILE, or stdin when FILE is "-" or absent; writes to -o FILE or to
- * stdout (never to a terminal).  Level 6 and one worker per online CPU by
+ * stdout (never to a terminal).  Level 6 and one worker per usable CPU by
  * default, as gzip and pigz; -v prints sizes, time and the workers' CPU
  * time (from fp_pool_stats_get) at the end.  Exit status: 0 done, 1 an
  * error (said on stderr), 2 bad usage, 130 interrupted.
@@ -354,7 +354,7 @@ static void usage(FILE *fp)
               "  compresses FILE (or stdin) to a gzip stream on stdout or "
               "in -o FILE\n"
               "  -1..-9   compression level (default 6)\n"
-              "  -p N     N worker processes (default: one per online CPU)\n"
+              "  -p N     N worker processes (default: one per usable CPU)\n"
               "  -o FILE  write to FILE instead of stdout\n"
               "  -v       a summary at the end: sizes, time, workers' CPU\n");
 }
@@ -363,7 +363,7 @@ static void usage(FILE *fp)
 struct args {
   int level;
   int verbose;          /* -v: a summary on stderr at the end */
-  unsigned workers;     /* 0: one per online CPU */
+  unsigned workers;     /* 0: one per usable CPU */
   const char *out;      /* NULL: stdout */
   const char *in;       /* NULL: stdin */
 };

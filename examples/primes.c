@@ -203,7 +203,7 @@ int main(int argc, char **argv)
   opts.tasks = tasks;
   opts.mode = mode;
   fp_pool *pool;
-  int rc = fp_pool_create(&pool, &opts); /* one worker per online CPU */
+  int rc = fp_pool_create(&pool, &opts); /* one worker per usable CPU */
   if (rc != 0) {
     fprintf(stderr, "fp_pool_create: %s\n", fp_strerror(rc));
     return 1;

@@ -25,7 +25,7 @@ int main(void)
   fp_pool_options opts = FP_POOL_OPTIONS_INIT;
   opts.tasks = tasks;
   fp_pool *pool;
-  int rc = fp_pool_create(&pool, &opts); /* one worker per online CPU */
+  int rc = fp_pool_create(&pool, &opts); /* one worker per usable CPU */
   if (rc != 0) {
     fprintf(stderr, "fp_pool_create: %s\n", fp_strerror(rc));
     return 1;

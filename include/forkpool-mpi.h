@@ -22,7 +22,7 @@ extern "C" {
 /*
  * Collective over comm (borrowed; the pool talks on a duplicate of it).
  * On root: 0 and *out a pool whose workers are those of every other rank,
- * opts->workers each (0: each host's online CPUs).  On the other ranks:
+ * opts->workers each (0: the CPUs each host may run on).  On the other ranks:
  * serves until the root's pool is shut down or destroyed, then 0 with *out
  * NULL.  A negative FP_E* on every rank if a host could not start.
  */

@@ -161,7 +161,7 @@ enum fp_log_level { FP_LOG_ERROR = 0, FP_LOG_WARN = 1, FP_LOG_INFO = 2 };
  */
 typedef struct fp_pool_options {
   size_t size;                /* sizeof(fp_pool_options); set by _INIT */
-  unsigned workers;           /* 0: one per online CPU */
+  unsigned workers;           /* 0: one per CPU we may run on */
   size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
   unsigned restart_limit;     /* more worker deaths than this in a row, no
                                  task answered between, break the pool;

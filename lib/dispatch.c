@@ -161,21 +161,6 @@ static int ev_init(fp_pool *p)
   return 0;
 }
 
-/* The CPUs this process may run on, which the fork server and its workers
- * inherit; at least 1. */
-static unsigned cpus_allowed(void)
-{
-  long n = 0;
-#ifdef CPU_COUNT
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    n = CPU_COUNT(&set);
-#endif
-  if (n <= 0)
-    n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n <= 0 ? 1 : n > INT_MAX ? INT_MAX : (unsigned)n;
-}
-
 int fp__sched_init(fp_pool *p)
 {
   size_t n = p->nslots;
@@ -188,7 +173,7 @@ int fp__sched_init(fp_pool *p)
   p->sendq.v = v + 2 * n;
   p->ringed = (unsigned char *)(v + 3 * n);
   p->last_pick = -1;
-  p->ncpus = cpus_allowed();
+  p->ncpus = fp__cpus_allowed();
   return ev_init(p);
 }
 

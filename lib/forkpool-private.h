@@ -67,6 +67,7 @@ int fp__fd_high(int fd);
  * set to -1. */
 int fp__fd_pair_high(int fds[2]);
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
+unsigned fp__cpus_allowed(void);              /* affinity mask, at least 1 */
 int64_t fp__now_ns(void);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */

@@ -226,7 +226,8 @@ int fp__read_frame_borrowed(int fd, fp__reader *r, size_t max,
 int fp__write_all(int fd, struct iovec *iov, int iovcnt)
 {
   while (iovcnt > 0) {
-    ssize_t n = writev(fd, iov, iovcnt);
+    ssize_t n = iovcnt == 1 ? write(fd, iov->iov_base, iov->iov_len)
+                            : writev(fd, iov, iovcnt);
     if (n < 0) {
       if (errno == EINTR)
         continue;

@@ -511,17 +511,9 @@ static int splittable(const chunk *c)
  */
 static double cpu_share(const fp_pool *p)
 {
-  long cpus = 0;
-#ifdef CPU_COUNT
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    cpus = CPU_COUNT(&set);
-#endif
-  if (cpus <= 0)
-    cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  if (cpus <= 0 || (unsigned long)cpus >= p->nslots)
+  if (p->ncpus >= p->nslots)
     return 1;
-  return (double)cpus / p->nslots;
+  return (double)p->ncpus / p->nslots;
 }
 
 /*

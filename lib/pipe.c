@@ -9,7 +9,10 @@
  */
 #include "forkpool-private.h"
 
+#define FP__SEND_JOIN 8192 /* small frames joined per write(), at most */
+
 #include <errno.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 #ifdef HAVE_SYS_EPOLL_H
@@ -148,6 +151,8 @@ static void pipe_recv(fp_pool *p, unsigned i)
   fp__slot *s = &p->slots[i];
   fp__pipe_chan *c = &s->pipe;
   fp__reader_undrain(&c->rd); /* from here on, a short read ends the loop */
+  /* The answers read together share one reading of the clock. */
+  int took = fp__clock_hold(p);
   while (c->out_fd >= 0) {
     enum fp__io io;
     char *owned;
@@ -158,7 +163,7 @@ static void pipe_recv(fp_pool *p, unsigned i)
     if (rc == 0 && io == FP__IO_FRAME) {
       fp__dispatch_frame(p, i, owned, body, len);
     } else if (rc == 0 && io == FP__IO_AGAIN) {
-      return;
+      break;
     } else {
       pipe_close(p, i, FP__RECV);
       if (rc != 0)
@@ -166,6 +171,34 @@ static void pipe_recv(fp_pool *p, unsigned i)
       fp__slot_recv_ended(p, i, rc);
     }
   }
+  fp__clock_release(p, took);
+}
+
+/*
+ * One write of the frames from s's send cursor on: those that fit in
+ * FP__SEND_JOIN bytes copied into one buffer and written with write(),
+ * which costs the kernel far less than a writev of as many small pieces
+ * (it copies each piece on its own); a first frame too large for it with
+ * a writev of up to FP__IOV_BATCH frames.  What write() returns.
+ */
+static ssize_t write_frames(int fd, const fp__slot *s)
+{
+  char join[FP__SEND_JOIN];
+  size_t joined = 0, off = s->send_off;
+  const fp_future *f = s->send;
+  for (; f != NULL && joined + f->frame_len - off <= sizeof join;
+       f = f->next) {
+    memcpy(join + joined, f->frame + off, f->frame_len - off);
+    joined += f->frame_len - off;
+    off = 0;
+  }
+  if (joined > 0)
+    return write(fd, join, joined);
+  struct iovec iov[FP__IOV_BATCH];
+  int n = 0;
+  for (f = s->send; f != NULL && n < FP__IOV_BATCH; f = f->next, off = 0)
+    iov[n++] = (struct iovec){f->frame + off, f->frame_len - off};
+  return writev(fd, iov, n);
 }
 
 /* Writes what the task pipe takes, from the slot's send cursor on. */
@@ -174,17 +207,8 @@ static void pipe_send(fp_pool *p, unsigned i)
   fp__slot *s = &p->slots[i];
   int fd = s->pipe.in_fd;
   while (s->send != NULL && fd >= 0) {
-    struct iovec iov[FP__IOV_BATCH];
-    int n = 0;
-    size_t off = s->send_off;
-    for (fp_future *f = s->send; f && n < FP__IOV_BATCH; f = f->next) {
-      iov[n].iov_base = f->frame + off;
-      iov[n].iov_len = f->frame_len - off;
-      off = 0;
-      n++;
-    }
     /* No SIGPIPE: we hold the pipe's read end (hold_fd) ourselves. */
-    ssize_t w = writev(fd, iov, n);
+    ssize_t w = write_frames(fd, s);
     if (w < 0) {
       if (errno == EINTR)
         continue;

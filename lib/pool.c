@@ -35,10 +35,8 @@ int fp__options_fill(fp_pool_options *o, const fp_pool_options *in)
       return FP_EINVAL;
     memcpy(o, in, in->size);
   }
-  if (o->workers == 0) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o->workers = n > 0 ? (unsigned)n : 1;
-  }
+  if (o->workers == 0)
+    o->workers = fp__cpus_allowed();
   if (o->max_message == 0)
     o->max_message = FP__DEFAULT_MAX_MESSAGE;
   if (o->shm_args == 0)

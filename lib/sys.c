@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -177,6 +179,22 @@ void fp__rseq_renew(void)
     return; /* the kernel fills cpu_id before we run again */
   rs->cpu_id = RSEQ_CPU_ID_REGISTRATION_FAILED;
 #endif
+}
+
+/* The CPUs this process may run on (its affinity mask: a cpuset, taskset or
+ * a batch system's allocation), which forked children inherit; the online
+ * CPUs if the mask cannot be read; at least 1. */
+unsigned fp__cpus_allowed(void)
+{
+  long n = 0;
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    n = CPU_COUNT(&set);
+#endif
+  if (n <= 0)
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n <= 0 ? 1 : n > INT_MAX ? INT_MAX : (unsigned)n;
 }
 
 int64_t fp__now_ns(void)

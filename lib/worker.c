@@ -488,9 +488,21 @@ int fp__worker_handle(const fp__worker_cfg *cfg, const fp__stop *stop,
   return rc;
 }
 
+#define FP__ANSWER_JOIN 512 /* answers up to this size go in one write() */
+
 static int send_answer(int fd, const msgpack_sbuffer *head,
                        const fp__outbuf *result)
 {
+  size_t size = head->size + result->sb.size;
+  if (result->nrefs == 0 && size <= FP__ANSWER_JOIN) {
+    /* One buffer: write() costs the kernel less than a writev of two. */
+    char buf[FP__ANSWER_JOIN];
+    memcpy(buf, head->data, head->size);
+    if (result->sb.size > 0) /* data may be NULL while empty */
+      memcpy(buf + head->size, result->sb.data, result->sb.size);
+    struct iovec one = {buf, size};
+    return fp__write_all(fd, &one, 1);
+  }
   struct iovec iov[1 + FP__OUT_IOV] = {{head->data, head->size}};
   return fp__write_all(fd, iov, 1 + fp__outbuf_pieces(result, iov + 1));
 }

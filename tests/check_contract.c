@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -1066,6 +1067,43 @@ END_TEST
 
 /* fp_pool_create(3) ERRORS: workers or max_inflight out of range is
  * FP_EINVAL "(not in inline mode, which ignores them)". */
+/* fp_pool_create(3): "0, the default, means one per CPU the calling thread
+ * may run on, as sched_getaffinity(2) reports at create".  The mask is
+ * narrowed to one CPU and put back before any assertion can fail. */
+START_TEST(default_workers_follow_the_affinity_mask)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  cpu_set_t all, one;
+  ck_assert_int_eq(sched_getaffinity(0, sizeof all, &all), 0);
+  int first = 0;
+  while (!CPU_ISSET(first, &all))
+    first++;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  for (int i = 0; i < 2; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.tasks = tasks;
+    o.mode = i == 0 ? FP_MODE_PROCESSES : FP_MODE_THREADS;
+    ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    int rc = fp_pool_create(&p, &o);
+    sched_setaffinity(0, sizeof all, &all);
+    ck_assert_int_eq(rc, 0);
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_pool_stats_get(p, &st, NULL, 0);
+    unsigned narrowed = st.workers;
+    fp_pool_destroy(p);
+    ck_assert_uint_eq(narrowed, 1);
+    ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+    fp_pool_stats_get(p, &st, NULL, 0);
+    fp_pool_destroy(p);
+    ck_assert_uint_eq(st.workers, (unsigned)CPU_COUNT(&all));
+  }
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(inline_ignores_workers_and_max_inflight)
 {
   fpt_snapshot s;
@@ -1295,6 +1333,7 @@ int main(void)
   fpt_add_test_in(FPT_IN_PROCESSES, "counts worker pipes", tc,
                   descriptors_are_four_plus_three_per_worker);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
+  tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
                   window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);

@@ -34,9 +34,9 @@
  *   - case "chain": the callback nesting bound (MODEL_MAX_NEST): #8,
  *     done-callbacks that submit recurse without bound;
  *   - case "mix" may find any of the three.
- * Left out on purpose: a task that stops itself (SIGSTOP) in a run that ends
- * with fp_pool_terminate (SIGTERM stays pending on a stopped worker: #7;
- * MODEL_STOP_WITH_TERMINATE turns it on), and cancel-running a task that
+ * A task that stops itself (SIGSTOP) is drawn in runs that end with
+ * fp_pool_terminate too: terminate follows SIGTERM with SIGCONT (#7).
+ * Left out on purpose: cancel-running a task that
  * hangs in a pool with max_inflight > 1 (if it waits in the pipe behind
  * another, fp_future_cancel(3) lets it run there, and it hangs that worker
  * for ever: documented, so not a failure).
@@ -55,8 +55,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Set to 1 once a stopped busy worker no longer hangs fp_pool_terminate. */
-#define MODEL_STOP_WITH_TERMINATE 0
 /* Callbacks nested deeper than this in one thread: stack use grows with the
  * number of tasks.  A callback nests once legitimately, when a callback adds
  * a callback to a future already done (it runs right away); a few such in a
@@ -329,11 +327,7 @@ static int answers(enum kind k)
 static void rec_draw(rec *r, uint64_t *s)
 {
   const profile *pf = M.pf;
-  unsigned w[K_N];
-  memcpy(w, pf->w_kind, sizeof w);
-  if (M.ending == E_TERMINATE && !MODEL_STOP_WITH_TERMINATE)
-    w[K_STOP] = 0;
-  r->kind = (enum kind)pick(s, w, K_N);
+  r->kind = (enum kind)pick(s, pf->w_kind, K_N);
   r->value = (int64_t)(rnd(s) % 1000000000);
   if (r->kind == K_LATE)
     r->ms = 1 + (int)(rnd(s) % 20);

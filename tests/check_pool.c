@@ -357,6 +357,63 @@ START_TEST(big_payloads_cross)
 }
 END_TEST
 
+/* Argument i of full_task_pipe_keeps_frames_whole: bytes that say i. */
+static size_t frame_arg(unsigned i, char *buf, size_t cap)
+{
+  /* Mostly a few KiB (several joined per write), every 50th over 8 KiB
+   * (written alone, with writev). */
+  size_t n = i % 50 == 0 ? 12000 + i : 500 + (size_t)(i * 7919u % 3000);
+  ck_assert_uint_le(n, cap);
+  for (size_t k = 0; k < n; k++)
+    buf[k] = (char)(i * 31 + k);
+  return n;
+}
+
+/* A worker held in a task while 1,023 frames of 0.5-13 KiB (about 2.5 MiB)
+ * wait for it: its task pipe (1 MiB at most) fills, writes end in the
+ * middle of frames, and what follows once it reads must still be every
+ * frame, whole and in order. */
+START_TEST(full_task_pipe_keeps_frames_whole)
+{
+  enum { N = 1024 };
+  static char buf[16384];
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, N);
+  char gate[256];
+  fpt_gate_make(gate, sizeof gate);
+  fp_future *g, **f = calloc(N, sizeof *f);
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  for (unsigned i = 1; i < N; i++) {
+    size_t n = frame_arg(i, buf, sizeof buf);
+    msgpack_sbuffer_clear(&sb);
+    ck_assert_int_eq(fp_pack(&pk, "y", buf, n), 0);
+    ck_assert_int_eq(fp_submit(p, "echo", sb.data, sb.size, &f[i]), 0);
+  }
+  msgpack_sbuffer_destroy(&sb);
+  fpt_gate_open(gate);
+  ck_assert_int_gt(fpt_i64(g), 0);
+  for (unsigned i = 1; i < N; i++) {
+    const msgpack_object *r;
+    size_t n = frame_arg(i, buf, sizeof buf);
+    ck_assert_int_eq(fp_future_result(f[i], FPT_LIMIT_MS, &r), 0);
+    ck_assert_int_eq(r->type, MSGPACK_OBJECT_BIN);
+    ck_assert_uint_eq(r->via.bin.size, n);
+    ck_assert(memcmp(r->via.bin.ptr, buf, n) == 0);
+    fp_future_release(f[i]);
+  }
+  fp_future_release(g);
+  free(f);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(max_message_both_ways)
 {
   fpt_snapshot s;
@@ -951,6 +1008,8 @@ int main(void)
   TCase *tc = fpt_tcase(s, "core", 300);
   tcase_add_test(tc, happy_path);
   tcase_add_test(tc, ten_thousand_tasks);
+  fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's task pipe", tc,
+                  full_task_pipe_keeps_frames_whole);
   tcase_add_test(tc, forked_child_copy_is_refused);
   tcase_add_test(tc, unknown_task_is_refused_at_submit);
   tcase_add_test(tc, malformed_args_are_refused);
