@@ -38,6 +38,24 @@ int fp__close_from_except(int lowfd, int keep_a, int keep_b);
 /* One past the highest open descriptor. */
 int fp__fd_top(void);
 /*
+ * FP__VFORK_MIDDLE: the fork server's middle process can be a vfork() child,
+ * because fp__rseq_renew can give the fork server back the rseq
+ * registration that glibc made for the calling thread and that the kernel
+ * does not pass on to a child sharing its parent's memory (nor so to that
+ * child's own children).  Without it, glibc would read a CPU number that
+ * no kernel updates (sched_getcpu).
+ */
+#if defined(HAVE_VFORK) && defined(HAVE_SYS_RSEQ_H) &&                        \
+    HAVE_DECL___RSEQ_OFFSET && HAVE_DECL___RSEQ_SIZE &&                       \
+    HAVE_DECL___RSEQ_FLAGS && HAVE_DECL_RSEQ_SIG && HAVE_DECL_SYS_RSEQ &&     \
+    defined(HAVE_BUILTIN_THREAD_POINTER)
+#define FP__VFORK_MIDDLE 1
+#endif
+/* Registers glibc's rseq area for this thread again, if glibc had
+ * registered it and the kernel has not (EBUSY: it has); on any other
+ * failure marks it failed, so that glibc asks the kernel instead. */
+void fp__rseq_renew(void);
+/*
  * Every descriptor the pool keeps goes through here (or fp__fd_pair_high):
  * a caller that closed its stdio would otherwise get our pipes and sockets
  * as 0, 1 or 2, and so would the fork server and the workers.  Returns fd,

@@ -286,7 +286,6 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   p->ctl_fd = p->epfd = p->evfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
   p->owner = getpid();
-  p->fork_guard = fork_guard_new();
   p->nslots = o.workers;
   p->fcache = fp__fcache_new();
   atomic_init(&p->next_id, 1);
@@ -319,6 +318,9 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p, remote_ctl)) != 0)
     goto fail;
   remote_ctl = -1; /* the pool's now */
+  /* Only this process uses it (its failure is no error): made while the
+   * fork server forks the first workers, not before the fork. */
+  p->fork_guard = fork_guard_new();
 
   /*
    * Create returns once every worker is forked and one has run init and
