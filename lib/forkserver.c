@@ -519,6 +519,8 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   pthread_sigmask(SIG_SETMASK, &all, &old);
 #ifdef FP__VFORK_MIDDLE
   pid_t mid = vfork();
+  if (mid < 0 && (errno == ENOSYS || errno == EPERM))
+    mid = fork(); /* a sandbox's filter that refuses vfork alone */
 #else
   pid_t mid = fork();
 #endif
