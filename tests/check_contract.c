@@ -1198,6 +1198,62 @@ START_TEST(default_workers_follow_the_affinity_mask)
 }
 END_TEST
 
+/* forkpool(7) Processes: the caller's pthread_atfork handlers run around
+ * create's fork as around a fork in the calling thread: prepare and parent
+ * once each (in the intermediate child, on the caller's memory, where it is
+ * a vfork child; in the caller's copy under valgrind or TSan, which make
+ * vfork a fork), child in the fork server.  Counted in shared memory so
+ * that any process's count is seen. */
+static atomic_int *atfork_counts; /* prepare, parent, child */
+static void on_prepare(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[0], 1);
+}
+static void on_parent(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[1], 1);
+}
+static void on_child(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[2], 1);
+}
+
+START_TEST(atfork_handlers_run_around_create)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  atomic_int *c = mmap(NULL, 3 * sizeof *c, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(c, MAP_FAILED);
+  static int registered;
+  if (!registered++)
+    ck_assert_int_eq(pthread_atfork(on_prepare, on_parent, on_child), 0);
+  atfork_counts = c;
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.tasks = tasks;
+  int rc = fpt_pool_create(&p, &o);
+  int prepare = atomic_load(&c[0]), parent = atomic_load(&c[1]);
+  ck_assert_int_eq(rc, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)4), 0);
+  ck_assert_int_eq(fpt_i64(f), 16);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  atfork_counts = NULL;
+  /* The fork server's own forks of its workers count as well. */
+  ck_assert_int_ge(prepare, 1);
+  ck_assert_int_ge(parent, 1);
+  ck_assert_int_ge(atomic_load(&c[2]), 1);
+  munmap(c, 3 * sizeof *c);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(inline_ignores_workers_and_max_inflight)
 {
   fpt_snapshot s;
@@ -1428,6 +1484,8 @@ int main(void)
                   descriptors_are_four_plus_three_per_worker);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
+  fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
+                  atfork_handlers_run_around_create);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
                   window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);
