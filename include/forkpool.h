@@ -164,7 +164,8 @@ typedef struct fp_pool_options {
   unsigned workers;           /* 0: one per CPU we may run on */
   size_t max_message;         /* largest frame in bytes; 0: 1 GiB; <= 4 GiB-1 */
   unsigned restart_limit;     /* more worker deaths than this in a row, no
-                                 task answered between, break the pool;
+                                 task answered between, break the pool
+                                 (over MPI: per host, which leaves it);
                                  0: never */
   unsigned restart_window_ms; /* unused; must not be 0 if the limit is set */
   unsigned max_inflight;      /* tasks handed to one worker ahead; 0: auto */
@@ -362,10 +363,14 @@ typedef struct fp_pool_stats {
                                  exited ones in full, live ones as their
                                  fp_worker_stats says */
   uint64_t cpu_sys_us;        /* the same, system CPU */
+  unsigned hosts_retired;     /* over MPI: hosts that left the pool while
+                                 others went on (fp_mpi_pool_create(3),
+                                 Failures); else 0 */
+  unsigned workers_retired;   /* their slots, which get no worker again */
 } fp_pool_stats;
 
 #define FP_POOL_STATS_INIT { sizeof(fp_pool_stats), 0, 0, 0, 0, 0, 0, 0, 0, \
-                             0, 0, 0, 0, 0, 0, 0, 0, 0 }
+                             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 /*
  * Fills *st and, when workers is not NULL, up to n per-worker entries (one

@@ -397,7 +397,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
   fp__slot *s = &p->slots[i];
   if (code == 0 && s->state == SLOT_STARTING) {
     p->oom_starts = 0;
-    p->deaths_unready = 0;
+    p->groups[s->group].deaths_unready = 0;
     s->state = SLOT_LIVE;
     p->nlive++;
     s->ready = 1;
@@ -409,7 +409,7 @@ static void handle_ready(fp_pool *p, unsigned i, int code, const char *body,
     fp_future tmp;
     memset(&tmp, 0, sizeof tmp);
     fail_from_body(NULL, &tmp, code, body, len, off);
-    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s",
+    fp__group_fail(p, i, FP_EBROKEN, "worker initializer failed: %s",
                    tmp.error ? tmp.error : "?");
     free(tmp.error);
   }
@@ -449,7 +449,7 @@ static fp_future *pop_answered(fp_pool *p, unsigned i, stop_note *stop)
   s->answered++;
   p->ndeadlines -= f->deadline_ms > 0;
   sched_freed(p, i);
-  p->deaths_unanswered = 0; /* progress: not a crash loop */
+  p->groups[s->group].deaths_unanswered = 0; /* progress: not a loop */
   if (f->timed) {
     int64_t now = answer_clock(p);
     f->run_ns = now - s->head_since;

@@ -38,6 +38,24 @@ int fp__close_from_except(int lowfd, int keep_a, int keep_b);
 /* One past the highest open descriptor. */
 int fp__fd_top(void);
 /*
+ * FP__VFORK_MIDDLE: the fork server's middle process can be a vfork() child,
+ * because fp__rseq_renew can give the fork server back the rseq
+ * registration that glibc made for the calling thread and that the kernel
+ * does not pass on to a child sharing its parent's memory (nor so to that
+ * child's own children).  Without it, glibc would read a CPU number that
+ * no kernel updates (sched_getcpu).
+ */
+#if defined(HAVE_VFORK) && defined(HAVE_SYS_RSEQ_H) &&                        \
+    HAVE_DECL___RSEQ_OFFSET && HAVE_DECL___RSEQ_SIZE &&                       \
+    HAVE_DECL___RSEQ_FLAGS && HAVE_DECL_RSEQ_SIG && HAVE_DECL_SYS_RSEQ &&     \
+    defined(HAVE_BUILTIN_THREAD_POINTER)
+#define FP__VFORK_MIDDLE 1
+#endif
+/* Registers glibc's rseq area for this thread again, if glibc had
+ * registered it and the kernel has not (EBUSY: it has); on any other
+ * failure marks it failed, so that glibc asks the kernel instead. */
+void fp__rseq_renew(void);
+/*
  * Every descriptor the pool keeps goes through here (or fp__fd_pair_high):
  * a caller that closed its stdio would otherwise get our pipes and sockets
  * as 0, 1 or 2, and so would the fork server and the workers.  Returns fd,
@@ -430,6 +448,10 @@ enum fp__ctl_op {
   FP__CTL_FINISH = 8,    /* parent -> fs: the pool is shutting down: send
                             every worker SIGCONT, and exit (closing the
                             socket) once every worker is reaped */
+  FP__CTL_GONE = 9,      /* relay -> parent: slot's host can run no worker
+                            any more (value: why, -errno); the EXITED of
+                            its workers follow.  A local fork server never
+                            sends it */
 };
 
 /* Carries a request to stop a task to its worker (worker.c).  Ignored by
@@ -599,6 +621,7 @@ typedef struct fp__pipe_chan {
 
 typedef struct fp__slot {
   /* The worker process: the supervisor's (supervise.c). */
+  unsigned group;         /* its group in fp_pool.groups, for good */
   enum fp__slot_state state;
   pid_t pid;
   int killed;             /* the signal already sent; 0: none */
@@ -633,6 +656,23 @@ typedef struct fp__slot {
   fp__pipe_chan pipe;     /* the pipe transport's own */
   void *local;            /* the thread or inline transport's own */
 } fp__slot;
+
+/*
+ * Slots that live and fail together: a remote pool's host, whose workers
+ * share a machine, an init and a fork server.  A local pool is one group.
+ * A group whose workers crash-loop or fail init, or whose host is gone,
+ * is retired while another group remains (its slots get no worker again);
+ * the last group's failure breaks the pool instead (supervise.c).
+ */
+typedef struct fp__group {
+  unsigned first, n;          /* its slots: first .. first + n - 1 */
+  unsigned deaths_unanswered; /* its workers' deaths since one of its tasks
+                                 was answered */
+  unsigned deaths_unready;    /* deaths before READY since one of its
+                                 workers was ready */
+  int retired;                /* left the pool */
+  char name[48];              /* in log lines: "host rank 1"; "" local */
+} fp__group;
 
 /*
  * The transport seam: how frames move between the dispatcher and a slot's
@@ -800,8 +840,9 @@ struct fp_pool {
                              file is its exit, not a death */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
-  unsigned deaths_unanswered; /* worker deaths since a task was answered */
-  unsigned deaths_unready; /* deaths before READY since a worker was ready */
+  fp__group *groups;      /* the slots' groups, in slot order */
+  unsigned ngroups;
+  unsigned nretired;      /* groups retired; never all (the pool breaks) */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
   unsigned ncpus;         /* CPUs the workers may run on, at create */
   unsigned nlive;         /* slots in SLOT_LIVE: workers that said READY
@@ -957,6 +998,14 @@ void fp__slot_recv_ended(fp_pool *pool, unsigned slot, int err);
 void fp__supervise_ctl(fp_pool *pool);
 void fp__pool_break(fp_pool *pool, int err, const char *fmt, ...)
     FP_PRINTF(3, 4);
+/*
+ * Slot's group can run no worker (a crash loop, a failing init, a host that
+ * is gone): retired if another group remains (its workers killed, no new
+ * one, their tasks handled as at their deaths), else the pool breaks with
+ * err and the text, as it did before there were groups.  Again: nothing.
+ */
+void fp__group_fail(fp_pool *pool, unsigned slot, int err, const char *fmt,
+                    ...) FP_PRINTF(4, 5);
 
 /* --- pool.c ------------------------------------------------------------------- */
 
@@ -966,10 +1015,13 @@ int fp__options_fill(fp_pool_options *o, const fp_pool_options *in);
 void fp__worker_cfg_fill(fp__worker_cfg *w, const fp_pool_options *o,
                          const fp__tasks *tasks, unsigned nslots);
 /* fp_pool_create; with remote_ctl >= 0 (consumed, also on failure), a
- * process pool whose fork server is the peer of that control socket; its
- * shared area, if any, is for whatever relays its frames (remote.c). */
+ * process pool whose fork server is the peer of that control socket, its
+ * slots in ngroups groups; its shared area, if any, is for whatever relays
+ * its frames (remote.c). */
+struct fp__remote_group;
 int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
-                    int remote_ctl);
+                    int remote_ctl, const struct fp__remote_group *groups,
+                    unsigned ngroups);
 
 void fp__forkserver_stop(fp_pool *pool);
 /* Counts an exited worker's CPU time into the pool's stats. */

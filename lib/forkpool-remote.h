@@ -17,13 +17,22 @@
 
 #include "forkpool-private.h"
 
+/* One host's slots in a remote pool: they fail together (fp__group). */
+typedef struct fp__remote_group {
+  unsigned workers;      /* its slots, after the previous group's */
+  char name[48];         /* who it is, in log lines: "host rank 1" */
+} fp__remote_group;
+
 /*
  * A process pool whose fork server is the peer of ctl_fd (a SOCK_SEQPACKET
  * socket; consumed, on failure too).  opts->workers is the number of
- * slots, all remote; the peer must answer a SPAWNED (fds attached) or
- * SPAWN_FAILED for each of them unasked, as a fork server does at start,
- * and the pool is returned once every worker said READY.  Destroying it
- * closes ctl_fd's write side and waits for the peer to close its end.
+ * slots, all remote, in ngroups groups (their workers add up to it); the
+ * peer must answer a SPAWNED (fds attached) or SPAWN_FAILED for each of
+ * them unasked, as a fork server does at start, and the pool is returned
+ * once a worker said READY.  The peer sends GONE for a slot whose host can
+ * run no worker any more: that host's group is retired, or the pool breaks
+ * if it is the last.  Destroying it closes ctl_fd's write side and waits
+ * for the peer to close its end.
  *
  * Unless opts->shm_args is FP_SHM_OFF, the pool has a shared area as a
  * local pool's, which no worker maps: *area (NULL: none) is for the peer,
@@ -35,7 +44,8 @@
  */
 FP_EXTERN int fp__remote_pool_create(fp_pool **out,
                                      const fp_pool_options *opts, int ctl_fd,
-                                     fp__shm **area);
+                                     const fp__remote_group *groups,
+                                     unsigned ngroups, fp__shm **area);
 
 /*
  * On a host: checks opts as fp_pool_create does and starts a fork server

@@ -11,7 +11,9 @@
  * a child: a caller's own waitpid(-1) loop or SIGCHLD handler sees nothing of
  * ours after fp_pool_create returns.  The exception is a caller that is a
  * child subreaper (PR_SET_CHILD_SUBREAPER): the fork server is then
- * reparented to it, and the pool reaps it by its pid when it stops.
+ * reparented to it, and the pool reaps it by its pid when it stops.  The
+ * middle process is a vfork() child where FP__VFORK_MIDDLE allows: it
+ * costs no copy of the caller's memory and no teardown of one.
  */
 #include "forkpool-private.h"
 
@@ -378,6 +380,10 @@ static void forkserver_main(const fp__worker_cfg *cfg, int ctl,
 {
   fs_state fs = {.cfg = cfg, .use_pidfd = 0, .sigchld_pipe = {-1, -1}};
   fs.caller_mask = *caller_mask;
+#ifdef FP__VFORK_MIDDLE
+  /* Before anything reads it; every worker inherits it from here. */
+  fp__rseq_renew();
+#endif
   /* Our descriptors are still the caller's at fork. */
   fs.fd_floor = fd_top_from(fd_top);
   if (fs.fd_floor < FS_CTL_FD + 1)
@@ -468,6 +474,32 @@ static int forkserver_is_child(void)
 #endif
 }
 
+/*
+ * The middle process: forks the fork server and exits.  As a vfork() child
+ * it runs on the caller's memory and stack (below the caller's frame, which
+ * it never returns to) while the calling thread waits; glibc's fork() then
+ * takes its locks and runs the atfork handlers as a fork in the caller
+ * would, and the fork server gets a copy of the caller's memory.
+ */
+static void middle(const fp__worker_cfg *cfg, int ctl,
+                   const sigset_t *caller_mask, int fd_top)
+    __attribute__((noreturn, noinline));
+static void middle(const fp__worker_cfg *cfg, int ctl,
+                   const sigset_t *caller_mask, int fd_top)
+{
+  pid_t fs = fork();
+  if (fs == 0)
+    forkserver_main(cfg, ctl, caller_mask, fd_top);
+  if (fs < 0) {
+    /* EAGAIN at the process limit: the caller's error, as fork(2)'s. */
+    fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};
+    (void)fp__ctl_send(ctl, &m);
+  }
+  /* Only a valgrind annotation, so harmless in the caller's memory. */
+  fp__shm_unseen(cfg->shm);
+  _exit(fs < 0 ? 1 : 0);
+}
+
 int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
                          pid_t *fs_pid, int *fs_child)
 {
@@ -485,19 +517,15 @@ int fp__forkserver_start(const fp__worker_cfg *cfg, int *ctl_fd,
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+#ifdef FP__VFORK_MIDDLE
+  pid_t mid = vfork();
+  if (mid < 0 && (errno == ENOSYS || errno == EPERM))
+    mid = fork(); /* a sandbox's filter that refuses vfork alone */
+#else
   pid_t mid = fork();
-  if (mid == 0) {
-    pid_t fs = fork();
-    if (fs == 0)
-      forkserver_main(cfg, sv[1], &old, fd_top);
-    if (fs < 0) {
-      /* EAGAIN at the process limit: the caller's error, as fork(2)'s. */
-      fp__ctl m = {.op = FP__CTL_SPAWN_FAILED, .value = -errno};
-      (void)fp__ctl_send(sv[1], &m);
-    }
-    fp__shm_unseen(cfg->shm);
-    _exit(fs < 0 ? 1 : 0);
-  }
+#endif
+  if (mid == 0)
+    middle(cfg, sv[1], &old, fd_top);
   rc = mid < 0 ? -errno : 0;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close(sv[1]);

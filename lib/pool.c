@@ -4,7 +4,7 @@
  * The dispatcher itself is in dispatch.c, workers' lives in supervise.c,
  * and how frames move in pipe.c.
  */
-#include "forkpool-private.h"
+#include "forkpool-remote.h" /* fp__remote_group: a remote pool's hosts */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -235,11 +235,37 @@ void fp__worker_cfg_fill(fp__worker_cfg *w, const fp_pool_options *o,
 
 FP_EXTERN int fp_pool_create(fp_pool **out, const fp_pool_options *opts)
 {
-  return fp__pool_create(out, opts, -1);
+  return fp__pool_create(out, opts, -1, NULL, 0);
+}
+
+/* The slots' groups: the hosts given, their workers adding up to the
+ * pool's, or one group of every slot. */
+static int groups_init(fp_pool *p, const fp__remote_group *in, unsigned n)
+{
+  unsigned ng = in != NULL ? n : 1, first = 0;
+  p->groups = calloc(ng, sizeof *p->groups);
+  if (p->groups == NULL)
+    return FP_ENOMEM;
+  p->ngroups = ng;
+  for (unsigned g = 0; g < ng; g++) {
+    fp__group *gr = &p->groups[g];
+    gr->first = first;
+    gr->n = in != NULL ? in[g].workers : p->nslots;
+    if (gr->n == 0 || gr->n > p->nslots - first)
+      return FP_EINVAL;
+    if (in != NULL)
+      snprintf(gr->name, sizeof gr->name, "%.*s", (int)sizeof gr->name - 1,
+               in[g].name);
+    for (unsigned i = first; i < first + gr->n; i++)
+      p->slots[i].group = g;
+    first += gr->n;
+  }
+  return first == p->nslots ? 0 : FP_EINVAL;
 }
 
 int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
-                    int remote_ctl)
+                    int remote_ctl, const fp__remote_group *groups,
+                    unsigned ngroups)
 {
   create_error[0] = '\0';
   fp_pool_options o;
@@ -261,7 +287,6 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   p->ctl_fd = p->epfd = p->evfd = p->wake[0] = p->wake[1] = -1;
   p->notify[0] = p->notify[1] = -1;
   p->owner = getpid();
-  p->fork_guard = fork_guard_new();
   p->nslots = o.workers;
   p->fcache = fp__fcache_new();
   atomic_init(&p->next_id, 1);
@@ -284,7 +309,8 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
     rc = FP_ENOMEM;
     goto fail;
   }
-  if ((rc = fp__tasks_build(&p->tasks, o.tasks)) != 0 ||
+  if ((rc = groups_init(p, remote_ctl >= 0 ? groups : NULL, ngroups)) != 0 ||
+      (rc = fp__tasks_build(&p->tasks, o.tasks)) != 0 ||
       (rc = fp__pipe(p->wake)) != 0 ||
       (rc = fp__set_nonblock(p->wake[0])) != 0 ||
       (rc = fp__set_nonblock(p->wake[1])) != 0)
@@ -293,6 +319,9 @@ int fp__pool_create(fp_pool **out, const fp_pool_options *opts,
   if (o.mode == FP_MODE_PROCESSES && (rc = start_processes(p, remote_ctl)) != 0)
     goto fail;
   remote_ctl = -1; /* the pool's now */
+  /* Only this process uses it (its failure is no error): made while the
+   * fork server forks the first workers, not before the fork. */
+  p->fork_guard = fork_guard_new();
 
   /*
    * Create returns once every worker is forked and one has run init and
@@ -568,6 +597,7 @@ static void pool_free(fp_pool *p)
       close(p->notify[i]);
   fp__tasks_free(&p->tasks);
   free(p->slots);
+  free(p->groups);
   fp__sched_free(p);
   free(p->pfd);
   free(p->pfd_who);
@@ -741,6 +771,10 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
   s.workers = p->nslots;
   s.workers_live = 0;
   s.shared_bytes = p->shm.in_use;
+  s.hosts_retired = p->nretired;
+  s.workers_retired = 0;
+  for (unsigned g = 0; g < p->ngroups; g++)
+    s.workers_retired += p->groups[g].retired ? p->groups[g].n : 0;
   /* A caller whose stats have the CPU fields has them in fp_worker_stats
    * too: the same header. */
   int wide = st->size >= offsetof(fp_pool_stats, cpu_sys_us) +

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
 {
@@ -24,15 +25,18 @@ FP_EXTERN int fp__remote_create_failed(int rc, const char *fmt, ...)
 
 FP_EXTERN int fp__remote_pool_create(fp_pool **out,
                                      const fp_pool_options *opts, int ctl_fd,
-                                     fp__shm **area)
+                                     const fp__remote_group *groups,
+                                     unsigned ngroups, fp__shm **area)
 {
   *area = NULL;
-  if (ctl_fd < 0) {
+  if (ctl_fd < 0 || groups == NULL || ngroups == 0) {
+    if (ctl_fd >= 0)
+      close(ctl_fd);
     if (out != NULL)
       *out = NULL;
     return FP_EINVAL;
   }
-  int rc = fp__pool_create(out, opts, ctl_fd);
+  int rc = fp__pool_create(out, opts, ctl_fd, groups, ngroups);
   if (rc == 0 && (*out)->shm.base != NULL)
     *area = &(*out)->shm;
   return rc;

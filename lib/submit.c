@@ -224,6 +224,17 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     return FP_EINVAL; /* a copy of the pool in a forked child */
   if (fp__future_is_done(f))
     return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
+  if ((flags & FP_CANCEL_RUNNING) && f->state == FP_RUNNING &&
+      p->opts.mode != FP_MODE_INLINE) {
+    /* Its answer may wait in the pipe: read first.  The read may also end
+     * it, or put it back in the queue, pending and not started (a thread
+     * given up on hands back what it has not started): what follows goes
+     * by where it is now, or a done future would stay queued, to be
+     * handed out again. */
+    fp__slot_read(p, (unsigned)f->slot);
+    if (fp__future_is_done(f))
+      return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
+  }
   if (f->state == FP_PENDING) {
     fp__list_unlink(&p->qhead, &p->qtail, f);
     fp__pool_fail(p, f, FP_ECANCELLED, "cancelled");
@@ -238,9 +249,6 @@ int fp__pool_cancel(fp_pool *p, fp_future *f, unsigned flags)
     return FP_ENOTSUP; /* the caller runs it: nothing can be asked */
   } else if (flags & FP_CANCEL_RUNNING) {
     unsigned i = (unsigned)f->slot;
-    fp__slot_read(p, i);
-    if (fp__future_is_done(f))
-      return f->state == FP_CANCELLED ? 0 : FP_EBUSY;
     fp__slot *s = &p->slots[i];
     if (f->grace_ms > 0 && s->head == f && s->state == SLOT_LIVE) {
       /* Asked to stop, as at a deadline: the future ends, cancelled, when

@@ -249,7 +249,9 @@ void fp__slot_await(fp_pool *p, unsigned i)
   fp__slot *s = &p->slots[i];
   p->nstops -= s->stop_id != 0; /* a worker asked to stop, now gone */
   p->nlive -= s->state == SLOT_LIVE;
+  unsigned group = s->group;
   memset(s, 0, sizeof *s);
+  s->group = group;
   p->tr->reset(p, i);
   s->state = SLOT_SPAWNING;
   fp__shm_ring_done(&p->shm, i, 0); /* a new worker starts its ring afresh */
@@ -326,6 +328,42 @@ void fp__pool_break(fp_pool *p, int err, const char *fmt, ...)
   }
 }
 
+/* A slot of a retired group: its worker goes, and none replaces it.  One
+ * already forked is killed, asked (it is not a death of its own), so that
+ * its exit comes back through slot_exited and its tasks go as they would
+ * at a death; one still in init has run none of them. */
+static void slot_retire(fp_pool *p, unsigned i)
+{
+  fp__slot *s = &p->slots[i];
+  if (s->state == SLOT_SPAWNING)
+    s->state = SLOT_OFF; /* a SPAWNED still to come is dropped (slot_spawned) */
+  else if (s->state == SLOT_STARTING || s->state == SLOT_LIVE)
+    fp__slot_terminate(p, i, SIGKILL);
+}
+
+void fp__group_fail(fp_pool *p, unsigned i, int err, const char *fmt, ...)
+{
+  fp__group *g = &p->groups[p->slots[i].group];
+  if (g->retired || p->err != 0)
+    return;
+  char why[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  if (p->ngroups - p->nretired <= 1) {
+    fp__pool_break(p, err, "%s", why); /* the last: as with no groups */
+    return;
+  }
+  g->retired = 1;
+  p->nretired++;
+  fp__log(p, FP_LOG_ERROR, "%s retired, its %u workers with it (%u of %u "
+          "hosts left): %s", g->name, g->n, p->ngroups - p->nretired,
+          p->ngroups, why);
+  for (unsigned k = g->first; k < g->first + g->n; k++)
+    slot_retire(p, k);
+}
+
 static void forkserver_died(fp_pool *p)
 {
   close(p->ctl_fd);
@@ -385,20 +423,22 @@ static void requeue(fp_pool *p, fp__slot *s)
 
 /*
  * Records the death of slot s's worker; 1 if it makes more than
- * restart_limit in a row without progress: with no task answered since the
- * first of them, or, for workers that died before READY, with no worker
- * ready since.  Time plays no part: a pool whose other tasks succeed is not
- * in a loop however often some crash, and one whose every task crashes is,
- * however slowly.
+ * restart_limit in a row without progress in its group (the whole pool,
+ * but for a remote pool's hosts): with no task answered by the group's
+ * workers since the first of them, or, for workers that died before READY,
+ * with none of them ready since.  Time plays no part: a pool whose other
+ * tasks succeed is not in a loop however often some crash, and one whose
+ * every task crashes is, however slowly.
  */
 static int crash_loop(fp_pool *p, const fp__slot *s)
 {
   unsigned limit = p->opts.restart_limit;
-  p->deaths_unanswered++;
+  fp__group *g = &p->groups[s->group];
+  g->deaths_unanswered++;
   if (!s->ready)
-    p->deaths_unready++;
+    g->deaths_unready++;
   return limit != 0 &&
-         (p->deaths_unanswered > limit || p->deaths_unready > limit);
+         (g->deaths_unanswered > limit || g->deaths_unready > limit);
 }
 
 static void describe_exit(char *buf, size_t len, pid_t pid, int status)
@@ -444,8 +484,12 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   if (died && !s->ready)
     /* Only init ran: a replacement would die the same way, as a failing
      * init would fail the same way. */
-    fp__pool_break(p, FP_EBROKEN, "worker initializer failed: %s before it "
-                   "was ready", why);
+    fp__group_fail(p, i, FP_EBROKEN, "worker initializer failed: %s before "
+                   "it was ready", why);
+  /* Its group was retired before its READY: it ran none of its tasks (the
+   * pool broken instead, they were failed already). */
+  int retired = p->groups[s->group].retired;
+  unread = unread || (retired && !s->ready && s->fail_err == 0);
 
   /* A kill for a task fails that task alone, if it still runs; if it
    * answered first, nothing is failed.  Whatever else the worker held goes
@@ -474,10 +518,10 @@ static void slot_exited(fp_pool *p, unsigned i, pid_t pid, int status)
   p->nlive -= s->state == SLOT_LIVE;
   s->state = SLOT_OFF;
   s->pid = 0;
-  if (p->stopping)
+  if (p->stopping || retired)
     return;
   if (died && crash_loop(p, s)) {
-    fp__pool_break(p, FP_EBROKEN,
+    fp__group_fail(p, i, FP_EBROKEN,
                    "crash loop: more than %u worker deaths in a row with no "
                    "task answered (last: %s)",
                    p->opts.restart_limit, why);
@@ -527,8 +571,16 @@ void fp__supervise_ctl(fp_pool *p)
       slot_spawned(p, &m, fds);
     } else if (m.op == FP__CTL_SPAWN_FAILED) {
       p->slots[m.slot].state = SLOT_OFF;
-      fp__pool_break(p, m.value, "could not start a worker: %s",
+      fp__group_fail(p, m.slot, m.value, "could not start a worker: %s",
                      fp_strerror(m.value));
+    } else if (m.op == FP__CTL_GONE) {
+      const fp__group *g = &p->groups[p->slots[m.slot].group];
+      if (m.value == 0)
+        fp__group_fail(p, m.slot, FP_EBROKEN, "the fork server of %s died",
+                       g->name);
+      else
+        fp__group_fail(p, m.slot, FP_EBROKEN, "the relay of %s failed: %s",
+                       g->name, fp_strerror(m.value));
     } else if (m.op == FP__CTL_EXITED) {
       fp__cpu_exited(p, &m);
       slot_exited(p, m.slot, m.pid, m.value);

@@ -10,6 +10,11 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef FP__VFORK_MIDDLE
+#include <string.h>
+#include <sys/rseq.h>
+#include <sys/syscall.h>
+#endif
 
 int fp__fd_high(int fd)
 {
@@ -155,6 +160,25 @@ int fp__fd_top(void)
     if (fcntl(fd, F_GETFD) >= 0)
       top = fd;
   return top + 1;
+}
+
+void fp__rseq_renew(void)
+{
+#ifdef FP__VFORK_MIDDLE
+  if (__rseq_size == 0)
+    return; /* glibc registered nothing (tunable off, or the kernel said no) */
+  struct rseq *rs =
+      (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+  /* What glibc itself registers: the feature size, but at least the 32
+   * bytes of the original struct, the least the kernel takes. */
+  unsigned len = __rseq_size < 32 ? 32 : __rseq_size;
+  /* No critical section runs here; the kernel reads this at registration. */
+  memset(&rs->rseq_cs, 0, sizeof rs->rseq_cs);
+  if (syscall(SYS_rseq, rs, len, (int)__rseq_flags, RSEQ_SIG) == 0 ||
+      errno == EBUSY)
+    return; /* the kernel fills cpu_id before we run again */
+  rs->cpu_id = RSEQ_CPU_ID_REGISTRATION_FAILED;
+#endif
 }
 
 /* The CPUs this process may run on (its affinity mask: a cpuset, taskset or

@@ -462,14 +462,21 @@ static void thread_stop(fp_pool *p, unsigned i, uint64_t id)
     atomic_store(&c->asked.id, id);
 }
 
+/*
+ * Takes back what the thread was handed and has not started; returns how
+ * many.  The slot's list holds, oldest first, what the thread took (runs,
+ * or answered unread), what waits in its inbox, and what was never sent.
+ * If the thread took none of them, the head had not started either: it
+ * goes back with the rest, nothing runs on, and the thread, which will
+ * never answer it, takes work again at once.  Otherwise the slot waits for
+ * the head's answer (thread_recv).
+ */
 static unsigned thread_give_up(fp_pool *p, unsigned i)
 {
   fp__slot *s = &p->slots[i];
   thread_chan *c = s->local;
   if (c == NULL || s->head == NULL)
     return 0;
-  c->given_up = s->head->id;
-  s->can_send = 0;
   pthread_mutex_lock(&c->mu);
   tjob *j = c->in_head;
   c->in_head = c->in_tail = NULL;
@@ -480,6 +487,12 @@ static unsigned thread_give_up(fp_pool *p, unsigned i)
     job_recycle(c, j);
     j = next;
     n++;
+  }
+  if (s->inflight > s->unsent + n) {
+    c->given_up = s->head->id;
+    s->can_send = 0;
+  } else {
+    fp__sched_offer(p, i);
   }
   return n;
 }

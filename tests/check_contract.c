@@ -786,6 +786,100 @@ START_TEST(thread_cancel_running_with_grace)
 }
 END_TEST
 
+/* fp_future_cancel(3): the answers in the worker's pipe are read first.
+ * In a thread pool that read may give up the task at the head (cancelled
+ * while it waited behind another, stopped when it starts) and hand what
+ * the thread has not started back to the queue, pending: a cancel-running
+ * of one of those cancels it as a pending task, "cancelled", and it is
+ * never handed out again (it was: done yet queued, it ran, and its state
+ * went back to FP_RUNNING for good).  Found by check_model's threads-stop
+ * case. */
+START_TEST(thread_cancel_of_a_task_handed_back_by_the_read)
+{
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p = NULL;
+  o.workers = 1;
+  o.max_inflight = 3;
+  o.tasks = tasks;
+  o.mode = FP_MODE_THREADS;
+  ck_assert_int_eq(fpt_pool_create_as(&p, &o), 0);
+  reset_deaf();
+  atomic_store(&poll_started, 0);
+  atomic_store(&poll_returned, 0);
+  fp_future *a, *b, *c, *d;
+  ck_assert_int_eq(fp_submitf(p, "deaf", &a, "[]"), 0);
+  ck_assert_int_eq(fp_submitf(p, "poll", &b, "[I]", (int64_t)0), 0);
+  ck_assert_int_eq(fp_submitf(p, "sq", &c, "[I]", (int64_t)3), 0);
+  wait_until(&deaf_running, 1);
+  ck_assert_int_eq(fp_pool_dispatch(p, 0) >= 0, 1); /* b and c to the thread */
+  ck_assert_int_eq(fp_future_state(c), FP_RUNNING);
+  ck_assert_int_eq(fp_future_cancel(b, FP_CANCEL_RUNNING), 0); /* behind a */
+  /* a answers, unread (no library call), and the thread runs b, whose
+   * flag is not up yet: b stops only when a's answer is read. */
+  atomic_store(&release_deaf, 1);
+  wait_until(&poll_started, 1);
+  ck_assert_int_eq(fp_future_cancel(c, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_future_state(c), FP_CANCELLED);
+  ck_assert_str_eq(fp_future_error(c), "cancelled");
+  wait_until(&poll_returned, 1);
+  /* d waits behind b's answer, and so would c if it were still queued. */
+  ck_assert_int_eq(fp_submitf(p, "sq", &d, "[I]", (int64_t)4), 0);
+  ck_assert_int_eq(fpt_i64(d), 16);
+  ck_assert_int_eq(fpt_i64(a), 7);
+  ck_assert_int_eq(fp_future_state(b), FP_CANCELLED);
+  ck_assert_int_eq(fp_future_state(c), FP_CANCELLED);
+  ck_assert_str_eq(fp_future_error(c), "cancelled");
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.submitted, 4);
+  ck_assert_uint_eq(st.finished, 2);
+  ck_assert_uint_eq(st.cancelled, 2);
+  ck_assert_uint_eq(st.queued, 0);
+  ck_assert_uint_eq(st.running, 0);
+  fp_future_release(a);
+  fp_future_release(b);
+  fp_future_release(c);
+  fp_future_release(d);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_future_cancel(3), threads: "the task runs on in its thread until it
+ * returns (or, if it had not started, is not run)", and the thread is held
+ * only "until that task returns".  A task cancelled (or past its deadline)
+ * while its job still waited in the thread's inbox never runs, so never
+ * answers: the thread must take work again at once.  It waited for that
+ * answer for ever, and the pool's one thread with it.  A cancel right
+ * after the submit mostly comes before the thread wakes to take the job;
+ * whichever comes first, b must run. */
+START_TEST(thread_cancel_before_the_thread_takes_the_task)
+{
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  unsigned n = (unsigned)fpt_scaled(200, 20), cancelled = 0;
+  for (unsigned k = 0; k < n; k++) {
+    fp_future *a, *b;
+    ck_assert_int_eq(fp_submitf(p, "sq", &a, "[I]", (int64_t)k), 0);
+    int rc = fp_future_cancel(a, FP_CANCEL_RUNNING);
+    ck_assert_msg(rc == 0 || rc == FP_EBUSY, "cancel: %s", fp_err_name(rc));
+    cancelled += rc == 0; /* else it answered first, and was read */
+    ck_assert_int_eq(fp_submitf(p, "sq", &b, "[I]", (int64_t)k), 0);
+    ck_assert_msg(fp_future_wait(b, FPT_LIMIT_MS) == 0,
+                  "round %u: the task after a cancelled one never ran", k);
+    ck_assert_int_eq(fpt_i64(b), (int64_t)k * k);
+    ck_assert_int_eq(fp_future_state(a), rc == 0 ? FP_CANCELLED : FP_FINISHED);
+    fp_future_release(a);
+    fp_future_release(b);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.cancelled, cancelled);
+  ck_assert_uint_eq(st.finished, 2 * n - cancelled);
+  printf("thread_cancel_before_the_thread_takes_the_task: %u of %u "
+         "cancelled before they answered\n", cancelled, n);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
 /* ---- fp_map(3): ERRORS ---- */
 
 START_TEST(map_refuses_bad_input)
@@ -1104,6 +1198,62 @@ START_TEST(default_workers_follow_the_affinity_mask)
 }
 END_TEST
 
+/* forkpool(7) Processes: the caller's pthread_atfork handlers run around
+ * create's fork as around a fork in the calling thread: prepare and parent
+ * once each (in the intermediate child, on the caller's memory, where it is
+ * a vfork child; in the caller's copy under valgrind or TSan, which make
+ * vfork a fork), child in the fork server.  Counted in shared memory so
+ * that any process's count is seen. */
+static atomic_int *atfork_counts; /* prepare, parent, child */
+static void on_prepare(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[0], 1);
+}
+static void on_parent(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[1], 1);
+}
+static void on_child(void)
+{
+  if (atfork_counts != NULL)
+    atomic_fetch_add(&atfork_counts[2], 1);
+}
+
+START_TEST(atfork_handlers_run_around_create)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  atomic_int *c = mmap(NULL, 3 * sizeof *c, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ck_assert_ptr_ne(c, MAP_FAILED);
+  static int registered;
+  if (!registered++)
+    ck_assert_int_eq(pthread_atfork(on_prepare, on_parent, on_child), 0);
+  atfork_counts = c;
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.tasks = tasks;
+  int rc = fpt_pool_create(&p, &o);
+  int prepare = atomic_load(&c[0]), parent = atomic_load(&c[1]);
+  ck_assert_int_eq(rc, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)4), 0);
+  ck_assert_int_eq(fpt_i64(f), 16);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+  atfork_counts = NULL;
+  /* The fork server's own forks of its workers count as well. */
+  ck_assert_int_ge(prepare, 1);
+  ck_assert_int_ge(parent, 1);
+  ck_assert_int_ge(atomic_load(&c[2]), 1);
+  munmap(c, 3 * sizeof *c);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(inline_ignores_workers_and_max_inflight)
 {
   fpt_snapshot s;
@@ -1334,6 +1484,8 @@ int main(void)
                   descriptors_are_four_plus_three_per_worker);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
+  fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
+                  atfork_handlers_run_around_create);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
                   window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);
@@ -1355,6 +1507,8 @@ int main(void)
   tcase_add_test(tc, old_submit_options_get_the_pool_grace);
   tcase_add_test(tc, thread_cancel_running_without_grace);
   tcase_add_test(tc, thread_cancel_running_with_grace);
+  tcase_add_test(tc, thread_cancel_of_a_task_handed_back_by_the_read);
+  tcase_add_test(tc, thread_cancel_before_the_thread_takes_the_task);
   tcase_add_test(tc, cancel_with_grace_before_start_has_a_text_of_its_own);
   tcase_add_loop_test(tc, thread_terminate_and_kill_ask, 0, 2);
   fpt_add_test_in(FPT_IN_PROCESSES, "kills worker processes", tc,

@@ -145,6 +145,18 @@ START_TEST(crash_loop_breaks_the_pool)
   ck_assert_int_eq(fp_submitf(p, "square", &late, "[I]", (int64_t)1),
                    FP_EBROKEN);
   ck_assert_ptr_null(late);
+  /* A pool on one machine is one group: its crash loop breaks it, as it
+   * always did, and retires nothing (hosts leave only an MPI pool). */
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &ps), 0);
+  ck_assert_int_eq(ps.state, FP_POOL_BROKEN);
+  ck_assert_ptr_nonnull(strstr(ps.reason, "crash loop: more than 3 worker "
+                               "deaths in a row with no task answered"));
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.hosts_retired, 0);
+  ck_assert_uint_eq(st.workers_retired, 0);
+  ck_assert_uint_eq(st.worker_deaths, 4);
   fpt_pool_destroy(p);
   fpt_end(&s);
 }

@@ -17,7 +17,7 @@
  * replays it (the actions of each thread, not the kernel's scheduling),
  * FP_MODEL_STEPS=n sets the length ("make soak" runs 100 times longer).
  * On a failure the seed, the step and the events around the failing future
- * are printed.
+ * are printed (every event with FP_MODEL_EVENTS=1).
  *
  * For the lead: on the tree before the fixes of issue 11, these checks fail
  * (deadline, cancel and chain in nearly every run of the default length, mix
@@ -36,6 +36,29 @@
  *   - case "mix" may find any of the three.
  * A task that stops itself (SIGSTOP) is drawn in runs that end with
  * fp_pool_terminate too: terminate follows SIGTERM with SIGCONT (#7).
+ *
+ * Thread pools (cases "threads" and "threads-stop", run with FPT_MODE=threads
+ * by tests/check_model_threads.sh; the process cases are left out there,
+ * and the thread cases in a process run): the same driver and endings,
+ * with the kinds a thread can run (ok, late, fail, a cooperative hang that
+ * returns once fp_call_should_stop(3) says so, a deaf task that never asks
+ * and returns after ms: never a crash, an exit or a stop, which would take
+ * the caller down), graces of the pool's and of a task's own, and the
+ * thread rules as the pages state them: a deadline or FP_CANCEL_RUNNING
+ * asks, and the future fails (FP_EDEADLINE, FP_ECANCELLED) with the task's
+ * own failure if it returns within its grace, else with the pool's text
+ * (fp_call_should_stop(3) "Threads" and "How the task ends", fp_submit(3)
+ * deadline_ms and grace_ms, fp_future_cancel(3)); nothing dies
+ * (worker_deaths 0, retries unused); fp_call_should_stop says 1 only to a
+ * task that was asked; done-callbacks never run in a worker thread
+ * (forkpool(7) "Threads"); deadline_kills counts the tasks given up on
+ * (fp_pool_stats_get(3)).  It found two bugs on its first runs (threads-
+ * stop, most runs): a task given up on before its thread took it held the
+ * thread for ever ("not done after", a map that never ends), and a
+ * cancel-running whose read gave a thread's task up cancelled a task just
+ * handed back to the queue as if it were still on its thread: done, yet
+ * queued, run again, its state FP_RUNNING for good.
+ *
  * Left out on purpose: cancel-running a task that
  * hangs in a pool with max_inflight > 1 (if it waits in the pipe behind
  * another, fp_future_cancel(3) lets it run there, and it hangs that worker
@@ -65,9 +88,14 @@
 
 /* --- The task: its outcome is in its arguments ---------------------------- */
 
-enum kind { K_OK, K_LATE, K_FAIL, K_SEGV, K_EXIT, K_HANG, K_STOP, K_N };
-static const char *const kind_name[K_N] = {"ok",   "late", "fail", "segv",
-                                           "exit", "hang", "stop"};
+/* K_COOP and K_DEAF are for thread pools, where nothing kills a task: a
+ * cooperative hang that returns once fp_call_should_stop(3) says so, and a
+ * deaf task that never asks and returns after ms. */
+enum kind { K_OK, K_LATE, K_FAIL, K_SEGV, K_EXIT, K_HANG, K_STOP, K_COOP,
+            K_DEAF, K_N };
+static const char *const kind_name[K_N] = {"ok",   "late", "fail",
+                                           "segv", "exit", "hang",
+                                           "stop", "coop", "deaf"};
 
 static int exit_status(int64_t value)
 {
@@ -79,21 +107,65 @@ static int64_t ok_value(int64_t value)
   return value * 3 + 1;
 }
 
-/* [kind, value, ms]: see enum kind; ms is how late a "late" task answers. */
+static void sleep_ms(int64_t ms)
+{
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+static int task_polls(void);
+static void task_saw_stop(int64_t id);
+static int64_t coop_bound_ms(void);
+static void task_never_asked(int64_t id);
+/* This thread runs tasks: a worker thread (done-callbacks never run in
+ * one). */
+static __thread int in_worker;
+
+/* In a thread pool, the answering kinds look at their stop flag once, at
+ * the end: fp_call_should_stop(3) may say 1 only to a task that was asked
+ * (its deadline, FP_CANCEL_RUNNING, the ending). */
+static void poll_once(fp_call *c, int64_t id)
+{
+  if (task_polls() && fp_call_should_stop(c))
+    task_saw_stop(id);
+}
+
+/* [kind, value, ms, id]: see enum kind; ms is how late a "late" or "deaf"
+ * task answers; id is the oracle's record (-1: none). */
 static int t_model(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 {
-  int64_t kind, value, ms;
-  if (fp_unpack(a, "[III]", &kind, &value, &ms) != 0)
-    return fp_call_fail(c, "TypeError", "model takes [kind, value, ms]");
+  int64_t kind, value, ms, id;
+  if (fp_unpack(a, "[IIII]", &kind, &value, &ms, &id) != 0)
+    return fp_call_fail(c, "TypeError", "model takes [kind, value, ms, id]");
+  in_worker = 1;
   switch (kind) {
-  case K_LATE: {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-  } /* fall through */
+  case K_DEAF:
+  case K_LATE:
+    sleep_ms(ms);
+    /* fall through */
   case K_OK:
+    poll_once(c, id);
     return msgpack_pack_int64(o, ok_value(value));
   case K_FAIL:
+    poll_once(c, id);
     return fp_call_fail(c, "ModelError", "value %" PRId64, value);
+  case K_COOP:
+    /* Returns once asked: a failure of its own for an odd value, else its
+     * result.  Bounded, so that a request that never comes fails the
+     * oracle instead of hanging the pool's destroy. */
+    for (int64_t t = 0;; t++) {
+      if (fp_call_should_stop(c)) {
+        task_saw_stop(id);
+        if (value % 2)
+          return fp_call_fail(c, "ModelStopped", "value %" PRId64, value);
+        return msgpack_pack_int64(o, ok_value(value));
+      }
+      if (t >= coop_bound_ms()) {
+        task_never_asked(id);
+        return fp_call_fail(c, "ModelNeverAsked", "value %" PRId64, value);
+      }
+      sleep_ms(1);
+    }
   case K_SEGV:
     signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would exit instead */
     raise(SIGSEGV);
@@ -131,21 +203,39 @@ typedef struct profile {
   unsigned pct_short;         /* answering tasks with a deadline they may hit */
   unsigned pct_cancel_running; /* cancels with FP_CANCEL_RUNNING */
   unsigned pct_spawn;         /* futures whose callback submits a child */
+  unsigned mode;              /* FP_MODE_PROCESSES or FP_MODE_THREADS */
+  unsigned pct_grace;         /* tasks with a grace_ms of their own */
 } profile;
 
 static const profile profiles[] = {
     {"mix", 3, {0, 1, 2, 4}, 3,
-     {50, 10, 10, 3, 8, 5, 4, 3}, {45, 6, 12, 7, 4, 10, 4}, 15, 50, 10},
+     {50, 10, 10, 3, 8, 5, 4, 3}, {45, 6, 12, 7, 4, 10, 4}, 15, 50, 10,
+     FP_MODE_PROCESSES, 0},
     /* One worker with tasks pipelined behind the one it runs, answers left
      * unread during pauses: deadlines that pass while an answer waits
      * unread (#1), and no cancel to blur it. */
     {"deadline", 1, {2, 3, 4, 2}, 1,
-     {55, 4, 6, 1, 24, 5, 5, 0}, {80, 3, 10, 3, 0, 2, 2}, 40, 0, 3},
+     {55, 4, 6, 1, 24, 5, 5, 0}, {80, 3, 10, 3, 0, 2, 2}, 40, 0, 3,
+     FP_MODE_PROCESSES, 0},
     /* The same, with cancel-running of tasks whose answer may be in the
      * pipe while a late one runs behind them (#2), and no deadline an
      * answering task could reach. */
     {"cancel", 1, {2, 3, 4, 2}, 1,
-     {50, 18, 6, 1, 18, 5, 2, 6}, {70, 10, 10, 4, 0, 2, 2}, 0, 90, 3},
+     {50, 18, 6, 1, 18, 5, 2, 6}, {70, 10, 10, 4, 0, 2, 2}, 0, 90, 3,
+     FP_MODE_PROCESSES, 0},
+    /* Thread pools (FP_MODE_THREADS): nothing kills a thread, so no crash,
+     * exit or stop; cooperative hangs that return when asked, deaf tasks
+     * that are given up on and run on holding their thread, graces of the
+     * pool's and of a task's own. */
+    {"threads", 3, {0, 1, 2, 4}, 3,
+     {50, 10, 10, 3, 8, 5, 4, 3}, {45, 8, 12, 0, 0, 0, 0, 10, 10}, 20, 50, 10,
+     FP_MODE_THREADS, 30},
+    /* Stops crossed with completions: deadlines and cancel-running of tasks
+     * whose answer may wait in the outbox, tasks handed to a thread behind
+     * one that is given up on. */
+    {"threads-stop", 2, {2, 3, 4, 1}, 2,
+     {48, 18, 6, 1, 18, 5, 2, 6}, {50, 6, 10, 0, 0, 0, 0, 16, 18}, 40, 90, 3,
+     FP_MODE_THREADS, 50},
 };
 
 /* --- State shared by the drivers and the callbacks ------------------------- */
@@ -159,6 +249,11 @@ typedef struct rec {
   int short_deadline;     /* the task answers, but may pass its deadline */
   unsigned retries;
   int spawn, depth;       /* its callback submits a child; chain depth */
+  int grace_ms;           /* its grace: its own or the pool's */
+  int own_grace;          /* grace_ms is its own (fp_submit_ex) */
+  atomic_int asked_running; /* a FP_CANCEL_RUNNING was (being) made */
+  atomic_int stop_unasked;  /* the task saw its flag up, never asked */
+  atomic_int never_asked;   /* a cooperative hang was never asked */
   int cancelled;          /* some fp_future_cancel returned 0 */
   int refused;            /* the submit failed (the pool was ending) */
   fp_future *f;
@@ -178,6 +273,11 @@ static struct model {
   long steps;
   fp_pool *pool;
   unsigned workers, inflight, threads;
+  unsigned mode;          /* the pool's: FP_MODE_PROCESSES or _THREADS */
+  int pool_grace_ms;      /* the pool's deadline_grace_ms */
+  int64_t coop_bound_ms;  /* a cooperative hang gives up waiting */
+  atomic_int saw_stops;   /* tasks that saw their stop flag up */
+  char summary[400];      /* the thread cases' outcomes, for the log */
   enum ending ending;
   rec *recs;
   atomic_int nrecs;
@@ -195,6 +295,41 @@ static struct model {
 
 static __thread int cb_nest;  /* callbacks running in this thread, nested */
 static __thread int cur_thread, cur_step;
+
+/* The task's side of the oracle, in a thread pool only: a worker process
+ * writes to its own copy. */
+static int task_polls(void)
+{
+  return M.mode == FP_MODE_THREADS;
+}
+
+static int64_t coop_bound_ms(void)
+{
+  return M.coop_bound_ms;
+}
+
+/* fp_call_should_stop said 1: fine after a deadline, a cancel-running or
+ * the ending began; fp_call_should_stop(3): asked "at its deadline, when it
+ * is cancelled with FP_CANCEL_RUNNING, and when the pool is terminated or
+ * killed", and the flag "is down for the next task the worker runs". */
+static void task_saw_stop(int64_t id)
+{
+  if (M.mode != FP_MODE_THREADS || id < 0 || id >= M.cap)
+    return;
+  /* The flag's store happened before: what the asker wrote first shows. */
+  atomic_thread_fence(memory_order_acquire);
+  rec *r = &M.recs[id];
+  atomic_fetch_add(&M.saw_stops, 1);
+  if (r->deadline_ms == 0 && !atomic_load(&r->asked_running) &&
+      !atomic_load(&M.ending_begun))
+    atomic_store(&r->stop_unasked, 1);
+}
+
+static void task_never_asked(int64_t id)
+{
+  if (M.mode == FP_MODE_THREADS && id >= 0 && id < M.cap)
+    atomic_store(&M.recs[id].never_asked, 1);
+}
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -238,9 +373,9 @@ static void logev(int rec_id, const char *fmt, ...)
 static void describe(const rec *r, char *buf, size_t len)
 {
   snprintf(buf, len, "r%d (thread %d step %d: %s value %" PRId64 " ms %d "
-           "deadline %d%s retries %u%s%s)", r->id, r->thread, r->step,
-           kind_name[r->kind], r->value, r->ms, r->deadline_ms,
-           r->short_deadline ? " (short)" : "", r->retries,
+           "deadline %d%s grace %d retries %u%s%s)", r->id, r->thread,
+           r->step, kind_name[r->kind], r->value, r->ms, r->deadline_ms,
+           r->short_deadline ? " (short)" : "", r->grace_ms, r->retries,
            r->cancelled ? ", cancelled" : "", r->spawn ? ", spawns" : "");
 }
 
@@ -283,6 +418,8 @@ static void report_failure(const char *tcase)
         show[j] = 1;
   for (size_t j = n > 20 ? n - 20 : 0; j < n; j++)
     show[j] = 1;
+  if (getenv("FP_MODEL_EVENTS") != NULL) /* all of them */
+    memset(show, 1, n);
   fprintf(stderr, "\n%s\nevents (thread.step rec: what):\n", M.failure);
   for (size_t k = 0; k < n; k++) {
     if (!show[k])
@@ -293,7 +430,8 @@ static void report_failure(const char *tcase)
             M.log[k].step, M.log[k].rec, M.log[k].what);
   }
   fprintf(stderr, "replay: FP_MODEL_SEED=%" PRIu64 " FP_MODEL_STEPS=%ld "
-          "CK_RUN_CASE=%s tests/check_model\n", M.seed, M.steps, tcase);
+          "CK_RUN_CASE=%s%s tests/check_model\n", M.seed, M.steps, tcase,
+          M.mode == FP_MODE_THREADS ? " FPT_MODE=threads" : "");
   free(show);
   ck_abort_msg("%s", M.failure);
 }
@@ -320,7 +458,7 @@ static rec *rec_new(void)
 /* Kinds that answer (as opposed to hanging until killed). */
 static int answers(enum kind k)
 {
-  return k != K_HANG && k != K_STOP;
+  return k != K_HANG && k != K_STOP && k != K_COOP;
 }
 
 /* Fills r's kind and options from the profile. */
@@ -331,7 +469,20 @@ static void rec_draw(rec *r, uint64_t *s)
   r->value = (int64_t)(rnd(s) % 1000000000);
   if (r->kind == K_LATE)
     r->ms = 1 + (int)(rnd(s) % 20);
-  if (r->kind == K_HANG || r->kind == K_STOP) {
+  if (r->kind == K_DEAF)
+    r->ms = 5 + (int)(rnd(s) % 36);
+  if (r->kind == K_COOP) {
+    /* A thread's task is always asked (fp_future_cancel(3)), in the pipe
+     * or not: without a deadline at any max_inflight. */
+    if (rnd(s) % 2)
+      r->deadline_ms = 5 + (int)(rnd(s) % 40);
+  } else if (r->kind == K_DEAF) {
+    /* Mostly a deadline it passes: given up on, it runs on. */
+    if (rnd(s) % 10 < 7) {
+      r->deadline_ms = 1 + (int)(rnd(s) % 10);
+      r->short_deadline = 1;
+    }
+  } else if (r->kind == K_HANG || r->kind == K_STOP) {
     /* Without a deadline only where a cancel surely reaches it. */
     if (M.inflight != 1 || r->kind == K_STOP || rnd(s) % 2)
       r->deadline_ms = 5 + (int)(rnd(s) % 40);
@@ -344,6 +495,12 @@ static void rec_draw(rec *r, uint64_t *s)
   if (rnd(s) % 5 == 0)
     r->retries = 1 + (unsigned)(rnd(s) % 3);
   r->spawn = rnd(s) % 100 < pf->pct_spawn;
+  r->grace_ms = M.pool_grace_ms;
+  /* Drawn only where used: a process case's seed replays as before. */
+  if (pf->pct_grace > 0 && rnd(s) % 100 < pf->pct_grace) {
+    r->own_grace = 1;
+    r->grace_ms = rnd(s) % 3 ? 0 : 1 + (int)(rnd(s) % 30);
+  }
 }
 
 /* Submits r by one of the three calls; 0 or the submit's code. */
@@ -353,17 +510,21 @@ static int rec_submit(rec *r, unsigned how)
   msgpack_packer pk;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  int rc = fp_pack(&pk, "[III]", (int64_t)r->kind, r->value, (int64_t)r->ms);
+  int rc = fp_pack(&pk, "[IIII]", (int64_t)r->kind, r->value, (int64_t)r->ms,
+                   (int64_t)r->id);
   ck_assert_int_eq(rc, 0);
-  if (how == 0 && r->deadline_ms == 0 && r->retries == 0) {
+  int plain = r->deadline_ms == 0 && r->retries == 0 && !r->own_grace;
+  if (how == 0 && plain) {
     rc = fp_submit(M.pool, "model", sb.data, sb.size, &r->f);
-  } else if (how == 1 && r->deadline_ms == 0 && r->retries == 0) {
-    rc = fp_submitf(M.pool, "model", &r->f, "[III]", (int64_t)r->kind,
-                    r->value, (int64_t)r->ms);
+  } else if (how == 1 && plain) {
+    rc = fp_submitf(M.pool, "model", &r->f, "[IIII]", (int64_t)r->kind,
+                    r->value, (int64_t)r->ms, (int64_t)r->id);
   } else {
     fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
     so.deadline_ms = r->deadline_ms;
     so.retries = r->retries;
+    if (r->own_grace)
+      so.grace_ms = r->grace_ms;
     rc = fp_submit_ex(M.pool, "model", sb.data, sb.size, &so, &r->f);
   }
   msgpack_sbuffer_destroy(&sb);
@@ -378,7 +539,8 @@ static int rec_submit(rec *r, unsigned how)
   char who[40];
   snprintf(who, sizeof who, "%s%s", kind_name[r->kind],
            r->short_deadline ? "+short" : r->deadline_ms ? "+deadline" : "");
-  logev(r->id, "submit %s dl %d re %u", who, r->deadline_ms, r->retries);
+  logev(r->id, "submit %s dl %d gr %d re %u", who, r->deadline_ms,
+        r->grace_ms, r->retries);
   rc = fp_future_on_done(r->f, on_done, r);
   if (rc != 0)
     model_fail(r, "fp_future_on_done: %s", fp_err_name(rc));
@@ -393,8 +555,11 @@ static void spawn_child(const rec *parent)
   rec *r = rec_new();
   if (r == NULL)
     return;
-  static const unsigned w[K_N] = {70, 5, 15, 10, 0, 0, 0};
-  r->kind = (enum kind)pick(&s, w, K_N);
+  static const unsigned w[K_N] = {70, 5, 15, 10, 0, 0, 0, 0, 0};
+  static const unsigned w_threads[K_N] = {70, 10, 20, 0, 0, 0, 0, 0, 0};
+  r->kind = (enum kind)pick(&s, M.mode == FP_MODE_THREADS ? w_threads : w,
+                            K_N);
+  r->grace_ms = M.pool_grace_ms;
   r->value = (int64_t)(rnd(&s) % 1000000000);
   r->ms = r->kind == K_LATE ? 1 + (int)(rnd(&s) % 5) : 0;
   r->depth = parent->depth + 1;
@@ -413,6 +578,10 @@ static void on_done(fp_future *f, void *arg)
   int rc = fp_future_result(f, 0, &obj);
   if (rc == FP_ETIMEDOUT)
     model_fail(r, "its done-callback ran before it was done");
+  /* forkpool(7) Threads: "in the thread whose library call made the
+   * future done", never a worker thread. */
+  if (in_worker)
+    model_fail(r, "its done-callback ran in a worker thread");
   atomic_store(&r->cb_rc, rc);
   logev(r->id, "done: %s", rc ? fp_err_name(rc) : "ok");
   if (!atomic_load(&M.ending_begun))
@@ -448,7 +617,7 @@ static unsigned outcome_bit(int rc)
 static unsigned allowed(const rec *r)
 {
   static const unsigned natural[K_N] = {O_OK, O_OK, O_ETASK, O_EWORKER,
-                                        O_EWORKER, 0, 0};
+                                        O_EWORKER, 0, 0, 0, O_OK};
   if (r->cancelled)
     return O_ECANCELLED;
   unsigned set = natural[r->kind];
@@ -478,13 +647,89 @@ static void set_text(unsigned set, char *buf, size_t len)
 typedef struct tally {
   uint64_t submitted, finished, failed, cancelled, deadlines, crashes;
   uint64_t deadline_max, crash_max; /* upper bounds for the counters */
+  /* For the log: deadlines and cancels that ended with the pool's text
+   * when the grace was over, and with the task's own failure. */
+  unsigned dl_over, dl_own, cancel_over, cancel_own;
 } tally;
+
+/* The failure text the task gives itself (fp_call_fail), if it may give
+ * one. */
+static int own_failure(const rec *r, const char *err)
+{
+  char want[80];
+  if (r->kind == K_FAIL)
+    snprintf(want, sizeof want, "ModelError: value %" PRId64, r->value);
+  else if (r->kind == K_COOP && r->value % 2)
+    snprintf(want, sizeof want, "ModelStopped: value %" PRId64, r->value);
+  else
+    return 0;
+  return strcmp(err, want) == 0;
+}
+
+/* " and did not stop within its grace of N ms" after prefix: the text of a
+ * task given up on when its grace was over (fp_submit(3), grace_ms). */
+static int grace_over(const rec *r, const char *err, const char *prefix)
+{
+  char want[160];
+  snprintf(want, sizeof want, "%s and did not stop within its grace of %d ms",
+           prefix, r->grace_ms);
+  return r->grace_ms > 0 && strcmp(err, want) == 0;
+}
+
+/* A thread's task asked to stop before it began: it is not run
+ * (fp_call_should_stop(3)), and the text is fp_future_cancel(3)'s. */
+static const char stopped_before_start[] =
+    "Stopped: task 'model' was asked to stop before it started";
+
+/* How many EDEADLINE futures ended with stopped_before_start: a text
+ * fp_submit(3) and fp_call_should_stop(3) do not name for a deadline. */
+static atomic_int deadline_stopped_texts;
+
+/*
+ * A thread pool's text for rc, from the pages.  fp_call_should_stop(3),
+ * "How the task ends": once asked, the future fails with FP_EDEADLINE or
+ * FP_ECANCELLED "with the task's own kind: message if it failed with
+ * fp_call_fail(3), else with the pool's text"; fp_submit(3): "task ran past
+ * its deadline of N ms", with "and did not stop within its grace of N ms"
+ * when the grace is over; fp_future_cancel(3): "cancelled", "cancelled
+ * while running", the task's own, or stopped_before_start.  A task's own
+ * answer reaches the future once asked only with a grace: without one the
+ * future fails at once.
+ */
+static int thread_text_ok(const rec *r, int rc, const char *err)
+{
+  char pool[80];
+  if (rc == FP_EDEADLINE) {
+    snprintf(pool, sizeof pool, "task ran past its deadline of %d ms",
+             r->deadline_ms);
+    if (strcmp(err, pool) == 0 || grace_over(r, err, pool))
+      return 1;
+    if (r->grace_ms > 0 && strcmp(err, stopped_before_start) == 0) {
+      atomic_fetch_add(&deadline_stopped_texts, 1);
+      return 1;
+    }
+    return r->grace_ms > 0 && own_failure(r, err);
+  }
+  /* FP_ECANCELLED: the queue's, a cancel's, the ending's ("cancelled: the
+   * pool's workers were ..."), each starting "cancelled". */
+  if (grace_over(r, err, "cancelled while running"))
+    return 1;
+  if (strstr(err, "grace") != NULL)
+    return 0;
+  if (strncmp(err, "cancelled", 9) == 0)
+    return 1;
+  return r->grace_ms > 0 &&
+         (own_failure(r, err) || strcmp(err, stopped_before_start) == 0);
+}
 
 /* The text and result say it is this task's outcome. */
 static int outcome_is_its_own(const rec *r, int rc, const msgpack_object *obj,
                               fp_state st, const char *err)
 {
   char want[80];
+  if (M.mode == FP_MODE_THREADS && (rc == FP_EDEADLINE || rc == FP_ECANCELLED))
+    return st == (rc == FP_EDEADLINE ? FP_FAILED : FP_CANCELLED) && err &&
+           thread_text_ok(r, rc, err);
   switch (rc) {
   case 0:
     return st == FP_FINISHED && err == NULL &&
@@ -511,7 +756,7 @@ static int outcome_is_its_own(const rec *r, int rc, const msgpack_object *obj,
 
 static void check_rec(const rec *r, tally *t)
 {
-  if (r->kind == K_SEGV || r->kind == K_EXIT)
+  if ((r->kind == K_SEGV || r->kind == K_EXIT) && M.mode != FP_MODE_THREADS)
     t->crash_max += r->retries + 1;
   if (r->deadline_ms > 0)
     t->deadline_max++;
@@ -532,6 +777,16 @@ static void check_rec(const rec *r, tally *t)
     model_fail(r, "%d done-callbacks", atomic_load(&r->cb_calls));
     return;
   }
+  if (atomic_load(&r->stop_unasked)) {
+    model_fail(r, "fp_call_should_stop said 1, but it was never asked");
+    return;
+  }
+  if (atomic_load(&r->never_asked)) {
+    model_fail(r, "a cooperative hang was never asked to stop (%" PRId64
+               " ms), ended %s", M.coop_bound_ms,
+               rc ? fp_err_name(rc) : "ok");
+    return;
+  }
   if (atomic_load(&r->cb_rc) != rc) {
     model_fail(r, "its callback saw %s, now %s",
                fp_err_name(atomic_load(&r->cb_rc)), fp_err_name(rc));
@@ -547,10 +802,25 @@ static void check_rec(const rec *r, tally *t)
                "\"%s\"", rc ? fp_err_name(rc) : "ok", st, err ? err : "");
     return;
   }
+  if (rc == FP_EDEADLINE || rc == FP_ECANCELLED) {
+    int over = strstr(err, "did not stop within") != NULL;
+    int own = own_failure(r, err);
+    if (rc == FP_EDEADLINE) {
+      t->dl_over += over;
+      t->dl_own += own;
+    } else {
+      t->cancel_over += over;
+      t->cancel_own += own;
+    }
+  }
   t->finished += st == FP_FINISHED;
   t->failed += st == FP_FAILED;
   t->cancelled += st == FP_CANCELLED;
-  t->deadlines += rc == FP_EDEADLINE;
+  /* A deadline kill, or a thread's task given up on at its deadline (at
+   * once without a grace, else when the grace is over: fp_pool_stats_get);
+   * not one that returned within its grace. */
+  t->deadlines += rc == FP_EDEADLINE &&
+                  (r->grace_ms == 0 || strstr(err, "did not stop within"));
   t->crashes += rc == FP_EWORKER;
 }
 
@@ -587,7 +857,7 @@ static void submit_kind(driver *d, int kind)
     ck_assert_ptr_nonnull(d->mine);
   }
   d->mine[d->n++] = r;
-  if (r->kind == K_HANG && r->deadline_ms == 0) {
+  if ((r->kind == K_HANG || r->kind == K_COOP) && r->deadline_ms == 0) {
     d->hangs = realloc(d->hangs, (d->nhangs + 1) * sizeof *d->hangs);
     ck_assert_ptr_nonnull(d->hangs);
     d->hangs[d->nhangs++] = r;
@@ -602,11 +872,13 @@ static void act_submit(driver *d)
 /* A cancel may stop a running task only where the worker surely runs it. */
 static int may_cancel_running(const rec *r)
 {
-  return answers(r->kind) || M.inflight == 1;
+  return answers(r->kind) || M.inflight == 1 || M.mode == FP_MODE_THREADS;
 }
 
 static void cancel(rec *r, unsigned flags)
 {
+  if (flags & FP_CANCEL_RUNNING)
+    atomic_store(&r->asked_running, 1); /* before the flag can go up */
   int rc = fp_future_cancel(r->f, flags);
   logev(r->id, "cancel%s -> %s", flags ? "(RUNNING)" : "",
         rc ? fp_err_name(rc) : "0");
@@ -691,7 +963,8 @@ static void act_map(driver *d)
     unsigned r = (unsigned)(rnd(&d->rng) % 10);
     kinds[i] = r < 7 ? K_OK : r < 9 ? K_FAIL : K_LATE;
     values[i] = (int64_t)(rnd(&d->rng) % 1000000000);
-    fp_pack(&pk, "[III]", kinds[i], values[i], (int64_t)(kinds[i] == K_LATE));
+    fp_pack(&pk, "[IIII]", kinds[i], values[i], (int64_t)(kinds[i] == K_LATE),
+            (int64_t)-1);
   }
   fp_map_input in = {sb.data, sb.size, NULL, NULL};
   fp_map_options mo = FP_MAP_OPTIONS_INIT;
@@ -820,6 +1093,7 @@ static void model_init(const profile *pf, long steps, int cap_per_step)
   free(M.log);
   free(M.recs);
   memset(&M, 0, sizeof M);
+  atomic_store(&deadline_stopped_texts, 0);
   pthread_mutex_init(&M.mu, NULL);
   M.pf = pf;
   M.seed = model_seed();
@@ -834,6 +1108,8 @@ static void pool_create(unsigned workers, unsigned inflight)
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
   o.workers = workers;
   o.max_inflight = inflight;
+  o.mode = M.mode;
+  o.deadline_grace_ms = M.pool_grace_ms;
   o.tasks = model_tasks;
   o.restart_limit = 0; /* crashes on purpose: never a crash loop */
   int rc = fpt_pool_create(&M.pool, &o);
@@ -872,6 +1148,14 @@ static void check_all(void)
     return;
   fp_pool_stats st = FP_POOL_STATS_INIT;
   ck_assert_int_eq(fp_pool_stats_get(M.pool, &st, NULL, 0), 0);
+  snprintf(M.summary, sizeof M.summary, "%" PRIu64 " finished, %" PRIu64
+           " failed (%" PRIu64 " deadlines given up on, %u when the grace "
+           "was over, %u with the task's own text), %" PRIu64 " cancelled "
+           "(%u when the grace was over, %u own text); %d tasks saw their "
+           "flag; %d deadlines with \"%s\"", t.finished, t.failed,
+           st.deadline_kills, t.dl_over, t.dl_own, t.cancelled,
+           t.cancel_over, t.cancel_own, atomic_load(&M.saw_stops),
+           atomic_load(&deadline_stopped_texts), stopped_before_start);
   uint64_t items = (uint64_t)atomic_load(&M.map_items);
   uint64_t ok = (uint64_t)atomic_load(&M.map_ok);
   uint64_t bad = (uint64_t)atomic_load(&M.map_failed);
@@ -909,10 +1193,17 @@ static void run_profile(const profile *pf, const char *tcase)
   M.inflight = pf->inflight[rnd(&rs) % 4];
   M.threads = 1 + (unsigned)(rnd(&rs) % pf->threads_max);
   M.ending = (enum ending)(rnd(&rs) % E_N);
+  M.mode = pf->mode;
+  if (M.mode == FP_MODE_THREADS) {
+    static const int graces[4] = {0, 0, 3, 25};
+    M.pool_grace_ms = graces[rnd(&rs) % 4];
+  }
+  M.coop_bound_ms = 2 * (int64_t)FPT_LIMIT_MS;
   printf("model[%s]: seed %" PRIu64 ", %ld steps, %u workers, max_inflight "
-         "%u, %u threads, ending %s (replay: FP_MODEL_SEED=%" PRIu64
-         " CK_RUN_CASE=%s)\n", pf->name, M.seed, M.steps, M.workers,
-         M.inflight, M.threads, ending_name[M.ending], M.seed, tcase);
+         "%u, %u threads, grace %d ms, ending %s (replay: FP_MODEL_SEED=%"
+         PRIu64 " CK_RUN_CASE=%s%s)\n", pf->name, M.seed, M.steps, M.workers,
+         M.inflight, M.threads, M.pool_grace_ms, ending_name[M.ending],
+         M.seed, tcase, M.mode == FP_MODE_THREADS ? " FPT_MODE=threads" : "");
   fflush(stdout);
   double t0 = now_s();
   pool_create(M.workers, M.inflight);
@@ -943,6 +1234,8 @@ static void run_profile(const profile *pf, const char *tcase)
          "steps/s; callbacks nested at most %d deep\n", pf->name, M.steps,
          atomic_load(&M.nrecs), atomic_load(&M.map_items), secs,
          (double)M.steps / secs, atomic_load(&M.max_nest));
+  if (M.mode == FP_MODE_THREADS)
+    printf("model[%s]: outcomes: %s\n", pf->name, M.summary);
   fflush(stdout);
   fpt_end(&s);
 }
@@ -965,6 +1258,18 @@ START_TEST(cancel_running)
 }
 END_TEST
 
+START_TEST(threads)
+{
+  run_profile(&profiles[3], "threads");
+}
+END_TEST
+
+START_TEST(threads_stop)
+{
+  run_profile(&profiles[4], "threads-stop");
+}
+END_TEST
+
 /* --- Chains of done-callbacks that submit (#8) --------------------------------- */
 
 /* A chained task's value is its index; its callback checks its result, so
@@ -983,8 +1288,8 @@ static void chain_submit(void)
     return;
   }
   fp_future *f;
-  int rc = fp_submitf(M.pool, "model", &f, "[III]", (int64_t)K_OK,
-                      (int64_t)idx, (int64_t)0);
+  int rc = fp_submitf(M.pool, "model", &f, "[IIII]", (int64_t)K_OK,
+                      (int64_t)idx, (int64_t)0, (int64_t)-1);
   if (rc != 0) {
     model_fail(NULL, "chain: submit of task %d: %s", idx, fp_err_name(rc));
     atomic_fetch_add(&chain_done, 1);
@@ -1114,13 +1419,23 @@ int main(void)
   /* Generous: a run waits at most FPT_LIMIT_MS per wait, and soak runs are
    * long. */
   double t = 120 + (double)model_steps(1500) / 20;
+  /* The process cases crash, exit and stop workers; the thread cases
+   * (tests/check_model_threads.sh, FPT_MODE=threads) have the thread's
+   * kinds and rules. */
+  static const char crashes[] = "crashes, exits and stops its workers";
+  static const char threads_only[] = "the thread pool's kinds and rules";
   TCase *tc = fpt_tcase(s, "mix", t);
-  tcase_add_test(tc, mix);
+  fpt_add_test_in(FPT_IN_PROCESSES, crashes, tc, mix);
   tc = fpt_tcase(s, "deadline", t);
-  tcase_add_test(tc, deadline);
+  fpt_add_test_in(FPT_IN_PROCESSES, crashes, tc, deadline);
   tc = fpt_tcase(s, "cancel", t);
-  tcase_add_test(tc, cancel_running);
+  fpt_add_test_in(FPT_IN_PROCESSES, crashes, tc, cancel_running);
+  tc = fpt_tcase(s, "threads", t);
+  fpt_add_test_in(FPT_IN_THREADS, threads_only, tc, threads);
+  tc = fpt_tcase(s, "threads-stop", t);
+  fpt_add_test_in(FPT_IN_THREADS, threads_only, tc, threads_stop);
   tc = fpt_tcase(s, "chain", t);
-  tcase_add_test(tc, chain);
+  fpt_add_test_in(FPT_IN_BESIDE, "callbacks that submit while a worker runs",
+                  tc, chain);
   fpt_run_suite(s);
 }

@@ -17,6 +17,8 @@
 #include <check.h>
 #include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,11 @@ typedef struct mpt_cfg {
                             threads */
   int grace_ms;          /* deadline_grace_ms */
   int small_area;        /* hosts: shm_args of HOST_AREA */
+  int init_fails_on;     /* this rank's init fails (0: none) */
+  int crash_on;          /* on this rank, "sq_here" crashes (0: none) */
+  int fs_dies_on;        /* on this rank, "sq_here" kills its fork server
+                            (0: none) */
+  unsigned restart_limit; /* 0: the default */
 } mpt_cfg;
 
 /* With small_area, a host's area holds one BIG_ARG at a time: an argument
@@ -49,6 +56,8 @@ typedef struct mpt_report {
 } mpt_report;
 
 static int nranks;
+static int my_rank;
+static mpt_cfg host_cfg; /* a host's: its workers, forked later, see it */
 
 /* Each rank's process, and whether it runs on rank 0's machine (its
  * /proc is then ours to read). */
@@ -65,6 +74,32 @@ static int init_fails(void **state, void *arg, fp_call *call)
   (void)state;
   (void)arg;
   return fp_call_fail(call, "InitError", "this host refuses");
+}
+
+/* Fails on the rank the test names, on every host before the first. */
+static int init_fails_here(void **state, void *arg, fp_call *call)
+{
+  (void)state;
+  (void)arg;
+  if (host_cfg.init_fails_on == my_rank)
+    return fp_call_fail(call, "InitError", "this host refuses");
+  return 0;
+}
+
+/* The square of its argument; on the rank the test names, it crashes
+ * (SIGSEGV) or kills its own fork server (the worker's parent) instead. */
+static int t_sq_here(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "sq_here takes [x]");
+  if (host_cfg.crash_on == my_rank)
+    raise(SIGSEGV);
+  if (host_cfg.fs_dies_on == my_rank) {
+    kill(getppid(), SIGKILL);
+    pause(); /* PR_SET_PDEATHSIG ends it */
+  }
+  return msgpack_pack_int64(o, x * x);
 }
 
 /* Runs until asked to stop, then fails with "Stopped". */
@@ -129,6 +164,10 @@ static fp_pool_options options_of(const mpt_cfg *c)
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
+  if (c->init_fails_on != 0)
+    o.init = init_fails_here;
+  if (c->restart_limit != 0)
+    o.restart_limit = c->restart_limit;
   o.deadline_grace_ms = c->grace_ms;
   if (c->bad_option == 1)
     o.max_inflight = 100000; /* over 1024: FP_EINVAL everywhere */
@@ -170,6 +209,7 @@ static void host_loop(void)
     MPI_Bcast(&c, (int)sizeof c, MPI_BYTE, 0, MPI_COMM_WORLD);
     if (!c.more)
       return;
+    host_cfg = c;
     fp_pool_options o = options_of(&c);
     fp_pool *p = (fp_pool *)&c; /* must be set to NULL */
     mpt_report r;
@@ -202,11 +242,44 @@ static int gather_reports(int expect_rc)
   return bad;
 }
 
+/* What the root's pool logged, its lines one after another. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char logged[8192];
+
+static void log_line(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  (void)level;
+  pthread_mutex_lock(&log_lock);
+  size_t n = strlen(logged);
+  snprintf(logged + n, sizeof logged - n, "%s\n", msg);
+  pthread_mutex_unlock(&log_lock);
+}
+
+/* Whether a line logged so far has both texts. */
+static int log_has(const char *a, const char *b)
+{
+  pthread_mutex_lock(&log_lock);
+  int found = 0;
+  for (const char *l = logged; !found && *l != '\0';) {
+    const char *end = strchr(l, '\n');
+    size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+    char line[1024];
+    snprintf(line, sizeof line, "%.*s", (int)len, l);
+    found = strstr(line, a) != NULL && strstr(line, b) != NULL;
+    l += len + (end != NULL);
+  }
+  pthread_mutex_unlock(&log_lock);
+  return found;
+}
+
 static int mpt_create(mpt_cfg c, fp_pool **out)
 {
   c.more = 1;
   MPI_Bcast(&c, (int)sizeof c, MPI_BYTE, 0, MPI_COMM_WORLD);
   fp_pool_options o = options_of(&c);
+  logged[0] = '\0';
+  o.log = log_line;
   int rc = fp_mpi_pool_create(out, &o, MPI_COMM_WORLD, 0);
   owed = 1;
   cur = rc == 0 ? *out : NULL;
@@ -722,7 +795,166 @@ START_TEST(failing_init_fails_create)
   ck_assert_int_eq(rc, FP_EBROKEN);
   ck_assert_ptr_null(p);
   ck_assert_ptr_nonnull(strstr(fp_pool_create_error(), "InitError"));
+  /* The first host to fail left; the last one's failure broke the pool. */
+  ck_assert_msg(log_has("retired", "InitError") &&
+                log_has("pool broken: worker initializer failed", "InitError"),
+                "log:\n%s", logged);
   ck_assert_int_eq(gather_reports(0), 0);
+  fpt_end(&s);
+}
+END_TEST
+
+static fp_pool_stats stats_of(fp_pool *p)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  return st;
+}
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Runs the pool until a host has left it (up to FPT_LIMIT_MS). */
+static void wait_retired(fp_pool *p)
+{
+  int64_t until = now_ms() + FPT_LIMIT_MS;
+  while (stats_of(p).hosts_retired == 0) {
+    ck_assert_msg(now_ms() < until, "no host was retired");
+    ck_assert_int_ge(fp_pool_dispatch(p, 10), 0);
+  }
+}
+
+/* Rounds of 8 "sq_here" until a host has left: each future resolves,
+ * with its square or FP_EWORKER.  Returns how many failed. */
+static unsigned rounds_until_retired(fp_pool *p)
+{
+  int64_t until = now_ms() + FPT_LIMIT_MS;
+  unsigned failed = 0;
+  while (stats_of(p).hosts_retired == 0) {
+    ck_assert_msg(now_ms() < until, "no host was retired");
+    fp_future *f[8];
+    for (int i = 0; i < 8; i++)
+      ck_assert_int_eq(fp_submitf(p, "sq_here", &f[i], "[I]", (int64_t)i), 0);
+    for (int i = 0; i < 8; i++) {
+      const msgpack_object *r;
+      int rc = fp_future_result(f[i], FPT_LIMIT_MS, &r);
+      if (rc == 0) {
+        ck_assert_int_eq(r->via.i64, (int64_t)i * i);
+      } else {
+        ck_assert_msg(rc == FP_EWORKER, "task %d: %s", i, fp_strerror(rc));
+        failed++;
+      }
+      fp_future_release(f[i]);
+    }
+  }
+  return failed;
+}
+
+/* After rank 1 left: n more tasks all run, on rank 2; the stats and the
+ * per-slot entries show rank 1's two slots retired. */
+static void rest_runs_on_rank2(fp_pool *p, int n)
+{
+  fp_future *f[64];
+  for (int i = 0; i < n; i++)
+    ck_assert_int_eq(fp_submitf(p, "sq_here", &f[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[4];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 4), 0);
+  ck_assert_uint_eq(st.workers, 4);
+  ck_assert_uint_eq(st.hosts_retired, 1);
+  ck_assert_uint_eq(st.workers_retired, 2);
+  ck_assert_uint_eq(st.queued + st.running, 0);
+  ck_assert_int_eq(w[0].pid, 0); /* rank 1's slots come first */
+  ck_assert_int_eq(w[1].pid, 0);
+  ck_assert_uint_le(st.workers_live, 2);
+}
+
+/* Init fails on rank 1 alone: that host leaves at once (a log line says
+ * which and why), create returns on rank 2's workers, and every task runs
+ * there. */
+START_TEST(host_whose_init_fails_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .init_fails_on = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s (%s)", fp_strerror(rc),
+                fp_pool_create_error());
+  enum { N = 40 };
+  fp_future *f[N];
+  for (int i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < N; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  wait_retired(p);
+  rest_runs_on_rank2(p, 8);
+  fp_pool_stats st = stats_of(p);
+  ck_assert_uint_eq(st.finished, N + 8);
+  ck_assert_uint_eq(st.failed, 0);
+  ck_assert_msg(log_has("host rank 1 retired", "worker initializer failed: "
+                        "InitError: this host refuses"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Every task crashes its worker on rank 1: past restart_limit deaths in a
+ * row with none of rank 1's tasks answered, rank 1 leaves and rank 2,
+ * whose answers do not count for rank 1, runs the rest.  The failures are
+ * the crashes that made the loop, and at most one more: rank 1's other
+ * worker's task, when it crashed too or was killed as its host left. */
+START_TEST(host_that_crash_loops_is_retired)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .crash_on = 1, .restart_limit = 3};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  unsigned failed = rounds_until_retired(p);
+  ck_assert_uint_ge(failed, 4);
+  ck_assert_uint_le(failed, 5);
+  rest_runs_on_rank2(p, 40);
+  fp_pool_stats st = stats_of(p);
+  ck_assert_uint_eq(st.failed, failed);
+  ck_assert_uint_eq(st.finished + st.failed, st.submitted);
+  ck_assert_uint_ge(st.worker_deaths, 4);
+  ck_assert_uint_le(st.worker_deaths, 5);
+  ck_assert_msg(log_has("host rank 1 retired", "crash loop: more than 3 "
+                        "worker deaths in a row"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A task on rank 1 kills that host's fork server (its workers die with
+ * it): the host tells the root, which retires it; rank 2 runs the rest,
+ * and every rank ends with no process left. */
+START_TEST(host_whose_fork_server_dies_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .fs_dies_on = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  unsigned failed = rounds_until_retired(p);
+  ck_assert_uint_le(failed, 2); /* the tasks its two workers ran */
+  rest_runs_on_rank2(p, 40);
+  ck_assert_msg(log_has("host rank 1 retired", "the fork server of host "
+                        "rank 1 died"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
   fpt_end(&s);
 }
 END_TEST
@@ -905,6 +1137,9 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, map_item_deadline);
   tcase_add_test(tc, pool_fd_works);
   tcase_add_test(tc, failing_init_fails_create);
+  tcase_add_test(tc, host_whose_init_fails_leaves);
+  tcase_add_test(tc, host_that_crash_loops_is_retired);
+  tcase_add_test(tc, host_whose_fork_server_dies_leaves);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
   tcase_add_test(tc, terminate_reaches_every_host);
@@ -944,7 +1179,9 @@ int main(int argc, char **argv)
   MPI_Gather(&me, (int)sizeof me, MPI_BYTE, ranks, (int)sizeof me, MPI_BYTE,
              0, MPI_COMM_WORLD);
   /* Registered by name on every rank: the hosts run it. */
+  my_rank = rank;
   if (fp_task_register("polls", t_polls) != 0 ||
+      fp_task_register("sq_here", t_sq_here) != 0 ||
       fp_task_register("where", t_where) != 0 ||
       fp_task_register("hold", t_hold) != 0)
     MPI_Abort(MPI_COMM_WORLD, 1);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -77,7 +78,16 @@ static int t_spin(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return msgpack_pack_int64(o, getpid());
 }
 
-/* [CPUs this worker may run on, the first of them]. */
+/* The CPU the kernel says this thread runs on (getcpu(2), no rseq). */
+static int kernel_cpu(void)
+{
+  unsigned cpu = 0;
+  return syscall(SYS_getcpu, &cpu, NULL, NULL) == 0 ? (int)cpu : -1;
+}
+
+/* [CPUs this worker may run on, the first of them, the CPU glibc's
+ * sched_getcpu() names (from the rseq area, where glibc registered one),
+ * the CPU the kernel names]. */
 static int t_affinity(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 {
   (void)c;
@@ -89,7 +99,22 @@ static int t_affinity(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   for (int cpu = 0; cpu < CPU_SETSIZE && first < 0; cpu++)
     if (CPU_ISSET(cpu, &set))
       first = cpu;
-  return fp_pack(o, "[ii]", CPU_COUNT(&set), first);
+  int glibc = sched_getcpu();
+  return fp_pack(o, "[iiii]", CPU_COUNT(&set), first, glibc, kernel_cpu());
+}
+
+/* Init of a pinned worker: fails unless glibc's CPU number is the kernel's.
+ * A worker whose rseq area no kernel updates reads the CPU the caller last
+ * ran on, which is another CPU than the pin for at least one worker. */
+static int init_cpu_agrees(void **state, void *arg, fp_call *call)
+{
+  (void)state;
+  (void)arg;
+  int glibc = sched_getcpu(), kernel = kernel_cpu();
+  if (glibc != kernel)
+    return fp_call_fail(call, "StaleCpu", "sched_getcpu() %d, getcpu %d",
+                        glibc, kernel);
+  return 0;
 }
 
 /* printf's a line with [n]; with n < 0 then hangs (for a deadline). */
@@ -390,13 +415,42 @@ START_TEST(pin_workers_one_cpu_each)
   for (int i = 0; i < 6; i++) {
     fp_future *f = run(p, "affinity", 0);
     const msgpack_object *r;
-    int n, cpu;
+    int n, cpu, glibc, kernel;
     ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
-    ck_assert_int_eq(fp_unpack(r, "[ii]", &n, &cpu), 0);
+    ck_assert_int_eq(fp_unpack(r, "[iiii]", &n, &cpu, &glibc, &kernel), 0);
     ck_assert_int_eq(n, 1);
     ck_assert(CPU_ISSET(cpu, &mine));
+    ck_assert_int_eq(kernel, cpu);
+    ck_assert_int_eq(glibc, cpu);
     fp_future_release(f);
   }
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A worker on each CPU the caller may use (up to 16), each checking in its
+ * init that sched_getcpu() is the kernel's answer: the fork server and so
+ * every worker has glibc's rseq registration, however it was forked. */
+START_TEST(pinned_workers_know_their_cpu)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  cpu_set_t mine;
+  ck_assert_int_eq(sched_getaffinity(0, sizeof mine, &mine), 0);
+  unsigned n = (unsigned)CPU_COUNT(&mine);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.pin_workers = 1;
+  o.init = init_cpu_agrees;
+  fp_pool *p = pool_opts(&o, n < 16 ? n : 16);
+  /* fpt_pool_create waited for every init; a failed one breaks the pool. */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_int_eq(fp_pool_status_get(p, &ps), 0);
+  ck_assert_msg(ps.state == FP_POOL_RUNNING, "pool state %d: %s", (int)ps.state,
+                ps.reason);
+  ck_assert_uint_eq(st.workers_live, st.workers);
   fpt_pool_destroy(p);
   fpt_end(&s);
 }
@@ -500,6 +554,7 @@ int main(void)
   tcase_add_test(tc, cpu_time_in_stats);
   tcase_add_test(tc, cpu_stats_old_layout);
   tcase_add_test(tc, pin_workers_one_cpu_each);
+  tcase_add_test(tc, pinned_workers_know_their_cpu);
   tcase_add_test(tc, stdout_default_is_stderr);
   tcase_add_test(tc, stdout_inherit_and_null);
   tcase_add_test(tc, stdout_survives_deadline_kill);

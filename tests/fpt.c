@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,20 +363,30 @@ static unsigned ngates;
 
 /* No ck_assert on the way that succeeds: Check's mark point allocates, and
  * check_fault fails allocations under these calls. */
+/* Tests with threads of their own (check_model's drivers) make and destroy
+ * maps at once: the lists are shared. */
+static pthread_mutex_t track_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void track(tracked *t, void *x)
 {
-  if (t->n == FPT_TRACKED)
+  pthread_mutex_lock(&track_mu);
+  int full = t->n == FPT_TRACKED;
+  if (!full)
+    t->v[t->n++] = x;
+  pthread_mutex_unlock(&track_mu);
+  if (full)
     ck_abort_msg("more than %d pools or maps at once", FPT_TRACKED);
-  t->v[t->n++] = x;
 }
 
 static void untrack(tracked *t, const void *x)
 {
+  pthread_mutex_lock(&track_mu);
   for (unsigned i = t->n; i-- > 0;)
     if (t->v[i] == x) {
       t->v[i] = t->v[--t->n];
-      return;
+      break;
     }
+  pthread_mutex_unlock(&track_mu);
 }
 
 unsigned fpt_mode(void)

@@ -339,6 +339,7 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
     slot_spawned(b, i, &m);
     break;
   case FP__CTL_SPAWN_FAILED:
+  case FP__CTL_GONE:
     m.slot = i;
     to_pool(b, &m, NULL);
     break;

@@ -8,8 +8,10 @@
  *
  * A worker's exit goes to the root after every byte it wrote, so that the
  * pool reads its answers first, as it does from a local worker.  If the
- * fork server itself dies, each live worker is reported killed, and a
- * SPAWN is answered with SPAWN_FAILED: the pool breaks.
+ * fork server itself dies, or this relay runs out of memory, the root is
+ * told GONE, then each live worker is reported killed: the pool retires
+ * this host (or breaks, if it was the last), and a SPAWN still to come is
+ * answered with SPAWN_FAILED.
  *
  * With the workers' shared area, the host plays the dispatcher's part in
  * it: a large argument (a BIG message) is taken straight into the area and
@@ -53,6 +55,7 @@ typedef struct host {
   unsigned n;
   fpm_chan *ch;          /* per slot: rfd the result pipe's read end, wfd
                             the task pipe's write end, hold its read end */
+  pid_t *pid;            /* per slot: its worker, for an EXITED of ours */
   struct pollfd *pfd;
   int *pfd_slot;
   fp__shm *area;         /* the workers' shared area; NULL: none */
@@ -70,6 +73,8 @@ static const fpm_hooks result_hooks = {result_peek, result_out};
 /* Frees slot k's arguments up to task id's (all of them if id is 0). */
 static void blocks_free(host *h, unsigned k, uint64_t id)
 {
+  if (h->hs == NULL)
+    return; /* out of memory at the start: nothing was placed */
   hslot *s = &h->hs[k];
   size_t upto = s->nblk;
   if (id != 0) {
@@ -268,17 +273,26 @@ static void worker_gone(host *h, const fp__ctl *m)
   fpm_post_ctl(&h->rl, h->root, m);
 }
 
+/* This host runs no worker any more (why: 0, its fork server died; or
+ * -errno): GONE, then the exit of each worker it had. */
+static void host_gone(host *h, int why)
+{
+  fp__ctl gone = {.op = FP__CTL_GONE, .value = why};
+  fpm_post_ctl(&h->rl, h->root, &gone);
+  for (unsigned k = 0; h->ch != NULL && h->pid != NULL && k < h->n; k++) {
+    if (!h->ch[k].open)
+      continue;
+    fp__ctl m = {.op = FP__CTL_EXITED, .slot = k, .pid = h->pid[k],
+                 .value = SIGKILL};
+    worker_gone(h, &m);
+  }
+}
+
 static void forkserver_died(host *h)
 {
   close(h->ctl);
   h->ctl = -1;
-  for (unsigned k = 0; k < h->n; k++) {
-    if (!h->ch[k].open)
-      continue;
-    /* Its workers die with it (PR_SET_PDEATHSIG). */
-    fp__ctl m = {.op = FP__CTL_EXITED, .slot = k, .value = SIGKILL};
-    worker_gone(h, &m);
-  }
+  host_gone(h, 0); /* its workers die with it (PR_SET_PDEATHSIG) */
 }
 
 /* What the fork server sends.  Sets *busy if anything came. */
@@ -313,6 +327,7 @@ static void from_forkserver(host *h, int *busy)
       int wfd = fpm_fd_prep(fds[0]), rfd = fpm_fd_prep(fds[1]);
       fpm_chan_open(&h->ch[m.slot], rfd, wfd, fds[2]);
       slot_fresh(h, m.slot);
+      h->pid[m.slot] = m.pid;
     } else if (m.op == FP__CTL_EXITED) {
       worker_gone(h, &m);
       continue;
@@ -426,8 +441,10 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   h.pfd = calloc(2 * n + 1, sizeof *h.pfd);
   h.pfd_slot = calloc(2 * n + 1, sizeof *h.pfd_slot);
   h.hs = calloc(n + 1, sizeof *h.hs);
+  h.pid = calloc(n + 1, sizeof *h.pid);
   int rc = FP_ENOMEM;
-  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL && h.hs != NULL) {
+  if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL && h.hs != NULL &&
+      h.pid != NULL) {
     for (unsigned k = 0; k < n; k++) {
       fpm_chan_init(&h.ch[k]);
       h.ch[k].hooks = &result_hooks;
@@ -440,6 +457,9 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
     if (slack >= 0)
       (void)fpm_slack_set(slack);
   }
+  /* Out of memory: the root retires this host, whose workers go now. */
+  if (rc == FP_ENOMEM)
+    host_gone(&h, FP_ENOMEM);
   /* Workers see end of file on their task pipes; the fork server kills
    * and reaps what is left once its socket ends. */
   for (unsigned k = 0; h.ch != NULL && k < n; k++)
@@ -474,5 +494,6 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   free(h.pfd);
   free(h.pfd_slot);
   free(h.hs);
+  free(h.pid);
   return rc;
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -58,11 +59,26 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
                        MPI_Comm comm, int root, const int *count,
                        unsigned total)
 {
+  /* Each host's slots fail together: in the bridge's order, rank by rank. */
+  int size;
+  unsigned ngroups = 0;
+  MPI_Comm_size(comm, &size);
+  fp__remote_group *groups = calloc((size_t)size, sizeof *groups);
+  for (int r = 0; groups != NULL && r < size; r++)
+    if (r != root && count[r] > 0) {
+      groups[ngroups].workers = (unsigned)count[r];
+      snprintf(groups[ngroups++].name, sizeof groups->name, "host rank %d",
+               r);
+    }
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    int rc = -errno;
+  if (groups == NULL ||
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    int rc = groups == NULL ? FP_ENOMEM : -errno;
+    free(groups);
     stop_hosts_plain(comm, root);
-    return fp__remote_create_failed(rc, "socketpair: %s", fp_strerror(rc));
+    return fp__remote_create_failed(rc, "%s: %s", groups == NULL ?
+                                    "the hosts' table" : "socketpair",
+                                    fp_strerror(rc));
   }
   sv[0] = fpm_fd_prep(sv[0]);
   sv[1] = fpm_fd_prep(sv[1]);
@@ -70,6 +86,7 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   if (sv[1] >= 0)
     b = fpm_bridge_new(comm, root, count, sv[1]); /* takes sv[1] */
   if (b == NULL || sv[0] < 0) {
+    free(groups);
     if (sv[0] >= 0)
       close(sv[0]);
     if (b != NULL)
@@ -91,6 +108,7 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   int trc = pthread_create(&t, NULL, bridge_main, b);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (trc != 0) {
+    free(groups);
     close(sv[0]);
     fpm_bridge_run(b); /* sees end of file at once */
     return fp__remote_create_failed(-trc, "the bridge thread: %s",
@@ -104,7 +122,8 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
   }
   o.workers = total;
   fp__shm *area;
-  int rc = fp__remote_pool_create(out, &o, sv[0], &area);
+  int rc = fp__remote_pool_create(out, &o, sv[0], groups, ngroups, &area);
+  free(groups);
   if (rc != 0) {
     pthread_join(t, NULL); /* the pool closed sv[0]: the bridge is done */
   } else {
