@@ -349,6 +349,8 @@ typedef struct fp__worker_cfg {
   uint64_t max_tasks;    /* exit after answering so many; 0: never */
   const fp__shm *shm;    /* the pool's shared area (read-only in a worker
                             but for its ring); NULL: none */
+  int no_stamps;         /* a remote pool's host: nobody reads the stamps,
+                            so no item is stamped (a clock read each) */
   size_t max_rss;        /* leave with FP__EXIT_RECYCLE above it; 0: never */
   size_t rlimit_as;      /* bytes; 0: leave RLIMIT_AS as it is */
   unsigned rlimit_cpu;   /* seconds; 0: leave RLIMIT_CPU as it is */

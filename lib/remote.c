@@ -71,6 +71,7 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
   fp__worker_cfg cfg;
   fp__worker_cfg_fill(&cfg, &o, &tasks, o.workers);
   cfg.shm = m != NULL && m->base != NULL ? m : NULL;
+  cfg.no_stamps = 1; /* in this host's area: the root cannot read them */
   /* The fork server keeps its own copy of cfg and tasks. */
   rc = fp__forkserver_start(&cfg, ctl_fd, fs_pid, fs_child);
   fp__tasks_free(&tasks);

@@ -729,7 +729,7 @@ void fp__worker_main(const fp__worker_cfg *cfg, unsigned slot, int in_fd,
 
   fp__reader_init(&r);
   fp__ring_open(&ring, cfg, slot);
-  stamp = fp__stamp_open(cfg->shm, slot);
+  stamp = cfg->no_stamps ? NULL : fp__stamp_open(cfg->shm, slot);
   stop_handler_install();
   msgpack_sbuffer_init(&head);
   fp__outbuf_init(&result);
