@@ -86,12 +86,20 @@ until grep -q ranges "$out" || [ $i -ge 1200 ]; do
   i=$((i + 1))
 done
 kill -INT $pid
+# Running, not a zombie that no wait has collected yet (sh may leave one).
+running() {
+  state=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1)
+  [ -n "$state" ] && [ "$state" != Z ]
+}
 i=0
-while kill -0 $pid 2>/dev/null && [ $i -lt 1200 ]; do
+while running $pid && [ $i -lt 1200 ]; do
   sleep 0.1
   i=$((i + 1))
 done
-kill -0 $pid 2>/dev/null && { kill -KILL $pid; fail "primes: Ctrl-C: still running 120 s after SIGINT"; }
+if running $pid; then
+  kill -KILL $pid
+  fail "primes: Ctrl-C: still running 120 s after SIGINT"
+fi
 wait $pid
 st=$?
 if [ $st -ne 130 ]; then
