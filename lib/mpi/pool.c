@@ -1,11 +1,12 @@
 /*
  * fp_mpi_pool_create(_ex): the start-up every rank goes through together.
  * Each host starts its fork server and says how many workers it has (or
- * why it could not), and so does the root if it has workers of its own;
- * the root adds them up and says whether to go on.  Then each host serves
- * (host.c) until the root's pool is gone, and the root starts the bridge
- * thread (bridge.c) and creates an ordinary pool whose fork server the
- * bridge stands in for (passing its own fork server's messages through).
+ * why it could not); the root adds them up, starts a fork server of its
+ * own if it is to have workers too and they fit, and says whether to go
+ * on.  Then each host serves (host.c) until the root's pool is gone, and
+ * the root starts the bridge thread (bridge.c) and creates an ordinary
+ * pool whose fork server the bridge stands in for (passing its own fork
+ * server's messages through).
  */
 #include "relay.h"
 
