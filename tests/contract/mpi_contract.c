@@ -337,6 +337,107 @@ int main(int argc, char **argv)
       fp_future_release(f);
       fp_pool_destroy(p);
     }
+  } else if (strcmp(c, "mpibadhost") == 0 || strcmp(c, "mpibadroot") == 0 ||
+             strcmp(c, "mpibadall") == 0) {
+    /* fp_mpi_pool_create_ex(3): "a size or a root_workers the library
+     * refuses on any rank makes the call return FP_EINVAL on every rank". */
+    int here = strcmp(c, "mpibadall") == 0 ||
+               (strcmp(c, "mpibadhost") == 0 ? rank != 0 : rank == 0);
+    check_error = 1;
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 1;
+    if (here)
+      mo.size = 4; /* shorter than any fp_mpi_options */
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "mpi_opts->size 4");
+    fp_mpi_options mo2 = FP_MPI_OPTIONS_INIT;
+    mo2.root_workers = here ? 1025 : 1;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo2, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "root_workers 1025");
+    /* 1024 on the root alone, hosts' workers on top: too many together. */
+    fp_mpi_options mo3 = FP_MPI_OPTIONS_INIT;
+    mo3.root_workers = 1024;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo3, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "root_workers 1024 and the hosts'");
+    /* A good one after: the communicator still works. */
+    fp_mpi_options mo4 = FP_MPI_OPTIONS_INIT;
+    mo4.root_workers = 1;
+    p = NULL;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo4, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "good create after bad ones: %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "sq", &f, "[I]", (int64_t)7) == 0, "submit");
+      EXPECT(result_i64(f, &err) == 49 && err == 0, "sq 7: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootworkers") == 0) {
+    /* fp_mpi_pool_create_ex(3): the root's workers are slots beside the
+     * hosts', the first ones with root 0, pids of the root's machine, not
+     * the root; a crash on one fails one future; mpi_opts NULL is
+     * fp_mpi_pool_create. */
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[64];
+      for (int k = 0; k < 6000; k++) {
+        fp_pool_dispatch(p, 10);
+        fp_pool_stats_get(p, &st, ws, 64);
+        if (st.workers_live == st.workers)
+          break;
+      }
+      EXPECT(st.workers == 2u * (unsigned)(size - 1) + 2, "workers %u", st.workers);
+      EXPECT(st.workers_live == st.workers, "workers_live %u", st.workers_live);
+      for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d", (int)ws[i].pid);
+        EXPECT(ws[i].pid > 0 && ws[i].pid != getpid() && access(path, F_OK) == 0,
+               "slot %d: pid %d is no process of the root's machine", i, (int)ws[i].pid);
+      }
+      fp_future *f[64];
+      int err, n = 0;
+      for (int i = 0; i < 64; i++)
+        n += fp_submitf(p, "sq", &f[i], "[I]", (int64_t)i) == 0;
+      EXPECT(n == 64, "submit");
+      for (int i = 0; i < n; i++) {
+        EXPECT(result_i64(f[i], &err) == (int64_t)i * i, "sq %d: %s", i, fp_err_name(err));
+        fp_future_release(f[i]);
+      }
+      pid_t root_pids[2] = {ws[0].pid, ws[1].pid};
+      fp_pool_destroy(p);
+      for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)root_pids[i]);
+        FILE *fp = fopen(path, "r");
+        char st_buf[512] = "";
+        if (fp != NULL) {
+          size_t got = fread(st_buf, 1, sizeof st_buf - 1, fp);
+          st_buf[got] = '\0';
+          fclose(fp);
+        }
+        char *rp = strrchr(st_buf, ')');
+        EXPECT(fp == NULL || (rp != NULL && (rp[2] == 'Z' || rp[2] == 'X')),
+               "root worker %d outlived fp_pool_destroy", (int)root_pids[i]);
+      }
+    }
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, NULL, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "mpi_opts NULL: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0 && p != NULL) {
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_pool_stats_get(p, &st, NULL, 0);
+      EXPECT(st.workers == 2u * (unsigned)(size - 1), "mpi_opts NULL: workers %u", st.workers);
+      fp_pool_destroy(p);
+    } else if (rank != 0) {
+      EXPECT(p == NULL, "host: *out not NULL");
+    }
   } else if (strcmp(c, "shm_args") == 0) {
     /* "opts->shm_args is checked as fp_pool_create(3) checks it (a value
      * it refuses is FP_EINVAL on every rank) and otherwise ignored". */
