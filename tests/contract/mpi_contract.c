@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +101,148 @@ static int t_burn(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 }
 static const fp_task burn_tasks[] = {{"burn", t_burn}, {NULL, NULL}};
 
+
+static int64_t result_i64(fp_future *f, int *err)
+{
+  const msgpack_object *r;
+  *err = fp_future_result(f, 60000, &r);
+  return *err == 0 ? r->via.i64 : 0;
+}
+
+/* --- A host that leaves (fp_mpi_pool_create(3), Failures) --------------- */
+
+static int64_t now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The worker's rank: Open MPI's environment, which workers inherit. */
+static int64_t world_rank(void)
+{
+  const char *e = getenv("OMPI_COMM_WORLD_RANK");
+  return e != NULL ? atoi(e) : -1;
+}
+
+/* Pauses for ever on rank 1; on the others, returns its rank. */
+static int t_hold1(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  if (world_rank() == 1)
+    for (;;)
+      pause();
+  return fp_pack(o, "I", world_rank());
+}
+static int t_rank(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  return fp_pack(o, "I", world_rank());
+}
+static const fp_task retire_tasks[] = {{"hold1", t_hold1}, {"rank", t_rank},
+                                       {NULL, NULL}};
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char logged[8192];
+static void log_line(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  pthread_mutex_lock(&log_lock);
+  size_t n = strlen(logged);
+  snprintf(logged + n, sizeof logged - n, "[%d] %s\n", level, msg);
+  pthread_mutex_unlock(&log_lock);
+}
+
+static fp_pool_stats stats_of(fp_pool *p, fp_worker_stats *w, size_t n)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  EXPECT(fp_pool_stats_get(p, &st, w, n) == 0, "fp_pool_stats_get");
+  return st;
+}
+
+/* The parent of a process, from /proc (all ranks share this machine). */
+static pid_t parent_of(pid_t pid)
+{
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *q = strrchr(buf, ')');
+  int pp = -1;
+  if (q != NULL && sscanf(q + 2, "%*c %d", &pp) != 1)
+    pp = -1;
+  return pp;
+}
+
+/* "its fork server dies ...: the host tells the root, and reports each of
+ * its workers killed by SIGKILL"; "the pool kills each worker it still
+ * has": the two tasks rank 1's workers ran fail with FP_EWORKER and a text
+ * naming the signal, the queue runs on rank 2, the log line, the counters
+ * and the entries (pid 0) say it, and those kills are not deaths
+ * (worker_deaths: "workers that died unasked").  A program with the older
+ * fp_pool_stats gets the fields its size holds and no more. */
+static void retire_fs_round(fp_pool *p)
+{
+  enum { H = 4, Q = 8 };
+  fp_future *h[H], *q[Q];
+  fp_pool_stats st;
+  fp_worker_stats w[4];
+  int64_t end = now_ms() + 60000;
+  logged[0] = '\0';
+  do {
+    fp_pool_dispatch(p, 5);
+    st = stats_of(p, w, 4);
+  } while (st.workers_live < st.workers && now_ms() < end);
+  pid_t fs1 = parent_of(w[0].pid); /* rank 1's slots come first */
+  EXPECT(w[0].pid > 0 && fs1 > 1, "rank 1's fork server: %d", (int)fs1);
+  for (int i = 0; i < H; i++)
+    EXPECT(fp_submitf(p, "hold1", &h[i], "[]") == 0, "submit hold1");
+  for (int i = 0; i < Q; i++)
+    EXPECT(fp_submitf(p, "rank", &q[i], "[]") == 0, "submit rank");
+  for (int i = 0; i < H; i++)
+    while (fp_future_state(h[i]) == FP_PENDING && now_ms() < end)
+      fp_pool_dispatch(p, 5);
+  if (fs1 > 1)
+    kill(fs1, SIGKILL);
+  int failed = 0, err;
+  for (int i = 0; i < H; i++) {
+    int64_t r = result_i64(h[i], &err);
+    const char *e = err != 0 ? fp_future_error(h[i]) : "";
+    EXPECT(err == 0 ? r == 2 : err == FP_EWORKER && strstr(e, "signal 9") != NULL,
+           "hold1 %d: %s (%s)", i, fp_err_name(err), e);
+    failed += err != 0;
+    fp_future_release(h[i]);
+  }
+  EXPECT(failed == 2, "%d tasks failed, want rank 1's 2", failed);
+  for (int i = 0; i < Q; i++) {
+    EXPECT(result_i64(q[i], &err) == 2 && err == 0, "rank %d: %s", i, fp_err_name(err));
+    fp_future_release(q[i]);
+  }
+  st = stats_of(p, w, 4);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2, "retired %u hosts, %u workers",
+         st.hosts_retired, st.workers_retired);
+  EXPECT(w[0].pid == 0 && w[1].pid == 0, "retired slots' pids %d %d", (int)w[0].pid,
+         (int)w[1].pid);
+  EXPECT(st.worker_deaths == 0 && strstr(logged, "[1] ") == NULL,
+         "the pool's kills counted as %llu deaths; log:\n%s",
+         (unsigned long long)st.worker_deaths, logged);
+  EXPECT(strstr(logged, "[0] host rank 1 retired, its 2 workers with it (1 of 2 hosts "
+                        "left): the fork server of host rank 1 died\n") != NULL,
+         "log:\n%s", logged);
+  /* fp_pool_stats_get(3): an older header's struct ends before hosts_retired. */
+  fp_pool_stats old;
+  memset(&old, 0x5a, sizeof old);
+  old.size = offsetof(fp_pool_stats, hosts_retired);
+  EXPECT(fp_pool_stats_get(p, &old, NULL, 0) == 0, "older size refused");
+  EXPECT(old.workers == 4 && old.hosts_retired == 0x5a5a5a5a &&
+             old.workers_retired == 0x5a5a5a5a,
+         "older size: workers %u, fields past its size written", old.workers);
+}
+
 static fp_pool_options base(void)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -120,12 +264,6 @@ static void expect_all(int rc, fp_pool *p, int want, const char *what)
     fp_pool_destroy(p);
 }
 
-static int64_t result_i64(fp_future *f, int *err)
-{
-  const msgpack_object *r;
-  *err = fp_future_result(f, 60000, &r);
-  return *err == 0 ? r->via.i64 : 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -153,7 +291,22 @@ int main(int argc, char **argv)
   int size;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
 
-  if (strcmp(c, "create_error") == 0) {
+  if (strcmp(c, "retire_fs") == 0) {
+    /* Several pools: which of a dead worker's pipe and its host's report
+     * the root reads first varies from run to run. */
+    o.tasks = retire_tasks;
+    o.log = log_line;
+    for (int round = 0; round < 4 && !bad; round++) {
+      p = NULL;
+      rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+      if (rank == 0 && p != NULL) {
+        retire_fs_round(p);
+        fp_pool_destroy(p);
+      }
+      MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    }
+  } else if (strcmp(c, "create_error") == 0) {
     check_error = 1;
     fp_pool *lp;
     fp_pool_options lo = FP_POOL_OPTIONS_INIT;
