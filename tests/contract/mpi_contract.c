@@ -243,6 +243,39 @@ static void retire_fs_round(fp_pool *p)
          "older size: workers %u, fields past its size written", old.workers);
 }
 
+/* Init dies (SIGKILL) on rank 1 only. */
+static int init_die_on_1(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg, (void)call;
+  if (world_rank() == 1)
+    raise(SIGKILL);
+  return 0;
+}
+
+/* "A host leaves when ... one of its workers ... dies before it has
+ * reported ready", and the log line's why is "the text a broken pool
+ * would give": fp_pool_create(3)'s "worker initializer failed: worker pid
+ * was killed by signal n (name) before it was ready". */
+static void retire_initdie_root(fp_pool *p)
+{
+  int64_t end = now_ms() + 60000;
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  pthread_mutex_lock(&log_lock);
+  const char *l = strstr(logged, "[0] host rank 1 retired, its 2 workers with it (1 of 2 "
+                                 "hosts left): worker initializer failed: worker ");
+  const char *tail = l != NULL ? strchr(l, '\n') : NULL;
+  const char *want = " was killed by signal 9 (Killed) before it was ready\n";
+  EXPECT(tail != NULL && strncmp(tail + 1 - strlen(want), want, strlen(want)) == 0,
+         "log:\n%s", logged);
+  pthread_mutex_unlock(&log_lock);
+  int err;
+  fp_future *f;
+  EXPECT(fp_submitf(p, "rank", &f, "[]") == 0, "submit");
+  EXPECT(result_i64(f, &err) == 2 && err == 0, "rank: %s", fp_err_name(err));
+  fp_future_release(f);
+}
+
 static fp_pool_options base(void)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -305,6 +338,16 @@ int main(int argc, char **argv)
         fp_pool_destroy(p);
       }
       MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    }
+  } else if (strcmp(c, "retire_initdie") == 0) {
+    o.tasks = retire_tasks;
+    o.log = log_line;
+    o.init = init_die_on_1;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && p != NULL) {
+      retire_initdie_root(p);
+      fp_pool_destroy(p);
     }
   } else if (strcmp(c, "create_error") == 0) {
     check_error = 1;
