@@ -276,6 +276,54 @@ static void retire_initdie_root(fp_pool *p)
   fp_future_release(f);
 }
 
+/* "what each held goes as at a worker's death": a task its worker was
+ * being asked to stop (a cancel under a grace) when its host left fails
+ * as a kill after that request would fail it, FP_ECANCELLED, not as a
+ * plain death. */
+static void retire_stopping_root(fp_pool *p)
+{
+  enum { H = 4 };
+  fp_future *h[H];
+  fp_pool_stats st;
+  fp_worker_stats w[4];
+  int64_t end = now_ms() + 60000;
+  do {
+    fp_pool_dispatch(p, 5);
+    st = stats_of(p, w, 4);
+  } while (st.workers_live < st.workers && now_ms() < end);
+  pid_t fs1 = parent_of(w[0].pid);
+  EXPECT(w[0].pid > 0 && fs1 > 1, "rank 1's fork server: %d", (int)fs1);
+  for (int i = 0; i < H; i++)
+    EXPECT(fp_submitf(p, "hold1", &h[i], "[]") == 0, "submit hold1");
+  /* Rank 2's two answer; rank 1's two run on. */
+  int done;
+  do {
+    fp_pool_dispatch(p, 5);
+    done = 0;
+    for (int i = 0; i < H; i++)
+      done += fp_future_state(h[i]) == FP_FINISHED;
+  } while (done < 2 && now_ms() < end);
+  for (int i = 0; i < H; i++)
+    if (fp_future_state(h[i]) == FP_RUNNING)
+      EXPECT(fp_future_cancel(h[i], FP_CANCEL_RUNNING) == 0, "cancel");
+  fp_pool_dispatch(p, 0);
+  if (fs1 > 1)
+    kill(fs1, SIGKILL);
+  int cancelled = 0, err;
+  for (int i = 0; i < H; i++) {
+    int64_t r = result_i64(h[i], &err);
+    EXPECT(err == 0 ? r == 2 : err == FP_ECANCELLED &&
+                                   strcmp(fp_future_error(h[i]), "cancelled while running") == 0,
+           "hold1 %d: %s (%s)", i, fp_err_name(err), err ? fp_future_error(h[i]) : "");
+    cancelled += err != 0;
+    fp_future_release(h[i]);
+  }
+  EXPECT(cancelled == 2, "%d cancelled, want 2", cancelled);
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  EXPECT(stats_of(p, NULL, 0).hosts_retired == 1, "rank 1 not retired");
+}
+
 static fp_pool_options base(void)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -339,14 +387,21 @@ int main(int argc, char **argv)
       }
       MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
     }
-  } else if (strcmp(c, "retire_initdie") == 0) {
+  } else if (strcmp(c, "retire_initdie") == 0 || strcmp(c, "retire_stopping") == 0) {
+    int initdie = c[7] == 'i';
     o.tasks = retire_tasks;
     o.log = log_line;
-    o.init = init_die_on_1;
+    if (initdie)
+      o.init = init_die_on_1;
+    else
+      o.deadline_grace_ms = 600000; /* a cancel asks; nothing kills */
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
     EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
     if (rank == 0 && p != NULL) {
-      retire_initdie_root(p);
+      if (initdie)
+        retire_initdie_root(p);
+      else
+        retire_stopping_root(p);
       fp_pool_destroy(p);
     }
   } else if (strcmp(c, "create_error") == 0) {
