@@ -261,6 +261,9 @@ static void retire_initdie_root(fp_pool *p)
   int64_t end = now_ms() + 60000;
   while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
     fp_pool_dispatch(p, 5);
+  fp_pool_stats st = stats_of(p, NULL, 0);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2, "retired %u hosts, %u workers",
+         st.hosts_retired, st.workers_retired);
   pthread_mutex_lock(&log_lock);
   const char *l = strstr(logged, "[0] host rank 1 retired, its 2 workers with it (1 of 2 "
                                  "hosts left): worker initializer failed: worker ");
