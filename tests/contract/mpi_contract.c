@@ -178,6 +178,31 @@ static pid_t parent_of(pid_t pid)
   return pp;
 }
 
+/* fp_pool_stats_get(3): "It may be called from any thread": read while a
+ * host leaves, the counters stay coherent: hosts_retired only grows, to 1,
+ * its 2 slots counted with it, never live, their entries' pids 0. */
+static volatile int reader_stop;
+static void *stats_reader(void *arg)
+{
+  fp_pool *p = arg;
+  unsigned last = 0;
+  while (!reader_stop && !bad) {
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_worker_stats w[4];
+    EXPECT(fp_pool_stats_get(p, &st, w, 4) == 0, "stats from a thread");
+    EXPECT(st.hosts_retired >= last && st.hosts_retired <= 1 &&
+               st.workers_retired == 2 * st.hosts_retired &&
+               st.workers_live + st.workers_retired <= st.workers,
+           "hosts_retired %u (was %u), workers_retired %u, live %u of %u", st.hosts_retired,
+           last, st.workers_retired, st.workers_live, st.workers);
+    if (st.hosts_retired == 1)
+      EXPECT(w[0].pid == 0 && w[1].pid == 0, "retired pids %d %d", (int)w[0].pid,
+             (int)w[1].pid);
+    last = st.hosts_retired;
+  }
+  return NULL;
+}
+
 /* "its fork server dies ...: the host tells the root, and reports each of
  * its workers killed by SIGKILL"; "the pool kills each worker it still
  * has": the two tasks rank 1's workers ran fail with FP_EWORKER and a text
@@ -206,6 +231,9 @@ static void retire_fs_round(fp_pool *p)
   for (int i = 0; i < H; i++)
     while (fp_future_state(h[i]) == FP_PENDING && now_ms() < end)
       fp_pool_dispatch(p, 5);
+  pthread_t reader;
+  reader_stop = 0;
+  int threaded = pthread_create(&reader, NULL, stats_reader, p) == 0;
   if (fs1 > 1)
     kill(fs1, SIGKILL);
   int failed = 0, err;
@@ -222,6 +250,9 @@ static void retire_fs_round(fp_pool *p)
     EXPECT(result_i64(q[i], &err) == 2 && err == 0, "rank %d: %s", i, fp_err_name(err));
     fp_future_release(q[i]);
   }
+  reader_stop = 1;
+  if (threaded)
+    pthread_join(reader, NULL);
   st = stats_of(p, w, 4);
   EXPECT(st.hosts_retired == 1 && st.workers_retired == 2, "retired %u hosts, %u workers",
          st.hosts_retired, st.workers_retired);
@@ -327,6 +358,66 @@ static void retire_stopping_root(fp_pool *p)
   EXPECT(stats_of(p, NULL, 0).hosts_retired == 1, "rank 1 not retired");
 }
 
+/* Init on rank 2 fails after 1 s; rank 1's is quick. */
+static int init_fails_late_on_2(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  if (world_rank() != 2)
+    return 0;
+  struct timespec t = {1, 0};
+  nanosleep(&t, NULL);
+  return fp_call_fail(call, "InitError", "late");
+}
+
+/* "fp_mpi_pool_create returns on the root once one worker is ready,
+ * whatever init does on other hosts, and a host whose init fails, before
+ * or after, leaves the pool": a map runs while rank 2's init fails after
+ * create returned; every item comes back from rank 1, none is lost, and
+ * rank 2 leaves with the page's log line. */
+static void retire_slowinit_root(fp_pool *p)
+{
+  enum { K = 500 };
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, K);
+  for (int k = 0; k < K; k++) {
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int64(&pk, k);
+  }
+  fp_map_input in = {sb.data, sb.size, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.chunksize = 1;
+  fp_map_iter *m;
+  int rc = fp_map(p, "sq", &in, &mo, &m);
+  EXPECT(rc == 0, "fp_map: %s", fp_err_name(rc));
+  int n = 0;
+  if (rc == 0) {
+    fp_map_item it;
+    while ((rc = fp_map_next(m, 60000, &it)) == 1) {
+      EXPECT(it.err == 0 && it.result->via.i64 == (int64_t)(it.index * it.index),
+             "item %zu: %s", it.index, fp_err_name(it.err));
+      n++;
+    }
+    fp_map_destroy(m);
+  }
+  msgpack_sbuffer_destroy(&sb);
+  EXPECT(rc == 0 && n == K, "map: %s after %d items", fp_err_name(rc), n);
+  int64_t end = now_ms() + 60000;
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  fp_worker_stats w[4];
+  fp_pool_stats st = stats_of(p, w, 4);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2 && w[2].pid == 0 && w[3].pid == 0,
+         "retired %u hosts, %u workers; pids %d %d", st.hosts_retired, st.workers_retired,
+         (int)w[2].pid, (int)w[3].pid);
+  EXPECT(st.failed == 0, "%llu failed", (unsigned long long)st.failed);
+  EXPECT(strstr(logged, "[0] host rank 2 retired, its 2 workers with it (1 of 2 hosts "
+                        "left): worker initializer failed: InitError: late\n") != NULL,
+         "log:\n%s", logged);
+}
+
 static fp_pool_options base(void)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -405,6 +496,15 @@ int main(int argc, char **argv)
         retire_initdie_root(p);
       else
         retire_stopping_root(p);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "retire_slowinit") == 0) {
+    o.log = log_line;
+    o.init = init_fails_late_on_2;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && p != NULL) {
+      retire_slowinit_root(p);
       fp_pool_destroy(p);
     }
   } else if (strcmp(c, "create_error") == 0) {
