@@ -62,7 +62,7 @@ done
 contract=$top_builddir/tests/contract/mpi_contract
 for c in bad toomany basic root1 initfail initdie cpu idle optsnull rootopts \
   create_error nullhost nullroot shm_args mpibadall mpibadhost mpibadroot \
-  rootworkers; do
+  rootworkers retire_fs retire_initdie retire_stopping retire_slowinit; do
   run "contract $c" "$contract" "$c"
 done
 for n in 2:basic 1:onerank; do
