@@ -3,11 +3,13 @@
  * program and calls fp_mpi_pool_create; rank 0 gets the pool and maps the
  * count task over ranges of numbers, as examples/primes.c does on one
  * machine, and every other rank lends its workers (one per CPU it may run
- * on, or --workers K) until rank 0 destroys the pool.  No task runs in an MPI
- * process: a task that crashed would fail its range alone.
+ * on, or --workers K) until rank 0 destroys the pool.  With --root-workers
+ * R, rank 0 forks R workers of its own too (fp_mpi_pool_create_ex), so one
+ * rank per machine uses every machine.  No task runs in an MPI process: a
+ * task that crashed would fail its range alone.
  *
  *   mpicc mpi_primes.c $(pkg-config --cflags --libs forkpool-mpi) -o mpi_primes
- *   mpirun -n 3 ./mpi_primes [--workers K] [N]
+ *   mpirun -n 3 ./mpi_primes [--workers K] [--root-workers R] [N]
  *
  * N is 3000000 by default.  Rank 0 prints the count, the time and the
  * workers it had; every rank exits 0 on success.
@@ -23,7 +25,7 @@
 
 #define RANGE 1000 /* numbers per item */
 
-/* --- The task: it runs in the hosts' workers ------------------------------ */
+/* --- The task: it runs in the workers, the hosts' and rank 0's --------- */
 
 static int is_prime(int64_t n)
 {
@@ -83,7 +85,7 @@ static double now(void)
 }
 
 /* Rank 0's part: the map over the pool.  0 on success. */
-static int run_root(fp_pool *pool, int64_t n)
+static int run_root(fp_pool *pool, int64_t n, unsigned root_workers)
 {
   fp_pool_stats st = FP_POOL_STATS_INIT;
   fp_pool_stats_get(pool, &st, NULL, 0);
@@ -116,7 +118,8 @@ static int run_root(fp_pool *pool, int64_t n)
   }
   printf("primes below %lld: %lld\n", (long long)n, (long long)primes);
   printf("time: %.3f s, %zu ranges of %d numbers over %u workers on other "
-         "ranks\n", elapsed, items, RANGE, st.workers);
+         "ranks and %u on rank 0\n", elapsed, items, RANGE,
+         st.workers - root_workers, root_workers);
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
     if (known[i].n == n && known[i].primes != primes) {
       printf("wrong: there are %lld\n", (long long)known[i].primes);
@@ -129,15 +132,21 @@ int main(int argc, char **argv)
 {
   int64_t n = 3000000;
   unsigned workers = 0;
+  fp_mpi_options mo = FP_MPI_OPTIONS_INIT; /* root_workers 0: none */
   int a = 1;
-  if (a + 1 < argc && strcmp(argv[a], "--workers") == 0) {
-    workers = (unsigned)strtoul(argv[a + 1], NULL, 10);
-    a += 2;
+  for (; a + 1 < argc && strncmp(argv[a], "--", 2) == 0; a += 2) {
+    if (strcmp(argv[a], "--workers") == 0)
+      workers = (unsigned)strtoul(argv[a + 1], NULL, 10);
+    else if (strcmp(argv[a], "--root-workers") == 0)
+      mo.root_workers = (unsigned)strtoul(argv[a + 1], NULL, 10);
+    else
+      break;
   }
   if (a < argc)
     n = strtoll(argv[a], NULL, 10);
   if (argc > a + 1 || n < 0) {
-    fprintf(stderr, "usage: mpi_primes [--workers K] [N]\n");
+    fprintf(stderr, "usage: mpi_primes [--workers K] [--root-workers R] "
+            "[N]\n");
     return 2;
   }
 
@@ -146,14 +155,15 @@ int main(int argc, char **argv)
   opts.tasks = tasks;
   opts.workers = workers; /* per host; 0: the CPUs each host may run on */
   fp_pool *pool;
-  int rc = fp_mpi_pool_create(&pool, &opts, MPI_COMM_WORLD, 0);
+  /* The same options on every rank; only rank 0's root_workers counts. */
+  int rc = fp_mpi_pool_create_ex(&pool, &opts, &mo, MPI_COMM_WORLD, 0);
   int status = 0;
   if (rc != 0) {
-    fprintf(stderr, "fp_mpi_pool_create: %s\n", fp_strerror(rc));
+    fprintf(stderr, "fp_mpi_pool_create_ex: %s\n", fp_strerror(rc));
     status = 1;
   } else if (pool != NULL) {
     /* Rank 0, the root: no MPI call of its own until the pool is gone. */
-    status = run_root(pool, n);
+    status = run_root(pool, n, mo.root_workers);
     fp_pool_destroy(pool); /* every host returns from its create */
   }
   MPI_Finalize();

@@ -155,6 +155,10 @@ static fp_pool *pool_new(size_t max_message)
   p->tr = &fp__pipe_transport;
   p->slots = calloc(1, sizeof *p->slots);
   FZ_CHECK(p->slots != NULL);
+  p->groups = calloc(1, sizeof *p->groups); /* one, as a local pool has */
+  FZ_CHECK(p->groups != NULL);
+  p->groups[0].n = 1;
+  p->ngroups = 1;
   FZ_CHECK(fp__sched_init(p) == 0);
   return p;
 }
@@ -163,6 +167,7 @@ static void fz_pool_free(fp_pool *p)
 {
   fp__reader_free(&p->slots[0].pipe.rd);
   free(p->slots);
+  free(p->groups);
   fp__sched_free(p);
   pthread_cond_destroy(&p->cond);
   pthread_mutex_destroy(&p->lock);

@@ -57,6 +57,7 @@ FP_EXTERN int fp__remote_pool_create(fp_pool **out,
  * workers' shared area (NULL: none, as with FP_SHM_OFF): this process
  * places their large arguments in it and reads their rings, as a pool's
  * dispatcher does; freed by fp__remote_area_free once they are gone.
+ * area NULL: no area, whatever opts->shm_args (which is still checked).
  */
 FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
                                           unsigned *nworkers, int *ctl_fd,

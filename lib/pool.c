@@ -755,12 +755,27 @@ FP_EXTERN int fp_pool_status_get(fp_pool *p, fp_pool_status *st)
   return 0;
 }
 
+/* Whether size is one fp_pool_stats has had: where each header's struct
+ * ended (fp_pool_stats_get(3)).  Any other size would cut a field in two,
+ * or is not what its caller thinks. */
+static int stats_size_known(size_t size)
+{
+  static const size_t known[] = {
+      offsetof(fp_pool_stats, shared_args),   /* up to workers_live */
+      offsetof(fp_pool_stats, cpu_user_us),   /* up to shared_bytes */
+      offsetof(fp_pool_stats, hosts_retired), /* up to cpu_sys_us */
+      sizeof(fp_pool_stats)};
+  for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+    if (size == known[i])
+      return 1;
+  return 0;
+}
+
 FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
                                 fp_worker_stats *workers, size_t n)
 {
-  if (p == NULL || st == NULL || st->size < offsetof(fp_pool_stats, workers) ||
-      st->size > sizeof *st || (workers == NULL && n > 0) ||
-      !fp__pool_owned(p))
+  if (p == NULL || st == NULL || !stats_size_known(st->size) ||
+      (workers == NULL && n > 0) || !fp__pool_owned(p))
     return FP_EINVAL;
   fp__pool_lock(p);
   fp_pool_stats s = p->st;

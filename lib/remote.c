@@ -47,7 +47,8 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
                                           pid_t *fs_pid, int *fs_child,
                                           fp__shm **area)
 {
-  *area = NULL;
+  if (area != NULL)
+    *area = NULL;
   fp_pool_options o;
   int rc = fp__options_fill(&o, opts);
   if (rc != 0)
@@ -60,7 +61,7 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
   /* As a local pool's, mapped before the fork server so that every
    * worker has it; this process plays the dispatcher's part in it. */
   fp__shm *m = NULL;
-  if (o.shm_args != FP_SHM_OFF) {
+  if (o.shm_args != FP_SHM_OFF && area != NULL) {
     m = calloc(1, sizeof *m);
     if (m == NULL || (rc = fp__shm_init(m, o.shm_args, o.workers)) != 0) {
       free(m);
@@ -83,9 +84,10 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
     fp__remote_area_free(m); /* the kernel would not: everything is framed */
     m = NULL;
   }
-  if (m != NULL)
+  if (m != NULL) {
     fp__shm_private(m);
-  *area = m;
+    *area = m;
+  }
   *nworkers = o.workers;
   return 0;
 }

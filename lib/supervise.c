@@ -544,6 +544,20 @@ static int all_off(const fp_pool *p)
   return 1;
 }
 
+/*
+ * A host that is gone reports each worker it had killed (SIGKILL), and
+ * they are the pool's kills, as slot_retire's are.  Some of their pipes
+ * may have ended before the GONE came (the host closes them when its fork
+ * server dies): those slots are dying already, which slot_retire leaves
+ * alone, and chance must not make their ends deaths of their own.
+ */
+static void host_gone_asked(fp_pool *p, const fp__group *g)
+{
+  for (unsigned k = g->first; k < g->first + g->n; k++)
+    if (p->slots[k].state == SLOT_DYING)
+      p->slots[k].asked = 1;
+}
+
 /* Reads every message the fork server has sent. */
 void fp__supervise_ctl(fp_pool *p)
 {
@@ -575,6 +589,7 @@ void fp__supervise_ctl(fp_pool *p)
                      fp_strerror(m.value));
     } else if (m.op == FP__CTL_GONE) {
       const fp__group *g = &p->groups[p->slots[m.slot].group];
+      host_gone_asked(p, g);
       if (m.value == 0)
         fp__group_fail(p, m.slot, FP_EBROKEN, "the fork server of %s died",
                        g->name);

@@ -72,6 +72,12 @@ run "$ex/primes" --mode inline 100000 </dev/null &&
 # Ctrl-C: once the map runs (its first progress line), SIGINT makes the
 # handler's fp_pool_interrupt end the blocked fp_map_next with FP_EINTR;
 # primes says so and exits 130.  The wait is for that line, not a time.
+# The file is emptied first: the background child truncates it only once
+# it runs, and the last run's "ranges" must not send SIGINT early (a
+# background job starts with SIGINT ignored, so an early one is lost).
+# A second SIGINT, then SIGKILL, after the limit: a lost one fails the
+# test instead of hanging it for the hours primes would run.
+: >"$out"
 "$ex/primes" 1000000000000 </dev/null >"$out" 2>&1 &
 pid=$!
 i=0
@@ -80,6 +86,20 @@ until grep -q ranges "$out" || [ $i -ge 1200 ]; do
   i=$((i + 1))
 done
 kill -INT $pid
+# Running, not a zombie that no wait has collected yet (sh may leave one).
+running() {
+  state=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1)
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+i=0
+while running $pid && [ $i -lt 1200 ]; do
+  sleep 0.1
+  i=$((i + 1))
+done
+if running $pid; then
+  kill -KILL $pid
+  fail "primes: Ctrl-C: still running 120 s after SIGINT"
+fi
 wait $pid
 st=$?
 if [ $st -ne 130 ]; then

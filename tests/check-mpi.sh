@@ -51,12 +51,18 @@ for btl in default tcp; do
     --workers 1 1000000
   grep -q '^primes below 1000000: 78498$' "$out" ||
     { echo "FAIL: mpi_primes, btl $btl: no 'primes below 1000000: 78498'"; status=1; }
+  run "mpi_primes --root-workers 1, btl $btl" "$@" \
+    "$top_builddir/examples/mpi_primes" --workers 1 --root-workers 1 1000000
+  grep -q '^primes below 1000000: 78498$' "$out" &&
+    grep -q 'over 2 workers on other ranks and 1 on rank 0$' "$out" ||
+    { echo "FAIL: mpi_primes --root-workers 1, btl $btl"; status=1; }
 done
 # fp_mpi_pool_create(3)'s promises, bad input on one rank or all of them
 # included (tests/contract/mpi_contract.c says what each case checks).
 contract=$top_builddir/tests/contract/mpi_contract
 for c in bad toomany basic root1 initfail initdie cpu idle optsnull rootopts \
-  create_error nullhost nullroot shm_args; do
+  create_error nullhost nullroot shm_args mpibadall mpibadhost mpibadroot \
+  rootworkers retire_fs retire_initdie retire_stopping retire_slowinit; do
   run "contract $c" "$contract" "$c"
 done
 for n in 2:basic 1:onerank; do

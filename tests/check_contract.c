@@ -1164,6 +1164,59 @@ END_TEST
 /* fp_pool_create(3): "0, the default, means one per CPU the calling thread
  * may run on, as sched_getaffinity(2) reports at create".  The mask is
  * narrowed to one CPU and put back before any assertion can fail. */
+/* fp_pool_stats_get(3): "A program built against an older header, whose
+ * fp_pool_stats ends before hosts_retired, gets the fields its size holds",
+ * and FP_EINVAL if "st->size is not a size this library knows": the sizes
+ * the struct has had are where workers_live, shared_bytes, cpu_sys_us and
+ * workers_retired end; a size that cuts a field in two, or ends where no
+ * header ever did, is refused and nothing is written. */
+START_TEST(stats_sizes_old_and_unknown)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(1, 0);
+  const size_t known[] = {offsetof(fp_pool_stats, shared_args),
+                          offsetof(fp_pool_stats, cpu_user_us),
+                          offsetof(fp_pool_stats, hosts_retired),
+                          sizeof(fp_pool_stats)};
+  for (unsigned i = 0; i < sizeof known / sizeof *known; i++) {
+    union {
+      fp_pool_stats st;
+      unsigned char b[sizeof(fp_pool_stats) + 16];
+    } u;
+    memset(&u, 0x5a, sizeof u);
+    u.st.size = known[i];
+    ck_assert_int_eq(fp_pool_stats_get(p, &u.st, NULL, 0), 0);
+    ck_assert_uint_eq(u.st.size, known[i]);
+    ck_assert_uint_eq(u.st.workers, 1);
+    for (size_t k = known[i]; k < sizeof u; k++)
+      ck_assert_msg(u.b[k] == 0x5a, "size %zu: byte %zu written", known[i], k);
+  }
+  const size_t unknown[] = {offsetof(fp_pool_stats, workers),
+                            offsetof(fp_pool_stats, workers_live),
+                            offsetof(fp_pool_stats, shared_args) + 4,
+                            offsetof(fp_pool_stats, shared_bytes),
+                            offsetof(fp_pool_stats, hosts_retired) + 1,
+                            offsetof(fp_pool_stats, workers_retired),
+                            sizeof(fp_pool_stats) - 1,
+                            sizeof(fp_pool_stats) + 8};
+  for (unsigned i = 0; i < sizeof unknown / sizeof *unknown; i++) {
+    union {
+      fp_pool_stats st;
+      unsigned char b[sizeof(fp_pool_stats) + 16];
+    } u;
+    memset(&u, 0x5a, sizeof u);
+    u.st.size = unknown[i];
+    ck_assert_msg(fp_pool_stats_get(p, &u.st, NULL, 0) == FP_EINVAL, "size %zu accepted",
+                  unknown[i]);
+    for (size_t k = sizeof u.st.size; k < sizeof u; k++)
+      ck_assert_msg(u.b[k] == 0x5a, "size %zu: byte %zu written", unknown[i], k);
+  }
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(default_workers_follow_the_affinity_mask)
 {
   fpt_snapshot s;
@@ -1486,6 +1539,7 @@ int main(void)
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
+  tcase_add_test(tc, stats_sizes_old_and_unknown);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
                   window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);

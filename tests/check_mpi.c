@@ -8,7 +8,8 @@
  * fp_mpi_pool_create returned and whether any process it started is left,
  * which rank 0 checks.  A test that fails on rank 0 still kills and
  * destroys its pool in the teardown, so every host returns and every rank
- * exits.
+ * exits.  Tests of fp_mpi_pool_create_ex's root_workers check rank 0 the
+ * same way: fpt_end finds no process the pool left there.
  */
 #include <forkpool-mpi.h>
 
@@ -16,6 +17,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -41,6 +43,11 @@ typedef struct mpt_cfg {
   int fs_dies_on;        /* on this rank, "sq_here" kills its fork server
                             (0: none) */
   unsigned restart_limit; /* 0: the default */
+  unsigned root_workers; /* fp_mpi_pool_create_ex's; 0 with no bad_mpi:
+                            fp_mpi_pool_create */
+  int bad_mpi;           /* fp_mpi_options every rank refuses: 1 a wrong
+                            size, 2 root_workers 1025 */
+  int bad_mpi_rank;      /* the rank that has them; -1: every rank */
 } mpt_cfg;
 
 /* With small_area, a host's area holds one BIG_ARG at a time: an argument
@@ -56,7 +63,7 @@ typedef struct mpt_report {
 } mpt_report;
 
 static int nranks;
-static int my_rank;
+static int my_rank;      /* set before any pool: workers inherit it */
 static mpt_cfg host_cfg; /* a host's: its workers, forked later, see it */
 
 /* Each rank's process, and whether it runs on rank 0's machine (its
@@ -119,10 +126,10 @@ static int t_polls(fp_call *c, const msgpack_object *a, msgpack_packer *o)
  * area (a shared mapping of /dev/zero, in /proc/self/maps), and the
  * worker's pid.
  */
-static int t_where(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+static int t_in_area(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 {
   if (a->type != MSGPACK_OBJECT_BIN)
-    return fp_call_fail(c, "TypeError", "where takes a bin");
+    return fp_call_fail(c, "TypeError", "in_area takes a bin");
   uintptr_t at = (uintptr_t)a->via.bin.ptr;
   FILE *f = fopen("/proc/self/maps", "r");
   char line[512];
@@ -154,6 +161,32 @@ static int t_hold(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return t_polls(c, a, o);
 }
 
+/* [gate, crash]: waits at the FIFO gate (as fpt's "gate"); then, if this
+ * worker is the root's, crash 1 kills it (SIGKILL) and crash 2 its fork
+ * server (it dies with it); else returns [rank it was forked on, pid]. */
+static int t_where(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  const char *p;
+  size_t n;
+  int64_t crash;
+  char path[256], b;
+  if (fp_unpack(a, "[sI]", &p, &n, &crash) != 0 || n >= sizeof path)
+    return fp_call_fail(c, "TypeError", "where takes [path, crash]");
+  memcpy(path, p, n);
+  path[n] = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || read(fd, &b, 1) != 1)
+    return fp_call_fail(c, "OSError", "gate %s", path);
+  close(fd);
+  if (crash == 1 && my_rank == 0)
+    raise(SIGKILL);
+  if (crash == 2 && my_rank == 0) {
+    kill(getppid(), SIGKILL);
+    pause(); /* PR_SET_PDEATHSIG ends it */
+  }
+  return fp_pack(o, "[II]", (int64_t)my_rank, (int64_t)getpid());
+}
+
 static fp_pool_options options_of(const mpt_cfg *c)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -174,6 +207,25 @@ static fp_pool_options options_of(const mpt_cfg *c)
   if (c->bad_option == 2)
     o.mode = FP_MODE_THREADS; /* FP_ENOTSUP */
   return o;
+}
+
+/* The pool of c on this rank, logging to log (NULL: not): with
+ * fp_mpi_pool_create_ex when c has MPI options, fp_mpi_pool_create else. */
+static int create_of(const mpt_cfg *c, fp_pool **out, fp_log_fn log)
+{
+  fp_pool_options o = options_of(c);
+  o.log = log;
+  if (c->root_workers == 0 && c->bad_mpi == 0)
+    return fp_mpi_pool_create(out, &o, MPI_COMM_WORLD, 0);
+  fp_mpi_options m = FP_MPI_OPTIONS_INIT;
+  m.root_workers = c->root_workers;
+  if (c->bad_mpi_rank < 0 || c->bad_mpi_rank == my_rank) {
+    if (c->bad_mpi == 1)
+      m.size = sizeof m + 1;
+    if (c->bad_mpi == 2)
+      m.root_workers = 1025;
+  }
+  return fp_mpi_pool_create_ex(out, &o, &m, MPI_COMM_WORLD, 0);
 }
 
 /* --- Hosts ------------------------------------------------------------------ */
@@ -210,10 +262,9 @@ static void host_loop(void)
     if (!c.more)
       return;
     host_cfg = c;
-    fp_pool_options o = options_of(&c);
     fp_pool *p = (fp_pool *)&c; /* must be set to NULL */
     mpt_report r;
-    r.rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    r.rc = create_of(&c, &p, NULL);
     r.got_pool = p != NULL;
     r.left = children_left();
     MPI_Gather(&r, (int)sizeof r, MPI_BYTE, NULL, 0, MPI_BYTE, 0,
@@ -277,10 +328,8 @@ static int mpt_create(mpt_cfg c, fp_pool **out)
 {
   c.more = 1;
   MPI_Bcast(&c, (int)sizeof c, MPI_BYTE, 0, MPI_COMM_WORLD);
-  fp_pool_options o = options_of(&c);
   logged[0] = '\0';
-  o.log = log_line;
-  int rc = fp_mpi_pool_create(out, &o, MPI_COMM_WORLD, 0);
+  int rc = create_of(&c, out, log_line);
   owed = 1;
   cur = rc == 0 ? *out : NULL;
   return rc;
@@ -497,13 +546,14 @@ START_TEST(large_payloads_cross)
   fp_future_release(g);
   free(big);
   /* The argument went through the shared areas of the root and the host
-   * (and was freed once answered); the results, larger than a worker's
-   * ring, were framed.  A live worker's CPU time is not known. */
+   * (and was freed once answered); the results too, unless larger than a
+   * worker's ring (n and a bin's 5-byte head): then framed.  A live
+   * worker's CPU time is not known. */
   fp_pool_stats st = FP_POOL_STATS_INIT;
   fp_worker_stats w[2];
   ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 2), 0);
   ck_assert_uint_eq(st.shared_args, 1);
-  ck_assert_uint_eq(st.shared_results, 0);
+  ck_assert_uint_eq(st.shared_results, n + 5 <= ((size_t)64 << 20) ? 2 : 0);
   ck_assert_uint_eq(st.shared_bytes, 0);
   ck_assert_uint_eq(w[0].cpu_user_us + w[0].cpu_sys_us, 0);
   mpt_destroy(p, 0);
@@ -523,7 +573,7 @@ static void each_host_shares(fp_pool *p)
     fp_future *f;
     const msgpack_object *r;
     int64_t shared, pid;
-    ck_assert_int_eq(fp_submitf(p, "where", &f, "y", arg, BIG_ARG), 0);
+    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, BIG_ARG), 0);
     ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
     ck_assert_int_eq(fp_unpack(r, "[II]", &shared, &pid), 0);
     fp_future_release(f);
@@ -680,6 +730,44 @@ END_TEST
 START_TEST(shutdown_with_payloads_in_flight)
 {
   stop_with_payloads(NULL);
+}
+END_TEST
+
+/* With workers on the root, the pool maps no area (theirs is their fork
+ * server's view): large payloads are framed to the root's workers and
+ * from the root to the hosts, and still come back right from both. */
+START_TEST(large_payloads_with_root_workers)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .root_workers = 1};
+  fp_pool *p;
+  ck_assert_int_eq(mpt_create(c, &p), 0);
+  char *arg = malloc(BIG_ARG);
+  ck_assert_ptr_nonnull(arg);
+  for (size_t i = 0; i < BIG_ARG; i++)
+    arg[i] = (char)(i * 11);
+  fp_future *f[12];
+  for (int i = 0; i < 12; i++)
+    if (i % 2)
+      ck_assert_int_eq(fp_submitf(p, "echo", &f[i], "y", arg, BIG_ARG), 0);
+    else
+      ck_assert_int_eq(fp_submitf(p, "bytes", &f[i], "[I]",
+                                  (int64_t)BIG_ARG), 0);
+  for (int i = 0; i < 12; i++) {
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_future_result(f[i], FPT_LIMIT_MS, &r), 0);
+    ck_assert_uint_eq(r->via.bin.size, BIG_ARG);
+    for (size_t k = 0; k < BIG_ARG; k += 4093)
+      ck_assert_int_eq(r->via.bin.ptr[k], (char)(k * (i % 2 ? 11 : 7)));
+    fp_future_release(f[i]);
+  }
+  free(arg);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.shared_args + st.shared_results, 0);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
 }
 END_TEST
 
@@ -980,15 +1068,26 @@ START_TEST(refused_options_fail_everywhere)
 }
 END_TEST
 
-/* Every task pauses on every host; kill (or terminate) reaches them all,
- * and destroy returns with no process left on any rank. */
-static void stop_all(int (*stop)(fp_pool *))
+/* Every task pauses on every host (and on the root's own workers, if
+ * any); kill (or terminate) reaches them all, and destroy returns with no
+ * process left on any rank. */
+static void stop_all(int (*stop)(fp_pool *), unsigned root_workers)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  fp_pool *p = pool_of(2);
-  unsigned n = 2 * (unsigned)(nranks - 1);
+  mpt_cfg c = {.workers = 2, .root_workers = root_workers};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  unsigned n = 2 * (unsigned)(nranks - 1) + root_workers;
   fp_future *f[16];
+  ck_assert_uint_le(n, 16);
+  /* The root's slots come first (it is rank 0): their workers' pids. */
+  fp_worker_stats ws[16];
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 16), 0);
+  ck_assert_uint_eq(st.workers, n);
   for (unsigned i = 0; i < n; i++)
     ck_assert_int_eq(fp_submit(p, "sq_or_pause", "\xff", 1, &f[i]), 0);
   for (unsigned i = 0; i < n; i++)
@@ -1000,18 +1099,35 @@ static void stop_all(int (*stop)(fp_pool *))
   for (unsigned i = 0; i < n; i++)
     expect_error(f[i], FP_ECANCELLED, "cancelled");
   mpt_destroy(p, 0);
+  for (unsigned i = 0; i < root_workers; i++) {
+    ck_assert_int_gt(ws[i].pid, 0);
+    ck_assert_msg(fpt_process_gone(ws[i].pid), "root worker %d is left",
+                  (int)ws[i].pid);
+  }
   fpt_end(&s);
 }
 
 START_TEST(kill_reaches_every_host)
 {
-  stop_all(fp_pool_kill);
+  stop_all(fp_pool_kill, 0);
 }
 END_TEST
 
 START_TEST(terminate_reaches_every_host)
 {
-  stop_all(fp_pool_terminate);
+  stop_all(fp_pool_terminate, 0);
+}
+END_TEST
+
+START_TEST(kill_reaches_root_workers)
+{
+  stop_all(fp_pool_kill, 2);
+}
+END_TEST
+
+START_TEST(terminate_reaches_root_workers)
+{
+  stop_all(fp_pool_terminate, 2);
 }
 END_TEST
 
@@ -1119,6 +1235,255 @@ START_TEST(idle_after_round_trips_is_quiet)
 }
 END_TEST
 
+/* --- Workers on the root too: fp_mpi_pool_create_ex ---------------------- */
+
+/*
+ * Runs one "where" task on each of the pool's n workers at once: each
+ * waits at a gate of its own, opened only once its task runs, so no worker
+ * can hold two (the test fails at the limit if one does).  ran[r] counts
+ * those that rank r's workers answered, pid[i] is the i-th task's worker
+ * (0 if it failed: then with FP_EWORKER, killed by SIGKILL).  Returns the
+ * number that failed.
+ */
+static unsigned run_on_every_worker(fp_pool *p, unsigned n, int crash,
+                                    int *ran, int64_t *pid)
+{
+  char gate[16][256];
+  fp_future *f[16];
+  ck_assert_uint_le(n, 16);
+  for (unsigned i = 0; i < n; i++) {
+    fpt_gate_make(gate[i], sizeof gate[i]);
+    ck_assert_int_eq(fp_submitf(p, "where", &f[i], "[sI]", gate[i],
+                                (int64_t)crash), 0);
+  }
+  for (unsigned i = 0; i < n; i++)
+    fpt_gate_open(gate[i]);
+  for (int r = 0; r < nranks; r++)
+    ran[r] = 0;
+  unsigned failed = 0;
+  for (unsigned i = 0; i < n; i++) {
+    const msgpack_object *r;
+    int err = fp_future_result(f[i], FPT_LIMIT_MS, &r);
+    pid[i] = 0;
+    if (err == 0) {
+      int64_t rank, wpid;
+      ck_assert_int_eq(fp_unpack(r, "[II]", &rank, &wpid), 0);
+      ck_assert(rank >= 0 && rank < nranks);
+      ran[rank]++;
+      pid[i] = wpid;
+      fp_future_release(f[i]);
+    } else {
+      expect_error(f[i], FP_EWORKER, "killed by signal 9");
+      failed++;
+    }
+    fpt_gate_remove(gate[i]);
+  }
+  return failed;
+}
+
+static fp_pool *pool_with_root(unsigned workers, unsigned root_workers)
+{
+  mpt_cfg c = {.workers = workers, .root_workers = root_workers};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create_ex: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  return p;
+}
+
+/* The root's own workers run tasks beside the hosts', in processes of the
+ * root's machine that are not the root, and end with the pool. */
+START_TEST(root_workers_run_beside_the_hosts)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_with_root(1, 2);
+  unsigned n = (unsigned)(nranks - 1) + 2;
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats ws[16];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, ws, 16), 0);
+  ck_assert_uint_eq(st.workers, n);
+  ck_assert_uint_eq(st.workers_live, n);
+
+  int ran[64];
+  int64_t pid[16];
+  ck_assert_uint_eq(run_on_every_worker(p, n, 0, ran, pid), 0);
+  ck_assert_int_eq(ran[0], 2);
+  for (int r = 1; r < nranks; r++)
+    ck_assert_int_eq(ran[r], 1);
+  for (unsigned i = 0; i < n; i++) {
+    ck_assert_int_ne(pid[i], (int64_t)getpid());
+    for (unsigned j = 0; j < i; j++)
+      ck_assert_int_ne(pid[i], pid[j]);
+  }
+  /* Rank 0's slots are the first two: the pids its tasks reported. */
+  int64_t root_pid[2];
+  int k = 0;
+  for (unsigned i = 0; i < 2; i++) {
+    int found = 0;
+    for (unsigned j = 0; j < n; j++)
+      found |= ws[i].pid == (pid_t)pid[j];
+    ck_assert_msg(found, "slot %u's pid %d ran no task", i, (int)ws[i].pid);
+    root_pid[k++] = ws[i].pid;
+  }
+
+  /* Many at once, and large payloads both ways, over every worker. */
+  fp_future *fs[200];
+  for (int i = 0; i < 200; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &fs[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < 200; i++) {
+    ck_assert_int_eq(fpt_i64(fs[i]), (int64_t)i * i);
+    fp_future_release(fs[i]);
+  }
+  size_t big = fpt_scaled((size_t)16 << 20, 1 << 20);
+  for (unsigned i = 0; i < n; i++)
+    ck_assert_int_eq(fp_submitf(p, "bytes", &fs[i], "[I]", (int64_t)big), 0);
+  for (unsigned i = 0; i < n; i++) {
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_future_result(fs[i], FPT_LIMIT_MS, &r), 0);
+    ck_assert_uint_eq(r->via.bin.size, big);
+    fp_future_release(fs[i]);
+  }
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  mpt_destroy(p, 0);
+  for (int i = 0; i < k; i++)
+    ck_assert_msg(fpt_process_gone((pid_t)root_pid[i]),
+                  "root worker %d is left", (int)root_pid[i]);
+  fpt_end(&s);
+}
+END_TEST
+
+/* A crash on one of the root's workers fails its task alone, as on a
+ * host: the worker is replaced and the pool goes on. */
+START_TEST(root_worker_crash_fails_one_future)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_with_root(1, 1);
+  unsigned n = (unsigned)(nranks - 1) + 1;
+  int ran[64];
+  int64_t pid[16];
+  ck_assert_uint_eq(run_on_every_worker(p, n, 1, ran, pid), 1);
+  ck_assert_int_eq(ran[0], 0);
+  for (int r = 1; r < nranks; r++)
+    ck_assert_int_eq(ran[r], 1);
+  fpt_pool_wait_ready(p);
+  /* Its replacement runs the next one. */
+  ck_assert_uint_eq(run_on_every_worker(p, n, 0, ran, pid), 0);
+  ck_assert_int_eq(ran[0], 1);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, NULL, 0), 0);
+  ck_assert_uint_eq(st.worker_deaths, 1);
+  ck_assert_int_eq(square_of(p, 9), 81);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* The root's fork server dies: the root's slots are retired as a host's
+ * are (a log line says so), their tasks fail alone, and the hosts run the
+ * rest. */
+START_TEST(root_fork_server_death_retires_the_root)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_with_root(1, 2);
+  unsigned n = (unsigned)(nranks - 1) + 2;
+  int ran[64];
+  int64_t pid[16];
+  ck_assert_uint_eq(run_on_every_worker(p, n, 2, ran, pid), 2);
+  ck_assert_int_eq(ran[0], 0);
+  fp_future *f[40];
+  for (int i = 0; i < 40; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  for (int i = 0; i < 40; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[16];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 16), 0);
+  ck_assert_uint_eq(st.hosts_retired, 1);
+  ck_assert_uint_eq(st.workers_retired, 2);
+  ck_assert_int_eq(w[0].pid, 0); /* the root's slots come first */
+  ck_assert_int_eq(w[1].pid, 0);
+  ck_assert_msg(log_has("root rank 0 retired", "the fork server of root "
+                        "rank 0 died"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Shutdown finishes what was submitted on every worker, the root's too,
+ * and leaves no process on any rank. */
+START_TEST(shutdown_ends_root_workers)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool_with_root(1, 2);
+  fp_future *f[50];
+  for (int i = 0; i < 50; i++)
+    ck_assert_int_eq(fp_submitf(p, "square", &f[i], "[I]", (int64_t)i), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, FP_SHUTDOWN_WAIT), 0);
+  for (int i = 0; i < 50; i++) {
+    ck_assert_int_eq(fpt_i64(f[i]), (int64_t)i * i);
+    fp_future_release(f[i]);
+  }
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &ps), 0);
+  ck_assert_int_eq(ps.state, FP_POOL_SHUT_DOWN);
+  cur = NULL;
+  ck_assert_int_eq(gather_reports(0), 0);
+  fp_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Bad fp_mpi_options, on every rank or on one: FP_EINVAL on all of them,
+ * and create_error says why. */
+START_TEST(bad_mpi_options_fail_everywhere)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  struct {
+    int bad, rank;
+    unsigned root_workers, workers;
+    const char *why;
+  } cases[] = {
+      {1, -1, 1, 1, "mpi_opts->size is not sizeof(fp_mpi_options)"},
+      {1, 1, 0, 1, "mpi_opts->size is not sizeof(fp_mpi_options) on another rank"},
+      {2, 0, 0, 1, "mpi_opts->root_workers is more than 1024"},
+      {2, 1, 1, 1, "root_workers is more than 1024 on another rank"},
+      /* Each within bounds, too many together: no root worker forked. */
+      {0, -1, 1024, 1, "the root's and the hosts' workers add up to"},
+  };
+  for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    mpt_cfg c = {.workers = cases[i].workers, .bad_mpi = cases[i].bad,
+                 .bad_mpi_rank = cases[i].rank,
+                 .root_workers = cases[i].root_workers};
+    fp_pool *p = (fp_pool *)&c;
+    ck_assert_int_eq(mpt_create(c, &p), FP_EINVAL);
+    ck_assert_ptr_null(p);
+    const char *e = fp_pool_create_error();
+    ck_assert_msg(e != NULL && strstr(e, cases[i].why) != NULL,
+                  "case %u: '%s', not '%s'", i, e ? e : "(null)",
+                  cases[i].why);
+    ck_assert_int_eq(gather_reports(FP_EINVAL), 0);
+  }
+  /* Options the hosts refuse, the root's workers too. */
+  mpt_cfg c = {.workers = 1, .root_workers = 1, .bad_option = 2};
+  fp_pool *p;
+  ck_assert_int_eq(mpt_create(c, &p), FP_ENOTSUP);
+  ck_assert_int_eq(gather_reports(FP_ENOTSUP), 0);
+  /* NULL options: fp_mpi_pool_create's pool. */
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  ck_assert_int_eq(fp_mpi_pool_create_ex(&p, &o, NULL, MPI_COMM_SELF, 0),
+                   FP_EINVAL);
+  fpt_end(&s);
+}
+END_TEST
+
 static Suite *mpi_suite(void)
 {
   Suite *s = suite_create("mpi");
@@ -1133,6 +1498,7 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, kill_with_payloads_in_flight);
   tcase_add_test(tc, terminate_with_payloads_in_flight);
   tcase_add_test(tc, shutdown_with_payloads_in_flight);
+  tcase_add_test(tc, large_payloads_with_root_workers);
   tcase_add_test(tc, map_chunks_automatically);
   tcase_add_test(tc, map_item_deadline);
   tcase_add_test(tc, pool_fd_works);
@@ -1146,6 +1512,13 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, shutdown_finishes_then_hosts_return);
   tcase_add_test(tc, program_calls_mpi_meanwhile);
   tcase_add_test(tc, idle_after_round_trips_is_quiet);
+  tcase_add_test(tc, root_workers_run_beside_the_hosts);
+  tcase_add_test(tc, root_worker_crash_fails_one_future);
+  tcase_add_test(tc, kill_reaches_root_workers);
+  tcase_add_test(tc, terminate_reaches_root_workers);
+  tcase_add_test(tc, shutdown_ends_root_workers);
+  tcase_add_test(tc, root_fork_server_death_retires_the_root);
+  tcase_add_test(tc, bad_mpi_options_fail_everywhere);
   return s;
 }
 
@@ -1183,6 +1556,7 @@ int main(int argc, char **argv)
   if (fp_task_register("polls", t_polls) != 0 ||
       fp_task_register("sq_here", t_sq_here) != 0 ||
       fp_task_register("where", t_where) != 0 ||
+      fp_task_register("in_area", t_in_area) != 0 ||
       fp_task_register("hold", t_hold) != 0)
     MPI_Abort(MPI_COMM_WORLD, 1);
   int failed = 0;

@@ -10,15 +10,22 @@
  * host is told to stop, and the bridge closes its end once all have: so
  * the pool's destroy returns when no worker is left on any rank.
  *
- * The root's slots are the hosts' in rank order: rank r's local slot k is
- * base[r] + k.
+ * With workers of its own (fp_mpi_pool_create_ex's root_workers), the root
+ * has a real fork server too.  Its messages pass through with their slot
+ * numbers changed and nothing else: SPAWNED carries the worker's real pipe
+ * ends, so that worker's bytes go straight between it and the pool, never
+ * through this thread.
+ *
+ * The pool's slots are every rank's in rank order: rank r's local slot k
+ * is base[r] + k.
  *
  * With the pool's shared area, a large argument is not in the task pipe:
  * the pool's frame names it in the area, and the bridge sends it to the
  * host from there (task_out).  A large result comes as a BIG message, and
  * the bridge takes it straight into the slot's ring, as a local worker
  * would have written it, and gives the pool a frame that names it
- * (result_in).
+ * (result_in).  A pool with workers on the root has no area (their
+ * frames carry everything): the bridge then frames a BIG result itself.
  */
 #include "relay.h"
 
@@ -37,10 +44,17 @@ struct fpm_bridge {
   int root, size;
   int ctl;               /* our end of the pool's control socket */
   unsigned nslots;
+  unsigned nroot;        /* the root's own slots, from base[root] */
   unsigned *base;        /* per rank: its first slot */
   int *rank;             /* per slot: its host */
-  fpm_chan *ch;          /* per slot: rfd the task pipe's read end, wfd the
-                            result pipe's write end */
+  fpm_chan *ch;          /* per host slot: rfd the task pipe's read end,
+                            wfd the result pipe's write end */
+  int fs_ctl;            /* the root's own fork server; -1: none, or gone */
+  pid_t fs_pid;
+  int fs_child;          /* we reap fs_pid (a child subreaper's) */
+  pid_t *live;           /* per root slot: its worker's pid; 0: none */
+  int finishing;         /* FINISH went to the root's fork server: its
+                            exit is no failure */
   fp__ctl *exited;       /* per slot: EXITED waiting for its bytes */
   int *exit_pending;
   struct pollfd *pfd;    /* ctl, then up to two per slot */
@@ -57,7 +71,7 @@ static size_t task_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
 static const fpm_hooks task_hooks = {task_peek, task_out};
 
 fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
-                           int ctl)
+                           int ctl, int fs_ctl, pid_t fs_pid, int fs_child)
 {
   fpm_bridge *b = calloc(1, sizeof *b);
   int size;
@@ -66,7 +80,7 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
     b->base = calloc((size_t)size, sizeof *b->base);
     for (int r = 0; b->base != NULL && r < size; r++) {
       b->base[r] = b->nslots;
-      b->nslots += r == root ? 0 : (unsigned)count[r];
+      b->nslots += (unsigned)count[r];
     }
   }
   unsigned n = b != NULL ? b->nslots : 0;
@@ -75,8 +89,9 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
       !(b->ch = calloc(n + 1, sizeof *b->ch)) ||
       !(b->exited = calloc(n + 1, sizeof *b->exited)) ||
       !(b->exit_pending = calloc(n + 1, sizeof *b->exit_pending)) ||
-      !(b->pfd = calloc(2 * n + 1, sizeof *b->pfd)) ||
-      !(b->pfd_slot = calloc(2 * n + 1, sizeof *b->pfd_slot)) ||
+      !(b->live = calloc(n + 1, sizeof *b->live)) ||
+      !(b->pfd = calloc(2 * n + 2, sizeof *b->pfd)) ||
+      !(b->pfd_slot = calloc(2 * n + 2, sizeof *b->pfd_slot)) ||
       !(b->ring = calloc(n + 1, sizeof *b->ring)) ||
       !(b->ring_on = calloc(n + 1, sizeof *b->ring_on))) {
     if (b != NULL) {
@@ -87,18 +102,24 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
       free(b->ch);
       free(b->exited);
       free(b->exit_pending);
+      free(b->live);
       free(b->pfd);
       free(b);
     }
     close(ctl);
+    fpm_forkserver_stop(fs_ctl, fs_pid, fs_child);
     return NULL;
   }
   fpm_relay_init(&b->rl, comm);
   b->root = root;
   b->size = size;
   b->ctl = ctl;
+  b->fs_ctl = fs_ctl;
+  b->fs_pid = fs_pid;
+  b->fs_child = fs_child;
+  b->nroot = (unsigned)count[root];
   for (int r = 0; r < size; r++)
-    for (unsigned k = 0; r != root && k < (unsigned)count[r]; k++)
+    for (unsigned k = 0; k < (unsigned)count[r]; k++)
       b->rank[b->base[r] + k] = r;
   atomic_init(&b->area, NULL);
   for (unsigned i = 0; i < n; i++) {
@@ -123,6 +144,7 @@ static void bridge_free(fpm_bridge *b)
   free(b->ch);
   free(b->exited);
   free(b->exit_pending);
+  free(b->live);
   free(b->pfd);
   free(b->pfd_slot);
   free(b->ring);
@@ -139,6 +161,99 @@ static void to_pool(fpm_bridge *b, const fp__ctl *m, const int *fds)
 {
   (void)fp__remote_ctl_send(b->ctl, m, fds);
 }
+
+static void close_fds(int fds[FP__CTL_NFDS])
+{
+  for (int k = 0; k < FP__CTL_NFDS; k++)
+    if (fds[k] >= 0)
+      close(fds[k]);
+}
+
+/* --- The root's own fork server ------------------------------------------ */
+
+/* Whether slot i is one of the root's own. */
+static int root_slot(const fpm_bridge *b, unsigned i)
+{
+  return b->rank[i] == b->root;
+}
+
+/* The root's fork server is gone (it died, or it exited after FINISH with
+ * every exit reported): reaped, and, as a host does, GONE unless it was
+ * asked to finish (the pool retires the root's slots), then each worker it
+ * had not reported is reported killed (they die with it:
+ * PR_SET_PDEATHSIG). */
+static void forkserver_gone(fpm_bridge *b)
+{
+  fpm_forkserver_stop(b->fs_ctl, b->fs_pid, b->fs_child);
+  b->fs_ctl = -1;
+  b->fs_child = 0;
+  if (!b->finishing && b->nroot > 0) {
+    fp__ctl gone = {.op = FP__CTL_GONE, .slot = b->base[b->root]};
+    to_pool(b, &gone, NULL);
+  }
+  for (unsigned i = 0; i < b->nslots; i++)
+    if (root_slot(b, i) && b->live[i] != 0) {
+      fp__ctl m = {.op = FP__CTL_EXITED, .slot = i, .pid = b->live[i],
+                   .value = SIGKILL};
+      b->live[i] = 0;
+      to_pool(b, &m, NULL);
+    }
+}
+
+/* What the pool asks of the root's slot i (m's slot already the fork
+ * server's number), or FINISH; a SPAWN once it is gone fails. */
+static void to_forkserver(fpm_bridge *b, unsigned i, const fp__ctl *m)
+{
+  if (b->fs_ctl >= 0 && fp__remote_ctl_send(b->fs_ctl, m, NULL) != 0)
+    forkserver_gone(b);
+  if (b->fs_ctl < 0 && m->op == FP__CTL_SPAWN) {
+    fp__ctl no = {.op = FP__CTL_SPAWN_FAILED, .slot = i,
+                  .value = FP_EBROKEN};
+    to_pool(b, &no, NULL);
+  }
+}
+
+/* What the root's fork server sends goes to the pool as it is, in the
+ * pool's slot numbers; SPAWNED's descriptors are the worker's own pipes.
+ * Sets *busy if anything came. */
+static void from_forkserver(fpm_bridge *b, int *busy)
+{
+  while (b->fs_ctl >= 0) {
+    enum fp__io io;
+    fp__ctl m;
+    int fds[FP__CTL_NFDS];
+    int rc = fp__remote_ctl_recv(b->fs_ctl, &io, &m, fds);
+    if (rc == 0 && io == FP__IO_AGAIN)
+      return;
+    *busy = 1;
+    if (rc < 0 || io == FP__IO_EOF) {
+      forkserver_gone(b);
+      return;
+    }
+    if (m.slot >= b->nroot) {
+      close_fds(fds);
+      continue;
+    }
+    unsigned i = b->base[b->root] + m.slot;
+    if (m.op == FP__CTL_SPAWNED && fds[0] < 0) {
+      /* Out of descriptors: the worker is no use. */
+      fp__ctl kill = {.op = FP__CTL_KILL, .slot = m.slot, .pid = m.pid,
+                      .value = SIGKILL};
+      (void)fp__remote_ctl_send(b->fs_ctl, &kill, NULL);
+      m.op = FP__CTL_SPAWN_FAILED;
+      m.value = FP_EMFILE;
+    } else if (m.op == FP__CTL_SPAWNED) {
+      b->live[i] = m.pid;
+    } else if (m.op == FP__CTL_EXITED) {
+      b->live[i] = 0;
+    }
+    m.slot = i;
+    to_pool(b, &m, m.op == FP__CTL_SPAWNED ? fds : NULL);
+    close_fds(fds); /* the pool has its own now */
+  }
+}
+
+/* --- The hosts' workers -------------------------------------------------- */
 
 /* A pipe, both ends from 3 up and close-on-exec; the pool's ends are
  * made non-blocking by the pool. */
@@ -366,27 +481,35 @@ static int from_pool(fpm_bridge *b, int *busy)
     fp__ctl m;
     int fds[FP__CTL_NFDS];
     int rc = fp__remote_ctl_recv(b->ctl, &io, &m, fds);
-    for (int k = 0; k < FP__CTL_NFDS; k++)
-      if (fds[k] >= 0)
-        close(fds[k]);
+    close_fds(fds);
     if (rc == 0 && io == FP__IO_AGAIN)
       return 0;
     if (rc < 0 || io == FP__IO_EOF)
       return 1;
     *busy = 1;
+    if (m.op == FP__CTL_FINISH) {
+      /* Only a fork server of the root's exits at FINISH; a host's
+       * workers end at end of file, and its fork server at END. */
+      b->finishing = 1;
+      to_forkserver(b, 0, &m);
+      continue;
+    }
     if (m.slot >= b->nslots)
       continue;
     unsigned i = m.slot;
     if (m.op == FP__CTL_SPAWN || m.op == FP__CTL_KILL ||
         m.op == FP__CTL_STOP) {
       m.slot = local_slot(b, i);
-      fpm_post_ctl(&b->rl, b->rank[i], &m);
+      if (root_slot(b, i))
+        to_forkserver(b, i, &m);
+      else
+        fpm_post_ctl(&b->rl, b->rank[i], &m);
     }
   }
 }
 
-/* Tells every host to stop and waits until each has: no worker is left on
- * any rank after this. */
+/* Tells every host to stop, stops the root's fork server, and waits until
+ * each host has: no worker is left on any rank after this. */
 static void stop_hosts(fpm_bridge *b)
 {
   for (unsigned i = 0; i < b->nslots; i++)
@@ -398,6 +521,11 @@ static void stop_hosts(fpm_bridge *b)
       fpm_post_ctl(&b->rl, r, &m);
       left++;
     }
+  /* Meanwhile: at end of file it kills and reaps the root's workers. */
+  fpm_progress(&b->rl);
+  fpm_forkserver_stop(b->fs_ctl, b->fs_pid, b->fs_child);
+  b->fs_ctl = -1;
+  b->fs_child = 0;
   while (left > 0) {
     char *msg;
     size_t len;
@@ -428,6 +556,10 @@ void fpm_bridge_run(fpm_bridge *b)
     int np = 0;
     b->pfd[np] = (struct pollfd){.fd = b->ctl, .events = POLLIN};
     b->pfd_slot[np++] = -1;
+    if (b->fs_ctl >= 0) {
+      b->pfd[np] = (struct pollfd){.fd = b->fs_ctl, .events = POLLIN};
+      b->pfd_slot[np++] = -2;
+    }
     for (unsigned i = 0; i < b->nslots; i++) {
       fpm_chan *c = &b->ch[i];
       if (fpm_chan_wants_read(c)) {
@@ -446,6 +578,10 @@ void fpm_bridge_run(fpm_bridge *b)
     for (int k = 1; ready > 0 && k < np; k++) {
       if (b->pfd[k].revents == 0)
         continue;
+      if (b->pfd_slot[k] == -2) {
+        from_forkserver(b, &busy);
+        continue;
+      }
       unsigned i = (unsigned)b->pfd_slot[k];
       fpm_chan *c = &b->ch[i];
       if (b->pfd[k].events == POLLIN && b->pfd[k].fd == c->rfd)

@@ -200,15 +200,17 @@ int fpm_fd_prep(int fd);
 /* --- bridge.c: the root's stand-in for a fork server ---------------------- */
 
 typedef struct fpm_bridge fpm_bridge;
-/* For ranks whose hosts run count[r] workers (count[root] 0), talking to
- * the pool on ctl (taken).  NULL: out of memory (ctl closed). */
+/* For ranks that run count[r] workers each, talking to the pool on ctl
+ * (taken).  The root's own count[root] workers, if any, are those of the
+ * fork server on fs_ctl (taken; -1: none), which the bridge reaps if
+ * fs_child.  NULL: out of memory (ctl closed, the fork server stopped). */
 fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
-                           int ctl);
+                           int ctl, int fs_ctl, pid_t fs_pid, int fs_child);
 /* The pool's shared area, once it exists (NULL: none): the pool's until
  * the bridge closes ctl. */
 void fpm_bridge_area(fpm_bridge *b, fp__shm *area);
-/* Relays until the pool closes its control socket, then stops every host,
- * frees comm, and closes ctl last.  Frees b. */
+/* Relays until the pool closes its control socket, then stops every host
+ * and the root's fork server, frees comm, and closes ctl last.  Frees b. */
 void fpm_bridge_run(fpm_bridge *b);
 
 /* --- host.c: a host's relay ------------------------------------------------ */

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +101,323 @@ static int t_burn(fp_call *c, const msgpack_object *a, msgpack_packer *o)
 }
 static const fp_task burn_tasks[] = {{"burn", t_burn}, {NULL, NULL}};
 
+
+static int64_t result_i64(fp_future *f, int *err)
+{
+  const msgpack_object *r;
+  *err = fp_future_result(f, 60000, &r);
+  return *err == 0 ? r->via.i64 : 0;
+}
+
+/* --- A host that leaves (fp_mpi_pool_create(3), Failures) --------------- */
+
+static int64_t now_ms(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The worker's rank: Open MPI's environment, which workers inherit. */
+static int64_t world_rank(void)
+{
+  const char *e = getenv("OMPI_COMM_WORLD_RANK");
+  return e != NULL ? atoi(e) : -1;
+}
+
+/* Pauses for ever on rank 1; on the others, returns its rank. */
+static int t_hold1(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  if (world_rank() == 1)
+    for (;;)
+      pause();
+  return fp_pack(o, "I", world_rank());
+}
+static int t_rank(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  return fp_pack(o, "I", world_rank());
+}
+static const fp_task retire_tasks[] = {{"hold1", t_hold1}, {"rank", t_rank},
+                                       {NULL, NULL}};
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char logged[8192];
+static void log_line(void *arg, int level, const char *msg)
+{
+  (void)arg;
+  pthread_mutex_lock(&log_lock);
+  size_t n = strlen(logged);
+  snprintf(logged + n, sizeof logged - n, "[%d] %s\n", level, msg);
+  pthread_mutex_unlock(&log_lock);
+}
+
+static fp_pool_stats stats_of(fp_pool *p, fp_worker_stats *w, size_t n)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  EXPECT(fp_pool_stats_get(p, &st, w, n) == 0, "fp_pool_stats_get");
+  return st;
+}
+
+/* The parent of a process, from /proc (all ranks share this machine). */
+static pid_t parent_of(pid_t pid)
+{
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *q = strrchr(buf, ')');
+  int pp = -1;
+  if (q != NULL && sscanf(q + 2, "%*c %d", &pp) != 1)
+    pp = -1;
+  return pp;
+}
+
+/* fp_pool_stats_get(3): "It may be called from any thread": read while a
+ * host leaves, the counters stay coherent: hosts_retired only grows, to 1,
+ * its 2 slots counted with it, never live, their entries' pids 0. */
+static volatile int reader_stop;
+static void *stats_reader(void *arg)
+{
+  fp_pool *p = arg;
+  unsigned last = 0;
+  while (!reader_stop && !bad) {
+    fp_pool_stats st = FP_POOL_STATS_INIT;
+    fp_worker_stats w[4];
+    EXPECT(fp_pool_stats_get(p, &st, w, 4) == 0, "stats from a thread");
+    EXPECT(st.hosts_retired >= last && st.hosts_retired <= 1 &&
+               st.workers_retired == 2 * st.hosts_retired &&
+               st.workers_live + st.workers_retired <= st.workers,
+           "hosts_retired %u (was %u), workers_retired %u, live %u of %u", st.hosts_retired,
+           last, st.workers_retired, st.workers_live, st.workers);
+    if (st.hosts_retired == 1)
+      EXPECT(w[0].pid == 0 && w[1].pid == 0, "retired pids %d %d", (int)w[0].pid,
+             (int)w[1].pid);
+    last = st.hosts_retired;
+  }
+  return NULL;
+}
+
+/* "its fork server dies ...: the host tells the root, and reports each of
+ * its workers killed by SIGKILL"; "the pool kills each worker it still
+ * has": the two tasks rank 1's workers ran fail with FP_EWORKER and a text
+ * naming the signal, the queue runs on rank 2, the log line, the counters
+ * and the entries (pid 0) say it, and those kills are not deaths
+ * (worker_deaths: "workers that died unasked").  A program with the older
+ * fp_pool_stats gets the fields its size holds and no more. */
+static void retire_fs_round(fp_pool *p)
+{
+  enum { H = 4, Q = 8 };
+  fp_future *h[H], *q[Q];
+  fp_pool_stats st;
+  fp_worker_stats w[4];
+  int64_t end = now_ms() + 60000;
+  logged[0] = '\0';
+  do {
+    fp_pool_dispatch(p, 5);
+    st = stats_of(p, w, 4);
+  } while (st.workers_live < st.workers && now_ms() < end);
+  pid_t fs1 = parent_of(w[0].pid); /* rank 1's slots come first */
+  EXPECT(w[0].pid > 0 && fs1 > 1, "rank 1's fork server: %d", (int)fs1);
+  for (int i = 0; i < H; i++)
+    EXPECT(fp_submitf(p, "hold1", &h[i], "[]") == 0, "submit hold1");
+  for (int i = 0; i < Q; i++)
+    EXPECT(fp_submitf(p, "rank", &q[i], "[]") == 0, "submit rank");
+  for (int i = 0; i < H; i++)
+    while (fp_future_state(h[i]) == FP_PENDING && now_ms() < end)
+      fp_pool_dispatch(p, 5);
+  pthread_t reader;
+  reader_stop = 0;
+  int threaded = pthread_create(&reader, NULL, stats_reader, p) == 0;
+  if (fs1 > 1)
+    kill(fs1, SIGKILL);
+  int failed = 0, err;
+  for (int i = 0; i < H; i++) {
+    int64_t r = result_i64(h[i], &err);
+    const char *e = err != 0 ? fp_future_error(h[i]) : "";
+    EXPECT(err == 0 ? r == 2 : err == FP_EWORKER && strstr(e, "signal 9") != NULL,
+           "hold1 %d: %s (%s)", i, fp_err_name(err), e);
+    failed += err != 0;
+    fp_future_release(h[i]);
+  }
+  EXPECT(failed == 2, "%d tasks failed, want rank 1's 2", failed);
+  for (int i = 0; i < Q; i++) {
+    EXPECT(result_i64(q[i], &err) == 2 && err == 0, "rank %d: %s", i, fp_err_name(err));
+    fp_future_release(q[i]);
+  }
+  reader_stop = 1;
+  if (threaded)
+    pthread_join(reader, NULL);
+  st = stats_of(p, w, 4);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2, "retired %u hosts, %u workers",
+         st.hosts_retired, st.workers_retired);
+  EXPECT(w[0].pid == 0 && w[1].pid == 0, "retired slots' pids %d %d", (int)w[0].pid,
+         (int)w[1].pid);
+  EXPECT(st.worker_deaths == 0 && strstr(logged, "[1] ") == NULL,
+         "the pool's kills counted as %llu deaths; log:\n%s",
+         (unsigned long long)st.worker_deaths, logged);
+  EXPECT(strstr(logged, "[0] host rank 1 retired, its 2 workers with it (1 of 2 hosts "
+                        "left): the fork server of host rank 1 died\n") != NULL,
+         "log:\n%s", logged);
+  /* fp_pool_stats_get(3): an older header's struct ends before hosts_retired. */
+  fp_pool_stats old;
+  memset(&old, 0x5a, sizeof old);
+  old.size = offsetof(fp_pool_stats, hosts_retired);
+  EXPECT(fp_pool_stats_get(p, &old, NULL, 0) == 0, "older size refused");
+  EXPECT(old.workers == 4 && old.hosts_retired == 0x5a5a5a5a &&
+             old.workers_retired == 0x5a5a5a5a,
+         "older size: workers %u, fields past its size written", old.workers);
+}
+
+/* Init dies (SIGKILL) on rank 1 only. */
+static int init_die_on_1(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg, (void)call;
+  if (world_rank() == 1)
+    raise(SIGKILL);
+  return 0;
+}
+
+/* "A host leaves when ... one of its workers ... dies before it has
+ * reported ready", and the log line's why is "the text a broken pool
+ * would give": fp_pool_create(3)'s "worker initializer failed: worker pid
+ * was killed by signal n (name) before it was ready". */
+static void retire_initdie_root(fp_pool *p)
+{
+  int64_t end = now_ms() + 60000;
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  fp_pool_stats st = stats_of(p, NULL, 0);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2, "retired %u hosts, %u workers",
+         st.hosts_retired, st.workers_retired);
+  pthread_mutex_lock(&log_lock);
+  const char *l = strstr(logged, "[0] host rank 1 retired, its 2 workers with it (1 of 2 "
+                                 "hosts left): worker initializer failed: worker ");
+  const char *tail = l != NULL ? strchr(l, '\n') : NULL;
+  const char *want = " was killed by signal 9 (Killed) before it was ready\n";
+  EXPECT(tail != NULL && strncmp(tail + 1 - strlen(want), want, strlen(want)) == 0,
+         "log:\n%s", logged);
+  pthread_mutex_unlock(&log_lock);
+  int err;
+  fp_future *f;
+  EXPECT(fp_submitf(p, "rank", &f, "[]") == 0, "submit");
+  EXPECT(result_i64(f, &err) == 2 && err == 0, "rank: %s", fp_err_name(err));
+  fp_future_release(f);
+}
+
+/* "what each held goes as at a worker's death": a task its worker was
+ * being asked to stop (a cancel under a grace) when its host left fails
+ * as a kill after that request would fail it, FP_ECANCELLED, not as a
+ * plain death. */
+static void retire_stopping_root(fp_pool *p)
+{
+  enum { H = 4 };
+  fp_future *h[H];
+  fp_pool_stats st;
+  fp_worker_stats w[4];
+  int64_t end = now_ms() + 60000;
+  do {
+    fp_pool_dispatch(p, 5);
+    st = stats_of(p, w, 4);
+  } while (st.workers_live < st.workers && now_ms() < end);
+  pid_t fs1 = parent_of(w[0].pid);
+  EXPECT(w[0].pid > 0 && fs1 > 1, "rank 1's fork server: %d", (int)fs1);
+  for (int i = 0; i < H; i++)
+    EXPECT(fp_submitf(p, "hold1", &h[i], "[]") == 0, "submit hold1");
+  /* Rank 2's two answer; rank 1's two run on. */
+  int done;
+  do {
+    fp_pool_dispatch(p, 5);
+    done = 0;
+    for (int i = 0; i < H; i++)
+      done += fp_future_state(h[i]) == FP_FINISHED;
+  } while (done < 2 && now_ms() < end);
+  for (int i = 0; i < H; i++)
+    if (fp_future_state(h[i]) == FP_RUNNING)
+      EXPECT(fp_future_cancel(h[i], FP_CANCEL_RUNNING) == 0, "cancel");
+  fp_pool_dispatch(p, 0);
+  if (fs1 > 1)
+    kill(fs1, SIGKILL);
+  int cancelled = 0, err;
+  for (int i = 0; i < H; i++) {
+    int64_t r = result_i64(h[i], &err);
+    EXPECT(err == 0 ? r == 2 : err == FP_ECANCELLED &&
+                                   strcmp(fp_future_error(h[i]), "cancelled while running") == 0,
+           "hold1 %d: %s (%s)", i, fp_err_name(err), err ? fp_future_error(h[i]) : "");
+    cancelled += err != 0;
+    fp_future_release(h[i]);
+  }
+  EXPECT(cancelled == 2, "%d cancelled, want 2", cancelled);
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  EXPECT(stats_of(p, NULL, 0).hosts_retired == 1, "rank 1 not retired");
+}
+
+/* Init on rank 2 fails after 1 s; rank 1's is quick. */
+static int init_fails_late_on_2(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  if (world_rank() != 2)
+    return 0;
+  struct timespec t = {1, 0};
+  nanosleep(&t, NULL);
+  return fp_call_fail(call, "InitError", "late");
+}
+
+/* "fp_mpi_pool_create returns on the root once one worker is ready,
+ * whatever init does on other hosts, and a host whose init fails, before
+ * or after, leaves the pool": a map runs while rank 2's init fails after
+ * create returned; every item comes back from rank 1, none is lost, and
+ * rank 2 leaves with the page's log line. */
+static void retire_slowinit_root(fp_pool *p)
+{
+  enum { K = 500 };
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, K);
+  for (int k = 0; k < K; k++) {
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int64(&pk, k);
+  }
+  fp_map_input in = {sb.data, sb.size, NULL, NULL};
+  fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.chunksize = 1;
+  fp_map_iter *m;
+  int rc = fp_map(p, "sq", &in, &mo, &m);
+  EXPECT(rc == 0, "fp_map: %s", fp_err_name(rc));
+  int n = 0;
+  if (rc == 0) {
+    fp_map_item it;
+    while ((rc = fp_map_next(m, 60000, &it)) == 1) {
+      EXPECT(it.err == 0 && it.result->via.i64 == (int64_t)(it.index * it.index),
+             "item %zu: %s", it.index, fp_err_name(it.err));
+      n++;
+    }
+    fp_map_destroy(m);
+  }
+  msgpack_sbuffer_destroy(&sb);
+  EXPECT(rc == 0 && n == K, "map: %s after %d items", fp_err_name(rc), n);
+  int64_t end = now_ms() + 60000;
+  while (stats_of(p, NULL, 0).hosts_retired == 0 && now_ms() < end)
+    fp_pool_dispatch(p, 5);
+  fp_worker_stats w[4];
+  fp_pool_stats st = stats_of(p, w, 4);
+  EXPECT(st.hosts_retired == 1 && st.workers_retired == 2 && w[2].pid == 0 && w[3].pid == 0,
+         "retired %u hosts, %u workers; pids %d %d", st.hosts_retired, st.workers_retired,
+         (int)w[2].pid, (int)w[3].pid);
+  EXPECT(st.failed == 0, "%llu failed", (unsigned long long)st.failed);
+  EXPECT(strstr(logged, "[0] host rank 2 retired, its 2 workers with it (1 of 2 hosts "
+                        "left): worker initializer failed: InitError: late\n") != NULL,
+         "log:\n%s", logged);
+}
+
 static fp_pool_options base(void)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -120,12 +439,6 @@ static void expect_all(int rc, fp_pool *p, int want, const char *what)
     fp_pool_destroy(p);
 }
 
-static int64_t result_i64(fp_future *f, int *err)
-{
-  const msgpack_object *r;
-  *err = fp_future_result(f, 60000, &r);
-  return *err == 0 ? r->via.i64 : 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -153,7 +466,48 @@ int main(int argc, char **argv)
   int size;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
 
-  if (strcmp(c, "create_error") == 0) {
+  if (strcmp(c, "retire_fs") == 0) {
+    /* Several pools: which of a dead worker's pipe and its host's report
+     * the root reads first varies from run to run. */
+    o.tasks = retire_tasks;
+    o.log = log_line;
+    for (int round = 0; round < 4 && !bad; round++) {
+      p = NULL;
+      rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+      if (rank == 0 && p != NULL) {
+        retire_fs_round(p);
+        fp_pool_destroy(p);
+      }
+      MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    }
+  } else if (strcmp(c, "retire_initdie") == 0 || strcmp(c, "retire_stopping") == 0) {
+    int initdie = c[7] == 'i';
+    o.tasks = retire_tasks;
+    o.log = log_line;
+    if (initdie)
+      o.init = init_die_on_1;
+    else
+      o.deadline_grace_ms = 600000; /* a cancel asks; nothing kills */
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && p != NULL) {
+      if (initdie)
+        retire_initdie_root(p);
+      else
+        retire_stopping_root(p);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "retire_slowinit") == 0) {
+    o.log = log_line;
+    o.init = init_fails_late_on_2;
+    rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && p != NULL) {
+      retire_slowinit_root(p);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "create_error") == 0) {
     check_error = 1;
     fp_pool *lp;
     fp_pool_options lo = FP_POOL_OPTIONS_INIT;
@@ -337,6 +691,107 @@ int main(int argc, char **argv)
       fp_future_release(f);
       fp_pool_destroy(p);
     }
+  } else if (strcmp(c, "mpibadhost") == 0 || strcmp(c, "mpibadroot") == 0 ||
+             strcmp(c, "mpibadall") == 0) {
+    /* fp_mpi_pool_create_ex(3): "a size or a root_workers the library
+     * refuses on any rank makes the call return FP_EINVAL on every rank". */
+    int here = strcmp(c, "mpibadall") == 0 ||
+               (strcmp(c, "mpibadhost") == 0 ? rank != 0 : rank == 0);
+    check_error = 1;
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 1;
+    if (here)
+      mo.size = 4; /* shorter than any fp_mpi_options */
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "mpi_opts->size 4");
+    fp_mpi_options mo2 = FP_MPI_OPTIONS_INIT;
+    mo2.root_workers = here ? 1025 : 1;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo2, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "root_workers 1025");
+    /* 1024 on the root alone, hosts' workers on top: too many together. */
+    fp_mpi_options mo3 = FP_MPI_OPTIONS_INIT;
+    mo3.root_workers = 1024;
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo3, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "root_workers 1024 and the hosts'");
+    /* A good one after: the communicator still works. */
+    fp_mpi_options mo4 = FP_MPI_OPTIONS_INIT;
+    mo4.root_workers = 1;
+    p = NULL;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo4, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "good create after bad ones: %s", fp_err_name(rc));
+    if (rc == 0 && p != NULL) {
+      fp_future *f;
+      int err;
+      EXPECT(fp_submitf(p, "sq", &f, "[I]", (int64_t)7) == 0, "submit");
+      EXPECT(result_i64(f, &err) == 49 && err == 0, "sq 7: %s", fp_err_name(err));
+      fp_future_release(f);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootworkers") == 0) {
+    /* fp_mpi_pool_create_ex(3): the root's workers are slots beside the
+     * hosts', the first ones with root 0, pids of the root's machine, not
+     * the root; a crash on one fails one future; mpi_opts NULL is
+     * fp_mpi_pool_create. */
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[64];
+      for (int k = 0; k < 6000; k++) {
+        fp_pool_dispatch(p, 10);
+        fp_pool_stats_get(p, &st, ws, 64);
+        if (st.workers_live == st.workers)
+          break;
+      }
+      EXPECT(st.workers == 2u * (unsigned)(size - 1) + 2, "workers %u", st.workers);
+      EXPECT(st.workers_live == st.workers, "workers_live %u", st.workers_live);
+      for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d", (int)ws[i].pid);
+        EXPECT(ws[i].pid > 0 && ws[i].pid != getpid() && access(path, F_OK) == 0,
+               "slot %d: pid %d is no process of the root's machine", i, (int)ws[i].pid);
+      }
+      fp_future *f[64];
+      int err, n = 0;
+      for (int i = 0; i < 64; i++)
+        n += fp_submitf(p, "sq", &f[i], "[I]", (int64_t)i) == 0;
+      EXPECT(n == 64, "submit");
+      for (int i = 0; i < n; i++) {
+        EXPECT(result_i64(f[i], &err) == (int64_t)i * i, "sq %d: %s", i, fp_err_name(err));
+        fp_future_release(f[i]);
+      }
+      pid_t root_pids[2] = {ws[0].pid, ws[1].pid};
+      fp_pool_destroy(p);
+      for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)root_pids[i]);
+        FILE *fp = fopen(path, "r");
+        char st_buf[512] = "";
+        if (fp != NULL) {
+          size_t got = fread(st_buf, 1, sizeof st_buf - 1, fp);
+          st_buf[got] = '\0';
+          fclose(fp);
+        }
+        char *rp = strrchr(st_buf, ')');
+        EXPECT(fp == NULL || (rp != NULL && (rp[2] == 'Z' || rp[2] == 'X')),
+               "root worker %d outlived fp_pool_destroy", (int)root_pids[i]);
+      }
+    }
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create_ex(&p, &o, NULL, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "mpi_opts NULL: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0 && p != NULL) {
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_pool_stats_get(p, &st, NULL, 0);
+      EXPECT(st.workers == 2u * (unsigned)(size - 1), "mpi_opts NULL: workers %u", st.workers);
+      fp_pool_destroy(p);
+    } else if (rank != 0) {
+      EXPECT(p == NULL, "host: *out not NULL");
+    }
   } else if (strcmp(c, "shm_args") == 0) {
     /* "opts->shm_args is checked as fp_pool_create(3) checks it (a value
      * it refuses is FP_EINVAL on every rank) and otherwise ignored". */
@@ -455,7 +910,8 @@ int main(int argc, char **argv)
         msgpack_pack_int64(&pk, k);
       fp_map_input in = {sb.data, sb.size, NULL, NULL};
       fp_map_options mo = FP_MAP_OPTIONS_INIT;
-      mo.deadline_ms = 300;
+      /* Item 3 never ends; the others end well within, on a busy machine. */
+      mo.deadline_ms = 3000;
       fp_map_iter *m;
       rc = fp_map(p, "item", &in, &mo, &m);
       EXPECT(rc == 0, "fp_map with deadline: %s", fp_err_name(rc));
