@@ -1717,8 +1717,10 @@ START_TEST(atfork_handlers_run_on_the_callers_memory)
 }
 END_TEST
 
-/* Create and destroy from one thread while another forks and a third
- * allocates: every create succeeds, nothing hangs, nothing is left. */
+/* Create and destroy from one thread while others fork, allocate, write
+ * to a FILE and reap with waitpid(-1) (the fixture makes this process a
+ * subreaper, so the fork servers are its children too): every create
+ * succeeds, nothing hangs, nothing is left. */
 static atomic_int churn_stop;
 static void *fork_churn(void *arg)
 {
@@ -1746,14 +1748,37 @@ static void *malloc_churn(void *arg)
   return NULL;
 }
 
+/* Writes to a FILE: glibc's fork takes every FILE's list lock. */
+static void *stdio_churn(void *arg)
+{
+  FILE *f = fopen("/dev/null", "we");
+  (void)arg;
+  while (f != NULL && !atomic_load(&churn_stop))
+    fprintf(f, "%d\n", 42);
+  if (f != NULL)
+    fclose(f);
+  return NULL;
+}
+/* Reaps with waitpid(-1), as forkpool(7) says a caller may: it may take
+ * the intermediate child or a subreaper's fork server before the pool. */
+static void *reap_any(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&churn_stop))
+    if (waitpid(-1, NULL, WNOHANG) <= 0)
+      sched_yield();
+  return NULL;
+}
+
 START_TEST(create_while_other_threads_fork_and_allocate)
 {
   fpt_snapshot s;
   fpt_begin(&s);
   atomic_store(&churn_stop, 0);
-  pthread_t t[2];
-  ck_assert_int_eq(pthread_create(&t[0], NULL, fork_churn, NULL), 0);
-  ck_assert_int_eq(pthread_create(&t[1], NULL, malloc_churn, NULL), 0);
+  pthread_t t[4];
+  void *(*body[4])(void *) = {fork_churn, malloc_churn, stdio_churn, reap_any};
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, body[i], NULL), 0);
   int bad = 0;
   for (int i = 0; i < (int)fpt_scaled(30, 5); i++) {
     fp_pool_options o = FP_POOL_OPTIONS_INIT;
@@ -1772,8 +1797,8 @@ START_TEST(create_while_other_threads_fork_and_allocate)
     fp_pool_destroy(p);
   }
   atomic_store(&churn_stop, 1);
-  pthread_join(t[0], NULL);
-  pthread_join(t[1], NULL);
+  for (int i = 0; i < 4; i++)
+    pthread_join(t[i], NULL);
   ck_assert_msg(bad == 0, "create or task: %d", bad);
   fpt_end(&s);
 }

@@ -116,7 +116,15 @@ static int t_slow_root(fp_call *c, const msgpack_object *a, msgpack_packer *o)
     return fp_call_fail(c, "TypeError", "[I]");
   return fp_pack(o, "I", x * x);
 }
+/* [pid, PROBE_ROOT set, PROBE_LATE set]. */
+static int t_env(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  return fp_pack(o, "[III]", (int64_t)getpid(), (int64_t)(getenv("PROBE_ROOT") != NULL),
+                 (int64_t)(getenv("PROBE_LATE") != NULL));
+}
 static const fp_task tasks[] = {{"sq", t_sq},     {"pid", t_pid},
+                                {"env", t_env},
                                 {"slow_root", t_slow_root},
                                 {"spin", t_spin}, {"crash", t_crash},
                                 {"len", t_len},   {"item", t_item},
@@ -1040,6 +1048,56 @@ int main(int argc, char **argv)
                "root worker %d (slot %d): %d CPUs, not CPU %d alone", (int)rp[i], i,
                CPU_COUNT(&w), cpus[i]);
       }
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootlast") == 0) {
+    /* "rank r's worker k is slot k plus the workers of the ranks below r":
+     * with the last rank the root, its workers are the last slots; they
+     * see the root's environment as it was at create, not what it set
+     * later. */
+    int root = size - 1;
+    if (rank == root)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, root);
+    EXPECT(rc == 0 && (rank == root) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == root && rc == 0) {
+      setenv("PROBE_LATE", "1", 1);
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[64];
+      for (int k = 0; k < 6000; k++) {
+        fp_pool_dispatch(p, 10);
+        fp_pool_stats_get(p, &st, ws, 64);
+        if (st.workers_live == st.workers)
+          break;
+      }
+      unsigned n = st.workers;
+      EXPECT(n == 2u * (unsigned)(size - 1) + 2, "workers %u", n);
+      int seen[64] = {0};
+      for (int round = 0; round < 50; round++) {
+        fp_future *f[16];
+        for (int i = 0; i < 16; i++)
+          fp_submitf(p, "env", &f[i], "[]");
+        for (int i = 0; i < 16; i++) {
+          const msgpack_object *r;
+          if (fp_future_result(f[i], 60000, &r) == 0) {
+            int64_t pid = r->via.array.ptr[0].via.i64;
+            int is_root = (int)r->via.array.ptr[1].via.i64;
+            EXPECT(r->via.array.ptr[2].via.i64 == 0, "worker %lld saw a later setenv",
+                   (long long)pid);
+            for (unsigned j = 0; j < n && j < 64; j++)
+              if (ws[j].pid == pid) {
+                seen[j] = 1;
+                EXPECT(is_root == (j >= n - 2), "slot %u (pid %lld): root's %d", j,
+                       (long long)pid, is_root);
+              }
+          }
+          fp_future_release(f[i]);
+        }
+      }
+      for (unsigned j = n - 2; j < n; j++)
+        EXPECT(seen[j], "slot %u ran nothing", j);
       fp_pool_destroy(p);
     }
   } else if (strcmp(c, "rootmap") == 0) {
