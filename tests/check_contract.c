@@ -15,7 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1523,6 +1528,335 @@ START_TEST(window_of_slow_tasks_is_two)
 }
 END_TEST
 
+/* ---- forkpool(7) Processes: the vfork() middle process ---- */
+
+/* Under valgrind or TSan vfork is a fork: the vfork-only promises are not
+ * the library's to keep there. */
+static int vfork_is_fork(void)
+{
+  const char *lp = getenv("LD_PRELOAD");
+#if defined(__SANITIZE_THREAD__)
+  return 1;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  return 1;
+#endif
+#endif
+  return lp != NULL && strstr(lp, "vgpreload") != NULL;
+}
+
+/*
+ * A sandbox's filter: the syscall nr gets ERRNO(err).  With fork_only, nr
+ * is clone and only a clone without CLONE_THREAD (a fork, not a thread).
+ */
+static int refuse_syscall(int nr, int err, int fork_only)
+{
+#if defined(__x86_64__)
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, fork_only ? CLONE_THREAD : 0, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+  };
+  struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+#else
+  (void)nr, (void)err, (void)fork_only;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+/* Init of a pinned worker: sched_getcpu() is the kernel's answer. */
+static int init_knows_cpu(void **state, void *arg, fp_call *call)
+{
+  (void)state, (void)arg;
+  unsigned cpu = 0;
+  int glibc = sched_getcpu();
+  if (syscall(SYS_getcpu, &cpu, NULL, NULL) != 0 || glibc != (int)cpu)
+    return fp_call_fail(call, "StaleCpu", "sched_getcpu() %d, getcpu %u",
+                        glibc, cpu);
+  return 0;
+}
+
+/* In a child process: vfork refused with err; a pool of pinned workers
+ * that know their CPU is created, runs a task, is destroyed; no child is
+ * left.  The exit status says what failed. */
+static void child_with_vfork_refused(int err)
+{
+  if (refuse_syscall(SYS_vfork, err, 0) != 0)
+    _exit(10);
+  cpu_set_t mine;
+  if (sched_getaffinity(0, sizeof mine, &mine) != 0)
+    _exit(11);
+  unsigned n = (unsigned)CPU_COUNT(&mine);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.tasks = tasks;
+  o.workers = n < 8 ? n : 8;
+  o.pin_workers = 1;
+  o.init = init_knows_cpu;
+  fp_pool *p;
+  int rc = fp_pool_create(&p, &o);
+  if (rc != 0)
+    _exit(12);
+  fp_future *f;
+  const msgpack_object *r;
+  if (fp_submitf(p, "sq", &f, "[I]", (int64_t)6) != 0 ||
+      fp_future_result(f, FPT_LIMIT_MS, &r) != 0 || r->via.i64 != 36)
+    _exit(13);
+  fp_future_release(f);
+  /* every worker's init agreed (a failed one would break the pool) */
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  for (int64_t end = fpt_now_ms() + FPT_LIMIT_MS; fpt_now_ms() < end;) {
+    (void)fp_pool_dispatch(p, 10);
+    if (fp_pool_stats_get(p, &st, NULL, 0) != 0 || st.workers_live == st.workers)
+      break;
+  }
+  fp_pool_status ps = FP_POOL_STATUS_INIT;
+  if (fp_pool_status_get(p, &ps) != 0 || ps.state != FP_POOL_RUNNING ||
+      st.workers_live != st.workers)
+    _exit(14);
+  fp_pool_destroy(p);
+  if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+    _exit(15);
+  /* the filter holds: a vfork refused with EAGAIN is create's FP_EAGAIN */
+  _exit(0);
+}
+
+static int run_child(void (*body)(int), int arg)
+{
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0)
+    body(arg);
+  int st;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert_msg(WIFEXITED(st), "child: status %#x", st);
+  return WEXITSTATUS(st);
+}
+
+/* forkpool(7): "where vfork(2) is refused (ENOSYS, EPERM), the
+ * intermediate child is made with fork(2)": the pool works, its workers
+ * still know their CPU, and nothing is left. */
+START_TEST(create_works_when_a_sandbox_refuses_vfork)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int err = _i == 0 ? EPERM : ENOSYS;
+  int rc = run_child(child_with_vfork_refused, err);
+  if (rc == 10)
+    fprintf(stderr, "skip: no seccomp filter here\n");
+  else
+    ck_assert_msg(rc == 0, "vfork refused with %s: child exit %d",
+                  strerror(err), rc);
+  fpt_end(&s);
+}
+END_TEST
+
+/* In a child: nr (vfork, or a fork's clone) refused with EAGAIN; create
+ * must fail with FP_EAGAIN (fp_pool_create(3) ERRORS) and leave nothing. */
+static void child_with_fork_eagain(int which)
+{
+  int rc = which == 0 ? refuse_syscall(SYS_vfork, EAGAIN, 0)
+                      : refuse_syscall(SYS_clone, EAGAIN, 1);
+  if (rc != 0)
+    _exit(10);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.tasks = tasks;
+  o.workers = 1;
+  fp_pool *p = (fp_pool *)&o;
+  rc = fp_pool_create(&p, &o);
+  if (rc != FP_EAGAIN) {
+    fprintf(stderr, "create: %s (%s)\n", fp_err_name(rc),
+            fp_pool_create_error() ? fp_pool_create_error() : "-");
+    _exit(rc == 0 ? 20 : 21);
+  }
+  if (p != NULL)
+    _exit(22);
+  if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+    _exit(23);
+  _exit(0);
+}
+
+START_TEST(create_is_eagain_when_vfork_or_fork_fails)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int rc = run_child(child_with_fork_eagain, _i);
+  if (rc == 10 || (_i == 0 && rc == 20 && vfork_is_fork()))
+    fprintf(stderr, "skip: no seccomp filter, or no vfork, here\n");
+  else
+    ck_assert_msg(rc == 0, "%s refused with EAGAIN: child exit %d",
+                  _i == 0 ? "vfork" : "fork", rc);
+  fpt_end(&s);
+}
+END_TEST
+
+/* forkpool(7): "The caller's pthread_atfork(3) prepare and parent handlers
+ * then run in the intermediate child, on the caller's memory, as they would
+ * around a fork(2) in the calling thread, except that getpid(2) there names
+ * the intermediate child"; the child handler runs in the fork server, on
+ * its own memory.  Plain globals: what the caller sees after create was
+ * written on its memory. */
+static volatile pid_t prep_pid, parent_pid;
+static volatile int prep_calls, parent_calls, child_calls;
+static pthread_t prep_thread;
+static void rec_prepare(void)
+{
+  if (prep_calls++ == 0) {
+    prep_pid = getpid();
+    prep_thread = pthread_self();
+  }
+}
+static void rec_parent(void)
+{
+  if (parent_calls++ == 0)
+    parent_pid = getpid();
+}
+static void rec_child(void)
+{
+  child_calls++;
+}
+
+static void child_atfork(int refused)
+{
+  if (refused && refuse_syscall(SYS_vfork, EPERM, 0) != 0)
+    _exit(10);
+  if (pthread_atfork(rec_prepare, rec_parent, rec_child) != 0)
+    _exit(11);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  o.tasks = tasks;
+  o.workers = 1;
+  fp_pool *p;
+  if (fp_pool_create(&p, &o) != 0)
+    _exit(12);
+  int prep = prep_calls, par = parent_calls, ch = child_calls;
+  pid_t pp = prep_pid, parp = parent_pid;
+  int same_thread = prep != 0 && pthread_equal(prep_thread, pthread_self());
+  fp_pool_destroy(p);
+  if (prep != 1 || par != 1 || ch != 0)
+    _exit(13);
+  if (!same_thread)
+    _exit(14);
+  if (pp != parp)
+    _exit(15);
+  if (!refused && !vfork_is_fork() && pp == getpid())
+    _exit(16); /* ran in the caller, not in a vfork child */
+  if (refused && pp != getpid())
+    _exit(17); /* a fork in the calling thread: the caller's own pid */
+  _exit(0);
+}
+
+START_TEST(atfork_handlers_run_on_the_callers_memory)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  int rc = run_child(child_atfork, _i);
+  if (rc == 10)
+    fprintf(stderr, "skip: no seccomp filter here\n");
+  else
+    ck_assert_msg(rc == 0, "%s: child exit %d",
+                  _i ? "vfork refused" : "vfork", rc);
+  fpt_end(&s);
+}
+END_TEST
+
+/* Create and destroy from one thread while others fork, allocate, write
+ * to a FILE and reap with waitpid(-1) (the fixture makes this process a
+ * subreaper, so the fork servers are its children too): every create
+ * succeeds, nothing hangs, nothing is left. */
+static atomic_int churn_stop;
+static void *fork_churn(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&churn_stop)) {
+    pid_t pid = fork();
+    if (pid == 0)
+      _exit(0);
+    if (pid > 0)
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+  }
+  return NULL;
+}
+static void *malloc_churn(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&churn_stop)) {
+    void *v[64];
+    for (int i = 0; i < 64; i++)
+      v[i] = malloc((size_t)(i + 1) * 97);
+    for (int i = 0; i < 64; i++)
+      free(v[i]);
+  }
+  return NULL;
+}
+
+/* Writes to a FILE: glibc's fork takes every FILE's list lock. */
+static void *stdio_churn(void *arg)
+{
+  FILE *f = fopen("/dev/null", "we");
+  (void)arg;
+  while (f != NULL && !atomic_load(&churn_stop))
+    fprintf(f, "%d\n", 42);
+  if (f != NULL)
+    fclose(f);
+  return NULL;
+}
+/* Reaps with waitpid(-1), as forkpool(7) says a caller may: it may take
+ * the intermediate child or a subreaper's fork server before the pool. */
+static void *reap_any(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&churn_stop))
+    if (waitpid(-1, NULL, WNOHANG) <= 0)
+      sched_yield();
+  return NULL;
+}
+
+START_TEST(create_while_other_threads_fork_and_allocate)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  atomic_store(&churn_stop, 0);
+  pthread_t t[4];
+  void *(*body[4])(void *) = {fork_churn, malloc_churn, stdio_churn, reap_any};
+  for (int i = 0; i < 4; i++)
+    ck_assert_int_eq(pthread_create(&t[i], NULL, body[i], NULL), 0);
+  int bad = 0;
+  for (int i = 0; i < (int)fpt_scaled(30, 5); i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    o.tasks = tasks;
+    o.workers = 2;
+    fp_pool *p;
+    int rc = fp_pool_create(&p, &o);
+    if (rc != 0) {
+      bad = rc;
+      break;
+    }
+    fp_future *f;
+    if (fp_submitf(p, "sq", &f, "[I]", (int64_t)i) != 0 || fpt_i64(f) != (int64_t)i * i)
+      bad = 1;
+    fp_future_release(f);
+    fp_pool_destroy(p);
+  }
+  atomic_store(&churn_stop, 1);
+  for (int i = 0; i < 4; i++)
+    pthread_join(t[i], NULL);
+  ck_assert_msg(bad == 0, "create or task: %d", bad);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("contract");
@@ -1540,6 +1874,10 @@ int main(void)
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
   tcase_add_test(tc, stats_sizes_old_and_unknown);
+  tcase_add_loop_test(tc, create_works_when_a_sandbox_refuses_vfork, 0, 2);
+  tcase_add_loop_test(tc, create_is_eagain_when_vfork_or_fork_fails, 0, 2);
+  tcase_add_loop_test(tc, atfork_handlers_run_on_the_callers_memory, 0, 2);
+  tcase_add_test(tc, create_while_other_threads_fork_and_allocate);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's window", tc,
                   window_of_slow_tasks_is_two);
   tc = fpt_tcase(s, "calls", 120);

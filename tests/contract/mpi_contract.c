@@ -4,13 +4,22 @@
 #define _GNU_SOURCE
 #include <forkpool-mpi.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,10 +77,164 @@ static int t_item(fp_call *c, const msgpack_object *a, msgpack_packer *o)
       pause();
   return fp_pack(o, "I", a->via.i64);
 }
+/* [pid, CPUs in its affinity mask]. */
+static int t_where(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  cpu_set_t set;
+  int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1;
+  return fp_pack(o, "[II]", (int64_t)getpid(), (int64_t)n);
+}
+/* Dies on the root's workers (PROBE_ROOT is set in rank 0's environment
+ * before create), answers its pid on a host's. */
+static int t_crash_root(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  if (getenv("PROBE_ROOT") != NULL)
+    raise(SIGKILL);
+  return fp_pack(o, "I", (int64_t)getpid());
+}
+/* Pauses on the root's workers; x squared on a host's. */
+static int t_item_root(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  if (getenv("PROBE_ROOT") != NULL)
+    for (;;)
+      pause();
+  return fp_pack(o, "I", a->via.i64 * a->via.i64);
+}
+/* 1 s on the root's workers, then [x] squared; at once on a host's. */
+static int t_slow_root(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  if (getenv("PROBE_ROOT") != NULL) {
+    struct timespec t = {1, 0};
+    while (nanosleep(&t, &t) != 0)
+      ;
+  }
+  int64_t x;
+  if (fp_unpack(a, "[I]", &x) != 0)
+    return fp_call_fail(c, "TypeError", "[I]");
+  return fp_pack(o, "I", x * x);
+}
+/* [pid, PROBE_ROOT set, PROBE_LATE set]. */
+static int t_env(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c, (void)a;
+  return fp_pack(o, "[III]", (int64_t)getpid(), (int64_t)(getenv("PROBE_ROOT") != NULL),
+                 (int64_t)(getenv("PROBE_LATE") != NULL));
+}
 static const fp_task tasks[] = {{"sq", t_sq},     {"pid", t_pid},
+                                {"env", t_env},
+                                {"slow_root", t_slow_root},
                                 {"spin", t_spin}, {"crash", t_crash},
                                 {"len", t_len},   {"item", t_item},
+                                {"where", t_where},
+                                {"crash_root", t_crash_root},
+                                {"item_root", t_item_root},
                                 {NULL, NULL}};
+
+/* Forks this process made through glibc's fork() since registered. */
+static volatile int forks_seen;
+static void count_fork(void)
+{
+  forks_seen++;
+}
+
+/* Log lines of the pool, kept for a case to look at. */
+static char logged[8192];
+static void keep_log(void *arg, int level, const char *msg)
+{
+  (void)arg, (void)level;
+  size_t n = strlen(logged);
+  snprintf(logged + n, sizeof logged - n, "%s\n", msg);
+}
+
+/* A fork (clone without CLONE_THREAD) refused with EAGAIN from now on. */
+static int refuse_fork_eagain(void)
+{
+#if defined(__x86_64__)
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+  };
+  struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+#else
+  return -1;
+#endif
+}
+
+/* This process's children, every thread's: "" when none. */
+static void children_of_self(char *out, size_t len)
+{
+  out[0] = '\0';
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  size_t used = 0;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[300];
+    snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+      continue;
+    used += fread(out + used, 1, len - 1 - used, f);
+    out[used] = '\0';
+    fclose(f);
+  }
+  if (d != NULL)
+    closedir(d);
+}
+
+static int fd_count(void)
+{
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  if (d != NULL)
+    closedir(d);
+  return n - 1; /* the DIR's own */
+}
+
+/* Every rank: no child left, and no descriptor more than before. */
+static void expect_nothing_left(int fds_before, const char *what)
+{
+  char kids[512];
+  children_of_self(kids, sizeof kids);
+  EXPECT(strspn(kids, " \n") == strlen(kids), "%s: children left: %s", what, kids);
+  int zombies = waitpid(-1, NULL, WNOHANG);
+  EXPECT(zombies <= 0, "%s: a zombie child %d left", what, zombies);
+  EXPECT(fd_count() <= fds_before, "%s: %d descriptors, %d before", what,
+         fd_count(), fds_before);
+}
+
+/* The root's workers' pids: slots 0..n-1 with root 0, once all are live. */
+static void root_worker_pids(fp_pool *p, pid_t *pids, unsigned n)
+{
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats ws[64];
+  for (int k = 0; k < 6000; k++) {
+    fp_pool_dispatch(p, 10);
+    fp_pool_stats_get(p, &st, ws, 64);
+    if (st.workers_live == st.workers)
+      break;
+  }
+  for (unsigned i = 0; i < n; i++)
+    pids[i] = ws[i].pid;
+}
 
 static int init_fail(void **state, void *arg, fp_call *call)
 {
@@ -939,6 +1102,439 @@ int main(int argc, char **argv)
       }
       EXPECT(st.workers_live == st.workers, "workers_live %u of %u", st.workers_live,
              st.workers);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "mpisizes") == 0) {
+    /* fp_mpi_pool_create_ex(3): "a size it does not know is FP_EINVAL";
+     * ERRORS: smaller than the first fp_mpi_options (which ends at
+     * root_workers) or larger than this library's.  The first struct's
+     * own sizes are taken: the end of root_workers, and sizeof. */
+    check_error = 1;
+    size_t first = offsetof(fp_mpi_options, root_workers) + sizeof(unsigned);
+    size_t good[] = {first, sizeof(fp_mpi_options)};
+    for (int i = 0; i < 2; i++) {
+      struct { fp_mpi_options m; char tail[16]; } big;
+      memset(&big, 0xff, sizeof big);
+      big.m.size = good[i];
+      big.m.root_workers = 1;
+      p = (fp_pool *)&bad;
+      rc = fp_mpi_pool_create_ex(&p, &o, &big.m, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0, "size %zu: %s", good[i], fp_err_name(rc));
+      EXPECT((rank == 0) == (p != NULL), "size %zu: *out", good[i]);
+      if (rc == 0 && p != NULL) {
+        fp_pool_stats st = FP_POOL_STATS_INIT;
+        fp_pool_stats_get(p, &st, NULL, 0);
+        EXPECT(st.workers == 2u * (unsigned)(size - 1) + 1, "size %zu: workers %u",
+               good[i], st.workers);
+        fp_pool_destroy(p);
+      }
+    }
+    /* "before any other collective call and before any process is
+     * forked": no fork on any rank for the refused ones. */
+    pthread_atfork(count_fork, NULL, NULL);
+    size_t badsz[] = {0, first - 1, sizeof(fp_mpi_options) + 1,
+                      sizeof(fp_mpi_options) + 8, (size_t)-1};
+    for (int i = 0; i < 5; i++) {
+      struct { fp_mpi_options m; char tail[16]; } big;
+      memset(&big, 0, sizeof big);
+      big.m.size = badsz[i];
+      p = (fp_pool *)&bad;
+      rc = fp_mpi_pool_create_ex(&p, &o, &big.m, MPI_COMM_WORLD, 0);
+      expect_all(rc, p, FP_EINVAL, "bad size");
+    }
+    EXPECT(forks_seen == 0, "%d forks for refused sizes", forks_seen);
+    /* "Only the root's root_workers is used" */
+    for (int k = 0; k < 2; k++) {
+      fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+      mo.root_workers = rank == 0 ? (unsigned)k : 3;
+      p = NULL;
+      rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0, "root's %d, hosts' 3: %s", k, fp_err_name(rc));
+      if (rc == 0 && p != NULL) {
+        fp_pool_stats st = FP_POOL_STATS_INIT;
+        fp_pool_stats_get(p, &st, NULL, 0);
+        EXPECT(st.workers == 2u * (unsigned)(size - 1) + (unsigned)k,
+               "root's root_workers %d: workers %u", k, st.workers);
+        fp_pool_destroy(p);
+      }
+    }
+  } else if (strcmp(c, "rootloop") == 0) {
+    /* fp_mpi_pool_create_ex(3): "The root's workers are a host of their
+     * own for the rules that stop a crash loop ... more than
+     * restart_limit of them dying in a row with none of their tasks
+     * answered ... makes the root's slots leave the pool ... while the
+     * hosts go on". */
+    if (rank == 0)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    o.restart_limit = 2;
+    o.workers = 1;
+    o.log = keep_log;
+    int fds0 = fd_count();
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0 && (rank == 0) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      /* Rounds of tasks until the root is retired: a round the hosts
+       * drain before a replacement is ready crashes nothing. */
+      int err, crashed = 0, answered = 0;
+      fp_pool_stats st0 = FP_POOL_STATS_INIT;
+      for (int round = 0; round < 500 && st0.hosts_retired == 0; round++) {
+        fp_future *f[20];
+        for (int i = 0; i < 20; i++)
+          EXPECT(fp_submitf(p, "crash_root", &f[i], "[]") == 0, "submit %d", i);
+        for (int i = 0; i < 20; i++) {
+          int64_t pid = result_i64(f[i], &err);
+          if (err == 0) {
+            answered++;
+            EXPECT(pid != getpid(), "ran in the root");
+          } else {
+            crashed++;
+            EXPECT(err == FP_EWORKER, "task %d: %s", i, fp_err_name(err));
+          }
+          fp_future_release(f[i]);
+        }
+        /* wait for the replacements (or the retirement) before the next */
+        for (int k = 0; k < 6000; k++) {
+          fp_pool_dispatch(p, 10);
+          fp_pool_stats_get(p, &st0, NULL, 0);
+          if (st0.hosts_retired != 0 || st0.workers_live == st0.workers)
+            break;
+        }
+      }
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_pool_stats_get(p, &st, NULL, 0);
+      fp_pool_status ps = FP_POOL_STATUS_INIT;
+      fp_pool_status_get(p, &ps);
+      EXPECT(ps.state == FP_POOL_RUNNING, "pool state %d: %s", (int)ps.state, ps.reason);
+      EXPECT(st.hosts_retired == 1 && st.workers_retired == 2,
+             "hosts_retired %u workers_retired %u", st.hosts_retired, st.workers_retired);
+      EXPECT(strstr(logged, "root rank 0") != NULL, "no log line names root rank 0:\n%s",
+             logged);
+      EXPECT(crashed >= 3 && answered > 0,
+             "crashed %d answered %d (restart_limit 2, 2 root workers)", crashed, answered);
+      /* the hosts go on */
+      fp_future *g;
+      EXPECT(fp_submitf(p, "sq", &g, "[I]", (int64_t)12) == 0, "submit");
+      EXPECT(result_i64(g, &err) == 144 && err == 0, "sq 12 after: %s", fp_err_name(err));
+      fp_future_release(g);
+      fp_pool_destroy(p);
+    }
+    expect_nothing_left(fds0, "rootloop");
+  } else if (strcmp(c, "rootreaper") == 0) {
+    /* "the bridge has reaped it too if the root's process is a child
+     * subreaper; no process of the pool is left on any rank". */
+    if (rank == 0)
+      EXPECT(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "PR_SET_CHILD_SUBREAPER");
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    int fds0 = -1;
+    for (int round = 0; round < 3; round++) {
+      p = NULL;
+      rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+      if (rank == 0 && rc == 0) {
+        pid_t rp[2];
+        root_worker_pids(p, rp, 2);
+        fp_future *f[20];
+        int err;
+        for (int i = 0; i < 20; i++)
+          EXPECT(fp_submitf(p, "sq", &f[i], "[I]", (int64_t)i) == 0, "submit");
+        for (int i = 0; i < 20; i++) {
+          EXPECT(result_i64(f[i], &err) == (int64_t)i * i, "sq %d: %s", i, fp_err_name(err));
+          fp_future_release(f[i]);
+        }
+        /* round 1: the root's workers are busy when destroy comes */
+        if (round == 1) {
+          setenv("PROBE_ROOT", "1", 1); /* read in the workers: no effect */
+          fp_future *s[8];
+          for (int i = 0; i < 8; i++)
+            EXPECT(fp_submitf(p, "slow_root", &s[i], "[I]", (int64_t)i) == 0, "submit");
+          for (int i = 0; i < 8; i++)
+            fp_future_release(s[i]);
+        }
+        fp_pool_destroy(p);
+        for (int i = 0; i < 2; i++)
+          EXPECT(kill(rp[i], 0) != 0, "root worker %d left", (int)rp[i]);
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+      /* the first round may leave MPI's own descriptors; the others none */
+      if (fds0 < 0)
+        fds0 = fd_count();
+      else
+        expect_nothing_left(fds0, "rootreaper");
+    }
+    char kids[512];
+    children_of_self(kids, sizeof kids);
+    EXPECT(strspn(kids, " \n") == strlen(kids), "children left: %s", kids);
+  } else if (strcmp(c, "rootstop") == 0 || strcmp(c, "rootshutdown") == 0) {
+    /* kill/terminate/shutdown with the root's workers busy (and the hosts'
+     * answering): each future ends, and nothing is left on any rank. */
+    if (rank == 0)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    int fds0 = -1;
+    int (*stops[3])(fp_pool *) = {fp_pool_kill, fp_pool_terminate, NULL};
+    for (int round = 0; round < 4; round++) {
+      p = NULL;
+      rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+      EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+      if (rank == 0 && rc == 0) {
+        pid_t rp[2];
+        root_worker_pids(p, rp, 2);
+        fp_future *f[40];
+        int err;
+        for (int i = 0; i < 40; i++)
+          EXPECT(fp_submitf(p, "item_root", &f[i], "[I]", (int64_t)i) == 0, "submit");
+        /* both root workers busy: the hosts answer every other item */
+        for (int k = 0; k < 6000; k++) {
+          int running = 0;
+          fp_pool_dispatch(p, 10);
+          for (int i = 0; i < 40; i++)
+            running += fp_future_state(f[i]) == FP_RUNNING;
+          if (running >= 2 && fp_future_state(f[39]) != FP_PENDING)
+            break;
+        }
+        int which = round % 2;
+        if (strcmp(c, "rootshutdown") == 0 || round >= 2) {
+          /* the pending ones are cancelled; the running ones run on
+           * until cancelled while running */
+          EXPECT(fp_pool_shutdown(p, FP_SHUTDOWN_CANCEL_PENDING) == 0, "shutdown");
+          for (int i = 0; i < 40; i++)
+            if (fp_future_state(f[i]) == FP_RUNNING)
+              EXPECT(fp_future_cancel(f[i], FP_CANCEL_RUNNING) == 0, "cancel %d", i);
+        } else {
+          EXPECT(stops[which] != NULL && stops[which](p) == 0, "stop %d", which);
+        }
+        int done = 0;
+        for (int i = 0; i < 40; i++) {
+          const msgpack_object *r;
+          err = fp_future_result(f[i], 60000, &r);
+          EXPECT(err != FP_ETIMEDOUT, "future %d still pending after the stop", i);
+          done += err == 0;
+          fp_future_release(f[i]);
+        }
+        fp_pool_destroy(p);
+        for (int i = 0; i < 2; i++)
+          EXPECT(kill(rp[i], 0) != 0, "root worker %d left", (int)rp[i]);
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+      if (fds0 < 0)
+        fds0 = fd_count();
+      else
+        expect_nothing_left(fds0, c);
+    }
+  } else if (strcmp(c, "rootdestroy") == 0) {
+    /* fp_pool_destroy(3): "Every task already handed to a worker ... runs
+     * to the end, and its future gets its result", on the root's workers
+     * as on the hosts'. */
+    if (rank == 0)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      pid_t rp[2];
+      root_worker_pids(p, rp, 2);
+      fp_future *f[2];
+      for (int i = 0; i < 2; i++)
+        EXPECT(fp_submitf(p, "slow_root", &f[i], "[I]", (int64_t)i + 5) == 0, "submit");
+      for (int k = 0; k < 6000; k++) {
+        fp_pool_dispatch(p, 10);
+        if (fp_future_state(f[0]) == FP_RUNNING && fp_future_state(f[1]) == FP_RUNNING)
+          break;
+      }
+      fp_pool_destroy(p);
+      for (int i = 0; i < 2; i++) {
+        int err;
+        int64_t v = result_i64(f[i], &err);
+        EXPECT(err == 0 && v == (i + 5) * (i + 5), "task %d: %s %lld state %d: %s", i,
+               fp_err_name(err), (long long)v, (int)fp_future_state(f[i]),
+               fp_future_error(f[i]) ? fp_future_error(f[i]) : "-");
+        fp_future_release(f[i]);
+      }
+      for (int i = 0; i < 2; i++)
+        EXPECT(kill(rp[i], 0) != 0, "root worker %d left", (int)rp[i]);
+    }
+  } else if (strcmp(c, "rooteagain") == 0) {
+    /* "An error of fp_pool_create(3) in starting the root's fork server
+     * (for example FP_EAGAIN at the process limit) is every rank's, and
+     * fp_pool_create_error(3) on the root says the root could not start
+     * its workers"; the hosts' fork servers are gone. */
+    if (rank == 0)
+      EXPECT(refuse_fork_eagain() == 0, "seccomp filter");
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    int fds0 = fd_count();
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EAGAIN, "the root cannot fork");
+    if (rank == 0) {
+      const char *e = fp_pool_create_error();
+      EXPECT(e != NULL && strstr(e, "the root could not start its workers") != NULL,
+             "create_error: %s", e ? e : "(null)");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_nothing_left(fds0, "rooteagain");
+  } else if (strcmp(c, "rootpin") == 0) {
+    /* "pin_workers counts the root's slots from 0, as a host counts its
+     * own": root worker k runs on the root's k-th CPU alone. */
+    cpu_set_t mine;
+    sched_getaffinity(0, sizeof mine, &mine);
+    int cpus[2], n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; cpu++)
+      if (CPU_ISSET(cpu, &mine))
+        cpus[n++] = cpu;
+    if (n < 2)
+      cpus[1] = cpus[0];
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    o.pin_workers = 1;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      pid_t rp[2];
+      root_worker_pids(p, rp, 2);
+      for (int i = 0; i < 2; i++) {
+        cpu_set_t w;
+        EXPECT(sched_getaffinity(rp[i], sizeof w, &w) == 0, "affinity of %d", (int)rp[i]);
+        EXPECT(CPU_COUNT(&w) == 1 && CPU_ISSET(cpus[i], &w),
+               "root worker %d (slot %d): %d CPUs, not CPU %d alone", (int)rp[i], i,
+               CPU_COUNT(&w), cpus[i]);
+      }
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootlast") == 0) {
+    /* "rank r's worker k is slot k plus the workers of the ranks below r":
+     * with the last rank the root, its workers are the last slots; they
+     * see the root's environment as it was at create, not what it set
+     * later. */
+    int root = size - 1;
+    if (rank == root)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, root);
+    EXPECT(rc == 0 && (rank == root) == (p != NULL), "create: %s", fp_err_name(rc));
+    if (rank == root && rc == 0) {
+      setenv("PROBE_LATE", "1", 1);
+      fp_pool_stats st = FP_POOL_STATS_INIT;
+      fp_worker_stats ws[64];
+      for (int k = 0; k < 6000; k++) {
+        fp_pool_dispatch(p, 10);
+        fp_pool_stats_get(p, &st, ws, 64);
+        if (st.workers_live == st.workers)
+          break;
+      }
+      unsigned n = st.workers;
+      EXPECT(n == 2u * (unsigned)(size - 1) + 2, "workers %u", n);
+      int seen[64] = {0};
+      for (int round = 0; round < 50; round++) {
+        fp_future *f[16];
+        for (int i = 0; i < 16; i++)
+          fp_submitf(p, "env", &f[i], "[]");
+        for (int i = 0; i < 16; i++) {
+          const msgpack_object *r;
+          if (fp_future_result(f[i], 60000, &r) == 0) {
+            int64_t pid = r->via.array.ptr[0].via.i64;
+            int is_root = (int)r->via.array.ptr[1].via.i64;
+            EXPECT(r->via.array.ptr[2].via.i64 == 0, "worker %lld saw a later setenv",
+                   (long long)pid);
+            for (unsigned j = 0; j < n && j < 64; j++)
+              if (ws[j].pid == pid) {
+                seen[j] = 1;
+                EXPECT(is_root == (j >= n - 2), "slot %u (pid %lld): root's %d", j,
+                       (long long)pid, is_root);
+              }
+          }
+          fp_future_release(f[i]);
+        }
+      }
+      for (unsigned j = n - 2; j < n; j++)
+        EXPECT(seen[j], "slot %u ran nothing", j);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootmap") == 0) {
+    /* fp_map with an item deadline: items on the root's workers hang past
+     * it and fail alone (FP_EDEADLINE), the hosts' answer. */
+    if (rank == 0)
+      setenv("PROBE_ROOT", "1", 1);
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      msgpack_sbuffer sb;
+      msgpack_packer pk;
+      msgpack_sbuffer_init(&sb);
+      msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+      msgpack_pack_array(&pk, 30);
+      for (int i = 0; i < 30; i++)
+        msgpack_pack_int64(&pk, i);
+      fp_map_options mo2 = FP_MAP_OPTIONS_INIT;
+      mo2.deadline_ms = 300;
+      mo2.chunksize = 1;
+      fp_map_input in = {sb.data, sb.size, NULL, NULL};
+      fp_map_iter *m;
+      rc = fp_map(p, "item_root", &in, &mo2, &m);
+      EXPECT(rc == 0, "fp_map: %s", fp_err_name(rc));
+      if (rc == 0) {
+        fp_map_item it;
+        int n = 0, late = 0;
+        while ((rc = fp_map_next(m, 120000, &it)) == 1) {
+          if (it.err == FP_EDEADLINE)
+            late++;
+          else
+            EXPECT(it.err == 0 && it.result->via.i64 == (int64_t)(it.index * it.index),
+                   "item %zu: %s", it.index, fp_err_name(it.err));
+          n++;
+        }
+        EXPECT(rc == 0 && n == 30, "map end rc %d n %d", rc, n);
+        EXPECT(late >= 2, "only %d items past their deadline", late);
+        fp_map_destroy(m);
+      }
+      msgpack_sbuffer_destroy(&sb);
+      fp_pool_destroy(p);
+    }
+  } else if (strcmp(c, "rootaffinity") == 0) {
+    /* "they inherit ... its affinity mask": the root narrowed to one CPU
+     * before create; its workers run on that CPU alone. */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    cpu_set_t all;
+    sched_getaffinity(0, sizeof all, &all);
+    if (rank == 0)
+      EXPECT(sched_setaffinity(0, sizeof one, &one) == 0, "sched_setaffinity");
+    fp_mpi_options mo = FP_MPI_OPTIONS_INIT;
+    mo.root_workers = 2;
+    rc = fp_mpi_pool_create_ex(&p, &o, &mo, MPI_COMM_WORLD, 0);
+    EXPECT(rc == 0, "create: %s", fp_err_name(rc));
+    if (rank == 0 && rc == 0) {
+      pid_t rp[2];
+      root_worker_pids(p, rp, 2);
+      int seen = 0;
+      for (int k = 0; k < 40 && seen != 3; k++) {
+        fp_future *f[16];
+        int err;
+        for (int i = 0; i < 16; i++)
+          fp_submitf(p, "where", &f[i], "[]");
+        for (int i = 0; i < 16; i++) {
+          const msgpack_object *r;
+          err = fp_future_result(f[i], 60000, &r);
+          if (err == 0) {
+            int64_t pid = r->via.array.ptr[0].via.i64, n = r->via.array.ptr[1].via.i64;
+            for (int j = 0; j < 2; j++)
+              if (pid == rp[j]) {
+                seen |= 1 << j;
+                EXPECT(n == 1, "root worker %d may run on %lld CPUs", (int)pid, (long long)n);
+              }
+          }
+          fp_future_release(f[i]);
+        }
+      }
+      EXPECT(seen == 3, "not every root worker ran a task (%d)", seen);
       fp_pool_destroy(p);
     }
   } else {

@@ -15,7 +15,7 @@ prog=$here/mpi_contract
 mpicc -O1 -g -Wall -Wextra -I"$top/include" "$here/mpi_contract.c" -o "$prog" \
   -L"$top/lib/.libs" -lforkpool-mpi -lforkpool -lmsgpackc \
   -Wl,-rpath,"$top/lib/.libs" || exit 1
-PASSING="bad toomany basic root1 initfail initdie cpu idle optsnull rootopts create_error nullhost nullroot shm_args mpibadall mpibadhost mpibadroot rootworkers retire_fs retire_initdie retire_stopping retire_slowinit"
+PASSING="bad toomany exactly basic root1 initfail initdie cpu idle optsnull rootopts create_error nullhost nullroot shm_args mpibadhost mpibadroot mpibadall rootworkers mpisizes rootloop rootreaper rootstop rootshutdown rootdestroy rootmap rootaffinity rooteagain rootpin rootlast retire_fs retire_initdie retire_stopping retire_slowinit"
 FAILING=""
 status=0
 run() {
