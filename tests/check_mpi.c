@@ -1268,7 +1268,10 @@ static void open_gates_as_tasks_start(fp_pool *p, fp_future **f,
         ck_assert_int_eq(errno, ENXIO); /* no reader: not started yet */
         continue;
       }
-      ck_assert_int_eq(write(fd, "x", 1), 1);
+      /* EPIPE: the task opened its gate and was killed before it read
+       * (the root's workers go when the root is retired). */
+      ssize_t w = write(fd, "x", 1);
+      ck_assert_msg(w == 1 || errno == EPIPE, "gate write: %s", strerror(errno));
       close(fd);
       opened[i] = 1;
       left--;
@@ -1574,6 +1577,9 @@ static Suite *mpi_suite(void)
 int main(int argc, char **argv)
 {
   int level, rank;
+  /* A gate's reader may be killed between our open and our write: that
+   * write is EPIPE, not a SIGPIPE that ends the root. */
+  signal(SIGPIPE, SIG_IGN);
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &level);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &nranks);
