@@ -1179,26 +1179,6 @@ START_TEST(program_calls_mpi_meanwhile)
 }
 END_TEST
 
-/* CPU seconds (user + system) of pid so far, from /proc; -1 if unknown. */
-static double cpu_seconds(pid_t pid)
-{
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  unsigned long ut, st;
-  if (p == NULL ||
-      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-             &ut, &st) != 2)
-    return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /*
  * After many quick round trips (the relays then look for each answer
  * without a nap while it is due), a pool left idle stops looking: every
@@ -1216,13 +1196,13 @@ START_TEST(idle_after_round_trips_is_quiet)
   double before[64], after[64];
   for (int r = 0; r < nranks; r++)
     before[r] = strcmp(ranks[r].host, ranks[0].host) == 0
-                    ? cpu_seconds(ranks[r].pid) : -1;
+                    ? fpt_cpu_seconds(ranks[r].pid) : -1;
   struct timespec t0, t1, idle = {2, 0};
   clock_gettime(CLOCK_MONOTONIC, &t0);
   nanosleep(&idle, NULL);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   for (int r = 0; r < nranks; r++)
-    after[r] = before[r] >= 0 ? cpu_seconds(ranks[r].pid) : -1;
+    after[r] = before[r] >= 0 ? fpt_cpu_seconds(ranks[r].pid) : -1;
   double wall = (double)(t1.tv_sec - t0.tv_sec) +
                 (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   for (int r = 0; r < nranks; r++)
@@ -1263,16 +1243,8 @@ static void open_gates_as_tasks_start(fp_pool *p, fp_future **f,
         left--;
         continue;
       }
-      int fd = open(gate[i], O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-      if (fd < 0) {
-        ck_assert_int_eq(errno, ENXIO); /* no reader: not started yet */
-        continue;
-      }
-      /* EPIPE: the task opened its gate and was killed before it read
-       * (the root's workers go when the root is retired). */
-      ssize_t w = write(fd, "x", 1);
-      ck_assert_msg(w == 1 || errno == EPIPE, "gate write: %s", strerror(errno));
-      close(fd);
+      if (!fpt_gate_try(gate[i]))
+        continue; /* not started yet */
       opened[i] = 1;
       left--;
     }

@@ -102,6 +102,9 @@ fp_pool *fpt_pool(unsigned workers, unsigned max_inflight);
 /* A FIFO that a "gate" task blocks on until fpt_gate_open writes to it. */
 void fpt_gate_make(char *path, size_t len);
 void fpt_gate_open(const char *path);
+/* One try, without waiting: 1 if the task was at its gate and was let go
+ * (or killed there after its open), 0 if it has not reached it yet. */
+int fpt_gate_try(const char *path);
 void fpt_gate_remove(const char *path);
 
 /* In a worker: its result pipe's write end (its only write end of a pipe),
@@ -110,6 +113,7 @@ int fpt_result_fd(void);
 
 int64_t fpt_i64(fp_future *f);  /* result as an integer; fails the test */
 int fpt_process_gone(pid_t pid);
+double fpt_cpu_seconds(pid_t pid); /* user + system so far; -1: gone */
 void fpt_run_suite(Suite *s);    /* runs and exits with the status */
 
 #endif
