@@ -2,7 +2,8 @@
 # forkpool over MPI, for make check: tests/check_mpi and examples/mpi_primes
 # under mpirun with 3 ranks (rank 0 the root, two hosts), twice: with Open
 # MPI's defaults (shared memory between ranks on one machine) and with
-# --mca btl tcp,self, the path ranks on separate machines take.  Exits 77
+# --mca btl tcp,self, the path ranks on separate machines take; then every
+# case of tests/contract/mpi_contract, the one list of them.  Exits 77
 # (skip) only when configure did not build libforkpool-mpi; 0 or 1 else.
 # Every run is under a timeout: a rank that does not return fails it.
 top_builddir=${top_builddir:-.}
@@ -19,12 +20,15 @@ export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
 CK_FORK=no
 export CK_FORK
 status=0
-out=$top_builddir/check-mpi.out
+# Its own name: make check may run while someone runs this by hand.
+out=$top_builddir/check-mpi.$$.out
+trap 'rm -f "$out"' EXIT
 
+# run WHAT N PROGRAM [ARG...]: PROGRAM under mpirun with N ranks.
 run() {
-  what=$1
-  shift
-  if timeout 600 "$mpirun" --oversubscribe -n 3 "$@" >"$out" 2>&1; then
+  what=$1 n=$2
+  shift 2
+  if timeout 600 "$mpirun" --oversubscribe -n "$n" "$@" >"$out" 2>&1; then
     echo "pass: $what"
   else
     echo "FAIL: $what (exit status $?)"
@@ -41,39 +45,37 @@ for btl in default tcp; do
   else
     set --
   fi
-  run "check_mpi, btl $btl" "$@" "$top_builddir/tests/check_mpi"
+  run "check_mpi, btl $btl" 3 "$@" "$top_builddir/tests/check_mpi"
   grep -E '^[0-9]+%: Checks' "$out"
   if [ $btl = tcp ] && grep -q 'Process received signal' "$out"; then
     echo "FAIL: --mca opal_signal \"\" still printed a stack trace"
     status=1
   fi
-  run "mpi_primes, btl $btl" "$@" "$top_builddir/examples/mpi_primes" \
+  run "mpi_primes, btl $btl" 3 "$@" "$top_builddir/examples/mpi_primes" \
     --workers 1 1000000
   grep -q '^primes below 1000000: 78498$' "$out" ||
     { echo "FAIL: mpi_primes, btl $btl: no 'primes below 1000000: 78498'"; status=1; }
-  run "mpi_primes --root-workers 1, btl $btl" "$@" \
+  run "mpi_primes --root-workers 1, btl $btl" 3 "$@" \
     "$top_builddir/examples/mpi_primes" --workers 1 --root-workers 1 1000000
   grep -q '^primes below 1000000: 78498$' "$out" &&
     grep -q 'over 2 workers on other ranks and 1 on rank 0$' "$out" ||
     { echo "FAIL: mpi_primes --root-workers 1, btl $btl"; status=1; }
 done
-# fp_mpi_pool_create(3)'s promises, bad input on one rank or all of them
-# included (tests/contract/mpi_contract.c says what each case checks).
+# fp_mpi_pool_create(3)'s and fp_mpi_pool_create_ex(3)'s promises, bad
+# input on one rank or all of them included, each case a run of its own
+# (tests/contract/mpi_contract.c says what each case checks): with 3 ranks,
+# basic with 2, a communicator of 1 rank, and calls before MPI_Init and
+# after MPI_Finalize with no mpirun at all.
 contract=$top_builddir/tests/contract/mpi_contract
-for c in bad toomany basic root1 initfail initdie cpu idle optsnull rootopts \
-  create_error nullhost nullroot shm_args mpibadall mpibadhost mpibadroot \
-  rootworkers retire_fs retire_initdie retire_stopping retire_slowinit; do
-  run "contract $c" "$contract" "$c"
+for c in bad toomany exactly basic root1 initfail initdie cpu idle optsnull \
+  rootopts create_error nullhost nullroot shm_args mpibadall mpibadhost \
+  mpibadroot mpisizes rootworkers rootloop rootreaper rootstop rootshutdown \
+  rootdestroy rootmap rootaffinity rooteagain rootpin rootlast retire_fs \
+  retire_initdie retire_stopping retire_slowinit; do
+  run "contract $c" 3 "$contract" "$c"
 done
-for n in 2:basic 1:onerank; do
-  if timeout 600 "$mpirun" --oversubscribe -n "${n%%:*}" "$contract" "${n#*:}" \
-    >"$out" 2>&1; then
-    echo "pass: contract ${n#*:}, ${n%%:*} ranks"
-  else
-    echo "FAIL: contract ${n#*:}, ${n%%:*} ranks"; sed 's/^/  | /' "$out"; status=1
-  fi
-done
+run "contract basic, 2 ranks" 2 "$contract" basic
+run "contract onerank, 1 rank" 1 "$contract" onerank
 "$contract" noinit >"$out" 2>&1 && echo "pass: contract noinit" ||
   { echo "FAIL: contract noinit"; sed 's/^/  | /' "$out"; status=1; }
-rm -f "$out"
 exit $status

@@ -241,15 +241,17 @@ static int has_child(void)
  * 0, or 1 if one is left. */
 static int children_left(void)
 {
-  for (int waited = 0; waited < FPT_LIMIT_MS; waited += 2) {
+  int64_t give_up = fpt_now_ms() + FPT_LIMIT_MS;
+  for (;;) {
     while (waitpid(-1, NULL, WNOHANG) > 0)
       ;
     if (!has_child())
       return 0;
+    if (fpt_now_ms() >= give_up)
+      return 1;
     struct timespec ts = {0, 2000000};
     nanosleep(&ts, NULL);
   }
-  return 1;
 }
 
 static void host_loop(void)
@@ -499,6 +501,16 @@ START_TEST(deadlines_reach_the_host)
 }
 END_TEST
 
+/* Runs the pool until f is handed to a worker (up to FPT_LIMIT_MS). */
+static void wait_running(fp_pool *p, fp_future *f)
+{
+  int64_t give_up = fpt_now_ms() + FPT_LIMIT_MS;
+  while (fp_future_state(f) != FP_RUNNING) {
+    ck_assert_msg(fpt_now_ms() < give_up, "not running after %d ms", FPT_LIMIT_MS);
+    (void)fp_pool_dispatch(p, 1);
+  }
+}
+
 START_TEST(cancel_running_kills_on_the_host)
 {
   fpt_snapshot s;
@@ -507,10 +519,7 @@ START_TEST(cancel_running_kills_on_the_host)
   fp_future *f;
   /* -1: pauses until killed. */
   ck_assert_int_eq(fp_submit(p, "sq_or_pause", "\xff", 1, &f), 0);
-  for (int waited = 0; fp_future_state(f) != FP_RUNNING; waited++) {
-    ck_assert(waited < FPT_LIMIT_MS);
-    (void)fp_pool_dispatch(p, 1);
-  }
+  wait_running(p, f);
   ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
   expect_error(f, FP_ECANCELLED, "cancel");
   ck_assert_int_eq(square_of(p, 5), 25);
@@ -605,14 +614,6 @@ static fp_future *hold_big(fp_pool *p, char m, const fp_submit_options *so)
   ck_assert_int_eq(fp_submit_ex(p, "hold", sb.data, sb.size, so, &f), 0);
   msgpack_sbuffer_destroy(&sb);
   return f;
-}
-
-static void wait_running(fp_pool *p, fp_future *f)
-{
-  for (int waited = 0; fp_future_state(f) != FP_RUNNING; waited++) {
-    ck_assert(waited < FPT_LIMIT_MS);
-    (void)fp_pool_dispatch(p, 1);
-  }
 }
 
 /*
@@ -858,8 +859,9 @@ START_TEST(pool_fd_works)
   fp_future *f;
   ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)11), 0);
   int done = 0;
-  for (int waited = 0; !done; waited += 100) {
-    ck_assert(waited < FPT_LIMIT_MS);
+  int64_t give_up = fpt_now_ms() + FPT_LIMIT_MS;
+  while (!done) {
+    ck_assert_msg(fpt_now_ms() < give_up, "no result in %d ms", FPT_LIMIT_MS);
     struct pollfd pf = {.fd = fd, .events = POLLIN};
     if (poll(&pf, 1, 100) > 0)
       done = fp_pool_dispatch(p, 0) > 0 || fp_future_state(f) == FP_FINISHED;
@@ -899,19 +901,12 @@ static fp_pool_stats stats_of(fp_pool *p)
   return st;
 }
 
-static int64_t now_ms(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Runs the pool until a host has left it (up to FPT_LIMIT_MS). */
 static void wait_retired(fp_pool *p)
 {
-  int64_t until = now_ms() + FPT_LIMIT_MS;
+  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
   while (stats_of(p).hosts_retired == 0) {
-    ck_assert_msg(now_ms() < until, "no host was retired");
+    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
     ck_assert_int_ge(fp_pool_dispatch(p, 10), 0);
   }
 }
@@ -920,10 +915,10 @@ static void wait_retired(fp_pool *p)
  * with its square or FP_EWORKER.  Returns how many failed. */
 static unsigned rounds_until_retired(fp_pool *p)
 {
-  int64_t until = now_ms() + FPT_LIMIT_MS;
+  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
   unsigned failed = 0;
   while (stats_of(p).hosts_retired == 0) {
-    ck_assert_msg(now_ms() < until, "no host was retired");
+    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
     fp_future *f[8];
     for (int i = 0; i < 8; i++)
       ck_assert_int_eq(fp_submitf(p, "sq_here", &f[i], "[I]", (int64_t)i), 0);
@@ -1091,10 +1086,7 @@ static void stop_all(int (*stop)(fp_pool *), unsigned root_workers)
   for (unsigned i = 0; i < n; i++)
     ck_assert_int_eq(fp_submit(p, "sq_or_pause", "\xff", 1, &f[i]), 0);
   for (unsigned i = 0; i < n; i++)
-    for (int waited = 0; fp_future_state(f[i]) != FP_RUNNING; waited++) {
-      ck_assert(waited < FPT_LIMIT_MS);
-      (void)fp_pool_dispatch(p, 1);
-    }
+    wait_running(p, f[i]);
   ck_assert_int_eq(stop(p), 0);
   for (unsigned i = 0; i < n; i++)
     expect_error(f[i], FP_ECANCELLED, "cancelled");
@@ -1184,15 +1176,15 @@ END_TEST
  * without a nap while it is due), a pool left idle stops looking: every
  * rank on this machine uses a small part of a core.  A relay that went on
  * spinning would use all the CPU it gets; the limit is far above the
- * naps' cost and far below a spin's, whatever the machine's load.
+ * naps' cost and far below a spin's, whatever the machine's load.  The
+ * interval starts at the last answer: the spin that may follow it (under
+ * 1 ms) and the naps growing back to their longest are part of going idle.
  */
 START_TEST(idle_after_round_trips_is_quiet)
 {
   fp_pool *p = pool_of(1);
   for (int i = 0; i < 2000; i++)
     ck_assert_int_eq(square_of(p, i), (int64_t)i * i);
-  struct timespec pause = {0, 50000000}; /* past any spin: under 1 ms */
-  nanosleep(&pause, NULL);
   double before[64], after[64];
   for (int r = 0; r < nranks; r++)
     before[r] = strcmp(ranks[r].host, ranks[0].host) == 0
