@@ -780,23 +780,24 @@ int main(int argc, char **argv)
      * the idle pool, read by the root from /proc as the hosts wait in
      * fp_mpi_pool_create (printed; a rank above 25% of a core is a
      * mismatch).  The 3 s are the interval measured, not a wait. */
-    int me = (int)getpid(), pids[64] = {0};
-    EXPECT(size <= 64, "%d ranks: more than this case counts", size);
+    int me = (int)getpid(), *pids = calloc((size_t)size, sizeof *pids);
+    double *cpu0 = calloc((size_t)size, sizeof *cpu0);
+    if (pids == NULL || cpu0 == NULL)
+      MPI_Abort(MPI_COMM_WORLD, 1);
     MPI_Gather(&me, 1, MPI_INT, pids, 1, MPI_INT, 0, MPI_COMM_WORLD);
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
     EXPECT(rc == 0, "create: %s", fp_err_name(rc));
     if (rank == 0 && rc == 0) {
       wait_all_live(p, NULL, 0);
-      double cpu0[64];
       struct timespec t0, t1, idle = {3, 0};
-      for (int r = 0; r < size && r < 64; r++)
+      for (int r = 0; r < size; r++)
         cpu0[r] = cpu_seconds(pids[r]);
       clock_gettime(CLOCK_MONOTONIC, &t0);
       while (nanosleep(&idle, &idle) != 0)
         ;
       clock_gettime(CLOCK_MONOTONIC, &t1);
       double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-      for (int r = 0; r < size && r < 64; r++) {
+      for (int r = 0; r < size; r++) {
         double cpu = cpu_seconds(pids[r]) - cpu0[r];
         EXPECT(cpu0[r] >= 0 && cpu >= 0, "rank %d (pid %d): no /proc entry", r, pids[r]);
         printf("rank %d: idle pool: %.2f s CPU over %.3f s (%.1f%% of a core)\n", r, cpu,
@@ -805,6 +806,8 @@ int main(int argc, char **argv)
       }
       fp_pool_destroy(p);
     }
+    free(pids);
+    free(cpu0);
   } else if (strcmp(c, "nullhost") == 0 || strcmp(c, "nullroot") == 0) {
     /* "[FP_EINVAL] out is NULL ... (on every rank)": out NULL on the hosts
      * only (nullhost) or on the root only (nullroot).  Every rank should
