@@ -350,7 +350,6 @@ static const fp_task retire_tasks[] = {{"hold1", t_hold1}, {"rank", t_rank},
                                        {NULL, NULL}};
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char logged[8192];
 static void log_line(void *arg, int level, const char *msg)
 {
   (void)arg;
