@@ -367,13 +367,14 @@ void base_startup(unsigned n, double *start, double *stop, long *priv_kb)
 /*
  * W7's floor: the shape forkpool starts in, with no forkpool code in it.
  * A vfork()ed middle process forks a stand-in fork server, which forks n
- * children (each sends a ready byte, then answers as ready_pong does) and
- * then says so; the parent waits for that and for the first child's ready
- * byte, then makes one round trip.  That is the chain fp_pool_create
- * cannot avoid (a fork of the caller, then a fork of that, for the first
- * worker; see bench/NOTES.md "W7's floor"), so fp_pool_create's figure
- * over this one is what the library itself adds.  The pipes are made
- * here, before the forks: none is passed over a socket.
+ * children (each sends a ready byte, then answers as ready_pong does),
+ * saying so after the first; the parent waits for that and for the first
+ * child's ready byte, then makes one round trip.  That is the chain no
+ * fork-server design can avoid (a fork of the caller, then a fork of that,
+ * for the first worker; see bench/NOTES.md "W7's floor"), so
+ * fp_pool_create's figure over this one is what the library itself adds.
+ * The pipes are made here, before the forks: none is passed over a
+ * socket.
  */
 static void chain_server(unsigned n, int (*a)[2], int (*b)[2], int done,
                          int hold)
@@ -386,6 +387,8 @@ static void chain_server(unsigned n, int (*a)[2], int (*b)[2], int done,
     close(b[i][0]);
   }
   for (unsigned i = 0; i < n; i++) {
+    if (i == 1 && write_all_fd(done, "d", 1) != 0)
+      _exit(1);
     if ((pid[i] = fork()) < 0)
       _exit(1);
     if (pid[i] == 0) {
@@ -405,7 +408,7 @@ static void chain_server(unsigned n, int (*a)[2], int (*b)[2], int done,
     close(a[i][0]);
     close(b[i][1]);
   }
-  if (write_all_fd(done, "d", 1) != 0)
+  if (n < 2 && write_all_fd(done, "d", 1) != 0)
     _exit(1);
   close(done);
   char x;

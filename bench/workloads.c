@@ -757,8 +757,8 @@ void run_w7(const bench_cfg *c)
   /* The shape alone, to tell the design's cost from the library's. */
   figure_add("W7 floor: vfork + fork server + 2 + round trip", "ms", &floor,
              b, "a vfork()ed middle forks a stand-in fork server, which "
-             "forks 2 children; a ready byte, one round trip; no forkpool "
-             "code (bench/NOTES.md, W7's floor)");
+             "forks 2 children; the first's ready byte, one round trip; no "
+             "forkpool code (bench/NOTES.md, W7's floor)");
   b = figure_add("W7 baseline: close + reap 2", "ms", &bstop, NULL,
                  "close both children's pipes, waitpid both");
   figure_add("W7 destroy", "ms", &stop, b, "fp_pool_destroy of the idle "
