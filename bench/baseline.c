@@ -364,6 +364,121 @@ void base_startup(unsigned n, double *start, double *stop, long *priv_kb)
   *stop = t3 - t2;
 }
 
+/*
+ * W7's floor: the shape forkpool starts in, with no forkpool code in it.
+ * A vfork()ed middle process forks a stand-in fork server, which forks n
+ * children (each sends a ready byte, then answers as ready_pong does),
+ * saying so after the first; the parent waits for that and for the first
+ * child's ready byte, then makes one round trip.  That is the chain no
+ * fork-server design can avoid (a fork of the caller, then a fork of that,
+ * for the first worker; see bench/NOTES.md "W7's floor"), so
+ * fp_pool_create's figure over this one is what the library itself adds.
+ * The pipes are made here, before the forks: none is passed over a
+ * socket.
+ */
+static void chain_server(unsigned n, int (*a)[2], int (*b)[2], int done,
+                         int hold)
+{
+  pid_t *pid = calloc(n, sizeof *pid);
+  if (pid == NULL)
+    _exit(1);
+  for (unsigned i = 0; i < n; i++) { /* the parent's ends */
+    close(a[i][1]);
+    close(b[i][0]);
+  }
+  for (unsigned i = 0; i < n; i++) {
+    if (i == 1 && write_all_fd(done, "d", 1) != 0)
+      _exit(1);
+    if ((pid[i] = fork()) < 0)
+      _exit(1);
+    if (pid[i] == 0) {
+      int in = fcntl(a[i][0], F_DUPFD, 10), out = fcntl(b[i][1], F_DUPFD, 10);
+      if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0)
+        _exit(127);
+#ifdef HAVE_CLOSE_RANGE
+      if (close_range(5, ~0u, 0) != 0)
+#endif
+        for (int fd = 5; fd < 1024; fd++)
+          close(fd);
+      ready_pong(3, 4, NULL);
+      _exit(0);
+    }
+  }
+  for (unsigned i = 0; i < n; i++) {
+    close(a[i][0]);
+    close(b[i][1]);
+  }
+  if (n < 2 && write_all_fd(done, "d", 1) != 0)
+    _exit(1);
+  close(done);
+  char x;
+  ssize_t r;
+  while ((r = read(hold, &x, 1)) > 0 || (r < 0 && errno == EINTR))
+    ; /* until the parent closes its end: then reap and go */
+  for (unsigned i = 0; i < n; i++)
+    while (waitpid(pid[i], NULL, 0) < 0 && errno == EINTR)
+      ;
+  _exit(0);
+}
+
+double base_startup_chain(unsigned n)
+{
+  int (*a)[2] = calloc(n, sizeof *a), (*b)[2] = calloc(n, sizeof *b);
+  child *c = calloc(n, sizeof *c);
+  int done[2], hold[2];
+  if (a == NULL || b == NULL || c == NULL)
+    die("calloc", FP_ENOMEM);
+  double t0 = now_s();
+  if (pipe(done) != 0 || pipe(hold) != 0)
+    die("pipe", -errno);
+  for (unsigned i = 0; i < n; i++) {
+    if (pipe(a[i]) != 0 || pipe(b[i]) != 0)
+      die("pipe", -errno);
+    grow(a[i][1]);
+    grow(b[i][1]);
+  }
+  pid_t mid = vfork();
+  if (mid == 0) {
+    pid_t fs = fork();
+    if (fs == 0) {
+      close(done[0]);
+      close(hold[1]);
+      chain_server(n, a, b, done[1], hold[0]);
+    }
+    _exit(fs < 0);
+  }
+  if (mid < 0)
+    die("vfork", -errno);
+  while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+    ;
+  close(done[1]);
+  close(hold[0]);
+  for (unsigned i = 0; i < n; i++) {
+    close(a[i][0]);
+    close(b[i][1]);
+    c[i] = (child){-1, a[i][1], b[i][0]};
+  }
+  char x;
+  if (poll_read(done[0], &x, 1) != 0)
+    die("the stand-in fork server did not start", 0);
+  wait_ready(&c[0]);
+  round_trip(&c[0]);
+  double t1 = now_s();
+  for (unsigned i = 0; i < n; i++) {
+    close(c[i].to);
+    close(c[i].from);
+  }
+  /* The stand-in reaps its children and exits at this end of file; it is
+   * not our child (the middle process was), so its own exit is not
+   * waited for, as forkpool's fork server's is not by a caller. */
+  close(hold[1]);
+  close(done[0]);
+  free(a);
+  free(b);
+  free(c);
+  return t1 - t0;
+}
+
 void base_crash(int respawn, double *detect, double *next)
 {
   child a = spawn(ready_pong, NULL), b = {-1, -1, -1};

@@ -146,6 +146,7 @@ double base_echo(size_t bytes, size_t trips);
  * *start and *stop (close and reap) in seconds; *priv_kb, if not NULL, the
  * private memory of the first child after its round trip. */
 void base_startup(unsigned n, double *start, double *stop, long *priv_kb);
+double base_startup_chain(unsigned n);
 /* A child crashes (SIGSEGV): *detect is until EOF and reap, *next until a
  * round trip with a freshly forked child (respawn) or the surviving one. */
 void base_crash(int respawn, double *detect, double *next);

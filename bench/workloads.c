@@ -721,11 +721,13 @@ void run_w6(const bench_cfg *c)
 
 void run_w7(const bench_cfg *c)
 {
-  series bstart = {0}, bstop = {0}, first = {0}, stop = {0};
+  series bstart = {0}, bstop = {0}, first = {0}, stop = {0}, floor = {0};
   for (int r = -1; r < c->w7_reps; r++) { /* r == -1: warm-up */
-    double s = NAN, st = NAN;
-    if (!c->no_baseline)
+    double s = NAN, st = NAN, fl = NAN;
+    if (!c->no_baseline) {
       base_startup(2, &s, &st, NULL);
+      fl = base_startup_chain(2);
+    }
     double t0 = now_s();
     fp_pool *p = pool_new(2, 10);
     uint64_t v = take_uint(submit_uint(p, "square", 7));
@@ -739,6 +741,7 @@ void run_w7(const bench_cfg *c)
     if (!c->no_baseline) {
       series_add(&bstart, s * 1e3);
       series_add(&bstop, st * 1e3);
+      series_add(&floor, fl * 1e3);
     }
     series_add(&first, (t1 - t0) * 1e3);
     series_add(&stop, (t2 - t1) * 1e3);
@@ -751,6 +754,11 @@ void run_w7(const bench_cfg *c)
                          "fp_future_result");
   figure_target(f, f->med <= 1.0 && f->ratio <= 1.5,
                 "<= 1 ms and <= 1.50x baseline");
+  /* The shape alone, to tell the design's cost from the library's. */
+  figure_add("W7 floor: vfork + fork server + 2 + round trip", "ms", &floor,
+             b, "a vfork()ed middle forks a stand-in fork server, which "
+             "forks 2 children; the first's ready byte, one round trip; no "
+             "forkpool code (bench/NOTES.md, W7's floor)");
   b = figure_add("W7 baseline: close + reap 2", "ms", &bstop, NULL,
                  "close both children's pipes, waitpid both");
   figure_add("W7 destroy", "ms", &stop, b, "fp_pool_destroy of the idle "
