@@ -840,6 +840,9 @@ struct fp_pool {
   int stopping;           /* workers are being let go */
   int finishing;          /* FP__CTL_FINISH sent: the fork server's end of
                              file is its exit, not a death */
+  int drained;            /* a shutdown WAIT or join returned 0: every task
+                             ended, every worker let go (threads and inline
+                             have no fork server whose exit says so) */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
   fp__group *groups;      /* the slots' groups, in slot order */

@@ -1337,6 +1337,44 @@ START_TEST(inline_ignores_workers_and_max_inflight)
 }
 END_TEST
 
+/* fp_pool_status_get(3): "FP_POOL_SHUTTING_DOWN follows fp_pool_shutdown(3)
+ * without FP_SHUTDOWN_WAIT", "FP_POOL_SHUT_DOWN follows ... an
+ * fp_pool_join(3) that returned 0"; fp_pool_stats_get(3): workers_live are
+ * the slots "whose worker is running and ready now", and an entry's pid is
+ * 0 "if no worker is ready in it".  In every mode: threads and inline have
+ * no fork server whose exit would say the pool is shut down. */
+START_TEST(status_and_live_workers_follow_shutdown_in_every_mode)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  fp_pool *p = make(modes[_i], 1, 0);
+  fp_future *f[3];
+  for (int k = 0; k < 3; k++)
+    ck_assert_int_eq(fp_submitf(p, "sq", &f[k], "[I]", (int64_t)k), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  fp_pool_status st = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUTTING_DOWN);
+  fp_pool_stats s = FP_POOL_STATS_INIT;
+  fp_worker_stats w[1];
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, w, 1), 0);
+  ck_assert_uint_eq(s.workers_live, 1);
+  ck_assert_int_ne(w[0].pid, 0);
+  ck_assert_int_eq(fp_pool_join(p, -1), 0);
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUT_DOWN);
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, w, 1), 0);
+  ck_assert_uint_eq(s.finished, 3);
+  ck_assert_uint_eq(s.workers_live, 0);
+  ck_assert_int_eq(w[0].pid, 0);
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(fpt_i64(f[k]), k * k);
+    fp_future_release(f[k]);
+  }
+  fpt_pool_destroy(p);
+}
+END_TEST
+
 /* A msgpack str object of exactly n bytes, packed. */
 static void pack_str_of(msgpack_packer *pk, size_t n)
 {
@@ -1881,6 +1919,7 @@ int main(void)
   fpt_add_test_in(FPT_IN_PROCESSES, "counts worker pipes", tc,
                   descriptors_are_four_plus_three_per_worker);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
+  tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
