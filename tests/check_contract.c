@@ -92,9 +92,29 @@ static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "I", (int64_t)1);
 }
 
+/* Args [pool, ms]: submits sq(3) to that pool (its address: a worker
+ * process has a copy of it) and waits ms for it: [submit's code, result's
+ * code, the result or -1]. */
+static int t_own_pool(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  uint64_t addr;
+  int64_t ms;
+  if (fp_unpack(a, "[UI]", &addr, &ms) != 0)
+    return fp_call_fail(c, "TypeError", "[UI]");
+  fp_future *f = NULL;
+  const msgpack_object *r = NULL;
+  int sub = fp_submitf((fp_pool *)(uintptr_t)addr, "sq", &f, "[I]",
+                       (int64_t)3);
+  int res = sub == 0 ? fp_future_result(f, (int)ms, &r) : sub;
+  int64_t v = res == 0 ? r->via.i64 : -1;
+  fp_future_release(f);
+  return fp_pack(o, "[iiI]", sub, res, v);
+}
+
 static const fp_task tasks[] = {
     {"sq", t_sq},     {"deaf", t_deaf}, {"poll", t_poll},
-    {"self_cancel", t_self_cancel},     {"nap", t_nap}, {NULL, NULL}};
+    {"self_cancel", t_self_cancel},     {"nap", t_nap},
+    {"own_pool", t_own_pool}, {NULL, NULL}};
 
 static void reset_deaf(void)
 {
@@ -1340,8 +1360,9 @@ END_TEST
 /* fp_pool_status_get(3): "FP_POOL_SHUTTING_DOWN follows fp_pool_shutdown(3)
  * without FP_SHUTDOWN_WAIT", "FP_POOL_SHUT_DOWN follows ... an
  * fp_pool_join(3) that returned 0"; fp_pool_stats_get(3): workers_live are
- * the slots "whose worker is running and ready now", and an entry's pid is
- * 0 "if no worker is ready in it".  In every mode: threads and inline have
+ * the slots "whose worker is running and ready now", an entry's pid is
+ * 0 "if no worker is ready in it", and the CPU times are 0 with threads or
+ * inline.  In every mode: threads and inline have
  * no fork server whose exit would say the pool is shut down. */
 START_TEST(status_and_live_workers_follow_shutdown_in_every_mode)
 {
@@ -1367,10 +1388,41 @@ START_TEST(status_and_live_workers_follow_shutdown_in_every_mode)
   ck_assert_uint_eq(s.finished, 3);
   ck_assert_uint_eq(s.workers_live, 0);
   ck_assert_int_eq(w[0].pid, 0);
+  if (modes[_i] != FP_MODE_PROCESSES) /* "both are 0": the caller's time */
+    ck_assert(s.cpu_user_us == 0 && s.cpu_sys_us == 0 &&
+              w[0].cpu_user_us == 0 && w[0].cpu_sys_us == 0);
   for (int k = 0; k < 3; k++) {
     ck_assert_int_eq(fpt_i64(f[k]), k * k);
     fp_future_release(f[k]);
   }
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* forkpool(7), Choosing a mode: "A task may use its own pool only with
+ * threads or inline: a worker process is a child ..., where the pool's calls
+ * return FP_EINVAL"; with threads a free thread runs the task it waits
+ * for; inline none can, and its wait ends at its timeout (0 here). */
+START_TEST(a_task_uses_its_own_pool_only_with_threads_or_inline)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  static const int sub[] = {FP_EINVAL, 0, 0}, res[] = {FP_EINVAL, 0,
+                                                       FP_ETIMEDOUT};
+  static const int64_t val[] = {-1, 9, -1};
+  fp_pool *p = make(modes[_i], 2, 0);
+  fp_future *f;
+  int64_t wait_ms = modes[_i] == FP_MODE_INLINE ? 0 : FPT_LIMIT_MS;
+  ck_assert_int_eq(fp_submitf(p, "own_pool", &f, "[UI]",
+                              (uint64_t)(uintptr_t)p, wait_ms), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, -1, &r), 0);
+  int64_t got[3];
+  ck_assert_int_eq(fp_unpack(r, "[III]", &got[0], &got[1], &got[2]), 0);
+  ck_assert_int_eq(got[0], sub[_i]);
+  ck_assert_int_eq(got[1], res[_i]);
+  ck_assert_int_eq(got[2], val[_i]);
+  fp_future_release(f);
   fpt_pool_destroy(p);
 }
 END_TEST
@@ -1920,6 +1972,7 @@ int main(void)
                   descriptors_are_four_plus_three_per_worker);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
   tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
+  tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
