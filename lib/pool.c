@@ -649,6 +649,8 @@ FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
   int rc = 0, intr = atomic_load(&p->interrupted);
   if (!fp__pool_owned(p))
     rc = FP_EINVAL;
+  else if (intr && p->opts.mode == FP_MODE_INLINE)
+    ; /* an inline pass runs a task: the inline form of waiting for one */
   else if (!p->polling)
     rc = fp__poll_once(p, p->ndone != p->ndone_reported || intr
                               ? 0 : fp__remaining_ms(deadline));

@@ -1427,6 +1427,40 @@ START_TEST(a_task_uses_its_own_pool_only_with_threads_or_inline)
 }
 END_TEST
 
+/* fp_pool_interrupt(3): "makes every wait on pool return FP_EINTR at
+ * once", fp_pool_dispatch(3) included, "every later wait that would
+ * block".  Inline, a dispatcher pass runs a task, which is how inline
+ * waits: an interrupted fp_pool_dispatch runs none.  With processes and
+ * threads the task never answers before the test lets it. */
+START_TEST(interrupted_dispatch_returns_at_once_in_every_mode)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  int inl = modes[_i] == FP_MODE_INLINE;
+  reset_deaf();
+  fp_pool *p = make(modes[_i], 1, 0);
+  fp_future *f;
+  if (inl)
+    ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)3), 0);
+  else
+    ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  ck_assert_int_eq(fp_pool_interrupt(p), 0);
+  ck_assert_int_eq(fp_pool_dispatch(p, -1), FP_EINTR);
+  ck_assert_int_eq(fp_pool_dispatch(p, 0), FP_EINTR);
+  fp_pool_stats s = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, NULL, 0), 0);
+  ck_assert_uint_eq(s.finished, 0);
+  ck_assert_int_eq(fp_pool_interrupt_clear(p), 0);
+  atomic_store(&release_deaf, 1);
+  if (modes[_i] == FP_MODE_PROCESSES)
+    ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  else
+    ck_assert_int_eq(fpt_i64(f), inl ? 9 : 7);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
 /* A msgpack str object of exactly n bytes, packed. */
 static void pack_str_of(msgpack_packer *pk, size_t n)
 {
@@ -1973,6 +2007,7 @@ int main(void)
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
   tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
   tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
+  tcase_add_loop_test(tc, interrupted_dispatch_returns_at_once_in_every_mode, 0, 3);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
