@@ -1184,6 +1184,35 @@ START_TEST(descriptors_are_four_plus_three_per_worker)
 }
 END_TEST
 
+/* forkpool(7) Descriptors: "A pool in thread mode holds 2 + 2 x workers;
+ * one in inline mode, 2", each "plus the same three once fp_pool_fd(3) has
+ * been called"; fp_pool_destroy closes them all. */
+START_TEST(descriptors_with_threads_and_inline)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static const unsigned ws[] = {1, 2, 5};
+  unsigned mode = _i == 0 ? FP_MODE_THREADS : FP_MODE_INLINE;
+  for (unsigned i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.workers = ws[i];
+    o.tasks = tasks;
+    o.mode = mode;
+    int before = fpt_count_fds();
+    ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+    int after = fpt_count_fds();
+    ck_assert_int_eq(after - before,
+                     mode == FP_MODE_THREADS ? (int)(2 + 2 * ws[i]) : 2);
+    ck_assert_int_ge(fp_pool_fd(p), 3);
+    ck_assert_int_eq(fpt_count_fds() - after, 3);
+    fp_pool_destroy(p);
+    ck_assert_int_eq(fpt_count_fds(), before);
+  }
+  fpt_end(&s);
+}
+END_TEST
+
 /* fp_pool_create(3) ERRORS: workers or max_inflight out of range is
  * FP_EINVAL "(not in inline mode, which ignores them)". */
 /* fp_pool_create(3): "0, the default, means one per CPU the calling thread
@@ -2004,6 +2033,7 @@ int main(void)
   tcase_add_test(tc, late_init_failure_breaks_the_pool);
   fpt_add_test_in(FPT_IN_PROCESSES, "counts worker pipes", tc,
                   descriptors_are_four_plus_three_per_worker);
+  tcase_add_loop_test(tc, descriptors_with_threads_and_inline, 0, 2);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
   tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
   tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
