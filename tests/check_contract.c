@@ -111,10 +111,20 @@ static int t_own_pool(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "[iiI]", sub, res, v);
 }
 
+/* Prints a line on stdout and flushes it. */
+static int t_say(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  printf("said\n");
+  fflush(stdout);
+  return fp_pack(o, "I", (int64_t)1);
+}
+
 static const fp_task tasks[] = {
     {"sq", t_sq},     {"deaf", t_deaf}, {"poll", t_poll},
     {"self_cancel", t_self_cancel},     {"nap", t_nap},
-    {"own_pool", t_own_pool}, {NULL, NULL}};
+    {"own_pool", t_own_pool}, {"say", t_say}, {NULL, NULL}};
 
 static void reset_deaf(void)
 {
@@ -1490,6 +1500,38 @@ START_TEST(interrupted_dispatch_returns_at_once_in_every_mode)
 }
 END_TEST
 
+/* fp_pool_create(3) worker_stdout: "With threads or inline ... a task
+ * writes to the caller's own standard output ..., whatever this field
+ * says", the default FP_STDOUT_STDERR included; forkpool(7) Output. */
+START_TEST(threads_and_inline_tasks_print_on_the_callers_stdout)
+{
+  unsigned mode = _i == 0 ? FP_MODE_THREADS : FP_MODE_INLINE;
+  char path[] = "/tmp/fp-contract-stdout.XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  unlink(path);
+  fflush(stdout);
+  int saved = dup(1);
+  ck_assert_int_ge(saved, 0);
+  ck_assert_int_eq(dup2(fd, 1), 1);
+  fp_pool *p = make(mode, 1, 0); /* worker_stdout: FP_STDOUT_STDERR */
+  fp_future *f;
+  int rc = fp_submitf(p, "say", &f, "[]");
+  int64_t v = rc == 0 ? fpt_i64(f) : -1;
+  if (rc == 0)
+    fp_future_release(f);
+  fpt_pool_destroy(p);
+  dup2(saved, 1);
+  close(saved);
+  ck_assert_int_eq(v, 1);
+  char buf[64] = "";
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  ck_assert_int_eq(n, 5);
+  ck_assert_str_eq(buf, "said\n");
+}
+END_TEST
+
 /* A msgpack str object of exactly n bytes, packed. */
 static void pack_str_of(msgpack_packer *pk, size_t n)
 {
@@ -2038,6 +2080,7 @@ int main(void)
   tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
   tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
   tcase_add_loop_test(tc, interrupted_dispatch_returns_at_once_in_every_mode, 0, 3);
+  tcase_add_loop_test(tc, threads_and_inline_tasks_print_on_the_callers_stdout, 0, 2);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
