@@ -733,6 +733,11 @@ typedef struct fp__transport {
    * work until that answer comes, and takes back the tasks it was handed
    * and has not started: how many, the newest of those it was sent. */
   unsigned (*give_up)(fp_pool *pool, unsigned slot);
+  /* For a worker with no fork server to report its exit (a thread): 1
+   * once it has exited or never started, 0 while it runs, a task given up
+   * on included.  NULL: the fork server reports exits, or there is no
+   * worker to wait for (inline). */
+  int (*exited)(fp_pool *pool, unsigned slot);
   /* Frames a submit lets gather for a busy worker before it sends them;
    * 0: FP__IOV_BATCH, a writev's worth. */
   unsigned batch;

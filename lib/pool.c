@@ -369,6 +369,13 @@ static int nothing_left(fp_pool *p, void *arg)
 static int all_exited(fp_pool *p, void *arg)
 {
   (void)arg;
+  if (p->tr->exited != NULL) {
+    /* Threads: one still running a task given up on is waited for. */
+    for (unsigned i = 0; i < p->nslots; i++)
+      if (!p->tr->exited(p, i))
+        return 0;
+    return 1;
+  }
   if (p->ctl_fd < 0)
     return 1;
   for (unsigned i = 0; i < p->nslots; i++)

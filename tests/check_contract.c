@@ -1532,6 +1532,34 @@ START_TEST(threads_and_inline_tasks_print_on_the_callers_stdout)
 }
 END_TEST
 
+/* fp_pool_join(3): it waits "until every task of pool has ended and then
+ * every worker ... exited", and "in a pool of threads ... a task the pool
+ * gave up on included ... the call waits for it"; then fp_pool_destroy(3)
+ * "waits for nothing".  The given-up task returns when the test lets it. */
+START_TEST(thread_join_waits_for_a_task_given_up_on)
+{
+  reset_deaf();
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  wait_until(&deaf_running, 1);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  ck_assert_int_eq(fp_pool_join(p, 0), FP_ETIMEDOUT);
+  fp_pool_status st = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUTTING_DOWN);
+  ck_assert_int_eq(atomic_load(&deaf_returned), 0);
+  atomic_store(&release_deaf, 1);
+  ck_assert_int_eq(fp_pool_join(p, -1), 0);
+  ck_assert_int_eq(atomic_load(&deaf_returned), 1);
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUT_DOWN);
+  fpt_pool_destroy(p);
+  fp_future_release(f);
+}
+END_TEST
+
 /* A msgpack str object of exactly n bytes, packed. */
 static void pack_str_of(msgpack_packer *pk, size_t n)
 {
@@ -2081,6 +2109,7 @@ int main(void)
   tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
   tcase_add_loop_test(tc, interrupted_dispatch_returns_at_once_in_every_mode, 0, 3);
   tcase_add_loop_test(tc, threads_and_inline_tasks_print_on_the_callers_stdout, 0, 2);
+  tcase_add_test(tc, thread_join_waits_for_a_task_given_up_on);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
