@@ -362,7 +362,8 @@ typedef struct fp_pool_stats {
   uint64_t cpu_user_us;       /* user CPU of every worker, microseconds:
                                  exited ones in full, live ones as their
                                  fp_worker_stats says */
-  uint64_t cpu_sys_us;        /* the same, system CPU */
+  uint64_t cpu_sys_us;        /* the same, system CPU; both 0 with threads
+                                 or inline: the caller's own time */
   unsigned hosts_retired;     /* over MPI: hosts that left the pool while
                                  others went on (fp_mpi_pool_create(3),
                                  Failures); else 0 */

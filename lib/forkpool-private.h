@@ -733,6 +733,11 @@ typedef struct fp__transport {
    * work until that answer comes, and takes back the tasks it was handed
    * and has not started: how many, the newest of those it was sent. */
   unsigned (*give_up)(fp_pool *pool, unsigned slot);
+  /* For a worker with no fork server to report its exit (a thread): 1
+   * once it has exited or never started, 0 while it runs, a task given up
+   * on included.  NULL: the fork server reports exits, or there is no
+   * worker to wait for (inline). */
+  int (*exited)(fp_pool *pool, unsigned slot);
   /* Frames a submit lets gather for a busy worker before it sends them;
    * 0: FP__IOV_BATCH, a writev's worth. */
   unsigned batch;
@@ -840,6 +845,9 @@ struct fp_pool {
   int stopping;           /* workers are being let go */
   int finishing;          /* FP__CTL_FINISH sent: the fork server's end of
                              file is its exit, not a death */
+  int drained;            /* a shutdown WAIT or join returned 0: every task
+                             ended, every worker let go (threads and inline
+                             have no fork server whose exit says so) */
   int err;                /* FP_EBROKEN or a start-up error once broken */
   char err_msg[256];      /* why */
   fp__group *groups;      /* the slots' groups, in slot order */

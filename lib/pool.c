@@ -369,6 +369,13 @@ static int nothing_left(fp_pool *p, void *arg)
 static int all_exited(fp_pool *p, void *arg)
 {
   (void)arg;
+  if (p->tr->exited != NULL) {
+    /* Threads: one still running a task given up on is waited for. */
+    for (unsigned i = 0; i < p->nslots; i++)
+      if (!p->tr->exited(p, i))
+        return 0;
+    return 1;
+  }
   if (p->ctl_fd < 0)
     return 1;
   for (unsigned i = 0; i < p->nslots; i++)
@@ -500,6 +507,8 @@ static int finish(fp_pool *p, int64_t deadline, int intr)
     return rc;
   stop_begin(p);
   int rc2 = stop_wait(p, deadline, intr);
+  if (rc == 0 && rc2 == 0)
+    p->drained = 1;
   return rc ? rc : rc2;
 }
 
@@ -647,6 +656,8 @@ FP_EXTERN int fp_pool_dispatch(fp_pool *p, int timeout_ms)
   int rc = 0, intr = atomic_load(&p->interrupted);
   if (!fp__pool_owned(p))
     rc = FP_EINVAL;
+  else if (intr && p->opts.mode == FP_MODE_INLINE)
+    ; /* an inline pass runs a task: the inline form of waiting for one */
   else if (!p->polling)
     rc = fp__poll_once(p, p->ndone != p->ndone_reported || intr
                               ? 0 : fp__remaining_ms(deadline));
@@ -731,6 +742,15 @@ static void worker_entry(void *workers, int wide, unsigned i,
         (worker_stats_short){w->pid, w->tasks};
 }
 
+/* Every task ended and every worker exited: with processes, the fork
+ * server's exit says so, which another thread's pass may read; threads and
+ * inline have no fork server, and are shut down once finish() drained them
+ * (their ctl_fd is -1 from the start). */
+static int shut_down(const fp_pool *p)
+{
+  return p->opts.mode == FP_MODE_PROCESSES ? p->ctl_fd < 0 : p->drained;
+}
+
 FP_EXTERN int fp_pool_status_get(fp_pool *p, fp_pool_status *st)
 {
   if (p == NULL || st == NULL ||
@@ -746,7 +766,7 @@ FP_EXTERN int fp_pool_status_get(fp_pool *p, fp_pool_status *st)
     s.err = p->err;
     snprintf(s.reason, sizeof s.reason, "%s", p->err_msg);
   } else if (p->closed) {
-    s.state = p->ctl_fd < 0 ? FP_POOL_SHUT_DOWN : FP_POOL_SHUTTING_DOWN;
+    s.state = shut_down(p) ? FP_POOL_SHUT_DOWN : FP_POOL_SHUTTING_DOWN;
   }
   s.interrupted = atomic_load(&p->interrupted);
   fp__pool_unlock(p);
@@ -798,7 +818,9 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
     fp__slot *sl = &p->slots[i];
     for (fp_future *f = sl->head; f; f = f->next)
       s.running += fp__future_is_done(f) ? 0 : f->nitems;
-    int live = sl->state == SLOT_LIVE;
+    /* A thread let go at shutdown is no longer ready, as a worker
+     * process that exited: its slot stays LIVE until destroy. */
+    int live = sl->state == SLOT_LIVE && !p->drained;
     s.workers_live += live;
     /* A thread or the caller (pid 0): the caller's process. */
     fp_worker_stats w = {live ? (sl->pid ? sl->pid : p->owner) : 0,

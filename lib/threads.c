@@ -78,6 +78,8 @@ typedef struct thread_chan {
   uint64_t given_up;     /* the dispatcher's: the task the pool gave up on,
                             which the thread still runs; 0: none.  The slot
                             takes no work until it answers */
+  atomic_int exited;     /* the thread is about to return: a shutdown's
+                            wait for the workers is over for it */
 } thread_chan;
 
 /* What a job holds: its malloc'd body, its future's reference.  The
@@ -160,6 +162,20 @@ static tjob *post_take(thread_chan *c, tjob *done)
   return j;
 }
 
+/* The thread's last act: it has exited for fp_pool_join and shutdown,
+ * and the dispatcher, maybe in poll() for that, is woken as by an answer
+ * (the byte is counted as one, and read). */
+static void note_exit(thread_chan *c)
+{
+  pthread_mutex_lock(&c->mu);
+  atomic_store(&c->exited, 1);
+  int wake = !c->signalled;
+  c->signalled = 1;
+  pthread_mutex_unlock(&c->mu);
+  if (wake)
+    (void)!write(c->fd[1], "", 1);
+}
+
 static void *thread_main(void *arg)
 {
   thread_chan *c = arg;
@@ -175,6 +191,7 @@ static void *thread_main(void *arg)
     pthread_mutex_lock(&c->mu);
     push(&c->out_head, &c->out_tail, j);
     c->signalled = 1;
+    atomic_store(&c->exited, 1);
     pthread_mutex_unlock(&c->mu);
     (void)!write(c->fd[1], "", 1);
     return NULL;
@@ -192,6 +209,7 @@ static void *thread_main(void *arg)
     j->len = len;
   }
   fp__local_destroy(&w);
+  note_exit(c);
   return NULL;
 }
 
@@ -525,6 +543,12 @@ static void thread_ep_sync(fp_pool *p, unsigned i)
 #endif
 }
 
+static int thread_exited(fp_pool *p, unsigned i)
+{
+  const thread_chan *c = p->slots[i].local;
+  return c == NULL || !c->started || atomic_load(&c->exited);
+}
+
 const fp__transport fp__thread_transport = {
     .reset = thread_reset,
     .open = thread_open,
@@ -537,5 +561,6 @@ const fp__transport fp__thread_transport = {
     .ep_sync = thread_ep_sync,
     .stop = thread_stop,
     .give_up = thread_give_up,
+    .exited = thread_exited,
     .batch = FP__THREAD_BATCH,
 };

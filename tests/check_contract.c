@@ -92,9 +92,39 @@ static int t_nap(fp_call *c, const msgpack_object *a, msgpack_packer *o)
   return fp_pack(o, "I", (int64_t)1);
 }
 
+/* Args [pool, ms]: submits sq(3) to that pool (its address: a worker
+ * process has a copy of it) and waits ms for it: [submit's code, result's
+ * code, the result or -1]. */
+static int t_own_pool(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  uint64_t addr;
+  int64_t ms;
+  if (fp_unpack(a, "[UI]", &addr, &ms) != 0)
+    return fp_call_fail(c, "TypeError", "[UI]");
+  fp_future *f = NULL;
+  const msgpack_object *r = NULL;
+  int sub = fp_submitf((fp_pool *)(uintptr_t)addr, "sq", &f, "[I]",
+                       (int64_t)3);
+  int res = sub == 0 ? fp_future_result(f, (int)ms, &r) : sub;
+  int64_t v = res == 0 ? r->via.i64 : -1;
+  fp_future_release(f);
+  return fp_pack(o, "[iiI]", sub, res, v);
+}
+
+/* Prints a line on stdout and flushes it. */
+static int t_say(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  (void)c;
+  (void)a;
+  printf("said\n");
+  fflush(stdout);
+  return fp_pack(o, "I", (int64_t)1);
+}
+
 static const fp_task tasks[] = {
     {"sq", t_sq},     {"deaf", t_deaf}, {"poll", t_poll},
-    {"self_cancel", t_self_cancel},     {"nap", t_nap}, {NULL, NULL}};
+    {"self_cancel", t_self_cancel},     {"nap", t_nap},
+    {"own_pool", t_own_pool}, {"say", t_say}, {NULL, NULL}};
 
 static void reset_deaf(void)
 {
@@ -1164,6 +1194,35 @@ START_TEST(descriptors_are_four_plus_three_per_worker)
 }
 END_TEST
 
+/* forkpool(7) Descriptors: "A pool in thread mode holds 2 + 2 x workers;
+ * one in inline mode, 2", each "plus the same three once fp_pool_fd(3) has
+ * been called"; fp_pool_destroy closes them all. */
+START_TEST(descriptors_with_threads_and_inline)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  static const unsigned ws[] = {1, 2, 5};
+  unsigned mode = _i == 0 ? FP_MODE_THREADS : FP_MODE_INLINE;
+  for (unsigned i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+    fp_pool_options o = FP_POOL_OPTIONS_INIT;
+    fp_pool *p;
+    o.workers = ws[i];
+    o.tasks = tasks;
+    o.mode = mode;
+    int before = fpt_count_fds();
+    ck_assert_int_eq(fp_pool_create(&p, &o), 0);
+    int after = fpt_count_fds();
+    ck_assert_int_eq(after - before,
+                     mode == FP_MODE_THREADS ? (int)(2 + 2 * ws[i]) : 2);
+    ck_assert_int_ge(fp_pool_fd(p), 3);
+    ck_assert_int_eq(fpt_count_fds() - after, 3);
+    fp_pool_destroy(p);
+    ck_assert_int_eq(fpt_count_fds(), before);
+  }
+  fpt_end(&s);
+}
+END_TEST
+
 /* fp_pool_create(3) ERRORS: workers or max_inflight out of range is
  * FP_EINVAL "(not in inline mode, which ignores them)". */
 /* fp_pool_create(3): "0, the default, means one per CPU the calling thread
@@ -1334,6 +1393,170 @@ START_TEST(inline_ignores_workers_and_max_inflight)
     create_fails(&o, FP_EINVAL, "threads, out of range");
   }
   fpt_end(&s);
+}
+END_TEST
+
+/* fp_pool_status_get(3): "FP_POOL_SHUTTING_DOWN follows fp_pool_shutdown(3)
+ * without FP_SHUTDOWN_WAIT", "FP_POOL_SHUT_DOWN follows ... an
+ * fp_pool_join(3) that returned 0"; fp_pool_stats_get(3): workers_live are
+ * the slots "whose worker is running and ready now", an entry's pid is
+ * 0 "if no worker is ready in it", and the CPU times are 0 with threads or
+ * inline.  In every mode: threads and inline have
+ * no fork server whose exit would say the pool is shut down. */
+START_TEST(status_and_live_workers_follow_shutdown_in_every_mode)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  fp_pool *p = make(modes[_i], 1, 0);
+  fp_future *f[3];
+  for (int k = 0; k < 3; k++)
+    ck_assert_int_eq(fp_submitf(p, "sq", &f[k], "[I]", (int64_t)k), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  fp_pool_status st = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUTTING_DOWN);
+  fp_pool_stats s = FP_POOL_STATS_INIT;
+  fp_worker_stats w[1];
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, w, 1), 0);
+  ck_assert_uint_eq(s.workers_live, 1);
+  ck_assert_int_ne(w[0].pid, 0);
+  ck_assert_int_eq(fp_pool_join(p, -1), 0);
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUT_DOWN);
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, w, 1), 0);
+  ck_assert_uint_eq(s.finished, 3);
+  ck_assert_uint_eq(s.workers_live, 0);
+  ck_assert_int_eq(w[0].pid, 0);
+  if (modes[_i] != FP_MODE_PROCESSES) /* "both are 0": the caller's time */
+    ck_assert(s.cpu_user_us == 0 && s.cpu_sys_us == 0 &&
+              w[0].cpu_user_us == 0 && w[0].cpu_sys_us == 0);
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(fpt_i64(f[k]), k * k);
+    fp_future_release(f[k]);
+  }
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* forkpool(7), Choosing a mode: "A task may use its own pool only with
+ * threads or inline: a worker process is a child ..., where the pool's calls
+ * return FP_EINVAL"; with threads a free thread runs the task it waits
+ * for; inline none can, and its wait ends at its timeout (0 here). */
+START_TEST(a_task_uses_its_own_pool_only_with_threads_or_inline)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  static const int sub[] = {FP_EINVAL, 0, 0}, res[] = {FP_EINVAL, 0,
+                                                       FP_ETIMEDOUT};
+  static const int64_t val[] = {-1, 9, -1};
+  fp_pool *p = make(modes[_i], 2, 0);
+  fp_future *f;
+  int64_t wait_ms = modes[_i] == FP_MODE_INLINE ? 0 : FPT_LIMIT_MS;
+  ck_assert_int_eq(fp_submitf(p, "own_pool", &f, "[UI]",
+                              (uint64_t)(uintptr_t)p, wait_ms), 0);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(f, -1, &r), 0);
+  int64_t got[3];
+  ck_assert_int_eq(fp_unpack(r, "[III]", &got[0], &got[1], &got[2]), 0);
+  ck_assert_int_eq(got[0], sub[_i]);
+  ck_assert_int_eq(got[1], res[_i]);
+  ck_assert_int_eq(got[2], val[_i]);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_pool_interrupt(3): "makes every wait on pool return FP_EINTR at
+ * once", fp_pool_dispatch(3) included, "every later wait that would
+ * block".  Inline, a dispatcher pass runs a task, which is how inline
+ * waits: an interrupted fp_pool_dispatch runs none.  With processes and
+ * threads the task never answers before the test lets it. */
+START_TEST(interrupted_dispatch_returns_at_once_in_every_mode)
+{
+  static const unsigned modes[] = {FP_MODE_PROCESSES, FP_MODE_THREADS,
+                                   FP_MODE_INLINE};
+  int inl = modes[_i] == FP_MODE_INLINE;
+  reset_deaf();
+  fp_pool *p = make(modes[_i], 1, 0);
+  fp_future *f;
+  if (inl)
+    ck_assert_int_eq(fp_submitf(p, "sq", &f, "[I]", (int64_t)3), 0);
+  else
+    ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  ck_assert_int_eq(fp_pool_interrupt(p), 0);
+  ck_assert_int_eq(fp_pool_dispatch(p, -1), FP_EINTR);
+  ck_assert_int_eq(fp_pool_dispatch(p, 0), FP_EINTR);
+  fp_pool_stats s = FP_POOL_STATS_INIT;
+  ck_assert_int_eq(fp_pool_stats_get(p, &s, NULL, 0), 0);
+  ck_assert_uint_eq(s.finished, 0);
+  ck_assert_int_eq(fp_pool_interrupt_clear(p), 0);
+  atomic_store(&release_deaf, 1);
+  if (modes[_i] == FP_MODE_PROCESSES)
+    ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  else
+    ck_assert_int_eq(fpt_i64(f), inl ? 9 : 7);
+  fp_future_release(f);
+  fpt_pool_destroy(p);
+}
+END_TEST
+
+/* fp_pool_create(3) worker_stdout: "With threads or inline ... a task
+ * writes to the caller's own standard output ..., whatever this field
+ * says", the default FP_STDOUT_STDERR included; forkpool(7) Output. */
+START_TEST(threads_and_inline_tasks_print_on_the_callers_stdout)
+{
+  unsigned mode = _i == 0 ? FP_MODE_THREADS : FP_MODE_INLINE;
+  char path[] = "/tmp/fp-contract-stdout.XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  unlink(path);
+  fflush(stdout);
+  int saved = dup(1);
+  ck_assert_int_ge(saved, 0);
+  ck_assert_int_eq(dup2(fd, 1), 1);
+  fp_pool *p = make(mode, 1, 0); /* worker_stdout: FP_STDOUT_STDERR */
+  fp_future *f;
+  int rc = fp_submitf(p, "say", &f, "[]");
+  int64_t v = rc == 0 ? fpt_i64(f) : -1;
+  if (rc == 0)
+    fp_future_release(f);
+  fpt_pool_destroy(p);
+  dup2(saved, 1);
+  close(saved);
+  ck_assert_int_eq(v, 1);
+  char buf[64] = "";
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  ck_assert_int_eq(n, 5);
+  ck_assert_str_eq(buf, "said\n");
+}
+END_TEST
+
+/* fp_pool_join(3): it waits "until every task of pool has ended and then
+ * every worker ... exited", and "in a pool of threads ... a task the pool
+ * gave up on included ... the call waits for it"; then fp_pool_destroy(3)
+ * "waits for nothing".  The given-up task returns when the test lets it. */
+START_TEST(thread_join_waits_for_a_task_given_up_on)
+{
+  reset_deaf();
+  fp_pool *p = make(FP_MODE_THREADS, 1, 0);
+  fp_future *f;
+  ck_assert_int_eq(fp_submitf(p, "deaf", &f, "[]"), 0);
+  wait_until(&deaf_running, 1);
+  ck_assert_int_eq(fp_future_cancel(f, FP_CANCEL_RUNNING), 0);
+  ck_assert_int_eq(fp_pool_shutdown(p, 0), 0);
+  ck_assert_int_eq(fp_pool_join(p, 0), FP_ETIMEDOUT);
+  fp_pool_status st = FP_POOL_STATUS_INIT;
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUTTING_DOWN);
+  ck_assert_int_eq(atomic_load(&deaf_returned), 0);
+  atomic_store(&release_deaf, 1);
+  ck_assert_int_eq(fp_pool_join(p, -1), 0);
+  ck_assert_int_eq(atomic_load(&deaf_returned), 1);
+  ck_assert_int_eq(fp_pool_status_get(p, &st), 0);
+  ck_assert_int_eq(st.state, FP_POOL_SHUT_DOWN);
+  fpt_pool_destroy(p);
+  fp_future_release(f);
 }
 END_TEST
 
@@ -1880,7 +2103,13 @@ int main(void)
   tcase_add_test(tc, late_init_failure_breaks_the_pool);
   fpt_add_test_in(FPT_IN_PROCESSES, "counts worker pipes", tc,
                   descriptors_are_four_plus_three_per_worker);
+  tcase_add_loop_test(tc, descriptors_with_threads_and_inline, 0, 2);
   tcase_add_test(tc, inline_ignores_workers_and_max_inflight);
+  tcase_add_loop_test(tc, status_and_live_workers_follow_shutdown_in_every_mode, 0, 3);
+  tcase_add_loop_test(tc, a_task_uses_its_own_pool_only_with_threads_or_inline, 0, 3);
+  tcase_add_loop_test(tc, interrupted_dispatch_returns_at_once_in_every_mode, 0, 3);
+  tcase_add_loop_test(tc, threads_and_inline_tasks_print_on_the_callers_stdout, 0, 2);
+  tcase_add_test(tc, thread_join_waits_for_a_task_given_up_on);
   tcase_add_test(tc, default_workers_follow_the_affinity_mask);
   fpt_add_test_in(FPT_IN_PROCESSES, "forks a fork server", tc,
                   atfork_handlers_run_around_create);
