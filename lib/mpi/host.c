@@ -120,6 +120,29 @@ static int result_peek(void *ctx, fpm_chan *c, uint32_t slot,
   return type == FP__MSG_RESULT_SHM && h->area != NULL;
 }
 
+/*
+ * Whether every worker is at work on a task of the root's, and no channel
+ * waits for the root's ACK.  Then nothing the root may send is due before
+ * a worker answers: its answer wakes us (its pipe), and that pass takes
+ * what came meanwhile, a next task included.  The root's frames are
+ * tasks; a worker's first frame is its READY, and each after it answers
+ * one task, in order.
+ */
+static int all_at_work(const host *h)
+{
+  int any = 0;
+  for (unsigned k = 0; k < h->n; k++) {
+    const fpm_chan *c = &h->ch[k];
+    uint64_t answers = c->out.n > 0 ? c->out.n - 1 : 0;
+    if (!c->open)
+      continue;
+    if (c->in.n <= answers || !fpm_chan_wants_read(c))
+      return 0;
+    any = 1;
+  }
+  return any;
+}
+
 /* A send from slot's ring is done (arg: slot and its worker's gen). */
 static void ring_sent(void *ctx, uint64_t arg)
 {
@@ -397,7 +420,8 @@ static int serve(host *h)
         h->pfd_slot[np++] = (int)k;
       }
     }
-    int ready = fpm_pace(&h->rl, h->pfd, np, busy);
+    int ready = fpm_pace(&h->rl, h->pfd, np, busy,
+                         all_at_work(h) ? FPM_DUE_NONE : FPM_DUE_ANY);
     busy = 0;
     for (int j = 0; ready > 0 && j < np; j++) {
       if (h->pfd[j].revents == 0)
@@ -450,12 +474,15 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
       h.ch[k].hooks = &result_hooks;
       h.ch[k].hctx = &h;
     }
-    /* The caller's thread: short waits while serving, its own slack
-     * back after. */
+    /* The caller's thread: short waits and slices while serving, its own
+     * back after (the fork server, forked before, keeps the caller's). */
     long slack = fpm_slack_set(FPM_SLACK_NS);
+    int64_t slice = fpm_slice_set(FPM_SLICE_NS);
     rc = serve(&h);
     if (slack >= 0)
       (void)fpm_slack_set(slack);
+    if (slice >= 0)
+      (void)fpm_slice_set(slice);
   }
   /* Out of memory: the root retires this host, whose workers go now. */
   if (rc == FP_ENOMEM)
@@ -481,7 +508,7 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
       }
       fpm_progress(&h.rl);
       if (!end)
-        fpm_pace(&h.rl, NULL, 0, 0);
+        fpm_pace(&h.rl, NULL, 0, 0, FPM_DUE_ANY);
     }
   }
   fp__ctl ack = {.op = FPM_END_ACK};
