@@ -273,7 +273,9 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
    * The first message after a post: the time since that post goes into
    * the running mean that fpm_pace's spin rests on, weighing an eighth
    * (capped at twice FPM_SPIN_MAX_NS, so that one slow answer does not
-   * stop the spin for long).
+   * stop the spin for long).  Every message: the time since the one
+   * before goes into the mean time between messages, weighing an eighth
+   * (capped at FPM_NAP_MAX_NS, the longest wait it sets).
    */
   int64_t now = fpm_now_ns();
   if (rl->post_ns > rl->take_ns) {
@@ -282,6 +284,10 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
       gap = 2 * FPM_SPIN_MAX_NS;
     rl->gap_ns += (gap - rl->gap_ns) / 8;
   }
+  int64_t every = now - rl->take_ns;
+  if (every > FPM_NAP_MAX_NS)
+    every = FPM_NAP_MAX_NS;
+  rl->every_ns += (every - rl->every_ns) / 8;
   rl->take_ns = now;
   *msg = m;
   *len = (size_t)count;
@@ -333,14 +339,18 @@ int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
    * microsecond or so, and the longer nothing comes the less it matters to
    * see it late: at most 1/FPM_NAP_DIV of the time waited already, up to
    * FPM_NAP_MAX_NS when idle.  Answers that are not urgent (each worker
-   * has a task queued behind the one it runs, which the pool keeps about a
-   * millisecond of work) are looked for at least every FPM_NAP_LATER_NS.
+   * has a task queued behind the one it runs) are looked for about
+   * FPM_LATER_DIV times per usual time between messages: a few looks per
+   * answer of a worker that runs tasks of milliseconds, where the ramp
+   * above would make hundreds, and as often as before when answers stream
+   * in (short tasks, whose queue behind them is short too).
    */
   int64_t nap = 0;
   if (rl->nlarge == 0 && due == FPM_DUE_NONE) {
     nap = FPM_NAP_MAX_NS;
   } else if (rl->nlarge == 0 && !answer_due(rl, now)) {
-    int64_t least = due == FPM_DUE_LATER ? FPM_NAP_LATER_NS : FPM_NAP_MIN_NS;
+    int64_t least = due == FPM_DUE_LATER ? rl->every_ns / FPM_LATER_DIV : 0;
+    least = least > FPM_NAP_MIN_NS ? least : FPM_NAP_MIN_NS;
     nap = (now - rl->busy_ns) / FPM_NAP_DIV;
     nap = nap < least ? least : nap > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap;
   }

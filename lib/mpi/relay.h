@@ -40,7 +40,8 @@
 #define FPM_SLICE_NS 200000           /* time slice while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
 #define FPM_SPIN_MAX_NS 300000        /* answers slower than this: no spin */
-#define FPM_NAP_LATER_NS 250000       /* the shortest wait, answers not urgent */
+#define FPM_LATER_DIV 4               /* answers not urgent: a wait is at least
+                                         1/4 of the usual time between them */
 #define FPM_EAGER_MAX 4096            /* larger sends move as the sender calls
                                          MPI: it looks again at once */
 
@@ -138,6 +139,7 @@ typedef struct fpm_relay {
   int64_t post_ns;     /* when the last message was posted */
   int64_t take_ns;     /* when the last message was taken */
   int64_t gap_ns;      /* the usual time from a post to the next message */
+  int64_t every_ns;    /* the usual time between two messages taken */
   int failed;          /* out of memory: the relay stops */
 } fpm_relay;
 
@@ -182,8 +184,9 @@ enum fpm_due {
  * to the last post is due (for up to twice the usual gap from a post to
  * the next message, if that gap is under FPM_SPIN_MAX_NS); else for
  * 1/FPM_NAP_DIV of the time since the last work (busy: now), between
- * FPM_NAP_MIN_NS (FPM_NAP_LATER_NS if FPM_DUE_LATER) and FPM_NAP_MAX_NS.
- * Returns poll's count (0: none ready).
+ * FPM_NAP_MIN_NS (if FPM_DUE_LATER, 1/FPM_LATER_DIV of the usual time
+ * between messages) and FPM_NAP_MAX_NS.  Returns poll's count (0: none
+ * ready).
  */
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
              enum fpm_due due);
