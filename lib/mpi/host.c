@@ -121,26 +121,31 @@ static int result_peek(void *ctx, fpm_chan *c, uint32_t slot,
 }
 
 /*
- * Whether every worker is at work on a task of the root's, and no channel
- * waits for the root's ACK.  Then nothing the root may send is due before
- * a worker answers: its answer wakes us (its pipe), and that pass takes
- * what came meanwhile, a next task included.  The root's frames are
- * tasks; a worker's first frame is its READY, and each after it answers
- * one task, in order.
+ * What the root may send that is due.  Nothing, while every worker has a
+ * task queued behind the one it runs: its answer wakes us (its pipe), and
+ * that pass takes what came meanwhile, the next task included.  Tasks not
+ * urgent, while every worker runs one: the next is needed when that one
+ * ends, and fpm_pace looks a few times per usual time between the root's
+ * messages.  A channel that waits for the root's ACK has it due.  The
+ * root's frames are tasks; a worker's first frame is its READY, and each
+ * after it answers one task, in order.
  */
-static int all_at_work(const host *h)
+static enum fpm_due due_from_root(const host *h)
 {
-  int any = 0;
+  uint64_t least = UINT64_MAX;
   for (unsigned k = 0; k < h->n; k++) {
     const fpm_chan *c = &h->ch[k];
     uint64_t answers = c->out.n > 0 ? c->out.n - 1 : 0;
+    uint64_t ahead = c->in.n > answers ? c->in.n - answers : 0;
     if (!c->open)
       continue;
-    if (c->in.n <= answers || !fpm_chan_wants_read(c))
-      return 0;
-    any = 1;
+    if (!fpm_chan_wants_read(c))
+      return FPM_DUE_ANY;
+    least = ahead < least ? ahead : least;
   }
-  return any;
+  return least == UINT64_MAX || least == 0 ? FPM_DUE_ANY
+         : least == 1                      ? FPM_DUE_LATER
+                                           : FPM_DUE_NONE;
 }
 
 /* A send from slot's ring is done (arg: slot and its worker's gen). */
@@ -420,8 +425,7 @@ static int serve(host *h)
         h->pfd_slot[np++] = (int)k;
       }
     }
-    int ready = fpm_pace(&h->rl, h->pfd, np, busy,
-                         all_at_work(h) ? FPM_DUE_NONE : FPM_DUE_ANY);
+    int ready = fpm_pace(&h->rl, h->pfd, np, busy, due_from_root(h));
     busy = 0;
     for (int j = 0; ready > 0 && j < np; j++) {
       if (h->pfd[j].revents == 0)

@@ -328,27 +328,29 @@ int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
    * yield to a worker on this core); a small one was delivered when it was
    * posted, and only its completion waits for the peer to look.  Nothing
    * due before one of our descriptors wakes us (a host whose workers all
-   * have a task: the next answer wakes it, and that pass takes whatever
-   * came meanwhile): the longest wait at once.  An answer due soon: look
-   * again at once.  A sleep to wait for it costs its wake-up, then a wait
-   * for a CPU, on each of the two MPI hops of a round trip; the spin lasts
-   * at most twice the gap measured (answer_due), so a peer that answers
-   * slowly (a long task, a busy machine) is waited for with naps and the
-   * spin does not take the CPU its workers need.  Otherwise the wait grows
-   * with the time since the last work: the first looks come every
-   * microsecond or so, and the longer nothing comes the less it matters to
-   * see it late: at most 1/FPM_NAP_DIV of the time waited already, up to
-   * FPM_NAP_MAX_NS when idle.  Answers that are not urgent (each worker
-   * has a task queued behind the one it runs) are looked for about
-   * FPM_LATER_DIV times per usual time between messages: a few looks per
-   * answer of a worker that runs tasks of milliseconds, where the ramp
-   * above would make hundreds, and as often as before when answers stream
-   * in (short tasks, whose queue behind them is short too).
+   * have a task queued: the next answer wakes it, and that pass takes
+   * whatever came meanwhile): the longest wait at once.  Nothing urgent (a
+   * host whose workers all run a task, whose next one is needed when it
+   * ends; the bridge, while each host worker has a task queued): look
+   * about FPM_LATER_DIV times per usual time between messages, a few looks
+   * per task of a worker that runs tasks of milliseconds, where the ramp
+   * below would make hundreds, and as often as the ramp when messages
+   * stream in (short tasks, whose queues are short too).  Otherwise, an
+   * answer due soon: look again at once.  A sleep to wait for it costs its
+   * wake-up, then a wait for a CPU, on each of the two MPI hops of a round
+   * trip; the spin lasts at most twice the gap measured (answer_due), so a
+   * peer that answers slowly (a long task, a busy machine) is waited for
+   * with naps and the spin does not take the CPU its workers need.  Else
+   * the wait grows with the time since the last work: the first looks come
+   * every microsecond or so, and the longer nothing comes the less it
+   * matters to see it late: at most 1/FPM_NAP_DIV of the time waited
+   * already, up to FPM_NAP_MAX_NS when idle.
    */
   int64_t nap = 0;
   if (rl->nlarge == 0 && due == FPM_DUE_NONE) {
     nap = FPM_NAP_MAX_NS;
-  } else if (rl->nlarge == 0 && !answer_due(rl, now)) {
+  } else if (rl->nlarge == 0 &&
+             (due == FPM_DUE_LATER || !answer_due(rl, now))) {
     int64_t least = due == FPM_DUE_LATER ? rl->every_ns / FPM_LATER_DIV : 0;
     least = least > FPM_NAP_MIN_NS ? least : FPM_NAP_MIN_NS;
     nap = (now - rl->busy_ns) / FPM_NAP_DIV;

@@ -172,21 +172,23 @@ void fpm_progress(fpm_relay *rl);
 /* What a relay knows of what its peer may send next. */
 enum fpm_due {
   FPM_DUE_ANY,         /* anything, any time */
-  FPM_DUE_LATER,       /* answers, none urgent: each worker of the peer's
-                          has a task queued behind the one it runs */
+  FPM_DUE_LATER,       /* nothing urgent: the bridge, while each host
+                          worker has a task queued behind the one it runs;
+                          a host, while each of its workers runs one */
   FPM_DUE_NONE,        /* nothing needed before one of our descriptors
-                          wakes us: each of our workers has a task */
+                          wakes us: a host, while each of its workers has
+                          a task queued behind the one it runs */
 };
 /*
  * Waits for one of n descriptors, or for the next look at MPI: not at all
  * while a send of more than FPM_EAGER_MAX bytes is in flight; if nothing is
- * due (FPM_DUE_NONE), FPM_NAP_MAX_NS; not at all while the peer's answer
- * to the last post is due (for up to twice the usual gap from a post to
- * the next message, if that gap is under FPM_SPIN_MAX_NS); else for
- * 1/FPM_NAP_DIV of the time since the last work (busy: now), between
- * FPM_NAP_MIN_NS (if FPM_DUE_LATER, 1/FPM_LATER_DIV of the usual time
- * between messages) and FPM_NAP_MAX_NS.  Returns poll's count (0: none
- * ready).
+ * due (FPM_DUE_NONE), FPM_NAP_MAX_NS; unless FPM_DUE_LATER, not at all
+ * while the peer's answer to the last post is due (for up to twice the
+ * usual gap from a post to the next message, if that gap is under
+ * FPM_SPIN_MAX_NS); else for 1/FPM_NAP_DIV of the time since the last work
+ * (busy: now), between FPM_NAP_MIN_NS (if FPM_DUE_LATER, 1/FPM_LATER_DIV of
+ * the usual time between messages) and FPM_NAP_MAX_NS.  Returns poll's
+ * count (0: none ready).
  */
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
              enum fpm_due due);
