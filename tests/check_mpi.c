@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,8 @@ typedef struct mpt_report {
   int rc;                /* what it returned */
   int got_pool;          /* *out was not NULL */
   int left;              /* a process it started was still there */
+  int sched_changed;     /* its thread's timer slack or time slice was not
+                            what it was before */
 } mpt_report;
 
 static int nranks;
@@ -228,6 +231,32 @@ static int create_of(const mpt_cfg *c, fp_pool **out, fp_log_fn log)
   return fp_mpi_pool_create_ex(out, &o, &m, MPI_COMM_WORLD, 0);
 }
 
+/* --- A thread's timer slack and time slice --------------------------------- */
+
+/* The kernel's struct sched_attr, its first version. */
+struct mpt_sched_attr {
+  uint32_t size, policy;
+  uint64_t flags;
+  int32_t nice;
+  uint32_t priority;
+  uint64_t runtime, deadline, period;
+};
+
+/* Thread tid's time slice in ns (0: the calling thread), as Linux 6.12
+ * and later report a SCHED_OTHER thread's; 0 where none is reported, -1
+ * if it cannot be read. */
+static long long slice_of(pid_t tid)
+{
+  struct mpt_sched_attr a;
+  memset(&a, 0, sizeof a);
+  if (syscall(SYS_sched_getattr, tid, &a, (unsigned)sizeof a, 0) != 0)
+    return -1;
+  return (long long)a.runtime;
+}
+
+/* The man page's slice of the relays (fp_mpi_pool_create(3), Progress). */
+#define RELAY_SLICE_NS 200000LL
+
 /* --- Hosts ------------------------------------------------------------------ */
 
 /* Whether this process has a child, from /proc (fpt_child_pid: a host is
@@ -266,9 +295,13 @@ static void host_loop(void)
     host_cfg = c;
     fp_pool *p = (fp_pool *)&c; /* must be set to NULL */
     mpt_report r;
+    int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    long long slice = slice_of(0);
     r.rc = create_of(&c, &p, NULL);
     r.got_pool = p != NULL;
     r.left = children_left();
+    r.sched_changed = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack ||
+                      slice_of(0) != slice;
     MPI_Gather(&r, (int)sizeof r, MPI_BYTE, NULL, 0, MPI_BYTE, 0,
                MPI_COMM_WORLD);
   }
@@ -281,17 +314,18 @@ static int owed;         /* the hosts' reports are still to be gathered */
 static mpt_report reports[64];
 
 /* Gathers every host's report; 0, or 1 if one did not return 0 with no
- * pool and nothing left behind. */
+ * pool and nothing left behind, and its thread's slack and slice as they
+ * were. */
 static int gather_reports(int expect_rc)
 {
-  mpt_report mine = {0, 0, 0};
+  mpt_report mine = {0, 0, 0, 0};
   owed = 0;
   MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, reports, (int)sizeof mine,
              MPI_BYTE, 0, MPI_COMM_WORLD);
   int bad = 0;
   for (int r = 1; r < nranks; r++)
     bad |= reports[r].rc != expect_rc || reports[r].got_pool ||
-           reports[r].left;
+           reports[r].left || reports[r].sched_changed;
   return bad;
 }
 
@@ -344,8 +378,11 @@ static void mpt_destroy(fp_pool *p, int host_rc)
   fp_pool_destroy(p);
   int bad = gather_reports(host_rc);
   for (int r = 1; r < nranks; r++)
-    ck_assert_msg(!bad, "rank %d: rc %d, pool %d, process left %d", r,
-                  reports[r].rc, reports[r].got_pool, reports[r].left);
+    ck_assert_msg(!bad,
+                  "rank %d: rc %d, pool %d, process left %d, slack or "
+                  "slice changed %d",
+                  r, reports[r].rc, reports[r].got_pool, reports[r].left,
+                  reports[r].sched_changed);
 }
 
 static void mpt_teardown(void)
@@ -1207,6 +1244,73 @@ START_TEST(idle_after_round_trips_is_quiet)
 }
 END_TEST
 
+/*
+ * A host whose worker has a task does not look at MPI between the
+ * worker's answers more than about once per millisecond or a few times per
+ * task: while each worker naps 5 ms per task, two at a time queued, every
+ * host rank on this machine uses a small part of a core.  Looking as after
+ * any work (a sixty-fourth of the time since it) would be hundreds of looks
+ * per task; the limit is far above the naps' cost and far below that.
+ */
+START_TEST(hosts_quiet_while_workers_work)
+{
+  fp_pool *p = pool_of(1);
+  double before[64], after[64];
+  for (int r = 0; r < nranks; r++)
+    before[r] = r > 0 && strcmp(ranks[r].host, ranks[0].host) == 0
+                    ? fpt_cpu_seconds(ranks[r].pid) : -1;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  enum { N = 80 * 2 };
+  fp_future *f[N];
+  for (int i = 0; i < N; i++)
+    ck_assert_int_eq(fp_submitf(p, "nap", &f[i], "I", (int64_t)5), 0);
+  for (int i = 0; i < N; i++) {
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_future_result(f[i], -1, &r), 0);
+    fp_future_release(f[i]);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  for (int r = 0; r < nranks; r++)
+    after[r] = before[r] >= 0 ? fpt_cpu_seconds(ranks[r].pid) : -1;
+  double wall = (double)(t1.tv_sec - t0.tv_sec) +
+                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  for (int r = 1; r < nranks; r++)
+    if (before[r] >= 0 && after[r] >= 0)
+      ck_assert_msg(after[r] - before[r] < 0.25 * wall,
+                    "host rank %d used %.2f s of CPU in %.2f s", r,
+                    after[r] - before[r], wall);
+  mpt_destroy(p, 0);
+}
+END_TEST
+
+/*
+ * The bridge thread asks for time slices of 200 microseconds, where the
+ * kernel reports a thread's slice (Linux 6.12 and later); a host gives the
+ * calling thread its own slack and slice back, which every host's report
+ * checks (host_loop).
+ */
+START_TEST(bridge_asks_for_short_slices)
+{
+  long long mine = slice_of(0);
+  if (mine <= 0)
+    return; /* no slice reported: nothing to see */
+  fp_pool *p = pool_of(1);
+  int found = 0;
+  DIR *d = opendir("/proc/self/task");
+  ck_assert_ptr_nonnull(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    pid_t tid = (pid_t)atoi(e->d_name);
+    if (tid > 0 && slice_of(tid) == RELAY_SLICE_NS)
+      found = 1;
+  }
+  closedir(d);
+  ck_assert_msg(found, "no thread with a slice of %lld ns", RELAY_SLICE_NS);
+  ck_assert_int_eq(slice_of(0), mine); /* the caller's stays its own */
+  mpt_destroy(p, 0);
+}
+END_TEST
+
 /* --- Workers on the root too: fp_mpi_pool_create_ex ---------------------- */
 
 /*
@@ -1528,6 +1632,8 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, shutdown_finishes_then_hosts_return);
   tcase_add_test(tc, program_calls_mpi_meanwhile);
   tcase_add_test(tc, idle_after_round_trips_is_quiet);
+  tcase_add_test(tc, hosts_quiet_while_workers_work);
+  tcase_add_test(tc, bridge_asks_for_short_slices);
   tcase_add_test(tc, root_workers_run_beside_the_hosts);
   tcase_add_test(tc, root_worker_crash_fails_one_future);
   tcase_add_test(tc, kill_reaches_root_workers);

@@ -472,6 +472,28 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
   free(msg);
 }
 
+/*
+ * What the hosts may send: answers that are not urgent if each host
+ * worker has a task queued behind the one it runs (the pool's frames to it
+ * are tasks; its first frame back is its READY, and each after that
+ * answers one task).  The pool learns of an answer later then, but no
+ * worker waits for it meanwhile.
+ */
+static enum fpm_due due_from_hosts(const fpm_bridge *b)
+{
+  int any = 0;
+  for (unsigned i = 0; i < b->nslots; i++) {
+    const fpm_chan *c = &b->ch[i];
+    uint64_t answers = c->in.n > 0 ? c->in.n - 1 : 0;
+    if (root_slot(b, i) || !c->open)
+      continue;
+    if (c->out.n < answers + 2)
+      return FPM_DUE_ANY;
+    any = 1;
+  }
+  return any ? FPM_DUE_LATER : FPM_DUE_ANY;
+}
+
 /* What the pool asks of the fork server goes to the slot's host.  0, or 1
  * at end of file. */
 static int from_pool(fpm_bridge *b, int *busy)
@@ -541,7 +563,7 @@ static void stop_hosts(fpm_bridge *b)
     }
     fpm_progress(&b->rl);
     if (left > 0)
-      fpm_pace(&b->rl, NULL, 0, busy);
+      fpm_pace(&b->rl, NULL, 0, busy, FPM_DUE_ANY);
   }
   fpm_relay_drain(&b->rl);
 }
@@ -550,8 +572,9 @@ void fpm_bridge_run(fpm_bridge *b)
 {
   int busy = 1;
   /* Our own thread: its waits are as short as fpm_pace asks, not 50
-   * microseconds longer (the default slack). */
+   * microseconds longer (the default slack), and its slices short. */
   (void)fpm_slack_set(FPM_SLACK_NS);
+  (void)fpm_slice_set(FPM_SLICE_NS);
   for (;;) {
     int np = 0;
     b->pfd[np] = (struct pollfd){.fd = b->ctl, .events = POLLIN};
@@ -571,7 +594,7 @@ void fpm_bridge_run(fpm_bridge *b)
         b->pfd_slot[np++] = (int)i;
       }
     }
-    int ready = fpm_pace(&b->rl, b->pfd, np, busy);
+    int ready = fpm_pace(&b->rl, b->pfd, np, busy, due_from_hosts(b));
     busy = 0;
     if (ready > 0 && b->pfd[0].revents != 0 && from_pool(b, &busy))
       break;

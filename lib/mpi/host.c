@@ -120,6 +120,34 @@ static int result_peek(void *ctx, fpm_chan *c, uint32_t slot,
   return type == FP__MSG_RESULT_SHM && h->area != NULL;
 }
 
+/*
+ * What the root may send that is due.  Nothing, while every worker has a
+ * task queued behind the one it runs: its answer wakes us (its pipe), and
+ * that pass takes what came meanwhile, the next task included.  Tasks not
+ * urgent, while every worker runs one: the next is needed when that one
+ * ends, and fpm_pace looks a few times per usual time between the root's
+ * messages.  A channel that waits for the root's ACK has it due.  The
+ * root's frames are tasks; a worker's first frame is its READY, and each
+ * after it answers one task, in order.
+ */
+static enum fpm_due due_from_root(const host *h)
+{
+  uint64_t least = UINT64_MAX;
+  for (unsigned k = 0; k < h->n; k++) {
+    const fpm_chan *c = &h->ch[k];
+    uint64_t answers = c->out.n > 0 ? c->out.n - 1 : 0;
+    uint64_t ahead = c->in.n > answers ? c->in.n - answers : 0;
+    if (!c->open)
+      continue;
+    if (!fpm_chan_wants_read(c))
+      return FPM_DUE_ANY;
+    least = ahead < least ? ahead : least;
+  }
+  return least == UINT64_MAX || least == 0 ? FPM_DUE_ANY
+         : least == 1                      ? FPM_DUE_LATER
+                                           : FPM_DUE_NONE;
+}
+
 /* A send from slot's ring is done (arg: slot and its worker's gen). */
 static void ring_sent(void *ctx, uint64_t arg)
 {
@@ -397,7 +425,7 @@ static int serve(host *h)
         h->pfd_slot[np++] = (int)k;
       }
     }
-    int ready = fpm_pace(&h->rl, h->pfd, np, busy);
+    int ready = fpm_pace(&h->rl, h->pfd, np, busy, due_from_root(h));
     busy = 0;
     for (int j = 0; ready > 0 && j < np; j++) {
       if (h->pfd[j].revents == 0)
@@ -450,12 +478,15 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
       h.ch[k].hooks = &result_hooks;
       h.ch[k].hctx = &h;
     }
-    /* The caller's thread: short waits while serving, its own slack
-     * back after. */
+    /* The caller's thread: short waits and slices while serving, its own
+     * back after (the fork server, forked before, keeps the caller's). */
     long slack = fpm_slack_set(FPM_SLACK_NS);
+    int64_t slice = fpm_slice_set(FPM_SLICE_NS);
     rc = serve(&h);
     if (slack >= 0)
       (void)fpm_slack_set(slack);
+    if (slice >= 0)
+      (void)fpm_slice_set(slice);
   }
   /* Out of memory: the root retires this host, whose workers go now. */
   if (rc == FP_ENOMEM)
@@ -481,7 +512,7 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
       }
       fpm_progress(&h.rl);
       if (!end)
-        fpm_pace(&h.rl, NULL, 0, 0);
+        fpm_pace(&h.rl, NULL, 0, 0, FPM_DUE_ANY);
     }
   }
   fp__ctl ack = {.op = FPM_END_ACK};

@@ -17,6 +17,22 @@
 #ifdef HAVE_SYS_PRCTL_H
 #include <sys/prctl.h>
 #endif
+#if HAVE_DECL_SYS_SCHED_GETATTR && HAVE_DECL_SYS_SCHED_SETATTR
+#include <sys/syscall.h>
+#define FPM_HAVE_SCHED_ATTR 1
+/* The kernel's struct sched_attr, its first version (48 bytes). */
+struct fpm_sched_attr {
+  uint32_t size;
+  uint32_t policy;
+  uint64_t flags;
+  int32_t nice;
+  uint32_t priority;
+  uint64_t runtime;    /* SCHED_OTHER: the time slice, from Linux 6.12 */
+  uint64_t deadline;
+  uint64_t period;
+};
+#define FPM_SCHED_RESET_ON_FORK 1 /* the only flag of this version kept */
+#endif
 
 int64_t fpm_now_ns(void)
 {
@@ -32,6 +48,34 @@ long fpm_slack_set(long ns)
   if (old < 0 || prctl(PR_SET_TIMERSLACK, (unsigned long)ns, 0, 0, 0) != 0)
     return -1;
   return old;
+#else
+  (void)ns;
+  return -1;
+#endif
+}
+
+/*
+ * A relay runs for microseconds at a time, and a call into MPI that finds
+ * nothing yields the CPU (Open MPI, oversubscribed).  With the default
+ * slice of a few milliseconds, the kernel's EEVDF scheduler then lets a
+ * worker on the same CPU run that long before the relay again: each MPI
+ * hop of a task or a result could wait that long.  With a slice this short
+ * the relay is back within a fraction of a millisecond, and it preempts a
+ * worker as soon as it wakes.  Older kernels ignore the slice.
+ */
+int64_t fpm_slice_set(int64_t ns)
+{
+#ifdef FPM_HAVE_SCHED_ATTR
+  struct fpm_sched_attr a;
+  memset(&a, 0, sizeof a);
+  if (syscall(SYS_sched_getattr, 0, &a, (unsigned)sizeof a, 0) != 0 ||
+      a.policy != SCHED_OTHER)
+    return -1;
+  int64_t old = (int64_t)a.runtime;
+  a.size = sizeof a;
+  a.flags &= FPM_SCHED_RESET_ON_FORK;
+  a.runtime = (uint64_t)ns;
+  return syscall(SYS_sched_setattr, 0, &a, 0) == 0 ? old : -1;
 #else
   (void)ns;
   return -1;
@@ -107,7 +151,8 @@ void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
   }
   MPI_Isend(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm,
             &rl->reqs[rl->nreq]);
-  rl->sends[rl->nreq++] = (fpm_send){msg, NULL, NULL, 0};
+  rl->sends[rl->nreq++] = (fpm_send){msg, NULL, NULL, 0, len > FPM_EAGER_MAX};
+  rl->nlarge += len > FPM_EAGER_MAX;
 }
 
 void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
@@ -123,7 +168,9 @@ void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
   }
   MPI_Isend((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm,
             &rl->reqs[rl->nreq]);
-  rl->sends[rl->nreq++] = (fpm_send){NULL, done, ctx, arg};
+  rl->sends[rl->nreq++] =
+      (fpm_send){NULL, done, ctx, arg, len > FPM_EAGER_MAX};
+  rl->nlarge += len > FPM_EAGER_MAX;
 }
 
 int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
@@ -149,8 +196,9 @@ int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
 }
 
 /* A send is done: its buffer freed, or its owner told. */
-static void send_done(fpm_send *s)
+static void send_done(fpm_relay *rl, fpm_send *s)
 {
+  rl->nlarge -= s->large;
   free(s->buf);
   if (s->done != NULL)
     s->done(s->ctx, s->arg);
@@ -179,7 +227,7 @@ void fpm_progress(fpm_relay *rl)
   if (ndone == MPI_UNDEFINED || ndone == 0)
     return;
   for (int k = 0; k < ndone; k++)
-    send_done(&rl->sends[done[k]]);
+    send_done(rl, &rl->sends[done[k]]);
   int j = 0;
   for (int i = 0; i < rl->nreq; i++)
     if (rl->reqs[i] != MPI_REQUEST_NULL) {
@@ -194,7 +242,7 @@ void fpm_relay_drain(fpm_relay *rl)
   if (rl->nreq > 0)
     MPI_Waitall(rl->nreq, rl->reqs, MPI_STATUSES_IGNORE);
   for (int i = 0; i < rl->nreq; i++)
-    send_done(&rl->sends[i]);
+    send_done(rl, &rl->sends[i]);
   free(rl->reqs);
   free(rl->sends);
   rl->reqs = NULL;
@@ -225,7 +273,9 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
    * The first message after a post: the time since that post goes into
    * the running mean that fpm_pace's spin rests on, weighing an eighth
    * (capped at twice FPM_SPIN_MAX_NS, so that one slow answer does not
-   * stop the spin for long).
+   * stop the spin for long).  Every message: the time since the one
+   * before goes into the mean time between messages, weighing an eighth
+   * (capped at FPM_NAP_MAX_NS, the longest wait it sets).
    */
   int64_t now = fpm_now_ns();
   if (rl->post_ns > rl->take_ns) {
@@ -234,6 +284,10 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
       gap = 2 * FPM_SPIN_MAX_NS;
     rl->gap_ns += (gap - rl->gap_ns) / 8;
   }
+  int64_t every = now - rl->take_ns;
+  if (every > FPM_NAP_MAX_NS)
+    every = FPM_NAP_MAX_NS;
+  rl->every_ns += (every - rl->every_ns) / 8;
   rl->take_ns = now;
   *msg = m;
   *len = (size_t)count;
@@ -256,35 +310,55 @@ static int answer_due(const fpm_relay *rl, int64_t now)
   return now - rl->post_ns < (spin < FPM_SPIN_MAX_NS ? spin : FPM_SPIN_MAX_NS);
 }
 
-int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy)
+int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
+             enum fpm_due due)
 {
   int64_t now = fpm_now_ns();
   if (busy)
     rl->busy_ns = now;
   /*
-   * A send in flight: a large one moves only while this side calls MPI,
-   * and the peer waits in its receive meanwhile, so look again at once
-   * (after a yield to a worker on this core).  An answer due soon: look
-   * again at once as well.  A sleep to wait for it costs its wake-up, 20 us
-   * or more on a loaded virtual machine, then a wait for a CPU, on each of
-   * the two MPI hops of a round trip; the spin lasts at most twice the gap
-   * measured (answer_due), so a peer that answers slowly (a long task, a
-   * busy machine) is waited for with naps and the spin does not take the
-   * CPU its workers need.  Otherwise the wait grows with the time since
-   * the last work: the first looks come every microsecond or so, and the
-   * longer nothing comes the less it matters to see it late: at most
-   * 1/FPM_NAP_DIV of the time waited already, up to FPM_NAP_MAX_NS when
-   * idle.
+   * Each look costs a wake-up (tens of microseconds of a CPU on a virtual
+   * machine), and a call into MPI that finds nothing yields the CPU (Open
+   * MPI, oversubscribed), after which a rank may wait a whole time slice
+   * of a worker's for it: a relay looks as seldom as what it waits for
+   * allows.
+   *
+   * A large send in flight moves only while this side calls MPI, and the
+   * peer waits in its receive meanwhile, so look again at once (after a
+   * yield to a worker on this core); a small one was delivered when it was
+   * posted, and only its completion waits for the peer to look.  Nothing
+   * due before one of our descriptors wakes us (a host whose workers all
+   * have a task queued: the next answer wakes it, and that pass takes
+   * whatever came meanwhile): the longest wait at once.  Nothing urgent (a
+   * host whose workers all run a task, whose next one is needed when it
+   * ends; the bridge, while each host worker has a task queued): look
+   * about FPM_LATER_DIV times per usual time between messages, a few looks
+   * per task of a worker that runs tasks of milliseconds, where the ramp
+   * below would make hundreds, and as often as the ramp when messages
+   * stream in (short tasks, whose queues are short too).  Otherwise, an
+   * answer due soon: look again at once.  A sleep to wait for it costs its
+   * wake-up, then a wait for a CPU, on each of the two MPI hops of a round
+   * trip; the spin lasts at most twice the gap measured (answer_due), so a
+   * peer that answers slowly (a long task, a busy machine) is waited for
+   * with naps and the spin does not take the CPU its workers need.  Else
+   * the wait grows with the time since the last work: the first looks come
+   * every microsecond or so, and the longer nothing comes the less it
+   * matters to see it late: at most 1/FPM_NAP_DIV of the time waited
+   * already, up to FPM_NAP_MAX_NS when idle.
    */
   int64_t nap = 0;
-  if (rl->nreq == 0 && !answer_due(rl, now)) {
+  if (rl->nlarge == 0 && due == FPM_DUE_NONE) {
+    nap = FPM_NAP_MAX_NS;
+  } else if (rl->nlarge == 0 &&
+             (due == FPM_DUE_LATER || !answer_due(rl, now))) {
+    int64_t least = due == FPM_DUE_LATER ? rl->every_ns / FPM_LATER_DIV : 0;
+    least = least > FPM_NAP_MIN_NS ? least : FPM_NAP_MIN_NS;
     nap = (now - rl->busy_ns) / FPM_NAP_DIV;
-    nap = nap < FPM_NAP_MIN_NS ? FPM_NAP_MIN_NS
-          : nap > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap;
+    nap = nap < least ? least : nap > FPM_NAP_MAX_NS ? FPM_NAP_MAX_NS : nap;
   }
   struct timespec ts = {nap / 1000000000, nap % 1000000000};
   int rc = ppoll(pfd, (nfds_t)n, &ts, NULL);
-  if (rc == 0 && rl->nreq > 0)
+  if (rc == 0 && rl->nlarge > 0)
     sched_yield(); /* a send in flight: a worker on this core goes first */
   return rc < 0 ? 0 : rc;
 }
@@ -331,6 +405,8 @@ void fpm_chan_close(fpm_chan *c)
   c->ncarry = c->fleft = 0;
   c->open = c->wclose = 0;
   c->unacked = c->to_ack = 0;
+  memset(&c->in, 0, sizeof c->in);
+  memset(&c->out, 0, sizeof c->out);
 }
 
 int fpm_chan_wants_read(const fpm_chan *c)
@@ -422,6 +498,29 @@ static size_t split_frames(fpm_relay *rl, fpm_chan *c, int dest,
   return weight;
 }
 
+/* Counts the frames that end in the n bytes at b of a stream. */
+static void count_frames(fpm_frames *f, const unsigned char *b, size_t n)
+{
+  while (n > 0) {
+    if (f->nhdr < FP__HDR) {
+      f->hdr[f->nhdr++] = *b++;
+      n--;
+      if (f->nhdr < FP__HDR)
+        continue;
+      f->left = (size_t)f->hdr[0] | (size_t)f->hdr[1] << 8 |
+                (size_t)f->hdr[2] << 16 | (size_t)f->hdr[3] << 24;
+    }
+    size_t k = f->left < n ? f->left : n;
+    f->left -= k;
+    b += k;
+    n -= k;
+    if (f->left == 0) {
+      f->n++;
+      f->nhdr = 0;
+    }
+  }
+}
+
 size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
                      int all)
 {
@@ -453,6 +552,10 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
     free(c->carry);
     c->carry = NULL;
     c->ncarry = 0;
+    if (r > 0)
+      count_frames(&c->out,
+                   (const unsigned char *)msg + sizeof(fp__ctl) + kept,
+                   (size_t)r);
     if (r <= 0) {
       /* End of file (or an error, which ends it as well): a frame's start
        * kept back goes as it is. */
@@ -493,6 +596,8 @@ void fpm_chan_put(fpm_chan *c, char *msg, size_t len)
     free(msg);
     return;
   }
+  count_frames(&c->in, (const unsigned char *)msg + sizeof(fp__ctl),
+               len - sizeof(fp__ctl));
   *k = (fpm_chunk){NULL, msg, sizeof(fp__ctl), len, 0};
   if (c->qtail != NULL)
     c->qtail->next = k;
@@ -510,6 +615,7 @@ void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight)
     return;
   }
   *k = (fpm_chunk){NULL, frame, 0, len, weight > 0 ? weight : 1};
+  c->in.n++; /* whole, between frames of the stream */
   if (c->qtail != NULL)
     c->qtail->next = k;
   else

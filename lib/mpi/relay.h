@@ -37,8 +37,13 @@
 #define FPM_NAP_MAX_NS 1000000        /* the longest: 1 ms */
 #define FPM_NAP_DIV 64                /* a wait is 1/64 of the time since work */
 #define FPM_SLACK_NS 1000             /* timer slack while relaying */
+#define FPM_SLICE_NS 200000           /* time slice while relaying */
 #define FPM_BATCH 64                  /* messages taken per pass, at most */
 #define FPM_SPIN_MAX_NS 300000        /* answers slower than this: no spin */
+#define FPM_LATER_DIV 4               /* answers not urgent: a wait is at least
+                                         1/4 of the usual time between them */
+#define FPM_EAGER_MAX 4096            /* larger sends move as the sender calls
+                                         MPI: it looks again at once */
 
 /*
  * Every message is an fp__ctl, then for DATA its payload.  The fork
@@ -86,6 +91,15 @@ typedef struct fpm_hooks {
                  int dest, uint32_t slot, const char *frame, size_t len);
 } fpm_hooks;
 
+/* Where a stream of frames (frame.c's framing) is: frames counted, not
+ * kept. */
+typedef struct fpm_frames {
+  uint64_t n;          /* whole frames so far */
+  unsigned char hdr[FP__HDR]; /* the current frame's header, as it comes */
+  unsigned nhdr;
+  size_t left;         /* bytes of the current frame's body to come */
+} fpm_frames;
+
 /* One worker's two streams on this side of the relay. */
 typedef struct fpm_chan {
   int open;            /* its worker exists: DATA, ACK and CLOSE count */
@@ -101,6 +115,8 @@ typedef struct fpm_chan {
   size_t fleft;        /* bytes of the current frame not read yet */
   char *carry;         /* a frame's start read but not yet judged, owned */
   size_t ncarry;
+  fpm_frames in;       /* the frames of the peer's stream taken */
+  fpm_frames out;      /* the frames of ours read from rfd */
 } fpm_chan;
 
 /* A send in flight: what to free or do when it is done. */
@@ -109,6 +125,7 @@ typedef struct fpm_send {
   void (*done)(void *ctx, uint64_t arg); /* NULL: nothing */
   void *ctx;
   uint64_t arg;
+  int large;           /* more than FPM_EAGER_MAX bytes */
 } fpm_send;
 
 /* Sends in flight, and the pace of the loop. */
@@ -117,10 +134,12 @@ typedef struct fpm_relay {
   MPI_Request *reqs;   /* nreq sends in flight */
   fpm_send *sends;     /* theirs */
   int nreq, cap;
+  int nlarge;          /* of them, more than FPM_EAGER_MAX bytes */
   int64_t busy_ns;     /* when the last work was done */
   int64_t post_ns;     /* when the last message was posted */
   int64_t take_ns;     /* when the last message was taken */
   int64_t gap_ns;      /* the usual time from a post to the next message */
+  int64_t every_ns;    /* the usual time between two messages taken */
   int failed;          /* out of memory: the relay stops */
 } fpm_relay;
 
@@ -128,6 +147,9 @@ int64_t fpm_now_ns(void);
 /* Sets the calling thread's timer slack to ns, so that a short wait is as
  * short as asked; returns the old slack, or -1 where there is none. */
 long fpm_slack_set(long ns);
+/* Sets the calling thread's time slice to ns (a SCHED_OTHER thread, where
+ * the kernel takes one); returns the old slice, or -1 if none was set. */
+int64_t fpm_slice_set(int64_t ns);
 void fpm_relay_init(fpm_relay *rl, MPI_Comm comm);
 /* Waits for every send, then frees what is left. */
 void fpm_relay_drain(fpm_relay *rl);
@@ -147,15 +169,29 @@ int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len);
 void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
 /* Frees the messages whose sends completed. */
 void fpm_progress(fpm_relay *rl);
+/* What a relay knows of what its peer may send next. */
+enum fpm_due {
+  FPM_DUE_ANY,         /* anything, any time */
+  FPM_DUE_LATER,       /* nothing urgent: the bridge, while each host
+                          worker has a task queued behind the one it runs;
+                          a host, while each of its workers runs one */
+  FPM_DUE_NONE,        /* nothing needed before one of our descriptors
+                          wakes us: a host, while each of its workers has
+                          a task queued behind the one it runs */
+};
 /*
  * Waits for one of n descriptors, or for the next look at MPI: not at all
- * while a send is in flight, nor while the peer's answer to the last post
- * is due (for up to twice the usual gap from a post to the next message,
- * if that gap is under FPM_SPIN_MAX_NS), else for 1/FPM_NAP_DIV of the time
- * since the last work (busy: now), between FPM_NAP_MIN_NS and
- * FPM_NAP_MAX_NS.  Returns poll's count (0: none ready).
+ * while a send of more than FPM_EAGER_MAX bytes is in flight; if nothing is
+ * due (FPM_DUE_NONE), FPM_NAP_MAX_NS; unless FPM_DUE_LATER, not at all
+ * while the peer's answer to the last post is due (for up to twice the
+ * usual gap from a post to the next message, if that gap is under
+ * FPM_SPIN_MAX_NS); else for 1/FPM_NAP_DIV of the time since the last work
+ * (busy: now), between FPM_NAP_MIN_NS (if FPM_DUE_LATER, 1/FPM_LATER_DIV of
+ * the usual time between messages) and FPM_NAP_MAX_NS.  Returns poll's
+ * count (0: none ready).
  */
-int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy);
+int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
+             enum fpm_due due);
 
 /* The next message from source (MPI_ANY_SOURCE: any): 1 and *msg (owned),
  * *len and *from; 0 if none is there. */
