@@ -854,7 +854,8 @@ struct fp_pool {
   unsigned ngroups;
   unsigned nretired;      /* groups retired; never all (the pool breaks) */
   int64_t avg_run_ns;     /* time per task, a running mean; 0: unknown */
-  unsigned ncpus;         /* CPUs the workers may run on, at create */
+  unsigned ncpus;         /* CPUs the workers may run on, at create (a
+                             remote pool: one per worker) */
   unsigned nlive;         /* slots in SLOT_LIVE: workers that said READY
                              and were not told to stop since */
   unsigned since_pass;    /* submits since the last dispatcher pass */

@@ -16,10 +16,10 @@
  * only the result itself being unpacked.
  *
  * Automatic chunk size: start at one item, and size each next chunk so that
- * it runs for about FP__CHUNK_TARGET_NS on a worker, from the measured time
- * per item, but never more than twice the chunk cut before it, nor larger
- * than an even share of what is left when the total is known, so the tail
- * still balances.
+ * it runs for about FP__CHUNK_TARGET_NS on a worker (a remote pool's,
+ * longer), from the measured time per item, but never more than twice the
+ * chunk cut before it, nor larger than an even share of what is left when
+ * the total is known, so the tail still balances.
  */
 #include "forkpool-private.h"
 
@@ -31,6 +31,9 @@
 #include <unistd.h>
 
 #define FP__CHUNK_TARGET_NS (2 * 1000 * 1000)
+/* A remote pool's chunk crosses two more hops each way, and each wakes a
+ * relay that takes a CPU from the workers beside it: longer chunks. */
+#define FP__CHUNK_TARGET_REMOTE_NS (4 * FP__CHUNK_TARGET_NS)
 #define FP__CHUNK_MAX 65536
 #define FP__INFLIGHT_BYTES ((size_t)4 << 20) /* automatic buffersize */
 #define FP__MIN_ITEMS 16                       /* in flight, per worker */
@@ -527,6 +530,12 @@ static double cpu_share(const fp_pool *p)
  * items look free and the chunks huge; the sums are halved now and then
  * to follow a change of pace.
  */
+/* How long a chunk of the automatic size runs in a worker. */
+static double chunk_target_ns(const fp_pool *p)
+{
+  return p->remote ? FP__CHUNK_TARGET_REMOTE_NS : FP__CHUNK_TARGET_NS;
+}
+
 static void learn(fp_map_iter *m, const chunk *c)
 {
   if (m->o.chunksize != 0 || c->f->state != FP_FINISHED)
@@ -544,7 +553,7 @@ static void learn(fp_map_iter *m, const chunk *c)
    * grows with the workers.  The time an item runs is what a chunk is
    * sized by. */
   double per = m->sum_ns / m->sum_items * m->cpu_share;
-  double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
+  double want = chunk_target_ns(m->pool) / (per > 1 ? per : 1);
   m->chunksize = want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX
                                                      : (size_t)want;
 }
@@ -565,7 +574,7 @@ static size_t first_chunksize(fp_map_iter *m)
     return 1;
   m->timed = 1;
   double per = (double)avg * m->cpu_share;
-  double want = FP__CHUNK_TARGET_NS / (per > 1 ? per : 1);
+  double want = chunk_target_ns(m->pool) / (per > 1 ? per : 1);
   return want < 1 ? 1 : want > FP__CHUNK_MAX ? FP__CHUNK_MAX : (size_t)want;
 }
 

@@ -187,6 +187,9 @@ static int start_processes(fp_pool *p, int remote_ctl)
   if (remote_ctl >= 0) {
     p->ctl_fd = remote_ctl;
     p->remote = 1;
+    /* Its workers run on their hosts' CPUs, one per CPU unless a host was
+     * told otherwise: none waits for a CPU of this machine. */
+    p->ncpus = p->nslots;
     fp__shm_private(&p->shm);
     return 0;
   }
