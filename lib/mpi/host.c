@@ -225,8 +225,10 @@ static void task_in(host *h, const fp__ctl *m, const char *body, size_t blen)
                fp__remote_shm_alloc(h->area, alen, &off) == 0;
   if (placed)
     dst = h->area->args + off;
-  else if (ok && (dst = buf = malloc(alen)) == NULL)
+  else if (ok && (dst = buf = malloc(alen)) == NULL) {
     ok = 0;
+    h->rl.failed = 1; /* dropped, the task would go unanswered: we leave */
+  }
   if (fpm_recv_payload(&h->rl, h->root, ok ? dst : NULL, alen) != 0 || !ok) {
     if (placed)
       fp__remote_shm_free(h->area, off, alen);
