@@ -182,18 +182,41 @@ FP_EXTERN int fp_submit(fp_pool *p, const char *name, const void *args,
   return fp_submit_ex(p, name, args, len, NULL, out);
 }
 
+/* A packer's writer that only counts the bytes. */
+static int count_write(void *data, const char *buf, size_t len)
+{
+  (void)buf;
+  *(size_t *)data += len;
+  return 0;
+}
+
+/*
+ * The argument is measured first, then packed once into a buffer of its
+ * size: grown by doubling, a large one was copied and faulted in several
+ * times over (a fifth of a 1 MiB echo's time over MPI).
+ */
 FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
                          const char *fmt, ...)
 {
   if (out != NULL)
     *out = NULL;
-  msgpack_sbuffer sb;
+  size_t len = 0;
   msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_packer_init(&pk, &len, count_write);
   va_list ap;
   va_start(ap, fmt);
   int rc = fp_vpack(&pk, fmt, ap);
+  va_end(ap);
+  if (rc != 0)
+    return rc;
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  if ((sb.data = malloc(len > 0 ? len : 1)) == NULL)
+    return FP_ENOMEM;
+  sb.alloc = len > 0 ? len : 1;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  va_start(ap, fmt);
+  rc = fp_vpack(&pk, fmt, ap);
   va_end(ap);
   if (rc == 0)
     rc = fp_submit(p, name, sb.data, sb.size, out);
