@@ -255,7 +255,8 @@ void fpm_bridge_run(fpm_bridge *b);
 /* Relays between root and the fork server on ctl (taken) with n workers
  * and their shared area (taken; NULL: none) until the root says END;
  * stops the fork server (every worker is reaped when this returns) and
- * frees the area.  0, or FP_ENOMEM. */
+ * frees the area.  0, also when it ran out of memory while serving (the
+ * root retired it); FP_ENOMEM if it had none to start. */
 int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
                  int fs_child, fp__shm *area);
 /* Stops a fork server that never served. */
