@@ -13,6 +13,7 @@
  */
 #include <forkpool-mpi.h>
 
+#include "failmalloc.h"
 #include "fpt.h"
 
 #include <check.h>
@@ -49,12 +50,22 @@ typedef struct mpt_cfg {
   int bad_mpi;           /* fp_mpi_options every rank refuses: 1 a wrong
                             size, 2 root_workers 1025 */
   int bad_mpi_rank;      /* the rank that has them; -1: every rank */
+  int oom_over_on;       /* on this rank, every allocation of OOM_OVER
+                            bytes or more fails while fp_mpi_pool_create
+                            runs (0: none) */
 } mpt_cfg;
 
 /* With small_area, a host's area holds one BIG_ARG at a time: an argument
  * a host failed to free would make the next one go framed. */
 #define HOST_AREA ((size_t)8 << 20)
 #define BIG_ARG ((size_t)5 << 20)
+/* An argument a host with small_area must take into memory of its own
+ * (it does not fit the area), and the least allocation that fails with
+ * oom_over_on: more than a DATA message (FPM_CHUNK, 1 MiB, and its
+ * header) or anything Open MPI asks for in a test, less than that
+ * argument. */
+#define OOM_ARG ((size_t)12 << 20)
+#define OOM_OVER ((size_t)10 << 20)
 
 /* What a host says after its fp_mpi_pool_create returned. */
 typedef struct mpt_report {
@@ -63,6 +74,7 @@ typedef struct mpt_report {
   int left;              /* a process it started was still there */
   int sched_changed;     /* its thread's timer slack or time slice was not
                             what it was before */
+  unsigned long failed_allocs; /* allocations failed on purpose (oom_over_on) */
 } mpt_report;
 
 static int nranks;
@@ -297,7 +309,11 @@ static void host_loop(void)
     mpt_report r;
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     long long slice = slice_of(0);
+    if (c.oom_over_on == my_rank)
+      fm_arm_over(OOM_OVER); /* this process only: not its fork server */
     r.rc = create_of(&c, &p, NULL);
+    fm_disarm();
+    r.failed_allocs = c.oom_over_on == my_rank ? fm_failures() : 0;
     r.got_pool = p != NULL;
     r.left = children_left();
     r.sched_changed = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack ||
@@ -318,7 +334,7 @@ static mpt_report reports[64];
  * were. */
 static int gather_reports(int expect_rc)
 {
-  mpt_report mine = {0, 0, 0, 0};
+  mpt_report mine = {0, 0, 0, 0, 0};
   owed = 0;
   MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, reports, (int)sizeof mine,
              MPI_BYTE, 0, MPI_COMM_WORLD);
@@ -1079,6 +1095,63 @@ START_TEST(host_whose_fork_server_dies_leaves)
 }
 END_TEST
 
+/*
+ * Rank 1's relay has no memory for a large argument (OOM_ARG, which does
+ * not fit its area, so the relay must allocate it): the host tells the
+ * root and reports its workers killed, the task fails as at a worker's
+ * death (SIGKILL), the log says why, and rank 2 runs the rest.  Rank 1
+ * serves on with no worker until the pool is gone and returns 0, as every
+ * host does (fp_mpi_pool_create(3), RETURN VALUES), with no process left.
+ * Tasks go one at a time, so that only one is ever rank 1's when it goes.
+ */
+START_TEST(host_whose_relay_runs_out_of_memory_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .small_area = 1, .oom_over_on = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  char *arg = calloc(1, OOM_ARG);
+  ck_assert_ptr_nonnull(arg);
+  unsigned failed = 0, answered = 0;
+  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
+  while (stats_of(p).hosts_retired == 0) {
+    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
+    fp_future *f;
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, OOM_ARG), 0);
+    rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+    if (rc == 0) {
+      answered++; /* on rank 2, framed: its area is too small as well */
+    } else {
+      const char *e = fp_future_error(f);
+      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
+                    strstr(e, "killed by signal 9") != NULL,
+                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
+      failed++;
+    }
+    fp_future_release(f);
+  }
+  free(arg);
+  ck_assert_uint_eq(failed, 1);
+  rest_runs_on_rank2(p, 40);
+  fp_pool_stats st = stats_of(p);
+  ck_assert_uint_eq(st.failed, 1);
+  ck_assert_uint_eq(st.finished, answered + 40);
+  ck_assert_uint_eq(st.worker_deaths, 0); /* the pool's kills */
+  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
+                        "failed: out of memory"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  /* Its one allocation for the argument, and none else that large. */
+  ck_assert_uint_eq(reports[1].failed_allocs, 1);
+  for (int r = 2; r < nranks; r++)
+    ck_assert_uint_eq(reports[r].failed_allocs, 0);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Options a host refuses: every rank returns the same error. */
 START_TEST(refused_options_fail_everywhere)
 {
@@ -1626,6 +1699,7 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, host_whose_init_fails_leaves);
   tcase_add_test(tc, host_that_crash_loops_is_retired);
   tcase_add_test(tc, host_whose_fork_server_dies_leaves);
+  tcase_add_test(tc, host_whose_relay_runs_out_of_memory_leaves);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
   tcase_add_test(tc, terminate_reaches_every_host);

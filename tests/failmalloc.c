@@ -44,6 +44,8 @@ static size_t arena_used;        /* only while resolving: one thread */
 static atomic_int armed_pid;     /* 0: disarmed */
 static atomic_int persistent;    /* fail every allocation after the nth too */
 static atomic_ulong nth;
+static atomic_size_t over;       /* not 0: fail every allocation of at least
+                                    this many bytes instead (nth unused) */
 static atomic_ulong calls;
 static atomic_ulong failures;
 static atomic_long live_bytes;   /* handed out and not given back */
@@ -99,15 +101,18 @@ __attribute__((constructor)) static void start(void)
   resolve();
 }
 
-/* 1 if this allocation is the one (or one of those) to fail. */
-static int inject(void)
+/* 1 if this allocation, of size bytes, is the one (or one of those) to
+ * fail. */
+static int inject(size_t size)
 {
   int pid = atomic_load_explicit(&armed_pid, memory_order_relaxed);
   if (pid == 0 || pid != (int)getpid())
     return 0;
   unsigned long n = atomic_fetch_add(&calls, 1) + 1;
   unsigned long want = atomic_load(&nth);
-  if (n == want || (n > want && atomic_load(&persistent))) {
+  size_t least = atomic_load(&over);
+  if (least != 0 ? size >= least
+                 : n == want || (n > want && atomic_load(&persistent))) {
     atomic_fetch_add(&failures, 1);
     errno = ENOMEM;
     return 1;
@@ -127,7 +132,7 @@ NO_SANITIZE void *malloc(size_t n)
 {
   if (!resolve())
     return arena_alloc(n);
-  return inject() ? NULL : counted(next_malloc(n));
+  return inject(n) ? NULL : counted(next_malloc(n));
 }
 
 NO_SANITIZE void *calloc(size_t n, size_t size)
@@ -137,7 +142,9 @@ NO_SANITIZE void *calloc(size_t n, size_t size)
       return NULL;
     return arena_alloc(n * size); /* static, hence zeroed */
   }
-  return inject() ? NULL : counted(next_calloc(n, size));
+  /* An overflowing product is as large as any limit. */
+  size_t total = size != 0 && n > SIZE_MAX / size ? SIZE_MAX : n * size;
+  return inject(total) ? NULL : counted(next_calloc(n, size));
 }
 
 NO_SANITIZE void *realloc(void *p, size_t n)
@@ -150,7 +157,7 @@ NO_SANITIZE void *realloc(void *p, size_t n)
     }
     return q;
   }
-  if (inject())
+  if (inject(n))
     return NULL;
   long old = p != NULL ? (long)next_usable(p) : 0;
   void *q = next_realloc(p, n);
@@ -165,7 +172,7 @@ NO_SANITIZE int posix_memalign(void **out, size_t align, size_t n)
 {
   if (!resolve())
     return ENOMEM;
-  if (inject())
+  if (inject(n))
     return ENOMEM;
   int rc = next_posix_memalign(out, align, n);
   if (rc == 0)
@@ -221,6 +228,16 @@ void fm_arm(unsigned long n, int persist)
   atomic_store(&failures, 0);
   atomic_store(&nth, n);
   atomic_store(&persistent, persist);
+  atomic_store(&over, 0);
+  atomic_store(&armed_pid, (int)getpid());
+}
+
+void fm_arm_over(size_t bytes)
+{
+  atomic_store(&armed_pid, 0);
+  atomic_store(&calls, 0);
+  atomic_store(&failures, 0);
+  atomic_store(&over, bytes > 0 ? bytes : 1);
   atomic_store(&armed_pid, (int)getpid());
 }
 

@@ -4,7 +4,8 @@
  * strndup in the test program itself (glibc lets a program interpose them),
  * so the library, msgpack-c and libc's vasprintf all allocate through it.
  * Once armed, the Nth allocation of the armed process fails (and, when
- * persistent, every one after it); other processes, such as the fork server
+ * persistent, every one after it), or every allocation of at least so many
+ * bytes does (fm_arm_over); other processes, such as the fork server
  * and the workers forked from the armed one, never see a failure.
  *
  * Under valgrind, pass --soname-synonyms=somalloc=nouserintercepts, or
@@ -13,10 +14,17 @@
 #ifndef FAILMALLOC_H
 #define FAILMALLOC_H
 
+#include <stddef.h>
+
 /* Fails the nth allocation from now (1: the next) in this process only. */
 void fm_arm(unsigned long nth, int persistent);
+/* Fails, from now until fm_disarm, every allocation of at least bytes (1
+ * if 0) in this process only; smaller ones succeed.  A calloc's size is
+ * its product, a realloc's the new size. */
+void fm_arm_over(size_t bytes);
 void fm_disarm(void);
-/* Allocations attempted, and failures injected, since the last fm_arm. */
+/* Allocations attempted, and failures injected, since the last fm_arm or
+ * fm_arm_over. */
 unsigned long fm_calls(void);
 unsigned long fm_failures(void);
 /* Bytes handed out through these functions and not given back, by

@@ -472,7 +472,11 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   h.pfd_slot = calloc(2 * n + 1, sizeof *h.pfd_slot);
   h.hs = calloc(n + 1, sizeof *h.hs);
   h.pid = calloc(n + 1, sizeof *h.pid);
-  int rc = FP_ENOMEM;
+  /* Out of memory, at the start (rc) or while serving (left): the root
+   * retires this host.  Only a host that could not start returns an error
+   * (fp_mpi_pool_create(3), RETURN VALUES): one that left, as one whose
+   * fork server died, returns 0 once the pool is gone. */
+  int rc = FP_ENOMEM, left = 0;
   if (h.ch != NULL && h.pfd != NULL && h.pfd_slot != NULL && h.hs != NULL &&
       h.pid != NULL) {
     for (unsigned k = 0; k < n; k++) {
@@ -484,21 +488,22 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
      * back after (the fork server, forked before, keeps the caller's). */
     long slack = fpm_slack_set(FPM_SLACK_NS);
     int64_t slice = fpm_slice_set(FPM_SLICE_NS);
-    rc = serve(&h);
+    left = serve(&h) != 0;
+    rc = 0;
     if (slack >= 0)
       (void)fpm_slack_set(slack);
     if (slice >= 0)
       (void)fpm_slice_set(slice);
   }
-  /* Out of memory: the root retires this host, whose workers go now. */
-  if (rc == FP_ENOMEM)
+  /* Its workers go now. */
+  if (rc != 0 || left)
     host_gone(&h, FP_ENOMEM);
   /* Workers see end of file on their task pipes; the fork server kills
    * and reaps what is left once its socket ends. */
   for (unsigned k = 0; h.ch != NULL && k < n; k++)
     fpm_chan_close(&h.ch[k]);
   fpm_forkserver_stop(h.ctl, fs_pid, fs_child);
-  if (rc == FP_ENOMEM) {
+  if (rc != 0 || left) {
     /* The root waits for END_ACK after its END: take messages until then. */
     char *msg;
     size_t len;

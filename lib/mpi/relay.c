@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -173,23 +174,65 @@ void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
   rl->nlarge += len > FPM_EAGER_MAX;
 }
 
+/*
+ * Somewhere to receive len bytes nobody wants, at a cost in memory that
+ * does not grow with len: len bytes of address space (rounded up to
+ * FPM_CHUNK) whose every FPM_CHUNK maps the same FPM_CHUNK of one memfd.
+ * So a payload is dropped even when the memory it would need is what ran
+ * out.  *maplen is what to munmap; NULL where memfd_create is missing or
+ * the mappings fail.
+ */
+static char *sink_map(size_t len, size_t *maplen)
+{
+#ifdef MFD_CLOEXEC
+  size_t total = (len + FPM_CHUNK - 1) / FPM_CHUNK * FPM_CHUNK;
+  int fd = memfd_create("forkpool-mpi-sink", MFD_CLOEXEC);
+  if (fd < 0)
+    return NULL;
+  char *base = MAP_FAILED;
+  if (ftruncate(fd, (off_t)FPM_CHUNK) == 0)
+    base = mmap(NULL, total, PROT_NONE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  for (size_t off = 0; base != MAP_FAILED && off < total; off += FPM_CHUNK)
+    if (mmap(base + off, FPM_CHUNK, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+      munmap(base, total);
+      base = MAP_FAILED;
+    }
+  close(fd);
+  if (base == MAP_FAILED)
+    return NULL;
+  *maplen = total;
+  return base;
+#else
+  (void)len;
+  (void)maplen;
+  return NULL;
+#endif
+}
+
 int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
 {
-  char *scratch = NULL;
+  char *scratch = NULL, *sink = NULL;
+  size_t piece = len < FPM_PIECE ? len : FPM_PIECE, sinklen = 0;
   if (buf == NULL && len > 0) {
-    /* Nobody wants it, but it must be taken: the next message is after. */
-    scratch = malloc(len < FPM_PIECE ? len : FPM_PIECE);
-    if (scratch == NULL) {
+    /* Nobody wants it, but it must be taken: the next message is after.
+     * A piece that is no more than a DATA message is worth no mappings. */
+    if (piece > FPM_CHUNK)
+      sink = sink_map(piece, &sinklen);
+    if (sink == NULL && (scratch = malloc(piece)) == NULL) {
       rl->failed = 1;
       return -1;
     }
   }
   for (size_t at = 0; at < len;) {
     size_t n = len - at < FPM_PIECE ? len - at : FPM_PIECE;
-    MPI_Recv(buf != NULL ? buf + at : scratch, (int)n, MPI_BYTE, source,
-             FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
+    MPI_Recv(buf != NULL ? buf + at : sink != NULL ? sink : scratch, (int)n,
+             MPI_BYTE, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
     at += n;
   }
+  if (sink != NULL)
+    munmap(sink, sinklen);
   free(scratch);
   rl->busy_ns = fpm_now_ns();
   return 0;

@@ -162,8 +162,9 @@ void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len);
 void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
                    void (*done)(void *ctx, uint64_t arg), void *ctx,
                    uint64_t arg);
-/* The len bytes of a BIG payload from source, into buf (NULL: dropped).
- * Returns 0, or -1 out of memory (rl->failed). */
+/* The len bytes of a BIG payload from source, into buf (NULL: dropped,
+ * into mappings that cost a MiB of memory whatever len).  Returns 0, or -1
+ * out of memory (rl->failed): the payload is then not taken. */
 int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len);
 /* Sends a header alone. */
 void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
@@ -254,7 +255,8 @@ void fpm_bridge_run(fpm_bridge *b);
 /* Relays between root and the fork server on ctl (taken) with n workers
  * and their shared area (taken; NULL: none) until the root says END;
  * stops the fork server (every worker is reaped when this returns) and
- * frees the area.  0, or FP_ENOMEM. */
+ * frees the area.  0, also when it ran out of memory while serving (the
+ * root retired it); FP_ENOMEM if it had none to start. */
 int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
                  int fs_child, fp__shm *area);
 /* Stops a fork server that never served. */
