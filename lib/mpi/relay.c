@@ -390,6 +390,8 @@ int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
    * already, up to FPM_NAP_MAX_NS when idle.
    */
   int64_t nap = 0;
+  if (rl->every_ns < FPM_STREAM_NS)
+    due = FPM_DUE_ANY; /* streaming: a nap costs more than the wait */
   if (rl->nlarge == 0 && due == FPM_DUE_NONE) {
     nap = FPM_NAP_MAX_NS;
   } else if (rl->nlarge == 0 &&

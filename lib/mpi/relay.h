@@ -42,6 +42,8 @@
 #define FPM_SPIN_MAX_NS 300000        /* answers slower than this: no spin */
 #define FPM_LATER_DIV 4               /* answers not urgent: a wait is at least
                                          1/4 of the usual time between them */
+#define FPM_STREAM_NS 100000          /* messages closer than this: what is
+                                         due does not slow the looks */
 #define FPM_EAGER_MAX 4096            /* larger sends move as the sender calls
                                          MPI: it looks again at once */
 
