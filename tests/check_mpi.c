@@ -53,6 +53,7 @@ typedef struct mpt_cfg {
   int oom_over_on;       /* on this rank, every allocation of OOM_OVER
                             bytes or more fails while fp_mpi_pool_create
                             runs (0: none) */
+  int root_area_off;     /* the root: shm_args FP_SHM_OFF */
 } mpt_cfg;
 
 /* With small_area, a host's area holds one BIG_ARG at a time: an argument
@@ -209,6 +210,8 @@ static fp_pool_options options_of(const mpt_cfg *c)
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (c->small_area && rank != 0)
     o.shm_args = HOST_AREA;
+  if (c->root_area_off && rank == 0)
+    o.shm_args = FP_SHM_OFF;
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
@@ -1152,6 +1155,36 @@ START_TEST(host_whose_relay_runs_out_of_memory_leaves)
 }
 END_TEST
 
+/*
+ * The bridge has no memory for a host's large result (the root maps no
+ * area, so the result would be framed in memory of its own): the pool
+ * breaks, as at any other failure of the bridge, and every rank ends; a
+ * result dropped would leave its future waiting forever.
+ */
+START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .root_area_off = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)OOM_ARG), 0);
+  fm_arm_over(OOM_OVER);
+  rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  fm_disarm();
+  ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
+                fp_future_error(f) ? fp_future_error(f) : "(none)");
+  ck_assert_uint_ge(fm_failures(), 1);
+  fp_future_release(f);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Options a host refuses: every rank returns the same error. */
 START_TEST(refused_options_fail_everywhere)
 {
@@ -1700,6 +1733,7 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, host_that_crash_loops_is_retired);
   tcase_add_test(tc, host_whose_fork_server_dies_leaves);
   tcase_add_test(tc, host_whose_relay_runs_out_of_memory_leaves);
+  tcase_add_test(tc, bridge_out_of_memory_for_a_result_breaks_the_pool);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
   tcase_add_test(tc, terminate_reaches_every_host);
