@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,6 +54,10 @@ typedef struct mpt_cfg {
   int oom_over_on;       /* on this rank, every allocation of OOM_OVER
                             bytes or more fails while fp_mpi_pool_create
                             runs (0: none) */
+  int root_area_off;     /* the root: shm_args FP_SHM_OFF */
+  int as_limit_on;       /* on this rank, RLIMIT_AS leaves AS_ROOM bytes
+                            of address space while fp_mpi_pool_create
+                            runs (0: none) */
 } mpt_cfg;
 
 /* With small_area, a host's area holds one BIG_ARG at a time: an argument
@@ -66,6 +71,11 @@ typedef struct mpt_cfg {
  * argument. */
 #define OOM_ARG ((size_t)12 << 20)
 #define OOM_OVER ((size_t)10 << 20)
+/* An argument a host with small_area and as_limit_on can map no room for,
+ * not even as address space: more than AS_ROOM, which is enough for
+ * anything else the host does in a test. */
+#define AS_ARG ((size_t)200 << 20)
+#define AS_ROOM ((size_t)150 << 20)
 
 /* What a host says after its fp_mpi_pool_create returned. */
 typedef struct mpt_report {
@@ -209,6 +219,8 @@ static fp_pool_options options_of(const mpt_cfg *c)
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (c->small_area && rank != 0)
     o.shm_args = HOST_AREA;
+  if (c->root_area_off && rank == 0)
+    o.shm_args = FP_SHM_OFF;
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
@@ -295,6 +307,19 @@ static int children_left(void)
   }
 }
 
+/* This process's address space now, in bytes. */
+static size_t vm_size(void)
+{
+  FILE *f = fopen("/proc/self/statm", "r");
+  size_t pages = 0;
+  if (f != NULL) {
+    if (fscanf(f, "%zu", &pages) != 1)
+      pages = 0;
+    fclose(f);
+  }
+  return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 static void host_loop(void)
 {
   /* The fork server and the workers stay countable as our descendants. */
@@ -311,8 +336,16 @@ static void host_loop(void)
     long long slice = slice_of(0);
     if (c.oom_over_on == my_rank)
       fm_arm_over(OOM_OVER); /* this process only: not its fork server */
+    struct rlimit as;
+    getrlimit(RLIMIT_AS, &as);
+    if (c.as_limit_on == my_rank) {
+      struct rlimit tight = {vm_size() + AS_ROOM, as.rlim_max};
+      setrlimit(RLIMIT_AS, &tight);
+    }
     r.rc = create_of(&c, &p, NULL);
     fm_disarm();
+    if (c.as_limit_on == my_rank)
+      setrlimit(RLIMIT_AS, &as);
     r.failed_allocs = c.oom_over_on == my_rank ? fm_failures() : 0;
     r.got_pool = p != NULL;
     r.left = children_left();
@@ -1152,6 +1185,82 @@ START_TEST(host_whose_relay_runs_out_of_memory_leaves)
 }
 END_TEST
 
+/*
+ * Rank 1's relay may map no room for a large argument, not even address
+ * space to drop it into (RLIMIT_AS): it leaves as at any other shortage
+ * of memory, and still takes the payload off the line, so that it sees
+ * the root's END: every host returns 0 and the root's destroy returns.
+ */
+START_TEST(host_without_address_space_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .small_area = 1, .as_limit_on = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  char *arg = calloc(1, AS_ARG);
+  ck_assert_ptr_nonnull(arg);
+  unsigned failed = 0, answered = 0;
+  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
+  while (stats_of(p).hosts_retired == 0) {
+    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
+    fp_future *f;
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, AS_ARG), 0);
+    rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+    if (rc == 0) {
+      answered++; /* on rank 2, framed */
+    } else {
+      const char *e = fp_future_error(f);
+      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
+                    strstr(e, "killed by signal 9") != NULL,
+                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
+      failed++;
+    }
+    fp_future_release(f);
+  }
+  free(arg);
+  ck_assert_uint_eq(failed, 1);
+  rest_runs_on_rank2(p, 10);
+  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
+                        "failed: out of memory"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
+/*
+ * The bridge has no memory for a host's large result (the root maps no
+ * area, so the result would be framed in memory of its own): the pool
+ * breaks, as at any other failure of the bridge, and every rank ends; a
+ * result dropped would leave its future waiting forever.
+ */
+START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .root_area_off = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)OOM_ARG), 0);
+  fm_arm_over(OOM_OVER);
+  rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  fm_disarm();
+  ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
+                fp_future_error(f) ? fp_future_error(f) : "(none)");
+  ck_assert_uint_ge(fm_failures(), 1);
+  fp_future_release(f);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Options a host refuses: every rank returns the same error. */
 START_TEST(refused_options_fail_everywhere)
 {
@@ -1700,6 +1809,8 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, host_that_crash_loops_is_retired);
   tcase_add_test(tc, host_whose_fork_server_dies_leaves);
   tcase_add_test(tc, host_whose_relay_runs_out_of_memory_leaves);
+  tcase_add_test(tc, bridge_out_of_memory_for_a_result_breaks_the_pool);
+  tcase_add_test(tc, host_without_address_space_leaves);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
   tcase_add_test(tc, terminate_reaches_every_host);

@@ -399,8 +399,10 @@ static void result_in(fpm_bridge *b, int from, unsigned i, int valid,
     }
     dst = fp__remote_ring_place(&b->ring[i], rlen, &pos);
   }
-  if (ok && dst == NULL && (dst = buf = malloc(rlen)) == NULL)
+  if (ok && dst == NULL && (dst = buf = malloc(rlen)) == NULL) {
     ok = 0;
+    b->rl.failed = 1; /* dropped, its future would wait forever: we stop */
+  }
   if (fpm_recv_payload(&b->rl, from, ok ? dst : NULL, rlen) != 0 || !ok) {
     free(buf);
     return;

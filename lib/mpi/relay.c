@@ -211,10 +211,41 @@ static char *sink_map(size_t len, size_t *maplen)
 #endif
 }
 
+/*
+ * Takes the next message from source, of n bytes, into FPM_VOID bytes that
+ * every block of it overwrites in turn: a datatype of blocks with no
+ * stride between them.  MPI calls a receive buffer that overlaps itself
+ * erroneous, since what it ends up holding is unspecified, but nobody reads
+ * these bytes.  The last resort for a payload nobody wants when even the
+ * sink's address space is refused (RLIMIT_AS): one left first in line
+ * would hold back every message after it, the END the relay drains for
+ * among them.  A receive of fewer bytes than sent is no way out: Open MPI
+ * may then copy the whole message into the buffer anyway.
+ */
+#define FPM_VOID 4096
+static void recv_void(fpm_relay *rl, int source, size_t n)
+{
+  char vbuf[FPM_VOID];
+  MPI_Datatype blocks, t;
+  int lens[2] = {1, (int)(n % FPM_VOID)};
+  MPI_Aint disps[2] = {0, 0};
+  MPI_Datatype types[2];
+  MPI_Type_create_hvector((int)(n / FPM_VOID), FPM_VOID, 0, MPI_BYTE,
+                          &blocks);
+  types[0] = blocks;
+  types[1] = MPI_BYTE;
+  MPI_Type_create_struct(2, lens, disps, types, &t);
+  MPI_Type_commit(&t);
+  MPI_Recv(vbuf, 1, t, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
+  MPI_Type_free(&t);
+  MPI_Type_free(&blocks);
+}
+
 int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
 {
   char *scratch = NULL, *sink = NULL;
   size_t piece = len < FPM_PIECE ? len : FPM_PIECE, sinklen = 0;
+  int rc = 0;
   if (buf == NULL && len > 0) {
     /* Nobody wants it, but it must be taken: the next message is after.
      * A piece that is no more than a DATA message is worth no mappings. */
@@ -222,20 +253,23 @@ int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
       sink = sink_map(piece, &sinklen);
     if (sink == NULL && (scratch = malloc(piece)) == NULL) {
       rl->failed = 1;
-      return -1;
+      rc = -1;
     }
   }
   for (size_t at = 0; at < len;) {
     size_t n = len - at < FPM_PIECE ? len - at : FPM_PIECE;
-    MPI_Recv(buf != NULL ? buf + at : sink != NULL ? sink : scratch, (int)n,
-             MPI_BYTE, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
+    if (rc != 0)
+      recv_void(rl, source, n);
+    else
+      MPI_Recv(buf != NULL ? buf + at : sink != NULL ? sink : scratch, (int)n,
+               MPI_BYTE, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
     at += n;
   }
   if (sink != NULL)
     munmap(sink, sinklen);
   free(scratch);
   rl->busy_ns = fpm_now_ns();
-  return 0;
+  return rc;
 }
 
 /* A send is done: its buffer freed, or its owner told. */

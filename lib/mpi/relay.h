@@ -166,7 +166,8 @@ void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
                    uint64_t arg);
 /* The len bytes of a BIG payload from source, into buf (NULL: dropped,
  * into mappings that cost a MiB of memory whatever len).  Returns 0, or -1
- * out of memory (rl->failed): the payload is then not taken. */
+ * out of memory (rl->failed): the payload is then dropped unread, but
+ * taken all the same. */
 int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len);
 /* Sends a header alone. */
 void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m);
