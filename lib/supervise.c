@@ -368,8 +368,13 @@ static void forkserver_died(fp_pool *p)
 {
   close(p->ctl_fd);
   p->ctl_fd = -1;
-  fp__pool_break(p, FP_EBROKEN, "the fork server (pid %d) died",
-                 (int)p->fs_pid);
+  /* A remote pool's bridge ends its socket while the pool lives only when
+   * it runs out of memory (lib/mpi/bridge.c). */
+  if (p->remote)
+    fp__pool_break(p, FP_EBROKEN, "the MPI bridge ran out of memory");
+  else
+    fp__pool_break(p, FP_EBROKEN, "the fork server (pid %d) died",
+                   (int)p->fs_pid);
   for (unsigned i = 0; i < p->nslots; i++) {
     fp__slot *s = &p->slots[i];
     /* Its workers die with it (PR_SET_PDEATHSIG and end of file). */

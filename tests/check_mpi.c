@@ -1254,6 +1254,9 @@ START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
   fm_disarm();
   ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
                 fp_future_error(f) ? fp_future_error(f) : "(none)");
+  ck_assert_ptr_nonnull(fp_future_error(f));
+  ck_assert_msg(strstr(fp_future_error(f), "the MPI bridge ran out of memory"),
+                "error '%s'", fp_future_error(f));
   ck_assert_uint_ge(fm_failures(), 1);
   fp_future_release(f);
   mpt_destroy(p, 0);
