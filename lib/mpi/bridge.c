@@ -415,7 +415,10 @@ static void result_in(fpm_bridge *b, int from, unsigned i, int valid,
     b->rl.failed = 1;
     return;
   }
-  fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us);
+  if (fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us) != 0) {
+    b->rl.failed = 1;
+    return;
+  }
   fpm_chan_write(c);
 }
 
@@ -468,7 +471,7 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
     flush_exit(b, i);
     break;
   default:
-    (void)fpm_chan_message(c, &m, &msg, len); /* DATA, ACK, CLOSE */
+    (void)fpm_chan_message(&b->rl, c, &m, &msg, len); /* DATA, ACK, CLOSE */
     break;
   }
   free(msg);

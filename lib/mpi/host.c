@@ -261,7 +261,10 @@ static void task_in(host *h, const fp__ctl *m, const char *body, size_t blen)
   }
   if (placed)
     s->blk[s->nblk++] = (hblock){id, off, alen};
-  fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us);
+  if (fpm_chan_put_frame(c, frame, flen, (size_t)m->user_us) != 0) {
+    h->rl.failed = 1;
+    return;
+  }
   fpm_chan_write(c);
 }
 
@@ -400,7 +403,7 @@ static int from_root(host *h, char *msg, size_t len)
       (void)fp__remote_ctl_send(h->ctl, &m, NULL);
     break;
   default:
-    (void)fpm_chan_message(c, &m, &msg, len); /* DATA, ACK, CLOSE */
+    (void)fpm_chan_message(&h->rl, c, &m, &msg, len); /* DATA, ACK, CLOSE */
     break;
   }
   free(msg);

@@ -667,13 +667,16 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
   return sent;
 }
 
-void fpm_chan_put(fpm_chan *c, char *msg, size_t len)
+int fpm_chan_put(fpm_chan *c, char *msg, size_t len)
 {
-  fpm_chunk *k = malloc(sizeof *k);
-  if (k == NULL || len <= sizeof(fp__ctl) || c->wfd < 0) {
-    free(k);
+  if (len <= sizeof(fp__ctl) || c->wfd < 0) {
     free(msg);
-    return;
+    return 0;
+  }
+  fpm_chunk *k = malloc(sizeof *k);
+  if (k == NULL) {
+    free(msg);
+    return FP_ENOMEM;
   }
   count_frames(&c->in, (const unsigned char *)msg + sizeof(fp__ctl),
                len - sizeof(fp__ctl));
@@ -683,15 +686,19 @@ void fpm_chan_put(fpm_chan *c, char *msg, size_t len)
   else
     c->qhead = k;
   c->qtail = k;
+  return 0;
 }
 
-void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight)
+int fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight)
 {
-  fpm_chunk *k = malloc(sizeof *k);
-  if (k == NULL || len == 0 || c->wfd < 0) {
-    free(k);
+  if (len == 0 || c->wfd < 0) {
     free(frame);
-    return;
+    return 0;
+  }
+  fpm_chunk *k = malloc(sizeof *k);
+  if (k == NULL) {
+    free(frame);
+    return FP_ENOMEM;
   }
   *k = (fpm_chunk){NULL, frame, 0, len, weight > 0 ? weight : 1};
   c->in.n++; /* whole, between frames of the stream */
@@ -700,6 +707,7 @@ void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight)
   else
     c->qhead = k;
   c->qtail = k;
+  return 0;
 }
 
 size_t fpm_chan_write(fpm_chan *c)
@@ -760,12 +768,14 @@ void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot)
   c->to_ack = 0;
 }
 
-int fpm_chan_message(fpm_chan *c, const fp__ctl *m, char **msg, size_t len)
+int fpm_chan_message(fpm_relay *rl, fpm_chan *c, const fp__ctl *m,
+                     char **msg, size_t len)
 {
   switch (m->op) {
   case FPM_DATA:
     if (c->open) {
-      fpm_chan_put(c, *msg, len);
+      if (fpm_chan_put(c, *msg, len) != 0)
+        rl->failed = 1; /* the stream lost bytes: this relay stops */
       *msg = NULL;
       fpm_chan_write(c);
     }

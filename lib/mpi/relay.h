@@ -215,16 +215,20 @@ int fpm_chan_wants_read(const fpm_chan *c);
  */
 size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
                      int all);
-/* Takes a DATA message (msg, owned) for c. */
-void fpm_chan_put(fpm_chan *c, char *msg, size_t len);
-/* Takes a frame (owned) for c, worth weight in the window. */
-void fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight);
+/* Takes a DATA message (msg, owned) for c: 0, or FP_ENOMEM if it could
+ * not be queued (it is freed, and the stream is broken). */
+int fpm_chan_put(fpm_chan *c, char *msg, size_t len);
+/* Takes a frame (owned) for c, worth weight in the window: 0, or FP_ENOMEM
+ * as fpm_chan_put. */
+int fpm_chan_put_frame(fpm_chan *c, char *frame, size_t len, size_t weight);
 /* Writes what wfd takes; drops the rest if its reader is gone.  Returns
  * bytes written. */
 size_t fpm_chan_write(fpm_chan *c);
 /* A DATA, ACK or CLOSE message m for channel c, alike on both sides: 1 if
- * it was one (a DATA's msg is then taken: *msg becomes NULL), 0 if not. */
-int fpm_chan_message(fpm_chan *c, const fp__ctl *m, char **msg, size_t len);
+ * it was one (a DATA's msg is then taken: *msg becomes NULL), 0 if not.
+ * A DATA it had no memory to queue sets rl->failed. */
+int fpm_chan_message(fpm_relay *rl, fpm_chan *c, const fp__ctl *m,
+                     char **msg, size_t len);
 /* Sends an ACK for slot to dest once enough was written. */
 void fpm_chan_ack(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot);
 /* Nothing of the peer's is left to write. */
