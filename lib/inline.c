@@ -13,10 +13,6 @@
  * pipe's write end, always writable, so the pass does not sleep and calls
  * poll_event, which runs the task.
  *
- * The slot's CPU figures (fp_pool_stats_get) are the caller's thread's own
- * CPU time (getrusage RUSAGE_THREAD) spent in init and in the tasks, read
- * before and after each: nothing else the caller does counts.
- *
  * Also the worker's side for in-process workers (inline and threads):
  * fp__local_*, a worker's buffers and its init state kept between tasks.
  */
@@ -108,7 +104,6 @@ void fp__local_release(fp_pool *p, unsigned i)
 
 typedef struct inline_chan {
   fp__local_worker w;
-  uint64_t user_us, sys_us; /* CPU time in init and tasks (pool lock) */
   uint32_t ep;           /* the wake pipe's write end is in the epoll set */
   char answer[FP__INLINE_KEEP]; /* the last answer, lent to the dispatcher */
 } inline_chan;
@@ -166,28 +161,6 @@ static void inline_forget(fp_pool *p, unsigned i)
   inline_free(p, i, 0);
 }
 
-/* A reading of this thread's CPU time, taken before a task or init. */
-typedef struct cpu_mark {
-  uint64_t user_us, sys_us;
-  int ok;
-} cpu_mark;
-
-static cpu_mark cpu_mark_now(void)
-{
-  cpu_mark m;
-  m.ok = fp__thread_cpu(&m.user_us, &m.sys_us) == 0;
-  return m;
-}
-
-/* Adds to c the CPU time between two readings.  The pool lock held. */
-static void cpu_add(inline_chan *c, cpu_mark from, cpu_mark to)
-{
-  if (!from.ok || !to.ok)
-    return;
-  c->user_us += to.user_us - from.user_us;
-  c->sys_us += to.sys_us - from.sys_us;
-}
-
 /* Runs init now, in the caller's thread, inside fp_pool_create: its READY
  * or its failure is the slot's first frame. */
 static int inline_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
@@ -205,9 +178,7 @@ static int inline_open(fp_pool *p, unsigned i, int fds[FP__CTL_NFDS])
   s->can_send = s->can_recv = 1;
   char *body;
   size_t len;
-  cpu_mark m = cpu_mark_now();
   int rc = fp__local_ready(&c->w, &p->wcfg, &body, &len);
-  cpu_add(c, m, cpu_mark_now());
   if (rc == 0)
     fp__dispatch_frame(p, i, body, body, len);
   return rc;
@@ -253,13 +224,10 @@ static void inline_run(fp_pool *p, unsigned i)
   size_t len = 0;
   p->polling = 1;
   pthread_mutex_unlock(&p->lock);
-  cpu_mark m = cpu_mark_now();
   int rc = fp__local_run(&c->w, &p->wcfg, f->frame + FP__HDR,
                          f->frame_len - FP__HDR, c->answer, sizeof c->answer,
                          &body, &len);
-  cpu_mark end = cpu_mark_now();
   pthread_mutex_lock(&p->lock);
-  cpu_add(c, m, end);
   p->polling = 0;
   fp__clock_fresh(p); /* submits meanwhile read the clock before the end */
   if (rc != 0) {
@@ -311,14 +279,6 @@ static void inline_ep_sync(fp_pool *p, unsigned i)
 #endif
 }
 
-static void inline_cpu(fp_pool *p, unsigned i, uint64_t *user_us,
-                       uint64_t *sys_us)
-{
-  const inline_chan *c = p->slots[i].local;
-  *user_us = c ? c->user_us : 0;
-  *sys_us = c ? c->sys_us : 0;
-}
-
 const fp__transport fp__inline_transport = {
     .reset = inline_reset,
     .open = inline_open,
@@ -330,5 +290,4 @@ const fp__transport fp__inline_transport = {
     .poll_event = inline_poll_event,
     .ep_sync = inline_ep_sync,
     .run_now = inline_run_now,
-    .cpu = inline_cpu,
 };
