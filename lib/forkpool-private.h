@@ -25,6 +25,8 @@
 #define FP__HDR 4 /* frame header: body length, 32-bit little-endian */
 #define FP__IOV_BATCH 64 /* frames per writev; submits per pass when full */
 #define FP__FRAME_HERE 64 /* frames this small live in their future */
+#define FP__CPU_STAMP_NS 1000000 /* a worker's CPU time read at most once
+                                    a ms (worker.c, threads.c) */
 #define FP__EXIT_RECYCLE 73 /* a worker left after its answer, its resident
                                memory over max_worker_rss: a recycle */
 
@@ -37,6 +39,10 @@ int fp__close_from(int lowfd);                 /* close every fd >= lowfd */
 int fp__close_from_except(int lowfd, int keep_a, int keep_b);
 /* One past the highest open descriptor. */
 int fp__fd_top(void);
+/* The calling thread's own user and system CPU time so far, in
+ * microseconds (getrusage RUSAGE_THREAD): 0, or FP_ENOSYS where the system
+ * has none (then both are 0). */
+int fp__thread_cpu(uint64_t *user_us, uint64_t *sys_us);
 /*
  * FP__VFORK_MIDDLE: the fork server's middle process can be a vfork() child,
  * because fp__rseq_renew can give the fork server back the rseq
@@ -738,6 +744,12 @@ typedef struct fp__transport {
    * on included.  NULL: the fork server reports exits, or there is no
    * worker to wait for (inline). */
   int (*exited)(fp_pool *pool, unsigned slot);
+  /* For a worker in this process (a thread, or the caller inline): the
+   * user and system CPU time it spent as the slot's worker, as of its last
+   * reading, in microseconds.  NULL: a process, whose figures are in its
+   * stamp (fp__stamp_read_cpu) and, once it exited, in the pool's. */
+  void (*cpu)(fp_pool *pool, unsigned slot, uint64_t *user_us,
+              uint64_t *sys_us);
   /* Frames a submit lets gather for a busy worker before it sends them;
    * 0: FP__IOV_BATCH, a writev's worth. */
   unsigned batch;

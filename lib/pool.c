@@ -828,13 +828,25 @@ FP_EXTERN int fp_pool_stats_get(fp_pool *p, fp_pool_stats *st,
     /* A thread or the caller (pid 0): the caller's process. */
     fp_worker_stats w = {live ? (sl->pid ? sl->pid : p->owner) : 0,
                          sl->answered, 0, 0};
-    /* Until its exit is counted (then pid is 0), a worker's CPU time is
-     * what it stamped after its last answer. */
-    if (sl->pid > 0 && sl->state != SLOT_OFF)
-      (void)fp__stamp_read_cpu(&p->shm, i, sl->pid, &w.cpu_user_us,
-                               &w.cpu_sys_us);
-    s.cpu_user_us += w.cpu_user_us;
-    s.cpu_sys_us += w.cpu_sys_us;
+    uint64_t user = 0, sys = 0;
+    int entry = 1;
+    if (p->tr->cpu != NULL) {
+      /* A thread or the caller: its figures stay in the total once it
+       * has stopped, and leave its entry with its pid, as a process's
+       * at its exit. */
+      p->tr->cpu(p, i, &user, &sys);
+      entry = live;
+    } else if (sl->pid > 0 && sl->state != SLOT_OFF) {
+      /* Until its exit is counted (then pid is 0), a worker's CPU time is
+       * what it stamped after its last answer. */
+      (void)fp__stamp_read_cpu(&p->shm, i, sl->pid, &user, &sys);
+    }
+    s.cpu_user_us += user;
+    s.cpu_sys_us += sys;
+    if (entry) {
+      w.cpu_user_us = user;
+      w.cpu_sys_us = sys;
+    }
     if (i < n)
       worker_entry(workers, wide, i, &w);
   }

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef FP__VFORK_MIDDLE
@@ -202,6 +203,23 @@ int64_t fp__now_ns(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int fp__thread_cpu(uint64_t *user_us, uint64_t *sys_us)
+{
+  *user_us = *sys_us = 0;
+#if HAVE_DECL_RUSAGE_THREAD
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0)
+    return -errno;
+  *user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
+             (uint64_t)ru.ru_utime.tv_usec;
+  *sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
+            (uint64_t)ru.ru_stime.tv_usec;
+  return 0;
+#else
+  return FP_ENOSYS;
+#endif
 }
 
 int64_t fp__now_ms(void)

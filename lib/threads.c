@@ -21,6 +21,11 @@
  * future fails, its answer will be dropped; supervise.c).  The thread goes
  * on with it meanwhile, so it is handed nothing more, and what it was
  * handed and has not started goes back to the pool's queue (give_up).
+ *
+ * Each thread reads its own CPU time (getrusage RUSAGE_THREAD) after init,
+ * after a task as a worker process stamps its page (worker.c), and as it
+ * exits, into its channel, where fp_pool_stats_get reads it.  The channel
+ * lives until fp_pool_destroy, so a thread that exited stays counted.
  */
 #include "forkpool-private.h"
 
@@ -80,6 +85,9 @@ typedef struct thread_chan {
                             takes no work until it answers */
   atomic_int exited;     /* the thread is about to return: a shutdown's
                             wait for the workers is over for it */
+  _Atomic uint64_t user_us; /* the thread's CPU time as of its last */
+  _Atomic uint64_t sys_us;  /*   reading: the thread writes, stats read */
+  int64_t cpu_read;      /* the thread's: when it last read it (ns) */
 } thread_chan;
 
 /* What a job holds: its malloc'd body, its future's reference.  The
@@ -162,11 +170,30 @@ static tjob *post_take(thread_chan *c, tjob *done)
   return j;
 }
 
+/*
+ * Worker: its CPU time into the channel, if always or if FP__CPU_STAMP_NS
+ * have passed since it last did (a clock read per task, a system call at
+ * most once a millisecond).  user and sys are two stores: a reader between
+ * them pairs a reading with the one before, each as true as it was.
+ */
+static void note_cpu(thread_chan *c, int always)
+{
+  int64_t now = fp__now_ns();
+  uint64_t user, sys;
+  if ((!always && now - c->cpu_read < FP__CPU_STAMP_NS) ||
+      fp__thread_cpu(&user, &sys) != 0)
+    return;
+  c->cpu_read = now;
+  atomic_store_explicit(&c->user_us, user, memory_order_relaxed);
+  atomic_store_explicit(&c->sys_us, sys, memory_order_relaxed);
+}
+
 /* The thread's last act: it has exited for fp_pool_join and shutdown,
  * and the dispatcher, maybe in poll() for that, is woken as by an answer
  * (the byte is counted as one, and read). */
 static void note_exit(thread_chan *c)
 {
+  note_cpu(c, 1); /* its final figures */
   pthread_mutex_lock(&c->mu);
   atomic_store(&c->exited, 1);
   int wake = !c->signalled;
@@ -187,6 +214,7 @@ static void *thread_main(void *arg)
   /* Init runs here, so its state is this thread's. */
   j->err = rc != 0 ? rc : fp__local_ready(&w, c->cfg, &j->own, &j->len);
   j->body = j->own;
+  note_cpu(c, 1); /* before READY: init's CPU time shows at once */
   if (rc != 0) {
     pthread_mutex_lock(&c->mu);
     push(&c->out_head, &c->out_tail, j);
@@ -207,6 +235,8 @@ static void *thread_main(void *arg)
     j->own = out != j->small ? out : NULL;
     j->body = j->err == 0 ? out : NULL;
     j->len = len;
+    /* Before the answer: a caller holding a result sees its CPU time. */
+    note_cpu(c, 0);
   }
   fp__local_destroy(&w);
   note_exit(c);
@@ -549,6 +579,14 @@ static int thread_exited(fp_pool *p, unsigned i)
   return c == NULL || !c->started || atomic_load(&c->exited);
 }
 
+static void thread_cpu(fp_pool *p, unsigned i, uint64_t *user_us,
+                       uint64_t *sys_us)
+{
+  const thread_chan *c = p->slots[i].local;
+  *user_us = c ? atomic_load_explicit(&c->user_us, memory_order_relaxed) : 0;
+  *sys_us = c ? atomic_load_explicit(&c->sys_us, memory_order_relaxed) : 0;
+}
+
 const fp__transport fp__thread_transport = {
     .reset = thread_reset,
     .open = thread_open,
@@ -562,5 +600,6 @@ const fp__transport fp__thread_transport = {
     .stop = thread_stop,
     .give_up = thread_give_up,
     .exited = thread_exited,
+    .cpu = thread_cpu,
     .batch = FP__THREAD_BATCH,
 };

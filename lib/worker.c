@@ -27,7 +27,6 @@
 #define FP__EXIT_INIT 71  /* the init function failed */
 #define FP__BODY_KEEP (8u << 20) /* largest body buffer kept for reuse */
 #define FP__BODY_IDLE 64         /* frames in a row without it free it */
-#define FP__CPU_STAMP_NS 1000000 /* CPU time stamped at most once a ms */
 
 /* This worker's stamp (fp__stamp_open), set in fp__worker_main: a worker is
  * a process of its own.  NULL elsewhere (a harness calling

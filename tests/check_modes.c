@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -189,6 +190,96 @@ START_TEST(stats_count_every_task)
   ck_assert_uint_eq(tasks, 10);
   for (int k = 0; k < 10; k++)
     fp_future_release(f[k]);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
+/* This thread's own CPU time, in ns. */
+static int64_t thread_cpu_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* [ms]: spins until the thread that runs it has used ms of CPU time: as
+ * much CPU on a loaded machine as on an idle one, however long it takes. */
+static int t_spin_cpu(fp_call *c, const msgpack_object *a, msgpack_packer *o)
+{
+  int64_t ms;
+  if (fp_unpack(a, "[I]", &ms) != 0)
+    return fp_call_fail(c, "TypeError", "takes one integer");
+  for (int64_t end = thread_cpu_ns() + ms * 1000000; thread_cpu_ns() < end;)
+    ;
+  return msgpack_pack_int64(o, ms);
+}
+
+/* The user and system CPU time of the process that runs it so far, in us:
+ * a worker's, or the caller's (every thread's) with threads or inline. */
+static int t_process_cpu(fp_call *c, const msgpack_object *a,
+                         msgpack_packer *o)
+{
+  (void)a;
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return fp_call_fail(c, "OSError", "getrusage");
+  return msgpack_pack_int64(
+      o, (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec +
+             (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
+}
+
+static const fp_task cpu_tasks[] = {{"spin_cpu", t_spin_cpu},
+                                    {"process_cpu", t_process_cpu},
+                                    {NULL, NULL}};
+
+/* fp_pool_stats_get(3): cpu_user_us and cpu_sys_us are the CPU time of the
+ * pool's workers, processes or threads (0 inline), and once the caller
+ * holds the result of a task that ran a millisecond or more they include
+ * it.  A task that spins
+ * for 200 ms of its thread's CPU shows in the total and in its worker's
+ * entry (150 ms at least: a clock tick of slack each way), and neither
+ * exceeds what the process it ran in has used (a bound on a worker
+ * process's, or on all the caller's threads'), read by a task after. */
+START_TEST(stats_count_the_workers_cpu_time)
+{
+  fpt_snapshot s;
+  /* The page: 0 inline, and with threads where there is no
+   * RUSAGE_THREAD. */
+  int counted = modes[_i] != FP_MODE_INLINE;
+#if !defined(RUSAGE_THREAD)
+  counted = modes[_i] == FP_MODE_PROCESSES;
+#endif
+  fpt_begin(&s);
+  fp_pool_options o = FP_POOL_OPTIONS_INIT;
+  fp_pool *p;
+  o.workers = 1;
+  o.tasks = cpu_tasks;
+  o.mode = modes[_i];
+  int rc = fpt_pool_create_as(&p, &o);
+  ck_assert_msg(rc == 0, "fp_pool_create: %s", fp_strerror(rc));
+  fp_future *f = submit(p, "spin_cpu", 200);
+  ck_assert_int_eq(fpt_i64(f), 200);
+  fp_future_release(f);
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[1];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 1), 0);
+  uint64_t total = st.cpu_user_us + st.cpu_sys_us;
+  uint64_t mine = w[0].cpu_user_us + w[0].cpu_sys_us;
+  ck_assert_int_ne(w[0].pid, 0);
+  if (!counted) {
+    ck_assert_uint_eq(total, 0);
+    ck_assert_uint_eq(mine, 0);
+  }
+  ck_assert_uint_ge(total, counted ? 150000 : 0);
+  ck_assert_uint_ge(mine, counted ? 150000 : 0);
+  ck_assert_uint_le(mine, total); /* one worker */
+  f = submit(p, "process_cpu", 0);
+  int64_t process = fpt_i64(f);
+  fp_future_release(f);
+  ck_assert_msg(total <= (uint64_t)process,
+                "the workers' %llu us, their process's %lld us",
+                (unsigned long long)total, (long long)process);
   fpt_pool_destroy(p);
   fpt_end(&s);
 }
@@ -770,6 +861,7 @@ int main(void)
     tcase_add_loop_test(tc, callbacks_and_wait, m, m + 1);
     tcase_add_loop_test(tc, map_in_order, m, m + 1);
     tcase_add_loop_test(tc, stats_count_every_task, m, m + 1);
+    tcase_add_loop_test(tc, stats_count_the_workers_cpu_time, m, m + 1);
     tcase_add_loop_test(tc, init_runs_per_worker, m, m + 1);
     tcase_add_loop_test(tc, init_failure_fails_create, m, m + 1);
     tcase_add_loop_test(tc, event_loop_drives_tasks, m, m + 1);
