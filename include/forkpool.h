@@ -331,7 +331,8 @@ typedef struct fp_worker_stats {
   uint64_t tasks;             /* tasks this worker has answered */
   uint64_t cpu_user_us;       /* this worker's user CPU, microseconds, as of
                                  an answer less than 1 ms of its time ago;
-                                 0 without shared memory */
+                                 0 for a process without shared memory,
+                                 and inline */
   uint64_t cpu_sys_us;        /* the same, system CPU */
 } fp_worker_stats;
 
@@ -362,8 +363,9 @@ typedef struct fp_pool_stats {
   uint64_t cpu_user_us;       /* user CPU of every worker, microseconds:
                                  exited ones in full, live ones as their
                                  fp_worker_stats says */
-  uint64_t cpu_sys_us;        /* the same, system CPU; both 0 with threads
-                                 or inline: the caller's own time */
+  uint64_t cpu_sys_us;        /* the same, system CPU; with threads each
+                                 thread's own; both 0 inline: the caller's
+                                 own time */
   unsigned hosts_retired;     /* over MPI: hosts that left the pool while
                                  others went on (fp_mpi_pool_create(3),
                                  Failures); else 0 */
