@@ -209,6 +209,11 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
   va_end(ap);
   if (rc != 0)
     return rc;
+  /* Too large for this pool: refused as fp_submit would, before it is
+   * copied (the pool's options never change). */
+  if (p != NULL && out != NULL && fp__task_name_ok(name) &&
+      len > p->opts.max_message - FP__MAX_NAME - 32)
+    return FP_EMSGSIZE;
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   if ((sb.data = malloc(len > 0 ? len : 1)) == NULL)
