@@ -75,6 +75,9 @@ int fp__fd_pair_high(int fds[2]);
 int64_t fp__now_ms(void);                      /* CLOCK_MONOTONIC */
 unsigned fp__cpus_allowed(void);              /* affinity mask, at least 1 */
 int64_t fp__now_ns(void);
+/* A getrusage time in microseconds. */
+struct timeval;
+uint64_t fp__tv_us(const struct timeval *tv);
 int fp__deadline(int timeout_ms, int64_t *out); /* -1: none */
 int fp__remaining_ms(int64_t deadline);        /* for poll(); -1 if none */
 void fp__grow_pipe(int fd);                    /* best effort F_SETPIPE_SZ */

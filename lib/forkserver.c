@@ -250,10 +250,8 @@ static void reap(fs_state *fs, int block)
       continue;
     fp__ctl m = {.op = FP__CTL_EXITED, .slot = i, .pid = s->pid,
                  .value = r > 0 ? st : 0,
-                 .user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
-                            (uint64_t)ru.ru_utime.tv_usec,
-                 .sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
-                           (uint64_t)ru.ru_stime.tv_usec};
+                 .user_us = fp__tv_us(&ru.ru_utime),
+                 .sys_us = fp__tv_us(&ru.ru_stime)};
     s->pid = 0;
     if (s->pidfd >= 0)
       close(s->pidfd);

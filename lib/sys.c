@@ -205,6 +205,11 @@ int64_t fp__now_ns(void)
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+uint64_t fp__tv_us(const struct timeval *tv)
+{
+  return (uint64_t)tv->tv_sec * 1000000 + (uint64_t)tv->tv_usec;
+}
+
 int fp__thread_cpu(uint64_t *user_us, uint64_t *sys_us)
 {
   *user_us = *sys_us = 0;
@@ -212,10 +217,8 @@ int fp__thread_cpu(uint64_t *user_us, uint64_t *sys_us)
   struct rusage ru;
   if (getrusage(RUSAGE_THREAD, &ru) != 0)
     return -errno;
-  *user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 +
-             (uint64_t)ru.ru_utime.tv_usec;
-  *sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 +
-            (uint64_t)ru.ru_stime.tv_usec;
+  *user_us = fp__tv_us(&ru.ru_utime);
+  *sys_us = fp__tv_us(&ru.ru_stime);
   return 0;
 #else
   return FP_ENOSYS;

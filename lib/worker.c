@@ -661,11 +661,6 @@ void fp__worker_setup(const fp__worker_cfg *cfg, unsigned slot)
   stdout_setup(cfg->out_mode);
 }
 
-static uint64_t tv_us(struct timeval tv)
-{
-  return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
-}
-
 /* Whether resident memory is above max: the peak (free with getrusage)
  * first, and only when that is above, the present figure from /proc, so
  * that a task that freed what it used does not cost its worker. */
@@ -697,7 +692,7 @@ static int measure(const fp__worker_cfg *cfg)
   if ((!cpu_due && cfg->max_rss == 0) || getrusage(RUSAGE_SELF, &ru))
     return 0;
   if (cpu_due) {
-    fp__stamp_cpu(stamp, tv_us(ru.ru_utime), tv_us(ru.ru_stime));
+    fp__stamp_cpu(stamp, fp__tv_us(&ru.ru_utime), fp__tv_us(&ru.ru_stime));
     cpu_stamped = now;
   }
   return cfg->max_rss != 0 && rss_over(cfg->max_rss, &ru);
