@@ -1129,6 +1129,40 @@ START_TEST(host_whose_fork_server_dies_leaves)
 END_TEST
 
 /*
+ * Submits arguments of len bytes, one at a time, until a host retires;
+ * each fails as at its worker's death (SIGKILL) or is answered (on rank 2,
+ * framed: its area is too small as well).  Returns how many failed; adds
+ * the answered to *answered.
+ */
+static unsigned until_a_host_retires(fp_pool *p, size_t len,
+                                     unsigned *answered)
+{
+  char *arg = calloc(1, len);
+  ck_assert_ptr_nonnull(arg);
+  unsigned failed = 0;
+  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
+  while (stats_of(p).hosts_retired == 0) {
+    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
+    fp_future *f;
+    const msgpack_object *r;
+    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, len), 0);
+    int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+    if (rc == 0) {
+      (*answered)++;
+    } else {
+      const char *e = fp_future_error(f);
+      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
+                    strstr(e, "killed by signal 9") != NULL,
+                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
+      failed++;
+    }
+    fp_future_release(f);
+  }
+  free(arg);
+  return failed;
+}
+
+/*
  * Rank 1's relay has no memory for a large argument (OOM_ARG, which does
  * not fit its area, so the relay must allocate it): the host tells the
  * root and reports its workers killed, the task fails as at a worker's
@@ -1146,29 +1180,8 @@ START_TEST(host_whose_relay_runs_out_of_memory_leaves)
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   fpt_pool_wait_ready(p);
-  char *arg = calloc(1, OOM_ARG);
-  ck_assert_ptr_nonnull(arg);
-  unsigned failed = 0, answered = 0;
-  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
-  while (stats_of(p).hosts_retired == 0) {
-    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
-    fp_future *f;
-    const msgpack_object *r;
-    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, OOM_ARG), 0);
-    rc = fp_future_result(f, FPT_LIMIT_MS, &r);
-    if (rc == 0) {
-      answered++; /* on rank 2, framed: its area is too small as well */
-    } else {
-      const char *e = fp_future_error(f);
-      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
-                    strstr(e, "killed by signal 9") != NULL,
-                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
-      failed++;
-    }
-    fp_future_release(f);
-  }
-  free(arg);
-  ck_assert_uint_eq(failed, 1);
+  unsigned answered = 0;
+  ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
   rest_runs_on_rank2(p, 40);
   fp_pool_stats st = stats_of(p);
   ck_assert_uint_eq(st.failed, 1);
@@ -1200,29 +1213,8 @@ START_TEST(host_without_address_space_leaves)
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   fpt_pool_wait_ready(p);
-  char *arg = calloc(1, AS_ARG);
-  ck_assert_ptr_nonnull(arg);
-  unsigned failed = 0, answered = 0;
-  int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
-  while (stats_of(p).hosts_retired == 0) {
-    ck_assert_msg(fpt_now_ms() < until, "no host was retired");
-    fp_future *f;
-    const msgpack_object *r;
-    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, AS_ARG), 0);
-    rc = fp_future_result(f, FPT_LIMIT_MS, &r);
-    if (rc == 0) {
-      answered++; /* on rank 2, framed */
-    } else {
-      const char *e = fp_future_error(f);
-      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
-                    strstr(e, "killed by signal 9") != NULL,
-                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
-      failed++;
-    }
-    fp_future_release(f);
-  }
-  free(arg);
-  ck_assert_uint_eq(failed, 1);
+  unsigned answered = 0;
+  ck_assert_uint_eq(until_a_host_retires(p, AS_ARG, &answered), 1);
   rest_runs_on_rank2(p, 10);
   ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
                         "failed: out of memory"), "log:\n%s", logged);
