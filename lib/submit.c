@@ -23,14 +23,58 @@ int fp__submit_refused(fp_pool *p)
   return rc;
 }
 
+/* fp_submitf's argument: its format and values, packed straight into the
+ * shared area. */
+typedef struct packed_args {
+  const char *fmt;
+  va_list ap;
+} packed_args;
+
+/* A packer's writer into a buffer of a known size. */
+typedef struct fixed_buf {
+  char *at;
+  size_t left;
+} fixed_buf;
+
+static int fixed_write(void *data, const char *buf, size_t len)
+{
+  fixed_buf *b = data;
+  if (len > b->left)
+    return -1;
+  memcpy(b->at, buf, len);
+  b->at += len;
+  b->left -= len;
+  return 0;
+}
+
+/* Packs pa into the len bytes at to, which it must fill (fp_vpack packs
+ * exactly one value, as fp_submit takes). */
+static int pack_to(packed_args *pa, char *to, size_t len)
+{
+  fixed_buf b = {to, len};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &b, fixed_write);
+  va_list ap;
+  va_copy(ap, pa->ap);
+  int rc = fp_vpack(&pk, pa->fmt, ap);
+  va_end(ap);
+  if (rc == 0 && b.left != 0)
+    rc = FP_EINVAL; /* not what it measured: another thread changed it */
+  return rc != 0 ? FP_EINVAL : 0;
+}
+
+/* encode's answer when a packed argument found no room in the area. */
+#define NOT_PLACED 1
+
 /*
  * Frames a task's argument: a large one into a place in the shared area,
  * taken under the lock and filled without it (the place is this task's
  * alone), with a small frame that names it; any other, or a large one when
- * the area is full, into the frame itself.
+ * the area is full, into the frame itself.  A packed argument (pa) is
+ * packed into its place; with no place, NOT_PLACED.
  */
 static int encode(fp_pool *p, fp_future *f, const char *name, int shared,
-                  const void *args, size_t len)
+                  const void *args, packed_args *pa, size_t len)
 {
   size_t off;
   int placed = 0, rc = 0;
@@ -42,8 +86,17 @@ static int encode(fp_pool *p, fp_future *f, const char *name, int shared,
   }
   if (rc != 0)
     return rc;
+  if (!placed && pa != NULL)
+    return NOT_PLACED;
+  if (placed && pa != NULL && (rc = pack_to(pa, p->shm.args + off, len))) {
+    fp__pool_lock(p);
+    fp__shm_free(&p->shm, off, len);
+    fp__pool_unlock(p);
+    return rc;
+  }
   if (placed) {
-    memcpy(p->shm.args + off, args, len);
+    if (pa == NULL)
+      memcpy(p->shm.args + off, args, len);
     f->shm_off = off;
     f->shm_len = len;
     return fp__encode_task_shm(f->id, name, f->nitems, off, len, f->frame,
@@ -56,27 +109,32 @@ static int encode(fp_pool *p, fp_future *f, const char *name, int shared,
 }
 
 static int submit(fp_pool *p, const char *name, const void *args,
-                  size_t len, unsigned nitems, int deadline_ms, int grace_ms,
-                  unsigned retries, int map_chunk, fp_future **out);
+                  packed_args *pa, size_t len, unsigned nitems,
+                  int deadline_ms, int grace_ms, unsigned retries,
+                  int map_chunk, fp_future **out);
 
 int fp__submit(fp_pool *p, const char *name, const void *args, size_t len,
                unsigned nitems, int deadline_ms, unsigned retries,
                fp_future **out)
 {
-  return submit(p, name, args, len, nitems, deadline_ms, 0, retries, 1, out);
+  return submit(p, name, args, NULL, len, nitems, deadline_ms, 0, retries, 1,
+                out);
 }
 
 int fp__submit_grace(fp_pool *p, const char *name, const void *args,
                      size_t len, unsigned nitems, int deadline_ms,
                      int grace_ms, unsigned retries, fp_future **out)
 {
-  return submit(p, name, args, len, nitems, deadline_ms, grace_ms, retries,
-                0, out);
+  return submit(p, name, args, NULL, len, nitems, deadline_ms, grace_ms,
+                retries, 0, out);
 }
 
+/* args, or (pa) a packed argument of len bytes, which goes to the shared
+ * area or nowhere: NOT_PLACED. */
 static int submit(fp_pool *p, const char *name, const void *args,
-                  size_t len, unsigned nitems, int deadline_ms, int grace_ms,
-                  unsigned retries, int map_chunk, fp_future **out)
+                  packed_args *pa, size_t len, unsigned nitems,
+                  int deadline_ms, int grace_ms, unsigned retries,
+                  int map_chunk, fp_future **out)
 {
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
@@ -107,7 +165,7 @@ static int submit(fp_pool *p, const char *name, const void *args,
    * else runs beside it to watch a deadline. */
   f->timed = map_chunk || p->opts.mode != FP_MODE_INLINE;
   /* The copy is made without the lock. */
-  int rc = encode(p, f, name, shared, args, len);
+  int rc = encode(p, f, name, shared, args, pa, len);
 
   fp__pool_lock(p);
   if (rc == 0)
@@ -191,9 +249,11 @@ static int count_write(void *data, const char *buf, size_t len)
 }
 
 /*
- * The argument is measured first, then packed once into a buffer of its
- * size: grown by doubling, a large one was copied and faulted in several
- * times over (a fifth of a 1 MiB echo's time over MPI).
+ * The argument is measured first, then packed once: a large one straight
+ * into its place in the shared area, any other (or when the area is full)
+ * into a buffer of its size, which fp_submit copies.  Grown by doubling, a
+ * large one was copied and faulted in several times over (a fifth of a
+ * 1 MiB echo's time over MPI); packed into a buffer and copied, once more.
  */
 FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
                          const char *fmt, ...)
@@ -214,6 +274,17 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
   if (p != NULL && out != NULL && fp__task_name_ok(name) &&
       len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
+  /* The area's base never changes: read without the lock. */
+  if (p != NULL && out != NULL && fp__task_name_ok(name) &&
+      p->shm.base != NULL && len >= FP__SHM_MIN) {
+    packed_args pa = {.fmt = fmt};
+    va_start(pa.ap, fmt);
+    rc = submit(p, name, NULL, &pa, len, 1, 0, p->opts.deadline_grace_ms, 0,
+                0, out);
+    va_end(pa.ap);
+    if (rc != NOT_PLACED)
+      return rc;
+  }
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
   if ((sb.data = malloc(len > 0 ? len : 1)) == NULL)

@@ -310,6 +310,56 @@ START_TEST(area_full_then_trimmed)
 }
 END_TEST
 
+/*
+ * fp_submitf packs a large argument straight into the area; once the area
+ * is full, into a frame.  A format of two values is refused (FP_EINVAL),
+ * and nothing is held for it.
+ */
+START_TEST(submitf_packs_large_arguments_into_the_area)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  char gate[64];
+  fpt_gate_make(gate, sizeof gate);
+  fp_pool *p = pool(1, 4);
+  enum { N = 18 };
+  const size_t size = (size_t)16 << 20; /* 18 x 16 MiB > 256 MiB */
+  char *bytes = malloc(size);
+  ck_assert_ptr_nonnull(bytes);
+  fp_future *g, *f[N], *bad = NULL;
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  ck_assert_int_eq(fp_submitf(p, "echo", &bad, "yy", bytes,
+                              (size_t)SHARED_MIN, bytes, (size_t)SHARED_MIN),
+                   FP_EINVAL);
+  ck_assert_ptr_null(bad);
+  ck_assert_uint_eq(stats(p).shared_bytes, 0);
+  for (unsigned i = 0; i < N; i++) {
+    for (size_t k = 0; k < size; k++)
+      bytes[k] = (char)(k * 31 + i);
+    ck_assert_int_eq(fp_submitf(p, "echo", &f[i], "y", bytes, size), 0);
+  }
+  free(bytes);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_gt(st.shared_args, 0);
+  ck_assert_uint_lt(st.shared_args, N); /* the area was full */
+  ck_assert_uint_ge(st.shared_bytes, st.shared_args * size);
+  fpt_gate_open(gate);
+  for (unsigned i = 0; i < N; i++) {
+    check_bin(f[i], size, i);
+    fp_future_release(f[i]);
+  }
+  st = stats(p);
+  ck_assert_uint_eq(st.shared_bytes, 0);
+  ck_assert_uint_eq(st.finished, N + 1);
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  fp_future_release(g);
+  fpt_pool_destroy(p);
+  fpt_gate_remove(gate);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(forged_ring_result_is_refused)
 {
   fpt_snapshot s;
@@ -479,6 +529,7 @@ int main(void)
   TCase *tc = fpt_tcase(s, "shm", 300);
   tcase_add_test(tc, sizes_around_the_threshold);
   tcase_add_test(tc, tasks_cannot_write_shared_arguments);
+  tcase_add_test(tc, submitf_packs_large_arguments_into_the_area);
   tcase_add_test(tc, cancelled_before_written);
   tcase_add_test(tc, area_full_then_trimmed);
   tcase_add_test(tc, forged_ring_result_is_refused);
