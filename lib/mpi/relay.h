@@ -197,9 +197,12 @@ enum fpm_due {
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
              enum fpm_due due);
 
-/* The next message from source (MPI_ANY_SOURCE: any): 1 and *msg (owned),
- * *len and *from; 0 if none is there. */
-int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from);
+/* The next message from source (MPI_ANY_SOURCE: any): 1 with *hdr its
+ * header, *msg the whole message (owned), *len and *from; 0 if none is
+ * there.  With no memory for it, *msg is NULL (rl->failed): the message
+ * was taken all the same and dropped, a BIG's payload with it. */
+int fpm_take(fpm_relay *rl, int source, fp__ctl *hdr, char **msg,
+             size_t *len, int *from);
 
 void fpm_chan_init(fpm_chan *c);
 /* Opens c on its descriptors (taken; hold may be -1). */
