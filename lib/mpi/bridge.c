@@ -352,17 +352,23 @@ static size_t task_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
       off > area->args_len || alen > area->args_len - off) {
     /* Not what the pool writes: as bytes, for the worker to refuse. */
     char *msg = fpm_msg_new(rl, len);
-    if (msg != NULL) {
-      fp__ctl m = {.op = FPM_DATA, .slot = slot};
-      memcpy(msg, &m, sizeof m);
-      memcpy(msg + sizeof m, frame, len);
-      fpm_post(rl, dest, msg, sizeof m + len);
+    if (msg == NULL) {
+      fpm_lost(rl);
+      return len;
     }
+    fp__ctl m = {.op = FPM_DATA, .slot = slot};
+    memcpy(msg, &m, sizeof m);
+    memcpy(msg + sizeof m, frame, len);
+    fpm_post(rl, dest, msg, sizeof m + len);
     return len;
   }
   char *msg = fpm_msg_new(rl, blen);
-  if (msg == NULL)
+  if (msg == NULL || !fpm_room(rl, 1 + (int)((alen + FPM_PIECE - 1) /
+                                             FPM_PIECE))) {
+    free(msg);
+    fpm_lost(rl);
     return len;
+  }
   fp__ctl m = {.op = FPM_BIG, .slot = slot, .user_us = len + alen,
                .sys_us = alen};
   memcpy(msg, &m, sizeof m);

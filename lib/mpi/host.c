@@ -178,8 +178,13 @@ static size_t result_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
   if (fp__remote_result_ref(body, blen, &id, &pos, &rlen) == 0)
     at = fp__remote_ring_read(h->area, slot, s->tail, pos, rlen);
   char *msg = fpm_msg_new(rl, at != NULL ? blen : len);
-  if (msg == NULL)
+  if (msg == NULL ||
+      (at != NULL &&
+       !fpm_room(rl, 1 + (int)((rlen + FPM_PIECE - 1) / FPM_PIECE)))) {
+    free(msg);
+    fpm_lost(rl);
     return len;
+  }
   if (at == NULL) {
     /* Not in its ring: as bytes, for the pool to refuse. */
     fp__ctl m = {.op = FPM_DATA, .slot = slot};

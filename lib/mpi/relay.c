@@ -123,12 +123,13 @@ char *fpm_msg_new(fpm_relay *rl, size_t payload)
   return m;
 }
 
-/* Room for one more send; 0 if there is none. */
-static int send_room(fpm_relay *rl)
+int fpm_room(fpm_relay *rl, int n)
 {
-  if (rl->nreq < rl->cap)
+  if (rl->nreq + n <= rl->cap)
     return 1;
   int cap = rl->cap ? 2 * rl->cap : 64;
+  while (cap < rl->nreq + n)
+    cap *= 2;
   MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
   if (r != NULL)
     rl->reqs = r;
@@ -141,12 +142,34 @@ static int send_room(fpm_relay *rl)
   return 1;
 }
 
+/*
+ * A send with no room to track it.  A header alone goes at once: so
+ * small a message goes eagerly, the call returning once it left, so a
+ * peer that sends to us meanwhile waits for nothing of ours.  Anything
+ * larger is dropped, and the relay stops (the peer sees a stream that
+ * ends, as at a worker's death): a blocking send of it would wait until
+ * the peer receives it, which a peer in such a send toward us never does.
+ */
+static void post_untracked(fpm_relay *rl, int dest, const void *buf,
+                           size_t len)
+{
+  if (len > sizeof(fp__ctl))
+    fpm_lost(rl);
+  else
+    MPI_Send((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+}
+
+void fpm_lost(fpm_relay *rl)
+{
+  rl->failed = 1;
+  rl->lost++;
+}
+
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
 {
   rl->post_ns = fpm_now_ns();
-  if (!send_room(rl)) {
-    /* No room to track it: send it now, in place. */
-    MPI_Send(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+  if (!fpm_room(rl, 1)) {
+    post_untracked(rl, dest, msg, len);
     free(msg);
     return;
   }
@@ -161,8 +184,8 @@ void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
                    uint64_t arg)
 {
   rl->post_ns = fpm_now_ns();
-  if (!send_room(rl)) {
-    MPI_Send((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+  if (!fpm_room(rl, 1)) {
+    post_untracked(rl, dest, buf, len);
     if (done != NULL)
       done(ctx, arg);
     return;
@@ -292,7 +315,7 @@ void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m)
 {
   char *msg = fpm_msg_new(rl, 0);
   if (msg == NULL) {
-    MPI_Send((void *)m, (int)sizeof *m, MPI_BYTE, dest, FPM_TAG, rl->comm);
+    post_untracked(rl, dest, m, sizeof *m);
     return;
   }
   memcpy(msg, m, sizeof *m);
@@ -525,8 +548,10 @@ static void post_data(fpm_relay *rl, int dest, uint32_t slot, char *msg,
     return;
   }
   char *copy = fpm_msg_new(rl, to - from);
-  if (copy == NULL)
+  if (copy == NULL) {
+    fpm_lost(rl);
     return;
+  }
   memcpy(copy, &m, sizeof m);
   memcpy(copy + sizeof m, msg + sizeof m + from, to - from);
   fpm_post(rl, dest, copy, sizeof m + to - from);
@@ -583,7 +608,7 @@ static size_t split_frames(fpm_relay *rl, fpm_chan *c, int dest,
   if (p < n) {
     char *keep = malloc(n - p);
     if (keep == NULL)
-      rl->failed = 1;
+      fpm_lost(rl);
     else
       memcpy(keep, b + p, n - p);
     c->carry = keep;
@@ -669,6 +694,7 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
       return sent;
     }
     size_t n = kept + (size_t)r;
+    unsigned long lost = rl->lost;
     if (c->hooks != NULL) {
       c->unacked += split_frames(rl, c, dest, slot, msg, n);
     } else {
@@ -678,6 +704,15 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
       c->unacked += n;
     }
     sent += (size_t)r;
+    if (rl->lost != lost) {
+      /* Bytes of this stream were dropped (the relay stops): it ends
+       * here, as a dead worker's does, not with later bytes spliced on. */
+      close(c->rfd);
+      c->rfd = -1;
+      fp__ctl m = {.op = FPM_CLOSE, .slot = slot};
+      fpm_post_ctl(rl, dest, &m);
+      return sent;
+    }
     if ((size_t)r < want)
       return sent; /* the pipe is empty */
   }
