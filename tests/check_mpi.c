@@ -54,7 +54,9 @@ typedef struct mpt_cfg {
   int oom_over_on;       /* on this rank, every allocation of OOM_OVER
                             bytes or more fails while fp_mpi_pool_create
                             runs (0: none) */
+  size_t oom_over;       /* instead of OOM_OVER (0: OOM_OVER) */
   int root_area_off;     /* the root: shm_args FP_SHM_OFF */
+  int host_area_off;     /* hosts: shm_args FP_SHM_OFF */
   int as_limit_on;       /* on this rank, RLIMIT_AS leaves AS_ROOM bytes
                             of address space while fp_mpi_pool_create
                             runs (0: none) */
@@ -71,6 +73,11 @@ typedef struct mpt_cfg {
  * argument. */
 #define OOM_ARG ((size_t)12 << 20)
 #define OOM_OVER ((size_t)10 << 20)
+/* The least allocation that fails to take a DATA message (a framed
+ * payload's pieces, FPM_CHUNK bytes and a header when its pipe was full):
+ * half of one, so that it is surely met while a payload of OOM_ARG
+ * streams, and more than anything else a relay or Open MPI asks for. */
+#define OOM_MSG ((size_t)512 << 10)
 /* An argument a host with small_area and as_limit_on can map no room for,
  * not even as address space: more than AS_ROOM, which is enough for
  * anything else the host does in a test. */
@@ -221,6 +228,8 @@ static fp_pool_options options_of(const mpt_cfg *c)
     o.shm_args = HOST_AREA;
   if (c->root_area_off && rank == 0)
     o.shm_args = FP_SHM_OFF;
+  if (c->host_area_off && rank != 0)
+    o.shm_args = FP_SHM_OFF;
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
@@ -335,7 +344,8 @@ static void host_loop(void)
     int slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
     long long slice = slice_of(0);
     if (c.oom_over_on == my_rank)
-      fm_arm_over(OOM_OVER); /* this process only: not its fork server */
+      /* this process only: not its fork server */
+      fm_arm_over(c.oom_over != 0 ? c.oom_over : OOM_OVER);
     struct rlimit as;
     getrlimit(RLIMIT_AS, &as);
     if (c.as_limit_on == my_rank) {
@@ -1256,6 +1266,70 @@ START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
 }
 END_TEST
 
+/*
+ * Rank 1's relay has no memory for a DATA message (a piece of a framed
+ * argument: the root maps no area): it leaves, as at any other shortage
+ * of memory, and takes such messages off the line all the same, unread,
+ * so that it sees the root's END behind them: the root's destroy returns
+ * and every host returns 0.  One left first in line held the relay in a
+ * loop that tried to take it for ever.
+ */
+START_TEST(host_out_of_memory_for_a_message_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 2, .root_area_off = 1, .oom_over_on = 1,
+               .oom_over = OOM_MSG};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  unsigned answered = 0;
+  ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
+  rest_runs_on_rank2(p, 10);
+  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
+                        "failed: out of memory"), "log:\n%s", logged);
+  mpt_destroy(p, 0);
+  ck_assert_uint_ge(reports[1].failed_allocs, 1);
+  fpt_end(&s);
+}
+END_TEST
+
+/*
+ * The bridge has no memory for a DATA message from a host (a piece of a
+ * large result framed: the hosts map no area): the pool breaks, as at any
+ * other shortage of the bridge's, and the bridge, stopping, takes such
+ * messages off the line all the same, unread, so that it sees each host's
+ * END_ACK behind them: the future fails, destroy returns, and every host
+ * returns 0.  One left first in line held the bridge in a loop that tried
+ * to take it for ever, and the pool never learnt it was broken.
+ */
+START_TEST(bridge_out_of_memory_for_a_message_breaks_the_pool)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  mpt_cfg c = {.workers = 1, .host_area_off = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  fpt_pool_wait_ready(p);
+  fp_future *f;
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)OOM_ARG), 0);
+  fm_arm_over(OOM_MSG);
+  rc = fp_future_result(f, FPT_LIMIT_MS, &r);
+  fm_disarm();
+  ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
+                fp_future_error(f) ? fp_future_error(f) : "(none)");
+  ck_assert_msg(strstr(fp_future_error(f), "the MPI bridge ran out of memory"),
+                "error '%s'", fp_future_error(f));
+  ck_assert_uint_ge(fm_failures(), 1);
+  fp_future_release(f);
+  mpt_destroy(p, 0);
+  fpt_end(&s);
+}
+END_TEST
+
 /* Options a host refuses: every rank returns the same error. */
 START_TEST(refused_options_fail_everywhere)
 {
@@ -1806,6 +1880,8 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, host_whose_relay_runs_out_of_memory_leaves);
   tcase_add_test(tc, bridge_out_of_memory_for_a_result_breaks_the_pool);
   tcase_add_test(tc, host_without_address_space_leaves);
+  tcase_add_test(tc, host_out_of_memory_for_a_message_leaves);
+  tcase_add_test(tc, bridge_out_of_memory_for_a_message_breaks_the_pool);
   tcase_add_test(tc, refused_options_fail_everywhere);
   tcase_add_test(tc, kill_reaches_every_host);
   tcase_add_test(tc, terminate_reaches_every_host);

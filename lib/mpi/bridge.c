@@ -352,17 +352,23 @@ static size_t task_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
       off > area->args_len || alen > area->args_len - off) {
     /* Not what the pool writes: as bytes, for the worker to refuse. */
     char *msg = fpm_msg_new(rl, len);
-    if (msg != NULL) {
-      fp__ctl m = {.op = FPM_DATA, .slot = slot};
-      memcpy(msg, &m, sizeof m);
-      memcpy(msg + sizeof m, frame, len);
-      fpm_post(rl, dest, msg, sizeof m + len);
+    if (msg == NULL) {
+      fpm_lost(rl);
+      return len;
     }
+    fp__ctl m = {.op = FPM_DATA, .slot = slot};
+    memcpy(msg, &m, sizeof m);
+    memcpy(msg + sizeof m, frame, len);
+    fpm_post(rl, dest, msg, sizeof m + len);
     return len;
   }
   char *msg = fpm_msg_new(rl, blen);
-  if (msg == NULL)
+  if (msg == NULL || !fpm_room(rl, 1 + (int)((alen + FPM_PIECE - 1) /
+                                             FPM_PIECE))) {
+    free(msg);
+    fpm_lost(rl);
     return len;
+  }
   fp__ctl m = {.op = FPM_BIG, .slot = slot, .user_us = len + alen,
                .sys_us = alen};
   memcpy(msg, &m, sizeof m);
@@ -554,14 +560,15 @@ static void stop_hosts(fpm_bridge *b)
   b->fs_ctl = -1;
   b->fs_child = 0;
   while (left > 0) {
+    fp__ctl m;
     char *msg;
     size_t len;
     int from, busy = 0;
-    while (fpm_take(&b->rl, MPI_ANY_SOURCE, &msg, &len, &from)) {
-      fp__ctl m;
-      memcpy(&m, msg, sizeof m);
+    while (fpm_take(&b->rl, MPI_ANY_SOURCE, &m, &msg, &len, &from)) {
       left -= m.op == FPM_END_ACK;
-      if (m.op == FPM_BIG) /* its payload comes next: nobody wants it */
+      /* A BIG's payload comes next (taken with a BIG it had no memory
+       * for): nobody wants it. */
+      if (m.op == FPM_BIG && msg != NULL)
         (void)fpm_recv_payload(&b->rl, from, NULL, (size_t)m.sys_us);
       free(msg);
       busy = 1;
@@ -617,13 +624,17 @@ void fpm_bridge_run(fpm_bridge *b)
       else if (b->pfd[k].fd == c->wfd)
         busy |= fpm_chan_write(c) > 0;
     }
+    fp__ctl m;
     char *msg;
     size_t len;
     int from;
     for (int k = 0; k < FPM_BATCH &&
-                    fpm_take(&b->rl, MPI_ANY_SOURCE, &msg, &len, &from); k++) {
-      from_host(b, from, msg, len);
+                    fpm_take(&b->rl, MPI_ANY_SOURCE, &m, &msg, &len, &from);
+         k++) {
       busy = 1;
+      if (msg == NULL)
+        break; /* dropped, no memory for it: we stop */
+      from_host(b, from, msg, len);
     }
     for (unsigned i = 0; i < b->nslots; i++) {
       fpm_chan *c = &b->ch[i];

@@ -178,8 +178,13 @@ static size_t result_out(void *ctx, fpm_relay *rl, fpm_chan *c, int dest,
   if (fp__remote_result_ref(body, blen, &id, &pos, &rlen) == 0)
     at = fp__remote_ring_read(h->area, slot, s->tail, pos, rlen);
   char *msg = fpm_msg_new(rl, at != NULL ? blen : len);
-  if (msg == NULL)
+  if (msg == NULL ||
+      (at != NULL &&
+       !fpm_room(rl, 1 + (int)((rlen + FPM_PIECE - 1) / FPM_PIECE)))) {
+    free(msg);
+    fpm_lost(rl);
     return len;
+  }
   if (at == NULL) {
     /* Not in its ring: as bytes, for the pool to refuse. */
     fp__ctl m = {.op = FPM_DATA, .slot = slot};
@@ -369,23 +374,19 @@ static void from_forkserver(host *h, int *busy)
   }
 }
 
-/* A message from the root.  1 at END. */
-static int from_root(host *h, char *msg, size_t len)
+/* A message from the root, END apart. */
+static void from_root(host *h, char *msg, size_t len)
 {
   fp__ctl m;
   memcpy(&m, msg, sizeof m);
-  if (m.op == FPM_END) {
-    free(msg);
-    return 1;
-  }
   if (m.op == FPM_BIG) {
     task_in(h, &m, msg + sizeof m, len - sizeof m);
     free(msg);
-    return 0;
+    return;
   }
   if (m.slot >= h->n) {
     free(msg);
-    return 0;
+    return;
   }
   fpm_chan *c = &h->ch[m.slot];
   switch (m.op) {
@@ -407,7 +408,6 @@ static int from_root(host *h, char *msg, size_t len)
     break;
   }
   free(msg);
-  return 0;
 }
 
 static int serve(host *h)
@@ -447,14 +447,20 @@ static int serve(host *h)
       else if (h->pfd[j].events == POLLOUT && h->pfd[j].fd == c->wfd)
         busy |= fpm_chan_write(c) > 0;
     }
+    fp__ctl m;
     char *msg;
     size_t len;
     int from;
-    for (int j = 0;
-         j < FPM_BATCH && fpm_take(&h->rl, h->root, &msg, &len, &from); j++) {
+    for (int j = 0; j < FPM_BATCH &&
+                    fpm_take(&h->rl, h->root, &m, &msg, &len, &from); j++) {
       busy = 1;
-      if (from_root(h, msg, len))
+      if (m.op == FPM_END) {
+        free(msg);
         return 0;
+      }
+      if (msg == NULL)
+        break; /* dropped, no memory for it: we leave */
+      from_root(h, msg, len);
     }
     for (unsigned k = 0; k < h->n; k++)
       if (h->ch[k].open)
@@ -508,15 +514,16 @@ int fpm_host_run(MPI_Comm comm, int root, unsigned n, int ctl, pid_t fs_pid,
   fpm_forkserver_stop(h.ctl, fs_pid, fs_child);
   if (rc != 0 || left) {
     /* The root waits for END_ACK after its END: take messages until then. */
+    fp__ctl m;
     char *msg;
     size_t len;
     int from, end = 0;
     while (!end) {
-      while (!end && fpm_take(&h.rl, root, &msg, &len, &from)) {
-        fp__ctl m;
-        memcpy(&m, msg, sizeof m);
+      while (!end && fpm_take(&h.rl, root, &m, &msg, &len, &from)) {
         end = m.op == FPM_END;
-        if (m.op == FPM_BIG) /* its payload comes next: nobody wants it */
+        /* A BIG's payload comes next (taken with a BIG it had no memory
+         * for): nobody wants it. */
+        if (m.op == FPM_BIG && msg != NULL)
           (void)fpm_recv_payload(&h.rl, root, NULL, (size_t)m.sys_us);
         free(msg);
       }

@@ -123,12 +123,13 @@ char *fpm_msg_new(fpm_relay *rl, size_t payload)
   return m;
 }
 
-/* Room for one more send; 0 if there is none. */
-static int send_room(fpm_relay *rl)
+int fpm_room(fpm_relay *rl, int n)
 {
-  if (rl->nreq < rl->cap)
+  if (rl->nreq + n <= rl->cap)
     return 1;
   int cap = rl->cap ? 2 * rl->cap : 64;
+  while (cap < rl->nreq + n)
+    cap *= 2;
   MPI_Request *r = realloc(rl->reqs, (size_t)cap * sizeof *r);
   if (r != NULL)
     rl->reqs = r;
@@ -141,12 +142,34 @@ static int send_room(fpm_relay *rl)
   return 1;
 }
 
+/*
+ * A send with no room to track it.  A header alone goes at once: so
+ * small a message goes eagerly, the call returning once it left, so a
+ * peer that sends to us meanwhile waits for nothing of ours.  Anything
+ * larger is dropped, and the relay stops (the peer sees a stream that
+ * ends, as at a worker's death): a blocking send of it would wait until
+ * the peer receives it, which a peer in such a send toward us never does.
+ */
+static void post_untracked(fpm_relay *rl, int dest, const void *buf,
+                           size_t len)
+{
+  if (len > sizeof(fp__ctl))
+    fpm_lost(rl);
+  else
+    MPI_Send((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+}
+
+void fpm_lost(fpm_relay *rl)
+{
+  rl->failed = 1;
+  rl->lost++;
+}
+
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len)
 {
   rl->post_ns = fpm_now_ns();
-  if (!send_room(rl)) {
-    /* No room to track it: send it now, in place. */
-    MPI_Send(msg, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+  if (!fpm_room(rl, 1)) {
+    post_untracked(rl, dest, msg, len);
     free(msg);
     return;
   }
@@ -161,8 +184,8 @@ void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
                    uint64_t arg)
 {
   rl->post_ns = fpm_now_ns();
-  if (!send_room(rl)) {
-    MPI_Send((void *)buf, (int)len, MPI_BYTE, dest, FPM_TAG, rl->comm);
+  if (!fpm_room(rl, 1)) {
+    post_untracked(rl, dest, buf, len);
     if (done != NULL)
       done(ctx, arg);
     return;
@@ -212,31 +235,38 @@ static char *sink_map(size_t len, size_t *maplen)
 }
 
 /*
- * Takes the next message from source, of n bytes, into FPM_VOID bytes that
- * every block of it overwrites in turn: a datatype of blocks with no
- * stride between them.  MPI calls a receive buffer that overlaps itself
- * erroneous, since what it ends up holding is unspecified, but nobody reads
- * these bytes.  The last resort for a payload nobody wants when even the
- * sink's address space is refused (RLIMIT_AS): one left first in line
- * would hold back every message after it, the END the relay drains for
- * among them.  A receive of fewer bytes than sent is no way out: Open MPI
- * may then copy the whole message into the buffer anyway.
+ * Takes the next message from source, of n bytes: its first nhead into
+ * head, the rest into FPM_VOID bytes that every block of it overwrites in
+ * turn (a datatype of blocks with no stride between them).  MPI calls a
+ * receive buffer that overlaps itself erroneous, since what it ends up
+ * holding is unspecified, but nobody reads these bytes.  The last resort
+ * for bytes nobody wants when there is no memory for them, not even the
+ * sink's address space (RLIMIT_AS): a message left first in line would
+ * hold back every message after it, the END or END_ACK a relay that stops
+ * drains for among them.  A receive of fewer bytes than sent is no way
+ * out: Open MPI may then copy the whole message into the buffer anyway.
  */
 #define FPM_VOID 4096
-static void recv_void(fpm_relay *rl, int source, size_t n)
+static void recv_void(fpm_relay *rl, int source, size_t n, void *head,
+                      size_t nhead)
 {
   char vbuf[FPM_VOID];
+  size_t rest = n - nhead;
   MPI_Datatype blocks, t;
-  int lens[2] = {1, (int)(n % FPM_VOID)};
-  MPI_Aint disps[2] = {0, 0};
-  MPI_Datatype types[2];
-  MPI_Type_create_hvector((int)(n / FPM_VOID), FPM_VOID, 0, MPI_BYTE,
+  int lens[3] = {(int)nhead, 1, (int)(rest % FPM_VOID)};
+  MPI_Aint disps[3];
+  MPI_Datatype types[3];
+  MPI_Type_create_hvector((int)(rest / FPM_VOID), FPM_VOID, 0, MPI_BYTE,
                           &blocks);
-  types[0] = blocks;
-  types[1] = MPI_BYTE;
-  MPI_Type_create_struct(2, lens, disps, types, &t);
+  MPI_Get_address(nhead > 0 ? head : vbuf, &disps[0]);
+  MPI_Get_address(vbuf, &disps[1]);
+  disps[2] = disps[1];
+  types[0] = MPI_BYTE;
+  types[1] = blocks;
+  types[2] = MPI_BYTE;
+  MPI_Type_create_struct(3, lens, disps, types, &t);
   MPI_Type_commit(&t);
-  MPI_Recv(vbuf, 1, t, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
+  MPI_Recv(MPI_BOTTOM, 1, t, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
   MPI_Type_free(&t);
   MPI_Type_free(&blocks);
 }
@@ -259,7 +289,7 @@ int fpm_recv_payload(fpm_relay *rl, int source, char *buf, size_t len)
   for (size_t at = 0; at < len;) {
     size_t n = len - at < FPM_PIECE ? len - at : FPM_PIECE;
     if (rc != 0)
-      recv_void(rl, source, n);
+      recv_void(rl, source, n, NULL, 0);
     else
       MPI_Recv(buf != NULL ? buf + at : sink != NULL ? sink : scratch, (int)n,
                MPI_BYTE, source, FPM_TAG, rl->comm, MPI_STATUS_IGNORE);
@@ -285,7 +315,7 @@ void fpm_post_ctl(fpm_relay *rl, int dest, const fp__ctl *m)
 {
   char *msg = fpm_msg_new(rl, 0);
   if (msg == NULL) {
-    MPI_Send((void *)m, (int)sizeof *m, MPI_BYTE, dest, FPM_TAG, rl->comm);
+    post_untracked(rl, dest, m, sizeof *m);
     return;
   }
   memcpy(msg, m, sizeof *m);
@@ -327,7 +357,8 @@ void fpm_relay_drain(fpm_relay *rl)
   rl->nreq = rl->cap = 0;
 }
 
-int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
+int fpm_take(fpm_relay *rl, int source, fp__ctl *hdr, char **msg,
+             size_t *len, int *from)
 {
   int flag = 0, count = 0;
   MPI_Status st;
@@ -335,16 +366,25 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
   if (!flag)
     return 0;
   MPI_Get_count(&st, MPI_BYTE, &count);
-  char *m = malloc(count > 0 ? (size_t)count : 1);
-  if (m == NULL) {
-    rl->failed = 1;
+  size_t n = count > 0 ? (size_t)count : 0;
+  if (n < sizeof *hdr) {
+    /* Not ours: the communicator is our duplicate, so never. */
+    recv_void(rl, st.MPI_SOURCE, n, NULL, 0);
     return 0;
   }
-  MPI_Recv(m, count, MPI_BYTE, st.MPI_SOURCE, FPM_TAG, rl->comm,
-           MPI_STATUS_IGNORE);
-  if ((size_t)count < sizeof(fp__ctl)) {
-    free(m);
-    return 0; /* not ours: the communicator is our duplicate, so never */
+  char *m = malloc(n);
+  if (m != NULL) {
+    MPI_Recv(m, count, MPI_BYTE, st.MPI_SOURCE, FPM_TAG, rl->comm,
+             MPI_STATUS_IGNORE);
+    memcpy(hdr, m, sizeof *hdr);
+  } else {
+    /* No memory for it: the relay stops, but the message is taken all
+     * the same, its header kept (a BIG's payload after it too), so that
+     * the END or END_ACK behind it is seen. */
+    rl->failed = 1;
+    recv_void(rl, st.MPI_SOURCE, n, hdr, sizeof *hdr);
+    if (hdr->op == FPM_BIG)
+      (void)fpm_recv_payload(rl, st.MPI_SOURCE, NULL, (size_t)hdr->sys_us);
   }
   /*
    * The first message after a post: the time since that post goes into
@@ -367,7 +407,7 @@ int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from)
   rl->every_ns += (every - rl->every_ns) / 8;
   rl->take_ns = now;
   *msg = m;
-  *len = (size_t)count;
+  *len = n;
   *from = st.MPI_SOURCE;
   return 1;
 }
@@ -508,8 +548,10 @@ static void post_data(fpm_relay *rl, int dest, uint32_t slot, char *msg,
     return;
   }
   char *copy = fpm_msg_new(rl, to - from);
-  if (copy == NULL)
+  if (copy == NULL) {
+    fpm_lost(rl);
     return;
+  }
   memcpy(copy, &m, sizeof m);
   memcpy(copy + sizeof m, msg + sizeof m + from, to - from);
   fpm_post(rl, dest, copy, sizeof m + to - from);
@@ -566,7 +608,7 @@ static size_t split_frames(fpm_relay *rl, fpm_chan *c, int dest,
   if (p < n) {
     char *keep = malloc(n - p);
     if (keep == NULL)
-      rl->failed = 1;
+      fpm_lost(rl);
     else
       memcpy(keep, b + p, n - p);
     c->carry = keep;
@@ -652,6 +694,7 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
       return sent;
     }
     size_t n = kept + (size_t)r;
+    unsigned long lost = rl->lost;
     if (c->hooks != NULL) {
       c->unacked += split_frames(rl, c, dest, slot, msg, n);
     } else {
@@ -661,6 +704,15 @@ size_t fpm_chan_read(fpm_relay *rl, fpm_chan *c, int dest, uint32_t slot,
       c->unacked += n;
     }
     sent += (size_t)r;
+    if (rl->lost != lost) {
+      /* Bytes of this stream were dropped (the relay stops): it ends
+       * here, as a dead worker's does, not with later bytes spliced on. */
+      close(c->rfd);
+      c->rfd = -1;
+      fp__ctl m = {.op = FPM_CLOSE, .slot = slot};
+      fpm_post_ctl(rl, dest, &m);
+      return sent;
+    }
     if ((size_t)r < want)
       return sent; /* the pipe is empty */
   }

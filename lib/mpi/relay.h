@@ -143,6 +143,7 @@ typedef struct fpm_relay {
   int64_t gap_ns;      /* the usual time from a post to the next message */
   int64_t every_ns;    /* the usual time between two messages taken */
   int failed;          /* out of memory: the relay stops */
+  unsigned long lost;  /* messages dropped unsent (fpm_lost) */
 } fpm_relay;
 
 int64_t fpm_now_ns(void);
@@ -157,10 +158,20 @@ void fpm_relay_init(fpm_relay *rl, MPI_Comm comm);
 void fpm_relay_drain(fpm_relay *rl);
 /* A message of payload bytes after its header, or NULL (rl->failed). */
 char *fpm_msg_new(fpm_relay *rl, size_t payload);
-/* Sends msg (taken) of len bytes to rank dest. */
+/* Room to track n more sends (0: none, out of memory).  Whoever posts a
+ * BIG makes room for it and every piece of its payload first: a receiver
+ * waits for each piece once it has the BIG. */
+int fpm_room(fpm_relay *rl, int n);
+/* A message for the peer was dropped, or bytes of a stream: the relay
+ * stops (rl->failed), and a channel being read ends its stream. */
+void fpm_lost(fpm_relay *rl);
+/* Sends msg (taken) of len bytes to rank dest.  Never waits for the peer:
+ * with no room to track the send, a header alone goes at once (eagerly)
+ * and anything larger is dropped (fpm_lost). */
 void fpm_post(fpm_relay *rl, int dest, char *msg, size_t len);
 /* Sends len bytes at buf, which stay put until the send is done; then
- * done(ctx, arg) unless done is NULL. */
+ * done(ctx, arg) unless done is NULL (at once if it was dropped, as
+ * fpm_post's). */
 void fpm_post_lent(fpm_relay *rl, int dest, const char *buf, size_t len,
                    void (*done)(void *ctx, uint64_t arg), void *ctx,
                    uint64_t arg);
@@ -197,9 +208,12 @@ enum fpm_due {
 int fpm_pace(fpm_relay *rl, struct pollfd *pfd, int n, int busy,
              enum fpm_due due);
 
-/* The next message from source (MPI_ANY_SOURCE: any): 1 and *msg (owned),
- * *len and *from; 0 if none is there. */
-int fpm_take(fpm_relay *rl, int source, char **msg, size_t *len, int *from);
+/* The next message from source (MPI_ANY_SOURCE: any): 1 with *hdr its
+ * header, *msg the whole message (owned), *len and *from; 0 if none is
+ * there.  With no memory for it, *msg is NULL (rl->failed): the message
+ * was taken all the same and dropped, a BIG's payload with it. */
+int fpm_take(fpm_relay *rl, int source, fp__ctl *hdr, char **msg,
+             size_t *len, int *from);
 
 void fpm_chan_init(fpm_chan *c);
 /* Opens c on its descriptors (taken; hold may be -1). */
