@@ -207,6 +207,15 @@ static unsigned ring_take(fp_pool *p, fp__slotq *q, unsigned bit)
   return i;
 }
 
+/* The newest entry of q, for the idle ring: the worker idle last. */
+static unsigned ring_take_newest(fp_pool *p, fp__slotq *q, unsigned bit)
+{
+  unsigned at = q->head + --q->len;
+  unsigned i = q->v[at >= p->nslots ? at - p->nslots : at];
+  p->ringed[i] &= ~bit;
+  return i;
+}
+
 /* Slot i's list got shorter: it is idle, or has room again. */
 static void sched_freed(fp_pool *p, unsigned i)
 {
@@ -645,12 +654,18 @@ static int slot_takes_work(const fp_pool *p, const fp__slot *s, unsigned w)
          (p->wcfg.max_tasks == 0 || s->assigned < p->wcfg.max_tasks);
 }
 
-/* An idle slot that takes work, off the idle ring, or -1.  One given work
- * since it went there moves to the room ring. */
+/*
+ * An idle slot that takes work, off the idle ring, or -1: the one idle
+ * last, whose worker's cache is warm and, over MPI, whose host's relay is
+ * awake.  Tasks that come one at a time then go to one worker, and the
+ * others (and their hosts, which wait for MPI by looking) stay asleep
+ * instead of taking turns at waking.  One given work since it went there
+ * moves to the room ring.
+ */
 static int take_idle(fp_pool *p, unsigned w)
 {
   while (p->idle.len > 0) {
-    unsigned i = ring_take(p, &p->idle, FP__IN_IDLE);
+    unsigned i = ring_take_newest(p, &p->idle, FP__IN_IDLE);
     const fp__slot *s = &p->slots[i];
     if (!slot_takes_work(p, s, w))
       continue;
@@ -672,7 +687,7 @@ static int take_room(fp_pool *p, unsigned w)
 }
 
 /*
- * The worker for the next task: an idle one first (idle ones take turns),
+ * The worker for the next task: an idle one first (the one idle last),
  * so that a task never waits behind another while a worker is idle; then
  * one with room (window()), the last one taken after those that answered.
  */

@@ -230,6 +230,8 @@ static fp_pool_options options_of(const mpt_cfg *c)
     o.shm_args = FP_SHM_OFF;
   if (c->host_area_off && rank != 0)
     o.shm_args = FP_SHM_OFF;
+  if (c->as_limit_on && rank == 0)
+    o.shm_args = 3 * AS_ARG; /* two at a time, each sent from the area */
   o.tasks = fpt_tasks;
   o.workers = c->workers;
   o.init = c->init_fails ? init_fails : NULL;
@@ -1034,8 +1036,8 @@ static unsigned rounds_until_retired(fp_pool *p)
 }
 
 /* After rank 1 left: n more tasks all run, on rank 2; the stats and the
- * per-slot entries show rank 1's two slots retired. */
-static void rest_runs_on_rank2(fp_pool *p, int n)
+ * per-slot entries show rank 1's slots (per_host of them) retired. */
+static void rest_runs_on_rank2(fp_pool *p, int n, unsigned per_host)
 {
   fp_future *f[64];
   for (int i = 0; i < n; i++)
@@ -1047,13 +1049,13 @@ static void rest_runs_on_rank2(fp_pool *p, int n)
   fp_pool_stats st = FP_POOL_STATS_INIT;
   fp_worker_stats w[4];
   ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 4), 0);
-  ck_assert_uint_eq(st.workers, 4);
+  ck_assert_uint_eq(st.workers, 2 * per_host);
   ck_assert_uint_eq(st.hosts_retired, 1);
-  ck_assert_uint_eq(st.workers_retired, 2);
+  ck_assert_uint_eq(st.workers_retired, per_host);
   ck_assert_uint_eq(st.queued + st.running, 0);
-  ck_assert_int_eq(w[0].pid, 0); /* rank 1's slots come first */
-  ck_assert_int_eq(w[1].pid, 0);
-  ck_assert_uint_le(st.workers_live, 2);
+  for (unsigned k = 0; k < per_host; k++)
+    ck_assert_int_eq(w[k].pid, 0); /* rank 1's slots come first */
+  ck_assert_uint_le(st.workers_live, per_host);
 }
 
 /* Init fails on rank 1 alone: that host leaves at once (a log line says
@@ -1077,7 +1079,7 @@ START_TEST(host_whose_init_fails_leaves)
     fp_future_release(f[i]);
   }
   wait_retired(p);
-  rest_runs_on_rank2(p, 8);
+  rest_runs_on_rank2(p, 8, 2);
   fp_pool_stats st = stats_of(p);
   ck_assert_uint_eq(st.finished, N + 8);
   ck_assert_uint_eq(st.failed, 0);
@@ -1104,7 +1106,7 @@ START_TEST(host_that_crash_loops_is_retired)
   unsigned failed = rounds_until_retired(p);
   ck_assert_uint_ge(failed, 4);
   ck_assert_uint_le(failed, 5);
-  rest_runs_on_rank2(p, 40);
+  rest_runs_on_rank2(p, 40, 2);
   fp_pool_stats st = stats_of(p);
   ck_assert_uint_eq(st.failed, failed);
   ck_assert_uint_eq(st.finished + st.failed, st.submitted);
@@ -1130,7 +1132,7 @@ START_TEST(host_whose_fork_server_dies_leaves)
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   unsigned failed = rounds_until_retired(p);
   ck_assert_uint_le(failed, 2); /* the tasks its two workers ran */
-  rest_runs_on_rank2(p, 40);
+  rest_runs_on_rank2(p, 40, 2);
   ck_assert_msg(log_has("host rank 1 retired", "the fork server of host "
                         "rank 1 died"), "log:\n%s", logged);
   mpt_destroy(p, 0);
@@ -1139,10 +1141,12 @@ START_TEST(host_whose_fork_server_dies_leaves)
 END_TEST
 
 /*
- * Submits arguments of len bytes, one at a time, until a host retires;
- * each fails as at its worker's death (SIGKILL) or is answered (on rank 2,
- * framed: its area is too small as well).  Returns how many failed; adds
- * the answered to *answered.
+ * In a pool of one worker per host: submits arguments of len bytes, two at
+ * a time, until a host retires.  Each of the two goes to an idle worker,
+ * so one to each host, and only one is ever rank 1's.  Each fails as at
+ * its worker's death (SIGKILL) or is answered (on rank 2, framed: its area
+ * is too small as well).  Returns how many failed; adds the answered to
+ * *answered.
  */
 static unsigned until_a_host_retires(fp_pool *p, size_t len,
                                      unsigned *answered)
@@ -1153,20 +1157,23 @@ static unsigned until_a_host_retires(fp_pool *p, size_t len,
   int64_t until = fpt_now_ms() + FPT_LIMIT_MS;
   while (stats_of(p).hosts_retired == 0) {
     ck_assert_msg(fpt_now_ms() < until, "no host was retired");
-    fp_future *f;
+    fp_future *f[2];
     const msgpack_object *r;
-    ck_assert_int_eq(fp_submitf(p, "in_area", &f, "y", arg, len), 0);
-    int rc = fp_future_result(f, FPT_LIMIT_MS, &r);
-    if (rc == 0) {
-      (*answered)++;
-    } else {
-      const char *e = fp_future_error(f);
-      ck_assert_msg(rc == FP_EWORKER && e != NULL &&
-                    strstr(e, "killed by signal 9") != NULL,
-                    "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
-      failed++;
+    for (int k = 0; k < 2; k++)
+      ck_assert_int_eq(fp_submitf(p, "in_area", &f[k], "y", arg, len), 0);
+    for (int k = 0; k < 2; k++) {
+      int rc = fp_future_result(f[k], FPT_LIMIT_MS, &r);
+      if (rc == 0) {
+        (*answered)++;
+      } else {
+        const char *e = fp_future_error(f[k]);
+        ck_assert_msg(rc == FP_EWORKER && e != NULL &&
+                      strstr(e, "killed by signal 9") != NULL,
+                      "rc %s, error '%s'", fp_strerror(rc), e ? e : "(none)");
+        failed++;
+      }
+      fp_future_release(f[k]);
     }
-    fp_future_release(f);
   }
   free(arg);
   return failed;
@@ -1179,20 +1186,21 @@ static unsigned until_a_host_retires(fp_pool *p, size_t len,
  * death (SIGKILL), the log says why, and rank 2 runs the rest.  Rank 1
  * serves on with no worker until the pool is gone and returns 0, as every
  * host does (fp_mpi_pool_create(3), RETURN VALUES), with no process left.
- * Tasks go one at a time, so that only one is ever rank 1's when it goes.
+ * Tasks go two at a time, one to each host, so that only one is ever rank
+ * 1's when it goes.
  */
 START_TEST(host_whose_relay_runs_out_of_memory_leaves)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 2, .small_area = 1, .oom_over_on = 1};
+  mpt_cfg c = {.workers = 1, .small_area = 1, .oom_over_on = 1};
   fp_pool *p;
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   fpt_pool_wait_ready(p);
   unsigned answered = 0;
   ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 40);
+  rest_runs_on_rank2(p, 40, 1);
   fp_pool_stats st = stats_of(p);
   ck_assert_uint_eq(st.failed, 1);
   ck_assert_uint_eq(st.finished, answered + 40);
@@ -1218,14 +1226,14 @@ START_TEST(host_without_address_space_leaves)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 2, .small_area = 1, .as_limit_on = 1};
+  mpt_cfg c = {.workers = 1, .small_area = 1, .as_limit_on = 1};
   fp_pool *p;
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   fpt_pool_wait_ready(p);
   unsigned answered = 0;
   ck_assert_uint_eq(until_a_host_retires(p, AS_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 10);
+  rest_runs_on_rank2(p, 10, 1);
   ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
                         "failed: out of memory"), "log:\n%s", logged);
   mpt_destroy(p, 0);
@@ -1278,7 +1286,7 @@ START_TEST(host_out_of_memory_for_a_message_leaves)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 2, .root_area_off = 1, .oom_over_on = 1,
+  mpt_cfg c = {.workers = 1, .root_area_off = 1, .oom_over_on = 1,
                .oom_over = OOM_MSG};
   fp_pool *p;
   int rc = mpt_create(c, &p);
@@ -1286,7 +1294,7 @@ START_TEST(host_out_of_memory_for_a_message_leaves)
   fpt_pool_wait_ready(p);
   unsigned answered = 0;
   ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 10);
+  rest_runs_on_rank2(p, 10, 1);
   ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
                         "failed: out of memory"), "log:\n%s", logged);
   mpt_destroy(p, 0);
