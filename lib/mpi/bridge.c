@@ -57,6 +57,8 @@ struct fpm_bridge {
                             exit is no failure */
   fp__ctl *exited;       /* per slot: EXITED waiting for its bytes */
   int *exit_pending;
+  unsigned char *asked;  /* per slot: a SPAWN or KILL went to its host,
+                            whose answer has not come */
   struct pollfd *pfd;    /* ctl, then up to two per slot */
   int *pfd_slot;
   _Atomic(fp__shm *) area; /* the pool's shared area; NULL: none (yet) */
@@ -93,8 +95,10 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
       !(b->pfd = calloc(2 * n + 2, sizeof *b->pfd)) ||
       !(b->pfd_slot = calloc(2 * n + 2, sizeof *b->pfd_slot)) ||
       !(b->ring = calloc(n + 1, sizeof *b->ring)) ||
-      !(b->ring_on = calloc(n + 1, sizeof *b->ring_on))) {
+      !(b->ring_on = calloc(n + 1, sizeof *b->ring_on)) ||
+      !(b->asked = calloc(n + 1, sizeof *b->asked))) {
     if (b != NULL) {
+      free(b->ring_on);
       free(b->ring);
       free(b->pfd_slot);
       free(b->base);
@@ -149,6 +153,7 @@ static void bridge_free(fpm_bridge *b)
   free(b->pfd_slot);
   free(b->ring);
   free(b->ring_on);
+  free(b->asked);
   free(b);
 }
 
@@ -460,6 +465,9 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
     return;
   }
   fpm_chan *c = &b->ch[i];
+  if (m.op == FP__CTL_SPAWNED || m.op == FP__CTL_SPAWN_FAILED ||
+      m.op == FP__CTL_GONE || m.op == FP__CTL_EXITED)
+    b->asked[i] = 0;
   switch (m.op) {
   case FP__CTL_SPAWNED:
     slot_spawned(b, i, &m);
@@ -484,25 +492,35 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
 }
 
 /*
- * What the hosts may send: answers that are not urgent if each host
- * worker has a task queued behind the one it runs (the pool's frames to it
- * are tasks; its first frame back is its READY, and each after that
- * answers one task).  The pool learns of an answer later then, but no
- * worker waits for it meanwhile.
+ * What the hosts may send that is due (the pool's frames to a worker are
+ * tasks; its first frame back is its READY, and each after that answers
+ * one task).  Any time: a READY, an ACK a full window waits for, the
+ * answer to a SPAWN or KILL, or the answer of a worker with no task queued
+ * behind it.  Not urgent, if every host worker with a task has one queued
+ * behind it: the pool learns of an answer later then, but no worker waits
+ * for it meanwhile.  Nothing, while no host worker has a task: the next
+ * one comes through the pool's pipe, which wakes us, and a host's
+ * unprompted news (a worker that died idle, a host that leaves) is seen
+ * within a nap.
  */
 static enum fpm_due due_from_hosts(const fpm_bridge *b)
 {
-  int any = 0;
+  enum fpm_due due = FPM_DUE_NONE;
   for (unsigned i = 0; i < b->nslots; i++) {
     const fpm_chan *c = &b->ch[i];
     uint64_t answers = c->in.n > 0 ? c->in.n - 1 : 0;
-    if (root_slot(b, i) || !c->open)
+    if (root_slot(b, i))
       continue;
-    if (c->out.n < answers + 2)
+    if (b->asked[i])
       return FPM_DUE_ANY;
-    any = 1;
+    if (!c->open)
+      continue;
+    if (c->in.n == 0 || c->unacked >= FPM_WINDOW || c->out.n == answers + 1)
+      return FPM_DUE_ANY;
+    if (c->out.n > answers)
+      due = FPM_DUE_LATER;
   }
-  return any ? FPM_DUE_LATER : FPM_DUE_ANY;
+  return due;
 }
 
 /* What the pool asks of the fork server goes to the slot's host.  0, or 1
@@ -533,10 +551,12 @@ static int from_pool(fpm_bridge *b, int *busy)
     if (m.op == FP__CTL_SPAWN || m.op == FP__CTL_KILL ||
         m.op == FP__CTL_STOP) {
       m.slot = local_slot(b, i);
-      if (root_slot(b, i))
+      if (root_slot(b, i)) {
         to_forkserver(b, i, &m);
-      else
+      } else {
         fpm_post_ctl(&b->rl, b->rank[i], &m);
+        b->asked[i] |= m.op != FP__CTL_STOP;
+      }
     }
   }
 }

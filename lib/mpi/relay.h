@@ -192,7 +192,8 @@ enum fpm_due {
                           a host, while each of its workers runs one */
   FPM_DUE_NONE,        /* nothing needed before one of our descriptors
                           wakes us: a host, while each of its workers has
-                          a task queued behind the one it runs */
+                          a task queued behind the one it runs; the bridge,
+                          while no host worker has a task */
 };
 /*
  * Waits for one of n descriptors, or for the next look at MPI: not at all
