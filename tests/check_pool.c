@@ -1002,12 +1002,44 @@ START_TEST(many_workers_all_answer)
 }
 END_TEST
 
+/*
+ * forkpool(7), Scheduling: a task goes to the worker idle last, so tasks
+ * that come one at a time keep to one worker while the other sleeps
+ * (idle workers taking turns would share them out).
+ */
+START_TEST(one_at_a_time_keeps_to_one_worker)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = fpt_pool(2, 0);
+  fpt_pool_wait_ready(p);
+  for (int i = 0; i < 20; i++) {
+    fp_future *f;
+    ck_assert_int_eq(fp_submitf(p, "square", &f, "[I]", (int64_t)i), 0);
+    ck_assert_int_eq(fpt_i64(f), (int64_t)i * i);
+    fp_future_release(f);
+  }
+  fp_pool_stats st = FP_POOL_STATS_INIT;
+  fp_worker_stats w[2];
+  ck_assert_int_eq(fp_pool_stats_get(p, &st, w, 2), 0);
+  ck_assert_uint_eq(w[0].tasks + w[1].tasks, 20);
+  ck_assert_msg(w[0].tasks == 20 || w[1].tasks == 20,
+                "the tasks were shared out: %llu and %llu",
+                (unsigned long long)w[0].tasks,
+                (unsigned long long)w[1].tasks);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("pool");
   TCase *tc = fpt_tcase(s, "core", 300);
   tcase_add_test(tc, happy_path);
   tcase_add_test(tc, ten_thousand_tasks);
+  fpt_add_test_in(FPT_IN_BESIDE, "an inline pool has one worker", tc,
+                  one_at_a_time_keeps_to_one_worker);
   fpt_add_test_in(FPT_IN_PROCESSES, "a worker process's task pipe", tc,
                   full_task_pipe_keeps_frames_whole);
   tcase_add_test(tc, forked_child_copy_is_refused);
