@@ -608,6 +608,11 @@ int fpt_rss_is_meaningful(void)
 #endif
 }
 
+int fpt_cpu_is_meaningful(void)
+{
+  return fpt_rss_is_meaningful(); /* the same tools distort both */
+}
+
 fp_pool *fpt_pool(unsigned workers, unsigned max_inflight)
 {
   fp_pool_options o = FP_POOL_OPTIONS_INIT;

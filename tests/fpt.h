@@ -86,6 +86,10 @@ size_t fpt_scaled(size_t n, size_t min);
  * make the process's RSS say nothing about the library's: tests that bound
  * RSS skip that assertion then, and say so. */
 int fpt_rss_is_meaningful(void);
+/* 0 likewise under valgrind or a sanitizer, which run the library's code
+ * many times slower: tests that bound a thread's CPU time skip that
+ * assertion then, and say so. */
+int fpt_cpu_is_meaningful(void);
 
 /* Makes this process a subreaper, so every descendant stays countable. */
 void fpt_begin(fpt_snapshot *s);

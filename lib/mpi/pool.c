@@ -19,6 +19,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
 
 #define FPM_MAX_WORKERS 1024 /* a pool's, all ranks together */
 /* The first fp_mpi_options: a later library accepts a caller built then. */
@@ -27,6 +30,10 @@
 
 static void *bridge_main(void *arg)
 {
+#ifdef HAVE_SYS_PRCTL_H
+  /* So that ps -L, top -H and gdb tell it from the caller's threads. */
+  (void)prctl(PR_SET_NAME, "fp-bridge", 0, 0, 0);
+#endif
   fpm_bridge_run(arg);
   return NULL;
 }
