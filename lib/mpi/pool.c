@@ -39,7 +39,8 @@ static void *bridge_main(void *arg)
 }
 
 /* When the bridge cannot be made: END to every host, and what each sends
- * taken until its END_ACK.  Frees comm. */
+ * taken until its END_ACK (with no memory for a message, taken all the
+ * same, unread).  Frees comm. */
 static void stop_hosts_plain(MPI_Comm comm, int root)
 {
   int size;
@@ -48,21 +49,21 @@ static void stop_hosts_plain(MPI_Comm comm, int root)
   for (int r = 0; r < size; r++)
     if (r != root)
       MPI_Send(&end, (int)sizeof end, MPI_BYTE, r, FPM_TAG, comm);
-  for (int r = 0; r < size; r++) {
-    fp__ctl m = {.op = 0};
-    while (r != root && m.op != FPM_END_ACK) {
-      MPI_Status st;
-      int count;
-      MPI_Probe(r, FPM_TAG, comm, &st);
-      MPI_Get_count(&st, MPI_BYTE, &count);
-      char *buf = malloc((size_t)count);
-      MPI_Recv(buf, buf != NULL ? count : 0, MPI_BYTE, r, FPM_TAG, comm,
-               MPI_STATUS_IGNORE);
-      if (buf != NULL && (size_t)count >= sizeof m)
-        memcpy(&m, buf, sizeof m);
-      free(buf);
+  fpm_relay rl;
+  fpm_relay_init(&rl, comm);
+  for (int left = size - 1; left > 0;) {
+    fp__ctl m;
+    char *msg;
+    size_t len;
+    int from;
+    if (fpm_take(&rl, MPI_ANY_SOURCE, &m, &msg, &len, &from)) {
+      left -= m.op == FPM_END_ACK;
+      free(msg);
+    } else {
+      (void)fpm_pace(&rl, NULL, 0, 0, FPM_DUE_ANY);
     }
   }
+  fpm_relay_drain(&rl);
   MPI_Comm_free(&comm);
 }
 
