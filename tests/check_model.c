@@ -77,7 +77,7 @@
  * over a pool whose workers are the two hosts'; every host serves each
  * case's pool and reports that no process it started is left
  * (tests/fpt_mpi.c), and rank 0 fails the case otherwise.  FP_MODEL_STEPS
- * is 400 by default there.  The oracle is the same, as the pages promise:
+ * is 600 by default there.  The oracle is the same, as the pages promise:
  * "A task that crashes, runs past its deadline or is cancelled while it
  * runs fails its own future, as on one machine" (fp_mpi_pool_create(3),
  * Failures).  What differs changes no allowed outcome: a worker's pid in a
@@ -114,7 +114,7 @@
 /* Steps per case by default (FP_MODEL_STEPS): over MPI fewer, since each
  * task crosses two more hops each way and the run must stay short. */
 #ifdef FP_MODEL_MPI
-#define MODEL_STEPS 400
+#define MODEL_STEPS 600
 #define MODEL_PROGRAM "mpirun --oversubscribe -n 3 tests/check_model_mpi"
 #else
 #define MODEL_STEPS 1500
@@ -135,10 +135,11 @@
  * cooperative hang that returns once fp_call_should_stop(3) says so, and a
  * deaf task that never asks and returns after ms. */
 enum kind { K_OK, K_LATE, K_FAIL, K_SEGV, K_EXIT, K_HANG, K_STOP, K_COOP,
-            K_DEAF, K_N };
+            K_DEAF, K_BIG, K_N };
 static const char *const kind_name[K_N] = {"ok",   "late", "fail",
                                            "segv", "exit", "hang",
-                                           "stop", "coop", "deaf"};
+                                           "stop", "coop", "deaf",
+                                           "big"};
 
 static int exit_status(int64_t value)
 {
@@ -148,6 +149,45 @@ static int exit_status(int64_t value)
 static int64_t ok_value(int64_t value)
 {
   return value * 3 + 1;
+}
+
+/* K_BIG's result: big_len(value) bytes, big_byte(value, i) each; 64 KiB or
+ * more, so that it crosses through shared memory where there is room (the
+ * hosts' rings and the root's, over MPI). */
+static size_t big_len(int64_t value)
+{
+  return 65536 + (size_t)(value % 65536);
+}
+
+static unsigned char big_byte(int64_t value, size_t i)
+{
+  return (unsigned char)((uint64_t)value * 31 + i);
+}
+
+static int pack_big(msgpack_packer *o, int64_t value)
+{
+  size_t n = big_len(value);
+  unsigned char buf[4096];
+  if (msgpack_pack_bin(o, n) != 0)
+    return -1;
+  for (size_t at = 0; at < n; at += sizeof buf) {
+    size_t k = n - at < sizeof buf ? n - at : sizeof buf;
+    for (size_t j = 0; j < k; j++)
+      buf[j] = big_byte(value, at + j);
+    if (msgpack_pack_bin_body(o, buf, k) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static int is_big(const msgpack_object *obj, int64_t value)
+{
+  if (obj->type != MSGPACK_OBJECT_BIN || obj->via.bin.size != big_len(value))
+    return 0;
+  for (size_t i = 0; i < obj->via.bin.size; i++)
+    if ((unsigned char)obj->via.bin.ptr[i] != big_byte(value, i))
+      return 0;
+  return 1;
 }
 
 static void sleep_ms(int64_t ms)
@@ -209,6 +249,9 @@ static int t_model(fp_call *c, const msgpack_object *a, msgpack_packer *o)
       }
       sleep_ms(1);
     }
+  case K_BIG:
+    poll_once(c, id);
+    return pack_big(o, value);
   case K_SEGV:
     signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would exit instead */
     raise(SIGSEGV);
@@ -282,19 +325,23 @@ static const profile profiles[] = {
     {"threads-stop", 2, {2, 3, 4, 1}, 2,
      {48, 18, 6, 1, 18, 5, 2, 6}, {50, 6, 10, 0, 0, 0, 0, 16, 18}, 40, 90, 3,
      FP_MODE_THREADS, 50, 0, 0, 0},
-    /* Over MPI, "mix" with a worker on the root beside the hosts': its
-     * tasks go through pipes on the root, the others through the bridge. */
+    /* Over MPI, "mix" with a worker on the root beside the hosts' (its
+     * tasks go through pipes on the root, the others through the bridge),
+     * and some results of 64 KiB or more. */
     {"root", 2, {0, 1, 2, 4}, 3,
-     {50, 10, 10, 3, 8, 5, 4, 3}, {45, 6, 12, 7, 4, 10, 4}, 15, 50, 10,
+     {50, 10, 10, 3, 8, 5, 4, 3}, {40, 6, 12, 7, 4, 10, 4, 0, 0, 8}, 15, 50,
+     10,
      FP_MODE_PROCESSES, 0, 1, 0, 0},
     /* Faults that cross: cancels (mostly FP_CANCEL_RUNNING) of futures
      * other threads submitted and may be waiting on, short deadlines,
      * answers left unread in pauses, graces of the tasks' own (a request
      * to stop that names its task, which may have answered meanwhile),
-     * and the ending made by a thread of its own while the drivers still
-     * submit, cancel and wait.  No maps: the ending would cut them. */
+     * results of 64 KiB or more (through shared memory where there is
+     * room), and the ending made by a thread of its own while the drivers
+     * still submit, cancel and wait.  No maps: the ending would cut
+     * them. */
     {"cross", 2, {2, 3, 4, 1}, 3,
-     {50, 22, 8, 0, 14, 4, 2, 6}, {60, 8, 10, 5, 3, 8, 3}, 35, 80, 5,
+     {50, 22, 8, 0, 14, 4, 2, 6}, {50, 8, 10, 5, 3, 8, 3, 0, 0, 15}, 35, 80, 5,
      FP_MODE_PROCESSES, 40, 0, 60, 1},
 };
 
@@ -686,7 +733,7 @@ static unsigned outcome_bit(int rc)
 static unsigned allowed(const rec *r)
 {
   static const unsigned natural[K_N] = {O_OK, O_OK, O_ETASK, O_EWORKER,
-                                        O_EWORKER, 0, 0, 0, O_OK};
+                                        O_EWORKER, 0, 0, 0, O_OK, O_OK};
   if (r->cancelled)
     return O_ECANCELLED;
   unsigned set = natural[r->kind];
@@ -807,6 +854,8 @@ static int outcome_is_its_own(const rec *r, int rc, const msgpack_object *obj,
            thread_text_ok(r, rc, err);
   switch (rc) {
   case 0:
+    if (r->kind == K_BIG)
+      return st == FP_FINISHED && err == NULL && is_big(obj, r->value);
     return st == FP_FINISHED && err == NULL &&
            (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER) &&
            obj->via.i64 == ok_value(r->value);
