@@ -328,10 +328,9 @@ static const profile profiles[] = {
     /* Over MPI, "mix" with a worker on the root beside the hosts' (its
      * tasks go through pipes on the root, the others through the bridge),
      * and some results of 64 KiB or more. */
-    {"root", 2, {0, 1, 2, 4}, 3,
-     {50, 10, 10, 3, 8, 5, 4, 3}, {40, 6, 12, 7, 4, 10, 4, 0, 0, 8}, 15, 50,
-     10,
-     FP_MODE_PROCESSES, 0, 1, 0, 0},
+    {"root", 2, {0, 1, 2, 4}, 3, {50, 10, 10, 3, 8, 5, 4, 3},
+     {40, 6, 12, 7, 4, 10, 4, 0, 0, 8}, 15, 50, 10, FP_MODE_PROCESSES, 0, 1,
+     0, 0},
     /* Faults that cross: cancels (mostly FP_CANCEL_RUNNING) of futures
      * other threads submitted and may be waiting on, short deadlines,
      * answers left unread in pauses, graces of the tasks' own (a request
@@ -340,9 +339,9 @@ static const profile profiles[] = {
      * room), and the ending made by a thread of its own while the drivers
      * still submit, cancel and wait.  No maps: the ending would cut
      * them. */
-    {"cross", 2, {2, 3, 4, 1}, 3,
-     {50, 22, 8, 0, 14, 4, 2, 6}, {50, 8, 10, 5, 3, 8, 3, 0, 0, 15}, 35, 80, 5,
-     FP_MODE_PROCESSES, 40, 0, 60, 1},
+    {"cross", 2, {2, 3, 4, 1}, 3, {50, 22, 8, 0, 14, 4, 2, 6},
+     {50, 8, 10, 5, 3, 8, 3, 0, 0, 15}, 35, 80, 5, FP_MODE_PROCESSES, 40, 0,
+     60, 1},
 };
 
 /* --- State shared by the drivers and the callbacks ------------------------- */
@@ -383,12 +382,13 @@ static struct model {
   long steps;
   fp_pool *pool;
   unsigned workers, inflight, threads;
+  unsigned root_workers;  /* over MPI: workers on the root too */
   unsigned mode;          /* the pool's: FP_MODE_PROCESSES or _THREADS */
   int pool_grace_ms;      /* the pool's deadline_grace_ms */
   int64_t coop_bound_ms;  /* a cooperative hang gives up waiting */
   atomic_int saw_stops;   /* tasks that saw their stop flag up */
   char summary[400];      /* the thread cases' outcomes, for the log */
-  char crossed[200];      /* the process cases' outcomes, for the log */
+  char crossed[300];      /* the process cases' outcomes, for the log */
   enum ending ending;
   rec *recs;
   atomic_int nrecs;
@@ -767,7 +767,7 @@ typedef struct tally {
    * when the grace was over, and with the task's own failure. */
   unsigned dl_over, dl_own, cancel_over, cancel_own;
   /* For the log: how the futures ended. */
-  unsigned by_bit[5], stolen, by_ending, running_asked;
+  unsigned by_bit[5], stolen, by_ending, running_asked, graced;
 } tally;
 
 /* The failure text the task gives itself (fp_call_fail), if it may give
@@ -942,6 +942,7 @@ static void check_rec(const rec *r, tally *t)
   t->stolen += rc == FP_ECANCELLED && atomic_load(&r->stolen);
   t->by_ending += rc == FP_ECANCELLED && !r->cancelled;
   t->running_asked += rc == FP_ECANCELLED && atomic_load(&r->asked_running);
+  t->graced += (rc == FP_EDEADLINE || rc == FP_ECANCELLED) && r->grace_ms > 0;
   t->finished += st == FP_FINISHED;
   t->failed += st == FP_FAILED;
   t->cancelled += st == FP_CANCELLED;
@@ -1015,8 +1016,7 @@ static void cancel(rec *r, unsigned flags, int stolen)
     r->cancelled = 1;
     if (stolen)
       atomic_store(&r->stolen, 1);
-  }
-  else if (rc != FP_EBUSY)
+  } else if (rc != FP_EBUSY)
     model_fail(r, "fp_future_cancel(%u): %s", flags, fp_err_name(rc));
   else if (flags && fp_future_wait(r->f, 0) != 0)
     model_fail(r, "cancel-running said FP_EBUSY, but it is not done");
@@ -1270,7 +1270,7 @@ static const char *pool_where(void)
 #ifdef FP_MODEL_MPI
   static char buf[80];
   snprintf(buf, sizeof buf, " on each of %d hosts%s", mpi_hosts,
-           M.pf->root_workers ? " and 1 on the root" : "");
+           M.root_workers ? " and 1 on the root" : "");
   return buf;
 #else
   return "";
@@ -1289,7 +1289,7 @@ static void pool_create(unsigned workers, unsigned inflight)
 #ifdef FP_MODEL_MPI
   /* Each host forks workers of its own; the root's pool has their sum. */
   mpi_owed = 1;
-  int rc = fpt_mpi_pool_create(&M.pool, &o, M.pf->root_workers);
+  int rc = fpt_mpi_pool_create(&M.pool, &o, M.root_workers);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create_ex: %s", fp_strerror(rc));
 #else
   int rc = fpt_pool_create(&M.pool, &o);
@@ -1373,9 +1373,11 @@ static void check_all(void)
   ck_assert_int_eq(fp_pool_stats_get(M.pool, &st, NULL, 0), 0);
   snprintf(M.crossed, sizeof M.crossed, "%u ok, %u FP_ETASK, %u FP_EWORKER, "
            "%u FP_EDEADLINE, %u FP_ECANCELLED (%u asked to stop running, "
-           "%u by another thread, %u by the ending)", t.by_bit[0],
-           t.by_bit[1], t.by_bit[2], t.by_bit[3], t.by_bit[4],
-           t.running_asked, t.stolen, t.by_ending);
+           "%u by another thread, %u by the ending); %u of the last two with "
+           "a grace (%u its own text, %u over)", t.by_bit[0], t.by_bit[1],
+           t.by_bit[2], t.by_bit[3], t.by_bit[4], t.running_asked, t.stolen,
+           t.by_ending, t.graced, t.dl_own + t.cancel_own,
+           t.dl_over + t.cancel_over);
   snprintf(M.summary, sizeof M.summary, "%" PRIu64 " finished, %" PRIu64
            " failed (%" PRIu64 " deadlines given up on, %u when the grace "
            "was over, %u with the task's own text), %" PRIu64 " cancelled "
@@ -1445,6 +1447,12 @@ static void run_profile(const profile *pf, const char *tcase)
     M.pool_grace_ms = graces[rnd(&rs) % 4];
   }
   M.coop_bound_ms = 2 * (int64_t)FPT_LIMIT_MS;
+  M.root_workers = pf->root_workers;
+#ifdef FP_MODEL_MPI
+  /* Case cross: a worker on the root beside the hosts' in half the runs. */
+  if (pf->end_midway)
+    M.root_workers = (unsigned)(rnd(&rs) % 2);
+#endif
   printf("model[%s]: seed %" PRIu64 ", %ld steps, %u workers%s, "
          "max_inflight %u, %u threads, grace %d ms, ending %s (replay: "
          "FP_MODEL_SEED=%" PRIu64 " CK_RUN_CASE=%s%s)\n", pf->name, M.seed,

@@ -19,10 +19,10 @@ void fpt_mpi_connect_all(void);
  * no child: 0, or 1 if one is left.  No assertion: a host runs no test. */
 int fpt_mpi_children_left(void);
 
-/* On a host (rank != 0): makes every pool rank 0 makes with fpt_mpi_pool_create,
- * with tasks, until rank 0 calls fpt_mpi_serve_end; after each, reports to rank
- * 0 how fp_mpi_pool_create_ex returned and whether a process it started is
- * left. */
+/* On a host (rank != 0): makes every pool rank 0 makes with
+ * fpt_mpi_pool_create, with tasks, until rank 0 calls fpt_mpi_serve_end;
+ * after each, reports to rank 0 how fp_mpi_pool_create_ex returned and
+ * whether a process it started is left. */
 void fpt_mpi_serve(const fp_task *tasks);
 
 /* On rank 0: the pool of o over MPI_COMM_WORLD, made with every host
