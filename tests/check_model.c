@@ -294,43 +294,45 @@ typedef struct profile {
   unsigned root_workers;      /* over MPI: workers on the root too */
   unsigned pct_steal;         /* cancels of any thread's future */
   int end_midway;             /* the ending crosses the drivers' steps */
+  unsigned pct_map_deadline;  /* maps with a deadline per item */
 } profile;
 
 static const profile profiles[] = {
     {"mix", 3, {0, 1, 2, 4}, 3,
      {50, 10, 10, 3, 8, 5, 4, 3}, {45, 6, 12, 7, 4, 10, 4}, 15, 50, 10,
-     FP_MODE_PROCESSES, 0, 0, 0, 0},
+     FP_MODE_PROCESSES, 0, 0, 0, 0, 0},
     /* One worker with tasks pipelined behind the one it runs, answers left
      * unread during pauses: deadlines that pass while an answer waits
      * unread (#1), and no cancel to blur it. */
     {"deadline", 1, {2, 3, 4, 2}, 1,
      {55, 4, 6, 1, 24, 5, 5, 0}, {80, 3, 10, 3, 0, 2, 2}, 40, 0, 3,
-     FP_MODE_PROCESSES, 0, 0, 0, 0},
+     FP_MODE_PROCESSES, 0, 0, 0, 0, 0},
     /* The same, with cancel-running of tasks whose answer may be in the
      * pipe while a late one runs behind them (#2), and no deadline an
      * answering task could reach. */
     {"cancel", 1, {2, 3, 4, 2}, 1,
      {50, 18, 6, 1, 18, 5, 2, 6}, {70, 10, 10, 4, 0, 2, 2}, 0, 90, 3,
-     FP_MODE_PROCESSES, 0, 0, 0, 0},
+     FP_MODE_PROCESSES, 0, 0, 0, 0, 0},
     /* Thread pools (FP_MODE_THREADS): nothing kills a thread, so no crash,
      * exit or stop; cooperative hangs that return when asked, deaf tasks
      * that are given up on and run on holding their thread, graces of the
      * pool's and of a task's own. */
     {"threads", 3, {0, 1, 2, 4}, 3,
      {50, 10, 10, 3, 8, 5, 4, 3}, {45, 8, 12, 0, 0, 0, 0, 10, 10}, 20, 50, 10,
-     FP_MODE_THREADS, 30, 0, 0, 0},
+     FP_MODE_THREADS, 30, 0, 0, 0, 0},
     /* Stops crossed with completions: deadlines and cancel-running of tasks
      * whose answer may wait in the outbox, tasks handed to a thread behind
      * one that is given up on. */
     {"threads-stop", 2, {2, 3, 4, 1}, 2,
      {48, 18, 6, 1, 18, 5, 2, 6}, {50, 6, 10, 0, 0, 0, 0, 16, 18}, 40, 90, 3,
-     FP_MODE_THREADS, 50, 0, 0, 0},
+     FP_MODE_THREADS, 50, 0, 0, 0, 0},
     /* Over MPI, "mix" with a worker on the root beside the hosts' (its
      * tasks go through pipes on the root, the others through the bridge),
-     * and some results of 64 KiB or more. */
-    {"root", 2, {0, 1, 2, 4}, 3, {50, 10, 10, 3, 8, 5, 4, 3},
+     * some results of 64 KiB or more, and more maps, half of them with a
+     * deadline per item that late items may pass. */
+    {"root", 2, {0, 1, 2, 4}, 3, {50, 10, 10, 8, 8, 5, 4, 3},
      {40, 6, 12, 7, 4, 10, 4, 0, 0, 8}, 15, 50, 10, FP_MODE_PROCESSES, 0, 1,
-     0, 0},
+     0, 0, 50},
     /* Faults that cross: cancels (mostly FP_CANCEL_RUNNING) of futures
      * other threads submitted and may be waiting on, short deadlines,
      * answers left unread in pauses, graces of the tasks' own (a request
@@ -341,7 +343,7 @@ static const profile profiles[] = {
      * them. */
     {"cross", 2, {2, 3, 4, 1}, 3, {50, 22, 8, 0, 14, 4, 2, 6},
      {50, 8, 10, 5, 3, 8, 3, 0, 0, 15}, 35, 80, 5, FP_MODE_PROCESSES, 40, 0,
-     60, 1},
+     60, 1, 0},
 };
 
 /* --- State shared by the drivers and the callbacks ------------------------- */
@@ -399,6 +401,8 @@ static struct model {
   atomic_int stop;        /* a check failed: drivers stop */
   atomic_int max_nest;
   atomic_long map_items, map_ok, map_failed;
+  atomic_long map_timed;  /* items of maps with a deadline per item */
+  atomic_long map_late;   /* of those, items that failed FP_EDEADLINE */
   pthread_mutex_t mu;     /* the log and the failure */
   event *log;
   size_t nlog, logcap;
@@ -1080,8 +1084,11 @@ static void act_wait(driver *d)
     model_fail(r, "not done after %d ms", FPT_LIMIT_MS);
 }
 
+/* An item of a map with a deadline per item (deadline_ms, 0: none) may
+ * pass it: its worker is killed, and it fails alone (fp_map(3)). */
 static void check_item(const fp_map_item *it, const int64_t *kinds,
-                       const int64_t *values, size_t n, char *seen)
+                       const int64_t *values, size_t n, char *seen,
+                       int deadline_ms)
 {
   size_t i = it->index;
   if (i >= n || seen[i]) {
@@ -1095,6 +1102,11 @@ static void check_item(const fp_map_item *it, const int64_t *kinds,
   int ok = kinds[i] == K_FAIL
                ? it->err == FP_ETASK && it->error && strcmp(it->error, want) == 0
                : it->err == 0 && it->result->via.i64 == ok_value(values[i]);
+  if (!ok && deadline_ms > 0 && it->err == FP_EDEADLINE && it->error) {
+    snprintf(want, sizeof want, "deadline of %d ms", deadline_ms);
+    ok = strstr(it->error, want) != NULL;
+    atomic_fetch_add(&M.map_late, ok);
+  }
   if (!ok)
     model_fail(NULL, "map: item %zu (%s %" PRId64 ") ended %s (%s)", i,
                kind_name[kinds[i]], values[i], fp_err_name(it->err),
@@ -1102,10 +1114,16 @@ static void check_item(const fp_map_item *it, const int64_t *kinds,
   atomic_fetch_add(it->err ? &M.map_failed : &M.map_ok, 1);
 }
 
-/* A map over 1..24 items that answer, read to the end in this step. */
+/* A map over 1..24 items that answer, read to the end in this step; with
+ * the profile's pct_map_deadline, a deadline of 1..10 ms per item, which
+ * late items of up to 15 ms may pass. */
 static void act_map(driver *d)
 {
   cancel_hangs(d);
+  int deadline_ms = 0;
+  if (M.pf->pct_map_deadline > 0 &&
+      rnd(&d->rng) % 100 < M.pf->pct_map_deadline)
+    deadline_ms = 1 + (int)(rnd(&d->rng) % 10);
   size_t n = 1 + rnd(&d->rng) % 24;
   int64_t kinds[24], values[24];
   char seen[24] = {0};
@@ -1118,30 +1136,35 @@ static void act_map(driver *d)
     unsigned r = (unsigned)(rnd(&d->rng) % 10);
     kinds[i] = r < 7 ? K_OK : r < 9 ? K_FAIL : K_LATE;
     values[i] = (int64_t)(rnd(&d->rng) % 1000000000);
-    fp_pack(&pk, "[IIII]", kinds[i], values[i], (int64_t)(kinds[i] == K_LATE),
-            (int64_t)-1);
+    int64_t ms = kinds[i] == K_LATE;
+    if (deadline_ms > 0 && kinds[i] == K_LATE)
+      ms = 1 + (int64_t)(rnd(&d->rng) % 15);
+    fp_pack(&pk, "[IIII]", kinds[i], values[i], ms, (int64_t)-1);
   }
   fp_map_input in = {sb.data, sb.size, NULL, NULL};
   fp_map_options mo = FP_MAP_OPTIONS_INIT;
+  mo.deadline_ms = deadline_ms;
   mo.chunksize = rnd(&d->rng) % 3 ? 0 : 1 + rnd(&d->rng) % 6;
   int ordered = (int)(rnd(&d->rng) % 2);
   fp_map_iter *m;
   int rc = ordered ? fpt_map(M.pool, "model", &in, &mo, &m)
                    : fpt_map_unordered(M.pool, "model", &in, &mo, &m);
-  logev(-1, "map%s of %zu, chunks %zu -> %d", ordered ? "" : "_unordered", n,
-        mo.chunksize, rc);
+  logev(-1, "map%s of %zu, chunks %zu, deadline %d -> %d",
+        ordered ? "" : "_unordered", n, mo.chunksize, deadline_ms, rc);
   if (rc != 0) {
     model_fail(NULL, "fp_map: %s", fp_err_name(rc));
     msgpack_sbuffer_destroy(&sb);
     return;
   }
   atomic_fetch_add(&M.map_items, (long)n);
+  if (deadline_ms > 0)
+    atomic_fetch_add(&M.map_timed, (long)n);
   fp_map_item it;
   size_t got = 0;
   while ((rc = fp_map_next(m, FPT_LIMIT_MS, &it)) == 1) {
     if (ordered && it.index != got)
       model_fail(NULL, "fp_map: item %zu yielded at place %zu", it.index, got);
-    check_item(&it, kinds, values, n, seen);
+    check_item(&it, kinds, values, n, seen, deadline_ms);
     got++;
   }
   if (rc != 0 || got != n)
@@ -1374,10 +1397,11 @@ static void check_all(void)
   snprintf(M.crossed, sizeof M.crossed, "%u ok, %u FP_ETASK, %u FP_EWORKER, "
            "%u FP_EDEADLINE, %u FP_ECANCELLED (%u asked to stop running, "
            "%u by another thread, %u by the ending); %u of the last two with "
-           "a grace (%u its own text, %u over)", t.by_bit[0], t.by_bit[1],
-           t.by_bit[2], t.by_bit[3], t.by_bit[4], t.running_asked, t.stolen,
-           t.by_ending, t.graced, t.dl_own + t.cancel_own,
-           t.dl_over + t.cancel_over);
+           "a grace (%u its own text, %u over); %ld of %ld map items with a "
+           "deadline past it", t.by_bit[0], t.by_bit[1], t.by_bit[2],
+           t.by_bit[3], t.by_bit[4], t.running_asked, t.stolen, t.by_ending,
+           t.graced, t.dl_own + t.cancel_own, t.dl_over + t.cancel_over,
+           atomic_load(&M.map_late), atomic_load(&M.map_timed));
   snprintf(M.summary, sizeof M.summary, "%" PRIu64 " finished, %" PRIu64
            " failed (%" PRIu64 " deadlines given up on, %u when the grace "
            "was over, %u with the task's own text), %" PRIu64 " cancelled "
@@ -1389,10 +1413,14 @@ static void check_all(void)
   uint64_t items = (uint64_t)atomic_load(&M.map_items);
   uint64_t ok = (uint64_t)atomic_load(&M.map_ok);
   uint64_t bad = (uint64_t)atomic_load(&M.map_failed);
+  /* A map item past its deadline is a deadline kill of its own. */
+  uint64_t late = (uint64_t)atomic_load(&M.map_late);
+  uint64_t timed = (uint64_t)atomic_load(&M.map_timed);
   if (st.submitted != t.submitted + items || st.queued != 0 ||
       st.running != 0 || st.finished != t.finished + ok ||
       st.failed != t.failed + bad || st.cancelled != t.cancelled ||
-      st.deadline_kills < t.deadlines || st.deadline_kills > t.deadline_max ||
+      st.deadline_kills < t.deadlines + late ||
+      st.deadline_kills > t.deadline_max + timed ||
       st.worker_deaths < t.crashes || st.worker_deaths > t.crash_max)
     model_fail(NULL, "counters: submitted %" PRIu64 " (oracle %" PRIu64
                "), queued %" PRIu64 ", running %" PRIu64 ", finished %"
@@ -1402,8 +1430,9 @@ static void check_all(void)
                " (%" PRIu64 "..%" PRIu64 ")",
                st.submitted, t.submitted + items, st.queued, st.running,
                st.finished, t.finished + ok, st.failed, t.failed + bad,
-               st.cancelled, t.cancelled, st.deadline_kills, t.deadlines,
-               t.deadline_max, st.worker_deaths, t.crashes, t.crash_max);
+               st.cancelled, t.cancelled, st.deadline_kills, t.deadlines + late,
+               t.deadline_max + timed, st.worker_deaths, t.crashes,
+               t.crash_max);
 }
 
 static void release_all(void)
