@@ -1,10 +1,11 @@
 #!/bin/sh
-# forkpool over MPI, for make check: tests/check_mpi and examples/mpi_primes
-# under mpirun with 3 ranks (rank 0 the root, two hosts), twice: with Open
-# MPI's defaults (shared memory between ranks on one machine) and with
-# --mca btl tcp,self, the path ranks on separate machines take; then every
-# case of tests/contract/mpi_contract, the one list of them.  Exits 77
-# (skip) only when configure did not build libforkpool-mpi; 0 or 1 else.
+# forkpool over MPI, for make check: tests/check_mpi, tests/check_model_mpi
+# and examples/mpi_primes under mpirun with 3 ranks (rank 0 the root, two
+# hosts), twice: with Open MPI's defaults (shared memory between ranks on
+# one machine) and with --mca btl tcp,self, the path ranks on separate
+# machines take; then every case of tests/contract/mpi_contract, the one
+# list of them.  Exits 77 (skip) only when configure did not build
+# libforkpool-mpi; 0 or 1 else.
 # Every run is under a timeout: a rank that does not return fails it.
 top_builddir=${top_builddir:-.}
 if [ "${FP_HAVE_MPI:-no}" != yes ]; then
@@ -51,6 +52,10 @@ for btl in default tcp; do
     echo "FAIL: --mca opal_signal \"\" still printed a stack trace"
     status=1
   fi
+  # The model test over MPI (tests/check_model.c built with FP_MODEL_MPI):
+  # its seeds, and on a failure how to replay it, are in its output.
+  run "check_model_mpi, btl $btl" 3 "$@" "$top_builddir/tests/check_model_mpi"
+  grep -E '^model\[[a-z]+\]: seed|^[0-9]+%: Checks' "$out"
   run "mpi_primes, btl $btl" 3 "$@" "$top_builddir/examples/mpi_primes" \
     --workers 1 1000000
   grep -q '^primes below 1000000: 78498$' "$out" ||

@@ -14,6 +14,7 @@
 #include <forkpool-mpi.h>
 
 #include "failmalloc.h"
+#include "fpt-mpi.h"
 #include "fpt.h"
 
 #include <check.h>
@@ -294,30 +295,6 @@ static long long slice_of(pid_t tid)
 
 /* --- Hosts ------------------------------------------------------------------ */
 
-/* Whether this process has a child, from /proc (fpt_child_pid: a host is
- * not running a test, so nothing asserts). */
-static int has_child(void)
-{
-  return fpt_child_pid() > 0;
-}
-
-/* Waits up to FPT_LIMIT_MS until this process (a subreaper) has no child:
- * 0, or 1 if one is left. */
-static int children_left(void)
-{
-  int64_t give_up = fpt_now_ms() + FPT_LIMIT_MS;
-  for (;;) {
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-      ;
-    if (!has_child())
-      return 0;
-    if (fpt_now_ms() >= give_up)
-      return 1;
-    struct timespec ts = {0, 2000000};
-    nanosleep(&ts, NULL);
-  }
-}
-
 /* This process's address space now, in bytes. */
 static size_t vm_size(void)
 {
@@ -360,7 +337,7 @@ static void host_loop(void)
       setrlimit(RLIMIT_AS, &as);
     r.failed_allocs = c.oom_over_on == my_rank ? fm_failures() : 0;
     r.got_pool = p != NULL;
-    r.left = children_left();
+    r.left = fpt_mpi_children_left();
     r.sched_changed = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != slack ||
                       slice_of(0) != slice;
     MPI_Gather(&r, (int)sizeof r, MPI_BYTE, NULL, 0, MPI_BYTE, 0,
@@ -1997,17 +1974,7 @@ int main(int argc, char **argv)
   }
   /* Every connection MPI opens between rank 0 and a host is opened now,
    * so that a test's count of descriptors sees only the pool's. */
-  int one = 1, sum = 0;
-  MPI_Allreduce(&one, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  for (int r = 1; r < nranks; r++) {
-    int x = r;
-    if (rank == 0)
-      MPI_Sendrecv_replace(&x, 1, MPI_INT, r, 0, r, 0, MPI_COMM_WORLD,
-                           MPI_STATUS_IGNORE);
-    else if (rank == r)
-      MPI_Sendrecv_replace(&x, 1, MPI_INT, 0, 0, 0, 0, MPI_COMM_WORLD,
-                           MPI_STATUS_IGNORE);
-  }
+  fpt_mpi_connect_all();
   mpt_rank me = {.pid = getpid()};
   (void)gethostname(me.host, sizeof me.host - 1);
   MPI_Gather(&me, (int)sizeof me, MPI_BYTE, ranks, (int)sizeof me, MPI_BYTE,
