@@ -1224,11 +1224,13 @@ END_TEST
  * breaks, as at any other failure of the bridge, and every rank ends; a
  * result dropped would leave its future waiting forever.
  */
-START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
+/* A pool of c whose root fails every allocation of over bytes or more
+ * while a host returns OOM_ARG bytes: the future fails as the pool breaks,
+ * with the bridge's reason, and every rank ends. */
+static void bridge_breaks_without_memory(mpt_cfg c, size_t over)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 1, .root_area_off = 1};
   fp_pool *p;
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
@@ -1236,7 +1238,7 @@ START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
   fp_future *f;
   const msgpack_object *r;
   ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)OOM_ARG), 0);
-  fm_arm_over(OOM_OVER);
+  fm_arm_over(over);
   rc = fp_future_result(f, FPT_LIMIT_MS, &r);
   fm_disarm();
   ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
@@ -1248,6 +1250,12 @@ START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
   fp_future_release(f);
   mpt_destroy(p, 0);
   fpt_end(&s);
+}
+
+START_TEST(bridge_out_of_memory_for_a_result_breaks_the_pool)
+{
+  bridge_breaks_without_memory((mpt_cfg){.workers = 1, .root_area_off = 1},
+                               OOM_OVER);
 }
 END_TEST
 
@@ -1291,27 +1299,8 @@ END_TEST
  */
 START_TEST(bridge_out_of_memory_for_a_message_breaks_the_pool)
 {
-  fpt_snapshot s;
-  fpt_begin(&s);
-  mpt_cfg c = {.workers = 1, .host_area_off = 1};
-  fp_pool *p;
-  int rc = mpt_create(c, &p);
-  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
-  fpt_pool_wait_ready(p);
-  fp_future *f;
-  const msgpack_object *r;
-  ck_assert_int_eq(fp_submitf(p, "bytes", &f, "[I]", (int64_t)OOM_ARG), 0);
-  fm_arm_over(OOM_MSG);
-  rc = fp_future_result(f, FPT_LIMIT_MS, &r);
-  fm_disarm();
-  ck_assert_msg(rc == FP_EBROKEN, "rc %s, error '%s'", fp_strerror(rc),
-                fp_future_error(f) ? fp_future_error(f) : "(none)");
-  ck_assert_msg(strstr(fp_future_error(f), "the MPI bridge ran out of memory"),
-                "error '%s'", fp_future_error(f));
-  ck_assert_uint_ge(fm_failures(), 1);
-  fp_future_release(f);
-  mpt_destroy(p, 0);
-  fpt_end(&s);
+  bridge_breaks_without_memory((mpt_cfg){.workers = 1, .host_area_off = 1},
+                               OOM_MSG);
 }
 END_TEST
 
