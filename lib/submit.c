@@ -48,7 +48,9 @@ static int fixed_write(void *data, const char *buf, size_t len)
 }
 
 /* Packs pa into the len bytes at to, which it must fill (fp_vpack packs
- * exactly one value, as fp_submit takes). */
+ * exactly one value, as fp_submit takes), and checks it as fp_submit
+ * does: fp_pack nests brackets 64 deep, and an 'O' as deep as it likes,
+ * where a worker reads 32 (a worker sent it exits). */
 static int pack_to(packed_args *pa, char *to, size_t len)
 {
   fixed_buf b = {to, len};
@@ -60,6 +62,9 @@ static int pack_to(packed_args *pa, char *to, size_t len)
   va_end(ap);
   if (rc == 0 && b.left != 0)
     rc = FP_EINVAL; /* not what it measured: another thread changed it */
+  size_t nobj;
+  if (rc == 0 && (fp__count_objects(to, len, &nobj) != 0 || nobj != 1))
+    rc = FP_EINVAL;
   return rc != 0 ? FP_EINVAL : 0;
 }
 

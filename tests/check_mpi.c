@@ -1558,9 +1558,8 @@ static double cpu_of_thread(pid_t tid)
  * machine makes the waits longer, not the CPU time larger; valgrind makes
  * every look take many times longer, so the bound is left out under it.
  */
-START_TEST(bridge_naps_while_no_host_worker_has_a_task)
+static void bridge_naps_between_round_trips(fp_pool *p, const char *what)
 {
-  fp_pool *p = pool_of(1);
   pid_t tid = bridge_tid();
   ck_assert_int_gt(tid, 0);
   enum { ROUNDS = 100, COMPUTE_MS = 2 };
@@ -1579,10 +1578,36 @@ START_TEST(bridge_naps_while_no_host_worker_has_a_task)
   }
   if (fpt_cpu_is_meaningful())
     ck_assert_msg(cpu < 0.04 * wall,
-                  "the bridge used %.3f s of CPU in %.3f s", cpu, wall);
+                  "%s: the bridge used %.3f s of CPU in %.3f s", what, cpu,
+                  wall);
   else
-    printf("bridge_naps_while_no_host_worker_has_a_task: the bridge's CPU "
-           "time under valgrind or a sanitizer says nothing; not bounded\n");
+    printf("%s: the bridge's CPU time under valgrind or a sanitizer says "
+           "nothing; not bounded\n", what);
+}
+
+START_TEST(bridge_naps_while_no_host_worker_has_a_task)
+{
+  fp_pool *p = pool_of(1);
+  bridge_naps_between_round_trips(p, "one worker per host");
+  mpt_destroy(p, 0);
+}
+END_TEST
+
+/*
+ * So it does after a host left: the pool's kills of that host's workers,
+ * sent once its GONE came, are answered by no one (the host has no fork
+ * server to kill them with, and they were reported killed already), and
+ * must not keep the bridge looking as if an answer were due.
+ */
+START_TEST(bridge_naps_after_a_host_left)
+{
+  mpt_cfg c = {.workers = 2, .fs_dies_on = 1};
+  fp_pool *p;
+  int rc = mpt_create(c, &p);
+  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
+  (void)rounds_until_retired(p);
+  rest_runs_on_rank2(p, 40, 2);
+  bridge_naps_between_round_trips(p, "after rank 1 left");
   mpt_destroy(p, 0);
 }
 END_TEST
@@ -1936,6 +1961,7 @@ static Suite *mpi_suite(void)
   tcase_add_test(tc, hosts_quiet_while_workers_work);
   tcase_add_test(tc, bridge_asks_for_short_slices);
   tcase_add_test(tc, bridge_naps_while_no_host_worker_has_a_task);
+  tcase_add_test(tc, bridge_naps_after_a_host_left);
   tcase_add_test(tc, root_workers_run_beside_the_hosts);
   tcase_add_test(tc, root_worker_crash_fails_one_future);
   tcase_add_test(tc, kill_reaches_root_workers);

@@ -360,6 +360,52 @@ START_TEST(submitf_packs_large_arguments_into_the_area)
 }
 END_TEST
 
+/*
+ * An argument that nests containers more than 32 deep is refused at
+ * submit (forkpool(7), Limits), large or small: packed straight into the
+ * area, fp_submitf checks it as fp_submit does, and frees its place.  Its
+ * worker, sent it, exited with status 70 (FP_EWORKER) instead.
+ */
+START_TEST(submitf_refuses_deep_large_arguments)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  fp_pool *p = pool(1, 1);
+  char *bytes = calloc(1, SHARED_MIN);
+  ck_assert_ptr_nonnull(bytes);
+  for (int depth = 32; depth <= 33; depth++) {
+    char fmt[80] = "";
+    for (int k = 0; k < depth - 1; k++)
+      strcat(fmt, "[");
+    strcat(fmt, "[y]"); /* the bin in the deepest array */
+    for (int k = 0; k < depth - 1; k++)
+      strcat(fmt, "]");
+    const size_t sizes[] = {100, SHARED_MIN};
+    for (int k = 0; k < 2; k++) {
+      fp_future *f = NULL;
+      int rc = fp_submitf(p, "echo", &f, fmt, bytes, sizes[k]);
+      if (depth > 32) {
+        ck_assert_msg(rc == FP_EINVAL, "depth %d, %zu bytes: %s", depth,
+                      sizes[k], fp_strerror(rc));
+        ck_assert_ptr_null(f);
+      } else {
+        ck_assert_int_eq(rc, 0);
+        const msgpack_object *r;
+        ck_assert_int_eq(fp_future_result(f, FPT_LIMIT_MS, &r), 0);
+        fp_future_release(f);
+      }
+      ck_assert_uint_eq(stats(p).shared_bytes, 0);
+    }
+  }
+  free(bytes);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_eq(st.finished, 2);
+  ck_assert_uint_eq(st.worker_deaths, 0);
+  fpt_pool_destroy(p);
+  fpt_end(&s);
+}
+END_TEST
+
 START_TEST(forged_ring_result_is_refused)
 {
   fpt_snapshot s;
@@ -530,6 +576,7 @@ int main(void)
   tcase_add_test(tc, sizes_around_the_threshold);
   tcase_add_test(tc, tasks_cannot_write_shared_arguments);
   tcase_add_test(tc, submitf_packs_large_arguments_into_the_area);
+  tcase_add_test(tc, submitf_refuses_deep_large_arguments);
   tcase_add_test(tc, cancelled_before_written);
   tcase_add_test(tc, area_full_then_trimmed);
   tcase_add_test(tc, forged_ring_result_is_refused);

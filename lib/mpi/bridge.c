@@ -59,6 +59,8 @@ struct fpm_bridge {
   int *exit_pending;
   unsigned char *asked;  /* per slot: a SPAWN or KILL went to its host,
                             whose answer has not come */
+  unsigned char *gone;   /* per rank: its host said GONE, and what it is
+                            asked after may go unanswered */
   struct pollfd *pfd;    /* ctl, then up to two per slot */
   int *pfd_slot;
   _Atomic(fp__shm *) area; /* the pool's shared area; NULL: none (yet) */
@@ -96,8 +98,10 @@ fpm_bridge *fpm_bridge_new(MPI_Comm comm, int root, const int *count,
       !(b->pfd_slot = calloc(2 * n + 2, sizeof *b->pfd_slot)) ||
       !(b->ring = calloc(n + 1, sizeof *b->ring)) ||
       !(b->ring_on = calloc(n + 1, sizeof *b->ring_on)) ||
-      !(b->asked = calloc(n + 1, sizeof *b->asked))) {
+      !(b->asked = calloc(n + 1, sizeof *b->asked)) ||
+      !(b->gone = calloc((size_t)size, sizeof *b->gone))) {
     if (b != NULL) {
+      free(b->asked);
       free(b->ring_on);
       free(b->ring);
       free(b->pfd_slot);
@@ -154,6 +158,7 @@ static void bridge_free(fpm_bridge *b)
   free(b->ring);
   free(b->ring_on);
   free(b->asked);
+  free(b->gone);
   free(b);
 }
 
@@ -446,6 +451,31 @@ static int flush_exit(fpm_bridge *b, unsigned i)
   return 1;
 }
 
+/* Host rank r said GONE: it has no fork server, or it left, so a KILL
+ * it is sent now has no worker to answer for (each live one is reported
+ * killed after the GONE), and a SPAWN may go unanswered. */
+static void host_gone(fpm_bridge *b, int r)
+{
+  b->gone[r] = 1;
+  for (unsigned i = b->base[r]; i < b->nslots && b->rank[i] == r; i++)
+    b->asked[i] = 0;
+}
+
+/* Whether the host answers op, which the pool sends to its slot i: a
+ * SPAWN with SPAWNED or SPAWN_FAILED, a KILL of a worker whose exit has
+ * not come with its EXITED.  A KILL that crossed the exit (or one of a
+ * worker the host reported killed when it left) is answered by nothing:
+ * waiting for it, the bridge would look at MPI as if an answer were due
+ * for the rest of the pool's life. */
+static int answer_comes(const fpm_bridge *b, unsigned i, uint32_t op)
+{
+  if (b->gone[b->rank[i]])
+    return 0;
+  if (op == FP__CTL_KILL)
+    return b->ch[i].open && !b->exit_pending[i];
+  return op == FP__CTL_SPAWN;
+}
+
 /* A message from host rank from.  Returns 1 if it made work. */
 static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
 {
@@ -465,8 +495,10 @@ static void from_host(fpm_bridge *b, int from, char *msg, size_t len)
     return;
   }
   fpm_chan *c = &b->ch[i];
-  if (m.op == FP__CTL_SPAWNED || m.op == FP__CTL_SPAWN_FAILED ||
-      m.op == FP__CTL_GONE || m.op == FP__CTL_EXITED)
+  if (m.op == FP__CTL_GONE)
+    host_gone(b, from);
+  else if (m.op == FP__CTL_SPAWNED || m.op == FP__CTL_SPAWN_FAILED ||
+           m.op == FP__CTL_EXITED)
     b->asked[i] = 0;
   switch (m.op) {
   case FP__CTL_SPAWNED:
@@ -555,7 +587,7 @@ static int from_pool(fpm_bridge *b, int *busy)
         to_forkserver(b, i, &m);
       } else {
         fpm_post_ctl(&b->rl, b->rank[i], &m);
-        b->asked[i] |= m.op != FP__CTL_STOP;
+        b->asked[i] |= answer_comes(b, i, m.op);
       }
     }
   }
