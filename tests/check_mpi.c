@@ -1166,24 +1166,39 @@ static unsigned until_a_host_retires(fp_pool *p, size_t len,
  * Tasks go two at a time, one to each host, so that only one is ever rank
  * 1's when it goes.
  */
-START_TEST(host_whose_relay_runs_out_of_memory_leaves)
+/*
+ * The pool of c (one worker per host), whose rank 1 runs short of memory
+ * for arguments of len bytes: exactly one future fails as that host
+ * retires, the log says why, and rest more tasks run on rank 2.  Returns
+ * the pool for the caller's own checks; *answered as until_a_host_retires.
+ */
+static fp_pool *host_leaves_short_of_memory(mpt_cfg c, size_t len, int rest,
+                                            unsigned *answered)
 {
-  fpt_snapshot s;
-  fpt_begin(&s);
-  mpt_cfg c = {.workers = 1, .small_area = 1, .oom_over_on = 1};
   fp_pool *p;
   int rc = mpt_create(c, &p);
   ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
   fpt_pool_wait_ready(p);
-  unsigned answered = 0;
-  ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 40, 1);
+  *answered = 0;
+  ck_assert_uint_eq(until_a_host_retires(p, len, answered), 1);
+  rest_runs_on_rank2(p, rest, 1);
+  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
+                        "failed: out of memory"), "log:\n%s", logged);
+  return p;
+}
+
+START_TEST(host_whose_relay_runs_out_of_memory_leaves)
+{
+  fpt_snapshot s;
+  fpt_begin(&s);
+  unsigned answered;
+  fp_pool *p = host_leaves_short_of_memory(
+      (mpt_cfg){.workers = 1, .small_area = 1, .oom_over_on = 1}, OOM_ARG, 40,
+      &answered);
   fp_pool_stats st = stats_of(p);
   ck_assert_uint_eq(st.failed, 1);
   ck_assert_uint_eq(st.finished, answered + 40);
   ck_assert_uint_eq(st.worker_deaths, 0); /* the pool's kills */
-  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
-                        "failed: out of memory"), "log:\n%s", logged);
   mpt_destroy(p, 0);
   /* Its one allocation for the argument, and none else that large. */
   ck_assert_uint_eq(reports[1].failed_allocs, 1);
@@ -1203,16 +1218,10 @@ START_TEST(host_without_address_space_leaves)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 1, .small_area = 1, .as_limit_on = 1};
-  fp_pool *p;
-  int rc = mpt_create(c, &p);
-  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
-  fpt_pool_wait_ready(p);
-  unsigned answered = 0;
-  ck_assert_uint_eq(until_a_host_retires(p, AS_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 10, 1);
-  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
-                        "failed: out of memory"), "log:\n%s", logged);
+  unsigned answered;
+  fp_pool *p = host_leaves_short_of_memory(
+      (mpt_cfg){.workers = 1, .small_area = 1, .as_limit_on = 1}, AS_ARG, 10,
+      &answered);
   mpt_destroy(p, 0);
   fpt_end(&s);
 }
@@ -1271,17 +1280,11 @@ START_TEST(host_out_of_memory_for_a_message_leaves)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  mpt_cfg c = {.workers = 1, .root_area_off = 1, .oom_over_on = 1,
-               .oom_over = OOM_MSG};
-  fp_pool *p;
-  int rc = mpt_create(c, &p);
-  ck_assert_msg(rc == 0, "fp_mpi_pool_create: %s", fp_strerror(rc));
-  fpt_pool_wait_ready(p);
-  unsigned answered = 0;
-  ck_assert_uint_eq(until_a_host_retires(p, OOM_ARG, &answered), 1);
-  rest_runs_on_rank2(p, 10, 1);
-  ck_assert_msg(log_has("host rank 1 retired", "the relay of host rank 1 "
-                        "failed: out of memory"), "log:\n%s", logged);
+  unsigned answered;
+  fp_pool *p = host_leaves_short_of_memory(
+      (mpt_cfg){.workers = 1, .root_area_off = 1, .oom_over_on = 1,
+                .oom_over = OOM_MSG},
+      OOM_ARG, 10, &answered);
   mpt_destroy(p, 0);
   ck_assert_uint_ge(reports[1].failed_allocs, 1);
   fpt_end(&s);
