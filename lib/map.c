@@ -834,6 +834,8 @@ static int map_start(fp_pool *pool, const char *name, const fp_map_input *in,
       (o.timeout_cancel & ~(unsigned)FP_CANCEL_RUNNING) ||
       (o.item_args != 0 && o.item_args != 1))
     return FP_EINVAL;
+  if (!fp__pool_owned(pool))
+    return FP_EINVAL; /* a child's copy: before any other check */
   if (o.deadline_ms > 0 && pool->opts.mode != FP_MODE_PROCESSES)
     return FP_ENOTSUP; /* a late item fails alone: its worker is killed */
   size_t n_items = 0, off = 0; /* its items are checked as they are taken */

@@ -141,6 +141,10 @@ static int submit(fp_pool *p, const char *name, const void *args,
                   int deadline_ms, int grace_ms, unsigned retries,
                   int map_chunk, fp_future **out)
 {
+  /* A child's copy of the pool is refused before anything else is looked
+   * at: forkpool(7) Fork promises FP_EINVAL there, whatever the task. */
+  if (!fp__pool_owned(p))
+    return FP_EINVAL;
   if (len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
   /* A process is killed when its time is up, a thread is asked to stop;
@@ -277,7 +281,7 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
   /* Too large for this pool: refused as fp_submit would, before it is
    * copied (the pool's options never change). */
   if (p != NULL && out != NULL && fp__task_name_ok(name) &&
-      len > p->opts.max_message - FP__MAX_NAME - 32)
+      fp__pool_owned(p) && len > p->opts.max_message - FP__MAX_NAME - 32)
     return FP_EMSGSIZE;
   /* The area's base never changes: read without the lock. */
   if (p != NULL && out != NULL && fp__task_name_ok(name) &&

@@ -1003,6 +1003,14 @@ START_TEST(calls_from_a_child_are_einval)
     bad |= (fp_map(p, "square", &in, NULL, &m2) != FP_EINVAL) << 2;
     bad |= (m2 != NULL) << 3;
     bad |= (fp_map_next(m, 0, &it) != FP_EINVAL) << 4;
+    /* FP_EINVAL before the other checks: forkpool(7) Fork says so of
+     * every fp_submit in a child, not FP_ENOTASK or FP_EMSGSIZE. */
+    bad |= (fp_submit(p, "no such task", arr + 1, 2, &f) != FP_EINVAL) << 5;
+    bad |= (fp_map(p, "no such task", &in, NULL, &m2) != FP_EINVAL) << 6;
+    fp_submit_options so = FP_SUBMIT_OPTIONS_INIT;
+    so.deadline_ms = 1;
+    bad |= (fp_submit_ex(p, "no such task", arr + 1, 2, &so, &f) != FP_EINVAL)
+           << 7;
     _exit(bad);
   }
   int st;
