@@ -829,6 +829,13 @@ int main(int argc, char **argv)
         {"mode threads", FP_ENOTSUP}, {"mode inline", FP_ENOTSUP},
         {"size 3", FP_EINVAL}};
     check_error = 1;
+    /* Over TCP, Open MPI opens its sockets at the first messages between
+     * two ranks: the same calls once, refused everywhere, before the
+     * descriptors are counted. */
+    fp_pool_options w = base();
+    w.max_message = 5;
+    rc = fp_mpi_pool_create(&p, &w, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "max_message 5 everywhere");
     for (size_t i = 0; i < sizeof rcase / sizeof *rcase; i++) {
       fp_pool_options b = base();
       if (rank == 0) {
