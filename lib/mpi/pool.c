@@ -230,6 +230,14 @@ FP_EXTERN int fp_mpi_pool_create_ex(fp_pool **out,
   if (comm == MPI_COMM_NULL)
     return fp__remote_create_failed(FP_EINVAL,
                                     "the communicator is MPI_COMM_NULL");
+  /* Every rank of an intercommunicator sees it so: each fails here,
+   * where the collective calls below would pair the two groups and
+   * wait forever. */
+  int inter = 0;
+  MPI_Comm_test_inter(comm, &inter);
+  if (inter)
+    return fp__remote_create_failed(FP_EINVAL, "the communicator is an "
+                                    "intercommunicator");
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   /* A bad argument on one rank fails the call on all of them, rather than

@@ -880,6 +880,17 @@ int main(int argc, char **argv)
     p = (fp_pool *)&bad;
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_SELF, 0);
     expect_all(rc, p, FP_EINVAL, "MPI_COMM_SELF (one rank)");
+    /* An intercommunicator, rank 0 against the others: FP_EINVAL on
+     * every rank of both groups, not a wait. */
+    MPI_Comm local, inter;
+    MPI_Comm_split(MPI_COMM_WORLD, rank == 0, rank, &local);
+    MPI_Intercomm_create(local, 0, MPI_COMM_WORLD, rank == 0 ? 1 : 0, 7,
+                         &inter);
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, inter, 0);
+    expect_all(rc, p, FP_EINVAL, "an intercommunicator");
+    MPI_Comm_free(&inter);
+    MPI_Comm_free(&local);
     p = (fp_pool *)&bad;
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, -1);
     expect_all(rc, p, FP_EINVAL, "root -1");
