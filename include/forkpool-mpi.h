@@ -26,7 +26,8 @@ extern "C" {
  * On root: 0 and *out a pool whose workers are those of every other rank,
  * opts->workers each (0: the CPUs each host may run on).  On the other ranks:
  * serves until the root's pool is shut down or destroyed, then 0 with *out
- * NULL.  A negative FP_E* on every rank if a host could not start.
+ * NULL.  A negative FP_E* on every rank if a host could not start or the
+ * root's opts are refused.
  */
 FP_EXTERN int fp_mpi_pool_create(fp_pool **out, const fp_pool_options *opts,
                                  MPI_Comm comm, int root);

@@ -48,6 +48,14 @@ FP_EXTERN int fp__remote_pool_create(fp_pool **out,
                                      unsigned ngroups, fp__shm **area);
 
 /*
+ * What fp__remote_pool_create would refuse of opts (its options, its mode,
+ * its tasks) before anything starts: 0, or the error.  Lets the root of a
+ * remote pool find its own bad options while every host can still be
+ * told, so that the call fails on every rank.
+ */
+FP_EXTERN int fp__remote_options_check(const fp_pool_options *opts);
+
+/*
  * On a host: checks opts as fp_pool_create does and starts a fork server
  * with opts->workers workers (0: this machine's online CPUs; their number
  * in *nworkers), configured as a local pool's.  *ctl_fd is its control

@@ -42,6 +42,21 @@ FP_EXTERN int fp__remote_pool_create(fp_pool **out,
   return rc;
 }
 
+FP_EXTERN int fp__remote_options_check(const fp_pool_options *opts)
+{
+  fp_pool_options o;
+  int rc = fp__options_fill(&o, opts);
+  if (rc != 0)
+    return rc;
+  if (o.mode != FP_MODE_PROCESSES)
+    return FP_ENOTSUP;
+  fp__tasks tasks;
+  if ((rc = fp__tasks_build(&tasks, o.tasks)) != 0)
+    return rc;
+  fp__tasks_free(&tasks);
+  return 0;
+}
+
 FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
                                           unsigned *nworkers, int *ctl_fd,
                                           pid_t *fs_pid, int *fs_child,

@@ -1,7 +1,8 @@
 /*
  * fp_mpi_pool_create(_ex): the start-up every rank goes through together.
  * Each host starts its fork server and says how many workers it has (or
- * why it could not); the root adds them up, starts a fork server of its
+ * why it could not), the root whether its own options will do; the root
+ * adds them up, starts a fork server of its
  * own if it is to have workers too and they fit, and says whether to go
  * on.  Then each host serves (host.c) until the root's pool is gone, and
  * the root starts the bridge thread (bridge.c) and creates an ordinary
@@ -169,7 +170,7 @@ static int root_create(fp_pool **out, const fp_pool_options *opts,
 }
 
 /* Whose workers a failed start-up is about. */
-enum { BY_HOSTS, BY_ALL, BY_ROOT };
+enum { BY_HOSTS, BY_ALL, BY_ROOT, BY_ROOT_OPTS };
 
 /* The start-up failed on a rank, or the workers are too many: why, as
  * fp_pool_create_error(3) says it, on every rank. */
@@ -181,6 +182,9 @@ static int start_failed(int status, unsigned total, int by)
                                     by == BY_HOSTS ? "hosts'"
                                                    : "root's and the hosts'",
                                     total, FPM_MAX_WORKERS);
+  if (by == BY_ROOT_OPTS)
+    return fp__remote_create_failed(status, "the root's options: %s",
+                                    fp_strerror(status));
   return fp__remote_create_failed(status, "%s could not start its "
                                   "workers: %s",
                                   by == BY_ROOT ? "the root" : "a host",
@@ -226,6 +230,14 @@ FP_EXTERN int fp_mpi_pool_create_ex(fp_pool **out,
   if (comm == MPI_COMM_NULL)
     return fp__remote_create_failed(FP_EINVAL,
                                     "the communicator is MPI_COMM_NULL");
+  /* Every rank of an intercommunicator sees it so: each fails here,
+   * where the collective calls below would pair the two groups and
+   * wait forever. */
+  int inter = 0;
+  MPI_Comm_test_inter(comm, &inter);
+  if (inter)
+    return fp__remote_create_failed(FP_EINVAL, "the communicator is an "
+                                    "intercommunicator");
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   /* A bad argument on one rank fails the call on all of them, rather than
@@ -257,6 +269,12 @@ FP_EXTERN int fp_mpi_pool_create_ex(fp_pool **out,
                                        &area);
     if (mine == 0)
       mine = (int)n;
+  } else {
+    /* The root's pool would refuse them after every host had started:
+     * found now, the call fails on every rank, not on the root alone.
+     * Its opts->workers is not its own (the pool has the ranks' sum). */
+    fp_pool_options ro = options_with(opts, 1);
+    mine = fp__remote_options_check(&ro);
   }
   int *count = rank == root ? calloc((size_t)size, sizeof *count) : NULL;
   int status = rank == root && count == NULL ? FP_ENOMEM : 0;
@@ -264,13 +282,17 @@ FP_EXTERN int fp_mpi_pool_create_ex(fp_pool **out,
   MPI_Gather(&mine, 1, MPI_INT, count != NULL ? count : &dummy, 1, MPI_INT,
              root, fc);
   unsigned total = 0;
+  int by = BY_HOSTS;
+  if (count != NULL && count[root] < 0) {
+    status = count[root];
+    by = BY_ROOT_OPTS;
+  }
   for (int r = 0; count != NULL && r < size; r++) {
     if (count[r] < 0 && status == 0)
       status = count[r];
     else if (count[r] > 0)
       total += (unsigned)count[r];
   }
-  int by = BY_HOSTS;
   if (status == 0 && rank == root && mo.root_workers > 0) {
     /* The root's own workers, from a fork server of its own: once the
      * hosts' count says they fit, and before the bridge thread exists. */

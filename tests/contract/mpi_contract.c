@@ -820,17 +820,46 @@ int main(int argc, char **argv)
     if (rc == 0 && p != NULL)
       fp_pool_destroy(p);
   } else if (strcmp(c, "rootopts") == 0) {
-    /* Options valid on the hosts, refused on the root only (a mode the
-     * page refuses; max_message too small): every rank returns. */
-    fp_pool_options b = base();
-    if (rank == 0)
-      b.max_message = 5;
-    rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
-    printf("rank %d: returned %s\n", rank, fp_err_name(rc));
-    fflush(stdout);
-    EXPECT(rank == 0 ? rc == FP_EINVAL : rc == 0 || rc == FP_EINVAL, "%s", fp_err_name(rc));
-    if (rc == 0 && p != NULL)
-      fp_pool_destroy(p);
+    /* Options valid on the hosts, refused on the root only: "an option is
+     * invalid (on every rank)", "FP_ENOTSUP ... on every rank, whether or
+     * not the root has workers", shm_args "a value one refuses is
+     * FP_EINVAL on every rank"; and no host's fork server is left. */
+    static const struct { const char *what; int want; } rcase[] = {
+        {"max_message 5", FP_EINVAL}, {"shm_args 5", FP_EINVAL},
+        {"mode threads", FP_ENOTSUP}, {"mode inline", FP_ENOTSUP},
+        {"size 3", FP_EINVAL}};
+    check_error = 1;
+    /* Over TCP, Open MPI opens its sockets at the first messages between
+     * two ranks: the same calls once, refused everywhere, before the
+     * descriptors are counted. */
+    fp_pool_options w = base();
+    w.max_message = 5;
+    rc = fp_mpi_pool_create(&p, &w, MPI_COMM_WORLD, 0);
+    expect_all(rc, p, FP_EINVAL, "max_message 5 everywhere");
+    for (size_t i = 0; i < sizeof rcase / sizeof *rcase; i++) {
+      fp_pool_options b = base();
+      if (rank == 0) {
+        if (i == 0)
+          b.max_message = 5;
+        else if (i == 1)
+          b.shm_args = 5;
+        else if (i == 2 || i == 3)
+          b.mode = i == 2 ? FP_MODE_THREADS : FP_MODE_INLINE;
+        else
+          b.size = 3;
+      }
+      int fds0 = fd_count();
+      p = (fp_pool *)&bad;
+      rc = fp_mpi_pool_create(&p, &b, MPI_COMM_WORLD, 0);
+      expect_all(rc, p, rcase[i].want, rcase[i].what);
+      if (rank == 0) {
+        const char *e = fp_pool_create_error();
+        EXPECT(e != NULL && strstr(e, "the root's options") != NULL,
+               "%s: create_error: %s", rcase[i].what, e ? e : "(null)");
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+      expect_nothing_left(fds0, rcase[i].what);
+    }
   } else if (strcmp(c, "onerank") == 0) {
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, 0);
     expect_all(rc, p, size < 2 ? FP_EINVAL : 0, "MPI_COMM_WORLD");
@@ -851,6 +880,17 @@ int main(int argc, char **argv)
     p = (fp_pool *)&bad;
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_SELF, 0);
     expect_all(rc, p, FP_EINVAL, "MPI_COMM_SELF (one rank)");
+    /* An intercommunicator, rank 0 against the others: FP_EINVAL on
+     * every rank of both groups, not a wait. */
+    MPI_Comm local, inter;
+    MPI_Comm_split(MPI_COMM_WORLD, rank == 0, rank, &local);
+    MPI_Intercomm_create(local, 0, MPI_COMM_WORLD, rank == 0 ? 1 : 0, 7,
+                         &inter);
+    p = (fp_pool *)&bad;
+    rc = fp_mpi_pool_create(&p, &o, inter, 0);
+    expect_all(rc, p, FP_EINVAL, "an intercommunicator");
+    MPI_Comm_free(&inter);
+    MPI_Comm_free(&local);
     p = (fp_pool *)&bad;
     rc = fp_mpi_pool_create(&p, &o, MPI_COMM_WORLD, -1);
     expect_all(rc, p, FP_EINVAL, "root -1");
