@@ -42,19 +42,28 @@ FP_EXTERN int fp__remote_pool_create(fp_pool **out,
   return rc;
 }
 
+/* opts filled in and checked as a remote pool takes them (worker
+ * processes only), into *o, with their tasks built into *tasks (the
+ * caller frees them): 0, or the error. */
+static int options_take(const fp_pool_options *opts, fp_pool_options *o,
+                        fp__tasks *tasks)
+{
+  int rc = fp__options_fill(o, opts);
+  if (rc != 0)
+    return rc;
+  if (o->mode != FP_MODE_PROCESSES)
+    return FP_ENOTSUP;
+  return fp__tasks_build(tasks, o->tasks);
+}
+
 FP_EXTERN int fp__remote_options_check(const fp_pool_options *opts)
 {
   fp_pool_options o;
-  int rc = fp__options_fill(&o, opts);
-  if (rc != 0)
-    return rc;
-  if (o.mode != FP_MODE_PROCESSES)
-    return FP_ENOTSUP;
   fp__tasks tasks;
-  if ((rc = fp__tasks_build(&tasks, o.tasks)) != 0)
-    return rc;
-  fp__tasks_free(&tasks);
-  return 0;
+  int rc = options_take(opts, &o, &tasks);
+  if (rc == 0)
+    fp__tasks_free(&tasks);
+  return rc;
 }
 
 FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
@@ -65,13 +74,9 @@ FP_EXTERN int fp__remote_forkserver_start(const fp_pool_options *opts,
   if (area != NULL)
     *area = NULL;
   fp_pool_options o;
-  int rc = fp__options_fill(&o, opts);
-  if (rc != 0)
-    return rc;
-  if (o.mode != FP_MODE_PROCESSES)
-    return FP_ENOTSUP;
   fp__tasks tasks;
-  if ((rc = fp__tasks_build(&tasks, o.tasks)) != 0)
+  int rc = options_take(opts, &o, &tasks);
+  if (rc != 0)
     return rc;
   /* As a local pool's, mapped before the fork server so that every
    * worker has it; this process plays the dispatcher's part in it. */
