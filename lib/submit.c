@@ -278,21 +278,23 @@ FP_EXTERN int fp_submitf(fp_pool *p, const char *name, fp_future **out,
   va_end(ap);
   if (rc != 0)
     return rc;
-  /* Too large for this pool: refused as fp_submit would, before it is
-   * copied (the pool's options never change). */
+  /* Arguments fp_submit would take this far: too large ones are refused
+   * before they are copied, large ones packed straight into the area (the
+   * pool's options and the area's base never change: read without the
+   * lock).  Anything else goes through fp_submit, which says why not. */
   if (p != NULL && out != NULL && fp__task_name_ok(name) &&
-      fp__pool_owned(p) && len > p->opts.max_message - FP__MAX_NAME - 32)
-    return FP_EMSGSIZE;
-  /* The area's base never changes: read without the lock. */
-  if (p != NULL && out != NULL && fp__task_name_ok(name) &&
-      p->shm.base != NULL && len >= FP__SHM_MIN) {
-    packed_args pa = {.fmt = fmt};
-    va_start(pa.ap, fmt);
-    rc = submit(p, name, NULL, &pa, len, 1, 0, p->opts.deadline_grace_ms, 0,
-                0, out);
-    va_end(pa.ap);
-    if (rc != NOT_PLACED)
-      return rc;
+      fp__pool_owned(p)) {
+    if (len > p->opts.max_message - FP__MAX_NAME - 32)
+      return FP_EMSGSIZE;
+    if (p->shm.base != NULL && len >= FP__SHM_MIN) {
+      packed_args pa = {.fmt = fmt};
+      va_start(pa.ap, fmt);
+      rc = submit(p, name, NULL, &pa, len, 1, 0, p->opts.deadline_grace_ms,
+                  0, 0, out);
+      va_end(pa.ap);
+      if (rc != NOT_PLACED)
+        return rc;
+    }
   }
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
