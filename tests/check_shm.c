@@ -257,6 +257,54 @@ START_TEST(cancelled_before_written)
 }
 END_TEST
 
+#define OVERFILL_N 18
+#define OVERFILL_SIZE ((size_t)16 << 20) /* 18 x 16 MiB > 256 MiB */
+
+/*
+ * Behind a task that holds p's one worker at a gate, OVERFILL_N echoes of
+ * OVERFILL_SIZE bytes each, more than the area holds, all pending at once:
+ * packed by hand for fp_submit, or given to fp_submitf as bytes.  The area
+ * fills (what went there is counted and resident) and the rest goes
+ * through the pipes; once the gate opens, every byte comes back.
+ */
+static void overfill_area(fp_pool *p, int submitf)
+{
+  char gate[64];
+  fpt_gate_make(gate, sizeof gate);
+  fp_future *g, *f[OVERFILL_N];
+  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  char *bytes = submitf ? malloc(OVERFILL_SIZE) : NULL;
+  ck_assert(!submitf || bytes != NULL);
+  for (unsigned i = 0; i < OVERFILL_N; i++) {
+    if (submitf) {
+      for (size_t k = 0; k < OVERFILL_SIZE; k++)
+        bytes[k] = (char)(k * 31 + i);
+      ck_assert_int_eq(fp_submitf(p, "echo", &f[i], "y", bytes,
+                                  OVERFILL_SIZE), 0);
+    } else {
+      msgpack_sbuffer sb;
+      pack_bin(&sb, OVERFILL_SIZE, i);
+      f[i] = submit(p, "echo", &sb);
+      msgpack_sbuffer_destroy(&sb); /* the caller's buffer goes at once */
+    }
+  }
+  free(bytes);
+  fp_pool_stats st = stats(p);
+  ck_assert_uint_gt(st.shared_args, 0);
+  ck_assert_uint_lt(st.shared_args, OVERFILL_N); /* the area was full */
+  ck_assert_uint_ge(st.shared_bytes, st.shared_args * OVERFILL_SIZE);
+  ck_assert_int_gt(rss_shmem_kib(), 128 << 10);
+  fpt_gate_open(gate);
+  for (unsigned i = 0; i < OVERFILL_N; i++) {
+    check_bin(f[i], OVERFILL_SIZE, i);
+    fp_future_release(f[i]);
+  }
+  const msgpack_object *r;
+  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
+  fp_future_release(g);
+  fpt_gate_remove(gate);
+}
+
 /*
  * More than the area holds, all pending at once: what does not fit goes
  * through the pipes, every byte comes back, and afterwards the pages are
@@ -266,29 +314,8 @@ START_TEST(area_full_then_trimmed)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  char gate[64];
-  fpt_gate_make(gate, sizeof gate);
   fp_pool *p = pool(1, 4);
-  enum { N = 18 };
-  const size_t size = (size_t)16 << 20; /* 18 x 16 MiB > 256 MiB */
-  fp_future *g, *f[N];
-  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
-  for (unsigned i = 0; i < N; i++) {
-    msgpack_sbuffer sb;
-    pack_bin(&sb, size, i);
-    f[i] = submit(p, "echo", &sb);
-    msgpack_sbuffer_destroy(&sb);
-  }
-  fp_pool_stats st = stats(p);
-  ck_assert_uint_gt(st.shared_args, 0);
-  ck_assert_uint_lt(st.shared_args, N); /* the area was full */
-  ck_assert_uint_ge(st.shared_bytes, st.shared_args * size);
-  ck_assert_int_gt(rss_shmem_kib(), 128 << 10);
-  fpt_gate_open(gate);
-  for (unsigned i = 0; i < N; i++) {
-    check_bin(f[i], size, i);
-    fp_future_release(f[i]);
-  }
+  overfill_area(p, 0);
   /* One more, so that the worker trims its emptied ring. */
   msgpack_sbuffer sb;
   pack_bin(&sb, 1 << 20, 99);
@@ -296,16 +323,12 @@ START_TEST(area_full_then_trimmed)
   check_bin(last, 1 << 20, 99);
   fp_future_release(last);
   msgpack_sbuffer_destroy(&sb);
-  st = stats(p);
+  fp_pool_stats st = stats(p);
   ck_assert_uint_eq(st.shared_bytes, 0);
   ck_assert_uint_gt(st.shared_results, 0);
   /* At most 8 MiB kept for arguments and 8 MiB for the ring, and slack. */
   ck_assert_int_lt(rss_shmem_kib(), 24 << 10);
-  const msgpack_object *r;
-  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
-  fp_future_release(g);
   fpt_pool_destroy(p);
-  fpt_gate_remove(gate);
   fpt_end(&s);
 }
 END_TEST
@@ -319,43 +342,20 @@ START_TEST(submitf_packs_large_arguments_into_the_area)
 {
   fpt_snapshot s;
   fpt_begin(&s);
-  char gate[64];
-  fpt_gate_make(gate, sizeof gate);
   fp_pool *p = pool(1, 4);
-  enum { N = 18 };
-  const size_t size = (size_t)16 << 20; /* 18 x 16 MiB > 256 MiB */
-  char *bytes = malloc(size);
-  ck_assert_ptr_nonnull(bytes);
-  fp_future *g, *f[N], *bad = NULL;
-  ck_assert_int_eq(fp_submitf(p, "gate", &g, "[s]", gate), 0);
+  char bytes[2 * SHARED_MIN] = {0};
+  fp_future *bad = NULL;
   ck_assert_int_eq(fp_submitf(p, "echo", &bad, "yy", bytes,
-                              (size_t)SHARED_MIN, bytes, (size_t)SHARED_MIN),
+                              (size_t)SHARED_MIN, bytes + SHARED_MIN,
+                              (size_t)SHARED_MIN),
                    FP_EINVAL);
   ck_assert_ptr_null(bad);
   ck_assert_uint_eq(stats(p).shared_bytes, 0);
-  for (unsigned i = 0; i < N; i++) {
-    for (size_t k = 0; k < size; k++)
-      bytes[k] = (char)(k * 31 + i);
-    ck_assert_int_eq(fp_submitf(p, "echo", &f[i], "y", bytes, size), 0);
-  }
-  free(bytes);
+  overfill_area(p, 1);
   fp_pool_stats st = stats(p);
-  ck_assert_uint_gt(st.shared_args, 0);
-  ck_assert_uint_lt(st.shared_args, N); /* the area was full */
-  ck_assert_uint_ge(st.shared_bytes, st.shared_args * size);
-  fpt_gate_open(gate);
-  for (unsigned i = 0; i < N; i++) {
-    check_bin(f[i], size, i);
-    fp_future_release(f[i]);
-  }
-  st = stats(p);
   ck_assert_uint_eq(st.shared_bytes, 0);
-  ck_assert_uint_eq(st.finished, N + 1);
-  const msgpack_object *r;
-  ck_assert_int_eq(fp_future_result(g, FPT_LIMIT_MS, &r), 0);
-  fp_future_release(g);
+  ck_assert_uint_eq(st.finished, OVERFILL_N + 1);
   fpt_pool_destroy(p);
-  fpt_gate_remove(gate);
   fpt_end(&s);
 }
 END_TEST
